@@ -1,0 +1,85 @@
+/**
+ * What every command gets: verbosity, the logger, paths, output helpers for tables and --json,
+ * and a per-run log file for commands that do work.
+ */
+import { join } from 'node:path';
+import Table from 'cli-table3';
+import { createLogger, type Level, type RootLogger } from '../core/log.ts';
+import { type HavenPaths, havenPaths } from '../core/paths.ts';
+
+export interface GlobalOptions {
+  verbose?: boolean;
+  debug?: boolean;
+  config?: string;
+  logFile?: string;
+}
+
+export class CliContext {
+  readonly paths: HavenPaths;
+  private rootLogger: RootLogger;
+  private readonly consoleLevel: Level;
+
+  constructor(
+    readonly options: GlobalOptions,
+    readonly stdout: NodeJS.WritableStream = process.stdout,
+    readonly stderr: NodeJS.WritableStream = process.stderr,
+  ) {
+    const env = { ...process.env };
+    if (options.config) env.HAVEN_CONFIG = options.config;
+    this.paths = havenPaths(env);
+    this.consoleLevel = options.debug ? 'debug' : options.verbose ? 'verbose' : 'info';
+    this.rootLogger = createLogger({
+      consoleLevel: this.consoleLevel,
+      consoleWrite: (l) => this.stderr.write(`${l}\n`),
+    });
+  }
+
+  get log(): RootLogger {
+    return this.rootLogger;
+  }
+
+  /** True when stderr is a terminal: progress bars draw only then. */
+  get interactive(): boolean {
+    return Boolean((this.stderr as NodeJS.WriteStream).isTTY);
+  }
+
+  /**
+   * Starts this command's log file (`<logDir>/<name>-<time>-<pid>.log`, or --log-file) and
+   * returns the logger writing to it. Commands that change state call this once.
+   */
+  openRunLog(name: string): RootLogger {
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    const filePath = this.options.logFile ?? join(this.paths.logDir, `${name}-${stamp}-${process.pid}.log`);
+    this.rootLogger.close();
+    this.rootLogger = createLogger({
+      consoleLevel: this.consoleLevel,
+      consoleWrite: (l) => this.stderr.write(`${l}\n`),
+      filePath,
+    });
+    this.rootLogger.debug('run log opened', { argv: process.argv.slice(2), pid: process.pid });
+    return this.rootLogger;
+  }
+
+  print(text: string): void {
+    this.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  printJson(value: unknown): void {
+    this.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  }
+
+  /** A plain table for listings. Cells are strings already formatted by the caller. */
+  printTable(head: string[], rows: string[][]): void {
+    const t = new Table({
+      head,
+      style: { head: [], border: [], compact: true },
+      chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+    });
+    for (const r of rows) t.push(r);
+    this.print(t.toString());
+  }
+
+  close(): void {
+    this.rootLogger.close();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The `haven` command. Each file in ./commands registers one command (or a group) on the
+ * program; this file wires global options and turns every failure into a message and the exit
+ * code of cli/exit-codes.ts.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { asHavenError, HavenError } from '../core/errors.ts';
+import { CliContext, type GlobalOptions } from './context.ts';
+import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
+
+/** What a command module exports as default. */
+export type RegisterCommand = (program: Command, context: () => CliContext) => void;
+
+const COMMANDS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'commands');
+
+async function loadCommands(program: Command, context: () => CliContext): Promise<void> {
+  const files = readdirSync(COMMANDS_DIR)
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+    .sort();
+  for (const f of files) {
+    const mod = (await import(pathToFileURL(join(COMMANDS_DIR, f)).href)) as { default?: RegisterCommand };
+    if (typeof mod.default === 'function') mod.default(program, context);
+  }
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(COMMANDS_DIR, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export function reportError(ctx: CliContext | undefined, err: HavenError, json: boolean): void {
+  const out = ctx?.stderr ?? process.stderr;
+  if (json) {
+    (ctx?.stdout ?? process.stdout).write(`${JSON.stringify({ error: err.toJSON() }, null, 2)}\n`);
+  }
+  out.write(`haven: error [${err.code}]: ${err.message}\n`);
+  if (err.hint) out.write(`  ${err.hint}\n`);
+  if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx: CliContext | undefined;
+  const program = new Command('haven')
+    .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
+    .version(packageVersion(), '-V, --version')
+    .option('-v, --verbose', 'more detail on stderr')
+    .option('-d, --debug', 'everything on stderr, including protocol traces')
+    .option('-c, --config <file>', 'configuration file (default /etc/haven/haven.yaml, or $HAVEN_CONFIG)')
+    .option('--log-file <file>', 'write this run’s log here instead of the log directory')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  const context = (): CliContext => {
+    ctx ??= new CliContext(program.opts<GlobalOptions>());
+    return ctx;
+  };
+  await loadCommands(program, context);
+  program.commands.forEach(function override(c: Command) {
+    c.exitOverride();
+    c.commands.forEach(override);
+  });
+
+  try {
+    await program.parseAsync(argv);
+    return Number(process.exitCode ?? EXIT_OK);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
+        return EXIT_OK;
+      }
+      return EXIT_CODES.usage;
+    }
+    const he = asHavenError(err);
+    if (he.kind === 'internal') ctx?.log.debug('internal error', { stack: (err as Error)?.stack });
+    reportError(ctx, he, argv.includes('--json'));
+    ctx?.log.error(he.message, { code: he.code, details: he.details });
+    return exitCodeFor(he.kind);
+  } finally {
+    ctx?.close();
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * The store contract (DESIGN §4). Every store (filesystem now, LVM later) implements `Store` and
+ * passes test/conformance/store-conformance.ts. The receiver (protocol/) writes through
+ * `DeltaWriter`; recovery/ reads manifests and images; nothing else touches store files.
+ *
+ * Terms: a *generation* is one point-in-time set of all disks of a server, addressed by a stable
+ * id and, while it exists, by its sequence number (1 = newest). A *delta* is the set of changed
+ * chunks that turns the newest generation into the next one; it is staged durably before any
+ * generation is renamed (§4.2).
+ */
+import type { DigestAlgorithm } from '../core/digest.ts';
+import type { Logger } from '../core/log.ts';
+
+export type { DigestAlgorithm } from '../core/digest.ts';
+export { DIGEST_BYTES } from '../core/digest.ts';
+
+/** On-disk format version of the store (descriptor, manifests, delta records). */
+export const STORE_FORMAT_VERSION = 1;
+
+/**
+ * Digest granularity. Every extent the store accepts starts on a multiple of CHUNK_SIZE and is a
+ * whole number of chunks long, except that it may end at the disk's end. 64 KiB equals the
+ * default qcow2 cluster and dirty-bitmap granularity, so incremental extents never need widening,
+ * and the receiver can compute every chunk digest of a new generation from the bytes it received
+ * without reading an image back.
+ */
+export const CHUNK_SIZE = 64 * 1024;
+
+export type StoreKind = 'fs' | 'lvm';
+
+/** `haven-store.json` at the store root (or its LVM equivalent). */
+export interface StoreDescriptor {
+  format: 'haven-store';
+  version: number;
+  kind: StoreKind;
+  id: string;
+  createdAt: string;
+  chunkSize: number;
+  digest: DigestAlgorithm;
+}
+
+export interface DiskSpec {
+  /** The `<disk>` part of image names: the source volume's base name (DESIGN §4.1). */
+  name: string;
+  /** Virtual size in bytes. */
+  size: number;
+}
+
+export interface GenerationDisk extends DiskSpec {
+  /** Image name without suffix, e.g. `Web01_Web01_0_1`; stays correct only while seq is current. */
+  image: string;
+}
+
+/** A drill or activation result recorded against a generation ("tested at"). */
+export interface TestRecord {
+  at: string;
+  kind: 'drill' | 'activation';
+  result: 'pass' | 'fail';
+  /** Seconds from start to the boot marker: the measured RTO. */
+  seconds: number;
+  detail?: string;
+}
+
+export type DeltaMode = 'full' | 'incremental' | 'resync';
+
+export interface Generation {
+  /** Stable id (does not change when the generation's sequence number does). */
+  id: string;
+  /** 1 = newest. */
+  seq: number;
+  /** Identifier of the source point in time (the libvirt checkpoint name, or another unique id). */
+  pointInTime: string;
+  /** When the source point in time was taken. */
+  takenAt: string;
+  committedAt: string;
+  mode: DeltaMode;
+  job: string;
+  disks: GenerationDisk[];
+  /** Bytes of changed data that produced this generation from the previous one. */
+  deltaBytes: number;
+  tests: TestRecord[];
+}
+
+/** Per-server manifest: what readers trust (DESIGN §4.2: "readers trust only manifests"). */
+export interface ServerManifest {
+  server: string;
+  copies: number;
+  /** Newest first; generations[i].seq === i + 1. */
+  generations: Generation[];
+  /** Source domain XML as of the newest generation. */
+  sourceDefinition: string;
+  /** Boot order at activation: lower first, then by name. Default 100. */
+  bootPriority: number;
+  /** Set while the server runs at the DR site (activation), cleared by failback. */
+  activeAtDr?: { since: string; generationId: string; force: boolean; by?: string };
+}
+
+/** What the sender needs to know before it plans (answer to opening a delta). */
+export interface ResumeState {
+  /** Id of the partial delta being continued. */
+  deltaId: string;
+  /** Point in time the partial delta was taken from. */
+  pointInTime: string;
+  /**
+   * Per disk, the sender position below which everything sent is durable. Only meaningful when
+   * the sender's point in time equals `pointInTime`: then it skips everything below.
+   */
+  watermarks: Record<string, number>;
+  /** Bytes already staged (for reporting what a resume saved). */
+  stagedBytes: number;
+}
+
+export interface DeltaMeta {
+  server: string;
+  job: string;
+  copies: number;
+  disks: DiskSpec[];
+  sourceDefinition: string;
+  pointInTime: string;
+  takenAt: string;
+  /**
+   * The generation this delta applies to (must be the store's newest), or null when the delta
+   * carries whole disks because no generation exists yet.
+   */
+  baseGenerationId: string | null;
+  mode: DeltaMode;
+}
+
+export interface DeltaSummary {
+  /** Per disk: what the sender sent in this delta (including what an earlier attempt sent). */
+  disks: Record<string, { dataBytes: number; zeroBytes: number }>;
+}
+
+/**
+ * Receives one delta. Writes arrive in ascending offset order per disk, disks in `meta.disks`
+ * order; a resumed delta receives only what lies at or above its watermarks (or, for a new point
+ * in time, only chunks whose digests differ from `expectedDigests`).
+ */
+export interface DeltaWriter {
+  readonly deltaId: string;
+  /** A partial delta of this server existed and is being continued; null for a fresh delta. */
+  readonly resumed: ResumeState | null;
+  /**
+   * Digests (DIGEST_BYTES bytes each, concatenated) of chunks [fromChunk, fromChunk+count) as the
+   * target will hold them once this delta, as staged so far, is committed. The sender compares
+   * against them in checksum resync and when resuming under a new point in time.
+   */
+  expectedDigests(disk: string, fromChunk: number, count: number): Promise<Buffer>;
+  /** Stages data. `chunkDigests` holds one digest per chunk of `data`, already verified. */
+  writeData(disk: string, offset: number, data: Buffer, chunkDigests: Buffer): Promise<void>;
+  /** Stages a zero range (a hole in the image). */
+  writeZero(disk: string, offset: number, length: number): Promise<void>;
+  /**
+   * Makes everything written so far durable and records these sender positions as the resume
+   * watermarks. Returns once both are on stable storage.
+   */
+  checkpoint(watermarks: Record<string, number>): Promise<void>;
+  /**
+   * DESIGN §4.2 step 1: makes the whole delta durable and records it as received. After this
+   * returns, the next generation will exist even if the process dies now (roll-forward).
+   * Rejects (and keeps the partial for resume) if the summary disagrees with what was staged.
+   */
+  seal(summary: DeltaSummary): Promise<void>;
+  /** DESIGN §4.2 steps 2–4: rotation, apply, manifest, rename. Only after seal(). */
+  commit(): Promise<Generation>;
+  /** Stops without sealing; what was checkpointed stays for a later resume. */
+  close(): Promise<void>;
+  /** Throws the partial delta away (the sender gave up on this point in time). */
+  discard(): Promise<void>;
+}
+
+export interface VerifyProblem {
+  server: string;
+  generationId?: string;
+  seq?: number;
+  disk?: string;
+  code: string;
+  message: string;
+  /** First chunk indexes that failed, for damaged images. */
+  badChunks?: number[];
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  checkedServers: number;
+  checkedGenerations: number;
+  checkedBytes: number;
+  problems: VerifyProblem[];
+}
+
+export interface VerifyOptions {
+  /** Only this generation (by id); default all generations. */
+  generationId?: string;
+  /** Re-read images and compare every chunk digest (default true); false checks structure only. */
+  readImages?: boolean;
+  onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  signal?: AbortSignal;
+}
+
+/** Positional read access to one image, for verify, restore and failback. */
+export interface ImageReader {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface Store {
+  readonly kind: StoreKind;
+  /** Directory (fs) or volume group list (lvm), as the operator named it. */
+  readonly location: string;
+  readonly descriptor: StoreDescriptor;
+
+  /**
+   * Rolls forward every interrupted rotation (DESIGN §4.2) and removes leftovers no manifest
+   * references. Called when a store is opened for writing; idempotent.
+   */
+  recover(): Promise<string[]>;
+
+  listServers(): Promise<string[]>;
+  manifest(server: string): Promise<ServerManifest | null>;
+
+  /**
+   * Opens a delta for a server. Continues the server's partial delta if one exists (see
+   * DeltaWriter.resumed); fails with STORE_BASE_MISMATCH when meta.baseGenerationId is not the
+   * newest generation, STORE_LOCKED while another writer holds the server, BAD_NAME for names
+   * that are not safe, STORE_NAME_COLLISION when an image name would collide with another
+   * server's.
+   */
+  openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter>;
+
+  /** Where a generation's disk lives: a file path (fs) or a block device path (lvm). */
+  imagePath(server: string, generationId: string, disk: string): Promise<string>;
+  openImage(server: string, generationId: string, disk: string): Promise<ImageReader>;
+  /** Chunk digests of a committed generation, DIGEST_BYTES bytes each. */
+  readDigests(server: string, generationId: string, disk: string, fromChunk: number, count: number): Promise<Buffer>;
+
+  /** Re-reads images and checks manifests and digests. */
+  verify(server?: string, options?: VerifyOptions): Promise<VerifyReport>;
+
+  /** `definitions/<server>.xml`; written once at first replication, never overwritten. */
+  definitionPath(server: string): string;
+
+  /** Recovery bookkeeping, written atomically into the manifest. */
+  recordTest(server: string, generationId: string, record: TestRecord): Promise<void>;
+  setBootPriority(server: string, priority: number): Promise<void>;
+  setActiveAtDr(server: string, active: ServerManifest['activeAtDr'] | null): Promise<void>;
+
+  close(): Promise<void>;
+}
