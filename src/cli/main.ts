@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { asHavenError, HavenError } from '../core/errors.ts';
+import { asHavenError, type HavenError } from '../core/errors.ts';
 import { CliContext, type GlobalOptions } from './context.ts';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
 
@@ -27,7 +27,9 @@ async function loadCommands(program: Command, context: () => CliContext): Promis
 }
 
 function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(join(COMMANDS_DIR, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(COMMANDS_DIR, '..', '..', '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 

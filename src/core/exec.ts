@@ -37,7 +37,11 @@ export class CommandError extends HavenError {
 }
 
 /** Runs a program to completion. Rejects with CommandError on a non-accepted exit code. */
-export function exec(command: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+export function exec(
+  command: string,
+  args: readonly string[],
+  options: ExecOptions = {},
+): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       env: options.env ?? process.env,
@@ -79,10 +83,14 @@ export function exec(command: string, args: readonly string[], options: ExecOpti
       };
       if (timedOut) {
         reject(
-          new HavenError('COMMAND_TIMEOUT', `${command} ${args.join(' ')} timed out after ${options.timeoutMs} ms`, {
-            kind: 'unavailable',
-            details: { command, args: [...args] },
-          }),
+          new HavenError(
+            'COMMAND_TIMEOUT',
+            `${command} ${args.join(' ')} timed out after ${options.timeoutMs} ms`,
+            {
+              kind: 'unavailable',
+              details: { command, args: [...args] },
+            },
+          ),
         );
       } else if ((options.okCodes ?? [0]).includes(result.code)) {
         resolve(result);

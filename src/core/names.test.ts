@@ -10,7 +10,21 @@ test('names that are safe in a path and as an LV name pass', () => {
 });
 
 test('names that could escape the store or break LVM are refused with BAD_NAME', () => {
-  for (const bad of ['', '.', '..', '../etc', 'a/b', '/abs', '.hidden', '-opt', 'a b', 'a\0b', 'x'.repeat(101), 'a..b', 'é']) {
+  for (const bad of [
+    '',
+    '.',
+    '..',
+    '../etc',
+    'a/b',
+    '/abs',
+    '.hidden',
+    '-opt',
+    'a b',
+    'a\0b',
+    'x'.repeat(101),
+    'a..b',
+    'é',
+  ]) {
     assert.equal(isSafeName(bad), false, bad);
     assert.throws(
       () => checkName('disk', bad),

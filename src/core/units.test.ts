@@ -28,7 +28,10 @@ test('rates accept /s and plain sizes', () => {
   assert.equal(parseRate('50MiB/s'), 50 * 1024 ** 2);
   assert.equal(parseRate('10MB/sec'), 10e6);
   assert.equal(parseRate('0'), 0);
-  assert.throws(() => parseRate('fast'), (e: unknown) => e instanceof HavenError && e.code === 'BAD_RATE');
+  assert.throws(
+    () => parseRate('fast'),
+    (e: unknown) => e instanceof HavenError && e.code === 'BAD_RATE',
+  );
 });
 
 test('durations: groups of number+unit', () => {

@@ -232,7 +232,13 @@ export interface Store {
   imagePath(server: string, generationId: string, disk: string): Promise<string>;
   openImage(server: string, generationId: string, disk: string): Promise<ImageReader>;
   /** Chunk digests of a committed generation, DIGEST_BYTES bytes each. */
-  readDigests(server: string, generationId: string, disk: string, fromChunk: number, count: number): Promise<Buffer>;
+  readDigests(
+    server: string,
+    generationId: string,
+    disk: string,
+    fromChunk: number,
+    count: number,
+  ): Promise<Buffer>;
 
   /** Re-reads images and checks manifests and digests. */
   verify(server?: string, options?: VerifyOptions): Promise<VerifyReport>;
