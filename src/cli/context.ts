@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import Table from 'cli-table3';
+import { type HavenConfig, loadConfigIfPresent } from '../core/config.ts';
 import { createLogger, type Level, type RootLogger } from '../core/log.ts';
 import { type HavenPaths, havenPaths } from '../core/paths.ts';
 
@@ -32,6 +33,19 @@ export class CliContext {
       consoleLevel: this.consoleLevel,
       consoleWrite: (l) => this.stderr.write(`${l}\n`),
     });
+  }
+
+  private loadedConfig: HavenConfig | undefined;
+
+  /**
+   * The configuration. The default file is optional (commands work from flags alone); a file
+   * named by --config or HAVEN_CONFIG must exist.
+   */
+  config(): HavenConfig {
+    this.loadedConfig ??= loadConfigIfPresent(this.paths.config, {
+      required: Boolean(this.options.config || process.env.HAVEN_CONFIG),
+    });
+    return this.loadedConfig;
   }
 
   get log(): RootLogger {

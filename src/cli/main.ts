@@ -77,7 +77,8 @@ export async function main(argv: string[]): Promise<number> {
     const he = asHavenError(err);
     if (he.kind === 'internal') ctx?.log.debug('internal error', { stack: (err as Error)?.stack });
     reportError(ctx, he, argv.includes('--json'));
-    ctx?.log.error(he.message, { code: he.code, details: he.details });
+    // Already shown on stderr by reportError; the run's log file gets the full record.
+    ctx?.log.debug(he.message, { code: he.code, details: he.details });
     return exitCodeFor(he.kind);
   } finally {
     ctx?.close();

@@ -1,0 +1,258 @@
+/**
+ * The shape of haven.yaml as a zod schema. zod walks the whole document and collects every
+ * problem with its key path; the leaves are our own parsers (config-values.ts), so each message
+ * says what was expected in an operator's words rather than in TypeScript's. Unknown keys are
+ * errors (a misspelt `copys: 3` silently falling back to a default is how data gets lost).
+ *
+ * This schema only checks each value on its own; checks across keys (a job's target must exist,
+ * `target` and `targets` exclude each other) are in config-checks.ts, so that they run even when
+ * some other part of the file is broken.
+ */
+import { z } from 'zod';
+import { parseServerPattern, selectsSomething } from './config-patterns.ts';
+import {
+  describeValue,
+  parseAbsolutePath,
+  parseBoolean,
+  parseCron,
+  parseDurationValue,
+  parseEmail,
+  parseEnum,
+  parseFileName,
+  parseInteger,
+  parseListen,
+  parseRateValue,
+  parseSizeValue,
+  parseString,
+  parseTargetUrl,
+  parseTimeZone,
+  parseUrl,
+  ValueProblem,
+} from './config-values.ts';
+
+export const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
+export type Severity = (typeof SEVERITIES)[number];
+
+/** Marks the issue a catch-all pushes for a key the schema does not know. */
+export interface UnknownKeyParams {
+  unknownKey: true;
+  allowed: string[];
+}
+
+/**
+ * A leaf: runs `parse` on the raw YAML value (undefined when the key is absent) and turns a
+ * ValueProblem into a zod issue at this key's path.
+ */
+function leaf<T>(parse: (v: unknown) => T) {
+  return z
+    .unknown()
+    .optional()
+    .transform((v, ctx): T => {
+      try {
+        return parse(v);
+      } catch (e) {
+        if (!(e instanceof ValueProblem)) throw e;
+        const message = v === undefined ? `required: ${e.message.replace(/, got nothing$/, '')}` : e.message;
+        ctx.issues.push({ code: 'custom', message, input: v });
+        return z.NEVER;
+      }
+    });
+}
+
+/** A leaf that may be left out: `fallback` when absent. */
+function opt<T, D extends T | undefined>(parse: (v: unknown) => T, fallback: D) {
+  return leaf((v): T | D => (v === undefined ? fallback : parse(v)));
+}
+
+/** A mapping with a fixed set of keys; anything else is reported as an unknown key. */
+function mapping<S extends z.ZodRawShape>(what: string, shape: S) {
+  const allowed = Object.keys(shape);
+  return z
+    .object(shape, {
+      error: (iss) =>
+        iss.input === undefined
+          ? `required: expected ${what}`
+          : `expected ${what} (keys: ${allowed.join(', ')}), got ${describeValue(iss.input)}`,
+    })
+    .catchall(
+      z.unknown().transform((v, ctx) => {
+        const params: UnknownKeyParams = { unknownKey: true, allowed };
+        ctx.issues.push({ code: 'custom', message: 'unknown key', input: v, params });
+        return z.NEVER;
+      }),
+    );
+}
+
+/** An optional section: absent and empty (`key:` with nothing after it) both mean "not given". */
+function section<T extends z.ZodType>(schema: T) {
+  return z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+}
+
+/** Named entries (targets, jobs, drills): a mapping from name to `entry`. */
+function named<T extends z.ZodType>(what: string, entry: T) {
+  return section(
+    z.record(z.string(), entry, {
+      error: (iss) =>
+        `expected a mapping from ${what} names to their settings, got ${describeValue(iss.input)}`,
+    }),
+  );
+}
+
+function list<T extends z.ZodType>(what: string, item: T) {
+  return z.array(item, {
+    error: (iss) =>
+      iss.input === undefined
+        ? `required: expected a list of ${what}`
+        : `expected a list of ${what}, got ${describeValue(iss.input)}`,
+  });
+}
+
+const servers = list('server names or glob patterns', leaf(parseServerPattern))
+  .min(1, { error: 'must list at least one server name or pattern', abort: true })
+  .refine(selectsSomething, {
+    error: 'only "!" exclusions: add the servers to select first, e.g. ["*", "!test-*"]',
+  });
+
+const sshOptions = mapping('ssh settings', {
+  options: opt((v) => {
+    if (!Array.isArray(v) || v.some((o) => typeof o !== 'string' || o === '')) {
+      throw new ValueProblem(
+        `expected a list of ssh command-line arguments such as ["-o", "ConnectTimeout=10"], got ${describeValue(v)}`,
+      );
+    }
+    return v as string[];
+  }, []),
+  command: opt(
+    (v) => parseString(v, 'the remote haven command, e.g. haven or /usr/local/bin/haven'),
+    'haven',
+  ),
+});
+
+const tlsOptions = mapping('TLS settings', {
+  ca: leaf((v) => parseAbsolutePath(v, 'the absolute path of the CA certificate that signed the receiver')),
+  cert: opt((v) => parseAbsolutePath(v, 'the absolute path of this host’s client certificate'), undefined),
+  key: opt((v) => parseAbsolutePath(v, 'the absolute path of this host’s client key'), undefined),
+  token_file: opt((v) => parseAbsolutePath(v, 'the absolute path of a file holding the token'), undefined),
+});
+
+export const targetSchema = mapping('target settings', {
+  url: leaf(parseTargetUrl),
+  copies: opt((v) => parseInteger(v, 1, 100), 3),
+  bandwidth: opt(parseRateValue, 0),
+  compress: opt((v) => parseInteger(v, 0, 19), undefined),
+  ssh: section(sshOptions),
+  tls: section(tlsOptions),
+});
+
+export const jobSchema = mapping('job settings', {
+  servers,
+  // Whether the names exist is checked across keys (config-checks.ts).
+  target: opt((v) => parseString(v, 'the name of a target'), undefined),
+  targets: section(
+    list(
+      'target names',
+      leaf((v) => parseString(v, 'the name of a target')),
+    ).min(1, {
+      error: 'must list at least one target',
+    }),
+  ),
+  schedule: opt(parseCron, undefined),
+  consistency: opt((v) => parseEnum(v, ['live', 'shutdown'] as const), 'live'),
+  rpo: opt((v) => parseDurationValue(v, 1000), undefined),
+  parallel: opt((v) => parseInteger(v, 1, 64), 1),
+  retries: opt((v) => parseInteger(v, 0, 100), 2),
+  retry_backoff: opt(parseDurationValue, 60_000),
+  copies: opt((v) => parseInteger(v, 1, 100), undefined),
+  cache: opt(parseBoolean, false),
+  buffer: opt(
+    (v) => {
+      const bytes = parseSizeValue(v);
+      if (bytes < 1024 ** 2 || bytes > 4 * 1024 ** 3) {
+        throw new ValueProblem(`expected a size from 1MiB to 4GiB, got ${describeValue(v)}`);
+      }
+      return bytes;
+    },
+    64 * 1024 ** 2,
+  ),
+});
+
+export type BootMarker = { serial: string } | { agent: true };
+
+const bootMarker = mapping('a boot marker: { serial: "text" } or { agent: true }', {
+  serial: opt(
+    (v) => parseString(v, 'the text the serial console prints once booted, e.g. "login:"'),
+    undefined,
+  ),
+  agent: opt((v) => {
+    if (v !== true)
+      throw new ValueProblem(`expected true (wait for the guest agent), got ${describeValue(v)}`);
+    return true as const;
+  }, undefined),
+}).transform((m, ctx): BootMarker => {
+  if (m.serial !== undefined && m.agent === undefined) return { serial: m.serial };
+  if (m.agent !== undefined && m.serial === undefined) return { agent: true };
+  ctx.issues.push({
+    code: 'custom',
+    message: 'expected exactly one of serial: "text" or agent: true',
+    input: m,
+  });
+  return z.NEVER;
+});
+
+const drillOverride = mapping('per-server drill settings', {
+  boot_marker: section(bootMarker),
+  timeout: opt((v) => parseDurationValue(v, 1000), undefined),
+});
+
+export const drillSchema = mapping('drill settings', {
+  store: leaf((v) => parseAbsolutePath(v, 'the absolute path of the store on this DR host')),
+  servers,
+  schedule: opt(parseCron, undefined),
+  boot_marker: section(bootMarker),
+  timeout: opt((v) => parseDurationValue(v, 1000), 300_000),
+  overrides: named('server', drillOverride),
+});
+
+const severity = opt((v) => parseEnum(v, SEVERITIES), 'warning' as Severity);
+
+const emailAlerts = mapping('email alert settings', {
+  to: leaf((v) => {
+    const items = Array.isArray(v) ? v : typeof v === 'string' ? [v] : undefined;
+    if (!items || items.length === 0) {
+      throw new ValueProblem(`expected a mail address or a list of them, got ${describeValue(v)}`);
+    }
+    return items.map(parseEmail);
+  }),
+  from: leaf(parseEmail),
+  smtp: leaf((v) => parseUrl(v, ['smtp', 'smtps'], 'smtp://mail.example.com:25').href),
+  password_file: opt(
+    (v) => parseAbsolutePath(v, 'the absolute path of a file holding the SMTP password'),
+    undefined,
+  ),
+  min_severity: severity,
+});
+
+const webhookAlerts = mapping('webhook alert settings', {
+  url: leaf((v) => parseUrl(v, ['http', 'https'], 'https://hooks.example.com/haven').href),
+  token_file: opt(
+    (v) => parseAbsolutePath(v, 'the absolute path of a file holding the bearer token'),
+    undefined,
+  ),
+  min_severity: severity,
+});
+
+export const configSchema = mapping('the Haven configuration', {
+  timezone: opt(parseTimeZone, undefined),
+  targets: named('target', targetSchema),
+  jobs: named('job', jobSchema),
+  drills: named('drill', drillSchema),
+  alerts: section(
+    mapping('alert settings', { email: section(emailAlerts), webhook: section(webhookAlerts) }),
+  ),
+  cache: section(mapping('cache drive settings', { signature: opt(parseFileName, '.dr_cache') })),
+  daemon: section(
+    mapping('daemon settings', { listen: opt(parseListen, { host: '127.0.0.1', port: 8470 }) }),
+  ),
+});
+
+export type RawConfig = z.output<typeof configSchema>;

@@ -1,0 +1,133 @@
+/**
+ * The configuration as the rest of Haven sees it: checked, with defaults applied, sizes in bytes,
+ * rates in bytes per second and durations in milliseconds. docs/configuration.md describes
+ * every key; the YAML names are snake_case, these are their camelCase twins.
+ *
+ * The name-keyed records (targets, jobs, drills, overrides) have no prototype, so a name such as
+ * "constructor" from a command line finds nothing instead of Object's own property.
+ */
+import type { BootMarker, Severity } from './config-schema.ts';
+import type { TargetEndpoint } from './config-values.ts';
+
+export type { BootMarker, Severity } from './config-schema.ts';
+export type { TargetEndpoint } from './config-values.ts';
+
+export interface TargetConfig {
+  name: string;
+  /** The url as written in the file. */
+  url: string;
+  endpoint: TargetEndpoint;
+  /** Generations kept: `_1` (newest) to `_<copies>`. */
+  copies: number;
+  /** Bytes per second; 0 = unlimited. */
+  bandwidth: number;
+  /** zstd level; 0 = off. Default 3 for ssh and tls targets, 0 for local ones. */
+  compress: number;
+  /** Only for ssh:// targets. */
+  ssh: { options: string[]; command: string } | undefined;
+  /** Only (and always) for tls:// targets. */
+  tls:
+    | { ca: string; cert: string | undefined; key: string | undefined; tokenFile: string | undefined }
+    | undefined;
+}
+
+export type Consistency = 'live' | 'shutdown';
+
+export interface JobConfig {
+  name: string;
+  /** Server names and glob patterns (config-patterns.ts), in the order written. */
+  servers: string[];
+  /** Names of targets (keys of HavenConfig.targets), at least one. */
+  targets: string[];
+  /** Five-field cron expression; undefined = run only on demand. */
+  schedule: string | undefined;
+  consistency: Consistency;
+  /** Alert when the newest good copy is older than this (ms); undefined = no objective. */
+  rpoMs: number | undefined;
+  /** Servers copied at once. */
+  parallel: number;
+  /** Further attempts for a server whose copy failed. */
+  retries: number;
+  retryBackoffMs: number;
+  /** Overrides each target's `copies` for this job's servers. */
+  copies: number | undefined;
+  /** Stage images on a primary cache drive (DESIGN §4.6). */
+  cache: boolean;
+  /**
+   * Bytes one server's transfer may hold in memory at once (read-ahead, compression, frames in
+   * flight): the bound that keeps memory independent of disk size.
+   */
+  buffer: number;
+}
+
+export interface DrillOverride {
+  bootMarker: BootMarker | undefined;
+  timeoutMs: number | undefined;
+}
+
+export interface DrillConfig {
+  name: string;
+  /** The store on the DR host where the drill runs. */
+  store: string;
+  servers: string[];
+  schedule: string | undefined;
+  /** undefined only when every server has its own marker in `overrides`. */
+  bootMarker: BootMarker | undefined;
+  /** How long a server may take to show its boot marker. */
+  timeoutMs: number;
+  /** Per server name. */
+  overrides: Record<string, DrillOverride>;
+}
+
+export interface EmailAlertConfig {
+  to: string[];
+  from: string;
+  /** smtp:// or smtps:// URL (user name allowed; the password comes from passwordFile). */
+  smtp: string;
+  passwordFile: string | undefined;
+  minSeverity: Severity;
+}
+
+export interface WebhookAlertConfig {
+  url: string;
+  tokenFile: string | undefined;
+  minSeverity: Severity;
+}
+
+export interface AlertsConfig {
+  email: EmailAlertConfig | undefined;
+  webhook: WebhookAlertConfig | undefined;
+}
+
+export interface CacheConfig {
+  /** File name at a cache drive's root that marks it as one (DESIGN §4.6). */
+  signature: string;
+}
+
+export interface DaemonConfig {
+  listen: { host: string; port: number };
+}
+
+/** A problem found in the file, placed by key path and, where known, line and column. */
+export interface ConfigProblem {
+  /** Key path such as `jobs.nightly.schedule`; empty for the document itself. */
+  path: string;
+  message: string;
+  line: number | undefined;
+  column: number | undefined;
+}
+
+export interface HavenConfig {
+  /** The file it came from; null when no file exists and everything came from defaults. */
+  file: string | null;
+  /** IANA time zone the schedules are read in; undefined = the host's local time. */
+  timezone: string | undefined;
+  targets: Record<string, TargetConfig>;
+  jobs: Record<string, JobConfig>;
+  drills: Record<string, DrillConfig>;
+  alerts: AlertsConfig;
+  cache: CacheConfig;
+  daemon: DaemonConfig;
+  /** Valid but suspicious settings (`haven config check` prints them). */
+  warnings: ConfigProblem[];
+}
