@@ -1,0 +1,36 @@
+/**
+ * `haven doctor`: checks this host (libvirtd, versions, backup support, the run directory as
+ * QEMU's user, the tools Haven runs) and prints each verdict with the command that fixes it.
+ * Exits 12 (EXIT_PARTIAL) when a required check fails, 0 otherwise (warnings included).
+ */
+import type { Command } from 'commander';
+import { checkHost, type HostCheck, hostChecksPassed } from '../../virt/index.ts';
+import type { CliContext } from '../context.ts';
+import { EXIT_PARTIAL } from '../exit-codes.ts';
+
+const MARK: Record<HostCheck['status'], string> = { ok: 'ok', warn: 'WARN', fail: 'FAIL' };
+
+export default function register(program: Command, context: () => CliContext): void {
+  program
+    .command('doctor')
+    .description('check that this host can run Haven, and say how to fix what is missing')
+    .option('--json', 'print JSON instead of a table')
+    .option('--connect <uri>', 'libvirt URI (default: $HAVEN_LIBVIRT_URI, else qemu:///system)')
+    .action(async (opts: { json?: boolean; connect?: string }) => {
+      const ctx = context();
+      const checks = await checkHost({ uri: opts.connect, runDir: ctx.paths.runDir, log: ctx.log });
+      const ok = hostChecksPassed(checks);
+      if (opts.json) {
+        ctx.printJson({ ok, checks });
+      } else {
+        ctx.printTable(
+          ['CHECK', 'STATUS', 'DETAIL'],
+          checks.map((c) => [c.title, MARK[c.status], c.detail]),
+        );
+        const fixes = checks.filter((c) => c.status !== 'ok' && c.fix);
+        for (const c of fixes) ctx.print(`${c.status === 'fail' ? 'fix' : 'hint'} (${c.title}): ${c.fix}`);
+        ctx.print(ok ? 'all required checks passed' : 'some required checks failed');
+      }
+      if (!ok) process.exitCode = EXIT_PARTIAL;
+    });
+}

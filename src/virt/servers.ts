@@ -1,0 +1,239 @@
+/**
+ * Servers (libvirt domains) and their disks, as Haven sees them: state, persistence, and for
+ * every disk its device kind, source, format, virtual size and the store disk name (DESIGN §4.1).
+ *
+ * All facts for all domains come from three batched virsh runs (names; dominfo + dumpxml +
+ * domblkinfo per domain; vol-path per volume disk), so listing a large host stays quick.
+ */
+import { basename } from 'node:path';
+import { type DiskDevice, DomainXml } from '../core/domain-xml.ts';
+import { type Logger, silentLogger } from '../core/log.ts';
+import { VirtError, virshError } from './errors.ts';
+import { type DomainState, parseDomainState } from './lifecycle.ts';
+import { qemuImgInfo } from './qemu-img.ts';
+import { type BatchResult, batchError, type Virsh } from './virsh.ts';
+
+export interface ServerDisk {
+  /** `<target dev>`: vda, sdb, hdc. */
+  target: string;
+  bus: string | undefined;
+  device: DiskDevice;
+  /** `<disk type>`: file, block, volume, network, … */
+  sourceType: string;
+  /** The image file or block device (a volume's resolved path). Undefined: no media, or network. */
+  path: string | undefined;
+  pool: string | undefined;
+  volume: string | undefined;
+  /** For network disks: protocol and name (e.g. rbd, pool/image). */
+  network: { protocol: string; name: string | undefined } | undefined;
+  /** `<driver type>` (qcow2, raw), or what qemu-img found when the XML does not say. */
+  format: string | undefined;
+  /** Size the guest sees, in bytes; undefined when unknown (empty cdrom, unreachable network disk). */
+  virtualSize: number | undefined;
+  readonly: boolean;
+  /** A cdrom or floppy with no medium inserted. */
+  empty: boolean;
+  /**
+   * The name this disk's images carry in a store: the image file's base name without its
+   * extension, or the LV's name (DESIGN §4.1). Undefined for removable media.
+   */
+  storeName: string | undefined;
+}
+
+export interface Server {
+  name: string;
+  uuid: string;
+  /** libvirt's numeric id while active. */
+  id: number | undefined;
+  state: DomainState;
+  persistent: boolean;
+  autostart: boolean;
+  disks: ServerDisk[];
+}
+
+/**
+ * The store disk name of a source path. Files lose their extension; LVs appear as
+ * /dev/<vg>/<lv> (the LV name) or /dev/mapper/<vg>-<lv> (device-mapper doubles each '-' inside
+ * a name, so a single '-' separates VG and LV).
+ */
+export function storeDiskName(path: string, sourceType: string): string {
+  const base = basename(path);
+  if (sourceType === 'block') {
+    if (path.startsWith('/dev/mapper/')) {
+      const m = /^(?:[^-]|--)+-((?:[^-]|--)+)$/.exec(base);
+      if (m?.[1]) return m[1].replace(/--/g, '-');
+    }
+    return base;
+  }
+  const dot = base.lastIndexOf('.');
+  return dot > 0 ? base.slice(0, dot) : base;
+}
+
+function parseDominfo(text: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) m.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+  }
+  return m;
+}
+
+/** `domblkinfo --all` table: target → capacity in bytes ("-" for no medium). */
+function parseBlkinfo(text: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length >= 2 && /^\d+$/.test(cols[1] ?? '') && cols[0]) sizes.set(cols[0], Number(cols[1]));
+  }
+  return sizes;
+}
+
+function diskFromXml(xml: DomainXml): Array<ServerDisk & { element: unknown }> {
+  return xml.disks().map((d) => {
+    const source = xml.child(d.element, 'source');
+    const network =
+      d.type === 'network' && source
+        ? {
+            protocol: source.getAttribute('protocol') ?? 'unknown',
+            name: source.getAttribute('name') || undefined,
+          }
+        : undefined;
+    const removable = d.device === 'cdrom' || d.device === 'floppy';
+    return {
+      target: d.target,
+      bus: d.bus,
+      device: d.device,
+      sourceType: d.type,
+      path: d.path,
+      pool: d.pool,
+      volume: d.volume,
+      network,
+      format: d.format,
+      virtualSize: undefined,
+      readonly: d.readonly,
+      empty: removable && !d.path && !d.volume && !network,
+      storeName: undefined,
+      element: d.element,
+    };
+  });
+}
+
+async function resolveVolumes(virsh: Virsh, disks: ServerDisk[]): Promise<void> {
+  const vols = disks.filter((d) => d.sourceType === 'volume' && d.pool && d.volume && !d.path);
+  if (vols.length === 0) return;
+  const results = await virsh.batch(
+    vols.map((d) => ['vol-path', '--pool', d.pool ?? '', '--vol', d.volume ?? '']),
+  );
+  vols.forEach((d, i) => {
+    const r = results[i];
+    if (r?.ok) d.path = r.stdout.trim() || undefined;
+  });
+}
+
+function finishDisk(d: ServerDisk): void {
+  if (d.device === 'cdrom' || d.device === 'floppy') return;
+  if (d.sourceType === 'volume' && d.volume) {
+    d.storeName = storeDiskName(d.volume, 'file');
+  } else if (d.path) {
+    d.storeName = storeDiskName(d.path, d.sourceType);
+  } else if (d.network?.name) {
+    d.storeName = storeDiskName(d.network.name, 'file');
+  }
+}
+
+async function buildServer(
+  virsh: Virsh,
+  name: string,
+  info: BatchResult,
+  dump: BatchResult,
+  blk: BatchResult,
+  log: Logger,
+): Promise<Server> {
+  if (!info.ok) throw batchError(['dominfo', name], info);
+  if (!dump.ok) throw batchError(['dumpxml', name], dump);
+  const fields = parseDominfo(info.stdout);
+  const xml = DomainXml.parse(dump.stdout);
+  const sizes = blk.ok ? parseBlkinfo(blk.stdout) : new Map<string, number>();
+  const disks: ServerDisk[] = diskFromXml(xml).map(({ element: _e, ...d }) => d);
+  await resolveVolumes(virsh, disks);
+  for (const d of disks) {
+    d.virtualSize = sizes.get(d.target);
+    // Fall back to the image itself (domblkinfo fails as a whole when one source is missing).
+    if ((d.virtualSize === undefined || d.format === undefined) && d.path && !d.empty) {
+      try {
+        const img = await qemuImgInfo(d.path, { format: d.format, log });
+        d.virtualSize ??= img.virtualSize;
+        d.format ??= img.format;
+      } catch (e) {
+        log.verbose('cannot read disk image', { server: name, disk: d.target, path: d.path, err: e });
+      }
+    }
+    finishDisk(d);
+  }
+  const id = fields.get('id');
+  return {
+    name,
+    uuid: fields.get('uuid') ?? xml.uuid ?? '',
+    id: id && /^\d+$/.test(id) ? Number(id) : undefined,
+    state: parseDomainState(fields.get('state') ?? ''),
+    persistent: fields.get('persistent') === 'yes',
+    autostart: fields.get('autostart') === 'enable',
+    disks,
+  };
+}
+
+async function describe(
+  virsh: Virsh,
+  names: string[],
+  log: Logger,
+  skipVanished: boolean,
+): Promise<Server[]> {
+  const cmds: string[][] = [];
+  for (const n of names) {
+    cmds.push(['dominfo', '--domain', n], ['dumpxml', '--domain', n], ['domblkinfo', '--domain', n, '--all']);
+  }
+  const results = await virsh.batch(cmds);
+  const servers: Server[] = [];
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    const missing: BatchResult = { ok: false, stdout: '', error: 'no output from virsh' };
+    const info = results[3 * i] ?? missing;
+    const dump = results[3 * i + 1] ?? missing;
+    const blk = results[3 * i + 2] ?? missing;
+    try {
+      servers.push(await buildServer(virsh, name, info, dump, blk, log));
+    } catch (e) {
+      // A transient domain that stopped between "list" and "dominfo" is simply gone.
+      if (skipVanished && e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_FOUND') continue;
+      throw e;
+    }
+  }
+  return servers;
+}
+
+/** Every domain libvirt knows (running or not, persistent or transient), by name. */
+export async function listServers(virsh: Virsh, options: { log?: Logger } = {}): Promise<Server[]> {
+  const out = await virsh.run(['list', '--all', '--name']);
+  const names = out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .sort();
+  return describe(virsh, names, options.log ?? silentLogger, true);
+}
+
+/** One domain; VIRT_DOMAIN_NOT_FOUND when there is none by that name. */
+export async function getServer(virsh: Virsh, name: string, options: { log?: Logger } = {}): Promise<Server> {
+  const [server] = await describe(virsh, [name], options.log ?? silentLogger, false);
+  if (!server) throw virshError(['dominfo', name], `error: failed to get domain '${name}'`, 1);
+  return server;
+}
+
+/** Several domains by name, in the order asked; fails on the first unknown name. */
+export async function getServers(
+  virsh: Virsh,
+  names: string[],
+  options: { log?: Logger } = {},
+): Promise<Server[]> {
+  return describe(virsh, names, options.log ?? silentLogger, false);
+}
