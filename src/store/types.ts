@@ -108,6 +108,11 @@ export interface ResumeState {
   watermarks: Record<string, number>;
   /** Bytes already staged (for reporting what a resume saved). */
   stagedBytes: number;
+  /**
+   * Per disk, what the partial delta holds as received (counted like DeltaSummary). A sender's
+   * summary at seal() is these counts plus what it sends in this attempt.
+   */
+  staged?: Record<string, { dataBytes: number; zeroBytes: number }>;
 }
 
 export interface DeltaMeta {
@@ -127,7 +132,10 @@ export interface DeltaMeta {
 }
 
 export interface DeltaSummary {
-  /** Per disk: what the sender sent in this delta (including what an earlier attempt sent). */
+  /**
+   * Per disk: what the sender sent in this delta (including what an earlier attempt sent): the
+   * counts of `ResumeState.staged` plus everything sent since. Bytes sent twice count twice.
+   */
   disks: Record<string, { dataBytes: number; zeroBytes: number }>;
 }
 
@@ -163,7 +171,10 @@ export interface DeltaWriter {
   seal(summary: DeltaSummary): Promise<void>;
   /** DESIGN §4.2 steps 2–4: rotation, apply, manifest, rename. Only after seal(). */
   commit(): Promise<Generation>;
-  /** Stops without sealing; what was checkpointed stays for a later resume. */
+  /**
+   * Stops without sealing; what was checkpointed stays for a later resume. A store may keep
+   * more (what arrived since, with the last watermarks); `ResumeState.staged` says what it kept.
+   */
   close(): Promise<void>;
   /** Throws the partial delta away (the sender gave up on this point in time). */
   discard(): Promise<void>;

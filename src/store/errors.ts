@@ -1,0 +1,58 @@
+/**
+ * Store errors. Every code here is stable (operators and the receiver's ERROR frames carry it);
+ * docs/store-format.md lists them with what to do.
+ */
+import { type ErrorKind, HavenError } from '../core/errors.ts';
+
+export class StoreError extends HavenError {}
+
+export interface StoreErrorOptions {
+  hint?: string;
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+export function storeError(
+  code: string,
+  kind: ErrorKind,
+  message: string,
+  options: StoreErrorOptions = {},
+): StoreError {
+  return new StoreError(code, message, { kind, ...options });
+}
+
+/** A file Haven wrote (descriptor, manifest, journal, delta record) does not parse. */
+export function invalidFile(path: string, reason: string, cause?: unknown): StoreError {
+  return storeError('STORE_FILE_INVALID', 'integrity', `${path} is not a valid Haven store file: ${reason}`, {
+    hint: 'The store metadata is damaged; run `haven verify` on the target and restore the file from a copy if you have one.',
+    details: { path },
+    cause,
+  });
+}
+
+export function generationNotFound(server: string, generationId: string): StoreError {
+  return storeError(
+    'STORE_GENERATION_NOT_FOUND',
+    'not-found',
+    `${server} has no generation ${generationId}`,
+    {
+      hint: 'List the generations with `haven generations <server>`; a rotation may have retired this one.',
+      details: { server, generationId },
+    },
+  );
+}
+
+export function serverNotFound(server: string): StoreError {
+  return storeError('STORE_SERVER_NOT_FOUND', 'not-found', `the store holds no generation of ${server}`, {
+    hint: 'Check the server name; it appears in the store after its first completed replication.',
+    details: { server },
+  });
+}
+
+/** Bad arguments from the receiver (a frame out of range, a call in the wrong state). */
+export function badRequest(code: string, message: string, details?: Record<string, unknown>): StoreError {
+  return storeError(code, 'protocol', message, {
+    hint: 'The sender sent something the store cannot accept; the delta was not changed by this request.',
+    details,
+  });
+}

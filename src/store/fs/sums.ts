@@ -1,0 +1,98 @@
+/**
+ * Digest files (`.sums`): DIGEST_BYTES per chunk, chunk i at byte i × 32, nothing else. They are
+ * only ever read and written at positions, in bounded blocks: a 1 TiB disk has 512 MiB of them.
+ *
+ * In a delta's own sums file, 32 zero bytes mean "not staged" (holes read as zeros, so a fresh
+ * sparse file starts all unstaged). No real digest is 32 zero bytes.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { DIGEST_BYTES, type DigestAlgorithm, zeroChunkDigest } from '../../core/digest.ts';
+import { CHUNK_SIZE } from '../types.ts';
+import { readAllAt, writeAllAt } from './files.ts';
+
+/** Chunks per I/O block when streaming through a digest file (1 MiB of digests). */
+export const SUMS_BLOCK_CHUNKS = 32768;
+
+export function chunkCount(size: number): number {
+  return Math.ceil(size / CHUNK_SIZE);
+}
+
+export function chunkLength(size: number, index: number): number {
+  return Math.min(CHUNK_SIZE, size - index * CHUNK_SIZE);
+}
+
+export function sumsLength(size: number): number {
+  return chunkCount(size) * DIGEST_BYTES;
+}
+
+export function isUnstaged(buf: Buffer, index: number): boolean {
+  const at = index * DIGEST_BYTES;
+  for (let i = 0; i < DIGEST_BYTES; i++) if (buf[at + i] !== 0) return false;
+  return true;
+}
+
+export async function readSums(fh: FileHandle, fromChunk: number, count: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(count * DIGEST_BYTES);
+  await readAllAt(fh, buf, buf.length, fromChunk * DIGEST_BYTES);
+  return buf;
+}
+
+export async function writeSums(fh: FileHandle, fromChunk: number, digests: Buffer): Promise<void> {
+  await writeAllAt(fh, digests, fromChunk * DIGEST_BYTES);
+}
+
+/** Writes the digests of zero chunks over [fromChunk, toChunk) of a disk of `size` bytes. */
+export async function writeZeroSums(
+  fh: FileHandle,
+  alg: DigestAlgorithm,
+  size: number,
+  fromChunk: number,
+  toChunk: number,
+): Promise<void> {
+  const full = zeroChunkDigest(alg, CHUNK_SIZE);
+  for (let c = fromChunk; c < toChunk; ) {
+    const n = Math.min(SUMS_BLOCK_CHUNKS, toChunk - c);
+    const buf = Buffer.allocUnsafe(n * DIGEST_BYTES);
+    for (let i = 0; i < n; i++) {
+      const d =
+        chunkLength(size, c + i) === CHUNK_SIZE ? full : zeroChunkDigest(alg, chunkLength(size, c + i));
+      d.copy(buf, i * DIGEST_BYTES);
+    }
+    await writeSums(fh, c, buf);
+    c += n;
+  }
+}
+
+const CLEAR = Buffer.alloc(SUMS_BLOCK_CHUNKS * DIGEST_BYTES);
+
+/** Marks chunks [fromChunk, toChunk) "not staged" again. */
+export async function clearSums(fh: FileHandle, fromChunk: number, toChunk: number): Promise<void> {
+  for (let c = fromChunk; c < toChunk; ) {
+    const n = Math.min(SUMS_BLOCK_CHUNKS, toChunk - c);
+    await writeSums(fh, c, CLEAR.subarray(0, n * DIGEST_BYTES));
+    c += n;
+  }
+}
+
+/** Replaces every "not staged" entry in [fromChunk, chunkCount(size)) with the zero-chunk digest. */
+export async function fillUnstaged(
+  fh: FileHandle,
+  alg: DigestAlgorithm,
+  size: number,
+  fromChunk = 0,
+): Promise<void> {
+  const total = chunkCount(size);
+  for (let c = fromChunk; c < total; ) {
+    const n = Math.min(SUMS_BLOCK_CHUNKS, total - c);
+    const buf = await readSums(fh, c, n);
+    let changed = false;
+    for (let i = 0; i < n; i++) {
+      if (isUnstaged(buf, i)) {
+        zeroChunkDigest(alg, chunkLength(size, c + i)).copy(buf, i * DIGEST_BYTES);
+        changed = true;
+      }
+    }
+    if (changed) await writeSums(fh, c, buf);
+    c += n;
+  }
+}

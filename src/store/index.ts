@@ -1,0 +1,6 @@
+/** Target-side storage (DESIGN §3, §4): the Store contract and its implementations. */
+
+export { CRASH_ENV, CRASH_STEPS, type CrashStep } from './crash.ts';
+export { StoreError } from './errors.ts';
+export { createFsStore, FsStore, type FsStoreOptions, openFsStore } from './fs/index.ts';
+export * from './types.ts';
