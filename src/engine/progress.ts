@@ -27,13 +27,26 @@ export class ProgressTracker {
   phase = 'starting';
   disk: string | undefined;
 
+  private lastNotified = -Infinity;
+
   constructor(
     private total: number,
     readonly server?: string,
     private readonly now: () => number = () => performance.now(),
+    /** Told about progress at most every `notifyEveryMs`, and on every phase change. */
+    private readonly listener?: (s: ProgressSnapshot) => void,
+    private readonly notifyEveryMs = 200,
   ) {
     this.startT = now();
     this.lastT = this.startT;
+  }
+
+  /** Enters a new phase (and tells the listener at once). */
+  setPhase(phase: string, disk?: string): void {
+    this.phase = phase;
+    if (disk !== undefined) this.disk = disk;
+    this.lastNotified = this.now();
+    this.listener?.(this.snapshot());
   }
 
   setTotal(total: number): void {
@@ -52,6 +65,10 @@ export class ProgressTracker {
       this.rate = this.rate === 0 ? inst : this.rate + alpha * (inst - this.rate);
       this.lastT = t;
       this.lastDone = this.done;
+    }
+    if (this.listener && t - this.lastNotified >= this.notifyEveryMs) {
+      this.lastNotified = t;
+      this.listener(this.snapshot());
     }
   }
 

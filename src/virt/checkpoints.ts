@@ -13,7 +13,7 @@ import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { VirtError } from './errors.ts';
 import { domainState, isActiveState } from './lifecycle.ts';
-import { bitmapProblem, qemuImgInfo } from './qemu-img.ts';
+import { bitmapAdd, bitmapProblem, qemuImgInfo } from './qemu-img.ts';
 import type { Virsh } from './virsh.ts';
 import { attr, childElement, childElements, childText, escapeXml, parseXmlRoot } from './xml.ts';
 
@@ -317,4 +317,50 @@ export async function assertCheckpointValid(
       },
     );
   }
+}
+
+/**
+ * A checkpoint for a shut-off domain, which libvirt cannot create itself (it needs a running
+ * QEMU): the bitmap is added to each qcow2 image with qemu-img, enabled so that QEMU keeps
+ * recording into it at the next start, and libvirt's metadata is redefined around it, following
+ * the rules of kbase/internals/incremental-backup ("modification of bitmaps outside of libvirt
+ * ... adhering to the same semantics"). The next live backup can then be incremental from it.
+ */
+export async function createOfflineCheckpoint(
+  virsh: Virsh,
+  domain: string,
+  options: {
+    name: string;
+    /** Targets and image paths of the qcow2 disks that get the bitmap. */
+    disks: ReadonlyArray<{ target: string; path: string }>;
+    /** The checkpoint this one follows (the domain's newest), if any. */
+    parent?: string;
+    log?: Logger;
+  },
+): Promise<Checkpoint> {
+  checkName('checkpoint', options.name);
+  const inactive = await virsh.run(['dumpxml', '--domain', domain, '--inactive']);
+  const all = DomainXml.parse(inactive).disks();
+  for (const d of options.disks) await bitmapAdd(d.path, options.name, { log: options.log });
+  const withBitmap = new Set(options.disks.map((d) => d.target));
+  const diskLines = all
+    .filter((d) => d.device === 'disk' || d.device === 'lun')
+    .map((d) =>
+      withBitmap.has(d.target)
+        ? `    <disk name='${escapeXml(d.target)}' checkpoint='bitmap' bitmap='${escapeXml(options.name)}'/>`
+        : `    <disk name='${escapeXml(d.target)}' checkpoint='no'/>`,
+    );
+  const xml = [
+    '<domaincheckpoint>',
+    `  <name>${escapeXml(options.name)}</name>`,
+    ...(options.parent ? [`  <parent><name>${escapeXml(options.parent)}</name></parent>`] : []),
+    `  <creationTime>${Math.floor(Date.now() / 1000)}</creationTime>`,
+    '  <disks>',
+    ...diskLines,
+    '  </disks>',
+    inactive.replace(/<\?xml[^>]*>/, '').trim(),
+    '</domaincheckpoint>',
+    '',
+  ].join('\n');
+  return redefineCheckpoint(virsh, domain, xml, { validate: false });
 }

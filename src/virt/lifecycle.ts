@@ -83,8 +83,17 @@ export async function undefineDomain(
   await virsh.run(args);
 }
 
-export async function startDomain(virsh: Virsh, name: string): Promise<void> {
-  await virsh.run(['start', '--domain', name]);
+/** Starts a defined domain; `paused` leaves its vCPUs stopped (resume with `resumeDomain`). */
+export async function startDomain(
+  virsh: Virsh,
+  name: string,
+  options: { paused?: boolean } = {},
+): Promise<void> {
+  await virsh.run(['start', '--domain', name, ...(options.paused ? ['--paused'] : [])]);
+}
+
+export async function resumeDomain(virsh: Virsh, name: string): Promise<void> {
+  await virsh.run(['resume', '--domain', name]);
 }
 
 /** Starts a transient domain from XML (gone from libvirt once it stops); returns its name. */

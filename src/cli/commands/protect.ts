@@ -1,0 +1,209 @@
+/**
+ * `haven protect <server> --to <target>`: one replication run of one server (DESIGN §4–§6).
+ */
+import type { Command } from 'commander';
+import { type Catalog, catalogPath, openCatalog } from '../../catalog/catalog.ts';
+import { UsageError } from '../../core/errors.ts';
+import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
+import { type ProtectPlan, type ProtectResult, protectServer } from '../../engine/index.ts';
+import { resolveTarget, senderFactory } from '../../jobs/targets.ts';
+import { Virsh } from '../../virt/index.ts';
+import type { CliContext } from '../context.ts';
+import { progressBar } from '../progress-bar.ts';
+
+interface ProtectFlags {
+  to: string;
+  copies?: string;
+  bwlimit?: string;
+  compress?: string;
+  consistency?: string;
+  quiesce: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+  job?: string;
+  sshOption?: string[];
+  remoteCommand?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tokenFile?: string;
+  retries?: string;
+}
+
+function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function printPlan(ctx: CliContext, plan: ProtectPlan): void {
+  ctx.print(
+    `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId}] — nothing changed`,
+  );
+  ctx.print(
+    plan.newest
+      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${plan.newest.takenAt}`
+      : '  target has no copy of this server yet: full copy',
+  );
+  ctx.print(`  base checkpoint: ${plan.base ?? '(none: full copy or checksum resync)'}`);
+  ctx.print(
+    `  consistency: ${plan.consistency}${plan.resumeJob ? '; a crashed run’s backup job will be continued' : ''}`,
+  );
+  ctx.printTable(
+    ['disk', 'target', 'size', 'format', 'mode'],
+    plan.disks.map((d) => [d.name, d.target, formatBytes(d.size), d.format, d.mode]),
+  );
+}
+
+function printResult(ctx: CliContext, r: ProtectResult): void {
+  ctx.print(
+    `${r.server} → ${r.target}: generation _${r.generation.seq} (${r.mode}, ${r.sourceKind}${r.quiesced ? ', quiesced' : ''}) in ${formatDuration(r.durationMs)}`,
+  );
+  ctx.printTable(
+    ['disk', 'size', 'mode', 'read', 'sent data', 'zeroed', 'unchanged'],
+    r.disks.map((d) => [
+      d.name,
+      formatBytes(d.size),
+      d.mode,
+      formatBytes(d.readBytes),
+      formatBytes(d.dataBytes),
+      formatBytes(d.zeroBytes),
+      formatBytes(d.skippedBytes),
+    ]),
+  );
+  ctx.print(
+    `  on the wire: ${formatBytes(r.bytesSent)}${r.resumedBytes ? `; resumed, ${formatBytes(r.resumedBytes)} already staged` : ''}${r.attempts > 1 ? `; ${r.attempts} attempts` : ''}`,
+  );
+}
+
+export default function register(program: Command, context: () => CliContext): void {
+  program
+    .command('protect')
+    .description('replicate one server to a target now: full the first time, incremental after')
+    .argument('<server>', 'libvirt domain name')
+    .requiredOption(
+      '--to <target>',
+      'target: a configured target name, a local path, ssh://[user@]host[:port]/path or tls://host:port',
+    )
+    .option('--copies <n>', 'generations to keep at the target (default 3, or the target’s setting)')
+    .option('--bwlimit <rate>', 'bandwidth limit on the wire, e.g. 50MiB/s (default unlimited)')
+    .option('--compress <level>', 'zstd level 1–19, 0 = off (default 3 for remote targets, 0 for local)')
+    .option('--consistency <mode>', 'live (default) or shutdown (clean shutdown, copy, start again)')
+    .option('--no-quiesce', 'do not freeze guest filesystems through the guest agent')
+    .option('--job <name>', 'job name recorded with the generation', 'manual')
+    .option('--ssh-option <opt...>', 'extra ssh arguments for ssh:// targets')
+    .option('--remote-command <cmd>', 'how to run haven on an ssh:// target (default "haven")')
+    .option('--tls-ca <file>', 'CA certificate of a tls:// receiver')
+    .option('--tls-cert <file>', 'client certificate for a tls:// receiver')
+    .option('--tls-key <file>', 'client key for a tls:// receiver')
+    .option('--token-file <file>', 'token a tls:// receiver requires')
+    .option('--retries <n>', 'reconnections after a broken connection (default 3)')
+    .option('--dry-run', 'show the plan (what would be read and sent) and change nothing')
+    .option('--json', 'print the result as JSON')
+    .action(async (serverName: string, flags: ProtectFlags) => {
+      const ctx = context();
+      const consistency = flags.consistency ?? 'live';
+      if (consistency !== 'live' && consistency !== 'shutdown') {
+        throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
+      }
+      const config = ctx.config();
+      const target = resolveTarget(flags.to, config, {
+        copies: intFlag('copies', flags.copies, 1, 1000),
+        bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
+        compress: intFlag('compress', flags.compress, 0, 19),
+        ssh: { options: flags.sshOption, command: flags.remoteCommand },
+        tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
+      });
+      const log = flags.dryRun ? ctx.log : ctx.openRunLog(`protect-${serverName}`);
+      const virsh = new Virsh({ log });
+      let catalog: Catalog | undefined;
+      let runId: number | undefined;
+      if (!flags.dryRun) {
+        catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
+        runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
+      }
+      const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun, serverName);
+      const abort = new AbortController();
+      const onSignal = () => abort.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const started = Date.now();
+      try {
+        const out = await protectServer({
+          server: serverName,
+          connect: senderFactory(target, { log }),
+          targetLabel: target.url,
+          virsh,
+          runDir: ctx.paths.runDir,
+          job: flags.job,
+          copies: target.copies,
+          bandwidth: target.bandwidth,
+          consistency,
+          quiesce: flags.quiesce,
+          catalog,
+          runId,
+          retries: intFlag('retries', flags.retries, 0, 100),
+          dryRun: flags.dryRun,
+          onProgress: (s) => bar.update(s),
+          signal: abort.signal,
+          log,
+        });
+        bar.stop();
+        if ('generation' in out) {
+          catalog?.transaction(() => {
+            catalog.runs.recordServer(runId!, {
+              server: out.server,
+              target: out.storeId,
+              status: 'ok',
+              mode: out.mode,
+              bytesRead: out.bytesRead,
+              bytesSent: out.bytesSent,
+              durationMs: out.durationMs,
+              generationId: out.generation.id,
+              copyAt: new Date(out.takenAt),
+              attempts: out.attempts,
+            });
+            catalog.runs.finish(runId!, {
+              status: 'ok',
+              summary: { generation: out.generation.id, logFile: log.filePath },
+            });
+          });
+          if (flags.json) ctx.printJson(out);
+          else printResult(ctx, out);
+        } else if (flags.json) {
+          ctx.printJson(out);
+        } else {
+          printPlan(ctx, out);
+        }
+      } catch (e) {
+        bar.stop();
+        if (catalog && runId !== undefined) {
+          const err = e as { code?: string; message?: string };
+          catalog.transaction(() => {
+            catalog.runs.recordServer(runId!, {
+              server: serverName,
+              target: target.url,
+              status: 'failed',
+              durationMs: Date.now() - started,
+              errorCode: err.code ?? 'INTERNAL',
+              errorMessage: err.message ?? String(e),
+            });
+            catalog.runs.finish(runId!, {
+              status: abort.signal.aborted ? 'cancelled' : 'failed',
+              errorCode: err.code,
+              errorMessage: err.message,
+              summary: { logFile: log.filePath },
+            });
+          });
+        }
+        throw e;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        catalog?.close();
+      }
+    });
+}

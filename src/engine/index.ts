@@ -1,0 +1,15 @@
+/** The replication engine (DESIGN §3): one server to one target per run. */
+export { EngineError } from './errors.ts';
+export { checkpointOf, isHavenCheckpoint, newCheckpointName } from './points.ts';
+export type { ProgressSnapshot } from './progress.ts';
+export {
+  DEFAULT_TUNING,
+  type DiskReport,
+  type ProtectOptions,
+  type ProtectPlan,
+  type ProtectResult,
+  type ProtectTuning,
+  protectedDisks,
+  protectServer,
+} from './replicate.ts';
+export type { ProtectedDisk, Source, SourceKind } from './source.ts';

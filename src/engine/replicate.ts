@@ -1,0 +1,523 @@
+/**
+ * One run for one server to one target (DESIGN §4–§6): decide what the target already has,
+ * take a point in time, send the delta over the replication stream, wait until it is durable
+ * and committed, then record in the catalog which checkpoint the new generation came from.
+ *
+ * The target is the authority on what it holds: its newest generation names the checkpoint it
+ * came from, and the next run is incremental from exactly that checkpoint when libvirt still has
+ * it (or it can be redefined from the catalog) and its bitmaps are consistent. Anything else is a
+ * checksum resync: every chunk is read, only chunks whose digests differ are sent.
+ *
+ * A broken connection is retried within the run, resuming from what the receiver staged; the
+ * backup job (the point in time) stays up meanwhile. A run killed outright leaves the job
+ * running and its delta recorded as in flight, and the next run continues it.
+ */
+import type { Catalog } from '../catalog/catalog.ts';
+import { asHavenError, type HavenError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { checkName } from '../core/names.ts';
+import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
+import type { StreamSender } from '../protocol/index.ts';
+import type { DeltaMode, DeltaSummary, Generation } from '../store/types.ts';
+import {
+  checkpointXml,
+  deleteCheckpoint,
+  domainXml,
+  getServer,
+  listCheckpoints,
+  redefineCheckpoint,
+  type Server,
+  type Virsh,
+  VirtError,
+  validateCheckpoint,
+} from '../virt/index.ts';
+import { EngineError } from './errors.ts';
+import type { PlanMode } from './plan.ts';
+import { checkpointOf, isHavenCheckpoint } from './points.ts';
+import { type ProgressSnapshot, ProgressTracker } from './progress.ts';
+import { TokenBucket } from './rate-limit.ts';
+import { acquireSource, type BaseCheckpoint, diskMode, type ProtectedDisk, type Source } from './source.ts';
+import { type DiskTransferResult, diskPlanTotals, transferDisk } from './transfer.ts';
+
+export interface ProtectTuning {
+  /** Bytes per NBD read and stream frame (a multiple of the chunk size). */
+  pieceBytes: number;
+  /** NBD reads in flight per disk. */
+  inflight: number;
+  /** Bytes of progress between resume watermarks. */
+  markEvery: number;
+}
+
+export const DEFAULT_TUNING: ProtectTuning = {
+  pieceBytes: 256 * 1024,
+  inflight: 16,
+  markEvery: 64 * 1024 * 1024,
+};
+
+export interface ProtectOptions {
+  server: string;
+  /** Opens a new connection to the target and does the handshake; called again to resume. */
+  connect: () => Promise<StreamSender>;
+  /** How the target is named in logs (its URL). */
+  targetLabel: string;
+  virsh: Virsh;
+  runDir: string;
+  job?: string;
+  copies: number;
+  /** Bytes per second on the wire; 0 or undefined: unlimited. */
+  bandwidth?: number;
+  consistency?: 'live' | 'shutdown';
+  /** Freeze guest filesystems through the agent when there is one (default true). */
+  quiesce?: boolean;
+  catalog?: Catalog;
+  runId?: number;
+  /** Reconnections within the run after a broken connection (default 3). */
+  retries?: number;
+  retryBackoffMs?: number;
+  dryRun?: boolean;
+  shutdownTimeoutMs?: number;
+  tuning?: Partial<ProtectTuning>;
+  onProgress?: (p: ProgressSnapshot) => void;
+  signal?: AbortSignal;
+  log: Logger;
+}
+
+export interface DiskReport {
+  name: string;
+  target: string;
+  size: number;
+  mode: PlanMode;
+  dataBytes: number;
+  zeroBytes: number;
+  readBytes: number;
+  skippedBytes: number;
+}
+
+export interface ProtectPlan {
+  server: string;
+  target: string;
+  storeId: string;
+  state: string;
+  consistency: 'live' | 'shutdown';
+  newest: Pick<Generation, 'id' | 'seq' | 'pointInTime' | 'takenAt'> | null;
+  base: string | undefined;
+  disks: Array<{ name: string; target: string; size: number; format: string; mode: PlanMode }>;
+  resumeJob: boolean;
+}
+
+export interface ProtectResult {
+  server: string;
+  target: string;
+  storeId: string;
+  generation: Generation;
+  pointInTime: string;
+  takenAt: string;
+  sourceKind: Source['kind'];
+  quiesced: boolean;
+  mode: DeltaMode;
+  disks: DiskReport[];
+  bytesRead: number;
+  bytesSent: number;
+  /** Bytes the receiver already held from an earlier attempt at the same point in time. */
+  resumedBytes: number;
+  attempts: number;
+  durationMs: number;
+}
+
+/** Disks Haven protects: every disk/lun with an image; removable media are not data. */
+export function protectedDisks(server: Server): ProtectedDisk[] {
+  const disks: ProtectedDisk[] = [];
+  for (const d of server.disks) {
+    if (d.device !== 'disk' && d.device !== 'lun') continue;
+    if (!d.path || !d.storeName || d.virtualSize === undefined) {
+      throw new EngineError(
+        'ENGINE_DISK_UNSUPPORTED',
+        `${server.name}: disk ${d.target} has no local image Haven can name`,
+        {
+          kind: 'usage',
+          hint: 'Haven protects file, block and volume disks; network disks are not supported yet.',
+          details: { server: server.name, disk: d.target, sourceType: d.sourceType },
+        },
+      );
+    }
+    disks.push({
+      target: d.target,
+      name: checkName('disk', d.storeName),
+      size: d.virtualSize,
+      format: d.format ?? 'raw',
+      path: d.path,
+    });
+  }
+  if (disks.length === 0) {
+    throw new EngineError('ENGINE_NO_DISKS', `${server.name} has no disk to protect`, {
+      kind: 'usage',
+      details: { server: server.name },
+    });
+  }
+  const seen = new Map<string, string>();
+  for (const d of disks) {
+    const other = seen.get(d.name);
+    if (other) {
+      throw new EngineError(
+        'ENGINE_DISK_NAME_CLASH',
+        `${server.name}: disks ${other} and ${d.target} would both be stored as "${d.name}"`,
+        {
+          kind: 'usage',
+          hint: 'Store names come from image file names (DESIGN §4.1); rename one of the images.',
+          details: { server: server.name, disks: [other, d.target], name: d.name },
+        },
+      );
+    }
+    seen.set(d.name, d.target);
+  }
+  return disks;
+}
+
+/**
+ * The checkpoint the target's newest generation came from, if its bitmaps can be trusted.
+ * Checkpoint metadata libvirt lost is redefined from the catalog first (DESIGN §6).
+ */
+async function trustedBase(
+  virsh: Virsh,
+  server: Server,
+  newest: Generation | null,
+  catalog: Catalog | undefined,
+  log: Logger,
+): Promise<BaseCheckpoint | undefined> {
+  const name = checkpointOf(newest?.pointInTime);
+  if (!newest) return undefined;
+  if (!name) {
+    log.warn('the target’s newest copy names no Haven checkpoint: checksum resync', {
+      pointInTime: newest.pointInTime,
+    });
+    return undefined;
+  }
+  let cp = (await listCheckpoints(virsh, server.name)).find((c) => c.name === name);
+  if (!cp) {
+    const saved = catalog?.checkpoints.get(server.name, name);
+    if (!saved) {
+      log.warn('libvirt no longer has the checkpoint of the target’s newest copy: checksum resync', {
+        checkpoint: name,
+      });
+      return undefined;
+    }
+    try {
+      cp = await redefineCheckpoint(virsh, server.name, saved.xml);
+      log.info('redefined the checkpoint libvirt had lost, from the catalog', { checkpoint: name });
+    } catch (e) {
+      if (!(e instanceof VirtError)) throw e;
+      log.warn('the lost checkpoint cannot be redefined (its bitmaps are gone): checksum resync', {
+        checkpoint: name,
+        err: e,
+      });
+      return undefined;
+    }
+  }
+  const v = await validateCheckpoint(virsh, server.name, name, { log });
+  if (!v.ok) {
+    log.warn('the checkpoint’s bitmaps are missing or inconsistent: checksum resync', {
+      checkpoint: name,
+      issues: v.issues,
+      message: v.message,
+    });
+    return undefined;
+  }
+  return { name, disks: new Set(cp.disks.filter((d) => d.checkpoint === 'bitmap').map((d) => d.name)) };
+}
+
+const RETRYABLE_CODES = new Set([
+  'PROTO_TRUNCATED',
+  'PROTO_DIGEST_MISMATCH',
+  'PROTO_DELTA_MISMATCH',
+  'STORE_LOCKED',
+]);
+
+function retryable(e: HavenError): boolean {
+  if (e.code.startsWith('NBD_') || e.code.startsWith('VIRT_')) return false;
+  return e.kind === 'unavailable' || RETRYABLE_CODES.has(e.code);
+}
+
+function deltaMode(disks: { mode: PlanMode }[]): DeltaMode {
+  if (disks.some((d) => d.mode === 'resync')) return 'resync';
+  if (disks.every((d) => d.mode === 'full')) return 'full';
+  return 'incremental';
+}
+
+async function sourceDefinition(virsh: Virsh, server: Server): Promise<string> {
+  return domainXml(virsh, server.name, { inactive: server.persistent });
+}
+
+/** Deletes Haven checkpoints no target needs any more (keeps each target's last delivery). */
+async function pruneCheckpoints(virsh: Virsh, server: Server, catalog: Catalog, log: Logger): Promise<void> {
+  for (const cp of catalog.checkpoints.unneeded(server.name)) {
+    if (!isHavenCheckpoint(cp.name)) continue;
+    try {
+      await deleteCheckpoint(virsh, server.name, cp.name);
+      catalog.checkpoints.forget(server.name, cp.name);
+      log.verbose('deleted a checkpoint no target needs', { checkpoint: cp.name });
+    } catch (e) {
+      if (e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND') {
+        catalog.checkpoints.forget(server.name, cp.name);
+      } else {
+        log.warn('could not delete an old checkpoint; will try again next run', {
+          checkpoint: cp.name,
+          err: e,
+        });
+      }
+    }
+  }
+}
+
+export async function protectServer(o: ProtectOptions): Promise<ProtectResult | ProtectPlan> {
+  const started = performance.now();
+  const log = o.log.child({ server: o.server });
+  const tuning = { ...DEFAULT_TUNING, ...o.tuning };
+  checkName('server', o.server);
+  const server = await getServer(o.virsh, o.server, { log });
+  const disks = protectedDisks(server);
+  const consistency = o.consistency ?? 'live';
+
+  let sender: StreamSender | undefined = await o.connect();
+  const storeId = sender.store.id;
+  const { chunkSize } = sender;
+  const digestAlg = sender.digestAlgorithm;
+  const newest = await sender.query(server.name);
+  const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
+  const base = await trustedBase(o.virsh, server, newest, o.catalog, log);
+  const inflight = o.catalog?.inflight.get(server.name, storeId);
+  const reuse = inflight?.socket
+    ? { checkpoint: inflight.checkpoint, socketPath: inflight.socket }
+    : undefined;
+
+  if (o.dryRun) {
+    await sender.close();
+    return {
+      server: server.name,
+      target: o.targetLabel,
+      storeId,
+      state: server.state,
+      consistency,
+      newest: newest && {
+        id: newest.id,
+        seq: newest.seq,
+        pointInTime: newest.pointInTime,
+        takenAt: newest.takenAt,
+      },
+      base: base?.name,
+      disks: disks.map((d) => ({
+        name: d.name,
+        target: d.target,
+        size: d.size,
+        format: d.format,
+        mode: diskMode(d, previous, Boolean(base?.disks.has(d.target) && d.format === 'qcow2')),
+      })),
+      resumeJob: reuse !== undefined,
+    } satisfies ProtectPlan;
+  }
+
+  const source = await acquireSource({
+    virsh: o.virsh,
+    server,
+    disks,
+    base,
+    previous,
+    consistency,
+    runDir: o.runDir,
+    reuse,
+    quiesce: o.quiesce,
+    shutdownTimeoutMs: o.shutdownTimeoutMs,
+    log,
+  });
+  log.info('point in time taken', {
+    checkpoint: source.pointInTime,
+    kind: source.kind,
+    incrementalFrom: source.incrementalFrom,
+    modes: Object.fromEntries(source.disks.map((d) => [d.name, d.mode])),
+  });
+  const progress = new ProgressTracker(0, server.name, undefined, o.onProgress);
+  const bucket = new TokenBucket(o.bandwidth ?? 0);
+  const reports = new Map<string, DiskReport>();
+  let attempts = 0;
+  let wireBytes = 0;
+  let resumedBytes = 0;
+  try {
+    if (o.catalog && source.kind !== 'reused') {
+      o.catalog.checkpoints.record({
+        server: server.name,
+        name: source.pointInTime,
+        domainUuid: server.uuid,
+        createdAt: source.takenAt,
+        parent: source.incrementalFrom,
+        disks: source.disks.map((d) => d.target),
+        xml: await checkpointXml(o.virsh, server.name, source.pointInTime),
+      });
+    }
+    const definition = await sourceDefinition(o.virsh, server);
+    let generation!: Generation;
+    for (;;) {
+      attempts++;
+      try {
+        sender ??= await o.connect();
+        const opened = await sender.open({
+          server: server.name,
+          job: o.job ?? 'manual',
+          copies: o.copies,
+          disks: source.disks.map((d) => ({ name: d.name, size: d.size })),
+          sourceDefinition: definition,
+          pointInTime: source.pointInTime,
+          takenAt: source.takenAt.toISOString(),
+          baseGenerationId: newest?.id ?? null,
+          mode: deltaMode(source.disks),
+        });
+        const resume = opened.resume;
+        const samePoint = resume !== null && resume.pointInTime === source.pointInTime;
+        const compareAll = resume !== null && !samePoint;
+        if (resume) {
+          log.info(
+            samePoint
+              ? 'resuming the staged delta'
+              : 'a partial delta from another point in time: comparing digests',
+            {
+              delta: resume.deltaId,
+              stagedBytes: resume.stagedBytes,
+            },
+          );
+          if (samePoint) resumedBytes = resume.stagedBytes;
+        }
+        o.catalog?.inflight.set({
+          server: server.name,
+          target: storeId,
+          deltaId: opened.deltaId,
+          checkpoint: source.pointInTime,
+          incrementalFrom: source.incrementalFrom,
+          socket: source.socketPath,
+          runId: o.runId,
+        });
+
+        // Totals first (block status only, no data), so progress has an ETA.
+        const clients = new Map<string, NbdClient>();
+        try {
+          let total = 0;
+          for (const d of source.disks) {
+            const client = await NbdClient.connect({
+              socketPath: d.socketPath,
+              exportName: d.exportName,
+              metaContexts: d.dirtyContext
+                ? [CONTEXT_BASE_ALLOCATION, d.dirtyContext]
+                : [CONTEXT_BASE_ALLOCATION],
+              log,
+            });
+            clients.set(d.name, client);
+            const mode = compareAll && d.mode === 'full' ? 'resync' : d.mode;
+            const from = samePoint ? (resume.watermarks[d.name] ?? 0) : 0;
+            const t = await diskPlanTotals({
+              client,
+              mode,
+              dirtyContext: d.dirtyContext,
+              chunkSize,
+              size: d.size,
+              from,
+            });
+            total += t.data + t.zero;
+          }
+          progress.setTotal(total);
+
+          const summary: DeltaSummary = { disks: {} };
+          for (const d of source.disks) {
+            const staged = resume?.staged?.[d.name] ?? { dataBytes: 0, zeroBytes: 0 };
+            const mode = compareAll && d.mode === 'full' ? 'resync' : d.mode;
+            progress.setPhase('sending', d.name);
+            const r: DiskTransferResult = await transferDisk({
+              sender,
+              client: clients.get(d.name)!,
+              disk: d.name,
+              size: d.size,
+              mode,
+              dirtyContext: d.dirtyContext,
+              compare: compareAll || mode === 'resync',
+              from: samePoint ? (resume.watermarks[d.name] ?? 0) : 0,
+              chunkSize,
+              digest: digestAlg,
+              pieceBytes: tuning.pieceBytes,
+              inflight: tuning.inflight,
+              markEvery: tuning.markEvery,
+              bucket,
+              progress,
+              signal: o.signal,
+              log,
+            });
+            summary.disks[d.name] = {
+              dataBytes: staged.dataBytes + r.dataBytes,
+              zeroBytes: staged.zeroBytes + r.zeroBytes,
+            };
+            const prev = reports.get(d.name);
+            reports.set(d.name, {
+              name: d.name,
+              target: d.target,
+              size: d.size,
+              mode,
+              dataBytes: (prev?.dataBytes ?? 0) + r.dataBytes,
+              zeroBytes: (prev?.zeroBytes ?? 0) + r.zeroBytes,
+              readBytes: (prev?.readBytes ?? 0) + r.readBytes,
+              skippedBytes: (prev?.skippedBytes ?? 0) + r.skippedBytes,
+            });
+          }
+          progress.setPhase('making the delta durable');
+          await sender.endDelta(summary);
+          progress.setPhase('committing the generation');
+          generation = await sender.commit();
+        } finally {
+          await Promise.allSettled([...clients.values()].map((c) => c.close()));
+        }
+        break;
+      } catch (err) {
+        const e = asHavenError(err);
+        if (o.signal?.aborted || !retryable(e) || attempts > (o.retries ?? 3)) throw e;
+        const wait = (o.retryBackoffMs ?? 1000) * 2 ** (attempts - 1);
+        log.warn('the connection to the target broke; resuming', { attempt: attempts, err: e, waitMs: wait });
+        wireBytes += sender?.bytesOnWire ?? 0;
+        await sender?.close().catch(() => {});
+        sender = undefined;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+
+    if (o.catalog) {
+      const catalog = o.catalog;
+      catalog.transaction(() => {
+        catalog.checkpoints.markDelivered(server.name, source.pointInTime, storeId, generation.id);
+        catalog.inflight.clear(server.name, storeId);
+      });
+      await pruneCheckpoints(o.virsh, server, catalog, log);
+    }
+    const diskReports = source.disks.map((d) => reports.get(d.name)!);
+    const result: ProtectResult = {
+      server: server.name,
+      target: o.targetLabel,
+      storeId,
+      generation,
+      pointInTime: source.pointInTime,
+      takenAt: source.takenAt.toISOString(),
+      sourceKind: source.kind,
+      quiesced: source.quiesced,
+      mode: deltaMode(diskReports),
+      disks: diskReports,
+      bytesRead: diskReports.reduce((s, d) => s + d.readBytes, 0),
+      bytesSent: wireBytes + (sender?.bytesOnWire ?? 0),
+      resumedBytes,
+      attempts,
+      durationMs: Math.round(performance.now() - started),
+    };
+    log.info('generation committed', {
+      generation: generation.id,
+      seq: generation.seq,
+      mode: result.mode,
+      bytesSent: result.bytesSent,
+      ms: result.durationMs,
+    });
+    return result;
+  } finally {
+    await source.release().catch((e) => log.warn('could not end the backup job', { err: e }));
+    await sender?.close().catch(() => {});
+  }
+}
