@@ -1,0 +1,233 @@
+/**
+ * `haven receive`: the target side of replication. Serves the stream protocol over stdin/stdout
+ * (`--stdio`, run by a sender locally or through ssh) or as a TLS listener (`--listen`), writing
+ * into the store at --store (created if missing). With --stdio nothing but frames goes to stdout;
+ * messages go to stderr (which ssh carries back to the sender's log) and to the run log.
+ */
+import { fstatSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Socket } from 'node:net';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import type { Command } from 'commander';
+import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import { parseDuration, parseSize } from '../../core/units.ts';
+import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
+import { openFsStore } from '../../store/index.ts';
+import { JoinedStream, listenTls, TransportError } from '../../transport/index.ts';
+import type { CliContext } from '../context.ts';
+
+interface ReceiveFlags {
+  stdio?: boolean;
+  listen?: string;
+  store: string;
+  staging?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tokenFile?: string;
+  checkpointEvery: string;
+  checkpointInterval: string;
+  idleTimeout: string;
+}
+
+/** "host:port", "[v6]:port" or ":port" (all addresses). */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) {
+    throw new UsageError(
+      `invalid --listen ${JSON.stringify(text)}`,
+      'Write ADDRESS:PORT, e.g. 0.0.0.0:7070 or [::]:7070.',
+    );
+  }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+async function readToken(path: string, log: Logger): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(
+      `cannot read --token-file ${path}: ${(e as Error).message}`,
+      'Give a readable file holding the token.',
+    );
+  }
+  const token = text.replace(/\r?\n$/, '');
+  if (token.length < 16 || /[\r\n]/.test(token)) {
+    throw new UsageError(
+      `--token-file ${path} must hold one line of at least 16 characters`,
+      'Generate one with: openssl rand -hex 32 > FILE',
+    );
+  }
+  if ((statSync(path).mode & 0o077) !== 0)
+    log.warn(`token file ${path} is readable by other users; chmod 600 it`);
+  return token;
+}
+
+/**
+ * stdin/stdout as one Duplex. Pipes and sockets are opened as non-blocking sockets on fds 0 and 1
+ * (process.stdout writes synchronously to pipes); anything else falls back to process's streams.
+ */
+function stdioStream(): Duplex {
+  const asSocket = (fd: number) => {
+    const st = fstatSync(fd);
+    return st.isFIFO() || st.isSocket();
+  };
+  const input: Readable = asSocket(0)
+    ? new Socket({ fd: 0, readable: true, writable: false })
+    : process.stdin;
+  const output: Writable = asSocket(1)
+    ? new Socket({ fd: 1, readable: false, writable: true })
+    : process.stdout;
+  return new JoinedStream(input, output, { mapError: (e) => asHavenError(e) });
+}
+
+function checkFlags(f: ReceiveFlags): void {
+  if (Boolean(f.stdio) === Boolean(f.listen)) {
+    throw new UsageError(
+      'give exactly one of --stdio and --listen',
+      'Use --stdio under ssh, --listen ADDR:PORT for TLS.',
+    );
+  }
+  if (f.stdio && (f.tlsCert || f.tlsKey || f.tlsCa || f.tokenFile)) {
+    throw new UsageError(
+      '--tls-* and --token-file apply to --listen only',
+      'With --stdio, ssh authenticates the sender.',
+    );
+  }
+  if (f.listen && (!f.tlsCert || !f.tlsKey)) {
+    throw new UsageError(
+      '--listen needs --tls-cert and --tls-key',
+      'Give the PEM certificate and key of this target.',
+    );
+  }
+  if (f.listen && !f.tlsCa && !f.tokenFile) {
+    throw new TransportError('TRANSPORT_NO_AUTH', 'usage', 'a listener must authenticate its senders', {
+      hint: 'Give --tls-ca (require client certificates signed by it), --token-file (require a token), or both.',
+    });
+  }
+}
+
+export default function register(program: Command, context: () => CliContext): void {
+  program
+    .command('receive')
+    .description('receive replication streams into a store (target side)')
+    .option('--stdio', 'serve one session on stdin/stdout (run by a sender, locally or through ssh)')
+    .option('--listen <addr:port>', 'accept TLS connections on this address')
+    .requiredOption('--store <path>', 'store directory (created if missing)')
+    .option('--staging <dir>', 'stage deltas here (a target cache drive) instead of inside the store')
+    .option('--tls-cert <file>', 'PEM certificate of this listener')
+    .option('--tls-key <file>', 'PEM private key of this listener')
+    .option('--tls-ca <file>', 'require client certificates signed by this CA')
+    .option('--token-file <file>', 'require this token in every session')
+    .option('--checkpoint-every <size>', 'make staged data durable at least every SIZE', '256MiB')
+    .option(
+      '--checkpoint-interval <duration>',
+      '…or at least this often (default 15s, or $HAVEN_RECEIVE_CHECKPOINT_INTERVAL)',
+      process.env.HAVEN_RECEIVE_CHECKPOINT_INTERVAL ?? '15s',
+    )
+    .option('--idle-timeout <duration>', 'close an open delta whose sender sent nothing for this long', '10m')
+    .action(async (flags: ReceiveFlags) => {
+      checkFlags(flags);
+      const listen = flags.listen ? parseListen(flags.listen) : undefined;
+      const checkpointEveryBytes = parseSize(flags.checkpointEvery);
+      const checkpointEveryMs = parseDuration(flags.checkpointInterval);
+      const idleTimeoutMs = parseDuration(flags.idleTimeout);
+      const ctx = context();
+      const log = ctx.openRunLog('receive');
+      const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
+      const receiverOptions: ReceiverOptions = {
+        log,
+        checkpointEveryBytes,
+        checkpointEveryMs,
+        idleTimeoutMs,
+      };
+      const store = await openFsStore(flags.store, {
+        create: true,
+        log,
+        ...(flags.staging ? { stagingDir: flags.staging } : {}),
+      });
+      try {
+        if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
+        else await serveStdio(store, receiverOptions, log);
+      } finally {
+        await store.close();
+      }
+    });
+}
+
+async function serveStdio(
+  store: Awaited<ReturnType<typeof openFsStore>>,
+  o: ReceiverOptions,
+  log: Logger,
+): Promise<void> {
+  const stream = stdioStream();
+  // Stopped (or the terminal went away): end like a lost connection, so what was marked is
+  // checkpointed before the process exits.
+  const stop = (signal: NodeJS.Signals) =>
+    stream.destroy(new InterruptedError(`receiver stopped by ${signal}`));
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.once(s, stop);
+  try {
+    await new StreamReceiver(stream, store, o).run();
+  } finally {
+    for (const s of signals) process.off(s, stop);
+    await new Promise<void>((resolve) => {
+      if (stream.writableFinished || stream.destroyed) return resolve();
+      stream.end(() => resolve());
+      setTimeout(resolve, 5000).unref();
+    });
+    stream.destroy();
+    log.debug('stdio session over');
+  }
+}
+
+async function serveListener(
+  flags: ReceiveFlags,
+  { host, port }: { host: string; port: number },
+  token: string | undefined,
+  store: Awaited<ReturnType<typeof openFsStore>>,
+  o: ReceiverOptions,
+  log: Logger,
+): Promise<void> {
+  for (const m of await store.recover()) log.verbose(`recover: ${m}`);
+  const listener = await listenTls({
+    host,
+    port,
+    cert: flags.tlsCert!,
+    key: flags.tlsKey!,
+    ...(flags.tlsCa ? { ca: flags.tlsCa } : {}),
+    tokenRequired: token !== undefined,
+    log,
+    onConnection: (socket, peer) =>
+      new StreamReceiver(socket, store, {
+        ...o,
+        log: log.child({ peer: peer.description }),
+        ...(token ? { token } : {}),
+        ...(peer.verified
+          ? {}
+          : {
+              refuse: new ProtocolError(
+                'PROTO_AUTH_FAILED',
+                `client certificate not accepted: ${peer.error}`,
+              ),
+            }),
+      }).run(),
+  });
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const on = (s: NodeJS.Signals) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(s);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+  const running = listener.active;
+  log.info(`${signal}: stopping`, { sessions: running });
+  await listener.close(10_000);
+  if (running > 0)
+    log.warn(`${running} session(s) were cut; their deltas stay staged and resume on the next run`);
+}

@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BufferPool } from './buffer-pool.ts';
+
+describe('BufferPool', () => {
+  it('hands out views and reuses a buffer once it came back (also through a view of a view)', () => {
+    const pool = new BufferPool(1024);
+    const a = pool.take(100);
+    assert.equal(a.length, 100);
+    const b = pool.take(1024);
+    assert.notEqual(a.buffer, b.buffer);
+    pool.release(a.subarray(10, 20));
+    const c = pool.take(500);
+    assert.equal(c.buffer, a.buffer);
+    assert.equal(pool.allocated, 2);
+  });
+
+  it('ignores foreign buffers and double releases; oversize requests are not pooled', () => {
+    const pool = new BufferPool(64);
+    pool.release(Buffer.alloc(64));
+    pool.release(undefined);
+    const a = pool.take(64);
+    pool.release(a);
+    pool.release(a);
+    assert.equal(pool.take(64).buffer, a.buffer);
+    assert.notEqual(pool.take(64).buffer, a.buffer);
+    assert.equal(pool.take(65).length, 65);
+    assert.equal(pool.allocated, 2);
+  });
+});

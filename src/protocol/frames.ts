@@ -1,0 +1,254 @@
+/**
+ * The frames of the Haven replication stream, version 1 (docs/stream-protocol.md is the
+ * specification; DESIGN §5 the requirements). This module holds only definitions: type codes,
+ * limits and the shape of each frame's body. codec.ts turns them into bytes and back.
+ */
+import type { DigestAlgorithm } from '../core/digest.ts';
+import type { DeltaMeta, DeltaSummary, Generation, ResumeState, StoreDescriptor } from '../store/types.ts';
+
+/** First two bytes of every frame: "HV". */
+export const MAGIC = 0x4856;
+export const HEADER_BYTES = 8;
+export const PROTOCOL_NAME = 'haven-stream';
+export const PROTOCOL_VERSIONS: readonly number[] = [1];
+
+/** Largest uncompressed data extent in one EXTENT frame (and its largest payload). */
+export const MAX_EXTENT_BYTES = 4 * 1024 * 1024;
+/** Largest body of a JSON control frame (OPEN carries the source domain XML). */
+export const MAX_JSON_BYTES = 4 * 1024 * 1024;
+/** Largest digest request: 65536 chunks of 64 KiB = 4 GiB of disk, a 2 MiB answer. */
+export const MAX_DIGESTS_PER_REQUEST = 65536;
+/** Disks per server (OPEN), bounded so that STAGED and per-disk tables stay small. */
+export const MAX_DISKS = 256;
+
+/** Bytes of an EXTENT body before the digest: disk, kind, encoding, offset, length. */
+export const EXTENT_FIXED_BYTES = 20;
+/** Bytes of a data EXTENT body before the payload. */
+export const EXTENT_DATA_HEADER_BYTES = EXTENT_FIXED_BYTES + 32;
+
+export const FRAME = {
+  HELLO: 0x01,
+  WELCOME: 0x02,
+  QUERY: 0x03,
+  QUERY_REPLY: 0x04,
+  OPEN: 0x05,
+  OPENED: 0x06,
+  DIGESTS_REQ: 0x07,
+  DIGESTS: 0x08,
+  EXTENT: 0x09,
+  MARK: 0x0a,
+  STAGED: 0x0b,
+  END_DELTA: 0x0c,
+  DELTA_DURABLE: 0x0d,
+  COMMIT: 0x0e,
+  COMMITTED: 0x0f,
+  ABORT: 0x10,
+  ABORTED: 0x11,
+  ERROR: 0x12,
+  BYE: 0x13,
+} as const;
+
+export type FrameName = keyof typeof FRAME;
+export const FRAME_NAMES = Object.keys(FRAME) as FrameName[];
+const NAME_BY_CODE = new Map<number, FrameName>(FRAME_NAMES.map((n) => [FRAME[n], n]));
+
+export function frameName(code: number): FrameName | undefined {
+  return NAME_BY_CODE.get(code);
+}
+
+/** Who may send each frame. */
+export const DIRECTION: Record<FrameName, 'sender' | 'receiver' | 'both'> = {
+  HELLO: 'sender',
+  WELCOME: 'receiver',
+  QUERY: 'sender',
+  QUERY_REPLY: 'receiver',
+  OPEN: 'sender',
+  OPENED: 'receiver',
+  DIGESTS_REQ: 'sender',
+  DIGESTS: 'receiver',
+  EXTENT: 'sender',
+  MARK: 'sender',
+  STAGED: 'receiver',
+  END_DELTA: 'sender',
+  DELTA_DURABLE: 'receiver',
+  COMMIT: 'sender',
+  COMMITTED: 'receiver',
+  ABORT: 'sender',
+  ABORTED: 'receiver',
+  ERROR: 'both',
+  BYE: 'both',
+};
+
+/** Body length bounds per frame, checked from the header before any body byte is buffered. */
+export const BODY_LIMITS: Record<FrameName, { min: number; max: number }> = {
+  HELLO: { min: 2, max: MAX_JSON_BYTES },
+  WELCOME: { min: 2, max: MAX_JSON_BYTES },
+  QUERY: { min: 2, max: MAX_JSON_BYTES },
+  QUERY_REPLY: { min: 2, max: MAX_JSON_BYTES },
+  OPEN: { min: 2, max: MAX_JSON_BYTES },
+  OPENED: { min: 2, max: MAX_JSON_BYTES },
+  DIGESTS_REQ: { min: 16, max: 16 },
+  DIGESTS: { min: 8, max: 8 + MAX_DIGESTS_PER_REQUEST * 32 },
+  EXTENT: { min: EXTENT_FIXED_BYTES, max: EXTENT_DATA_HEADER_BYTES + MAX_EXTENT_BYTES },
+  MARK: { min: 12, max: 12 },
+  STAGED: { min: 4, max: 4 + MAX_DISKS * 8 },
+  END_DELTA: { min: 2, max: MAX_JSON_BYTES },
+  DELTA_DURABLE: { min: 2, max: MAX_JSON_BYTES },
+  COMMIT: { min: 0, max: 0 },
+  COMMITTED: { min: 2, max: MAX_JSON_BYTES },
+  ABORT: { min: 1, max: 1 },
+  ABORTED: { min: 0, max: 0 },
+  ERROR: { min: 2, max: MAX_JSON_BYTES },
+  BYE: { min: 0, max: 0 },
+};
+
+export type CompressionAlgorithm = 'zstd' | 'none';
+
+export interface Hello {
+  protocol: typeof PROTOCOL_NAME;
+  /** Protocol versions the sender speaks. */
+  versions: number[];
+  /** "haven/<version>" of the sender, for logs. */
+  software: string;
+  /** Payload encodings the sender may use, preferred first. */
+  compression: CompressionAlgorithm[];
+  /** zstd level the sender compresses with (informational). */
+  compressionLevel?: number;
+  /** Digest algorithms the sender can compute; the receiver picks its store's. */
+  digests: DigestAlgorithm[];
+  /** Shared secret when the receiver requires one (TLS listener with --token-file). */
+  token?: string;
+}
+
+export interface Welcome {
+  version: number;
+  software: string;
+  /** Encodings the receiver accepts (a subset of what HELLO offered; always includes none). */
+  compression: CompressionAlgorithm[];
+  /** The store's digest algorithm: every frame digest uses it. */
+  digest: DigestAlgorithm;
+  store: StoreDescriptor;
+  maxExtentBytes: number;
+  maxDigestsPerRequest: number;
+}
+
+export interface Query {
+  server: string;
+}
+
+export interface QueryReply {
+  server: string;
+  newest: Generation | null;
+}
+
+export interface Opened {
+  deltaId: string;
+  newest: Generation | null;
+  resume: ResumeState | null;
+}
+
+export interface DigestsRequest {
+  /** Sender-chosen id, echoed in the answer. */
+  id: number;
+  disk: number;
+  fromChunk: number;
+  count: number;
+}
+
+export interface DigestsReply {
+  id: number;
+  /** count × 32 bytes. */
+  digests: Buffer;
+}
+
+export type ExtentEncoding = 'raw' | 'zstd';
+
+export interface ExtentFrame {
+  disk: number;
+  kind: 'data' | 'zero';
+  encoding: ExtentEncoding;
+  offset: number;
+  /** Uncompressed length. */
+  length: number;
+  /** Data only: rootDigest over the chunk digests of the uncompressed bytes. */
+  digest?: Buffer;
+  /** Data only: the bytes as encoded. */
+  payload?: Buffer;
+}
+
+export interface Mark {
+  disk: number;
+  offset: number;
+}
+
+export interface Staged {
+  /** Durable sender positions, one per disk in OPEN order. */
+  watermarks: number[];
+}
+
+/** What this connection sent of the delta (the receiver counts the same and compares). */
+export interface AttemptTotals {
+  disks: Record<string, { frames: number; dataBytes: number; zeroBytes: number }>;
+  /** Hex digest over every EXTENT record of this connection (docs/stream-protocol.md §5.4). */
+  digest: string;
+}
+
+export interface EndDelta {
+  /** Totals of the whole delta, including earlier attempts: checked by DeltaWriter.seal(). */
+  summary: DeltaSummary;
+  attempt: AttemptTotals;
+  /**
+   * Optional, per disk: hex rootDigest over the chunk digests of the whole disk as the source
+   * holds it. Sent when the sender read every chunk (full copy, checksum resync); the receiver
+   * checks the generation-to-be against it before sealing.
+   */
+  imageDigests?: Record<string, string>;
+}
+
+export interface DeltaDurable {
+  deltaId: string;
+}
+
+export interface Committed {
+  generation: Generation;
+}
+
+export interface Abort {
+  /** true: throw the partial delta away; false: keep what was staged for a later resume. */
+  discard: boolean;
+}
+
+export interface ErrorBody {
+  code: string;
+  kind: string;
+  message: string;
+  hint?: string;
+  details?: Record<string, unknown>;
+  /** The session cannot continue: the sender of this frame closes the connection after it. */
+  fatal: boolean;
+}
+
+export interface FrameBodies {
+  HELLO: Hello;
+  WELCOME: Welcome;
+  QUERY: Query;
+  QUERY_REPLY: QueryReply;
+  OPEN: DeltaMeta;
+  OPENED: Opened;
+  DIGESTS_REQ: DigestsRequest;
+  DIGESTS: DigestsReply;
+  EXTENT: ExtentFrame;
+  MARK: Mark;
+  STAGED: Staged;
+  END_DELTA: EndDelta;
+  DELTA_DURABLE: DeltaDurable;
+  COMMIT: null;
+  COMMITTED: Committed;
+  ABORT: Abort;
+  ABORTED: null;
+  ERROR: ErrorBody;
+  BYE: null;
+}
+
+export type Frame = { [K in FrameName]: { type: K; body: FrameBodies[K] } }[FrameName];
+export type FrameOf<K extends FrameName> = { type: K; body: FrameBodies[K] };

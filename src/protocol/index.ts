@@ -1,0 +1,20 @@
+/**
+ * The Haven replication stream (DESIGN §5, docs/stream-protocol.md): a framed binary protocol
+ * over any byte stream. The engine drives a StreamSender; `haven receive` runs a StreamReceiver
+ * over the store.
+ */
+export { PROTOCOL_CODES, type ProtocolCode, ProtocolError, RemoteError } from './errors.ts';
+export {
+  type CompressionAlgorithm,
+  MAX_DIGESTS_PER_REQUEST,
+  MAX_EXTENT_BYTES,
+  PROTOCOL_VERSIONS,
+} from './frames.ts';
+export { type ReceiverOptions, StreamReceiver } from './receiver.ts';
+export {
+  type EndDeltaOptions,
+  type OpenResult,
+  type SenderOptions,
+  type SenderStats,
+  StreamSender,
+} from './sender.ts';

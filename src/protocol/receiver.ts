@@ -1,0 +1,626 @@
+/**
+ * The receiving end of the replication stream: reads frames from a byte stream, checks each
+ * against the state table (state.ts) and the delta rules (delta-tracker.ts), verifies digests and
+ * writes through the store's DeltaWriter. Answers DELTA_DURABLE only after seal() and COMMITTED
+ * only after commit() returned (DESIGN §5).
+ *
+ * A frame that breaks the framing or the rules ends the session with a fatal ERROR frame; the
+ * delta is closed, not sealed, so the store keeps its generations and the partial delta as of its
+ * last checkpoint. Failures at request boundaries (OPEN, END_DELTA, COMMIT, QUERY) are answered
+ * with a non-fatal ERROR and the session continues.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { asHavenError, HavenError } from '../core/errors.ts';
+import { type Logger, silentLogger } from '../core/log.ts';
+import { checkName } from '../core/names.ts';
+import type { DeltaWriter, Generation, Store } from '../store/types.ts';
+import { BufferPool } from './buffer-pool.ts';
+import { ChunkReader } from './chunk-reader.ts';
+import {
+  decodeFrame,
+  encodeDigestsHead,
+  encodeEmpty,
+  encodeJson,
+  encodeStaged,
+  FrameDecoder,
+} from './codec.ts';
+import { ExtentDecompressor } from './compression.ts';
+import { DeltaTracker } from './delta-tracker.ts';
+import { createHasher, extentDigests } from './digests.ts';
+import { ProtocolError, protoError, RemoteError } from './errors.ts';
+import { FrameWriter } from './frame-io.ts';
+import {
+  type CompressionAlgorithm,
+  EXTENT_DATA_HEADER_BYTES,
+  type ExtentFrame,
+  type Frame,
+  type FrameBodies,
+  MAX_DIGESTS_PER_REQUEST,
+  MAX_EXTENT_BYTES,
+  PROTOCOL_VERSIONS,
+} from './frames.ts';
+import { type ReceiverState, receiverStep } from './state.ts';
+import { SOFTWARE } from './version.ts';
+
+export interface ReceiverOptions {
+  log?: Logger;
+  /** Require this token in HELLO (TLS listener with --token-file). */
+  token?: string;
+  /** Checkpoint (fsync + record watermarks) at a MARK once this many data bytes arrived. Default 256 MiB. */
+  checkpointEveryBytes?: number;
+  /** …or once this long passed since the last checkpoint. Default 15 s. */
+  checkpointEveryMs?: number;
+  /** HELLO must arrive within this time. Default 30 s. */
+  helloTimeoutMs?: number;
+  /**
+   * While a delta is open, give up on a sender that sent nothing for this long (default 10 min):
+   * the delta is checkpointed and closed, which frees the server's store lock for the resume. A
+   * sender behind a dead network path otherwise holds it until TCP notices, which can take hours.
+   */
+  idleTimeoutMs?: number;
+  /** Largest data extent accepted (at most 4 MiB). */
+  maxExtentBytes?: number;
+  /** Reply queue budget in bytes. Default 8 MiB. */
+  maxQueuedBytes?: number;
+  /**
+   * Refuse the session with this error before reading anything (the transport did not
+   * authenticate the peer, e.g. a client certificate its CA did not sign).
+   */
+  refuse?: HavenError;
+}
+
+interface OpenDelta {
+  writer: DeltaWriter;
+  tracker: DeltaTracker;
+  /** The store write in flight (the next frame is verified while it runs). */
+  pendingWrite: Promise<void> | null;
+  writeError: unknown;
+  lastCheckpoint: number;
+  dataBytes: number;
+  /** Extents or marks arrived since the last checkpoint. */
+  dirty: boolean;
+  /** Pooled buffers the write in flight uses, returned when it settles. */
+  inFlight: Buffer[];
+}
+
+const DIGEST_BATCH = 65536;
+/** Extent bodies above this size are assembled in pooled buffers. */
+const POOL_THRESHOLD = 64 * 1024;
+
+export class StreamReceiver {
+  private state: ReceiverState = 'handshake';
+  private readonly log: Logger;
+  private readonly decoder: FrameDecoder;
+  private readonly out: FrameWriter;
+  private readonly bodies: BufferPool;
+  private readonly datas: BufferPool;
+  private readonly decompressor = new ExtentDecompressor();
+  private readonly checkpointEveryBytes: number;
+  private readonly checkpointEveryMs: number;
+  private readonly maxExtentBytes: number;
+  private delta: OpenDelta | null = null;
+  private lastServer: string | undefined;
+  /** The sender offered zstd in HELLO; without that, zstd payloads are refused. */
+  private zstdAgreed = false;
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly store: Store,
+    private readonly o: ReceiverOptions = {},
+  ) {
+    this.log = o.log ?? silentLogger;
+    this.checkpointEveryBytes = o.checkpointEveryBytes ?? 256 * 1024 * 1024;
+    this.checkpointEveryMs = o.checkpointEveryMs ?? 15_000;
+    this.maxExtentBytes = Math.min(o.maxExtentBytes ?? MAX_EXTENT_BYTES, MAX_EXTENT_BYTES);
+    this.bodies = new BufferPool(EXTENT_DATA_HEADER_BYTES + this.maxExtentBytes);
+    this.datas = new BufferPool(this.maxExtentBytes);
+    this.decoder = new FrameDecoder({
+      allocBody: (type, length) =>
+        type === 'EXTENT' && length > POOL_THRESHOLD ? this.bodies.take(length) : Buffer.allocUnsafe(length),
+    });
+    this.out = new FrameWriter(stream, o.maxQueuedBytes ?? 8 * 1024 * 1024, () => {});
+    if (this.maxExtentBytes % store.descriptor.chunkSize !== 0) {
+      throw new HavenError('PROTO_BAD_OPTION', 'maxExtentBytes must be a multiple of the chunk size', {
+        kind: 'usage',
+      });
+    }
+  }
+
+  /** Bytes read from the stream so far. */
+  get bytesIn(): number {
+    return this.decoder.bytesIn;
+  }
+
+  /**
+   * Serves the session until BYE or the end of the stream. Resolves on a clean end; rejects with
+   * the error that ended it otherwise (a fatal ERROR it sent or received, or a lost connection
+   * while a delta was open).
+   */
+  async run(): Promise<void> {
+    const it = new ChunkReader(this.stream);
+    const helloTimer = setTimeout(() => {
+      if (this.state === 'handshake') {
+        this.stream.destroy(protoError('PROTO_TIMEOUT', 'no HELLO in time', { ms: this.o.helloTimeoutMs }));
+      }
+    }, this.o.helloTimeoutMs ?? 30_000);
+    helloTimer.unref();
+    // Idle means waiting for the sender, not the store: a long seal or commit does not count.
+    const idleMs = this.o.idleTimeoutMs ?? 600_000;
+    let waitingSince: number | null = null;
+    const idleTimer = setInterval(
+      () => {
+        if (waitingSince !== null && this.delta !== null && Date.now() - waitingSince >= idleMs) {
+          this.stream.destroy(
+            protoError('PROTO_TIMEOUT', `the sender sent nothing for ${Math.round(idleMs / 1000)} s`, {
+              server: this.lastServer,
+            }),
+          );
+        }
+      },
+      Math.max(50, Math.min(idleMs / 4, 30_000)),
+    );
+    idleTimer.unref();
+    try {
+      if (this.o.refuse) {
+        await this.fatal(this.o.refuse, it);
+        throw this.o.refuse;
+      }
+      for (;;) {
+        let next: IteratorResult<unknown>;
+        try {
+          waitingSince = Date.now();
+          next = await it.next();
+          waitingSince = null;
+        } catch (e) {
+          // The stream broke (reset, TLS failure, child gone): nobody to tell.
+          const err =
+            e instanceof HavenError
+              ? e
+              : new ProtocolError('PROTO_CONNECTION_LOST', `connection lost: ${(e as Error).message}`, {}, e);
+          await this.connectionEnded(err);
+          throw err;
+        }
+        try {
+          if (next.done) {
+            this.decoder.end();
+            await this.connectionEnded(null);
+            return;
+          }
+          for (const raw of this.decoder.push(next.value as Buffer)) {
+            const step = receiverStep(this.state, raw.type);
+            await this.handle(decodeFrame(raw), step);
+            if (this.state === 'closed') {
+              await this.out.end();
+              return;
+            }
+          }
+        } catch (e) {
+          const err = asHavenError(e);
+          if (err instanceof RemoteError || err.code === 'PROTO_CONNECTION_LOST') {
+            await this.connectionEnded(err);
+          } else {
+            await this.fatal(err, it);
+          }
+          throw err;
+        }
+      }
+    } finally {
+      clearTimeout(helloTimer);
+      clearInterval(idleTimer);
+    }
+  }
+
+  private async handle(frame: Frame, step: ReturnType<typeof receiverStep>): Promise<void> {
+    try {
+      await this.dispatch(frame);
+      this.state = step.next;
+    } catch (e) {
+      const err = asHavenError(e);
+      if (step.onFailure === undefined || err.kind === 'internal') throw err;
+      this.log.warn(`${frame.type} failed: ${err.message}`, { code: err.code, server: this.lastServer });
+      await this.closeDelta('checkpoint');
+      this.sendError(err, false);
+      this.state = step.onFailure;
+    }
+  }
+
+  private async dispatch(frame: Frame): Promise<void> {
+    switch (frame.type) {
+      case 'HELLO':
+        return this.onHello(frame.body);
+      case 'QUERY':
+        return this.onQuery(frame.body.server);
+      case 'OPEN':
+        return this.onOpen(frame.body);
+      case 'EXTENT':
+        return this.onExtent(frame.body);
+      case 'MARK':
+        return this.onMark(frame.body.disk, frame.body.offset);
+      case 'DIGESTS_REQ':
+        return this.onDigestsRequest(frame.body);
+      case 'END_DELTA':
+        return this.onEndDelta(frame.body);
+      case 'COMMIT':
+        return this.onCommit();
+      case 'ABORT':
+        return this.onAbort(frame.body.discard);
+      case 'BYE':
+        await this.closeDelta('checkpoint');
+        this.out.write([encodeEmpty('BYE')]);
+        this.log.debug('session ended by BYE');
+        return;
+      case 'ERROR': {
+        await this.closeDelta('close');
+        const err = new RemoteError(frame.body, true, 'sender');
+        this.log.error(`sender reported: ${frame.body.message}`, { code: frame.body.code });
+        throw err;
+      }
+      default:
+        throw new HavenError('INTERNAL', `no handler for ${frame.type}`, { kind: 'internal' });
+    }
+  }
+
+  private onHello(h: FrameBodies['HELLO']): void {
+    if (this.o.token !== undefined && !tokenMatches(this.o.token, h.token)) {
+      throw protoError('PROTO_AUTH_FAILED', h.token === undefined ? 'a token is required' : 'wrong token');
+    }
+    const version = Math.max(...h.versions.filter((v) => PROTOCOL_VERSIONS.includes(v)));
+    if (!Number.isFinite(version)) {
+      throw protoError('PROTO_VERSION', `no common protocol version (sender ${h.versions.join(',')})`, {
+        sender: h.versions,
+        receiver: PROTOCOL_VERSIONS,
+      });
+    }
+    const digest = this.store.descriptor.digest;
+    if (!h.digests.includes(digest)) {
+      throw protoError(
+        'PROTO_CAPABILITY',
+        `the store uses ${digest} digests, the sender offers ${h.digests.join(', ')}`,
+        {
+          store: digest,
+          offered: h.digests,
+        },
+      );
+    }
+    this.zstdAgreed = h.compression.includes('zstd');
+    const compression: CompressionAlgorithm[] = this.zstdAgreed ? ['zstd', 'none'] : ['none'];
+    this.log.info('session started', { peer: h.software, version, compression: h.compression });
+    this.out.write([
+      encodeJson('WELCOME', {
+        version,
+        software: SOFTWARE,
+        compression,
+        digest,
+        store: this.store.descriptor,
+        maxExtentBytes: this.maxExtentBytes,
+        maxDigestsPerRequest: MAX_DIGESTS_PER_REQUEST,
+      }),
+    ]);
+  }
+
+  private async newest(server: string): Promise<Generation | null> {
+    const m = await this.store.manifest(server);
+    return m?.generations[0] ?? null;
+  }
+
+  private async onQuery(server: string): Promise<void> {
+    checkName('server', server);
+    this.out.write([encodeJson('QUERY_REPLY', { server, newest: await this.newest(server) })]);
+  }
+
+  private async onOpen(meta: FrameBodies['OPEN']): Promise<void> {
+    this.lastServer = meta.server;
+    checkName('server', meta.server);
+    checkName('job', meta.job);
+    for (const d of meta.disks) checkName('disk', d.name);
+    let writer: DeltaWriter;
+    try {
+      writer = await this.store.openDelta(meta, this.log.child({ server: meta.server }));
+    } catch (e) {
+      const err = asHavenError(e);
+      if (err.code === 'STORE_BASE_MISMATCH') {
+        // The sender needs the newest generation to plan a checksum resync against it.
+        const newest = await this.newest(meta.server).catch(() => null);
+        throw new HavenError(err.code, err.message, {
+          kind: err.kind,
+          hint: err.hint,
+          cause: err,
+          details: { ...err.details, newest },
+        });
+      }
+      throw err;
+    }
+    try {
+      const resume = writer.resumed;
+      const samePoint = resume !== null && resume.pointInTime === meta.pointInTime;
+      const tracker = new DeltaTracker(
+        meta.disks,
+        this.store.descriptor.chunkSize,
+        this.store.descriptor.digest,
+        samePoint ? resume : null,
+        this.maxExtentBytes,
+      );
+      const newest = await this.newest(meta.server);
+      this.delta = {
+        writer,
+        tracker,
+        pendingWrite: null,
+        writeError: null,
+        lastCheckpoint: Date.now(),
+        dataBytes: 0,
+        dirty: false,
+        inFlight: [],
+      };
+      this.log.info('delta opened', {
+        server: meta.server,
+        deltaId: writer.deltaId,
+        mode: meta.mode,
+        pointInTime: meta.pointInTime,
+        resumed: resume ? { pointInTime: resume.pointInTime, watermarks: resume.watermarks } : null,
+      });
+      this.out.write([encodeJson('OPENED', { deltaId: writer.deltaId, newest, resume })]);
+    } catch (e) {
+      this.delta = null;
+      await writer.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  private requireDelta(): OpenDelta {
+    if (!this.delta) throw new HavenError('INTERNAL', 'no open delta', { kind: 'internal' });
+    return this.delta;
+  }
+
+  /** Waits for the store write in flight and rethrows its failure. */
+  private async settleWrites(d: OpenDelta): Promise<void> {
+    if (d.pendingWrite) await d.pendingWrite;
+    d.pendingWrite = null;
+    this.releaseInFlight(d);
+    if (d.writeError !== null) throw d.writeError;
+  }
+
+  private releaseInFlight(d: OpenDelta): void {
+    for (const b of d.inFlight) {
+      this.bodies.release(b);
+      this.datas.release(b);
+    }
+    d.inFlight = [];
+  }
+
+  private async onExtent(e: ExtentFrame): Promise<void> {
+    const d = this.requireDelta();
+    const disk = d.tracker.checkExtent(e);
+    if (e.kind === 'zero') {
+      await this.settleWrites(d);
+      d.tracker.accept(e);
+      d.dirty = true;
+      d.pendingWrite = d.writer.writeZero(disk.name, e.offset, e.length).catch((err: unknown) => {
+        d.writeError = err;
+      });
+      return;
+    }
+    const where = { disk: disk.name, offset: e.offset, length: e.length };
+    let data = e.payload!;
+    if (e.encoding === 'zstd') {
+      if (!this.zstdAgreed) {
+        throw protoError('PROTO_BAD_COMPRESSION', 'zstd payload, but HELLO did not offer zstd', where);
+      }
+      data = this.decompressor.decompress(e.payload!, e.length, where, this.datas.take(e.length));
+      this.bodies.release(e.payload);
+    }
+    const digests = extentDigests(d.tracker.digest, data, d.tracker.chunkSize);
+    if (!digests.root.equals(e.digest!)) {
+      throw protoError(
+        'PROTO_DIGEST_MISMATCH',
+        `extent [${e.offset}, +${e.length}) of ${disk.name} fails its digest`,
+        where,
+      );
+    }
+    // The checks above ran while the previous write was in flight; writes stay in order.
+    await this.settleWrites(d);
+    d.tracker.accept(e, digests.root);
+    d.dataBytes += e.length;
+    d.dirty = true;
+    // The data is a view of a pooled buffer: it returns to the pool once this write settled.
+    d.inFlight = [data];
+    d.pendingWrite = d.writer.writeData(disk.name, e.offset, data, digests.chunks).catch((err: unknown) => {
+      d.writeError = err;
+    });
+  }
+
+  private async onMark(disk: number, offset: number): Promise<void> {
+    const d = this.requireDelta();
+    const marks = d.tracker.mark(disk, offset);
+    d.dirty = true;
+    const due =
+      d.tracker.bytesSinceCheckpoint >= this.checkpointEveryBytes ||
+      Date.now() - d.lastCheckpoint >= this.checkpointEveryMs;
+    if (!due) return;
+    await this.checkpoint(d);
+    this.out.write([encodeStaged({ watermarks: marks })]);
+  }
+
+  private async checkpoint(d: OpenDelta): Promise<void> {
+    await this.settleWrites(d);
+    const byName = d.tracker.watermarksByName();
+    await d.writer.checkpoint(byName);
+    d.tracker.bytesSinceCheckpoint = 0;
+    d.lastCheckpoint = Date.now();
+    d.dirty = false;
+    this.log.debug('checkpoint', { watermarks: byName });
+  }
+
+  private async onDigestsRequest(r: FrameBodies['DIGESTS_REQ']): Promise<void> {
+    const d = this.requireDelta();
+    const disk = d.tracker.checkDigestsRequest(r.disk, r.fromChunk, r.count, MAX_DIGESTS_PER_REQUEST);
+    await this.settleWrites(d);
+    const digests = await d.writer.expectedDigests(disk.name, r.fromChunk, r.count);
+    if (digests.length !== r.count * 32) {
+      throw new HavenError(
+        'INTERNAL',
+        `store returned ${digests.length} digest bytes for ${r.count} chunks`,
+        {
+          kind: 'internal',
+        },
+      );
+    }
+    this.out.write([encodeDigestsHead(r.id, digests.length), digests]);
+    await this.out.ready();
+  }
+
+  private async onEndDelta(end: FrameBodies['END_DELTA']): Promise<void> {
+    const d = this.requireDelta();
+    await this.settleWrites(d);
+    d.tracker.verifyEnd(end);
+    for (const [name, hex] of Object.entries(end.imageDigests ?? {})) {
+      await this.verifyImage(d, name, hex);
+    }
+    await d.writer.seal(end.summary);
+    this.log.info('delta durable', { deltaId: d.writer.deltaId, dataBytes: d.dataBytes });
+    this.out.write([encodeJson('DELTA_DURABLE', { deltaId: d.writer.deltaId })]);
+  }
+
+  /** Compares the whole disk as it will be after this delta with the sender's image digest. */
+  private async verifyImage(d: OpenDelta, name: string, hex: string): Promise<void> {
+    const disk = d.tracker.diskByName(name);
+    const h = createHasher(d.tracker.digest);
+    for (let c = 0; c < disk.chunks; c += DIGEST_BATCH) {
+      h.update(await d.writer.expectedDigests(name, c, Math.min(DIGEST_BATCH, disk.chunks - c)));
+    }
+    const got = h.digest().toString('hex');
+    if (got !== hex) {
+      throw protoError('PROTO_IMAGE_MISMATCH', `disk ${name} would not equal the source after this delta`, {
+        disk: name,
+        source: hex,
+        target: got,
+      });
+    }
+  }
+
+  private async onCommit(): Promise<void> {
+    const d = this.requireDelta();
+    const generation = await d.writer.commit();
+    this.delta = null;
+    this.log.info('generation committed', { id: generation.id, pointInTime: generation.pointInTime });
+    this.out.write([encodeJson('COMMITTED', { generation })]);
+  }
+
+  private async onAbort(discard: boolean): Promise<void> {
+    await this.closeDelta(discard ? 'discard' : 'checkpoint');
+    this.out.write([encodeEmpty('ABORTED')]);
+  }
+
+  /**
+   * Ends the open delta, if any, after its last write settled:
+   * - 'checkpoint': an orderly stop (BYE, ABORT, a lost connection, a refused END_DELTA) after
+   *   frames that all passed their checks, so what arrived is made durable for the resume first;
+   * - 'close': after a fatal error, keep only what earlier checkpoints made durable;
+   * - 'discard': throw the partial delta away (a failed discard still closes the writer).
+   */
+  private async closeDelta(how: 'checkpoint' | 'close' | 'discard'): Promise<void> {
+    const d = this.delta;
+    if (!d) return;
+    this.delta = null;
+    if (d.pendingWrite) await d.pendingWrite;
+    this.releaseInFlight(d);
+    if (how === 'discard') {
+      try {
+        await d.writer.discard();
+        this.log.info('delta discarded', { deltaId: d.writer.deltaId });
+        return;
+      } catch (e) {
+        await d.writer.close().catch(() => {});
+        throw e;
+      }
+    }
+    if (how === 'checkpoint' && this.state === 'delta' && d.dirty && d.writeError === null) {
+      try {
+        await this.checkpoint(d);
+      } catch (e) {
+        this.log.warn(`final checkpoint of ${d.writer.deltaId} failed: ${(e as Error).message}`);
+      }
+    }
+    try {
+      await d.writer.close();
+      this.log.info('delta closed unsealed', {
+        deltaId: d.writer.deltaId,
+        watermarks: d.tracker.watermarksByName(),
+      });
+    } catch (e) {
+      this.log.warn(`closing delta ${d.writer.deltaId} failed: ${(e as Error).message}`);
+    }
+  }
+
+  private sendError(err: HavenError, fatal: boolean): void {
+    this.out.write([
+      encodeJson('ERROR', {
+        code: err.code,
+        kind: err.kind,
+        message: err.message.slice(0, 8000),
+        ...(err.hint ? { hint: err.hint } : {}),
+        ...(err.details ? { details: jsonSafe(err.details) } : {}),
+        fatal,
+      }),
+    ]);
+  }
+
+  /** The stream ended or broke: close the delta; only an end outside a delta is clean. */
+  private async connectionEnded(err: HavenError | null): Promise<void> {
+    const wasOpen = this.delta !== null;
+    const state = this.state;
+    await this.closeDelta(err instanceof RemoteError ? 'close' : 'checkpoint');
+    this.state = 'closed';
+    if (err) return;
+    if (wasOpen || state === 'delta' || state === 'sealed') {
+      throw protoError('PROTO_CONNECTION_LOST', `the sender went away while a delta was open (${state})`, {
+        server: this.lastServer,
+      });
+    }
+    this.log.debug('stream ended', { state });
+  }
+
+  /**
+   * A fatal protocol error: tell the sender, close the delta unsealed, then read and drop what the
+   * sender already had in flight until it hangs up, so the ERROR frame is not lost to a reset.
+   */
+  private async fatal(err: HavenError, it: AsyncIterator<unknown>): Promise<void> {
+    this.log.error(`rejected: ${err.message}`, {
+      code: err.code,
+      server: this.lastServer,
+      details: err.details,
+    });
+    await this.closeDelta('close');
+    this.state = 'closed';
+    if (this.stream.destroyed) return;
+    this.sendError(err, true);
+    await this.out.end();
+    const timer = setTimeout(() => this.stream.destroy(), 10_000);
+    timer.unref();
+    try {
+      while (!(await it.next()).done) {
+        // Dropped: the session is over.
+      }
+    } catch {
+      // The peer reset the connection: nothing left to do.
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** Constant-time comparison (of digests, so the length does not leak either). */
+function tokenMatches(expected: string, got: string | undefined): boolean {
+  if (got === undefined) return false;
+  const a = createHash('sha256').update(expected, 'utf8').digest();
+  const b = createHash('sha256').update(got, 'utf8').digest();
+  return timingSafeEqual(a, b);
+}
+
+function jsonSafe(v: Record<string, unknown>): Record<string, unknown> {
+  try {
+    return JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { HavenError } from '../core/errors.ts';
+import { formatTarget, parseTarget } from './url.ts';
+
+describe('parseTarget', () => {
+  it('reads local paths, absolute and relative, and file URLs', () => {
+    assert.deepEqual(parseTarget('/srv/haven'), { kind: 'local', path: '/srv/haven' });
+    assert.deepEqual(parseTarget('/srv//haven/'), { kind: 'local', path: '/srv/haven' });
+    assert.equal(parseTarget('store').kind, 'local');
+    assert.equal((parseTarget('store') as { path: string }).path, `${process.cwd()}/store`);
+    assert.deepEqual(parseTarget('file:///srv/haven'), { kind: 'local', path: '/srv/haven' });
+  });
+
+  it('reads ssh URLs with and without user and port', () => {
+    assert.deepEqual(parseTarget('ssh://dr1/srv/haven'), { kind: 'ssh', host: 'dr1', path: '/srv/haven' });
+    assert.deepEqual(parseTarget('ssh://root@dr1.example.com:2222/srv/haven'), {
+      kind: 'ssh',
+      user: 'root',
+      host: 'dr1.example.com',
+      port: 2222,
+      path: '/srv/haven',
+    });
+    assert.deepEqual(parseTarget('ssh://[::1]:22/s'), { kind: 'ssh', host: '::1', port: 22, path: '/s' });
+    assert.deepEqual(parseTarget('ssh://h/srv/with%20space'), {
+      kind: 'ssh',
+      host: 'h',
+      path: '/srv/with space',
+    });
+  });
+
+  it('reads tls URLs', () => {
+    assert.deepEqual(parseTarget('tls://10.0.0.5:7070'), { kind: 'tls', host: '10.0.0.5', port: 7070 });
+    assert.deepEqual(parseTarget('TLS://dr.example:7070/'), { kind: 'tls', host: 'dr.example', port: 7070 });
+  });
+
+  it('refuses what it cannot use, with TRANSPORT_BAD_URL', () => {
+    for (const bad of [
+      '',
+      'ssh://dr1',
+      'ssh://dr1/',
+      'ssh://-oProxyCommand=evil/srv',
+      'ssh://-x@dr1/srv',
+      'ssh://user:pw@dr1/srv',
+      'ssh://dr1:0/srv',
+      'ssh://dr1:99999/srv',
+      'ssh://dr1/srv?x=1',
+      'tls://dr1',
+      'tls://dr1:7070/store',
+      'tls://u@dr1:7070',
+      'http://dr1/srv',
+      'file://host/srv',
+      'ssh:/dr1/srv'.replace(':/', '://x y/'),
+      '/srv/ha\nven',
+    ]) {
+      assert.throws(
+        () => parseTarget(bad),
+        (e: HavenError) => e.code === 'TRANSPORT_BAD_URL' && e.kind === 'usage',
+        JSON.stringify(bad),
+      );
+    }
+  });
+
+  it('formats targets back', () => {
+    for (const url of ['ssh://root@dr1:2222/srv/haven', 'ssh://[::1]/s', 'tls://dr1:7070', '/srv/haven']) {
+      assert.equal(formatTarget(parseTarget(url)), url);
+    }
+  });
+});
