@@ -1,5 +1,6 @@
 /** The replication engine (DESIGN §3): one server to one target per run. */
 export { EngineError } from './errors.ts';
+export { type DomainState, inventory, type ServerSummary, serverState, Virsh } from './inventory.ts';
 export { checkpointOf, isHavenCheckpoint, newCheckpointName } from './points.ts';
 export type { ProgressSnapshot } from './progress.ts';
 export {
@@ -11,5 +12,14 @@ export {
   type ProtectTuning,
   protectedDisks,
   protectServer,
+  type StageHook,
 } from './replicate.ts';
 export type { ProtectedDisk, Source, SourceKind } from './source.ts';
+export {
+  estimateStaging,
+  STAGE_BITMAP,
+  type StagedSource,
+  type StageOptions,
+  stageSource,
+  stagingOverhead,
+} from './stage.ts';

@@ -51,8 +51,19 @@ export interface ProtectTuning {
 export const DEFAULT_TUNING: ProtectTuning = {
   pieceBytes: 256 * 1024,
   inflight: 16,
-  markEvery: 64 * 1024 * 1024,
+  markEvery: 256 * 1024,
 };
+
+/**
+ * Primary cache drive staging (jobs/ decides where and when). `before` runs just before the
+ * point in time is taken (a job waits there for its turn); `source` receives the point-in-time
+ * source and returns the one the transfer reads (e.g. engine/stage.ts's staged copy, whose
+ * release also ends the original). If `source` throws, the original is released.
+ */
+export interface StageHook {
+  before?(): Promise<void>;
+  source(source: Source, context: { chunkSize: number; log: Logger }): Promise<Source>;
+}
 
 export interface ProtectOptions {
   server: string;
@@ -80,6 +91,8 @@ export interface ProtectOptions {
   onProgress?: (p: ProgressSnapshot) => void;
   signal?: AbortSignal;
   log: Logger;
+  /** Stage the point in time on a primary cache drive before the transfer (DESIGN §4.6). */
+  stage?: StageHook;
 }
 
 export interface DiskReport {
@@ -121,6 +134,8 @@ export interface ProtectResult {
   /** Bytes the receiver already held from an earlier attempt at the same point in time. */
   resumedBytes: number;
   attempts: number;
+  /** Per attempt: what the receiver had staged when it began, and the bytes it sent. */
+  attemptLog: Array<{ stagedBytes: number; sentBytes: number; error?: string }>;
   durationMs: number;
 }
 
@@ -277,11 +292,28 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
   const disks = protectedDisks(server);
   const consistency = o.consistency ?? 'live';
 
-  let sender: StreamSender | undefined = await o.connect();
+  // The first contact is retried like the transfer: a receiver that dies while starting is the
+  // same broken connection as one that dies mid-delta.
+  let sender: StreamSender | undefined;
+  let newest: Generation | null = null;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      sender = await o.connect();
+      newest = await sender.query(server.name);
+      break;
+    } catch (err) {
+      const e = asHavenError(err);
+      await sender?.close().catch(() => {});
+      sender = undefined;
+      if (o.signal?.aborted || !retryable(e) || attempt > (o.retries ?? 3)) throw e;
+      const wait = (o.retryBackoffMs ?? 1000) * 2 ** (attempt - 1);
+      log.warn('cannot reach the target; trying again', { attempt, err: e, waitMs: wait });
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
   const storeId = sender.store.id;
   const { chunkSize } = sender;
   const digestAlg = sender.digestAlgorithm;
-  const newest = await sender.query(server.name);
   const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
   const base = await trustedBase(o.virsh, server, newest, o.catalog, log);
   const inflight = o.catalog?.inflight.get(server.name, storeId);
@@ -315,7 +347,8 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
     } satisfies ProtectPlan;
   }
 
-  const source = await acquireSource({
+  await o.stage?.before?.();
+  const taken = await acquireSource({
     virsh: o.virsh,
     server,
     disks,
@@ -328,6 +361,15 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
     shutdownTimeoutMs: o.shutdownTimeoutMs,
     log,
   });
+  let source = taken;
+  if (o.stage) {
+    try {
+      source = await o.stage.source(taken, { chunkSize, log });
+    } catch (e) {
+      await taken.release().catch((err) => log.warn('could not end the backup job', { err }));
+      throw e;
+    }
+  }
   log.info('point in time taken', {
     checkpoint: source.pointInTime,
     kind: source.kind,
@@ -336,9 +378,12 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
   });
   const progress = new ProgressTracker(0, server.name, undefined, o.onProgress);
   const bucket = new TokenBucket(o.bandwidth ?? 0);
-  const reports = new Map<string, DiskReport>();
+  // Every attempt's tallies per disk (a failed attempt still sent what it sent), and each disk's mode.
+  const diskTallies = new Map<string, DiskTransferResult[]>();
+  const diskModes = new Map<string, PlanMode>();
   let attempts = 0;
   let wireBytes = 0;
+  const attemptLog: ProtectResult['attemptLog'] = [];
   let resumedBytes = 0;
   try {
     if (o.catalog && source.kind !== 'reused') {
@@ -356,6 +401,9 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
     let generation!: Generation;
     for (;;) {
       attempts++;
+      const tallies: DiskTransferResult[] = [];
+      const attempt: ProtectResult['attemptLog'][number] = { stagedBytes: 0, sentBytes: 0 };
+      attemptLog.push(attempt);
       try {
         sender ??= await o.connect();
         const opened = await sender.open({
@@ -383,6 +431,7 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
             },
           );
           if (samePoint) resumedBytes = resume.stagedBytes;
+          attempt.stagedBytes = resume.stagedBytes;
         }
         o.catalog?.inflight.set({
           server: server.name,
@@ -427,7 +476,12 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
             const staged = resume?.staged?.[d.name] ?? { dataBytes: 0, zeroBytes: 0 };
             const mode = compareAll && d.mode === 'full' ? 'resync' : d.mode;
             progress.setPhase('sending', d.name);
+            const tally: DiskTransferResult = { dataBytes: 0, zeroBytes: 0, readBytes: 0, skippedBytes: 0 };
+            tallies.push(tally);
+            diskTallies.set(d.name, [...(diskTallies.get(d.name) ?? []), tally]);
+            diskModes.set(d.name, mode);
             const r: DiskTransferResult = await transferDisk({
+              tally,
               sender,
               client: clients.get(d.name)!,
               disk: d.name,
@@ -450,17 +504,6 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
               dataBytes: staged.dataBytes + r.dataBytes,
               zeroBytes: staged.zeroBytes + r.zeroBytes,
             };
-            const prev = reports.get(d.name);
-            reports.set(d.name, {
-              name: d.name,
-              target: d.target,
-              size: d.size,
-              mode,
-              dataBytes: (prev?.dataBytes ?? 0) + r.dataBytes,
-              zeroBytes: (prev?.zeroBytes ?? 0) + r.zeroBytes,
-              readBytes: (prev?.readBytes ?? 0) + r.readBytes,
-              skippedBytes: (prev?.skippedBytes ?? 0) + r.skippedBytes,
-            });
           }
           progress.setPhase('making the delta durable');
           await sender.endDelta(summary);
@@ -469,9 +512,12 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
         } finally {
           await Promise.allSettled([...clients.values()].map((c) => c.close()));
         }
+        attempt.sentBytes = tallies.reduce((n, x) => n + x.dataBytes + x.zeroBytes, 0);
         break;
       } catch (err) {
         const e = asHavenError(err);
+        attempt.error = e.code;
+        attempt.sentBytes = tallies.reduce((n, x) => n + x.dataBytes + x.zeroBytes, 0);
         if (o.signal?.aborted || !retryable(e) || attempts > (o.retries ?? 3)) throw e;
         const wait = (o.retryBackoffMs ?? 1000) * 2 ** (attempts - 1);
         log.warn('the connection to the target broke; resuming', { attempt: attempts, err: e, waitMs: wait });
@@ -490,7 +536,20 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
       });
       await pruneCheckpoints(o.virsh, server, catalog, log);
     }
-    const diskReports = source.disks.map((d) => reports.get(d.name)!);
+    const diskReports: DiskReport[] = source.disks.map((d) => {
+      const ts = diskTallies.get(d.name) ?? [];
+      const sum = (k: keyof DiskTransferResult) => ts.reduce((n, x) => n + x[k], 0);
+      return {
+        name: d.name,
+        target: d.target,
+        size: d.size,
+        mode: diskModes.get(d.name) ?? d.mode,
+        dataBytes: sum('dataBytes'),
+        zeroBytes: sum('zeroBytes'),
+        readBytes: sum('readBytes'),
+        skippedBytes: sum('skippedBytes'),
+      };
+    });
     const result: ProtectResult = {
       server: server.name,
       target: o.targetLabel,
@@ -506,6 +565,7 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
       bytesSent: wireBytes + (sender?.bytesOnWire ?? 0),
       resumedBytes,
       attempts,
+      attemptLog,
       durationMs: Math.round(performance.now() - started),
     };
     log.info('generation committed', {

@@ -39,6 +39,8 @@ export interface DiskTransferOptions {
   progress: ProgressTracker;
   signal?: AbortSignal;
   log: Logger;
+  /** Counted into as the transfer goes, so a failed attempt still says what it sent. */
+  tally?: DiskTransferResult;
 }
 
 export interface DiskTransferResult {
@@ -78,7 +80,7 @@ export async function diskPlanTotals(
 
 export async function transferDisk(o: DiskTransferOptions): Promise<DiskTransferResult> {
   const { sender, client, disk, chunkSize } = o;
-  const result: DiskTransferResult = { dataBytes: 0, zeroBytes: 0, readBytes: 0, skippedBytes: 0 };
+  const result: DiskTransferResult = o.tally ?? { dataBytes: 0, zeroBytes: 0, readBytes: 0, skippedBytes: 0 };
   const plan = diskPlan({ ...o, from: o.from });
   let sinceMark = 0;
   let wire = sender.bytesOnWire;
