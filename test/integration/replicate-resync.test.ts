@@ -1,0 +1,101 @@
+/**
+ * Issue 3: lost change tracking. When libvirt's checkpoint metadata is gone, or the guest was
+ * killed so its dirty bitmap is inconsistent, the next run notices and does a checksum resync:
+ * it reads everything but sends only chunks whose digests differ from the target's newest
+ * generation, and the result verifies and equals the guest's disk. When only libvirt's metadata
+ * is gone but the catalog kept the checkpoint's XML and the bitmap is intact, Haven redefines
+ * the checkpoint and stays incremental (DESIGN §6).
+ */
+import assert from 'node:assert/strict';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { ProtectResult } from '../../src/engine/index.ts';
+import { deleteCheckpoint, listCheckpoints, waitForState } from '../../src/virt/index.ts';
+import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
+import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
+import { testDir } from '../fixtures/guest/tools.ts';
+import { DiskModel, firstDifference } from '../helpers/disk-model.ts';
+import { type HavenEnv, havenEnv, havenJson } from '../helpers/haven.ts';
+
+const PREFIX = 'haven-t-resync';
+
+async function setup(t: Parameters<typeof testDir>[0], name: string) {
+  const dir = await testDir(t, `${PREFIX}-${name}`);
+  const h = await havenEnv(dir);
+  const store = join(dir, 'store');
+  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 64 }] });
+  const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
+  const image = join(store, `${guest.name}_${guest.disks[0]!.storeName}_1.raw`);
+  const protect = (): Promise<ProtectResult> =>
+    havenJson<ProtectResult>(h, ['protect', guest.name, '--to', store, '--copies', '2']);
+  const write = async (seed: number, count: number) => {
+    await guest.writePattern('vda', seed, count);
+    return new Set(await model.writePattern(seed, count));
+  };
+  const checkCopy = async (when: string) => {
+    assert.equal(await firstDifference(image, model.path), -1, `${when}: the copy equals the guest's disk`);
+    const v = await havenJson<{ ok: boolean }>(h, ['verify', '--store', store]);
+    assert.equal(v.ok, true, `${when}: the store verifies`);
+  };
+  await write(1, 120);
+  const first = await protect();
+  assert.equal(first.mode, 'full');
+  return { h, store, guest, model, protect, write, checkCopy };
+}
+
+async function currentCheckpoint(guest: TestGuest): Promise<string> {
+  const cps = await listCheckpoints(guest.virsh, guest.name);
+  assert.ok(cps.length > 0, 'Haven left a checkpoint for the next run');
+  return cps[cps.length - 1]!.name;
+}
+
+test('checkpoint metadata deleted, catalog intact: redefined from the catalog, still incremental', async (t) => {
+  const s = await setup(t, 'redefine');
+  await deleteCheckpoint(s.guest.virsh, s.guest.name, await currentCheckpoint(s.guest), {
+    metadataOnly: true,
+  });
+  assert.equal((await listCheckpoints(s.guest.virsh, s.guest.name)).length, 0);
+  const changed = await s.write(2, 30);
+  const r = await s.protect();
+  assert.equal(r.mode, 'incremental');
+  assert.equal(r.disks[0]!.dataBytes, changed.size * PATTERN_BLOCK_SIZE);
+  await s.checkCopy('after redefinition');
+});
+
+test('checkpoint metadata deleted and the catalog lost: checksum resync sends only what differs', async (t) => {
+  const s = await setup(t, 'meta');
+  await deleteCheckpoint(s.guest.virsh, s.guest.name, await currentCheckpoint(s.guest), {
+    metadataOnly: true,
+  });
+  await rm(join(s.h.stateDir, 'catalog.sqlite'), { force: true });
+  await rm(join(s.h.stateDir, 'catalog.sqlite-wal'), { force: true });
+  await rm(join(s.h.stateDir, 'catalog.sqlite-shm'), { force: true });
+  const changed = await s.write(3, 40);
+  const r = await s.protect();
+  assert.equal(r.mode, 'resync');
+  const d = r.disks[0]!;
+  assert.equal(d.dataBytes, changed.size * PATTERN_BLOCK_SIZE, 'only the changed chunks went over the wire');
+  assert.ok(d.readBytes >= 120 * PATTERN_BLOCK_SIZE, 'the source was read in full');
+  assert.ok(d.skippedBytes > d.dataBytes, 'most chunks were found unchanged');
+  await s.checkCopy('after resync');
+  // And the chain is whole again: the next run is incremental.
+  const again = await s.write(4, 10);
+  const next = await s.protect();
+  assert.equal(next.mode, 'incremental');
+  assert.equal(next.disks[0]!.dataBytes, again.size * PATTERN_BLOCK_SIZE);
+  await s.checkCopy('the run after the resync');
+});
+
+test('guest killed (QEMU SIGKILLed): the inconsistent bitmap is noticed, checksum resync', async (t) => {
+  const s = await setup(t, 'killed');
+  const changed = await s.write(5, 50);
+  const pid = Number((await readFile(`/run/libvirt/qemu/${s.guest.name}.pid`, 'utf8')).trim());
+  process.kill(pid, 'SIGKILL');
+  await waitForState(s.guest.virsh, s.guest.name, 'shut off', { timeoutMs: 30_000 });
+  await s.guest.start();
+  const r = await s.protect();
+  assert.equal(r.mode, 'resync', 'a bitmap left in use by a killed QEMU is not trusted');
+  assert.equal(r.disks[0]!.dataBytes, changed.size * PATTERN_BLOCK_SIZE);
+  await s.checkCopy('after the guest was killed');
+});
