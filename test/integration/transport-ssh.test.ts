@@ -5,17 +5,13 @@
  * host key, a target without haven.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import type { HavenError } from '../../src/core/errors.ts';
 import { StreamSender } from '../../src/protocol/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
 import { type Connection, HAVEN_BIN, openTarget, type TargetOptions } from '../../src/transport/index.ts';
+import { startSshd, type TestSshd } from '../helpers/sshd.ts';
 import {
   C,
   checkGenerations,
@@ -28,112 +24,24 @@ import {
   wholeDisks,
 } from './protocol-helpers.ts';
 
-const run = promisify(execFile);
-
-async function sshdChildren(pid: number): Promise<number> {
-  const r = await run('pgrep', ['-P', String(pid)]).catch(() => ({ stdout: '' }));
-  return r.stdout.trim() ? r.stdout.trim().split('\n').length : 0;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 describe('ssh transport to an sshd on loopback', () => {
   let dir = '';
   let port = 0;
-  let sshd: ChildProcess | undefined;
   let sshOptions: string[] = [];
   const remoteCommand = `${process.execPath} ${HAVEN_BIN}`;
+
+  let server: TestSshd | undefined;
 
   before(async () => {
     const { mkdtemp } = await import('node:fs/promises');
     dir = await mkdtemp(join(TEST_ROOT, 'haven-t-proto-ssh-'));
-    // sshd's compiled-in privilege separation directory (the openssh-server service makes it).
-    await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
-    for (const k of ['host', 'client', 'stranger']) {
-      await run('ssh-keygen', [
-        '-q',
-        '-t',
-        'ed25519',
-        '-N',
-        '',
-        '-C',
-        `haven-t-proto-${k}`,
-        '-f',
-        join(dir, k),
-      ]);
-    }
-    await writeFile(join(dir, 'authorized_keys'), await readFile(join(dir, 'client.pub')));
-    await chmod(join(dir, 'authorized_keys'), 0o600);
-    port = await freePort();
-    await writeFile(
-      join(dir, 'sshd_config'),
-      [
-        `Port ${port}`,
-        'ListenAddress 127.0.0.1',
-        `HostKey ${join(dir, 'host')}`,
-        'PidFile none',
-        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-        'PermitRootLogin prohibit-password',
-        'PubkeyAuthentication yes',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'StrictModes no',
-        `SetEnv HAVEN_LOG_DIR=${join(dir, 'logs')}`,
-        'LogLevel VERBOSE',
-        '',
-      ].join('\n'),
-    );
-    const hostPub = (await readFile(join(dir, 'host.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ');
-    await writeFile(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${hostPub}\n`);
-    await writeFile(join(dir, 'empty_known_hosts'), '');
-    sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let log = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`sshd did not start: ${log}`)), 15_000);
-      sshd!.stderr!.on('data', (b: Buffer) => {
-        log += b.toString();
-        if (log.includes('Server listening')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      sshd!.on('exit', (code) => reject(new Error(`sshd exited ${code}: ${log}`)));
-    });
-    sshOptions = [
-      '-F',
-      '/dev/null',
-      '-i',
-      join(dir, 'client'),
-      '-o',
-      'IdentitiesOnly=yes',
-      '-o',
-      `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
-      '-o',
-      'StrictHostKeyChecking=yes',
-      '-o',
-      'ConnectTimeout=10',
-    ];
+    server = await startSshd(dir, { logDir: join(dir, 'logs'), extraKeys: ['stranger'] });
+    port = server.port;
+    sshOptions = server.sshOptions;
   });
 
   after(async () => {
-    if (sshd && sshd.exitCode === null) {
-      // Let the per-connection sshd processes finish first, so the listener reaps them (killed
-      // earlier, they would be left to init as zombies).
-      for (let i = 0; i < 50 && (await sshdChildren(sshd.pid!)) > 0; i++)
-        await new Promise((r) => setTimeout(r, 100));
-      sshd.kill('SIGTERM');
-      await once(sshd, 'exit');
-    }
+    await server?.stop();
     const { rm } = await import('node:fs/promises');
     if (dir) await rm(dir, { recursive: true, force: true });
   });

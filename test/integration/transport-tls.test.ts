@@ -6,7 +6,7 @@
  * after the refusals and the listener keeps serving.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
@@ -16,7 +16,8 @@ import { promisify } from 'node:util';
 import type { HavenError } from '../../src/core/errors.ts';
 import { StreamSender } from '../../src/protocol/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
-import { HAVEN_BIN, openTarget, type TlsClientOptions } from '../../src/transport/index.ts';
+import { openTarget, type TlsClientOptions } from '../../src/transport/index.ts';
+import { type Listener, makePki, startListener, stopListener } from '../helpers/tls.ts';
 import {
   C,
   checkGenerations,
@@ -29,118 +30,8 @@ import {
   wholeDisks,
 } from './protocol-helpers.ts';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 const TOKEN = 'haven-t-proto-0123456789abcdef0123456789abcdef';
-
-async function openssl(dir: string, args: string[]): Promise<void> {
-  await run('openssl', args, { cwd: dir });
-}
-
-/** A CA, a server certificate for 127.0.0.1/localhost, and client certificates. */
-async function makePki(dir: string): Promise<void> {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  for (const ca of ['ca', 'otherca']) {
-    await openssl(dir, [
-      'req',
-      '-x509',
-      ...ec,
-      '-keyout',
-      `${ca}.key`,
-      '-out',
-      `${ca}.pem`,
-      '-days',
-      '2',
-      '-subj',
-      `/CN=haven-t-proto-${ca}`,
-    ]);
-  }
-  const leaf = async (name: string, ca: string, subj: string, ext: string[]) => {
-    await openssl(dir, [
-      'req',
-      '-new',
-      ...ec,
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-      '-subj',
-      subj,
-      ...ext,
-    ]);
-    await openssl(dir, [
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${ca}.pem`,
-      '-CAkey',
-      `${ca}.key`,
-      '-CAcreateserial',
-      '-days',
-      '2',
-      '-copy_extensions',
-      'copyall',
-      '-out',
-      `${name}.pem`,
-    ]);
-  };
-  await leaf('server', 'ca', '/CN=localhost', [
-    '-addext',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    '-addext',
-    'extendedKeyUsage=serverAuth',
-  ]);
-  await leaf('client', 'ca', '/CN=haven-t-proto-sender', ['-addext', 'extendedKeyUsage=clientAuth']);
-  await leaf('intruder', 'otherca', '/CN=haven-t-proto-intruder', ['-addext', 'extendedKeyUsage=clientAuth']);
-}
-
-interface Listener {
-  child: ChildProcess;
-  port: number;
-  stderr: () => string;
-}
-
-async function startListener(dir: string, name: string, extra: string[]): Promise<Listener> {
-  const child = spawn(
-    process.execPath,
-    [
-      HAVEN_BIN,
-      'receive',
-      '--listen',
-      '127.0.0.1:0',
-      '--store',
-      join(dir, `store-${name}`),
-      '--tls-cert',
-      join(dir, 'server.pem'),
-      '--tls-key',
-      join(dir, 'server.key'),
-      ...extra,
-    ],
-    { env: { ...process.env, HAVEN_LOG_DIR: join(dir, `logs-${name}`) }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let err = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`listener did not start: ${err}`)), 20_000);
-    child.stderr!.on('data', (b: Buffer) => {
-      err += b.toString();
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(err);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`listener exited ${code}: ${err}`)));
-  });
-  return { child, port, stderr: () => err };
-}
-
-async function stopListener(l: Listener | undefined): Promise<number | null> {
-  if (!l || l.child.exitCode !== null) return l?.child.exitCode ?? null;
-  l.child.kill('SIGTERM');
-  const [code] = (await once(l.child, 'exit')) as [number | null];
-  return code;
-}
 
 describe('TLS listener (haven receive --listen)', () => {
   let dir = '';
@@ -153,8 +44,12 @@ describe('TLS listener (haven receive --listen)', () => {
     await makePki(dir);
     await writeFile(join(dir, 'token'), `${TOKEN}\n`);
     await chmod(join(dir, 'token'), 0o600);
-    certs = await startListener(dir, 'certs', ['--tls-ca', join(dir, 'ca.pem')]);
-    token = await startListener(dir, 'token', ['--token-file', join(dir, 'token')]);
+    certs = await startListener(dir, join(dir, 'store-certs'), ['--tls-ca', join(dir, 'ca.pem')], {
+      HAVEN_LOG_DIR: join(dir, 'logs-certs'),
+    });
+    token = await startListener(dir, join(dir, 'store-token'), ['--token-file', join(dir, 'token')], {
+      HAVEN_LOG_DIR: join(dir, 'logs-token'),
+    });
   });
 
   after(async () => {
@@ -227,7 +122,7 @@ describe('TLS listener (haven receive --listen)', () => {
     assert.match(intruder!.message, /client certificate not accepted/);
     const anonymous = await refused(certs!.port, { ca: join(dir, 'ca.pem') });
     assert.equal(anonymous?.code, 'PROTO_AUTH_FAILED');
-    assert.match(certs!.stderr(), /refused a connection .*haven-t-proto-intruder/);
+    assert.match(certs!.stderr(), /refused a connection .*haven-test-intruder/);
   });
 
   it('refuses a target whose certificate the sender does not trust', async () => {
