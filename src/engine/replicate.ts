@@ -433,6 +433,12 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
           if (samePoint) resumedBytes = resume.stagedBytes;
           attempt.stagedBytes = resume.stagedBytes;
         }
+        // The receiver says which delta is open; an older record (a run that failed before its
+        // point in time could be reused) is obsolete.
+        const recorded = o.catalog?.inflight.get(server.name, storeId);
+        if (recorded && (recorded.deltaId !== opened.deltaId || recorded.checkpoint !== source.pointInTime)) {
+          o.catalog?.inflight.clear(server.name, storeId);
+        }
         o.catalog?.inflight.set({
           server: server.name,
           target: storeId,

@@ -306,6 +306,9 @@ export class StreamReceiver {
 
   private async onQuery(server: string): Promise<void> {
     checkName('server', server);
+    // A delta sealed by an earlier session but not committed (the target filled up at commit,
+    // the receiver died) becomes the newest generation now, so the sender plans against it.
+    await this.store.recover(server);
     this.out.write([encodeJson('QUERY_REPLY', { server, newest: await this.newest(server) })]);
   }
 

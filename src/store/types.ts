@@ -92,7 +92,29 @@ export interface ServerManifest {
   /** Boot order at activation: lower first, then by name. Default 100. */
   bootPriority: number;
   /** Set while the server runs at the DR site (activation), cleared by failback. */
-  activeAtDr?: { since: string; generationId: string; force: boolean; by?: string };
+  activeAtDr?: ActiveAtDr;
+}
+
+/** A server running at the DR site (`haven activate`), as recorded in its manifest. */
+export interface ActiveAtDr {
+  since: string;
+  generationId: string;
+  /** The activation went ahead although the primary was known to run the server. */
+  force: boolean;
+  /** Who activated it (user@host). */
+  by?: string;
+  /** The libvirt domain the server runs as at the DR site (another name when activated with one). */
+  domain?: string;
+  /** The checkpoint created on that domain right after it started: where failback's dirty map begins. */
+  checkpoint?: string;
+  /** libvirt URI of the DR site's hypervisor. */
+  uri?: string;
+}
+
+/** A server's writer lock held by a long reader (drill, restore, activation); see Store.holdServer. */
+export interface ServerHold {
+  readonly server: string;
+  release(): Promise<void>;
 }
 
 /** What the sender needs to know before it plans (answer to opening a delta). */
@@ -222,10 +244,11 @@ export interface Store {
   readonly descriptor: StoreDescriptor;
 
   /**
-   * Rolls forward every interrupted rotation (DESIGN §4.2) and removes leftovers no manifest
-   * references. Called when a store is opened for writing; idempotent.
+   * Rolls forward every interrupted rotation and every sealed but uncommitted delta (DESIGN
+   * §4.2) and removes leftovers no manifest references; only for `server` when given (a receiver
+   * does this before telling a sender what the server's newest generation is). Idempotent.
    */
-  recover(): Promise<string[]>;
+  recover(server?: string): Promise<string[]>;
 
   listServers(): Promise<string[]>;
   manifest(server: string): Promise<ServerManifest | null>;
@@ -256,6 +279,16 @@ export interface Store {
 
   /** `definitions/<server>.xml`; written once at first replication, never overwritten. */
   definitionPath(server: string): string;
+
+  /**
+   * Takes the server's writer lock for a reader that keeps images open for long (a drill booting
+   * a generation, a restore copying one): while held, no delta is opened or committed for the
+   * server, so no generation is recycled under the reader (writers get STORE_LOCKED, naming
+   * `purpose`). An interrupted commit is completed first, unless the server runs at the DR site.
+   * Waits up to `waitMs` (default 0) for a writer that holds the lock; STORE_SERVER_NOT_FOUND for
+   * a server without a manifest. Optional: recovery/ refuses stores that lack it.
+   */
+  holdServer?(server: string, purpose: string, options?: { waitMs?: number }): Promise<ServerHold>;
 
   /** Recovery bookkeeping, written atomically into the manifest. */
   recordTest(server: string, generationId: string, record: TestRecord): Promise<void>;

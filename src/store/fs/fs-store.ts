@@ -20,6 +20,7 @@ import {
   DIGEST_BYTES,
   type Generation,
   type ImageReader,
+  type ServerHold,
   type ServerManifest,
   STORE_FORMAT_VERSION,
   type Store,
@@ -219,7 +220,7 @@ export class FsStore implements Store {
       storeError(
         'STORE_LOCKED',
         'conflict',
-        `${server} is being written by pid ${h.pid} on ${h.host} since ${h.startedAt}`,
+        `${server} is being written by pid ${h.pid} on ${h.host} since ${h.startedAt}${h.purpose ? ` (${h.purpose})` : ''}`,
         {
           hint: 'Another run replicates this server right now; wait for it to finish. If that process is gone on another host, remove the lock file named in the details.',
           details: {
@@ -227,6 +228,7 @@ export class FsStore implements Store {
             pid: h.pid,
             host: h.host,
             since: h.startedAt,
+            purpose: h.purpose,
             lock: this.layout.serverLock(server),
           },
         },
@@ -325,11 +327,14 @@ export class FsStore implements Store {
     return { manifest: { ...m, generations }, journal: j, fileSeq };
   }
 
-  async recover(): Promise<string[]> {
+  async recover(only?: string): Promise<string[]> {
     const messages: string[] = [];
     const errors: HavenError[] = [];
     const log = this.ctx.log;
-    for (const server of await listServerDirs(this.ctx)) {
+    if (only !== undefined) checkName('server', only);
+    const servers = only === undefined ? await listServerDirs(this.ctx) : [only];
+    for (const server of servers) {
+      if (only !== undefined && !(await exists(this.layout.serverDir(server)))) continue;
       if (!isSafeName(server)) {
         messages.push(`skipped ${JSON.stringify(server)}: not a valid server name`);
         continue;
@@ -364,6 +369,11 @@ export class FsStore implements Store {
       } finally {
         await lock.release();
       }
+    }
+    if (only !== undefined) {
+      for (const m of messages) log.info(m);
+      if (errors.length) throw errors[0]!;
+      return messages;
     }
     for (const f of await listDir(this.layout.definitionsDir)) {
       if (TMP_PATTERN.test(f)) {
@@ -658,6 +668,34 @@ export class FsStore implements Store {
       fn(m);
       await writeManifest(this.ctx, m);
     });
+  }
+
+  async holdServer(server: string, purpose: string, options: { waitMs?: number } = {}): Promise<ServerHold> {
+    checkName('server', server);
+    // Checked first: taking the lock would create the server's directory.
+    if (!(await exists(this.layout.manifest(server)))) throw serverNotFound(server);
+    const lock = await acquireLock(this.layout.serverLock(server), {
+      purpose,
+      log: this.ctx.log,
+      waitMs: options.waitMs ?? 0,
+      locked: this.lockedError(server),
+    });
+    try {
+      // A server running at the DR site boots from its generations: nothing may rotate them.
+      const m = await readManifest(this.ctx, server);
+      if (!m?.activeAtDr) await rollForward(this.ctx, server, this.ctx.log);
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    let released: Promise<void> | undefined;
+    return {
+      server,
+      release: () => {
+        released ??= lock.release();
+        return released;
+      },
+    };
   }
 
   async recordTest(server: string, generationId: string, record: TestRecord): Promise<void> {
