@@ -317,9 +317,21 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
   const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
   const base = await trustedBase(o.virsh, server, newest, o.catalog, log);
   const inflight = o.catalog?.inflight.get(server.name, storeId);
-  const reuse = inflight?.socket
-    ? { checkpoint: inflight.checkpoint, socketPath: inflight.socket }
-    : undefined;
+  let reuse: { checkpoint: string; socketPath: string } | undefined;
+  if (inflight && newest?.pointInTime === inflight.checkpoint) {
+    // The crashed run got as far as the commit: record the delivery it could not record.
+    const catalog = o.catalog!;
+    catalog.transaction(() => {
+      catalog.checkpoints.markDelivered(server.name, inflight.checkpoint, storeId, newest.id);
+      catalog.inflight.clear(server.name, storeId);
+    });
+  } else if (
+    inflight?.socket &&
+    (inflight.incrementalFrom ?? undefined) === checkpointOf(newest?.pointInTime)
+  ) {
+    // Same base as when that run began: its backup job, if still up, is the same point in time.
+    reuse = { checkpoint: inflight.checkpoint, socketPath: inflight.socket };
+  }
 
   if (o.dryRun) {
     await sender.close();
@@ -347,26 +359,33 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
     } satisfies ProtectPlan;
   }
 
-  await o.stage?.before?.();
-  const taken = await acquireSource({
-    virsh: o.virsh,
-    server,
-    disks,
-    base,
-    previous,
-    consistency,
-    runDir: o.runDir,
-    reuse,
-    quiesce: o.quiesce,
-    shutdownTimeoutMs: o.shutdownTimeoutMs,
-    log,
-  });
+  let taken: Source;
+  try {
+    await o.stage?.before?.();
+    taken = await acquireSource({
+      virsh: o.virsh,
+      server,
+      disks,
+      base,
+      previous,
+      consistency,
+      runDir: o.runDir,
+      reuse,
+      quiesce: o.quiesce,
+      shutdownTimeoutMs: o.shutdownTimeoutMs,
+      log,
+    });
+  } catch (e) {
+    await sender.close().catch(() => {});
+    throw e;
+  }
   let source = taken;
   if (o.stage) {
     try {
       source = await o.stage.source(taken, { chunkSize, log });
     } catch (e) {
       await taken.release().catch((err) => log.warn('could not end the backup job', { err }));
+      await sender.close().catch(() => {});
       throw e;
     }
   }

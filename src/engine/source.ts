@@ -194,7 +194,9 @@ async function beginBackup(req: SourceRequest, checkpoint: string, quiesce: bool
 
 async function liveSource(req: SourceRequest, kind: 'live' | 'shutdown'): Promise<Source> {
   const checkpoint = newCheckpointName();
-  const job = await beginBackup(req, checkpoint, kind === 'live' && req.quiesce !== false);
+  // Only a running guest's agent can freeze anything (a paused one cannot even answer).
+  const quiesce = kind === 'live' && req.quiesce !== false && req.server.state === 'running';
+  const job = await beginBackup(req, checkpoint, quiesce);
   const takenAt = new Date();
   const release = once(() => backupEnd(req.virsh, req.server.name).then(() => {}));
   try {
