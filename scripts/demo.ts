@@ -103,7 +103,8 @@ async function main(): Promise<void> {
     refs.set(e.disk, await nbdCopyToFile(socketPath, e.exportName, join(refDir, `${e.disk}.raw`)));
   await backupEnd(guest.virsh, guest.name);
   console.log('guest paused; reference read with nbdcopy; now the run takes its point in time');
-  await must(protect, (line) => {
+  // -v: the run reports "point in time taken" on stderr, the moment to let the guest go.
+  await must([...protect, '-v'], (line) => {
     if (/point in time taken/.test(line)) {
       void resume().then(() => console.error('(guest resumed: it keeps writing while run 3 sends its data)'));
     }

@@ -164,7 +164,7 @@ export function openCatalog(path: string, options: OpenCatalogOptions = {}): Cat
       }
     } else {
       const { from, to } = migrate(db, path);
-      if (from !== to) log.info('catalog migrated', { path, from, to });
+      if (from !== to) log.verbose('catalog migrated', { path, from, to });
     }
     return new Catalog(path, db);
   } catch (e) {

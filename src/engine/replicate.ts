@@ -389,7 +389,7 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
       throw e;
     }
   }
-  log.info('point in time taken', {
+  log.verbose('point in time taken', {
     checkpoint: source.pointInTime,
     kind: source.kind,
     incrementalFrom: source.incrementalFrom,
@@ -593,7 +593,7 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
       attemptLog,
       durationMs: Math.round(performance.now() - started),
     };
-    log.info('generation committed', {
+    log.verbose('generation committed', {
       generation: generation.id,
       seq: generation.seq,
       mode: result.mode,
