@@ -1,0 +1,200 @@
+/**
+ * `haven drill [server...] --store PATH`: boot generations in isolation and record whether they
+ * came up (docs/recovery.md). Settings come from flags, else from the configured drill named by
+ * --drill, else from a configured drill of the same store. Results go into the store's manifests
+ * and, as events, into this host's catalog: a failed drill opens a problem there and is alerted
+ * (once per problem) on the configured channels; a passing one resolves it.
+ */
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
+import type { BootMarker, DrillConfig, HavenConfig } from '../../core/config.ts';
+import { asHavenError, UsageError } from '../../core/errors.ts';
+import { checkName } from '../../core/names.ts';
+import { formatDuration, parseDuration } from '../../core/units.ts';
+import { EventLog, Notifier } from '../../jobs/index.ts';
+import { type DrillReport, type RecoveryEvent, runDrill, unknownServer } from '../../recovery/index.ts';
+import { openFsStore } from '../../store/index.ts';
+import { Virsh } from '../../virt/index.ts';
+import type { CliContext } from '../context.ts';
+import { EXIT_PARTIAL } from '../exit-codes.ts';
+
+interface DrillFlags {
+  store?: string;
+  drill?: string;
+  generation?: string;
+  marker?: string;
+  agent?: boolean;
+  timeout?: string;
+  verify?: boolean;
+  uri?: string;
+  json?: boolean;
+}
+
+/** The drill settings these flags and the configuration give. */
+export function drillSettings(config: HavenConfig, flags: DrillFlags): DrillConfig {
+  if (flags.drill !== undefined) {
+    const d = config.drills[flags.drill];
+    if (!d) {
+      throw new UsageError(
+        `no drill ${JSON.stringify(flags.drill)} in the configuration`,
+        `Configured drills: ${Object.keys(config.drills).join(', ') || '(none)'}.`,
+      );
+    }
+    if (flags.store !== undefined && resolve(flags.store) !== resolve(d.store)) {
+      throw new UsageError(
+        `drill ${d.name} runs on ${d.store}, not ${flags.store}`,
+        'Leave --store out, or give the drill’s store.',
+      );
+    }
+    return d;
+  }
+  if (flags.store === undefined)
+    throw new UsageError('give --store PATH, or --drill NAME from the configuration');
+  const same = Object.values(config.drills).find((d) => resolve(d.store) === resolve(flags.store!));
+  return (
+    same ?? {
+      name: 'manual',
+      store: resolve(flags.store),
+      servers: ['*'],
+      schedule: undefined,
+      bootMarker: undefined,
+      timeoutMs: 300_000,
+      overrides: {},
+    }
+  );
+}
+
+function markerFlag(flags: DrillFlags): BootMarker | undefined {
+  if (flags.marker !== undefined && flags.agent)
+    throw new UsageError('give --marker TEXT or --agent, not both');
+  if (flags.marker !== undefined) {
+    if (flags.marker === '') throw new UsageError('--marker needs the text the console prints once booted');
+    return { serial: flags.marker };
+  }
+  return flags.agent ? { agent: true } : undefined;
+}
+
+/** Drill results as events: a failure opens the server's drill problem (alerted once), a pass closes it. */
+function recordEvent(events: EventLog, e: RecoveryEvent, runId: number, job: string): void {
+  events.emit({
+    type: e.type,
+    severity: e.severity,
+    message: e.message,
+    server: e.server,
+    job,
+    runId,
+    data: e.data,
+    dedupKey: e.dedupKey,
+  });
+  if (e.type === 'drill.passed') events.catalog.events.resolve(e.dedupKey);
+}
+
+function print(ctx: CliContext, r: DrillReport): void {
+  ctx.print(`Drill ${r.drill} on ${r.store}: ${r.passed} passed, ${r.failed} failed`);
+  ctx.printTable(
+    ['server', 'gen', 'result', 'seconds', 'detail'],
+    r.results.map((x) => [
+      x.server,
+      x.generation ? `_${x.generation.seq}` : '-',
+      x.result.toUpperCase(),
+      formatDuration(x.seconds * 1000),
+      x.detail ?? '',
+    ]),
+  );
+}
+
+export default function register(program: Command, context: () => CliContext): void {
+  program
+    .command('drill')
+    .description('boot generations in isolation, wait for their boot marker, record pass or fail')
+    .argument('[server...]', 'servers to drill (default: what the drill selects, or all in the store)')
+    .option('--store <path>', 'the store at this DR site')
+    .option('--drill <name>', 'take store, servers, marker and timeouts from this configured drill')
+    .option('--generation <k>', 'generation to boot: 1 = newest (default)')
+    .option('--marker <text>', 'booted once the serial console shows this text')
+    .option('--agent', 'booted once the guest agent answers')
+    .option('--timeout <duration>', 'how long a server may take to show its marker (default 5m)')
+    .option('--verify', 'compare every chunk with its digest before booting')
+    .option('--uri <uri>', 'libvirt URI at this site')
+    .option('--json', 'print the report as JSON')
+    .action(async (servers: string[], flags: DrillFlags) => {
+      const ctx = context();
+      const settings = drillSettings(ctx.config(), flags);
+      const marker = markerFlag(flags);
+      const timeoutMs = flags.timeout === undefined ? undefined : parseDuration(flags.timeout);
+      let generation: number | undefined;
+      if (flags.generation !== undefined) {
+        generation = Number(flags.generation);
+        if (!Number.isInteger(generation) || generation < 1)
+          throw new UsageError('--generation must be 1 (newest) or more');
+      }
+      const log = ctx.openRunLog('drill');
+      if (servers.length) {
+        // Names are checked before anything runs: a typo is not a failed drill.
+        const store = await openFsStore(settings.store, { log });
+        try {
+          const known = await store.listServers();
+          for (const s of servers) {
+            checkName('server', s);
+            if (!known.includes(s)) throw unknownServer(s, store.location, known);
+          }
+        } finally {
+          await store.close();
+        }
+      }
+      if (!marker && !settings.bootMarker) {
+        const missing = (servers.length ? servers : ['*']).some((s) => !settings.overrides[s]?.bootMarker);
+        if (missing) {
+          throw new UsageError(
+            'no boot marker: nothing tells when a server has booted',
+            'Give --marker TEXT or --agent, or configure drills.<name>.boot_marker for this store.',
+          );
+        }
+      }
+      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
+      const events = new EventLog(catalog, Notifier.fromConfig(ctx.config().alerts, log), log);
+      const run = catalog.runs.start({ kind: 'drill', job: settings.name, trigger: 'manual' });
+      try {
+        const report = await runDrill(settings, {
+          virsh: new Virsh({ uri: flags.uri, log }),
+          runDir: ctx.paths.runDir,
+          log,
+          ...(servers.length ? { servers } : {}),
+          ...(marker ? { marker } : {}),
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+          ...(generation !== undefined ? { generation } : {}),
+          ...(flags.verify ? { verify: true } : {}),
+          onEvent: (e) => recordEvent(events, e, run.id, settings.name),
+        });
+        catalog.transaction(() => {
+          for (const r of report.results) {
+            catalog.runs.recordServer(run.id, {
+              server: r.server,
+              target: report.store,
+              status: r.result === 'pass' ? 'ok' : 'failed',
+              durationMs: Math.round(r.seconds * 1000),
+              ...(r.generation ? { generationId: r.generation.id } : {}),
+              ...(r.error
+                ? { errorCode: r.error.code as string, errorMessage: r.error.message as string }
+                : {}),
+            });
+          }
+          catalog.runs.finish(run.id, {
+            status: report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial',
+            summary: { passed: report.passed, failed: report.failed, logFile: log.filePath },
+          });
+        });
+        if (flags.json) ctx.printJson(report);
+        else print(ctx, report);
+        if (report.failed > 0) process.exitCode = EXIT_PARTIAL;
+      } catch (e) {
+        const err = asHavenError(e);
+        catalog.runs.finish(run.id, { status: 'failed', errorCode: err.code, errorMessage: err.message });
+        throw e;
+      } finally {
+        await events.flush();
+        catalog.close();
+      }
+    });
+}

@@ -1,0 +1,314 @@
+/**
+ * Drills (`haven drill`, and `runDrill` for the daemon's scheduler): prove that a generation
+ * boots, in isolation, and measure how long it took (the RTO).
+ *
+ * A drill holds the server (Store.holdServer: no replication recycles the generation meanwhile),
+ * checks the generation (structure always, every digest with `verify`), boots it through
+ * throwaway overlays in a temporary directory as `<server>-drill-<id>` with no network
+ * interfaces and its console in a file, waits for the boot marker, and records pass or fail with
+ * the seconds it took in the manifest ("tested at"). Whatever it created is removed, pass or fail.
+ * The guest's own check (the marker) catches damage the digests cannot see, such as a
+ * generation that was already wrong when it was copied.
+ */
+import { randomBytes } from 'node:crypto';
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type BootMarker, type DrillConfig, selectServers } from '../core/config.ts';
+import { asHavenError, type HavenError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { ensureRunDir } from '../core/paths.ts';
+import { openFsStore } from '../store/index.ts';
+import type { Generation, ServerHold, Store, TestRecord } from '../store/types.ts';
+import { createTransient, destroyDomain, type Virsh, VirtError, waitForState } from '../virt/index.ts';
+import {
+  isolateChardevs,
+  isolateDevices,
+  mapDisks,
+  markStartedByHaven,
+  nvramPath,
+  setNvramPath,
+  setOverlaySource,
+} from './definition.ts';
+import { recoveryError } from './errors.ts';
+import { checkGeneration, chooseGeneration, holdServer, imagePaths, readDefinition } from './generation.ts';
+import { waitForBootMarker } from './marker.ts';
+import { createOverlay, makeDir, overlayPath, removeDir } from './overlay.ts';
+
+/** Something worth telling the catalog and the alerting (the CLI or the daemon decides how). */
+export interface RecoveryEvent {
+  type: 'drill.passed' | 'drill.failed';
+  severity: 'info' | 'error';
+  server: string;
+  message: string;
+  /** The same key for every drill of this server in this store: a pass resolves the problem. */
+  dedupKey: string;
+  data: Record<string, unknown>;
+}
+
+export interface DrillServerOptions {
+  store: Store;
+  server: string;
+  /** Sequence number (1 = newest, the default). */
+  generation?: number;
+  marker: BootMarker;
+  timeoutMs: number;
+  /** Compare every chunk with its digest before booting. */
+  verify?: boolean;
+  virsh: Virsh;
+  /** Where the throwaway overlays and the console log go (QEMU must write there). */
+  runDir: string;
+  /** How long to wait for a replication of the server to finish (default 10 min). */
+  lockWaitMs?: number;
+  signal?: AbortSignal;
+  onEvent?: (e: RecoveryEvent) => void;
+  log: Logger;
+}
+
+export interface DrillResult {
+  server: string;
+  domain: string;
+  generation?: Pick<Generation, 'id' | 'seq' | 'takenAt'>;
+  result: 'pass' | 'fail';
+  /** Seconds from the drill's start to the boot marker (pass), or to the failure. */
+  seconds: number;
+  detail?: string;
+  error?: ReturnType<HavenError['toJSON']>;
+  /** The last lines of the console, for a failure. */
+  consoleTail?: string;
+  /** The result is in the manifest (false only when no generation could be chosen). */
+  recorded: boolean;
+}
+
+export function drillDedupKey(storeId: string, server: string): string {
+  return `drill:${storeId}:${server}`;
+}
+
+export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
+  const t0 = Date.now();
+  const id = randomBytes(4).toString('hex');
+  const domain = `${o.server}-drill-${id}`;
+  const log = o.log.child({ server: o.server, drill: domain });
+  const result: DrillResult = { server: o.server, domain, result: 'fail', seconds: 0, recorded: false };
+  let generation: Generation | undefined;
+  let dir: string | undefined;
+  let created = false;
+  let hold: ServerHold | undefined;
+  try {
+    hold = await holdServer(o.store, o.server, 'drill', o.lockWaitMs ?? 600_000);
+    generation = (await chooseGeneration(o.store, o.server, o.generation)).generation;
+    result.generation = { id: generation.id, seq: generation.seq, takenAt: generation.takenAt };
+    await checkGeneration(o.store, o.server, generation, { full: o.verify, signal: o.signal });
+
+    dir = await makeDir(join(ensureRunDir(o.runDir, 'drills'), `${o.server.slice(0, 40)}-${id}`), 0o1777);
+    const consoleLog = join(dir, 'console.log');
+    const xml = await readDefinition(o.store, o.server);
+    xml.name = domain;
+    xml.newUuid();
+    const images = await imagePaths(o.store, o.server, generation);
+    for (const m of mapDisks(xml, o.server, [...images.keys()])) {
+      const overlay = overlayPath(dir, m.name);
+      await createOverlay(overlay, images.get(m.name)!, { log });
+      setOverlaySource(xml, m.disk, overlay, images.get(m.name)!);
+    }
+    isolateDevices(xml);
+    isolateChardevs(xml, consoleLog);
+    const nv = nvramPath(xml);
+    if (nv) {
+      const copy = join(dir, 'nvram.fd');
+      // The UEFI variables as the source had them, when this site has them; else libvirt
+      // starts from the firmware's template.
+      await copyFile(nv, copy).catch(() => {});
+      setNvramPath(xml, copy);
+    }
+    markStartedByHaven(xml, {
+      purpose: 'drill',
+      store: o.store.descriptor.id,
+      server: o.server,
+      generation: generation.id,
+    });
+
+    log.info('booting the generation in isolation', { seq: generation.seq, generation: generation.id });
+    await createTransient(o.virsh, xml.toString());
+    created = true;
+    const seen = await waitForBootMarker({
+      virsh: o.virsh,
+      domain,
+      marker: o.marker,
+      consoleLog,
+      timeoutMs: o.timeoutMs,
+      signal: o.signal,
+    });
+    result.seconds = (Date.now() - t0) / 1000;
+    if (seen.seen) {
+      result.result = 'pass';
+      result.detail =
+        'serial' in o.marker
+          ? `console showed ${JSON.stringify(o.marker.serial)}`
+          : 'the guest agent answered';
+    } else {
+      result.detail = seen.reason;
+      result.consoleTail = seen.consoleTail;
+      result.error = recoveryError('DRILL_NO_BOOT_MARKER', 'integrity', `${o.server}: ${seen.reason}`, {
+        hint: 'The copy did not show its boot marker: look at the console tail in the report, then at the generation.',
+      }).toJSON();
+    }
+  } catch (e) {
+    const err = asHavenError(e);
+    result.seconds = (Date.now() - t0) / 1000;
+    result.detail = err.message;
+    result.error = err.toJSON();
+    log.error(`drill failed: ${err.message}`, { code: err.code });
+  } finally {
+    if (created) {
+      await destroyDomain(o.virsh, domain).catch((e) =>
+        log.warn('could not stop the drill domain', { err: asHavenError(e) }),
+      );
+      // A transient domain is gone from libvirt once stopped; wait for it so nothing remains.
+      await waitForState(o.virsh, domain, 'shut off', { timeoutMs: 30_000 }).catch((e) => {
+        if (!(e instanceof VirtError)) throw e;
+        log.warn('the drill domain did not go away', { err: e });
+      });
+    }
+    if (dir)
+      await removeDir(dir).catch((e) =>
+        log.warn('could not remove the drill directory', { dir, err: asHavenError(e) }),
+      );
+    if (generation) {
+      const record: TestRecord = {
+        at: new Date(t0).toISOString(),
+        kind: 'drill',
+        result: result.result,
+        seconds: Math.round(result.seconds * 10) / 10,
+        ...(result.detail ? { detail: result.detail.slice(0, 1000) } : {}),
+      };
+      try {
+        await o.store.recordTest(o.server, generation.id, record);
+        result.recorded = true;
+      } catch (e) {
+        log.error('could not record the drill in the manifest', { err: asHavenError(e) });
+      }
+    }
+    await hold?.release();
+  }
+  const key = drillDedupKey(o.store.descriptor.id, o.server);
+  const data = { ...result, store: o.store.location };
+  if (result.result === 'pass') {
+    log.info('drill passed', { seconds: result.seconds });
+    o.onEvent?.({
+      type: 'drill.passed',
+      severity: 'info',
+      server: o.server,
+      message: `drill of ${o.server} passed: booted generation _${result.generation?.seq} in ${result.seconds.toFixed(1)} s`,
+      dedupKey: key,
+      data,
+    });
+  } else {
+    o.onEvent?.({
+      type: 'drill.failed',
+      severity: 'error',
+      server: o.server,
+      message: `drill of ${o.server} failed: ${result.detail ?? 'unknown reason'}`,
+      dedupKey: key,
+      data,
+    });
+  }
+  return result;
+}
+
+export interface DrillReport {
+  drill: string;
+  store: string;
+  results: DrillResult[];
+  passed: number;
+  failed: number;
+}
+
+export interface RunDrillDeps {
+  virsh: Virsh;
+  runDir: string;
+  log: Logger;
+  onEvent?: (e: RecoveryEvent) => void;
+  signal?: AbortSignal;
+  /** Overrides for what the configuration says (CLI flags). */
+  generation?: number;
+  verify?: boolean;
+  /** Only these servers (they must be in the store); default what the drill selects. */
+  servers?: string[];
+  marker?: BootMarker;
+  timeoutMs?: number;
+}
+
+/**
+ * Runs a configured drill (config `drills.<name>`): every server of its store that the drill's
+ * patterns select, one after the other, each with its marker and timeout (overrides applied).
+ * This is what the daemon schedules; it never throws for a failing server, only for a store it
+ * cannot open.
+ */
+export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillReport> {
+  const store = await openFsStore(config.store, { log: deps.log });
+  try {
+    const inStore = await store.listServers();
+    const servers = deps.servers ?? selectServers(config.servers, inStore);
+    const report: DrillReport = {
+      drill: config.name,
+      store: store.location,
+      results: [],
+      passed: 0,
+      failed: 0,
+    };
+    for (const server of servers) {
+      if (deps.signal?.aborted) break;
+      const override = config.overrides[server];
+      const marker = deps.marker ?? override?.bootMarker ?? config.bootMarker;
+      const timeoutMs = deps.timeoutMs ?? override?.timeoutMs ?? config.timeoutMs;
+      let r: DrillResult;
+      if (!marker) {
+        const err = recoveryError(
+          'DRILL_NO_MARKER',
+          'config',
+          `drill ${config.name} has no boot marker for ${server}`,
+          {
+            hint: `Set drills.${config.name}.boot_marker or drills.${config.name}.overrides.${server}.boot_marker.`,
+          },
+        );
+        r = {
+          server,
+          domain: '',
+          result: 'fail',
+          seconds: 0,
+          detail: err.message,
+          error: err.toJSON(),
+          recorded: false,
+        };
+        deps.onEvent?.({
+          type: 'drill.failed',
+          severity: 'error',
+          server,
+          message: err.message,
+          dedupKey: drillDedupKey(store.descriptor.id, server),
+          data: { ...r },
+        });
+      } else {
+        r = await drillServer({
+          store,
+          server,
+          marker,
+          timeoutMs,
+          virsh: deps.virsh,
+          runDir: deps.runDir,
+          log: deps.log,
+          ...(deps.generation !== undefined ? { generation: deps.generation } : {}),
+          ...(deps.verify !== undefined ? { verify: deps.verify } : {}),
+          ...(deps.signal ? { signal: deps.signal } : {}),
+          ...(deps.onEvent ? { onEvent: deps.onEvent } : {}),
+        });
+      }
+      report.results.push(r);
+      if (r.result === 'pass') report.passed++;
+      else report.failed++;
+    }
+    return report;
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * `haven failback`: hands a server that ran at the DR site back to the repaired primary, sending
+ * only what changed at the DR site since activation — the replication engine and stream protocol
+ * of `haven protect`, run in the other direction: the DR copy is the source, a receiver on the
+ * primary (receiver.ts, sink.ts) writes into the primary's own images.
+ *
+ * 1. Live pass while the DR copy runs: a pull-mode backup incremental from the checkpoint
+ *    activation created (its bitmaps record every write since the copy started).
+ * 2. The DR copy is shut down cleanly (what the guest still had in its caches reaches the
+ *    overlays), then started again paused from the same disks, isolated like a drill, with its
+ *    checkpoints redefined: the engine reads it like any live server.
+ * 3. Final pass, incremental from the live pass's checkpoint: what changed during it.
+ * 4. On the primary: the guard is removed and the server started. At the DR site: the paused
+ *    copy is stopped, `activeAtDr` cleared and the overlays removed.
+ *
+ * Each pass is incremental only when the primary proves its images still hold the base (sink.ts);
+ * otherwise that pass compares every chunk and sends only those that differ. A failed failback
+ * can be run again: what the last completed pass established is kept in `failback.json`.
+ */
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DomainXml } from '../../core/domain-xml.ts';
+import { asHavenError, UsageError } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import { type ProgressSnapshot, type ProtectResult, protectServer } from '../../engine/index.ts';
+import type { StreamSender } from '../../protocol/index.ts';
+import type { DeltaMode, Store } from '../../store/types.ts';
+import {
+  checkpointXml,
+  createTransient,
+  destroyDomain,
+  domainState,
+  isActiveState,
+  parseCheckpointXml,
+  redefineCheckpoint,
+  shutdownDomain,
+  type Virsh,
+  VirtError,
+  waitForState,
+} from '../../virt/index.ts';
+import { activeDir } from '../activate.ts';
+import { isolateChardevs, isolateDevices } from '../definition.ts';
+import { notActive, recoveryError } from '../errors.ts';
+import { removeDir } from '../overlay.ts';
+import { describeEndpoint, type LinkOptions, parsePrimaryEndpoint, primarySessions } from './link.ts';
+import { MARKER_PREFIX } from './sink.ts';
+
+export interface FailbackOptions {
+  store: Store;
+  server: string;
+  /** The primary: `local`, or its ssh address. */
+  to: string;
+  /** libvirt at the DR site. */
+  virsh: Virsh;
+  runDir: string;
+  /** libvirt URI the receiver uses on the primary (default its own default). */
+  primaryUri?: string;
+  /** Start the server on the primary at the end (default true). */
+  start?: boolean;
+  /** zstd level on the wire, 0 = off (default 3). */
+  compress?: number;
+  /** How long the DR copy may take to shut down (default 5 min). */
+  shutdownTimeoutMs?: number;
+  /** Power the DR copy off when it ignores the shutdown request. */
+  forceOff?: boolean;
+  link?: Omit<LinkOptions, 'log'>;
+  onProgress?: (s: ProgressSnapshot & { pass: 'live' | 'final' }) => void;
+  signal?: AbortSignal;
+  log: Logger;
+}
+
+export interface FailbackPass {
+  pass: 'live' | 'final';
+  /** incremental (from a checkpoint), or resync (every chunk compared). */
+  mode: DeltaMode;
+  /** The DR checkpoint this pass brought the primary to. */
+  pointInTime: string;
+  dataBytes: number;
+  zeroBytes: number;
+  /** Bytes on the wire in both directions, frames included. */
+  wireBytes: number;
+  attempts: number;
+  durationMs: number;
+}
+
+export interface FailbackResult {
+  server: string;
+  /** The DR copy's domain. */
+  drDomain: string;
+  primary: string;
+  passes: FailbackPass[];
+  wireBytes: number;
+  started: boolean;
+  seconds: number;
+}
+
+/** What the last completed pass established (kept in the active directory across attempts). */
+interface PassState {
+  /** The primary's marker bitmap: its images equal the DR copy at `drPoint`. */
+  since: string;
+  drPoint: string;
+}
+
+async function readPassState(dir: string): Promise<PassState | undefined> {
+  try {
+    const v = JSON.parse(await readFile(join(dir, 'failback.json'), 'utf8')) as PassState;
+    return typeof v.since === 'string' && typeof v.drPoint === 'string' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Saved checkpoint XML (activation, each pass), oldest first. */
+async function savedCheckpoints(dir: string): Promise<string[]> {
+  const files = (await readdir(dir)).filter((f) => f.startsWith('checkpoint-') && f.endsWith('.xml'));
+  const xml = await Promise.all(files.map((f) => readFile(join(dir, f), 'utf8')));
+  return xml
+    .map((x) => ({ x, t: parseCheckpointXml(x).creationTime.getTime() }))
+    .sort((a, b) => a.t - b.t)
+    .map((c) => c.x);
+}
+
+export async function failback(o: FailbackOptions): Promise<FailbackResult> {
+  const t0 = Date.now();
+  const endpoint = parsePrimaryEndpoint(o.to);
+  const manifest = await o.store.manifest(o.server);
+  if (!manifest?.activeAtDr) throw notActive(o.server);
+  const active = manifest.activeAtDr;
+  const drDomain = active.domain ?? o.server;
+  const dir = activeDir(o.store, o.server);
+  const generation = manifest.generations.find((g) => g.id === active.generationId);
+  const log = o.log.child({ server: o.server, failback: describeEndpoint(endpoint) });
+  const result: FailbackResult = {
+    server: o.server,
+    drDomain,
+    primary: describeEndpoint(endpoint),
+    passes: [],
+    wireBytes: 0,
+    started: false,
+    seconds: 0,
+  };
+  if (o.compress !== undefined && (!Number.isInteger(o.compress) || o.compress < 0 || o.compress > 19)) {
+    throw new UsageError(`--compress must be 0 to 19, got ${o.compress}`);
+  }
+
+  // Where the primary stands: after an earlier attempt's pass, or at the activated generation.
+  let base: { since: string | undefined; drPoint: string | undefined } = (await readPassState(dir)) ?? {
+    since: generation?.pointInTime,
+    drPoint: active.checkpoint,
+  };
+
+  const pass = async (kind: 'live' | 'final'): Promise<void> => {
+    const opened: StreamSender[] = [];
+    const started = Date.now();
+    const args = (since: string | undefined) => [
+      'failback-receive',
+      o.server,
+      '--stdio',
+      '--source-name',
+      drDomain,
+      ...(since && base.drPoint ? ['--since', since, '--dr-point', base.drPoint] : []),
+      ...(kind === 'final' ? ['--final'] : []),
+      ...(o.start === false ? ['--no-start'] : []),
+      ...(o.primaryUri ? ['--uri', o.primaryUri] : []),
+    ];
+    const run = (since: string | undefined) =>
+      protectServer({
+        server: drDomain,
+        connect: primarySessions(
+          endpoint,
+          args(since),
+          { ...o.link, log, compress: o.compress ?? 3 },
+          opened,
+        ),
+        targetLabel: `primary ${describeEndpoint(endpoint)}`,
+        virsh: o.virsh,
+        runDir: o.runDir,
+        job: `failback-${kind}`,
+        copies: 1,
+        consistency: 'live',
+        // A paused guest cannot answer its agent.
+        quiesce: kind === 'live',
+        retries: 2,
+        onProgress: (s) => o.onProgress?.({ ...s, pass: kind }),
+        ...(o.signal ? { signal: o.signal } : {}),
+        log,
+      });
+    let r: Awaited<ReturnType<typeof protectServer>>;
+    try {
+      r = await run(base.since);
+    } catch (e) {
+      if (!(asHavenError(e).code === 'STORE_BASE_MISMATCH' && base.since)) throw e;
+      log.warn('the primary is not where this pass starts from: comparing every chunk', {
+        err: asHavenError(e),
+      });
+      r = await run(undefined);
+    }
+    if (!('generation' in r))
+      throw recoveryError('FAILBACK_INTERNAL', 'internal', 'the engine returned a plan');
+    const res = r as ProtectResult;
+    const wire = opened.reduce((n, s) => n + s.bytesOnWire + s.bytesReceived, 0);
+    result.passes.push({
+      pass: kind,
+      mode: res.mode,
+      pointInTime: res.pointInTime,
+      dataBytes: res.disks.reduce((n, d) => n + d.dataBytes, 0),
+      zeroBytes: res.disks.reduce((n, d) => n + d.zeroBytes, 0),
+      wireBytes: wire,
+      attempts: res.attempts,
+      durationMs: Date.now() - started,
+    });
+    result.wireBytes += wire;
+    // Kept for the next pass (or a later attempt): the checkpoint's XML, and where the primary is.
+    await writeFile(
+      join(dir, `checkpoint-${res.pointInTime}.xml`),
+      await checkpointXml(o.virsh, drDomain, res.pointInTime),
+    );
+    base = { since: `${MARKER_PREFIX}${res.pointInTime}`, drPoint: res.pointInTime };
+    if (kind === 'live') await writeFile(join(dir, 'failback.json'), `${JSON.stringify(base)}\n`);
+    log.info(`${kind} pass done`, { mode: res.mode, wireBytes: wire, pointInTime: res.pointInTime });
+  };
+
+  if (await isRunning(o.virsh, drDomain)) {
+    log.info('live pass while the DR copy runs', { domain: drDomain });
+    await pass('live');
+    log.info('shutting the DR copy down', { domain: drDomain });
+    const down = await shutdownDomain(o.virsh, drDomain, { timeoutMs: o.shutdownTimeoutMs ?? 300_000 });
+    if (!down.stopped) {
+      if (!o.forceOff) {
+        throw recoveryError(
+          'FAILBACK_DR_STILL_RUNNING',
+          'unavailable',
+          `the DR copy ${drDomain} did not shut down in time`,
+          {
+            hint: 'Shut it down from inside, or run failback again with --force-off (what its caches hold is then lost). The live pass is kept.',
+            details: { domain: drDomain, state: down.state },
+          },
+        );
+      }
+      log.warn('the DR copy ignored the shutdown request: powering it off', { domain: drDomain });
+      await destroyDomain(o.virsh, drDomain);
+    }
+  }
+
+  // The final pass reads the stopped copy's overlays through the same engine: the copy is
+  // started again, paused (its guest does not run), with its checkpoints redefined.
+  // Isolated like a drill: a paused reader needs no network, console or sockets, and must not
+  // take them from the server starting on the primary (on a host that is both sites).
+  const xml = DomainXml.parse(await readFile(join(dir, 'domain.xml'), 'utf8'));
+  isolateDevices(xml);
+  isolateChardevs(xml, join(dir, 'final-pass-console.log'));
+  await createTransient(o.virsh, xml.toString(), { paused: true });
+  try {
+    for (const cp of await savedCheckpoints(dir)) {
+      await redefineCheckpoint(o.virsh, drDomain, cp).catch((e: unknown) =>
+        log.warn('a checkpoint could not be redefined: the final pass may compare every chunk', {
+          err: asHavenError(e),
+        }),
+      );
+    }
+    await pass('final');
+  } finally {
+    await destroyDomain(o.virsh, drDomain).catch(() => false);
+    await waitForState(o.virsh, drDomain, 'shut off', { timeoutMs: 30_000 }).catch(() => 'shut off');
+  }
+  result.started = o.start !== false;
+  await o.store.setActiveAtDr(o.server, null);
+  await removeDir(dir);
+  result.seconds = (Date.now() - t0) / 1000;
+  log.info('failback complete', { wireBytes: result.wireBytes, passes: result.passes.length });
+  return result;
+}
+
+async function isRunning(virsh: Virsh, domain: string): Promise<boolean> {
+  try {
+    return isActiveState((await domainState(virsh, domain)).state);
+  } catch (e) {
+    if (e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_FOUND') return false;
+    throw e;
+  }
+}
