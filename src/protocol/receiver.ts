@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream';
 import { asHavenError, HavenError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
+import { activeAtDrError } from '../store/errors.ts';
 import type { DeltaWriter, Generation, Store } from '../store/types.ts';
 import { BufferPool } from './buffer-pool.ts';
 import { ChunkReader } from './chunk-reader.ts';
@@ -309,7 +310,10 @@ export class StreamReceiver {
     // A delta sealed by an earlier session but not committed (the target filled up at commit,
     // the receiver died) becomes the newest generation now, so the sender plans against it.
     await this.store.recover(server);
-    this.out.write([encodeJson('QUERY_REPLY', { server, newest: await this.newest(server) })]);
+    // Refused here, before the sender takes a point in time it could not deliver.
+    const m = await this.store.manifest(server);
+    if (m?.activeAtDr) throw activeAtDrError(server, m.activeAtDr);
+    this.out.write([encodeJson('QUERY_REPLY', { server, newest: m?.generations[0] ?? null })]);
   }
 
   private async onOpen(meta: FrameBodies['OPEN']): Promise<void> {

@@ -21,6 +21,19 @@ export function storeError(
   return new StoreError(code, message, { kind, ...options });
 }
 
+/** Replication is refused while the server runs at the DR site from this store. */
+export function activeAtDrError(server: string, activeAtDr: { since: string }): StoreError {
+  return storeError(
+    'STORE_ACTIVE_AT_DR',
+    'refused',
+    `${server} is running at the DR site since ${activeAtDr.since}`,
+    {
+      hint: 'Replicating now would overwrite the copy that runs at the DR site; fail back first, or clear the activation.',
+      details: { server, activeAtDr },
+    },
+  );
+}
+
 /** A file Haven wrote (descriptor, manifest, journal, delta record) does not parse. */
 export function invalidFile(path: string, reason: string, cause?: unknown): StoreError {
   return storeError('STORE_FILE_INVALID', 'integrity', `${path} is not a valid Haven store file: ${reason}`, {
@@ -36,7 +49,7 @@ export function generationNotFound(server: string, generationId: string): StoreE
     'not-found',
     `${server} has no generation ${generationId}`,
     {
-      hint: 'List the generations with `haven generations <server>`; a rotation may have retired this one.',
+      hint: 'List the generations with `haven images <server> --store PATH`; a rotation may have retired this one.',
       details: { server, generationId },
     },
   );

@@ -12,7 +12,7 @@ import { DomainXml } from '../../core/domain-xml.ts';
 import { asHavenError, HavenError } from '../../core/errors.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { checkName, isSafeName } from '../../core/names.ts';
-import { generationNotFound, serverNotFound, storeError } from '../errors.ts';
+import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../errors.ts';
 import {
   CHUNK_SIZE,
   type DeltaMeta,
@@ -427,17 +427,7 @@ export class FsStore implements Store {
     try {
       await rollForward(this.ctx, meta.server, wlog);
       const m = await readManifest(this.ctx, meta.server);
-      if (m?.activeAtDr) {
-        throw storeError(
-          'STORE_ACTIVE_AT_DR',
-          'refused',
-          `${meta.server} is running at the DR site since ${m.activeAtDr.since}`,
-          {
-            hint: 'Replicating now would overwrite the copy that runs at the DR site; fail back first, or clear the activation.',
-            details: { server: meta.server, activeAtDr: m.activeAtDr },
-          },
-        );
-      }
+      if (m?.activeAtDr) throw activeAtDrError(meta.server, m.activeAtDr);
       const newest = m?.generations[0] ?? null;
       if ((newest?.id ?? null) !== meta.baseGenerationId) {
         throw storeError(
