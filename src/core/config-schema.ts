@@ -142,6 +142,17 @@ export const targetSchema = mapping('target settings', {
   compress: opt((v) => parseInteger(v, 0, 19), undefined),
   ssh: section(sshOptions),
   tls: section(tlsOptions),
+  // Where the target stages deltas: `auto` (its largest cache drive), or a directory there.
+  staging: opt(
+    (v) =>
+      v === 'auto'
+        ? 'auto'
+        : parseAbsolutePath(
+            v,
+            'auto (the target’s largest cache drive) or an absolute directory on the target',
+          ),
+    undefined,
+  ),
 });
 
 export const jobSchema = mapping('job settings', {

@@ -25,6 +25,12 @@ export interface TargetConfig {
   compress: number;
   /** Only for ssh:// targets. */
   ssh: { options: string[]; command: string } | undefined;
+  /**
+   * Where the target stages deltas (`haven receive --staging`): 'auto' = its largest cache drive
+   * (DESIGN §4.6), a directory, or undefined = inside the store. Not for tls:// targets, whose
+   * listener is started with its own flags.
+   */
+  staging: string | undefined;
   /** Only (and always) for tls:// targets. */
   tls:
     | { ca: string; cert: string | undefined; key: string | undefined; tokenFile: string | undefined }

@@ -163,6 +163,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         bandwidth: t.bandwidth,
         compress: t.compress ?? (t.url.kind === 'local' ? 0 : 3),
         ssh: t.url.kind === 'ssh' ? (t.ssh ?? { options: [], command: 'haven' }) : undefined,
+        staging: t.staging,
         tls: t.tls
           ? { ca: t.tls.ca, cert: t.tls.cert, key: t.tls.key, tokenFile: t.tls.token_file }
           : undefined,

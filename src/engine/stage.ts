@@ -124,13 +124,30 @@ async function stageDisk(
       maxPiece: o.pieceBytes ?? 256 * 1024,
     });
     const out = dst;
+    // Writes are pipelined like the reads (extents never overlap, so their order does not
+    // matter): memory stays within reads in flight + writes in flight, each at most a piece.
+    const maxWrites = o.inflight ?? 16;
+    const writes = new Set<Promise<void>>();
+    let failure: unknown;
     for await (const { extent, data } of pieces) {
       o.signal?.throwIfAborted();
-      if (data) await out.write(extent.offset, data);
-      else await out.writeZeroes(extent.offset, extent.length);
-      staged += extent.length;
-      progress.add(extent.length);
+      if (failure !== undefined) throw failure;
+      const w: Promise<void> = (
+        data ? out.write(extent.offset, data) : out.writeZeroes(extent.offset, extent.length)
+      )
+        .then(() => {
+          staged += extent.length;
+          progress.add(extent.length);
+        })
+        .catch((e) => {
+          failure ??= e;
+        })
+        .finally(() => writes.delete(w));
+      writes.add(w);
+      if (writes.size >= maxWrites) await Promise.race(writes);
     }
+    await Promise.all(writes);
+    if (failure !== undefined) throw failure;
     await out.flush();
   } finally {
     await Promise.allSettled([src.close(), dst?.close()]);

@@ -16,6 +16,7 @@ export interface TargetOverrides {
   compress?: number;
   ssh?: { options?: string[]; command?: string };
   tls?: { ca?: string; cert?: string; key?: string; tokenFile?: string };
+  staging?: string;
 }
 
 export interface ResolvedTarget {
@@ -30,6 +31,10 @@ export interface ResolvedTarget {
   tls:
     | { ca: string; cert: string | undefined; key: string | undefined; tokenFile: string | undefined }
     | undefined;
+  /** The receiver's --staging ('auto': its largest cache drive); ssh and local targets only. */
+  staging: string | undefined;
+  /** Extra arguments for `haven receive` (ssh and local targets). */
+  receiveArgs: string[];
 }
 
 export const DEFAULT_COPIES = 3;
@@ -65,6 +70,7 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
       tokenFile: over.tls?.tokenFile ?? configured?.tls?.tokenFile,
     };
   }
+  const staging = endpoint.kind === 'tls' ? undefined : (over.staging ?? configured?.staging);
   return {
     name: configured ? spec : spec,
     url: configured?.url ?? spec,
@@ -74,6 +80,8 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
     compress: over.compress ?? configured?.compress ?? (remote ? 3 : 0),
     ssh,
     tls,
+    staging,
+    receiveArgs: staging ? ['--staging', staging] : [],
   };
 }
 

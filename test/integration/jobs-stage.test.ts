@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
@@ -18,6 +18,7 @@ import { stageSource } from '../../src/engine/stage.ts';
 import { diskPlan } from '../../src/engine/transfer.ts';
 import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../../src/nbd/index.ts';
 import { exportImage, type ImageExport } from '../../src/virt/index.ts';
+import { TEST_ROOT } from '../fixtures/guest/index.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 
 const MiB = 1024 * 1024;
@@ -167,7 +168,7 @@ for (const mode of ['full', 'incremental', 'resync'] as const) {
   });
 }
 
-test('staging onto a full cache drive: NO_SPACE-like failure, nothing left, the original still held', async (t) => {
+test('staging onto a full cache drive: a resource error, nothing left, the original still held', async (t) => {
   const dir = await testDir(t, 'haven-t-jobs-stage-full');
   const path = await sourceImage(dir);
   const exp = await exportImage({
@@ -177,11 +178,13 @@ test('staging onto a full cache drive: NO_SPACE-like failure, nothing left, the 
     exportName: 'd',
   });
   t.after(() => exp.stop());
-  const small = join(dir, 'small');
-  await mkdir(small);
   // A 1 MiB filesystem cannot take the ~1.6 MiB of data plus the qcow2 metadata.
+  const small = await mkdtemp(join(TEST_ROOT, 'haven-t-jobs-small-'));
+  t.after(async () => {
+    await exec('umount', [small]).catch(() => {});
+    await rm(small, { recursive: true, force: true });
+  });
   await exec('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'haven-t-jobs-tmpfs', small]);
-  t.after(() => exec('umount', [small]).catch(() => {}));
   const released = { n: 0 };
   const source = sourceFor(exp, 'full', path, released);
   await assert.rejects(
@@ -190,9 +193,9 @@ test('staging onto a full cache drive: NO_SPACE-like failure, nothing left, the 
       dir: join(small, 'stage'),
       runDir: join(dir, 'run'),
       chunkSize: CHUNK,
-      log: process.env.DBG ? (await import('../../src/core/log.ts')).createLogger({ consoleLevel: 'debug' }) : silentLogger,
+      log: silentLogger,
     }),
-    (e: Error & { code?: string }) => typeof e.code === 'string',
+    (e: Error & { code?: string; kind?: string }) => e.code === 'NBD_ENOSPC' && e.kind === 'resource',
   );
   assert.equal(released.n, 0, 'the original source is not released');
   assert.deepEqual(await readdir(small), [], 'no staged file is left');

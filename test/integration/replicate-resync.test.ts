@@ -16,7 +16,7 @@ import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
 import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { DiskModel, firstDifference } from '../helpers/disk-model.ts';
-import { type HavenEnv, havenEnv, havenJson } from '../helpers/haven.ts';
+import { havenEnv, havenJson } from '../helpers/haven.ts';
 
 const PREFIX = 'haven-t-resync';
 

@@ -9,11 +9,12 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
 import type { BootMarker, DrillConfig, HavenConfig } from '../../core/config.ts';
-import { asHavenError, UsageError } from '../../core/errors.ts';
+import { UsageError } from '../../core/errors.ts';
 import { checkName } from '../../core/names.ts';
 import { formatDuration, parseDuration } from '../../core/units.ts';
+import { runRecordedDrill } from '../../daemon/drill-runs.ts';
 import { EventLog, Notifier } from '../../jobs/index.ts';
-import { type DrillReport, type RecoveryEvent, runDrill, unknownServer } from '../../recovery/index.ts';
+import { type DrillReport, unknownServer } from '../../recovery/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
@@ -76,20 +77,6 @@ function markerFlag(flags: DrillFlags): BootMarker | undefined {
 }
 
 /** Drill results as events: a failure opens the server's drill problem (alerted once), a pass closes it. */
-function recordEvent(events: EventLog, e: RecoveryEvent, runId: number, job: string): void {
-  events.emit({
-    type: e.type,
-    severity: e.severity,
-    message: e.message,
-    server: e.server,
-    job,
-    runId,
-    data: e.data,
-    dedupKey: e.dedupKey,
-  });
-  if (e.type === 'drill.passed') events.catalog.events.resolve(e.dedupKey);
-}
-
 function print(ctx: CliContext, r: DrillReport): void {
   ctx.print(`Drill ${r.drill} on ${r.store}: ${r.passed} passed, ${r.failed} failed`);
   ctx.printTable(
@@ -154,9 +141,13 @@ export default function register(program: Command, context: () => CliContext): v
       }
       const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
       const events = new EventLog(catalog, Notifier.fromConfig(ctx.config().alerts, log), log);
-      const run = catalog.runs.start({ kind: 'drill', job: settings.name, trigger: 'manual' });
       try {
-        const report = await runDrill(settings, {
+        const { report } = await runRecordedDrill({
+          settings,
+          catalog,
+          events,
+          trigger: 'manual',
+          ...(log.filePath ? { logFile: log.filePath } : {}),
           virsh: new Virsh({ uri: flags.uri, log }),
           runDir: ctx.paths.runDir,
           log,
@@ -165,33 +156,10 @@ export default function register(program: Command, context: () => CliContext): v
           ...(timeoutMs !== undefined ? { timeoutMs } : {}),
           ...(generation !== undefined ? { generation } : {}),
           ...(flags.verify ? { verify: true } : {}),
-          onEvent: (e) => recordEvent(events, e, run.id, settings.name),
-        });
-        catalog.transaction(() => {
-          for (const r of report.results) {
-            catalog.runs.recordServer(run.id, {
-              server: r.server,
-              target: report.store,
-              status: r.result === 'pass' ? 'ok' : 'failed',
-              durationMs: Math.round(r.seconds * 1000),
-              ...(r.generation ? { generationId: r.generation.id } : {}),
-              ...(r.error
-                ? { errorCode: r.error.code as string, errorMessage: r.error.message as string }
-                : {}),
-            });
-          }
-          catalog.runs.finish(run.id, {
-            status: report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial',
-            summary: { passed: report.passed, failed: report.failed, logFile: log.filePath },
-          });
         });
         if (flags.json) ctx.printJson(report);
         else print(ctx, report);
         if (report.failed > 0) process.exitCode = EXIT_PARTIAL;
-      } catch (e) {
-        const err = asHavenError(e);
-        catalog.runs.finish(run.id, { status: 'failed', errorCode: err.code, errorMessage: err.message });
-        throw e;
       } finally {
         await events.flush();
         catalog.close();

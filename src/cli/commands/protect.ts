@@ -5,9 +5,9 @@ import type { Command } from 'commander';
 import { type Catalog, catalogPath, openCatalog } from '../../catalog/catalog.ts';
 import { UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
-import { type ProtectPlan, type ProtectResult, protectServer } from '../../engine/index.ts';
-import { resolveTarget, senderFactory } from '../../jobs/targets.ts';
-import { Virsh } from '../../virt/index.ts';
+import { type ProtectPlan, type ProtectResult, Virsh } from '../../engine/index.ts';
+import { copyServer, resolveTarget } from '../../jobs/index.ts';
+import { guardAfterRefusal } from '../../recovery/index.ts';
 import type { CliContext } from '../context.ts';
 import { progressBar } from '../progress-bar.ts';
 
@@ -130,76 +130,49 @@ export default function register(program: Command, context: () => CliContext): v
       const onSignal = () => abort.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
-      const started = Date.now();
       try {
-        const out = await protectServer({
+        // One attempt (reconnections inside it resume the delta); the result is recorded per server.
+        const out = await copyServer({
           server: serverName,
-          connect: senderFactory(target, { log }),
-          targetLabel: target.url,
+          target,
           virsh,
           runDir: ctx.paths.runDir,
           job: flags.job,
           copies: target.copies,
-          bandwidth: target.bandwidth,
           consistency,
           quiesce: flags.quiesce,
           catalog,
           runId,
-          retries: intFlag('retries', flags.retries, 0, 100),
+          retries: 0,
+          reconnects: intFlag('retries', flags.retries, 0, 100),
           dryRun: flags.dryRun,
           onProgress: (s) => bar.update(s),
           signal: abort.signal,
           log,
         });
         bar.stop();
-        if ('generation' in out) {
-          catalog?.transaction(() => {
-            catalog.runs.recordServer(runId!, {
-              server: out.server,
-              target: out.storeId,
-              status: 'ok',
-              mode: out.mode,
-              bytesRead: out.bytesRead,
-              bytesSent: out.bytesSent,
-              durationMs: out.durationMs,
-              generationId: out.generation.id,
-              copyAt: new Date(out.takenAt),
-              attempts: out.attempts,
-            });
-            catalog.runs.finish(runId!, {
-              status: 'ok',
-              summary: { generation: out.generation.id, logFile: log.filePath },
-            });
+        if (out.error) {
+          // Refused because the server runs at the DR site: keep it from starting here too.
+          await guardAfterRefusal(virsh, serverName, out.error, log);
+          catalog?.runs.finish(runId!, {
+            status: out.status === 'cancelled' ? 'cancelled' : 'failed',
+            errorCode: out.error.code,
+            errorMessage: out.error.message,
+            summary: { logFile: log.filePath },
           });
-          if (flags.json) ctx.printJson(out);
-          else printResult(ctx, out);
-        } else if (flags.json) {
-          ctx.printJson(out);
-        } else {
-          printPlan(ctx, out);
+          throw out.error;
         }
-      } catch (e) {
-        bar.stop();
-        if (catalog && runId !== undefined) {
-          const err = e as { code?: string; message?: string };
-          catalog.transaction(() => {
-            catalog.runs.recordServer(runId!, {
-              server: serverName,
-              target: target.url,
-              status: 'failed',
-              durationMs: Date.now() - started,
-              errorCode: err.code ?? 'INTERNAL',
-              errorMessage: err.message ?? String(e),
-            });
-            catalog.runs.finish(runId!, {
-              status: abort.signal.aborted ? 'cancelled' : 'failed',
-              errorCode: err.code,
-              errorMessage: err.message,
-              summary: { logFile: log.filePath },
-            });
+        if (out.result) {
+          catalog?.runs.finish(runId!, {
+            status: 'ok',
+            summary: { generation: out.result.generation.id, logFile: log.filePath },
           });
+          if (flags.json) ctx.printJson(out.result);
+          else printResult(ctx, out.result);
+        } else if (out.plan) {
+          if (flags.json) ctx.printJson(out.plan);
+          else printPlan(ctx, out.plan);
         }
-        throw e;
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import { parseDuration, parseSize } from '../../core/units.ts';
+import { targetStaging } from '../../jobs/cache/target.ts';
 import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { JoinedStream, listenTls, TransportError } from '../../transport/index.ts';
@@ -117,7 +118,10 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--stdio', 'serve one session on stdin/stdout (run by a sender, locally or through ssh)')
     .option('--listen <addr:port>', 'accept TLS connections on this address')
     .requiredOption('--store <path>', 'store directory (created if missing)')
-    .option('--staging <dir>', 'stage deltas here (a target cache drive) instead of inside the store')
+    .option(
+      '--staging <dir>',
+      'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
+    )
     .option('--tls-cert <file>', 'PEM certificate of this listener')
     .option('--tls-key <file>', 'PEM private key of this listener')
     .option('--tls-ca <file>', 'require client certificates signed by this CA')
@@ -144,16 +148,26 @@ export default function register(program: Command, context: () => CliContext): v
         checkpointEveryMs,
         idleTimeoutMs,
       };
-      const store = await openFsStore(flags.store, {
-        create: true,
-        log,
-        ...(flags.staging ? { stagingDir: flags.staging } : {}),
-      });
+      // --staging auto: the largest cache drive of this host (DESIGN §4.6), mounted if need be.
+      const cache =
+        flags.staging === 'auto'
+          ? await targetStaging({ signature: ctx.config().cache.signature, runDir: ctx.paths.runDir, log })
+          : undefined;
+      const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
       try {
-        if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
-        else await serveStdio(store, receiverOptions, log);
+        const store = await openFsStore(flags.store, {
+          create: true,
+          log,
+          ...(stagingDir ? { stagingDir } : {}),
+        });
+        try {
+          if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
+          else await serveStdio(store, receiverOptions, log);
+        } finally {
+          await store.close();
+        }
       } finally {
-        await store.close();
+        await cache?.release();
       }
     });
 }

@@ -1,0 +1,60 @@
+/**
+ * `haven serve [--listen ADDR]`: the daemon (scheduler, HTTP API, live progress, /metrics, RPO
+ * checks and alerts) until SIGINT or SIGTERM; SIGHUP re-reads the configuration.
+ * deploy/haven.service runs it under systemd.
+ */
+import type { Command } from 'commander';
+import { loadConfigIfPresent } from '../../core/config.ts';
+import { parseListen } from '../../core/config-values.ts';
+import { UsageError } from '../../core/errors.ts';
+import { startDaemon } from '../../daemon/daemon.ts';
+import type { CliContext } from '../context.ts';
+
+export default function register(program: Command, context: () => CliContext): void {
+  program
+    .command('serve')
+    .description('run the daemon: scheduler, HTTP API (token in <state>/api-token), live progress, /metrics')
+    .option('--listen <addr:port>', 'listen here instead of daemon.listen (default 127.0.0.1:8470)')
+    .option('--rpo-interval <seconds>', 'how often RPO objectives are checked', '60')
+    .action(async (flags: { listen?: string; rpoInterval: string }) => {
+      const ctx = context();
+      const config = ctx.config();
+      let listen: { host: string; port: number } | undefined;
+      if (flags.listen) {
+        try {
+          listen = parseListen(flags.listen);
+        } catch (e) {
+          throw new UsageError(`invalid --listen ${JSON.stringify(flags.listen)}: ${(e as Error).message}`);
+        }
+      }
+      const rpoSeconds = Number(flags.rpoInterval);
+      if (!Number.isFinite(rpoSeconds) || rpoSeconds < 1)
+        throw new UsageError('--rpo-interval must be at least 1 (seconds)');
+      const log = ctx.openRunLog('serve');
+      const daemon = await startDaemon({
+        config,
+        reloadConfig: () =>
+          loadConfigIfPresent(ctx.paths.config, {
+            required: Boolean(ctx.options.config || process.env.HAVEN_CONFIG),
+          }),
+        paths: ctx.paths,
+        listen,
+        log,
+        consoleLevel: ctx.options.debug ? 'debug' : ctx.options.verbose ? 'verbose' : 'info',
+        rpoIntervalMs: rpoSeconds * 1000,
+      });
+      ctx.print(`haven daemon listening on ${daemon.url} (API token in ${daemon.tokenFile})`);
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          log.info(`${signal}: stopping; running copies are cancelled and resume next time`);
+          process.off('SIGHUP', hup);
+          resolve();
+        };
+        const hup = () => daemon.reload();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        process.on('SIGHUP', hup);
+      });
+      await daemon.close();
+    });
+}

@@ -1,0 +1,69 @@
+/**
+ * `haven status [--json]`: protection at a glance, one row per server and target: the newest
+ * good copy, its age against the recovery point objective, the next run and the last result.
+ */
+import type { Command } from 'commander';
+import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
+import { formatDuration } from '../../core/units.ts';
+import { Virsh } from '../../engine/index.ts';
+import { type StatusRow, selectJobServers, statusRows } from '../../jobs/index.ts';
+import type { CliContext } from '../context.ts';
+import { formatTime, formatWhenRelative } from '../when.ts';
+
+function rpoText(r: StatusRow): string {
+  if (r.rpo === 'none') return r.ageMs === null ? '-' : `${formatDuration(r.ageMs)} (no objective)`;
+  if (r.rpo === 'never') return `no copy / ${formatDuration(r.rpoMs!)} BREACHED`;
+  return `${formatDuration(r.ageMs!)} / ${formatDuration(r.rpoMs!)}${r.rpo === 'breached' ? ' BREACHED' : ' ok'}`;
+}
+
+export default function register(program: Command, context: () => CliContext): void {
+  program
+    .command('status')
+    .description('per server and target: newest copy, RPO age against the objective, next run, last result')
+    .option('--json', 'print JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const ctx = context();
+      const config = ctx.config();
+      const now = new Date();
+      const selections = new Map<string, string[]>();
+      const virsh = new Virsh({ log: ctx.log });
+      let inventoryError: string | undefined;
+      for (const job of Object.values(config.jobs)) {
+        try {
+          selections.set(
+            job.name,
+            (await selectJobServers(virsh, job.servers, ctx.log)).selected.map((s) => s.name),
+          );
+        } catch (e) {
+          inventoryError = (e as Error).message;
+          break;
+        }
+      }
+      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: ctx.log });
+      let rows: StatusRow[];
+      try {
+        rows = statusRows({ config, catalog, selections, now });
+      } finally {
+        catalog.close();
+      }
+      if (inventoryError)
+        ctx.log.warn(`servers could not be listed (${inventoryError}); showing what the catalog knows`);
+      if (flags.json) ctx.printJson(rows);
+      else if (rows.length === 0)
+        ctx.print('nothing is protected yet: no job selects a server and nothing was copied');
+      else
+        ctx.printTable(
+          ['server', 'target', 'newest copy', 'rpo age / objective', 'next run', 'last result'],
+          rows.map((r) => [
+            r.server,
+            r.target,
+            formatTime(r.lastGoodAt, config.timezone),
+            rpoText(r),
+            formatWhenRelative(r.nextRun, config.timezone, now),
+            r.lastResult
+              ? `${r.lastResult}${r.lastErrorCode ? ` [${r.lastErrorCode}]` : ''} ${formatTime(r.lastRunAt, config.timezone)}`
+              : '-',
+          ]),
+        );
+    });
+}

@@ -1,0 +1,305 @@
+/**
+ * The daemon's HTTP API (fastify). Everything but `GET /healthz` needs the bearer token
+ * (daemon/token.ts); without it: 401 API_UNAUTHORIZED. Errors are `{ error: { code, kind,
+ * message, hint } }` with the HTTP status of their kind. docs/daemon.md lists the endpoints.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { type Catalog, RUN_STATUSES, type RunStatus, SEVERITIES, type Severity } from '../catalog/catalog.ts';
+import type { HavenConfig } from '../core/config.ts';
+import { asHavenError, type ErrorKind, HavenError, UsageError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { inventory, Virsh } from '../engine/index.ts';
+import { JobError, jobNotFound, resolveTarget, senderFactory, statusRows } from '../jobs/index.ts';
+import type { EventHub } from './hub.ts';
+import type { Metrics } from './metrics.ts';
+import type { RunManager } from './run-manager.ts';
+import type { Scheduler } from './scheduler.ts';
+import { authorized } from './token.ts';
+
+const STATUS: Record<ErrorKind, number> = {
+  usage: 400,
+  config: 400,
+  'not-found': 404,
+  unavailable: 503,
+  refused: 403,
+  conflict: 409,
+  integrity: 500,
+  resource: 507,
+  protocol: 502,
+  io: 500,
+  interrupted: 503,
+  internal: 500,
+};
+
+export interface ApiOptions {
+  token: string;
+  config: () => HavenConfig;
+  catalog: Catalog;
+  manager: RunManager;
+  scheduler: Scheduler;
+  hub: EventHub;
+  metrics: Metrics;
+  selections: () => Map<string, string[]>;
+  log: Logger;
+}
+
+function intParam(name: string, v: unknown, fallback?: number): number | undefined {
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new UsageError(`query parameter ${name} must be a whole number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (typeof v !== 'string' || !allowed.includes(v as T)) {
+    throw new UsageError(`query parameter ${name} must be one of ${allowed.join(', ')}`);
+  }
+  return v as T;
+}
+
+function iso(d: Date | null | undefined): string | null {
+  return d ? d.toISOString() : null;
+}
+
+/** Asks each target what it holds: the newest generation of every server asked about. */
+async function targetGenerations(
+  config: HavenConfig,
+  pairs: Array<{ server: string; target: string }>,
+  log: Logger,
+): Promise<Map<string, unknown>> {
+  const out = new Map<string, unknown>();
+  const byTarget = new Map<string, string[]>();
+  for (const p of pairs) byTarget.set(p.target, [...(byTarget.get(p.target) ?? []), p.server]);
+  await Promise.all(
+    [...byTarget].map(async ([target, servers]) => {
+      try {
+        const connect = senderFactory(resolveTarget(target, config), { log });
+        const sender = await Promise.race([
+          connect(),
+          new Promise<never>((_, reject) =>
+            setTimeout(
+              () =>
+                reject(
+                  new HavenError('API_TARGET_TIMEOUT', `target ${target} did not answer in time`, {
+                    kind: 'unavailable',
+                  }),
+                ),
+              30_000,
+            ).unref(),
+          ),
+        ]);
+        try {
+          for (const s of servers) out.set(`${s}\u0000${target}`, { newest: await sender.query(s) });
+        } finally {
+          await sender.close().catch(() => {});
+        }
+      } catch (e) {
+        const err = asHavenError(e).toJSON();
+        for (const s of servers) out.set(`${s}\u0000${target}`, { error: err });
+      }
+    }),
+  );
+  return out;
+}
+
+export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false });
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url === '/healthz') return;
+    if (!authorized(req.headers.authorization, o.token)) {
+      reply
+        .code(401)
+        .header('www-authenticate', 'Bearer realm="haven"')
+        .send({
+          error: {
+            code: 'API_UNAUTHORIZED',
+            kind: 'refused',
+            message: 'this API needs the bearer token',
+            hint: 'Send "Authorization: Bearer <token>"; the token is in the api-token file of the daemon’s state directory.',
+          },
+        });
+    }
+  });
+
+  app.setErrorHandler((err, _req, reply: FastifyReply) => {
+    const fastifyStatus = (err as { statusCode?: number }).statusCode;
+    if (!(err instanceof HavenError) && fastifyStatus && fastifyStatus < 500) {
+      reply
+        .code(fastifyStatus)
+        .send({ error: { code: 'API_BAD_REQUEST', kind: 'usage', message: (err as Error).message } });
+      return;
+    }
+    const he = asHavenError(err);
+    if (he.kind === 'internal') o.log.error('API error', { err: he });
+    reply.code(STATUS[he.kind] ?? 500).send({ error: he.toJSON() });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({
+      error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `no endpoint ${req.method} ${req.url}` },
+    });
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', o.metrics.contentType);
+    return o.metrics.scrape();
+  });
+
+  app.get('/api/servers', async () => {
+    const config = o.config();
+    const servers = await inventory(new Virsh({ log: o.log }), o.log);
+    const rows = statusRows({ config, catalog: o.catalog, selections: o.selections() });
+    const jobsOf = (name: string) =>
+      Object.values(config.jobs)
+        .filter((j) => o.selections().get(j.name)?.includes(name))
+        .map((j) => j.name);
+    return servers.map((s) => ({
+      ...s,
+      jobs: jobsOf(s.name),
+      protection: rows.filter((r) => r.server === s.name),
+    }));
+  });
+
+  const jobView = (config: HavenConfig, name: string) => {
+    const j = config.jobs[name]!;
+    const last = o.catalog.runs.list({ kind: 'job', job: name, limit: 1 })[0];
+    const running = o.manager.active().find((r) => r.job === name);
+    return {
+      ...j,
+      nextRun: iso(o.scheduler.next(name)),
+      running: running
+        ? { runId: running.runId, startedAt: iso(running.startedAt), trigger: running.trigger }
+        : null,
+      lastRun: last ?? null,
+      servers_now: o.selections().get(name) ?? null,
+    };
+  };
+
+  app.get('/api/jobs', async () => {
+    const config = o.config();
+    return Object.keys(config.jobs).map((n) => jobView(config, n));
+  });
+
+  app.get<{ Params: { job: string } }>('/api/jobs/:job', async (req) => {
+    const config = o.config();
+    if (!config.jobs[req.params.job]) throw jobNotFound(req.params.job, Object.keys(config.jobs));
+    return {
+      ...jobView(config, req.params.job),
+      runs: o.catalog.runs.list({ kind: 'job', job: req.params.job, limit: 20 }),
+    };
+  });
+
+  app.post<{ Params: { job: string } }>('/api/jobs/:job/runs', async (req, reply) => {
+    const run = await o.manager.start(req.params.job, 'api');
+    reply.code(202);
+    return {
+      runId: run.runId,
+      job: run.job,
+      trigger: run.trigger,
+      startedAt: iso(run.startedAt),
+      logFile: run.logFile,
+    };
+  });
+
+  app.get<{ Querystring: Record<string, string | undefined> }>('/api/runs', async (req) => {
+    const q = req.query;
+    return o.catalog.runs
+      .list({
+        job: q.job || undefined,
+        status: oneOf('status', q.status, RUN_STATUSES) as RunStatus | undefined,
+        beforeId: intParam('beforeId', q.beforeId),
+        limit: intParam('limit', q.limit, 50),
+      })
+      .map((r) => ({ ...r, servers: o.catalog.runs.servers(r.id) }));
+  });
+
+  app.get<{ Params: { id: string } }>('/api/runs/:id', async (req) => {
+    const id = intParam('id', req.params.id)!;
+    const run = o.catalog.runs.get(id);
+    if (!run) throw new JobError('JOB_RUN_NOT_FOUND', `there is no run ${id}`, { kind: 'not-found' });
+    const active = o.manager.get(id);
+    return { ...run, progress: active ? [...active.progress.values()].map((u) => u.progress) : [] };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/runs/:id/cancel', async (req, reply) => {
+    const id = intParam('id', req.params.id)!;
+    if (!o.manager.cancel(id)) {
+      const run = o.catalog.runs.get(id);
+      if (!run) throw new JobError('JOB_RUN_NOT_FOUND', `there is no run ${id}`, { kind: 'not-found' });
+      throw new JobError('JOB_RUN_NOT_FOUND', `run ${id} is not running in this daemon (${run.status})`, {
+        kind: 'conflict',
+        hint: 'Only runs the daemon started can be cancelled here; stop a `haven job run` with Ctrl-C.',
+        details: { id, status: run.status },
+      });
+    }
+    reply.code(202);
+    return { runId: id, cancelling: true };
+  });
+
+  app.get<{ Querystring: Record<string, string | undefined> }>('/api/generations', async (req) => {
+    const config = o.config();
+    const q = req.query;
+    const rows = statusRows({ config, catalog: o.catalog, selections: o.selections() }).filter(
+      (r) => (!q.server || r.server === q.server) && (!q.target || r.target === q.target),
+    );
+    const live = q.live !== 'false' && q.live !== '0';
+    const fromTargets = live ? await targetGenerations(config, rows, o.log) : new Map<string, unknown>();
+    return rows.map((r) => ({
+      server: r.server,
+      target: r.target,
+      job: r.job,
+      catalog: {
+        lastGoodAt: iso(r.lastGoodAt),
+        lastGoodGeneration: r.lastGoodGeneration,
+        lastResult: r.lastResult,
+        lastRunAt: iso(r.lastRunAt),
+        lastRunId: r.lastRunId,
+      },
+      ...(live ? { target_says: fromTargets.get(`${r.server}\u0000${r.target}`) ?? null } : {}),
+    }));
+  });
+
+  app.get<{ Querystring: Record<string, string | undefined> }>('/api/events', async (req) => {
+    const q = req.query;
+    return o.catalog.events.list({
+      afterId: intParam('afterId', q.afterId),
+      beforeId: intParam('beforeId', q.beforeId),
+      minSeverity: oneOf('minSeverity', q.minSeverity, SEVERITIES) as Severity | undefined,
+      job: q.job || undefined,
+      server: q.server || undefined,
+      type: q.type || undefined,
+      limit: intParam('limit', q.limit, 100),
+    });
+  });
+
+  app.get('/api/problems', async () => o.catalog.events.openProblems());
+
+  app.get('/api/status', async () =>
+    statusRows({ config: o.config(), catalog: o.catalog, selections: o.selections() }),
+  );
+
+  app.get('/api/progress', (req, reply) => {
+    reply.hijack();
+    o.hub.add(
+      reply.raw,
+      o.manager.active().map((r) => ({
+        kind: 'snapshot',
+        data: {
+          runId: r.runId,
+          job: r.job,
+          trigger: r.trigger,
+          startedAt: iso(r.startedAt),
+          progress: [...r.progress.values()],
+        },
+      })),
+    );
+    req.raw.on('close', () => reply.raw.end());
+  });
+
+  return app;
+}

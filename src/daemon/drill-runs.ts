@@ -1,0 +1,155 @@
+/**
+ * A drill as a recorded run: `haven drill` and the daemon's schedule both run a configured drill
+ * through here, so each is a run of kind `drill` in the catalog with a result per server, and its
+ * outcomes are events: a failed drill opens a problem that is alerted once, a passing one
+ * resolves it (docs/recovery.md "Drills").
+ */
+import { join } from 'node:path';
+import type { Catalog, RunTrigger } from '../catalog/catalog.ts';
+import type { DrillConfig, HavenConfig } from '../core/config.ts';
+import { asHavenError, HavenError } from '../core/errors.ts';
+import { createLogger, type Level, type Logger } from '../core/log.ts';
+import type { EventLog } from '../jobs/index.ts';
+import { type DrillReport, type RecoveryEvent, type RunDrillDeps, runDrill } from '../recovery/index.ts';
+import { Virsh } from '../virt/index.ts';
+
+export interface RecordedDrillOptions extends Omit<RunDrillDeps, 'onEvent'> {
+  settings: DrillConfig;
+  catalog: Catalog;
+  events: EventLog;
+  trigger: RunTrigger;
+  logFile?: string;
+}
+
+export interface RecordedDrill {
+  runId: number;
+  report: DrillReport;
+}
+
+function recordEvent(events: EventLog, e: RecoveryEvent, runId: number, drill: string): void {
+  events.emit({
+    type: e.type,
+    severity: e.severity,
+    message: e.message,
+    server: e.server,
+    job: drill,
+    runId,
+    data: e.data,
+    dedupKey: e.dedupKey,
+  });
+  if (e.type === 'drill.passed') events.catalog.events.resolve(e.dedupKey);
+}
+
+/** Runs the drill and records it; throws only when the store cannot be opened (recorded too). */
+export async function runRecordedDrill(o: RecordedDrillOptions): Promise<RecordedDrill> {
+  const { settings, catalog, events, trigger, logFile, ...deps } = o;
+  const run = catalog.runs.start({ kind: 'drill', job: settings.name, trigger });
+  try {
+    const report = await runDrill(settings, {
+      ...deps,
+      onEvent: (e) => recordEvent(events, e, run.id, settings.name),
+    });
+    catalog.transaction(() => {
+      for (const r of report.results) {
+        catalog.runs.recordServer(run.id, {
+          server: r.server,
+          target: report.store,
+          status: r.result === 'pass' ? 'ok' : 'failed',
+          durationMs: Math.round(r.seconds * 1000),
+          ...(r.generation ? { generationId: r.generation.id } : {}),
+          ...(r.error ? { errorCode: r.error.code as string, errorMessage: r.error.message as string } : {}),
+        });
+      }
+      catalog.runs.finish(run.id, {
+        status: report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial',
+        summary: { passed: report.passed, failed: report.failed, ...(logFile ? { logFile } : {}) },
+      });
+    });
+    return { runId: run.id, report };
+  } catch (e) {
+    const err = asHavenError(e);
+    catalog.runs.finish(run.id, { status: 'failed', errorCode: err.code, errorMessage: err.message });
+    events.emit({
+      type: 'drill.failed',
+      severity: 'error',
+      job: settings.name,
+      runId: run.id,
+      message: `drill ${settings.name} could not run: ${err.message}`,
+      data: { code: err.code, store: settings.store },
+      dedupKey: `drill-store:${settings.name}`,
+    });
+    throw err;
+  }
+}
+
+export interface DrillRunnerOptions {
+  config: () => HavenConfig;
+  catalog: Catalog;
+  events: () => EventLog;
+  runDir: string;
+  logDir: string;
+  consoleLevel: Level;
+  log: Logger;
+}
+
+/** The daemon's scheduled drills: one run of a drill at a time, each with its own log file. */
+export class DrillRunner {
+  private readonly running = new Map<string, { abort: AbortController; done: Promise<unknown> }>();
+
+  constructor(private readonly o: DrillRunnerOptions) {}
+
+  isRunning(name: string): boolean {
+    return this.running.has(name);
+  }
+
+  start(name: string, trigger: RunTrigger): Promise<RecordedDrill> {
+    const settings = this.o.config().drills[name];
+    if (!settings) {
+      return Promise.reject(
+        new HavenError('DRILL_NOT_FOUND', `no drill named ${name} in the configuration`, {
+          kind: 'not-found',
+          hint: 'Drills are configured under drills: in haven.yaml; reload the daemon after adding one.',
+          details: { drill: name },
+        }),
+      );
+    }
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    const logFile = join(this.o.logDir, `drill-${name}-${stamp}-${process.pid}.log`);
+    const root = createLogger({ consoleLevel: this.o.consoleLevel, filePath: logFile });
+    const log = root.child({ drill: name });
+    const abort = new AbortController();
+    const done = runRecordedDrill({
+      settings,
+      catalog: this.o.catalog,
+      events: this.o.events(),
+      trigger,
+      logFile,
+      virsh: new Virsh({ log }),
+      runDir: this.o.runDir,
+      log,
+      signal: abort.signal,
+    });
+    this.running.set(name, { abort, done });
+    void done
+      .then(
+        ({ runId, report }) =>
+          this.o.log.info(`drill ${name} (run #${runId}): ${report.passed} passed, ${report.failed} failed`),
+        (e) => this.o.log.error(`drill ${name} could not run`, { err: e }),
+      )
+      .finally(() => {
+        this.running.delete(name);
+        root.close();
+      });
+    return done;
+  }
+
+  /** Stops every drill (its domains are removed by the drill itself) and waits at most `timeoutMs`. */
+  async stopAll(timeoutMs: number): Promise<void> {
+    const all = [...this.running.values()];
+    for (const r of all) r.abort.abort();
+    await Promise.race([
+      Promise.allSettled(all.map((r) => r.done)),
+      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
+    ]);
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * One server to one target, as `haven protect` and every job run do it: the engine's
+ * protectServer, retried with exponential back-off when the failure may pass, and the per-server
+ * result recorded in the catalog (a `running` row at the start, so a crash leaves a trace, then
+ * the final one, which also updates the server's status).
+ *
+ * Results are recorded under the target's name as the operator wrote it (a configured name, or
+ * the URL given on the command line), so `haven status` shows names people know.
+ */
+import type { Catalog } from '../catalog/catalog.ts';
+import { asHavenError, type HavenError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import {
+  type ProgressSnapshot,
+  type ProtectPlan,
+  type ProtectResult,
+  type ProtectTuning,
+  protectServer,
+  type StageHook,
+  type Virsh,
+} from '../engine/index.ts';
+import { sleep } from './sync.ts';
+import { type ResolvedTarget, senderFactory } from './targets.ts';
+
+/** Failures that another attempt cannot fix: wrong input, a missing server, a safety refusal. */
+const FINAL_KINDS = new Set(['usage', 'config', 'not-found', 'refused', 'interrupted']);
+
+export function retryable(e: HavenError): boolean {
+  return !FINAL_KINDS.has(e.kind);
+}
+
+/** Wait before attempt `n + 1` after `n` failed attempts: backoff, doubling, at most an hour. */
+export function backoffMs(base: number, failedAttempts: number): number {
+  return Math.min(3_600_000, base * 2 ** Math.max(0, failedAttempts - 1));
+}
+
+export interface CopyServerOptions {
+  server: string;
+  target: ResolvedTarget;
+  virsh: Virsh;
+  runDir: string;
+  job?: string;
+  copies: number;
+  consistency?: 'live' | 'shutdown';
+  quiesce?: boolean;
+  catalog?: Catalog;
+  runId?: number;
+  /** Further attempts after a failed one (job `retries`), and the first wait between them. */
+  retries?: number;
+  retryBackoffMs?: number;
+  /** Reconnections within one attempt (the engine's resume). */
+  reconnects?: number;
+  tuning?: Partial<ProtectTuning>;
+  dryRun?: boolean;
+  /** A staging hook for each attempt (jobs/staging.ts). */
+  stage?: () => StageHook | undefined;
+  /** Called after each attempt, whatever happened. */
+  afterAttempt?: () => void;
+  onRetry?: (attempt: number, error: HavenError, waitMs: number) => void;
+  onProgress?: (p: ProgressSnapshot) => void;
+  signal?: AbortSignal;
+  log: Logger;
+}
+
+export interface ServerOutcome {
+  server: string;
+  target: string;
+  status: 'ok' | 'failed' | 'cancelled' | 'planned';
+  result?: ProtectResult;
+  plan?: ProtectPlan;
+  error?: HavenError;
+  attempts: number;
+  startedAt: Date;
+  durationMs: number;
+}
+
+export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
+  const startedAt = new Date();
+  const log = o.log.child({ server: o.server, target: o.target.name });
+  const record = (status: 'running' | 'ok' | 'failed' | 'cancelled', extra: Record<string, unknown> = {}) => {
+    if (!o.catalog || o.runId === undefined) return;
+    o.catalog.runs.recordServer(o.runId, {
+      server: o.server,
+      target: o.target.name,
+      status,
+      startedAt,
+      ...extra,
+    });
+  };
+  if (!o.dryRun) record('running');
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    try {
+      const out = await protectServer({
+        server: o.server,
+        connect: senderFactory(o.target, { log, receiveArgs: o.target.receiveArgs }),
+        targetLabel: o.target.url,
+        virsh: o.virsh,
+        runDir: o.runDir,
+        job: o.job,
+        copies: o.copies,
+        bandwidth: o.target.bandwidth,
+        consistency: o.consistency,
+        quiesce: o.quiesce,
+        catalog: o.catalog,
+        runId: o.runId,
+        retries: o.reconnects,
+        dryRun: o.dryRun,
+        tuning: o.tuning,
+        stage: o.dryRun ? undefined : o.stage?.(),
+        onProgress: o.onProgress,
+        signal: o.signal,
+        log,
+      });
+      o.afterAttempt?.();
+      const durationMs = Date.now() - startedAt.getTime();
+      if (!('generation' in out)) {
+        return {
+          server: o.server,
+          target: o.target.name,
+          status: 'planned',
+          plan: out,
+          attempts,
+          startedAt,
+          durationMs,
+        };
+      }
+      record('ok', {
+        mode: out.mode,
+        bytesRead: out.bytesRead,
+        bytesSent: out.bytesSent,
+        durationMs,
+        generationId: out.generation.id,
+        copyAt: new Date(out.takenAt),
+        attempts,
+      });
+      return {
+        server: o.server,
+        target: o.target.name,
+        status: 'ok',
+        result: out,
+        attempts,
+        startedAt,
+        durationMs,
+      };
+    } catch (e) {
+      o.afterAttempt?.();
+      const err = asHavenError(e);
+      const cancelled = o.signal?.aborted === true;
+      const last = cancelled || o.dryRun || !retryable(err) || attempts > (o.retries ?? 0);
+      if (!last) {
+        const wait = backoffMs(o.retryBackoffMs ?? 60_000, attempts);
+        log.warn('copy failed; trying again', { attempt: attempts, waitMs: wait, err });
+        o.onRetry?.(attempts, err, wait);
+        try {
+          await sleep(wait, o.signal);
+          continue;
+        } catch {
+          // cancelled while waiting: fall through to the final record
+        }
+      }
+      const status = o.signal?.aborted ? 'cancelled' : 'failed';
+      const durationMs = Date.now() - startedAt.getTime();
+      if (!o.dryRun) {
+        record(status, { durationMs, errorCode: err.code, errorMessage: err.message, attempts });
+      }
+      log.error(`copy ${status}`, { attempts, err });
+      return { server: o.server, target: o.target.name, status, error: err, attempts, startedAt, durationMs };
+    }
+  }
+}

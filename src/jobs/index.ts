@@ -1,0 +1,25 @@
+/**
+ * The job runner (DESIGN §3 jobs/): what the CLI and the daemon import. docs/jobs.md describes it.
+ */
+export { type CacheDrive, type Discovery, discoverCacheDrives } from './cache/drives.ts';
+export { type DriveMount, useDrive } from './cache/mounts.ts';
+export { planStaging, type StagingMode, type StagingPlan } from './cache/plan.ts';
+export { type TargetStaging, targetStaging } from './cache/target.ts';
+export { backoffMs, type CopyServerOptions, copyServer, retryable, type ServerOutcome } from './copy.ts';
+export { JobError, jobNotFound } from './errors.ts';
+export { dedupKeys, EventLog } from './events.ts';
+export { type AlertChannel, EmailChannel, formatAlert, Notifier, WebhookChannel } from './notify.ts';
+export { checkRpo, type RpoCheck } from './rpo.ts';
+export {
+  type JobRunResult,
+  type JobUpdate,
+  type RunJobOptions,
+  runJob,
+  type ServerReport,
+  type StagingReport,
+  startJobRun,
+} from './runner.ts';
+export { missedFire } from './schedule.ts';
+export { orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
+export { nextRuns, type RpoState, rpoState, type StatusRow, statusRows } from './status.ts';
+export { DEFAULT_COPIES, type ResolvedTarget, resolveTarget, senderFactory } from './targets.ts';

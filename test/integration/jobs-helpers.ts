@@ -1,0 +1,169 @@
+/**
+ * Helpers for the jobs and daemon tests: configuration files, reading the catalog from outside,
+ * waiting for a condition, loop-device cache drives, and a Prometheus text parser.
+ */
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { type Catalog, catalogPath, openCatalog } from '../../src/catalog/catalog.ts';
+import { exec } from '../../src/core/exec.ts';
+import { parseMountinfo } from '../../src/jobs/cache/parse.ts';
+import { type AfterHook, TEST_ROOT } from '../fixtures/guest/index.ts';
+
+export async function writeConfig(dir: string, text: string): Promise<string> {
+  const path = join(dir, 'haven.yaml');
+  await writeFile(path, text);
+  return path;
+}
+
+/** Opens the test's catalog read-only for a look, closing it again. */
+export function withCatalog<T>(stateDir: string, fn: (c: Catalog) => T): T {
+  const c = openCatalog(catalogPath(stateDir), { readOnly: true });
+  try {
+    return fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 60_000,
+  everyMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let v: T | undefined;
+    try {
+      v = await fn();
+    } catch {
+      v = undefined;
+    }
+    if (v !== undefined && v !== null && (v as unknown) !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A port nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A scratch directory (QEMU-writable, like testDir) whose cleanups run last-registered first and
+ * before the directory is removed, so mounts inside it are gone by then, even when a test failed.
+ */
+export interface Scratch {
+  dir: string;
+  onCleanup(fn: () => unknown): void;
+}
+
+export async function scratchDir(t: AfterHook, name: string): Promise<Scratch> {
+  await mkdir(TEST_ROOT, { recursive: true });
+  const dir = await mkdtemp(join(TEST_ROOT, `${name}-`));
+  await chmod(dir, 0o1777);
+  const cleanups: Array<() => unknown> = [];
+  t.after(async () => {
+    const errors: unknown[] = [];
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    // Anything still mounted below the directory (a failed run's cache mount) goes first.
+    const info = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
+    for (const m of info.filter((x) => x.mountpoint.startsWith(`${dir}/`)).reverse()) {
+      await exec('umount', ['-l', m.mountpoint]).catch(() => {});
+    }
+    await rm(dir, { recursive: true, force: true });
+    if (errors.length) throw errors[0];
+  });
+  return { dir, onCleanup: (fn) => cleanups.push(fn) };
+}
+
+export interface LoopDrive {
+  device: string;
+  file: string;
+  /** Where the test mounted it (only when asked to). */
+  mountpoint: string | undefined;
+}
+
+async function mountpointsOf(device: string): Promise<string[]> {
+  const info = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
+  return info.filter((m) => m.source === device).map((m) => m.mountpoint);
+}
+
+/** Every place the device is mounted now (Haven's mounts included). */
+export async function mountsOf(device: string): Promise<string[]> {
+  return mountpointsOf(device);
+}
+
+/**
+ * A file-backed ext4 loop device, with the signature file at its root (unless `signature` is
+ * null), mounted by the test at `mountAt` or left unmounted. Detached after the test, whatever
+ * is still mounted from it unmounted first.
+ */
+export async function loopDrive(
+  scratch: Scratch,
+  name: string,
+  o: { sizeMiB: number; signature: string | null; mount?: boolean },
+): Promise<LoopDrive> {
+  const dir = scratch.dir;
+  const file = join(dir, `${name}.img`);
+  await exec('truncate', ['-s', `${o.sizeMiB}M`, file]);
+  await exec('mkfs.ext4', ['-q', '-F', '-L', name.slice(0, 16), file]);
+  const device = (await exec('losetup', ['--find', '--show', file])).stdout.trim();
+  const drive: LoopDrive = { device, file, mountpoint: undefined };
+  scratch.onCleanup(async () => {
+    for (const mp of await mountpointsOf(device)) await exec('umount', ['-l', mp]).catch(() => {});
+    await exec('losetup', ['-d', device]).catch(() => {});
+    await rm(file, { force: true });
+  });
+  const mp = join(dir, `${name}.mnt`);
+  await mkdir(mp, { recursive: true });
+  await exec('mount', [device, mp]);
+  if (o.signature !== null) await writeFile(join(mp, o.signature), 'Haven cache drive\n');
+  if (o.mount) {
+    drive.mountpoint = mp;
+  } else {
+    await exec('umount', [mp]);
+    await rm(mp, { recursive: true, force: true });
+  }
+  return drive;
+}
+
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The Prometheus text exposition format (version 0.0.4): one sample per line. */
+export function parsePrometheus(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)?$/.exec(line);
+    if (!m) throw new Error(`not a Prometheus sample line: ${line}`);
+    const labels: Record<string, string> = {};
+    const body = m[3] ?? '';
+    const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?/g;
+    for (let l = re.exec(body); l; l = re.exec(body)) {
+      labels[l[1]!] = l[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+    }
+    const v = m[4]!;
+    out.push({ name: m[1]!, labels, value: v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : Number(v) });
+  }
+  return out;
+}
