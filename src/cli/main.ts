@@ -3,7 +3,7 @@
  * program; this file wires global options and turns every failure into a message and the exit
  * code of cli/exit-codes.ts.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
@@ -16,10 +16,45 @@ export type RegisterCommand = (program: Command, context: () => CliContext) => v
 
 const COMMANDS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'commands');
 
-async function loadCommands(program: Command, context: () => CliContext): Promise<void> {
-  const files = readdirSync(COMMANDS_DIR)
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .sort();
+/** Commands registered by a module of another name. */
+const COMMAND_MODULE: Record<string, string> = {
+  priority: 'activate',
+  deactivate: 'activate',
+  'failback-receive': 'failback',
+};
+/** Global options that take a value in the next argument. */
+const VALUE_OPTIONS = new Set(['-c', '--config', '--log-file']);
+
+/**
+ * The module of the command `argv` names, when there is one: only it is loaded, so a command
+ * does not pay for importing every other (a receiver is spawned for each replication, and the
+ * load is most of its start-up time). Help and unknown names load them all.
+ */
+function commandModule(argv: readonly string[]): string | undefined {
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (VALUE_OPTIONS.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    const file = `${COMMAND_MODULE[a] ?? a}.ts`;
+    return /^[a-z-]+\.ts$/.test(file) && existsSync(join(COMMANDS_DIR, file)) ? file : undefined;
+  }
+  return undefined;
+}
+
+async function loadCommands(
+  program: Command,
+  context: () => CliContext,
+  argv: readonly string[],
+): Promise<void> {
+  const one = commandModule(argv);
+  const files = one
+    ? [one]
+    : readdirSync(COMMANDS_DIR)
+        .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+        .sort();
   for (const f of files) {
     const mod = (await import(pathToFileURL(join(COMMANDS_DIR, f)).href)) as { default?: RegisterCommand };
     if (typeof mod.default === 'function') mod.default(program, context);
@@ -58,7 +93,7 @@ export async function main(argv: string[]): Promise<number> {
     ctx ??= new CliContext(program.opts<GlobalOptions>());
     return ctx;
   };
-  await loadCommands(program, context);
+  await loadCommands(program, context, argv);
   program.commands.forEach(function override(c: Command) {
     c.exitOverride();
     c.commands.forEach(override);

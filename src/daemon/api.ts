@@ -1,8 +1,10 @@
 /**
- * The daemon's HTTP API (fastify). Everything but `GET /healthz` needs the bearer token
- * (daemon/token.ts); without it: 401 API_UNAUTHORIZED. Errors are `{ error: { code, kind,
- * message, hint } }` with the HTTP status of their kind. docs/daemon.md lists the endpoints.
+ * The daemon's HTTP API (fastify). Everything but `GET /healthz` and the dashboard's static files
+ * (`GET /`, `GET /ui/<file>`: they hold no data) needs the bearer token (daemon/token.ts);
+ * without it: 401 API_UNAUTHORIZED. Errors are `{ error: { code, kind, message, hint } }` with
+ * the HTTP status of their kind. docs/daemon.md lists the endpoints.
  */
+import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { type Catalog, RUN_STATUSES, type RunStatus, SEVERITIES, type Severity } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
@@ -30,6 +32,39 @@ const STATUS: Record<ErrorKind, number> = {
   interrupted: 503,
   internal: 500,
 };
+
+/** The dashboard (plain files under ./ui, no build step), by the name `/ui/<name>` serves. */
+const UI_DIR = new URL('./ui/', import.meta.url);
+const UI_TYPES: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'app.js': 'text/javascript; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+};
+/**
+ * The page only talks to this origin and runs no inline code, so injected markup could neither
+ * run nor send anything away; no framing (clickjacking the Run now button).
+ */
+const UI_HEADERS = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+  'cache-control': 'no-cache',
+};
+
+async function loadUi(): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  for (const name of Object.keys(UI_TYPES)) files.set(name, await readFile(new URL(name, UI_DIR)));
+  return files;
+}
+
+/** Routes with `config: { public: true }` are served without the token. */
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    public?: boolean;
+  }
+}
 
 export interface ApiOptions {
   token: string;
@@ -106,9 +141,12 @@ async function targetGenerations(
 
 export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({ logger: false });
+  const ui = await loadUi();
 
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url === '/healthz') return;
+    // Decided by the route fastify matched, not by the URL text: no spelling of a path
+    // (`/ui/../api/status`, `//api/status`, a query string) can reach a data route unchecked.
+    if (req.routeOptions.config?.public === true) return;
     if (!authorized(req.headers.authorization, o.token)) {
       reply
         .code(401)
@@ -143,7 +181,24 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     });
   });
 
-  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/healthz', { config: { public: true } }, async () => ({ ok: true }));
+
+  const sendUi = (reply: FastifyReply, name: string): FastifyReply => {
+    const body = ui.get(name);
+    if (!body) {
+      return reply.code(404).send({
+        error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `the dashboard has no file ${name}` },
+      });
+    }
+    return reply
+      .headers(UI_HEADERS)
+      .type(UI_TYPES[name] ?? 'application/octet-stream')
+      .send(body);
+  };
+  app.get('/', { config: { public: true } }, async (_req, reply) => sendUi(reply, 'index.html'));
+  app.get<{ Params: { file: string } }>('/ui/:file', { config: { public: true } }, async (req, reply) =>
+    sendUi(reply, req.params.file),
+  );
 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', o.metrics.contentType);

@@ -100,7 +100,12 @@ export class Scheduler {
 
   /** The next fire time the scheduler waits for (null: not scheduled). */
   next(name: string, kind: ScheduleKind = 'job'): Date | null {
-    return this.nextFire.get(keyOf(kind, name)) ?? null;
+    const armed = this.nextFire.get(keyOf(kind, name));
+    if (armed !== undefined || this.stopped) return armed ?? null;
+    // Not armed yet (the API answers before start()): what the schedule says.
+    const config = this.o.config();
+    const entry = scheduled(config).find((e) => e.kind === kind && e.name === name);
+    return entry ? nextRun(entry.schedule, config.timezone, this.now()) : null;
   }
 
   private arm(kind: ScheduleKind, name: string): void {

@@ -8,7 +8,6 @@
 
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import nodemailer from 'nodemailer';
 import type { Catalog, EventRecord, Severity } from '../catalog/catalog.ts';
 import { severityRank } from '../catalog/catalog.ts';
 import type { AlertsConfig, EmailAlertConfig, WebhookAlertConfig } from '../core/config.ts';
@@ -69,6 +68,8 @@ export class EmailChannel implements AlertChannel {
       ? await readSecret(this.c.passwordFile, 'SMTP password file')
       : undefined;
     const secure = url.protocol === 'smtps:';
+    // Loaded when a mail is sent: every `haven` command imports jobs/, few send mail.
+    const { default: nodemailer } = await import('nodemailer');
     const transport = nodemailer.createTransport({
       host: url.hostname,
       port: url.port ? Number(url.port) : secure ? 465 : 25,

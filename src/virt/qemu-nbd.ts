@@ -68,6 +68,31 @@ export function socketAccepts(path: string): Promise<boolean> {
   });
 }
 
+/**
+ * True once a server on `path` sends the newstyle greeting ("NBDMAGIC", NBD proto.md
+ * "Newstyle negotiation"). qemu-nbd binds its socket before it opens the image, so a connection
+ * that is accepted proves nothing: an image it cannot open (locked by a running guest) makes it
+ * exit without ever greeting.
+ */
+function serverGreets(path: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    let got = Buffer.alloc(0);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    s.on('data', (b: Buffer) => {
+      got = Buffer.concat([got, b]);
+      if (got.length >= 8) done(got.subarray(0, 8).toString('latin1') === 'NBDMAGIC');
+    });
+    s.once('error', () => done(false));
+    s.once('close', () => done(false));
+  });
+}
+
 function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
   return new Promise((resolve) => {
@@ -79,7 +104,7 @@ function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-/** Starts qemu-nbd and resolves once its socket accepts connections. */
+/** Starts qemu-nbd and resolves once it greets on its socket (it has opened the image). */
 export async function exportImage(options: ExportImageOptions): Promise<ImageExport> {
   const log = options.log ?? silentLogger;
   const exportName = options.exportName ?? basename(options.path).replace(/\.[^.]*$/, '');
@@ -167,7 +192,7 @@ export async function exportImage(options: ExportImageOptions): Promise<ImageExp
       removeSocket();
       throw qemuToolError('qemu-nbd', args, stderr, child.exitCode ?? 1);
     }
-    if (existsSync(socketPath) && (await socketAccepts(socketPath))) break;
+    if (existsSync(socketPath) && (await serverGreets(socketPath, 500))) break;
     if (Date.now() > deadline) {
       await stop();
       throw new VirtError(

@@ -39,6 +39,8 @@ export interface HavenResult {
 export interface RunHavenOptions {
   /** Sends this signal to the process after the given milliseconds (crash tests). */
   killAfterMs?: number;
+  /** Kill when this settles (resolved: kill; rejected: leave the run alone). */
+  killOn?: Promise<unknown>;
   killSignal?: NodeJS.Signals;
   timeoutMs?: number;
 }
@@ -57,6 +59,12 @@ export function runHaven(h: HavenEnv, args: string[], o: RunHavenOptions = {}): 
     if (o.killAfterMs !== undefined) {
       timers.push(setTimeout(() => child.kill(o.killSignal ?? 'SIGKILL'), o.killAfterMs));
     }
+    o.killOn?.then(
+      () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill(o.killSignal ?? 'SIGKILL');
+      },
+      () => {},
+    );
     timers.push(setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 600_000));
     child.on('error', reject);
     child.on('close', (code, signal) => {

@@ -10,9 +10,13 @@
  *
  * The transfer is slowed with --bwlimit so kills land inside it, and the receiver checkpoints
  * its staged data every 300 ms (HAVEN_RECEIVE_CHECKPOINT_INTERVAL) so resumes have something to
- * skip. The random kill times come from a seeded generator printed in the test's output.
+ * skip. Half the kills come at a random time after the command starts (anywhere: startup, point
+ * in time, transfer, commit); the other half at a random time after the delta's first bytes
+ * reached the store, so on a slow or loaded machine kills still land mid-transfer. The random
+ * times come from a seeded generator printed in the test's output.
  */
 import assert from 'node:assert/strict';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
@@ -46,6 +50,37 @@ async function receiverPids(store: string): Promise<number[]> {
     .filter(Boolean)
     .map(Number)
     .filter((p) => p !== process.pid);
+}
+
+/** The delta directories of `server` in the store. */
+async function deltaDirs(store: string, server: string): Promise<string[]> {
+  const dir = join(store, '.haven', 'servers', server, 'deltas');
+  return (await readdir(dir).catch(() => [] as string[])).map((d) => join(dir, d));
+}
+
+/**
+ * Resolves `delayMs` after a delta that is not in `before` has staged data in the store; rejects
+ * when the run ends first (`done`).
+ */
+async function afterFirstStaged(
+  store: string,
+  server: string,
+  before: readonly string[],
+  delayMs: number,
+  done: { ended: boolean },
+): Promise<void> {
+  for (;;) {
+    if (done.ended) throw new Error('the run ended before staging anything');
+    for (const d of await deltaDirs(store, server)) {
+      if (before.includes(d)) continue;
+      const size = (await stat(join(d, 'data')).catch(() => undefined))?.size ?? 0;
+      if (size > 0) {
+        await new Promise((r) => setTimeout(r, delayMs));
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
 
 test(`SIGKILL of sender or receiver at random points, ${RUNS} runs`, async (t) => {
@@ -83,11 +118,20 @@ test(`SIGKILL of sender or receiver at random points, ${RUNS} runs`, async (t) =
     const changed = new Set(await model.writePattern(100 + run, BLOCKS));
     await guest.writePattern('vda', 100 + run, BLOCKS);
     const delta = changed.size * PATTERN_BLOCK_SIZE;
-    const killAt = 300 + Math.floor(rand() * 3000);
-    const when = `run ${run} (${victim} killed at ${killAt} ms)`;
+    // Runs 0, 1, 4, 5, …: from the start; runs 2, 3, 6, 7, …: from the first staged byte.
+    const fromStaging = run % 4 >= 2;
+    const killAt = fromStaging ? Math.floor(rand() * 1800) : 300 + Math.floor(rand() * 3000);
+    const when = `run ${run} (${victim} killed ${killAt} ms after ${fromStaging ? 'the first staged byte' : 'the start'})`;
+    const before = await deltaDirs(store, guest.name);
+    const done = { ended: false };
+    const killTime = fromStaging
+      ? afterFirstStaged(store, guest.name, before, killAt, done)
+      : new Promise<void>((r) => setTimeout(r, killAt));
+    killTime.catch(() => {});
 
     if (victim === 'sender') {
-      const killed = await runHaven(h, [...protect, '--bwlimit', '2MiB/s'], { killAfterMs: killAt });
+      const killed = await runHaven(h, [...protect, '--bwlimit', '2MiB/s'], { killOn: killTime });
+      done.ended = true;
       await verifies(when);
       const next = await havenJson<ProtectResult>(h, protect);
       await verifies(`${when}, next run`);
@@ -102,9 +146,19 @@ test(`SIGKILL of sender or receiver at random points, ${RUNS} runs`, async (t) =
       }
     } else {
       const running = havenJson<ProtectResult>(h, [...protect, '--bwlimit', '2MiB/s']);
-      await new Promise((r) => setTimeout(r, killAt));
-      const pids = await receiverPids(store);
-      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      running
+        .finally(() => {
+          done.ended = true;
+        })
+        .catch(() => {});
+      if (
+        await killTime.then(
+          () => true,
+          () => false,
+        )
+      ) {
+        for (const pid of await receiverPids(store)) process.kill(pid, 'SIGKILL');
+      }
       const r = await running;
       await verifies(when);
       await contentIsRight(when);

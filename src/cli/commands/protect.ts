@@ -6,8 +6,9 @@ import { type Catalog, catalogPath, openCatalog } from '../../catalog/catalog.ts
 import { UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
 import { type ProtectPlan, type ProtectResult, Virsh } from '../../engine/index.ts';
-import { copyServer, resolveTarget } from '../../jobs/index.ts';
-import { guardAfterRefusal } from '../../recovery/index.ts';
+import { copyServer } from '../../jobs/copy.ts';
+import { resolveTarget } from '../../jobs/targets.ts';
+import { guardAfterRefusal } from '../../recovery/guard.ts';
 import type { CliContext } from '../context.ts';
 import { progressBar } from '../progress-bar.ts';
 

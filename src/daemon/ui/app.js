@@ -1,0 +1,562 @@
+/**
+ * The Haven dashboard: plain DOM code, no framework, no build step. Every data call goes to the
+ * daemon's API with the bearer token, which comes from the URL fragment (`#token=…`, removed from
+ * the address bar at once and kept in sessionStorage for this tab) or from the form. Text reaches
+ * the DOM only through textContent and attributes, never as markup.
+ */
+
+const TOKEN_KEY = 'haven-token';
+const REFRESH_MS = 5000;
+const RECONNECT_MS = 3000;
+
+const state = {
+  token: null,
+  timer: null,
+  /** Aborts the progress stream and any request of a token that is no longer in use. */
+  abort: null,
+  /** runId|server|target → the newest `progress` update. */
+  progress: new Map(),
+  refreshing: false,
+  refreshAgain: false,
+  refreshSoon: null,
+};
+
+class Unauthorized extends Error {}
+
+// ---- DOM helpers --------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+/** An element with attributes (`class`, `data-*`, …) and children (strings become text nodes). */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs ?? {})) {
+    if (v === null || v === undefined || v === false) continue;
+    node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function fillTable(id, rows, emptyText, columns) {
+  const body = $(id).tBodies[0];
+  if (rows.length === 0) {
+    body.replaceChildren(el('tr', { class: 'empty' }, el('td', { colspan: columns }, emptyText)));
+  } else {
+    body.replaceChildren(...rows);
+  }
+}
+
+// ---- Formatting ---------------------------------------------------------------------------
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+function fmtBytes(n) {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '–';
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < UNITS.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${UNITS[i]}`;
+}
+
+function fmtDuration(ms) {
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) return '–';
+  const s = Math.round(Math.abs(ms) / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${s % 60} s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h} h ${m % 60} min`;
+  return `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
+/** A <time> with the exact instant in `datetime` and a local, relative rendering. */
+function fmtTime(iso) {
+  if (!iso) return '–';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const delta = d.getTime() - Date.now();
+  const rel =
+    Math.abs(delta) < 1000 ? 'now' : delta > 0 ? `in ${fmtDuration(delta)}` : `${fmtDuration(delta)} ago`;
+  return el('time', { datetime: d.toISOString(), title: d.toISOString() }, `${d.toLocaleString()} (${rel})`);
+}
+
+function badge(text, kind) {
+  return el('span', { class: `badge ${kind ?? text ?? ''}` }, text ?? '–');
+}
+
+// ---- Talking to the daemon ----------------------------------------------------------------
+
+async function api(path, init = {}) {
+  const r = await fetch(path, {
+    ...init,
+    cache: 'no-store',
+    headers: { authorization: `Bearer ${state.token}`, accept: 'application/json' },
+    signal: state.abort?.signal,
+  });
+  if (r.status === 401) throw new Unauthorized();
+  const body = await r.json().catch(() => null);
+  if (!r.ok) {
+    const e = body?.error;
+    throw new Error(e ? `${e.message}${e.code ? ` (${e.code})` : ''}` : `${path}: HTTP ${r.status}`);
+  }
+  return body;
+}
+
+function showMessage(text, kind) {
+  const m = $('message');
+  m.textContent = text ?? '';
+  m.className = `message ${kind ?? ''}`;
+  m.hidden = !text;
+}
+
+async function refresh() {
+  if (!state.token) return;
+  if (state.refreshing) {
+    state.refreshAgain = true;
+    return;
+  }
+  state.refreshing = true;
+  try {
+    const [status, jobs, runs, problems, events] = await Promise.all([
+      api('/api/status'),
+      api('/api/jobs'),
+      api('/api/runs?limit=20'),
+      api('/api/problems'),
+      api('/api/events?limit=20'),
+    ]);
+    renderStatus(status);
+    renderJobs(jobs);
+    renderRuns(runs);
+    renderProblems(problems, events);
+    renderEvents(events);
+    $('data').hidden = false;
+    $('token-form').hidden = true;
+    $('forget').hidden = false;
+    $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (document.body.dataset.state !== 'ready') {
+      document.body.dataset.state = 'ready';
+      showMessage('');
+      startStream();
+    }
+    if ($('message').classList.contains('unreachable')) showMessage('');
+  } catch (e) {
+    if (e instanceof Unauthorized) {
+      needToken(true);
+    } else if (e?.name !== 'AbortError') {
+      showMessage(`Cannot read from the daemon: ${e?.message ?? e}. Retrying.`, 'error unreachable');
+    }
+  } finally {
+    state.refreshing = false;
+    if (state.refreshAgain) {
+      state.refreshAgain = false;
+      refresh();
+    }
+  }
+}
+
+/** Many frames in a row (a run finishing its servers) make one refresh. */
+function refreshSoon() {
+  if (state.refreshSoon) return;
+  state.refreshSoon = setTimeout(() => {
+    state.refreshSoon = null;
+    refresh();
+  }, 300);
+}
+
+// ---- Live progress: server-sent events read with fetch (EventSource cannot send headers) ----
+
+async function startStream() {
+  const signal = state.abort?.signal;
+  while (state.token && !signal?.aborted) {
+    try {
+      const r = await fetch('/api/progress', {
+        cache: 'no-store',
+        headers: { authorization: `Bearer ${state.token}`, accept: 'text/event-stream' },
+        signal,
+      });
+      if (r.status === 401) {
+        needToken(true);
+        return;
+      }
+      if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+      setConnection('live', 'live updates');
+      state.progress.clear();
+      renderProgress();
+      await readFrames(r.body, handleFrame);
+    } catch (e) {
+      if (e?.name === 'AbortError' || signal?.aborted) return;
+    }
+    setConnection('offline', 'live updates lost; reconnecting');
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+  }
+}
+
+/**
+ * The event-stream format (HTML, "Server-sent events"): frames end with a blank line; `event:`
+ * names the frame, `data:` lines (joined by newlines) carry it, lines starting with `:` are
+ * comments (the daemon's keep-alives).
+ */
+async function readFrames(body, onFrame) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+    let end = buffer.indexOf('\n\n');
+    while (end >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let kind = 'message';
+      const data = [];
+      for (const line of frame.split('\n')) {
+        if (line === '' || line.startsWith(':')) continue;
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? '' : line.slice(colon + 1);
+        if (value.startsWith(' ')) value = value.slice(1);
+        if (field === 'event') kind = value;
+        else if (field === 'data') data.push(value);
+      }
+      if (data.length > 0) {
+        try {
+          onFrame(kind, JSON.parse(data.join('\n')));
+        } catch {
+          // A frame that is not JSON is not ours to show; the tables still refresh on a timer.
+        }
+      }
+      end = buffer.indexOf('\n\n');
+    }
+  }
+}
+
+const progressKey = (u) => `${u.runId}|${u.server}|${u.target}`;
+
+function handleFrame(kind, data) {
+  if (kind === 'snapshot') {
+    for (const u of data.progress ?? []) state.progress.set(progressKey(u), u);
+    renderProgress();
+  } else if (kind === 'update') {
+    if (data.type === 'progress') {
+      state.progress.set(progressKey(data), data);
+    } else if (data.type === 'server.finished') {
+      state.progress.delete(progressKey(data));
+    } else if (data.type === 'run.finished') {
+      for (const [k, u] of state.progress) if (u.runId === data.runId) state.progress.delete(k);
+    }
+    renderProgress();
+    if (data.type !== 'progress') refreshSoon();
+  } else if (kind === 'event') {
+    refreshSoon();
+  }
+}
+
+function setConnection(kind, text) {
+  const c = $('connection');
+  c.textContent = text;
+  c.className = `connection ${kind}`;
+}
+
+// ---- Tables -------------------------------------------------------------------------------
+
+function renderStatus(rows) {
+  fillTable(
+    'status',
+    rows.map((r) => {
+      const breached = r.rpo === 'breached' || r.rpo === 'never';
+      let rpo;
+      if (r.rpo === 'none') rpo = [r.ageMs === null ? '–' : fmtDuration(r.ageMs), ' / no objective'];
+      else if (r.rpo === 'never')
+        rpo = [el('span', { class: 'mark' }, '●'), ' never copied / ', fmtDuration(r.rpoMs)];
+      else
+        rpo = [
+          breached ? el('span', { class: 'mark', title: 'objective breached' }, '●') : null,
+          `${fmtDuration(r.ageMs)} / ${fmtDuration(r.rpoMs)}`,
+          breached ? ' breached' : '',
+        ];
+      return el(
+        'tr',
+        { 'data-server': r.server, 'data-target': r.target, class: breached ? 'breached' : null },
+        el('td', {}, r.server),
+        el('td', {}, r.target),
+        el('td', {}, r.job ?? '–'),
+        el('td', { title: r.lastGoodGeneration ?? '' }, fmtTime(r.lastGoodAt)),
+        el('td', { class: `rpo ${r.rpo}` }, rpo),
+        el('td', {}, fmtTime(r.nextRun)),
+        el(
+          'td',
+          { class: 'result', title: r.lastErrorMessage ?? '' },
+          badge(r.lastResult),
+          r.lastErrorCode ? ` ${r.lastErrorCode}` : '',
+          r.lastRunId ? el('span', { class: 'muted' }, ` run ${r.lastRunId}`) : '',
+        ),
+      );
+    }),
+    'No protected servers.',
+    7,
+  );
+}
+
+function renderJobs(jobs) {
+  fillTable(
+    'jobs',
+    jobs.map((j) =>
+      el(
+        'tr',
+        { 'data-job': j.name, class: j.running ? 'running' : null },
+        el('td', {}, j.name),
+        el('td', {}, (j.targets ?? []).join(', ')),
+        el('td', {}, j.schedule ?? 'on demand'),
+        el('td', { class: 'next-run' }, j.nextRun ? fmtTime(j.nextRun) : j.schedule ? '–' : 'on demand'),
+        el(
+          'td',
+          {},
+          j.lastRun
+            ? [
+                badge(j.lastRun.status),
+                ' ',
+                el('span', { class: 'muted' }, `run ${j.lastRun.id} `),
+                fmtTime(j.lastRun.startedAt),
+              ]
+            : '–',
+        ),
+        el(
+          'td',
+          { class: 'actions' },
+          j.running
+            ? el('button', { type: 'button', 'data-cancel': j.running.runId }, 'Cancel')
+            : el('button', { type: 'button', 'data-run': j.name }, 'Run now'),
+        ),
+      ),
+    ),
+    'No jobs in the configuration.',
+    6,
+  );
+}
+
+function renderRuns(runs) {
+  fillTable(
+    'runs',
+    runs.map((r) => {
+      const end = r.finishedAt ? new Date(r.finishedAt).getTime() : Date.now();
+      return el(
+        'tr',
+        { 'data-run-id': r.id, 'data-status': r.status },
+        el('td', {}, `#${r.id}`),
+        el('td', {}, r.kind),
+        el('td', {}, r.job ?? '–'),
+        el('td', {}, r.trigger),
+        el('td', {}, fmtTime(r.startedAt)),
+        el('td', {}, fmtDuration(end - new Date(r.startedAt).getTime())),
+        el('td', { title: r.errorMessage ?? '' }, badge(r.status), r.errorCode ? ` ${r.errorCode}` : ''),
+        el(
+          'td',
+          { class: 'servers' },
+          (r.servers ?? []).map((s) =>
+            el(
+              'div',
+              { title: s.errorMessage ?? '' },
+              `${s.server} → ${s.target} `,
+              badge(s.status),
+              s.bytesSent ? ` ${fmtBytes(s.bytesSent)} sent` : '',
+            ),
+          ),
+        ),
+      );
+    }),
+    'No runs yet.',
+    8,
+  );
+}
+
+function renderProblems(problems, events) {
+  const byId = new Map(events.map((e) => [e.id, e]));
+  fillTable(
+    'problems',
+    problems.map((p) =>
+      el(
+        'tr',
+        { 'data-problem': p.dedupKey, class: `severity-${p.severity}` },
+        el('td', {}, badge(p.severity)),
+        el(
+          'td',
+          {},
+          el('code', {}, p.dedupKey),
+          byId.get(p.lastEventId) ? ` ${byId.get(p.lastEventId).message}` : '',
+        ),
+        el('td', {}, fmtTime(p.openedAt)),
+        el('td', {}, fmtTime(p.lastSeenAt)),
+        el('td', {}, p.occurrences),
+      ),
+    ),
+    'No open problems.',
+    5,
+  );
+}
+
+function renderEvents(events) {
+  fillTable(
+    'events',
+    events.map((e) =>
+      el(
+        'tr',
+        { 'data-event-id': e.id, class: `severity-${e.severity}` },
+        el('td', {}, fmtTime(e.at)),
+        el('td', {}, badge(e.severity)),
+        el('td', {}, e.type),
+        el('td', {}, e.server ?? ''),
+        el('td', {}, e.job ?? ''),
+        el('td', {}, e.message),
+      ),
+    ),
+    'No events.',
+    6,
+  );
+}
+
+function renderProgress() {
+  const rows = [...state.progress.values()].map((u) => {
+    const p = u.progress ?? {};
+    const pct = p.bytesTotal > 0 ? ` (${Math.floor((100 * p.bytesDone) / p.bytesTotal)} %)` : '';
+    return el(
+      'tr',
+      { 'data-run-id': u.runId, 'data-server': u.server, 'data-target': u.target },
+      el('td', {}, `#${u.runId} ${u.job}`),
+      el('td', {}, u.server),
+      el('td', {}, u.target),
+      el('td', {}, p.disk ? `${p.phase} ${p.disk}` : p.phase),
+      el('td', {}, `${fmtBytes(p.bytesDone)} of ${fmtBytes(p.bytesTotal)}${pct}`),
+      el('td', {}, fmtBytes(p.bytesSent)),
+      el('td', {}, `${fmtBytes(p.rate)}/s`),
+      el('td', {}, typeof p.etaMs === 'number' ? fmtDuration(p.etaMs) : '–'),
+    );
+  });
+  fillTable('progress', rows, 'No copy running.', 8);
+}
+
+// ---- Actions ------------------------------------------------------------------------------
+
+async function act(button, what, path) {
+  button.disabled = true;
+  try {
+    const r = await api(path, { method: 'POST' });
+    showMessage(
+      what === 'run' ? `Run #${r.runId} of ${r.job} started.` : `Cancelling run #${r.runId}.`,
+      'info',
+    );
+  } catch (e) {
+    if (e instanceof Unauthorized) needToken(true);
+    else
+      showMessage(
+        `Could not ${what === 'run' ? 'start the run' : 'cancel the run'}: ${e?.message ?? e}`,
+        'error',
+      );
+  } finally {
+    button.disabled = false;
+    refresh();
+  }
+}
+
+function onClick(ev) {
+  const button = ev.target.closest('button');
+  if (!button) return;
+  if (button.dataset.run !== undefined) {
+    act(button, 'run', `/api/jobs/${encodeURIComponent(button.dataset.run)}/runs`);
+  } else if (button.dataset.cancel !== undefined) {
+    const id = button.dataset.cancel;
+    if (window.confirm(`Cancel run #${id}? Its copies resume from what the target staged next time.`)) {
+      act(button, 'cancel', `/api/runs/${encodeURIComponent(id)}/cancel`);
+    }
+  }
+}
+
+// ---- The token ----------------------------------------------------------------------------
+
+function storage() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null;
+  }
+}
+
+/** `#token=…` wins over a stored token; the fragment leaves the address bar (and history). */
+function tokenFromFragment() {
+  const m = /(?:^#|&)token=([^&]*)/.exec(window.location.hash);
+  if (!m) return null;
+  window.history.replaceState(null, '', window.location.pathname + window.location.search);
+  try {
+    return decodeURIComponent(m[1]).trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+function stop() {
+  state.abort?.abort();
+  state.abort = null;
+  clearInterval(state.timer);
+  state.timer = null;
+  state.progress.clear();
+}
+
+/** Shows the form and no data: none was given, or the daemon refused it. */
+function needToken(refused) {
+  stop();
+  state.token = null;
+  storage()?.removeItem(TOKEN_KEY);
+  document.body.dataset.state = 'needs-token';
+  $('data').hidden = true;
+  for (const id of ['status', 'jobs', 'runs', 'problems', 'events', 'progress'])
+    $(id).tBodies[0].replaceChildren();
+  $('forget').hidden = true;
+  $('updated').textContent = '';
+  setConnection('offline', '');
+  $('token-form').hidden = false;
+  showMessage(
+    refused
+      ? 'The daemon refused this token. The dashboard needs the token from the api-token file in the daemon’s state directory (/var/lib/haven/api-token).'
+      : 'The dashboard needs the token: paste the contents of the api-token file in the daemon’s state directory (/var/lib/haven/api-token), or open the page as /#token=<token>.',
+    'error needs-token',
+  );
+  $('token-input').focus();
+}
+
+function start(token) {
+  stop();
+  state.token = token;
+  storage()?.setItem(TOKEN_KEY, token);
+  state.abort = new AbortController();
+  document.body.dataset.state = 'loading';
+  showMessage('Loading…', 'info');
+  refresh();
+  state.timer = setInterval(refresh, REFRESH_MS);
+}
+
+function boot() {
+  document.addEventListener('click', onClick);
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const token = $('token-input').value.trim();
+    $('token-input').value = '';
+    if (token) start(token);
+  });
+  $('forget').addEventListener('click', () => needToken(false));
+  window.addEventListener('hashchange', () => {
+    const token = tokenFromFragment();
+    if (token) start(token);
+  });
+  const token = tokenFromFragment() ?? storage()?.getItem(TOKEN_KEY);
+  if (token) start(token);
+  else needToken(false);
+}
+
+boot();
