@@ -4,7 +4,7 @@
  * code of cli/exit-codes.ts.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { asHavenError, type HavenError } from '../core/errors.ts';
@@ -15,6 +15,8 @@ import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
 export type RegisterCommand = (program: Command, context: () => CliContext) => void;
 
 const COMMANDS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'commands');
+/** `.ts` from the source tree, `.js` from the compiled one (scripts/build). */
+const EXT = extname(fileURLToPath(import.meta.url));
 
 /** Commands registered by a module of another name. */
 const COMMAND_MODULE: Record<string, string> = {
@@ -38,8 +40,8 @@ function commandModule(argv: readonly string[]): string | undefined {
       continue;
     }
     if (a.startsWith('-')) continue;
-    const file = `${COMMAND_MODULE[a] ?? a}.ts`;
-    return /^[a-z-]+\.ts$/.test(file) && existsSync(join(COMMANDS_DIR, file)) ? file : undefined;
+    const file = `${COMMAND_MODULE[a] ?? a}${EXT}`;
+    return /^[a-z-]+\.[jt]s$/.test(file) && existsSync(join(COMMANDS_DIR, file)) ? file : undefined;
   }
   return undefined;
 }
@@ -53,7 +55,7 @@ async function loadCommands(
   const files = one
     ? [one]
     : readdirSync(COMMANDS_DIR)
-        .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+        .filter((f) => f.endsWith(EXT) && !f.endsWith(`.test${EXT}`))
         .sort();
   for (const f of files) {
     const mod = (await import(pathToFileURL(join(COMMANDS_DIR, f)).href)) as { default?: RegisterCommand };

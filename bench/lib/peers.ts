@@ -1,0 +1,75 @@
+/**
+ * The peer tools the replication benchmark measures Haven against, each run exactly as an
+ * operator would run it here (Debian packages), measured with runMeasured:
+ *
+ * - `qemu-img convert` of the live image to raw (`-U`: the guest holds the image's lock), the
+ *   local copy limit;
+ * - `virtnbdbackup` (full or inc, into one backup directory) and `virtnbdrestore` of that
+ *   directory's whole chain into a fresh directory: the restored qcow2 is the bootable copy;
+ * - `rsync --inplace` of the stopped image onto the previous copy, with `--no-whole-file` (its
+ *   delta algorithm; local rsync defaults to whole-file) or without it.
+ */
+import { join } from 'node:path';
+import { type MeasuredRun, mustRun } from './proc.ts';
+
+export function qemuImgConvert(image: string, out: string): Promise<MeasuredRun> {
+  return mustRun('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', image, out]);
+}
+
+/**
+ * One virtnbdbackup run. Its NBD socket and scratch files go to `runDir`, which QEMU (as
+ * libvirt-qemu) must be able to write. No progress bar, no compression (its default).
+ */
+export function virtnbdbackup(o: {
+  domain: string;
+  level: 'full' | 'inc';
+  backupDir: string;
+  runDir: string;
+}): Promise<MeasuredRun> {
+  return mustRun('virtnbdbackup', [
+    '-d',
+    o.domain,
+    '-l',
+    o.level,
+    '-o',
+    o.backupDir,
+    '-n',
+    '-S',
+    o.runDir,
+    '-f',
+    join(o.runDir, 'virtnbdbackup.sock'),
+  ]);
+}
+
+/** Restores a backup directory's whole chain (full + every inc) into `outDir` (qcow2 images). */
+export function virtnbdrestore(o: {
+  backupDir: string;
+  outDir: string;
+  runDir: string;
+}): Promise<MeasuredRun> {
+  return mustRun('virtnbdrestore', [
+    '-i',
+    o.backupDir,
+    '-o',
+    o.outDir,
+    '-n',
+    '-f',
+    join(o.runDir, 'virtnbdrestore.sock'),
+    '-L',
+    join(o.runDir, 'virtnbdrestore.log'),
+  ]);
+}
+
+export function rsyncInplace(src: string, dst: string, wholeFile: boolean): Promise<MeasuredRun> {
+  return mustRun('rsync', [wholeFile ? '--whole-file' : '--no-whole-file', '--inplace', src, dst]);
+}
+
+/** The first line of a tool's --version output, for the report. */
+export async function toolVersion(command: string, args = ['--version']): Promise<string> {
+  try {
+    const r = await mustRun(command, args);
+    return (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '';
+  } catch (e) {
+    return `unavailable (${(e as Error).message.split('\n')[0]})`;
+  }
+}
