@@ -10,8 +10,9 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
+/** Newest mtime of `dir`'s files and directories (a deleted or renamed file changes its directory). */
 function newestIn(dir) {
-  let newest = 0;
+  let newest = statSync(dir).mtimeMs;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
     newest = Math.max(newest, e.isDirectory() ? newestIn(p) : statSync(p).mtimeMs);
