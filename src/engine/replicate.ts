@@ -425,6 +425,19 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
       attemptLog.push(attempt);
       try {
         sender ??= await o.connect();
+        if (attempts > 1) {
+          // The connection may have broken after the target committed this very point in time
+          // (its answer lost, or a receiver killed mid-commit that the new one rolled forward on
+          // QUERY): then the copy is done, and opening a delta on the old base would be refused.
+          const now = await sender.query(server.name);
+          if (now && now.pointInTime === source.pointInTime) {
+            log.info('the target had committed this point in time before the connection broke', {
+              generation: now.id,
+            });
+            generation = now;
+            break;
+          }
+        }
         const opened = await sender.open({
           server: server.name,
           job: o.job ?? 'manual',

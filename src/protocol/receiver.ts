@@ -69,6 +69,11 @@ export interface ReceiverOptions {
    * authenticate the peer, e.g. a client certificate its CA did not sign).
    */
   refuse?: HavenError;
+  /**
+   * Called after a generation is committed and before COMMITTED is sent. A crash-test hook:
+   * `haven receive` sets it only from HAVEN_TEST_FAULT (docs/stream-protocol.md, "Test hooks").
+   */
+  afterCommit?: () => void;
 }
 
 interface OpenDelta {
@@ -510,6 +515,7 @@ export class StreamReceiver {
     const generation = await d.writer.commit();
     this.delta = null;
     this.log.info('generation committed', { id: generation.id, pointInTime: generation.pointInTime });
+    this.o.afterCommit?.();
     this.out.write([encodeJson('COMMITTED', { generation })]);
   }
 

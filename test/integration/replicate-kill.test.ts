@@ -174,3 +174,50 @@ test(`SIGKILL of sender or receiver at random points, ${RUNS} runs`, async (t) =
   t.diagnostic(`${killedMidway} of ${RUNS} kills resumed a partly staged delta`);
   assert.ok(killedMidway > 0, 'at least one kill landed mid-transfer and was resumed from staged data');
 });
+
+test('the receiver dies after committing, before answering: the run finds its copy committed and succeeds', async (t) => {
+  const dir = await testDir(t, `${PREFIX}-commit`);
+  const h = await havenEnv(dir);
+  const faulty = await havenEnv(dir, { HAVEN_TEST_FAULT: 'receiver-after-commit' });
+  const store = join(dir, 'store');
+  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 32 }] });
+  const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
+  const image = join(store, `${guest.name}_${guest.disks[0]!.storeName}_1.raw`);
+  const protect = ['protect', guest.name, '--to', store, '--copies', '2'];
+
+  await guest.writePattern('vda', 3, 16);
+  await model.writePattern(3, 16);
+  const first = await havenJson<ProtectResult>(h, protect);
+  await guest.writePattern('vda', 4, 16);
+  await model.writePattern(4, 16);
+
+  // Every receiver this run starts dies right after committing: only the first gets that far.
+  const r = await havenJson<ProtectResult>(faulty, protect);
+  assert.equal(r.mode, 'incremental');
+  assert.equal(r.attemptLog.length, 2, 'one broken attempt, then one that found the copy done');
+  assert.equal(r.attemptLog[1]!.sentBytes, 0, 'nothing sent again');
+  assert.notEqual(r.generation.id, first.generation.id);
+  assert.equal(r.generation.pointInTime, r.pointInTime, 'the committed generation is this run’s');
+
+  const images = await havenJson<Array<{ generations: Array<{ seq: number; pointInTime: string }> }>>(h, [
+    'images',
+    guest.name,
+    '--store',
+    store,
+  ]);
+  assert.deepEqual(
+    images[0]!.generations.map((g) => [g.seq, g.pointInTime]),
+    [
+      [1, r.pointInTime],
+      [2, first.pointInTime],
+    ],
+  );
+  const v = await runHaven(h, ['verify', '--store', store, '--json']);
+  assert.equal(v.code, 0, v.stdout);
+  assert.equal(await firstDifference(image, model.path), -1, 'the newest generation equals the guest’s disk');
+
+  // The catalog recorded the delivery: the next run is incremental from this point in time.
+  await guest.writePattern('vda', 5, 4);
+  const next = await havenJson<ProtectResult>(h, protect);
+  assert.equal(next.mode, 'incremental');
+});

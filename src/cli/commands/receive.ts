@@ -147,6 +147,11 @@ export default function register(program: Command, context: () => CliContext): v
         checkpointEveryBytes,
         checkpointEveryMs,
         idleTimeoutMs,
+        // Crash tests only: die between committing a generation and saying so (the window where
+        // a sender must find out from the store itself that its copy is done).
+        ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
+          ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
+          : {}),
       };
       // --staging auto: the largest cache drive of this host (DESIGN §4.6), mounted if need be.
       const cache =
