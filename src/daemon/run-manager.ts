@@ -98,7 +98,6 @@ export class RunManager {
         catalog: this.o.catalog,
         runDir: this.o.runDir,
         trigger,
-        virsh: new Virsh({ log }),
         onServerFailed: (server, err) => guardAfterRefusal(new Virsh({ log }), server, err, log),
         signal: abort.signal,
         log,

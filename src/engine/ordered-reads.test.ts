@@ -75,3 +75,41 @@ test('companions are fetched per piece and delivered with it', async () => {
     [2000, 'digests@2000'],
   ]);
 });
+
+test('maxBytes bounds the bytes in flight, not only the number of reads', async () => {
+  let active = 0;
+  let peakBytes = 0;
+  const read = async (_offset: number, length: number) => {
+    active += length;
+    peakBytes = Math.max(peakBytes, active);
+    await new Promise((r) => setTimeout(r, 5));
+    active -= length;
+    return Buffer.alloc(length);
+  };
+  const big: Extent[] = [{ offset: 0, length: 64 * 1024, kind: 'data' }];
+  let n = 0;
+  for await (const _ of orderedReads(from(big), { read, inflight: 16, maxPiece: 4096, maxBytes: 16384 })) n++;
+  assert.equal(n, 16);
+  // Four 4 KiB pieces reach the limit; a fifth is only started once one was delivered.
+  assert.ok(peakBytes <= 16384 + 4096, `peak ${peakBytes}`);
+  assert.ok(peakBytes >= 8192, `reads still overlap (peak ${peakBytes})`);
+
+  // Small pieces: the count limit applies.
+  let activeReads = 0;
+  let peakReads = 0;
+  const small = async (_offset: number, length: number) => {
+    activeReads++;
+    peakReads = Math.max(peakReads, activeReads);
+    await new Promise((r) => setTimeout(r, 5));
+    activeReads--;
+    return Buffer.alloc(length);
+  };
+  for await (const _ of orderedReads(from(big), {
+    read: small,
+    inflight: 3,
+    maxPiece: 1024,
+    maxBytes: 1 << 20,
+  })) {
+  }
+  assert.equal(peakReads, 3);
+});

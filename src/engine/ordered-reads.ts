@@ -2,7 +2,7 @@
  * Parallel reads delivered in order. Several NBD reads are in flight at once (latency hiding;
  * QEMU serves them concurrently) but the stream must carry extents in ascending order per disk,
  * because the receiver's resume watermark means "everything below was sent". Memory is bounded
- * by `inflight × maxPiece`, whatever the disk size.
+ * by `inflight × maxPiece` (and by `maxBytes`), whatever the disk size.
  */
 import type { Extent } from '../core/extent.ts';
 import { splitExtents } from './plan.ts';
@@ -19,6 +19,8 @@ export interface OrderedReadOptions<T> {
   read: (offset: number, length: number) => Promise<Buffer>;
   /** Pieces (reads) in flight at once. */
   inflight: number;
+  /** …and at most about this many bytes of them (one piece may go over). Default: no limit. */
+  maxBytes?: number;
   /** Largest piece, bytes: a multiple of the chunk size. */
   maxPiece: number;
   /** Started together with each piece's read, awaited before the piece is delivered. */
@@ -31,6 +33,9 @@ export async function* orderedReads<T = undefined>(
 ): AsyncGenerator<Piece<T>> {
   const source = splitExtents(extents, options.maxPiece)[Symbol.asyncIterator]();
   const queue: Promise<Piece<T>>[] = [];
+  const sizes: number[] = [];
+  let queuedBytes = 0;
+  const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
   let exhausted = false;
   const start = (extent: Extent): Promise<Piece<T>> => {
     const data = extent.kind === 'data' ? options.read(extent.offset, extent.length) : undefined;
@@ -41,7 +46,11 @@ export async function* orderedReads<T = undefined>(
     return (async () => ({ extent, data: await data, companion: await comp }))();
   };
   const fill = async () => {
-    while (!exhausted && queue.length < Math.max(1, options.inflight)) {
+    while (
+      !exhausted &&
+      queue.length < Math.max(1, options.inflight) &&
+      (queuedBytes < maxBytes || queue.length === 0)
+    ) {
       const next = await source.next();
       if (next.done) {
         exhausted = true;
@@ -50,12 +59,16 @@ export async function* orderedReads<T = undefined>(
       const p = start(next.value);
       p.catch(() => {});
       queue.push(p);
+      const size = next.value.kind === 'data' ? next.value.length : 0;
+      sizes.push(size);
+      queuedBytes += size;
     }
   };
   try {
     await fill();
     while (queue.length > 0) {
       const piece = await queue.shift()!;
+      queuedBytes -= sizes.shift()!;
       await fill();
       yield piece;
     }

@@ -10,8 +10,8 @@ import { chunkDigests, DIGEST_BYTES, type DigestAlgorithm, zeroRangeDigests } fr
 import type { Extent } from '../core/extent.ts';
 import type { Logger } from '../core/log.ts';
 import { CONTEXT_BASE_ALLOCATION, mapExtents, type NbdClient } from '../nbd/index.ts';
-import type { StreamSender } from '../protocol/index.ts';
-import { orderedReads } from './ordered-reads.ts';
+import { BufferPool, type StreamSender } from '../protocol/index.ts';
+import { orderedReads, type Piece } from './ordered-reads.ts';
 import { clipBelow, type PlanMode, planDisk, planTotals } from './plan.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { TokenBucket } from './rate-limit.ts';
@@ -30,8 +30,9 @@ export interface DiskTransferOptions {
   from: number;
   chunkSize: number;
   digest: DigestAlgorithm;
-  /** Read size (a multiple of chunkSize) and reads in flight. */
+  /** Largest piece per frame (a multiple of chunkSize), NBD request size, requests in flight. */
   pieceBytes: number;
+  requestBytes: number;
   inflight: number;
   /** Send a MARK (resume watermark) after this many bytes of progress. */
   markEvery: number;
@@ -85,9 +86,21 @@ export async function transferDisk(o: DiskTransferOptions): Promise<DiskTransfer
   let sinceMark = 0;
   let wire = sender.bytesOnWire;
 
+  // Read buffers are reused once the stream has written them (sendData's onReleased): a fresh
+  // buffer per read made the garbage collector the sender's largest cost (bench/README.md).
+  const pool = new BufferPool(o.pieceBytes);
   const pieces = orderedReads<Buffer>(plan, {
-    read: (offset, length) => client.read(offset, length),
+    read: async (offset, length) => {
+      const buf = pool.take(length);
+      const parts: Promise<void>[] = [];
+      for (let at = 0; at < length; at += o.requestBytes) {
+        parts.push(client.readInto(offset + at, buf, at, Math.min(o.requestBytes, length - at)));
+      }
+      await Promise.all(parts);
+      return buf;
+    },
     inflight: o.inflight,
+    maxBytes: o.inflight * o.requestBytes,
     maxPiece: o.pieceBytes,
     companion: o.compare
       ? (e) => sender.expectedDigests(disk, Math.floor(e.offset / chunkSize), Math.ceil(e.length / chunkSize))
@@ -101,39 +114,20 @@ export async function transferDisk(o: DiskTransferOptions): Promise<DiskTransfer
       ? chunkDigests(o.digest, data, chunkSize)
       : zeroRangeDigests(o.digest, extent.offset, extent.length, chunkSize, o.size);
     if (data) result.readBytes += data.length;
+    // One reference for this loop, one per send until the stream released it.
+    let refs = 1;
+    const drop = () => {
+      if (--refs === 0) pool.release(data);
+    };
+    const hold = () => {
+      refs++;
+      return drop;
+    };
 
-    if (!o.compare) {
-      await send(o, extent, data, digests, result);
-    } else {
-      // Runs of chunks whose digest differs from the target's, sent as sub-extents.
-      const expected = piece.companion!;
-      const n = digests.length / DIGEST_BYTES;
-      let runStart = -1;
-      for (let i = 0; i <= n; i++) {
-        const differs =
-          i < n &&
-          digests.compare(
-            expected,
-            i * DIGEST_BYTES,
-            (i + 1) * DIGEST_BYTES,
-            i * DIGEST_BYTES,
-            (i + 1) * DIGEST_BYTES,
-          ) !== 0;
-        if (differs && runStart < 0) runStart = i;
-        if (!differs && runStart >= 0) {
-          const off = runStart * chunkSize;
-          const end = Math.min(i * chunkSize, extent.length);
-          await send(
-            o,
-            { offset: extent.offset + off, length: end - off, kind: extent.kind },
-            data?.subarray(off, end),
-            digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES),
-            result,
-          );
-          runStart = -1;
-        }
-        if (!differs && i < n) result.skippedBytes += Math.min(chunkSize, extent.length - i * chunkSize);
-      }
+    try {
+      await sendPiece(o, piece, digests, result, hold);
+    } finally {
+      drop();
     }
 
     const end = extent.offset + extent.length;
@@ -151,16 +145,65 @@ export async function transferDisk(o: DiskTransferOptions): Promise<DiskTransfer
   return result;
 }
 
+/**
+ * Sends one piece: whole, or in compare mode only the runs of chunks whose digest differs from
+ * the target's, as sub-extents. `hold` takes a reference on the piece's buffer that the stream
+ * drops once it has written it.
+ */
+async function sendPiece(
+  o: DiskTransferOptions,
+  piece: Piece<Buffer>,
+  digests: Buffer,
+  result: DiskTransferResult,
+  hold: () => () => void,
+): Promise<void> {
+  const { extent, data } = piece;
+  if (!o.compare) {
+    await send(o, extent, data, digests, result, hold);
+    return;
+  }
+  const expected = piece.companion!;
+  const n = digests.length / DIGEST_BYTES;
+  let runStart = -1;
+  for (let i = 0; i <= n; i++) {
+    const differs =
+      i < n &&
+      digests.compare(
+        expected,
+        i * DIGEST_BYTES,
+        (i + 1) * DIGEST_BYTES,
+        i * DIGEST_BYTES,
+        (i + 1) * DIGEST_BYTES,
+      ) !== 0;
+    if (differs && runStart < 0) runStart = i;
+    if (!differs && runStart >= 0) {
+      const off = runStart * o.chunkSize;
+      const end = Math.min(i * o.chunkSize, extent.length);
+      await send(
+        o,
+        { offset: extent.offset + off, length: end - off, kind: extent.kind },
+        data?.subarray(off, end),
+        digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES),
+        result,
+        hold,
+      );
+      runStart = -1;
+    }
+    if (!differs && i < n) result.skippedBytes += Math.min(o.chunkSize, extent.length - i * o.chunkSize);
+  }
+}
+
 async function send(
   o: DiskTransferOptions,
   extent: Extent,
   data: Buffer | undefined,
   digests: Buffer,
   result: DiskTransferResult,
+  hold: () => () => void,
 ): Promise<void> {
   if (extent.length === 0) return;
   if (data) {
-    await o.sender.sendData(o.disk, extent.offset, data, digests);
+    await o.sender.sendData(o.disk, extent.offset, data, digests, hold());
     result.dataBytes += extent.length;
   } else {
     await o.sender.sendZero(o.disk, extent.offset, extent.length);

@@ -130,7 +130,7 @@ function errorInfo(e: HavenError): NonNullable<ServerReport['error']> {
 
 /** Reads in flight from the job's memory budget: a quarter of it in read-ahead. */
 export function tuningFor(job: JobConfig): Partial<ProtectTuning> {
-  const inflight = Math.floor(job.buffer / 4 / DEFAULT_TUNING.pieceBytes);
+  const inflight = Math.floor(job.buffer / 4 / DEFAULT_TUNING.requestBytes);
   return { inflight: Math.max(1, Math.min(64, inflight)) };
 }
 
@@ -174,7 +174,8 @@ class JobRun {
     const job = o.config.jobs[o.job];
     if (!job) throw jobNotFound(o.job, Object.keys(o.config.jobs));
     this.job = job;
-    this.virsh = o.virsh ?? new Virsh({ log: o.log });
+    // One virsh process serves the run's libvirt calls (a caller's Virsh is the caller's to close).
+    this.virsh = o.virsh ?? new Virsh({ log: o.log, session: true });
   }
 
   private update(u: JobUpdate): void {
@@ -670,6 +671,7 @@ export async function runJob(o: RunJobOptions): Promise<JobRunResult> {
   try {
     return await run.run();
   } finally {
+    if (!o.virsh) run.virsh.close();
     await o.events?.flush();
   }
 }

@@ -215,6 +215,11 @@ export interface DecoderOptions {
    * new buffer per frame). The receiver passes reusable buffers for data extents.
    */
   allocBody?: (type: FrameName, length: number) => Buffer;
+  /**
+   * Copy every body out of the pushed chunk, never return a view of it, so the caller may reuse
+   * the chunk's memory as soon as push() returns.
+   */
+  copyBodies?: boolean;
 }
 
 export class FrameDecoder {
@@ -261,7 +266,7 @@ export class FrameDecoder {
           }
         }
         const want = this.bodyLength - this.bodyFill;
-        if (this.body === null && chunk.length - pos >= want) {
+        if (this.body === null && chunk.length - pos >= want && !this.o.copyBodies) {
           out.push({ type: this.type!, body: chunk.subarray(pos, pos + want) });
           pos += want;
           this.reset();

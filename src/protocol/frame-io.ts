@@ -19,14 +19,18 @@ export class FrameWriter {
     private readonly onWriteError: (e: Error) => void,
   ) {}
 
-  /** Queues one frame made of `parts` (header first). */
-  write(parts: readonly Buffer[]): void {
+  /**
+   * Queues one frame made of `parts` (header first). `onWritten` runs once the stream has
+   * finished with the parts (written, or failed): only then may their memory be reused.
+   */
+  write(parts: readonly Buffer[], onWritten?: () => void): void {
     let n = 0;
     for (const p of parts) n += p.length;
     this.bytesOut += n;
     this.queued += n;
     const done = (err?: Error | null) => {
       this.queued -= n;
+      onWritten?.();
       if (err) {
         this.fail(err);
         this.onWriteError(err);
@@ -36,6 +40,7 @@ export class FrameWriter {
     };
     if (this.failure || this.stream.destroyed || this.stream.writableEnded) {
       this.queued -= n;
+      onWritten?.();
       return;
     }
     if (parts.length === 1) {

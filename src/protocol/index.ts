@@ -3,6 +3,7 @@
  * over any byte stream. The engine drives a StreamSender; `haven receive` runs a StreamReceiver
  * over the store.
  */
+export { BufferPool } from './buffer-pool.ts';
 export { PROTOCOL_CODES, type ProtocolCode, ProtocolError, RemoteError } from './errors.ts';
 export {
   type CompressionAlgorithm,

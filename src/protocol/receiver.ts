@@ -17,7 +17,6 @@ import { checkName } from '../core/names.ts';
 import { activeAtDrError } from '../store/errors.ts';
 import type { DeltaWriter, Generation, Store } from '../store/types.ts';
 import { BufferPool } from './buffer-pool.ts';
-import { ChunkReader } from './chunk-reader.ts';
 import {
   decodeFrame,
   encodeDigestsHead,
@@ -31,6 +30,7 @@ import { DeltaTracker } from './delta-tracker.ts';
 import { createHasher, extentDigests } from './digests.ts';
 import { ProtocolError, protoError, RemoteError } from './errors.ts';
 import { FrameWriter } from './frame-io.ts';
+import { type ByteSource, FrameQueue, readableSource } from './frame-queue.ts';
 import {
   type CompressionAlgorithm,
   EXTENT_DATA_HEADER_BYTES,
@@ -74,6 +74,11 @@ export interface ReceiverOptions {
    * `haven receive` sets it only from HAVEN_TEST_FAULT (docs/stream-protocol.md, "Test hooks").
    */
   afterCommit?: () => void;
+  /**
+   * Where the sender's bytes come from, when not from `stream`'s readable side (a socket that
+   * reads into one reused buffer: transport/stdio.ts). `stream` still carries the answers.
+   */
+  input?: ByteSource;
 }
 
 interface OpenDelta {
@@ -124,6 +129,7 @@ export class StreamReceiver {
     this.decoder = new FrameDecoder({
       allocBody: (type, length) =>
         type === 'EXTENT' && length > POOL_THRESHOLD ? this.bodies.take(length) : Buffer.allocUnsafe(length),
+      copyBodies: true,
     });
     this.out = new FrameWriter(stream, o.maxQueuedBytes ?? 8 * 1024 * 1024, () => {});
     if (this.maxExtentBytes % store.descriptor.chunkSize !== 0) {
@@ -144,7 +150,10 @@ export class StreamReceiver {
    * while a delta was open).
    */
   async run(): Promise<void> {
-    const it = new ChunkReader(this.stream);
+    const frames = new FrameQueue(this.decoder, this.o.input ?? readableSource(this.stream));
+    // With a separate input, failures of the stream itself (a timeout below, the answering side
+    // breaking) still end the session.
+    if (this.o.input) this.stream.on('error', (e: Error) => frames.fail(e));
     const helloTimer = setTimeout(() => {
       if (this.state === 'handshake') {
         this.stream.destroy(protoError('PROTO_TIMEOUT', 'no HELLO in time', { ms: this.o.helloTimeoutMs }));
@@ -169,14 +178,14 @@ export class StreamReceiver {
     idleTimer.unref();
     try {
       if (this.o.refuse) {
-        await this.fatal(this.o.refuse, it);
+        await this.fatal(this.o.refuse, frames);
         throw this.o.refuse;
       }
       for (;;) {
-        let next: IteratorResult<unknown>;
+        let next: Awaited<ReturnType<FrameQueue['next']>>;
         try {
           waitingSince = Date.now();
-          next = await it.next();
+          next = await frames.next();
           waitingSince = null;
         } catch (e) {
           // The stream broke (reset, TLS failure, child gone): nobody to tell.
@@ -188,25 +197,24 @@ export class StreamReceiver {
           throw err;
         }
         try {
-          if (next.done) {
+          if (next.kind === 'bad') throw next.error;
+          if (next.kind === 'end') {
             this.decoder.end();
             await this.connectionEnded(null);
             return;
           }
-          for (const raw of this.decoder.push(next.value as Buffer)) {
-            const step = receiverStep(this.state, raw.type);
-            await this.handle(decodeFrame(raw), step);
-            if (this.state === 'closed') {
-              await this.out.end();
-              return;
-            }
+          const step = receiverStep(this.state, next.raw.type);
+          await this.handle(decodeFrame(next.raw), step);
+          if (this.state === 'closed') {
+            await this.out.end();
+            return;
           }
         } catch (e) {
           const err = asHavenError(e);
           if (err instanceof RemoteError || err.code === 'PROTO_CONNECTION_LOST') {
             await this.connectionEnded(err);
           } else {
-            await this.fatal(err, it);
+            await this.fatal(err, frames);
           }
           throw err;
         }
@@ -597,7 +605,7 @@ export class StreamReceiver {
    * A fatal protocol error: tell the sender, close the delta unsealed, then read and drop what the
    * sender already had in flight until it hangs up, so the ERROR frame is not lost to a reset.
    */
-  private async fatal(err: HavenError, it: AsyncIterator<unknown>): Promise<void> {
+  private async fatal(err: HavenError, frames: FrameQueue): Promise<void> {
     this.log.error(`rejected: ${err.message}`, {
       code: err.code,
       server: this.lastServer,
@@ -611,11 +619,7 @@ export class StreamReceiver {
     const timer = setTimeout(() => this.stream.destroy(), 10_000);
     timer.unref();
     try {
-      while (!(await it.next()).done) {
-        // Dropped: the session is over.
-      }
-    } catch {
-      // The peer reset the connection: nothing left to do.
+      await frames.drain();
     } finally {
       clearTimeout(timer);
     }

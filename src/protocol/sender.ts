@@ -245,15 +245,37 @@ export class StreamSender {
   /**
    * Sends data at `offset` (chunk-aligned; the end too, unless it is the disk's end). Larger
    * buffers are split into frames of at most maxExtentBytes. `data` is written without a copy:
-   * do not modify it afterwards. `chunkDigests`, if given, must be the digests of `data`'s chunks.
+   * do not modify it until `onReleased` ran. `chunkDigests`, if given, must be the digests of
+   * `data`'s chunks. `onReleased` runs exactly once, whether the call succeeds or not, as soon as
+   * the stream holds no reference to `data` any more (every frame written, or none will be): the
+   * caller may then reuse the buffer.
    */
-  async sendData(disk: string, offset: number, data: Buffer, chunkDigests?: Buffer): Promise<void> {
-    this.op('sendData');
-    this.sending = true;
+  async sendData(
+    disk: string,
+    offset: number,
+    data: Buffer,
+    chunkDigests?: Buffer,
+    onReleased?: () => void,
+  ): Promise<void> {
+    // One reference for this call, one per frame until the stream's write callback.
+    let refs = 1;
+    const drop = () => {
+      if (--refs === 0) onReleased?.();
+    };
+    const hold = () => {
+      refs++;
+      return drop;
+    };
     try {
-      await this.sendDataFrames(disk, offset, data, chunkDigests);
+      this.op('sendData');
+      this.sending = true;
+      try {
+        await this.sendDataFrames(disk, offset, data, chunkDigests, hold);
+      } finally {
+        this.sending = false;
+      }
     } finally {
-      this.sending = false;
+      drop();
     }
   }
 
@@ -261,7 +283,8 @@ export class StreamSender {
     disk: string,
     offset: number,
     data: Buffer,
-    chunkDigests?: Buffer,
+    chunkDigests: Buffer | undefined,
+    hold: () => () => void,
   ): Promise<void> {
     const t = this.tracker!;
     const d = t.diskByName(disk);
@@ -291,10 +314,13 @@ export class StreamSender {
       this.stats.dataFrames++;
       this.stats.dataBytes += piece.length;
       this.stats.payloadBytes += payload.length;
-      this.out.write([
-        encodeExtentHead({ ...e, encoding: packed ? 'zstd' : 'raw', digest: root }, payload.length),
-        payload,
-      ]);
+      this.out.write(
+        [
+          encodeExtentHead({ ...e, encoding: packed ? 'zstd' : 'raw', digest: root }, payload.length),
+          payload,
+        ],
+        hold(),
+      );
       await this.out.ready();
       this.throwIfFailed();
     }

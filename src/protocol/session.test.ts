@@ -130,6 +130,40 @@ describe('stream session (memory store)', () => {
     }
   });
 
+  it('hands a data buffer back once the stream has written every frame of it, and only then', async () => {
+    const store = new MemoryStore();
+    // Small frames, so one sendData is several frames and several write callbacks.
+    const { sender, done } = await session(store, {
+      maxExtentBytes: 2 * C,
+      compression: { algorithm: 'none', level: 0 },
+    });
+    const released: string[] = [];
+    // Refused before any frame (no delta open): released all the same.
+    await assert.rejects(sender.sendData('vda', 0, Buffer.alloc(C), undefined, () => released.push('early')));
+    await sender.open(meta());
+    const img = content(7, SIZE);
+    const pieces = [0, 10 * C, 20 * C, 30 * C, SIZE];
+    for (let i = 0; i + 1 < pieces.length; i++) {
+      // A copy of the bytes, overwritten once released: a buffer reused too early corrupts the copy.
+      const buf = Buffer.from(img.subarray(pieces[i], pieces[i + 1]));
+      await sender.sendData('vda', pieces[i]!, buf, undefined, () => {
+        released.push(`piece ${i}`);
+        buf.fill(0xaa);
+      });
+    }
+    sender.mark('vda', SIZE);
+    await sender.sendZero('vdb', 0, 8 * C);
+    sender.mark('vdb', 8 * C);
+    await sender.endDelta({
+      disks: { vda: { dataBytes: SIZE, zeroBytes: 0 }, vdb: { dataBytes: 0, zeroBytes: 8 * C } },
+    });
+    await sender.commit();
+    assert.deepEqual(released, ['early', 'piece 0', 'piece 1', 'piece 2', 'piece 3']);
+    assert.ok(store.image('web', 'vda').equals(img));
+    await sender.close();
+    await done;
+  });
+
   it('carries several servers and queries on one connection', async () => {
     const store = new MemoryStore();
     const { sender, done } = await session(store);

@@ -82,28 +82,17 @@ export class JoinedStream extends Duplex {
     this.src.resume();
   }
 
+  // The callback runs once the inner stream has finished with the chunk (its own write callback),
+  // not when it merely buffered it: a sender reuses a frame's memory after that callback.
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    if (this.dst.write(chunk)) cb();
-    else this.afterDrain(cb);
+    this.dst.write(chunk, () => cb());
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
     this.dst.cork();
-    let ok = true;
-    for (const c of chunks) ok = this.dst.write(c.chunk);
+    for (let i = 0; i < chunks.length - 1; i++) this.dst.write(chunks[i]!.chunk);
+    this.dst.write(chunks[chunks.length - 1]!.chunk, () => cb());
     this.dst.uncork();
-    if (ok) cb();
-    else this.afterDrain(cb);
-  }
-
-  private afterDrain(cb: (e?: Error | null) => void): void {
-    const done = () => {
-      this.dst.off('drain', done);
-      this.dst.off('close', done);
-      cb();
-    };
-    this.dst.on('drain', done);
-    this.dst.on('close', done);
   }
 
   override _final(cb: (e?: Error | null) => void): void {

@@ -12,6 +12,7 @@ import { parseTarget, type Target } from './url.ts';
 export { type ChildOptions, HAVEN_BIN, shellQuote, sshArgs } from './child.ts';
 export { type Connection, JoinedStream } from './connection.ts';
 export { TransportError } from './errors.ts';
+export { type StdioConnection, stdioConnection } from './stdio.ts';
 export {
   connectTls,
   listenTls,

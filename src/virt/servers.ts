@@ -2,13 +2,15 @@
  * Servers (libvirt domains) and their disks, as Haven sees them: state, persistence, and for
  * every disk its device kind, source, format, virtual size and the store disk name (DESIGN §4.1).
  *
- * All facts for all domains come from three batched virsh runs (names; dominfo + dumpxml +
- * domblkinfo per domain; vol-path per volume disk), so listing a large host stays quick.
+ * All facts for all domains come from three batched virsh runs (names; dominfo + dumpxml per
+ * domain; vol-path per volume disk), so listing a large host stays quick. Virtual sizes come from
+ * the images themselves, never from the running QEMU (image-size.ts says why).
  */
 import { basename } from 'node:path';
 import { type DiskDevice, DomainXml } from '../core/domain-xml.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { VirtError, virshError } from './errors.ts';
+import { localVirtualSize } from './image-size.ts';
 import { type DomainState, parseDomainState } from './lifecycle.ts';
 import { qemuImgInfo } from './qemu-img.ts';
 import { type BatchResult, batchError, type Virsh } from './virsh.ts';
@@ -78,16 +80,6 @@ function parseDominfo(text: string): Map<string, string> {
   return m;
 }
 
-/** `domblkinfo --all` table: target → capacity in bytes ("-" for no medium). */
-function parseBlkinfo(text: string): Map<string, number> {
-  const sizes = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const cols = line.trim().split(/\s+/);
-    if (cols.length >= 2 && /^\d+$/.test(cols[1] ?? '') && cols[0]) sizes.set(cols[0], Number(cols[1]));
-  }
-  return sizes;
-}
-
 function diskFromXml(xml: DomainXml): Array<ServerDisk & { element: unknown }> {
   return xml.disks().map((d) => {
     const source = xml.child(d.element, 'source');
@@ -146,20 +138,28 @@ async function buildServer(
   name: string,
   info: BatchResult,
   dump: BatchResult,
-  blk: BatchResult,
   log: Logger,
 ): Promise<Server> {
   if (!info.ok) throw batchError(['dominfo', name], info);
   if (!dump.ok) throw batchError(['dumpxml', name], dump);
   const fields = parseDominfo(info.stdout);
   const xml = DomainXml.parse(dump.stdout);
-  const sizes = blk.ok ? parseBlkinfo(blk.stdout) : new Map<string, number>();
   const disks: ServerDisk[] = diskFromXml(xml).map(({ element: _e, ...d }) => d);
   await resolveVolumes(virsh, disks);
   for (const d of disks) {
-    d.virtualSize = sizes.get(d.target);
-    // Fall back to the image itself (domblkinfo fails as a whole when one source is missing).
-    if ((d.virtualSize === undefined || d.format === undefined) && d.path && !d.empty) {
+    if (!d.path || d.empty) {
+      finishDisk(d);
+      continue;
+    }
+    let readable = true;
+    try {
+      d.virtualSize = await localVirtualSize(d.path, d.format);
+    } catch (e) {
+      readable = false;
+      log.verbose('cannot read disk image', { server: name, disk: d.target, path: d.path, err: e });
+    }
+    // Formats other than raw and qcow2, or no <driver type>: qemu-img reads the image (-U).
+    if (readable && (d.virtualSize === undefined || d.format === undefined)) {
       try {
         const img = await qemuImgInfo(d.path, { format: d.format, log });
         d.virtualSize ??= img.virtualSize;
@@ -190,18 +190,17 @@ async function describe(
 ): Promise<Server[]> {
   const cmds: string[][] = [];
   for (const n of names) {
-    cmds.push(['dominfo', '--domain', n], ['dumpxml', '--domain', n], ['domblkinfo', '--domain', n, '--all']);
+    cmds.push(['dominfo', '--domain', n], ['dumpxml', '--domain', n]);
   }
   const results = await virsh.batch(cmds);
   const servers: Server[] = [];
   for (let i = 0; i < names.length; i++) {
     const name = names[i] as string;
     const missing: BatchResult = { ok: false, stdout: '', error: 'no output from virsh' };
-    const info = results[3 * i] ?? missing;
-    const dump = results[3 * i + 1] ?? missing;
-    const blk = results[3 * i + 2] ?? missing;
+    const info = results[2 * i] ?? missing;
+    const dump = results[2 * i + 1] ?? missing;
     try {
-      servers.push(await buildServer(virsh, name, info, dump, blk, log));
+      servers.push(await buildServer(virsh, name, info, dump, log));
     } catch (e) {
       // A transient domain that stopped between "list" and "dominfo" is simply gone.
       if (skipVanished && e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_FOUND') continue;

@@ -13,6 +13,10 @@ import { HavenError } from '../core/errors.ts';
 import { CommandError, exec } from '../core/exec.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { VirtError, virshError, virshErrorText } from './errors.ts';
+import { quoteVirshArg } from './virsh-quote.ts';
+import { SessionBroken, VirshSession } from './virsh-session.ts';
+
+export { quoteVirshArg };
 
 export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
 
@@ -26,6 +30,11 @@ export interface VirshOptions {
   log?: Logger;
   /** Per-call limit unless the call gives its own (default 120 s). */
   timeoutMs?: number;
+  /**
+   * Run commands through one long-lived virsh process while it is free (virsh-session.ts); a
+   * command issued while it is busy runs in a process of its own. Call close() when done.
+   */
+  session?: boolean;
 }
 
 export interface RunOptions {
@@ -39,11 +48,6 @@ export interface BatchResult {
   error: string | undefined;
 }
 
-/** Quotes one argument for virsh's own command parser (used in batch scripts). */
-export function quoteVirshArg(arg: string): string {
-  return `'${arg.replace(/'/g, `'\\''`)}'`;
-}
-
 const MARK = '@@HAVEN-BATCH-';
 /** virsh takes the whole script as one argument, and Linux caps one argument at 128 KiB. */
 const MAX_SCRIPT = 96 * 1024;
@@ -52,11 +56,20 @@ export class Virsh {
   readonly uri: string;
   readonly log: Logger;
   private readonly timeoutMs: number;
+  private readonly useSession: boolean;
+  private session: VirshSession | null = null;
 
   constructor(options: VirshOptions = {}) {
     this.uri = libvirtUri(options.uri);
     this.log = options.log ?? silentLogger;
     this.timeoutMs = options.timeoutMs ?? 120_000;
+    this.useSession = options.session ?? false;
+  }
+
+  /** Ends the session process, if any (later calls start a new one). */
+  close(): void {
+    this.session?.close();
+    this.session = null;
   }
 
   private env(): NodeJS.ProcessEnv {
@@ -67,10 +80,18 @@ export class Virsh {
   async run(args: readonly string[], options: RunOptions = {}): Promise<string> {
     const argv = ['-c', this.uri, ...args];
     this.log.debug('virsh', { args });
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    if (this.useSession) {
+      if (!this.session?.alive) this.session = new VirshSession(this.uri, this.env());
+      if (!this.session.busy) {
+        const r = await this.runInSession(this.session, args, timeoutMs);
+        if (r !== null) return r;
+      }
+    }
     try {
       const r = await exec('virsh', argv, {
         env: this.env(),
-        timeoutMs: options.timeoutMs ?? this.timeoutMs,
+        timeoutMs,
       });
       return r.stdout;
     } catch (e) {
@@ -99,6 +120,43 @@ export class Virsh {
       return await this.run(args(paths), options);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * One command through the session: its stdout, a classified VirtError when it printed an
+   * "error: " line, or null when the session broke before the command began (the caller then
+   * runs it on its own).
+   */
+  private async runInSession(
+    session: VirshSession,
+    args: readonly string[],
+    timeoutMs: number,
+  ): Promise<string | null> {
+    try {
+      const r = await session.run(args, timeoutMs);
+      // After libvirtd restarted, virsh reconnects and says so as an error; the command ran.
+      const stderr = r.stderr.replace(/^error: Reconnected to the hypervisor\n/m, '');
+      if (/^error: /m.test(stderr)) throw virshError(args, stderr, 1);
+      return r.stdout;
+    } catch (e) {
+      if (!(e instanceof SessionBroken)) throw e;
+      if (this.session === session) this.session = null;
+      if (e.timedOut) {
+        throw new VirtError(
+          'VIRT_TIMEOUT',
+          `virsh ${args[0] ?? ''} did not finish in time (libvirt ${this.uri})`,
+          {
+            details: { args: [...args] },
+            cause: e,
+          },
+        );
+      }
+      if (!e.started) return null;
+      throw new VirtError('VIRT_COMMAND_FAILED', `virsh ${args[0] ?? ''}: ${e.message}`, {
+        details: { args: [...args] },
+        cause: e,
+      });
     }
   }
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
@@ -191,4 +191,47 @@ test('haven servers: unknown server is exit 4, unreachable libvirtd is exit 5, b
     listServers(new Virsh({ uri: 'qemu:///system?socket=/nonexistent' })),
     (e: unknown) => e instanceof VirtError && e.code === 'VIRT_NO_LIBVIRTD',
   );
+});
+
+test('listing a server while its pull-mode backups start leaves the guest running', async (t) => {
+  // QEMU 7.2 aborts when `query-named-block-nodes` (what libvirt sends for domblkinfo on a
+  // running domain) meets a scratch qcow2 that backup-begin is still opening; with domblkinfo
+  // in the listing this killed the guest within about fifteen backups. Listing must not query
+  // the running QEMU's block nodes at all.
+  const dir = await testDir(t, `${PREFIX}-race`);
+  const g = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 32 }, { sizeMiB: 32 }] });
+  const lister = new Virsh({ session: true });
+  t.after(() => lister.close());
+  const virsh = new Virsh();
+  let stop = false;
+  let listings = 0;
+  const listing = (async () => {
+    while (!stop) {
+      const s = await getServer(lister, g.name);
+      assert.equal(s.disks[0]?.virtualSize, 32 * MiB);
+      listings++;
+    }
+  })();
+  try {
+    for (let i = 0; i < 25; i++) {
+      const xml = join(dir, `backup-${i}.xml`);
+      const disks = ['vda', 'vdb']
+        .map(
+          (d) =>
+            `<disk name='${d}' backup='yes' type='file'><scratch file='${dir}/scratch-${i}-${d}.qcow2'/></disk>`,
+        )
+        .join('');
+      await writeFile(
+        xml,
+        `<domainbackup mode='pull'><server transport='unix' socket='${dir}/nbd-${i}.sock'/><disks>${disks}</disks></domainbackup>`,
+      );
+      await virsh.run(['backup-begin', '--domain', g.name, '--backupxml', xml]);
+      await virsh.run(['domjobabort', '--domain', g.name]);
+    }
+  } finally {
+    stop = true;
+    await listing;
+  }
+  assert.ok(listings > 25, `the listing ran beside the backups (${listings} times)`);
+  assert.equal((await getServer(virsh, g.name)).state, 'running');
 });

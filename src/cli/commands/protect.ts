@@ -119,7 +119,7 @@ export default function register(program: Command, context: () => CliContext): v
         tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
       });
       const log = flags.dryRun ? ctx.log : ctx.openRunLog(`protect-${serverName}`);
-      const virsh = new Virsh({ log });
+      const virsh = new Virsh({ log, session: true });
       let catalog: Catalog | undefined;
       let runId: number | undefined;
       if (!flags.dryRun) {
@@ -175,6 +175,7 @@ export default function register(program: Command, context: () => CliContext): v
           else printPlan(ctx, out.plan);
         }
       } finally {
+        virsh.close();
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         catalog?.close();

@@ -4,10 +4,8 @@
  * into the store at --store (created if missing). With --stdio nothing but frames goes to stdout;
  * messages go to stderr (which ssh carries back to the sender's log) and to the run log.
  */
-import { fstatSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { Socket } from 'node:net';
-import type { Duplex, Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
@@ -15,7 +13,7 @@ import { parseDuration, parseSize } from '../../core/units.ts';
 import { targetStaging } from '../../jobs/cache/target.ts';
 import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
-import { JoinedStream, listenTls, TransportError } from '../../transport/index.ts';
+import { listenTls, stdioConnection, TransportError } from '../../transport/index.ts';
 import type { CliContext } from '../context.ts';
 
 interface ReceiveFlags {
@@ -65,24 +63,6 @@ async function readToken(path: string, log: Logger): Promise<string> {
   if ((statSync(path).mode & 0o077) !== 0)
     log.warn(`token file ${path} is readable by other users; chmod 600 it`);
   return token;
-}
-
-/**
- * stdin/stdout as one Duplex. Pipes and sockets are opened as non-blocking sockets on fds 0 and 1
- * (process.stdout writes synchronously to pipes); anything else falls back to process's streams.
- */
-function stdioStream(): Duplex {
-  const asSocket = (fd: number) => {
-    const st = fstatSync(fd);
-    return st.isFIFO() || st.isSocket();
-  };
-  const input: Readable = asSocket(0)
-    ? new Socket({ fd: 0, readable: true, writable: false })
-    : process.stdin;
-  const output: Writable = asSocket(1)
-    ? new Socket({ fd: 1, readable: false, writable: true })
-    : process.stdout;
-  return new JoinedStream(input, output, { mapError: (e) => asHavenError(e) });
 }
 
 function checkFlags(f: ReceiveFlags): void {
@@ -182,7 +162,7 @@ async function serveStdio(
   o: ReceiverOptions,
   log: Logger,
 ): Promise<void> {
-  const stream = stdioStream();
+  const { stream, input } = stdioConnection((e) => asHavenError(e));
   // Stopped (or the terminal went away): end like a lost connection, so what was marked is
   // checkpointed before the process exits.
   const stop = (signal: NodeJS.Signals) =>
@@ -190,7 +170,7 @@ async function serveStdio(
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.once(s, stop);
   try {
-    await new StreamReceiver(stream, store, o).run();
+    await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run();
   } finally {
     for (const s of signals) process.off(s, stop);
     await new Promise<void>((resolve) => {

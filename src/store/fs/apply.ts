@@ -1,7 +1,13 @@
 /**
  * Applying a staged delta to `_incomplete` (DESIGN §4.2 step 3): the index in order, data
  * entries as positioned writes, zero entries as punched holes. Idempotent: applying again after
- * a crash gives the same image. Memory: one read buffer and a bounded list of pending holes.
+ * a crash gives the same image. Memory: one read window and a bounded list of pending holes.
+ *
+ * Speed: a delta of small scattered extents (a typical incremental: thousands of 64 KiB blocks)
+ * used to cost two round trips to the thread pool per entry, one after the other. The staged data
+ * lies in index order, so it is read sequentially in large windows, and the image writes from a
+ * window run several at a time; writes whose ranges overlap (a block sent twice) still land in
+ * index order.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { open, stat } from 'node:fs/promises';
@@ -16,7 +22,10 @@ import type { DeltaRecord } from './records.ts';
 import type { FsContext } from './state.ts';
 
 const READ_BLOCK = 1 << 20;
-const COPY_BLOCK = 4 << 20;
+/** The staged data is read in windows of this size (entries are laid out in index order). */
+const DATA_WINDOW = 8 << 20;
+/** Image writes in flight while applying. */
+const MAX_WRITES = 16;
 const PUNCH_BATCH = 256;
 
 /** Streams the entries of a delta index up to `length` bytes. */
@@ -96,39 +105,42 @@ export async function applyDelta(
     const indexPath = join(r.dataDir, 'index');
     data = await io(dataPath, () => open(dataPath, 'r'));
     index = await io(indexPath, () => open(indexPath, 'r'));
-    const buf = Buffer.allocUnsafe(COPY_BLOCK);
+    const writer = new ApplyWriter(data, dataPath, r.dataLength);
     let first = true;
-    for await (const e of readIndexEntries(index, r.indexLength, indexPath)) {
-      const t = targets[e.disk];
-      if (!t || e.offset + e.length > t.size || (e.kind === 'data' && e.dataPos + e.length > r.dataLength)) {
-        throw invalidFile(indexPath, `entry out of range (disk ${e.disk}, ${e.offset}+${e.length})`);
-      }
-      if (e.kind === 'data') {
-        if (t.punches.length && t.punchEnd > e.offset) await flush(t, options.log);
-        for (let done = 0; done < e.length; ) {
-          const n = Math.min(COPY_BLOCK, e.length - done);
-          const { bytesRead } = await io(dataPath, () => data!.read(buf, 0, n, e.dataPos + done));
-          if (bytesRead !== n) {
-            // Guarded against above; a short read means the file changed under us.
-            throw storeError(
-              'STORE_DELTA_MISSING',
-              'integrity',
-              `${dataPath} is shorter than its index says`,
-              {
-                hint: 'The staged delta is damaged; remove it and run the job again.',
-              },
-            );
-          }
-          await io(t.path, () => writeAllAt(t.fh, buf.subarray(0, n), e.offset + done));
-          done += n;
+    try {
+      for await (const e of readIndexEntries(index, r.indexLength, indexPath)) {
+        const t = targets[e.disk];
+        if (
+          !t ||
+          e.offset + e.length > t.size ||
+          (e.kind === 'data' && e.dataPos + e.length > r.dataLength)
+        ) {
+          throw invalidFile(indexPath, `entry out of range (disk ${e.disk}, ${e.offset}+${e.length})`);
         }
-      } else {
-        addRange(t.punches, e.offset, e.length);
-        t.punchEnd = Math.max(t.punchEnd, e.offset + e.length);
-        if (t.punches.length >= PUNCH_BATCH) await flush(t, options.log);
+        if (e.kind === 'data') {
+          if (t.punches.length && t.punchEnd > e.offset) {
+            // Holes punched before this write, not after it: the index order decides.
+            await writer.settle();
+            await flush(t, options.log);
+          }
+          await writer.write(t, e.offset, e.dataPos, e.length);
+        } else {
+          addRange(t.punches, e.offset, e.length);
+          t.punchEnd = Math.max(t.punchEnd, e.offset + e.length);
+          if (t.punches.length >= PUNCH_BATCH) {
+            await writer.settle();
+            await flush(t, options.log);
+          }
+        }
+        if (first && options.crashMidway) {
+          await writer.settle();
+          crashPoint('mid-apply');
+        }
+        first = false;
       }
-      if (first && options.crashMidway) crashPoint('mid-apply');
-      first = false;
+      await writer.settle();
+    } finally {
+      await writer.abandon();
     }
     for (const t of targets) {
       await flush(t, options.log);
@@ -144,4 +156,87 @@ async function flush(t: Target, log: Logger): Promise<void> {
   await punchHoles(t.fh, t.path, t.punches, log);
   t.punches = [];
   t.punchEnd = 0;
+}
+
+/** Image writes from a window over the staged data, several in flight. */
+class ApplyWriter {
+  private readonly window = Buffer.allocUnsafe(DATA_WINDOW);
+  /** Data-file range the window holds. */
+  private winStart = 0;
+  private winEnd = 0;
+  private inflight: Array<{ t: Target; start: number; end: number; p: Promise<void> }> = [];
+  private failure: unknown = null;
+
+  constructor(
+    private readonly data: FileHandle,
+    private readonly dataPath: string,
+    private readonly dataLength: number,
+  ) {}
+
+  /** Writes data-file bytes [dataPos, +length) at `offset` of `t` (maybe later; see settle()). */
+  async write(t: Target, offset: number, dataPos: number, length: number): Promise<void> {
+    if (length > DATA_WINDOW) {
+      await this.settle();
+      for (let done = 0; done < length; ) {
+        const n = Math.min(DATA_WINDOW, length - done);
+        await this.fill(dataPos + done, n);
+        await io(t.path, () => writeAllAt(t.fh, this.window.subarray(0, n), offset + done));
+        done += n;
+      }
+      return;
+    }
+    if (dataPos < this.winStart || dataPos + length > this.winEnd) {
+      await this.settle();
+      await this.fill(dataPos, length);
+    }
+    const end = offset + length;
+    if (this.inflight.some((w) => w.t === t && w.start < end && offset < w.end)) await this.settle();
+    const view = this.window.subarray(dataPos - this.winStart, dataPos - this.winStart + length);
+    const p = io(t.path, () => writeAllAt(t.fh, view, offset));
+    p.catch((e: unknown) => {
+      this.failure ??= e;
+    });
+    this.inflight.push({ t, start: offset, end, p });
+    if (this.inflight.length >= MAX_WRITES) await this.inflight.shift()!.p;
+  }
+
+  /** Waits for every write in flight; throws the first failure. */
+  async settle(): Promise<void> {
+    const all = this.inflight;
+    this.inflight = [];
+    await Promise.allSettled(all.map((w) => w.p));
+    if (this.failure !== null) throw this.failure;
+  }
+
+  /** Lets writes in flight finish before the files close (after a failure elsewhere). */
+  async abandon(): Promise<void> {
+    await Promise.allSettled(this.inflight.map((w) => w.p));
+    this.inflight = [];
+  }
+
+  /** Reads the window from `pos`: at least `need` bytes, as much as fits. */
+  private async fill(pos: number, need: number): Promise<void> {
+    const want = Math.min(DATA_WINDOW, this.dataLength - pos);
+    let got = 0;
+    while (got < want) {
+      const { bytesRead } = await io(this.dataPath, () =>
+        this.data.read(this.window, got, want - got, pos + got),
+      );
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got < need) {
+      // Guarded against by the range check; a short read means the file changed under us.
+      throw storeError(
+        'STORE_DELTA_MISSING',
+        'integrity',
+        `${this.dataPath} is shorter than its index says`,
+        {
+          hint: 'The staged delta is damaged; remove it and run the job again.',
+        },
+      );
+    }
+    this.winStart = pos;
+    this.winEnd = pos + got;
+  }
 }

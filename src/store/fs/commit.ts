@@ -302,9 +302,16 @@ async function executeJournal(ctx: FsContext, j: Journal, log: Logger): Promise<
   }
 
   if (j.phase === 'renamed') {
+    const t0 = performance.now();
     if (j.kind === 'rotate') await prepareAndApply(ctx, j, rec, log);
+    const t1 = performance.now();
     if (!j.digestsDone) {
       await writeGenerationDigests(ctx, j, rec);
+      log.debug('slot brought forward', {
+        server,
+        applyMs: Math.round(t1 - t0),
+        digestsMs: Math.round(performance.now() - t1),
+      });
       j.digestsDone = true;
       await writeJournal(ctx, j);
       crashPoint('after-digests');

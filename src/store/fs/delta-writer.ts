@@ -63,6 +63,13 @@ import {
 /** Largest digest range one expectedDigests call may ask for (32 MiB of answer). */
 export const MAX_DIGEST_REQUEST_CHUNKS = 1 << 20;
 const INDEX_FLUSH_BYTES = 1 << 20;
+/**
+ * Data written between write-behind flushes. Linux starts writing dirty pages back only at
+ * dirty_background_ratio (gigabytes on a large host), so without this a checkpoint or the seal
+ * would flush everything at once while nothing else moves; a datasync running beside the writes
+ * overlaps the disk's work with the transfer.
+ */
+const WRITE_BEHIND_BYTES = 32 << 20;
 const PUNCH_BATCH = 256;
 
 interface DiskState {
@@ -136,6 +143,10 @@ export class FsDeltaWriter implements DeltaWriter {
   private indexBufBytes = 0;
   private filesDirty = false;
   private resumedState: ResumeState | null = null;
+  /** The write-behind datasync running, its failure (reported at the next sync), bytes since. */
+  private flushing: Promise<void> | null = null;
+  private flushError: unknown = null;
+  private sinceFlush = 0;
 
   private constructor(
     private readonly ctx: FsContext,
@@ -622,6 +633,7 @@ export class FsDeltaWriter implements DeltaWriter {
             }),
           );
           this.dataLength += data.length;
+          this.writeBehind(this.data!, 'staged delta data', data.length);
           if (this.indexBufBytes >= INDEX_FLUSH_BYTES) await this.flushIndex();
         } else {
           if (offset < d.floor) await this.lowerFloor(d, offset);
@@ -629,6 +641,7 @@ export class FsDeltaWriter implements DeltaWriter {
           await io(d.imagePath, () => writeAllAt(d.image!, data, offset));
           await io('delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
           d.dataHigh = Math.max(d.dataHigh, end);
+          this.writeBehind(d.image!, d.imagePath, data.length);
         }
         d.dataBytes += data.length;
         d.attemptHi = Math.max(d.attemptHi, end);
@@ -847,7 +860,31 @@ export class FsDeltaWriter implements DeltaWriter {
     d.punchEnd = 0;
   }
 
+  /**
+   * Starts a datasync of `fh` beside the writes once WRITE_BEHIND_BYTES arrived since the last
+   * one. It only hastens writeback: durability still comes from syncAll(). Its failure is kept
+   * and thrown there, since Linux reports a writeback error to one fsync only.
+   */
+  private writeBehind(fh: FileHandle, what: string, bytes: number): void {
+    this.sinceFlush += bytes;
+    if (this.flushing || this.sinceFlush < WRITE_BEHIND_BYTES) return;
+    this.sinceFlush = 0;
+    this.flushing = io(what, () => fh.datasync())
+      .catch((e: unknown) => {
+        this.flushError ??= e;
+      })
+      .finally(() => {
+        this.flushing = null;
+      });
+  }
+
+  private async settleWriteBehind(): Promise<void> {
+    if (this.flushing) await this.flushing;
+    if (this.flushError !== null) throw this.flushError;
+  }
+
   private async syncAll(): Promise<void> {
+    await this.settleWriteBehind();
     if (this.record.kind === 'staged') await this.flushIndex();
     for (const d of this.disks) await this.flushPunches(d);
     if (this.filesDirty) {
@@ -864,6 +901,7 @@ export class FsDeltaWriter implements DeltaWriter {
   }
 
   private async closeFiles(): Promise<void> {
+    if (this.flushing) await this.flushing;
     const all = [this.data, this.index, ...this.disks.flatMap((d) => [d.sums, d.image, d.baseSums])];
     await Promise.all(all.map((h) => h?.close().catch(() => {})));
   }
