@@ -3,7 +3,9 @@
  * operator would run it here (Debian packages), measured with runMeasured:
  *
  * - `qemu-img convert` of the live image to raw (`-U`: the guest holds the image's lock), the
- *   local copy limit;
+ *   local copy limit. It never flushes its output (strace shows no fsync or fdatasync), so its
+ *   copy may still be in the page cache when it returns; `flushFile` then times making it
+ *   durable, as Haven's copy is when `haven protect` returns;
  * - `virtnbdbackup` (full or inc, into one backup directory) and `virtnbdrestore` of that
  *   directory's whole chain into a fresh directory: the restored qcow2 is the bootable copy;
  * - `rsync --inplace` of the stopped image onto the previous copy, with `--no-whole-file` (its
@@ -14,6 +16,16 @@ import { type MeasuredRun, mustRun } from './proc.ts';
 
 export function qemuImgConvert(image: string, out: string): Promise<MeasuredRun> {
   return mustRun('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', image, out]);
+}
+
+/** `sync --data FILE`: fdatasync of one file (what a durable copy costs after qemu-img). */
+export function flushFile(path: string): Promise<MeasuredRun> {
+  return mustRun('sync', ['--data', path]);
+}
+
+/** `sync` of everything, untimed before each measured tool: no tool pays for another's writeback. */
+export function settle(): Promise<MeasuredRun> {
+  return mustRun('sync', []);
 }
 
 /**
