@@ -8,6 +8,7 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { asHavenError, type HavenError } from '../core/errors.ts';
+import { installPath } from '../core/package-root.ts';
 import { CliContext, type GlobalOptions } from './context.ts';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
 
@@ -64,7 +65,7 @@ async function loadCommands(
 }
 
 function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(join(COMMANDS_DIR, '..', '..', '..', 'package.json'), 'utf8')) as {
+  const pkg = JSON.parse(readFileSync(installPath('package.json'), 'utf8')) as {
     version: string;
   };
   return pkg.version;

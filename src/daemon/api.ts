@@ -5,11 +5,13 @@
  * the HTTP status of their kind. docs/daemon.md lists the endpoints.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { type Catalog, RUN_STATUSES, type RunStatus, SEVERITIES, type Severity } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { asHavenError, type ErrorKind, HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { installPath } from '../core/package-root.ts';
 import { inventory, Virsh } from '../engine/index.ts';
 import { JobError, jobNotFound, resolveTarget, senderFactory, statusRows } from '../jobs/index.ts';
 import type { EventHub } from './hub.ts';
@@ -34,7 +36,8 @@ const STATUS: Record<ErrorKind, number> = {
 };
 
 /** The dashboard (plain files under ./ui, no build step), by the name `/ui/<name>` serves. */
-const UI_DIR = new URL('./ui/', import.meta.url);
+/** The dashboard's static files, served from the source tree (the bundle holds only code). */
+const UI_DIR = installPath('src', 'daemon', 'ui');
 const UI_TYPES: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
   'app.js': 'text/javascript; charset=utf-8',
@@ -55,7 +58,7 @@ const UI_HEADERS = {
 
 async function loadUi(): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>();
-  for (const name of Object.keys(UI_TYPES)) files.set(name, await readFile(new URL(name, UI_DIR)));
+  for (const name of Object.keys(UI_TYPES)) files.set(name, await readFile(join(UI_DIR, name)));
   return files;
 }
 

@@ -1,7 +1,8 @@
 /** "haven/<package version>": how each end names itself in HELLO and WELCOME (for logs). */
 import { readFileSync } from 'node:fs';
+import { installPath } from '../core/package-root.ts';
 
-const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+const pkg = JSON.parse(readFileSync(installPath('package.json'), 'utf8')) as {
   version: string;
 };
 

@@ -6,15 +6,15 @@
  * `haven` become typed 'unavailable' errors.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
+import { installPath } from '../core/package-root.ts';
 import { type Connection, JoinedStream } from './connection.ts';
 import { TransportError } from './errors.ts';
 import { formatTarget, type Target } from './url.ts';
 
 /** bin/haven.mjs of this installation. */
-export const HAVEN_BIN = fileURLToPath(new URL('../../bin/haven.mjs', import.meta.url));
+export const HAVEN_BIN = installPath('bin', 'haven.mjs');
 
 export interface ChildOptions {
   log?: Logger;
