@@ -14,7 +14,7 @@ import { CommandError, exec } from '../core/exec.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { VirtError, virshError, virshErrorText } from './errors.ts';
 import { quoteVirshArg } from './virsh-quote.ts';
-import { SessionBroken, VirshSession } from './virsh-session.ts';
+import { SessionBroken, type SessionResult, VirshSession } from './virsh-session.ts';
 
 export { quoteVirshArg };
 
@@ -81,11 +81,12 @@ export class Virsh {
     const argv = ['-c', this.uri, ...args];
     this.log.debug('virsh', { args });
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
-    if (this.useSession) {
-      if (!this.session?.alive) this.session = new VirshSession(this.uri, this.env());
-      if (!this.session.busy) {
-        const r = await this.runInSession(this.session, args, timeoutMs);
-        if (r !== null) return r;
+    const session = this.freeSession();
+    if (session) {
+      const r = await this.inSession(session, args, timeoutMs);
+      if (r) {
+        if (/^error: /m.test(r.stderr)) throw virshError(args, r.stderr, 1);
+        return r.stdout;
       }
     }
     try {
@@ -123,22 +124,26 @@ export class Virsh {
     }
   }
 
+  /** The session, started when needed, while it is free; null without session mode or while busy. */
+  private freeSession(): VirshSession | null {
+    if (!this.useSession) return null;
+    if (!this.session?.alive) this.session = new VirshSession(this.uri, this.env());
+    return this.session.busy ? null : this.session;
+  }
+
   /**
-   * One command through the session: its stdout, a classified VirtError when it printed an
-   * "error: " line, or null when the session broke before the command began (the caller then
-   * runs it on its own).
+   * One command through the session: what it printed, or null when the session broke before the
+   * command began (the caller then runs it on its own).
    */
-  private async runInSession(
+  private async inSession(
     session: VirshSession,
     args: readonly string[],
     timeoutMs: number,
-  ): Promise<string | null> {
+  ): Promise<SessionResult | null> {
     try {
       const r = await session.run(args, timeoutMs);
       // After libvirtd restarted, virsh reconnects and says so as an error; the command ran.
-      const stderr = r.stderr.replace(/^error: Reconnected to the hypervisor\n/m, '');
-      if (/^error: /m.test(stderr)) throw virshError(args, stderr, 1);
-      return r.stdout;
+      return { stdout: r.stdout, stderr: r.stderr.replace(/^error: Reconnected to the hypervisor\n/m, '') };
     } catch (e) {
       if (!(e instanceof SessionBroken)) throw e;
       if (this.session === session) this.session = null;
@@ -160,6 +165,25 @@ export class Virsh {
     }
   }
 
+  /**
+   * A batch as session commands one after another (2–3 ms each, against 20–40 ms for a virsh
+   * process of its own); what the session could not begin runs as a script.
+   */
+  private async batchInSession(
+    session: VirshSession,
+    commands: ReadonlyArray<readonly string[]>,
+  ): Promise<BatchResult[]> {
+    this.log.debug('virsh batch', { commands: commands.length, session: true });
+    const results: BatchResult[] = [];
+    for (const args of commands) {
+      const r = await this.inSession(session, args, this.timeoutMs);
+      if (r === null) return [...results, ...(await this.batchByScript(commands.slice(results.length)))];
+      const e = virshErrorText(r.stderr);
+      results.push({ ok: e.length === 0, stdout: r.stdout, error: e.length > 0 ? e : undefined });
+    }
+    return results;
+  }
+
   private translate(e: unknown, args: readonly string[]): unknown {
     if (e instanceof CommandError) return virshError(args, e.result.stderr, e.result.code);
     if (e instanceof HavenError && e.code === 'COMMAND_TIMEOUT') {
@@ -176,11 +200,17 @@ export class Virsh {
   }
 
   /**
-   * Runs several commands in as few virsh processes as fit, each command's output and error kept
-   * apart by markers. A failing command does not stop the others (virsh goes on after errors in
-   * a script); a connection failure fails the whole batch.
+   * Runs several commands: through the session when there is a free one, else in as few virsh
+   * processes as fit, each command's output and error kept apart by markers. A failing command
+   * does not stop the others (virsh goes on after errors in a script); a connection failure fails
+   * the whole batch.
    */
   async batch(commands: ReadonlyArray<readonly string[]>): Promise<BatchResult[]> {
+    const session = this.freeSession();
+    return session ? this.batchInSession(session, commands) : this.batchByScript(commands);
+  }
+
+  private async batchByScript(commands: ReadonlyArray<readonly string[]>): Promise<BatchResult[]> {
     const results: BatchResult[] = [];
     let start = 0;
     while (start < commands.length) {

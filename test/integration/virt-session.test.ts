@@ -67,3 +67,38 @@ test('with an unreachable libvirt, a session fails like a plain call', async () 
   }
   assert.deepEqual(codes, ['VIRT_NO_LIBVIRTD', 'VIRT_NO_LIBVIRTD']);
 });
+
+test('a batch through the session answers like a batch script, failures in place', async () => {
+  const commands = [
+    ['uri'],
+    ['domstate', '--domain', 'haven-t-no-such-domain'],
+    ['echo', "semi; colon and 'quotes'"],
+    ['list', '--all', '--name'],
+  ];
+  const plain = new Virsh();
+  const session = new Virsh({ session: true });
+  try {
+    const [a, b] = [await plain.batch(commands), await session.batch(commands)];
+    // The script's output of a command starts after its marker's newline; compare trimmed.
+    assert.deepEqual(
+      b.map((r) => ({ ...r, stdout: r.stdout.trim() })),
+      a.map((r) => ({ ...r, stdout: r.stdout.trim() })),
+    );
+    assert.deepEqual(
+      b.map((r) => r.ok),
+      [true, false, true, true],
+    );
+    assert.match(b[1]?.error ?? '', /failed to get domain/);
+  } finally {
+    session.close();
+  }
+  const down = new Virsh({ uri: 'qemu+unix:///system?socket=/nonexistent/libvirt-sock', session: true });
+  try {
+    await assert.rejects(
+      down.batch(commands),
+      (e: unknown) => e instanceof VirtError && e.code === 'VIRT_NO_LIBVIRTD',
+    );
+  } finally {
+    down.close();
+  }
+});
