@@ -19,8 +19,9 @@ import {
   type StageHook,
   type Virsh,
 } from '../engine/index.ts';
+import { senderFactory } from './sender.ts';
 import { sleep } from './sync.ts';
-import { type ResolvedTarget, senderFactory } from './targets.ts';
+import type { EarlyConnection, ResolvedTarget } from './targets.ts';
 
 /** Failures that another attempt cannot fix: wrong input, a missing server, a safety refusal. */
 const FINAL_KINDS = new Set(['usage', 'config', 'not-found', 'refused', 'interrupted']);
@@ -48,6 +49,8 @@ export interface CopyServerOptions {
   /** Further attempts after a failed one (job `retries`), and the first wait between them. */
   retries?: number;
   retryBackoffMs?: number;
+  /** A connection to the target opened ahead (protect.ts); the first session uses it. */
+  early?: EarlyConnection;
   /** Reconnections within one attempt (the engine's resume). */
   reconnects?: number;
   tuning?: Partial<ProtectTuning>;
@@ -94,7 +97,7 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
     try {
       const out = await protectServer({
         server: o.server,
-        connect: senderFactory(o.target, { log, receiveArgs: o.target.receiveArgs }),
+        connect: senderFactory(o.target, { log, receiveArgs: o.target.receiveArgs, early: o.early }),
         targetLabel: o.target.url,
         virsh: o.virsh,
         runDir: o.runDir,

@@ -20,6 +20,7 @@ export {
   startJobRun,
 } from './runner.ts';
 export { missedFire } from './schedule.ts';
+export { senderFactory } from './sender.ts';
 export { orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
 export { nextRuns, type RpoState, rpoState, type StatusRow, statusRows } from './status.ts';
-export { DEFAULT_COPIES, type ResolvedTarget, resolveTarget, senderFactory } from './targets.ts';
+export { DEFAULT_COPIES, EarlyConnection, type ResolvedTarget, resolveTarget } from './targets.ts';

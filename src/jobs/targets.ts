@@ -1,14 +1,18 @@
 /**
- * Targets as runs use them: a name from the configuration or a URL on the command line, turned
- * into a way to open a replication session (transport + stream handshake) as many times as a
- * run needs (a broken connection is reopened to resume).
+ * Targets as runs use them: a name from the configuration or a URL on the command line, and the
+ * transport to reach it (sender.ts adds the stream handshake on top). Kept free of the protocol
+ * and the engine so `haven protect` can start its receiver before loading them.
  */
-import { readFile } from 'node:fs/promises';
 import type { HavenConfig, TargetConfig } from '../core/config.ts';
-import { HavenError, ioError } from '../core/errors.ts';
+import { HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { StreamSender } from '../protocol/index.ts';
-import { openTarget, parseTarget, type Target } from '../transport/index.ts';
+import {
+  type Connection,
+  openTarget,
+  parseTarget,
+  type Target,
+  type TargetOptions,
+} from '../transport/index.ts';
 
 export interface TargetOverrides {
   copies?: number;
@@ -85,46 +89,42 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
   };
 }
 
-async function readToken(path: string): Promise<string> {
-  try {
-    return (await readFile(path, 'utf8')).trim();
-  } catch (e) {
-    throw ioError(e as NodeJS.ErrnoException, `token file ${path}`);
-  }
+/** What openTarget needs to reach a resolved target. */
+export function transportOptions(t: ResolvedTarget, log: Logger, receiveArgs?: string[]): TargetOptions {
+  return {
+    log,
+    receiveArgs,
+    sshOptions: t.ssh?.options,
+    remoteCommand: t.ssh?.command,
+    tls: t.tls && { ca: t.tls.ca, cert: t.tls.cert, key: t.tls.key },
+  };
 }
 
 /**
- * Opens a new session to the target each time it is called. Closing the returned sender also
- * ends the transport (waits for the child process, closes the socket).
+ * A connection opened ahead of need. `haven protect` opens it before loading the engine, so the
+ * receiver starts (about 0.3 s: a process, its modules) while the sender still loads and asks
+ * libvirt about the server, instead of after. The run's first session takes it; `discard()`
+ * closes it when nothing did (the server was unknown, a dry run stopped early). Open one only
+ * where a receiver that goes unused changes nothing (protect.ts decides).
  */
-export function senderFactory(
-  t: ResolvedTarget,
-  options: { log: Logger; receiveArgs?: string[] },
-): () => Promise<StreamSender> {
-  return async () => {
-    const conn = await openTarget(t.endpoint, {
-      log: options.log,
-      receiveArgs: options.receiveArgs,
-      sshOptions: t.ssh?.options,
-      remoteCommand: t.ssh?.command,
-      tls: t.tls && { ca: t.tls.ca, cert: t.tls.cert, key: t.tls.key },
-    });
-    try {
-      const sender = await StreamSender.connect(conn.stream, {
-        compression:
-          t.compress > 0 ? { algorithm: 'zstd', level: t.compress } : { algorithm: 'none', level: 0 },
-        token: t.tls?.tokenFile ? await readToken(t.tls.tokenFile) : undefined,
-        log: options.log,
-      });
-      const close = sender.close.bind(sender);
-      sender.close = async () => {
-        await close();
-        await conn.close();
-      };
-      return sender;
-    } catch (e) {
-      await conn.close();
-      throw e;
-    }
-  };
+export class EarlyConnection {
+  private pending: Promise<Connection> | undefined;
+
+  constructor(t: ResolvedTarget, log: Logger) {
+    this.pending = openTarget(t.endpoint, transportOptions(t, log, t.receiveArgs));
+    // Its failure is the first session's to report; unclaimed, nobody waits for it.
+    this.pending.catch(() => {});
+  }
+
+  /** The connection, once: later calls (reconnections) get undefined and open their own. */
+  take(): Promise<Connection> | undefined {
+    const p = this.pending;
+    this.pending = undefined;
+    return p;
+  }
+
+  async discard(): Promise<void> {
+    const p = this.take();
+    if (p) await p.then((c) => c.close()).catch(() => {});
+  }
 }

@@ -1,16 +1,54 @@
 /**
  * `haven protect <server> --to <target>`: one replication run of one server (DESIGN §4–§6).
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
-import { type Catalog, catalogPath, openCatalog } from '../../catalog/catalog.ts';
+import type { Catalog } from '../../catalog/catalog.ts';
 import { UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
-import { type ProtectPlan, type ProtectResult, Virsh } from '../../engine/index.ts';
-import { copyServer } from '../../jobs/copy.ts';
-import { resolveTarget } from '../../jobs/targets.ts';
-import { guardAfterRefusal } from '../../recovery/guard.ts';
+import type { ProtectPlan, ProtectResult } from '../../engine/index.ts';
+import { EarlyConnection, type ResolvedTarget, resolveTarget } from '../../jobs/targets.ts';
+import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
-import { progressBar } from '../progress-bar.ts';
+
+/**
+ * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
+ * it goes unused: a TLS listener (already running, its store open), or a local store that exists
+ * and needs no staging drive. A local receiver creates a missing store and mounts a staging drive
+ * as it starts, and an SSH one may do either on the remote host, so bad input (an unknown
+ * server) would leave them behind; those start once the server is known, as before.
+ */
+function earlyIsHarmless(t: ResolvedTarget): boolean {
+  if (t.endpoint.kind === 'tls') return true;
+  return (
+    t.endpoint.kind === 'local' &&
+    t.receiveArgs.length === 0 &&
+    existsSync(join(t.endpoint.path, DESCRIPTOR_FILE))
+  );
+}
+
+/**
+ * The engine and everything a run needs, loaded only after the receiver was started: its start-up
+ * then overlaps this process's loading (EarlyConnection).
+ */
+async function loadRunModules() {
+  const [engine, catalog, copy, guard, bar] = await Promise.all([
+    import('../../engine/index.ts'),
+    import('../../catalog/catalog.ts'),
+    import('../../jobs/copy.ts'),
+    import('../../recovery/guard.ts'),
+    import('../progress-bar.ts'),
+  ]);
+  return {
+    Virsh: engine.Virsh,
+    catalogPath: catalog.catalogPath,
+    openCatalog: catalog.openCatalog,
+    copyServer: copy.copyServer,
+    guardAfterRefusal: guard.guardAfterRefusal,
+    progressBar: bar.progressBar,
+  };
+}
 
 interface ProtectFlags {
   to: string;
@@ -119,66 +157,74 @@ export default function register(program: Command, context: () => CliContext): v
         tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
       });
       const log = flags.dryRun ? ctx.log : ctx.openRunLog(`protect-${serverName}`);
-      const virsh = new Virsh({ log, session: true });
-      let catalog: Catalog | undefined;
-      let runId: number | undefined;
-      if (!flags.dryRun) {
-        catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
-        runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
-      }
-      const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun, serverName);
-      const abort = new AbortController();
-      const onSignal = () => abort.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const early = earlyIsHarmless(target) ? new EarlyConnection(target, log) : undefined;
       try {
-        // One attempt (reconnections inside it resume the delta); the result is recorded per server.
-        const out = await copyServer({
-          server: serverName,
-          target,
-          virsh,
-          runDir: ctx.paths.runDir,
-          job: flags.job,
-          copies: target.copies,
-          consistency,
-          quiesce: flags.quiesce,
-          catalog,
-          runId,
-          retries: 0,
-          reconnects: intFlag('retries', flags.retries, 0, 100),
-          dryRun: flags.dryRun,
-          onProgress: (s) => bar.update(s),
-          signal: abort.signal,
-          log,
-        });
-        bar.stop();
-        if (out.error) {
-          // Refused because the server runs at the DR site: keep it from starting here too.
-          await guardAfterRefusal(virsh, serverName, out.error, log);
-          catalog?.runs.finish(runId!, {
-            status: out.status === 'cancelled' ? 'cancelled' : 'failed',
-            errorCode: out.error.code,
-            errorMessage: out.error.message,
-            summary: { logFile: log.filePath },
-          });
-          throw out.error;
+        const { Virsh, catalogPath, openCatalog, copyServer, guardAfterRefusal, progressBar } =
+          await loadRunModules();
+        const virsh = new Virsh({ log, session: true });
+        let catalog: Catalog | undefined;
+        let runId: number | undefined;
+        if (!flags.dryRun) {
+          catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
+          runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
         }
-        if (out.result) {
-          catalog?.runs.finish(runId!, {
-            status: 'ok',
-            summary: { generation: out.result.generation.id, logFile: log.filePath },
+        const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun, serverName);
+        const abort = new AbortController();
+        const onSignal = () => abort.abort();
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        try {
+          // One attempt (reconnections inside it resume the delta); the result is recorded per server.
+          const out = await copyServer({
+            server: serverName,
+            target,
+            virsh,
+            runDir: ctx.paths.runDir,
+            job: flags.job,
+            copies: target.copies,
+            early,
+            consistency,
+            quiesce: flags.quiesce,
+            catalog,
+            runId,
+            retries: 0,
+            reconnects: intFlag('retries', flags.retries, 0, 100),
+            dryRun: flags.dryRun,
+            onProgress: (s) => bar.update(s),
+            signal: abort.signal,
+            log,
           });
-          if (flags.json) ctx.printJson(out.result);
-          else printResult(ctx, out.result);
-        } else if (out.plan) {
-          if (flags.json) ctx.printJson(out.plan);
-          else printPlan(ctx, out.plan);
+          bar.stop();
+          if (out.error) {
+            // Refused because the server runs at the DR site: keep it from starting here too.
+            await guardAfterRefusal(virsh, serverName, out.error, log);
+            catalog?.runs.finish(runId!, {
+              status: out.status === 'cancelled' ? 'cancelled' : 'failed',
+              errorCode: out.error.code,
+              errorMessage: out.error.message,
+              summary: { logFile: log.filePath },
+            });
+            throw out.error;
+          }
+          if (out.result) {
+            catalog?.runs.finish(runId!, {
+              status: 'ok',
+              summary: { generation: out.result.generation.id, logFile: log.filePath },
+            });
+            if (flags.json) ctx.printJson(out.result);
+            else printResult(ctx, out.result);
+          } else if (out.plan) {
+            if (flags.json) ctx.printJson(out.plan);
+            else printPlan(ctx, out.plan);
+          }
+        } finally {
+          virsh.close();
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+          catalog?.close();
         }
       } finally {
-        virsh.close();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        catalog?.close();
+        await early?.discard();
       }
     });
 }
