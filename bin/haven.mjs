@@ -33,6 +33,12 @@ function builtIsFresh() {
   }
 }
 
+// Crash tests only: a receiver lost as soon as it starts, before it loads anything
+// (docs/stream-protocol.md, "Test hooks").
+if (process.env.HAVEN_TEST_FAULT === 'receiver-at-start' && process.argv.includes('receive')) {
+  process.kill(process.pid, 'SIGKILL');
+}
+
 let main;
 if (builtIsFresh()) {
   ({ main } = await import('../dist/cli/main.js'));

@@ -12,6 +12,7 @@ import {
   parseTarget,
   type Target,
   type TargetOptions,
+  TransportError,
 } from '../transport/index.ts';
 
 export interface TargetOverrides {
@@ -109,18 +110,43 @@ export function transportOptions(t: ResolvedTarget, log: Logger, receiveArgs?: s
  */
 export class EarlyConnection {
   private pending: Promise<Connection> | undefined;
+  private failure: Error | undefined;
 
   constructor(t: ResolvedTarget, log: Logger) {
-    this.pending = openTarget(t.endpoint, transportOptions(t, log, t.receiveArgs));
+    this.pending = openTarget(t.endpoint, transportOptions(t, log, t.receiveArgs)).then((c) => {
+      // Until a session listens, a failure (the receiver died while starting) is kept here: an
+      // 'error' event nobody listens to would end the process.
+      c.stream.on('error', (e) => {
+        this.failure ??= e;
+      });
+      return c;
+    });
     // Its failure is the first session's to report; unclaimed, nobody waits for it.
     this.pending.catch(() => {});
   }
 
-  /** The connection, once: later calls (reconnections) get undefined and open their own. */
+  /**
+   * The connection, once: later calls (reconnections) get undefined and open their own. One that
+   * broke while it waited is closed and its failure thrown, like a connection that fails to open.
+   */
   take(): Promise<Connection> | undefined {
     const p = this.pending;
     this.pending = undefined;
-    return p;
+    return p?.then(async (c) => {
+      if (!this.failure && !c.stream.destroyed) return c;
+      await c.close();
+      throw (
+        this.failure ??
+        new TransportError(
+          'TRANSPORT_CONNECT_FAILED',
+          'unavailable',
+          `${c.description} closed before the session began`,
+          {
+            hint: 'See the receiver’s log on the target.',
+          },
+        )
+      );
+    });
   }
 
   async discard(): Promise<void> {

@@ -20,7 +20,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
-import type { ProtectResult } from '../../src/engine/index.ts';
+import { DEFAULT_TUNING, type ProtectResult } from '../../src/engine/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
@@ -30,7 +30,7 @@ import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 const PREFIX = 'haven-t-kill';
 const RUNS = 20;
 const BLOCKS = 64; // 4 MiB of changes per run, sent at 2 MiB/s
-const PIECE = 256 * 1024; // the engine's frame size (DEFAULT_TUNING.pieceBytes)
+const PIECE = DEFAULT_TUNING.pieceBytes; // the engine's largest frame
 
 function prng(seed: number): () => number {
   let a = seed >>> 0;
@@ -219,5 +219,30 @@ test('the receiver dies after committing, before answering: the run finds its co
   // The catalog recorded the delivery: the next run is incremental from this point in time.
   await guest.writePattern('vda', 5, 4);
   const next = await havenJson<ProtectResult>(h, protect);
+  assert.equal(next.mode, 'incremental');
+});
+
+test('a receiver that dies while the sender still starts: a clean transport error, not a crash', async (t) => {
+  // `haven protect` starts its receiver before loading the engine when the store exists
+  // (EarlyConnection); a receiver lost before the first session must fail the run with the
+  // transport's error, not end the sender on an 'error' event nobody listened to.
+  const dir = await testDir(t, `${PREFIX}-early`);
+  const h = await havenEnv(dir);
+  const faulty = await havenEnv(dir, { HAVEN_TEST_FAULT: 'receiver-at-start' });
+  const store = join(dir, 'store');
+  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 16 }] });
+  const protect = ['protect', guest.name, '--to', store, '--copies', '2', '--json'];
+  const first = await runHaven(h, protect);
+  assert.equal(first.code, 0, first.stderr);
+
+  const r = await runHaven(faulty, [...protect, '--retries', '1']);
+  assert.doesNotMatch(r.stderr, /Unhandled 'error' event/);
+  assert.match(r.stderr, /\[TRANSPORT_CHILD_FAILED\]/);
+  assert.equal(r.code, 5, `exit 5 (unavailable): ${r.stderr}`);
+
+  // Nothing was lost: the generation of the first run verifies, and a healthy run goes on.
+  const v = await runHaven(h, ['verify', '--store', store, '--json']);
+  assert.equal(v.code, 0, v.stdout);
+  const next = await havenJson<ProtectResult>(h, protect.slice(0, -1));
   assert.equal(next.mode, 'incremental');
 });
