@@ -26,24 +26,14 @@ export function senderFactory(
   options: { log: Logger; receiveArgs?: string[]; early?: EarlyConnection },
 ): () => Promise<StreamSender> {
   return async () => {
+    const token = t.tls?.tokenFile ? await readToken(t.tls.tokenFile) : undefined;
     const conn = await (options.early?.take() ??
       openTarget(t.endpoint, transportOptions(t, options.log, options.receiveArgs)));
-    try {
-      const sender = await StreamSender.connect(conn.stream, {
-        compression:
-          t.compress > 0 ? { algorithm: 'zstd', level: t.compress } : { algorithm: 'none', level: 0 },
-        token: t.tls?.tokenFile ? await readToken(t.tls.tokenFile) : undefined,
-        log: options.log,
-      });
-      const close = sender.close.bind(sender);
-      sender.close = async () => {
-        await close();
-        await conn.close();
-      };
-      return sender;
-    } catch (e) {
-      await conn.close();
-      throw e;
-    }
+    return StreamSender.over(conn, {
+      compression:
+        t.compress > 0 ? { algorithm: 'zstd', level: t.compress } : { algorithm: 'none', level: 0 },
+      token,
+      log: options.log,
+    });
   };
 }

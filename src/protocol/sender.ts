@@ -123,6 +123,29 @@ export class StreamSender {
     stream.on('close', () => this.onEnd());
   }
 
+  /**
+   * The handshake over a transport connection, which then belongs to the sender: close() also
+   * closes the transport (waits for the child process, closes the socket), and a failed handshake
+   * closes it at once.
+   */
+  static async over(
+    conn: { readonly stream: Duplex; close(): Promise<void> },
+    o: SenderOptions = {},
+  ): Promise<StreamSender> {
+    try {
+      const sender = await StreamSender.connect(conn.stream, o);
+      const close = sender.close.bind(sender);
+      sender.close = async () => {
+        await close();
+        await conn.close();
+      };
+      return sender;
+    } catch (e) {
+      await conn.close();
+      throw e;
+    }
+  }
+
   /** Performs the handshake; resolves once WELCOME arrived. */
   static async connect(stream: Duplex, o: SenderOptions = {}): Promise<StreamSender> {
     const s = new StreamSender(stream, o);

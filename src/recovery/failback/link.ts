@@ -193,22 +193,12 @@ export function primarySessions(
 ): () => Promise<StreamSender> {
   return async () => {
     const conn = openPrimaryLink(endpoint, args, o);
-    try {
-      const sender = await StreamSender.connect(conn.stream, {
-        compression:
-          o.compress > 0 ? { algorithm: 'zstd', level: o.compress } : { algorithm: 'none', level: 0 },
-        ...(o.log ? { log: o.log } : {}),
-      });
-      opened.push(sender);
-      const close = sender.close.bind(sender);
-      sender.close = async () => {
-        await close();
-        await conn.close();
-      };
-      return sender;
-    } catch (e) {
-      await conn.close();
-      throw e;
-    }
+    const sender = await StreamSender.over(conn, {
+      compression:
+        o.compress > 0 ? { algorithm: 'zstd', level: o.compress } : { algorithm: 'none', level: 0 },
+      ...(o.log ? { log: o.log } : {}),
+    });
+    opened.push(sender);
+    return sender;
   };
 }
