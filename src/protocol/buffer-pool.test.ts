@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { DIRECT_ALIGN, isAlignedMemory } from '../core/aligned-memory.ts';
 import { BufferPool } from './buffer-pool.ts';
 
 describe('BufferPool', () => {
@@ -26,5 +27,18 @@ describe('BufferPool', () => {
     assert.notEqual(pool.take(64).buffer, a.buffer);
     assert.equal(pool.take(65).length, 65);
     assert.equal(pool.allocated, 2);
+  });
+
+  it('alignAt puts that byte of every view on an aligned address, reused buffers too', () => {
+    const pool = new BufferPool(3 * DIRECT_ALIGN, { alignAt: 44 });
+    const a = pool.take(2 * DIRECT_ALIGN);
+    assert.ok(isAlignedMemory(a.subarray(44)));
+    assert.ok(!isAlignedMemory(a));
+    pool.release(a);
+    const b = pool.take(3 * DIRECT_ALIGN);
+    assert.equal(b.buffer, a.buffer);
+    assert.equal(b.length, 3 * DIRECT_ALIGN);
+    assert.ok(isAlignedMemory(b.subarray(44)));
+    assert.ok(isAlignedMemory(new BufferPool(100, { alignAt: 0 }).take(100)));
   });
 });

@@ -6,21 +6,40 @@
  * many buffers as were ever in use at once (a frame being read, one being checked, one being
  * written), so memory stays bounded by the extent size.
  */
+import { alignedBuffer, DIRECT_ALIGN } from '../core/aligned-memory.ts';
+
 export class BufferPool {
   private readonly free: Buffer[] = [];
   private readonly owned = new Map<ArrayBufferLike, Buffer>();
 
-  constructor(readonly size: number) {}
+  /** Where views start in their buffer (0 unless aligned). */
+  private readonly pad: number;
+
+  /**
+   * `alignAt`: views are page-aligned memory such that byte `alignAt` of each view sits on a
+   * DIRECT_ALIGN boundary (a frame body whose payload the store writes with O_DIRECT, without
+   * copying it first).
+   */
+  constructor(
+    readonly size: number,
+    private readonly options: { alignAt?: number } = {},
+  ) {
+    const at = options.alignAt;
+    this.pad = at === undefined ? 0 : (DIRECT_ALIGN - (at % DIRECT_ALIGN)) % DIRECT_ALIGN;
+  }
 
   /** A buffer of `length` bytes (at most `size`), as a view of a pooled buffer. */
   take(length: number): Buffer {
     if (length > this.size) return Buffer.allocUnsafe(length);
     let b = this.free.pop();
     if (!b) {
-      b = Buffer.allocUnsafeSlow(this.size);
+      b =
+        this.options.alignAt === undefined
+          ? Buffer.allocUnsafeSlow(this.size)
+          : alignedBuffer(this.pad + this.size);
       this.owned.set(b.buffer, b);
     }
-    return b.subarray(0, length);
+    return b.subarray(this.pad, this.pad + length);
   }
 
   /** Returns the buffer `view` was taken from; views of other memory are ignored. */

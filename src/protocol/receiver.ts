@@ -84,18 +84,24 @@ export interface ReceiverOptions {
 interface OpenDelta {
   writer: DeltaWriter;
   tracker: DeltaTracker;
-  /** The store write in flight (the next frame is verified while it runs). */
-  pendingWrite: Promise<void> | null;
+  /**
+   * Store writes in flight, oldest first, each with the pooled buffers it uses (returned when it
+   * settles). Later frames are verified while they run; the store keeps them in order.
+   */
+  writes: { done: Promise<void>; buffers: Buffer[] }[];
   writeError: unknown;
   lastCheckpoint: number;
   dataBytes: number;
   /** Extents or marks arrived since the last checkpoint. */
   dirty: boolean;
-  /** Pooled buffers the write in flight uses, returned when it settles. */
-  inFlight: Buffer[];
 }
 
 const DIGEST_BATCH = 65536;
+/**
+ * Data writes a delta keeps in flight. One at a time left the receiver waiting on the disk for
+ * ~40% of a full copy, and for most of an incremental's thousands of 64 KiB writes.
+ */
+const WRITES_IN_FLIGHT = 4;
 /** Extent bodies above this size are assembled in pooled buffers. */
 const POOL_THRESHOLD = 64 * 1024;
 
@@ -124,8 +130,12 @@ export class StreamReceiver {
     this.checkpointEveryBytes = o.checkpointEveryBytes ?? 256 * 1024 * 1024;
     this.checkpointEveryMs = o.checkpointEveryMs ?? 15_000;
     this.maxExtentBytes = Math.min(o.maxExtentBytes ?? MAX_EXTENT_BYTES, MAX_EXTENT_BYTES);
-    this.bodies = new BufferPool(EXTENT_DATA_HEADER_BYTES + this.maxExtentBytes);
-    this.datas = new BufferPool(this.maxExtentBytes);
+    // Payloads (and decompressed data) land on page boundaries, so a store writing with
+    // O_DIRECT takes them as they are instead of copying each into aligned memory.
+    this.bodies = new BufferPool(EXTENT_DATA_HEADER_BYTES + this.maxExtentBytes, {
+      alignAt: EXTENT_DATA_HEADER_BYTES,
+    });
+    this.datas = new BufferPool(this.maxExtentBytes, { alignAt: 0 });
     this.decoder = new FrameDecoder({
       allocBody: (type, length) =>
         type === 'EXTENT' && length > POOL_THRESHOLD ? this.bodies.take(length) : Buffer.allocUnsafe(length),
@@ -365,12 +375,11 @@ export class StreamReceiver {
       this.delta = {
         writer,
         tracker,
-        pendingWrite: null,
+        writes: [],
         writeError: null,
         lastCheckpoint: Date.now(),
         dataBytes: 0,
         dirty: false,
-        inFlight: [],
       };
       this.log.info('delta opened', {
         server: meta.server,
@@ -392,20 +401,29 @@ export class StreamReceiver {
     return this.delta;
   }
 
-  /** Waits for the store write in flight and rethrows its failure. */
+  /** Waits for every store write in flight and rethrows a failure. */
   private async settleWrites(d: OpenDelta): Promise<void> {
-    if (d.pendingWrite) await d.pendingWrite;
-    d.pendingWrite = null;
-    this.releaseInFlight(d);
+    await this.settleUntil(d, 0);
+  }
+
+  /** Waits until at most `limit` writes are in flight (oldest first); rethrows a failure. */
+  private async settleUntil(d: OpenDelta, limit: number): Promise<void> {
+    while (d.writes.length > limit) {
+      const w = d.writes.shift()!;
+      await w.done;
+      for (const b of w.buffers) {
+        this.bodies.release(b);
+        this.datas.release(b);
+      }
+    }
     if (d.writeError !== null) throw d.writeError;
   }
 
-  private releaseInFlight(d: OpenDelta): void {
-    for (const b of d.inFlight) {
-      this.bodies.release(b);
-      this.datas.release(b);
-    }
-    d.inFlight = [];
+  private startWrite(d: OpenDelta, write: Promise<void>, buffers: Buffer[]): void {
+    const done = write.catch((err: unknown) => {
+      d.writeError ??= err;
+    });
+    d.writes.push({ done, buffers });
   }
 
   private async onExtent(e: ExtentFrame): Promise<void> {
@@ -415,9 +433,7 @@ export class StreamReceiver {
       await this.settleWrites(d);
       d.tracker.accept(e);
       d.dirty = true;
-      d.pendingWrite = d.writer.writeZero(disk.name, e.offset, e.length).catch((err: unknown) => {
-        d.writeError = err;
-      });
+      this.startWrite(d, d.writer.writeZero(disk.name, e.offset, e.length), []);
       return;
     }
     const where = { disk: disk.name, offset: e.offset, length: e.length };
@@ -437,16 +453,13 @@ export class StreamReceiver {
         where,
       );
     }
-    // The checks above ran while the previous write was in flight; writes stay in order.
-    await this.settleWrites(d);
+    // The checks above ran while earlier writes were in flight; the store keeps them in order.
+    await this.settleUntil(d, WRITES_IN_FLIGHT - 1);
     d.tracker.accept(e, digests.root);
     d.dataBytes += e.length;
     d.dirty = true;
     // The data is a view of a pooled buffer: it returns to the pool once this write settled.
-    d.inFlight = [data];
-    d.pendingWrite = d.writer.writeData(disk.name, e.offset, data, digests.chunks).catch((err: unknown) => {
-      d.writeError = err;
-    });
+    this.startWrite(d, d.writer.writeData(disk.name, e.offset, data, digests.chunks), [data]);
   }
 
   private async onMark(disk: number, offset: number): Promise<void> {
@@ -543,8 +556,7 @@ export class StreamReceiver {
     const d = this.delta;
     if (!d) return;
     this.delta = null;
-    if (d.pendingWrite) await d.pendingWrite;
-    this.releaseInFlight(d);
+    await this.settleWrites(d).catch(() => {});
     if (how === 'discard') {
       try {
         await d.writer.discard();

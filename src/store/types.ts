@@ -176,7 +176,12 @@ export interface DeltaWriter {
    * against them in checksum resync and when resuming under a new point in time.
    */
   expectedDigests(disk: string, fromChunk: number, count: number): Promise<Buffer>;
-  /** Stages data. `chunkDigests` holds one digest per chunk of `data`, already verified. */
+  /**
+   * Stages data. `chunkDigests` holds one digest per chunk of `data`, already verified. A caller
+   * may call again before the previous write settled (the receiver keeps a few in flight); the
+   * writer applies writes in call order, and `data` stays untouched until the promise settles.
+   * The caller settles every write before writeZero, checkpoint, seal and close.
+   */
   writeData(disk: string, offset: number, data: Buffer, chunkDigests: Buffer): Promise<void>;
   /** Stages a zero range (a hole in the image). */
   writeZero(disk: string, offset: number, length: number): Promise<void>;

@@ -179,6 +179,11 @@ export interface SendOptions {
   from?: Record<string, number>;
   /** Stop after sending this many extents (a connection that breaks). */
   stopAfter?: number;
+  /**
+   * Data writes issued before earlier ones settled, like the receiver does (default 1: each
+   * awaited). All settle before a zero range, a checkpoint and the end.
+   */
+  inFlight?: number;
 }
 
 export interface SendResult {
@@ -218,6 +223,18 @@ export async function sendExtents(
   const watermarks: Record<string, number> = {};
   const position: Record<string, number> = {};
   let n = 0;
+  const limit = options.inFlight ?? 1;
+  let pending: Promise<void>[] = [];
+  const settle = async (max: number) => {
+    try {
+      while (pending.length > max) await pending.shift();
+    } catch (e) {
+      // A failed write must not leave the others unobserved.
+      await Promise.allSettled(pending);
+      pending = [];
+      throw e;
+    }
+  };
   for (const e of extents) {
     if (options.from && e.offset < (options.from[e.disk] ?? 0)) continue;
     if (options.stopAfter !== undefined && n >= options.stopAfter) break;
@@ -225,10 +242,12 @@ export async function sendExtents(
     if (e.kind === 'data') {
       for (let off = e.offset; off < e.offset + e.length; off += MAX_DATA_EXTENT) {
         const data = content.get(e.disk)!.subarray(off, Math.min(e.offset + e.length, off + MAX_DATA_EXTENT));
-        await w.writeData(e.disk, off, Buffer.from(data), chunkDigests(alg, data, CHUNK_SIZE));
+        pending.push(w.writeData(e.disk, off, Buffer.from(data), chunkDigests(alg, data, CHUNK_SIZE)));
+        await settle(limit - 1);
       }
       s.dataBytes += e.length;
     } else {
+      await settle(0);
       await w.writeZero(e.disk, e.offset, e.length);
       s.zeroBytes += e.length;
     }
@@ -240,10 +259,12 @@ export async function sendExtents(
     position[e.disk] = e.offset + e.length;
     n++;
     if (options.checkpointEvery && n % options.checkpointEvery === 0) {
+      await settle(0);
       await w.checkpoint({ ...position });
       Object.assign(watermarks, position);
     }
   }
+  await settle(0);
   return { sent, watermarks, extentsSent: n };
 }
 

@@ -28,6 +28,8 @@ interface ReceiveFlags {
   checkpointEvery: string;
   checkpointInterval: string;
   idleTimeout: string;
+  /** False with --no-direct-io. */
+  directIo: boolean;
 }
 
 /** "host:port", "[v6]:port" or ":port" (all addresses). */
@@ -102,6 +104,7 @@ export default function register(program: Command, context: () => CliContext): v
       '--staging <dir>',
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
     )
+    .option('--no-direct-io', 'write images through the page cache instead of O_DIRECT')
     .option('--tls-cert <file>', 'PEM certificate of this listener')
     .option('--tls-key <file>', 'PEM private key of this listener')
     .option('--tls-ca <file>', 'require client certificates signed by this CA')
@@ -143,6 +146,7 @@ export default function register(program: Command, context: () => CliContext): v
         const store = await openFsStore(flags.store, {
           create: true,
           log,
+          directIo: flags.directIo,
           ...(stagingDir ? { stagingDir } : {}),
         });
         try {

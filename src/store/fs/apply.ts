@@ -12,11 +12,13 @@
 import type { FileHandle } from 'node:fs/promises';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { alignedBuffer, DIRECT_ALIGN } from '../../core/aligned-memory.ts';
 import type { Logger } from '../../core/log.ts';
 import { crashPoint } from '../crash.ts';
 import { invalidFile, storeError } from '../errors.ts';
 import { checkIndexHeader, INDEX_HEADER_BYTES, IndexDecoder, type IndexEntry } from './delta-log.ts';
-import { io, isErrno, readAllAt, removeIfExists, writeAllAt } from './files.ts';
+import { DirectReads, DirectWrites } from './direct-io.ts';
+import { io, isErrno, readAllAt, removeIfExists } from './files.ts';
 import { addRange, type ByteRange, punchHoles } from './holes.ts';
 import type { DeltaRecord } from './records.ts';
 import type { FsContext } from './state.ts';
@@ -65,6 +67,7 @@ export async function deltaDataPresent(r: DeltaRecord): Promise<boolean> {
 interface Target {
   path: string;
   fh: FileHandle;
+  out: DirectWrites;
   size: number;
   punches: ByteRange[];
   punchEnd: number;
@@ -88,6 +91,7 @@ export async function applyDelta(
   }
   const targets: Target[] = [];
   let data: FileHandle | null = null;
+  let dataIn: DirectReads | null = null;
   let index: FileHandle | null = null;
   try {
     for (const d of r.meta.disks) {
@@ -98,14 +102,22 @@ export async function applyDelta(
           throw e;
         }),
       );
-      targets.push({ path, fh, size: d.size, punches: [], punchEnd: 0 });
-      await io(path, () => fh.truncate(d.size));
+      try {
+        await io(path, () => fh.truncate(d.size));
+        const out = await io(path, () => DirectWrites.open(path, fh, ctx.directIo, options.log));
+        targets.push({ path, fh, out, size: d.size, punches: [], punchEnd: 0 });
+      } catch (e) {
+        await fh.close().catch(() => {});
+        throw e;
+      }
     }
     const dataPath = join(r.dataDir, 'data');
     const indexPath = join(r.dataDir, 'index');
     data = await io(dataPath, () => open(dataPath, 'r'));
+    const dataFh = data;
+    dataIn = await io(dataPath, () => DirectReads.open(dataPath, dataFh, ctx.directIo));
     index = await io(indexPath, () => open(indexPath, 'r'));
-    const writer = new ApplyWriter(data, dataPath, r.dataLength);
+    const writer = new ApplyWriter(dataIn, dataPath, r.dataLength);
     let first = true;
     try {
       for await (const e of readIndexEntries(index, r.indexLength, indexPath)) {
@@ -147,6 +159,7 @@ export async function applyDelta(
       await io(t.path, () => t.fh.sync());
     }
   } finally {
+    await Promise.all([dataIn, ...targets.map((t) => t.out)].map((o) => o?.close()));
     await Promise.all([data, index, ...targets.map((t) => t.fh)].map((h) => h?.close().catch(() => {})));
   }
 }
@@ -158,9 +171,13 @@ async function flush(t: Target, log: Logger): Promise<void> {
   t.punchEnd = 0;
 }
 
-/** Image writes from a window over the staged data, several in flight. */
+/**
+ * Image writes from a window over the staged data, several in flight. The window is aligned
+ * memory and staged data lies at aligned positions, so reads and writes go past the page cache
+ * without a copy (direct-io.ts).
+ */
 class ApplyWriter {
-  private readonly window = Buffer.allocUnsafe(DATA_WINDOW);
+  private readonly window = alignedBuffer(DATA_WINDOW + DIRECT_ALIGN);
   /** Data-file range the window holds. */
   private winStart = 0;
   private winEnd = 0;
@@ -168,7 +185,7 @@ class ApplyWriter {
   private failure: unknown = null;
 
   constructor(
-    private readonly data: FileHandle,
+    private readonly data: DirectReads,
     private readonly dataPath: string,
     private readonly dataLength: number,
   ) {}
@@ -180,7 +197,7 @@ class ApplyWriter {
       for (let done = 0; done < length; ) {
         const n = Math.min(DATA_WINDOW, length - done);
         await this.fill(dataPos + done, n);
-        await io(t.path, () => writeAllAt(t.fh, this.window.subarray(0, n), offset + done));
+        await io(t.path, () => t.out.write(this.window.subarray(0, n), offset + done));
         done += n;
       }
       return;
@@ -192,7 +209,7 @@ class ApplyWriter {
     const end = offset + length;
     if (this.inflight.some((w) => w.t === t && w.start < end && offset < w.end)) await this.settle();
     const view = this.window.subarray(dataPos - this.winStart, dataPos - this.winStart + length);
-    const p = io(t.path, () => writeAllAt(t.fh, view, offset));
+    const p = io(t.path, () => t.out.write(view, offset));
     p.catch((e: unknown) => {
       this.failure ??= e;
     });
@@ -219,8 +236,8 @@ class ApplyWriter {
     const want = Math.min(DATA_WINDOW, this.dataLength - pos);
     let got = 0;
     while (got < want) {
-      const { bytesRead } = await io(this.dataPath, () =>
-        this.data.read(this.window, got, want - got, pos + got),
+      const bytesRead = await io(this.dataPath, () =>
+        this.data.read(this.window.subarray(got), want - got, pos + got),
       );
       if (bytesRead === 0) break;
       got += bytesRead;

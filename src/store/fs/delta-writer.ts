@@ -29,6 +29,7 @@ import { randomUUID } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { alignUp } from '../../core/aligned-memory.ts';
 import { DIGEST_BYTES, digest, zeroChunkDigest } from '../../core/digest.ts';
 import { asHavenError, HavenError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
@@ -44,6 +45,7 @@ import {
 } from '../types.ts';
 import { readIndexEntries } from './apply.ts';
 import { encodeEntry, encodeIndexHeader, INDEX_HEADER_BYTES } from './delta-log.ts';
+import { DirectWrites } from './direct-io.ts';
 import { ensureDir, fsyncDir, io, readAllAt, removeIfExists, removeTree, writeAllAt } from './files.ts';
 import { addRange, type ByteRange, punchHoles } from './holes.ts';
 import type { HeldLock } from './lock.ts';
@@ -71,6 +73,17 @@ const INDEX_FLUSH_BYTES = 1 << 20;
  */
 const WRITE_BEHIND_BYTES = 32 << 20;
 const PUNCH_BATCH = 256;
+/** Data writes this writer runs at once (a bound; the receiver keeps a few in flight). */
+const MAX_IO_IN_FLIGHT = 8;
+
+/** A data write running beside later calls, and the range it covers. */
+interface RunningWrite {
+  disk: number;
+  start: number;
+  end: number;
+  /** Settles when the write is done; never rejects (failures go to `ioFailure`). */
+  settled: Promise<void>;
+}
 
 interface DiskState {
   name: string;
@@ -78,8 +91,9 @@ interface DiskState {
   size: number;
   chunks: number;
   sums: FileHandle;
-  /** direct deltas: the `_incomplete` image. */
+  /** direct deltas: the `_incomplete` image, and its data writes (direct-io.ts). */
   image: FileHandle | null;
+  imageOut: DirectWrites | null;
   imagePath: string;
   dataBytes: number;
   zeroBytes: number;
@@ -147,6 +161,9 @@ export class FsDeltaWriter implements DeltaWriter {
   private flushing: Promise<void> | null = null;
   private flushError: unknown = null;
   private sinceFlush = 0;
+  /** Data writes submitted in call order and still running; the first failure of one. */
+  private running: RunningWrite[] = [];
+  private ioFailure: unknown = null;
 
   private constructor(
     private readonly ctx: FsContext,
@@ -155,6 +172,7 @@ export class FsDeltaWriter implements DeltaWriter {
     private readonly lock: HeldLock,
     private readonly disks: DiskState[],
     private readonly data: FileHandle | null,
+    private readonly dataOut: DirectWrites | null,
     private readonly index: FileHandle | null,
     private readonly host: WriterHost,
     private readonly log: Logger,
@@ -333,6 +351,12 @@ export class FsDeltaWriter implements DeltaWriter {
     const server = record.server;
     const direct = record.kind === 'direct';
     const handles: FileHandle[] = [];
+    const outs: DirectWrites[] = [];
+    const directWrites = async (path: string, fh: FileHandle): Promise<DirectWrites> => {
+      const out = await io(path, () => DirectWrites.open(path, fh, ctx.directIo, args.log));
+      outs.push(out);
+      return out;
+    };
     const openFile = async (path: string, make: boolean, size?: number): Promise<FileHandle> => {
       const fh = await io(path, () => open(path, make ? 'w+' : 'r+'));
       handles.push(fh);
@@ -342,9 +366,12 @@ export class FsDeltaWriter implements DeltaWriter {
     try {
       await ensureDir(record.dataDir);
       let data: FileHandle | null = null;
+      let dataOut: DirectWrites | null = null;
       let index: FileHandle | null = null;
       if (!direct) {
-        data = await openFile(join(record.dataDir, 'data'), create);
+        const dataPath = join(record.dataDir, 'data');
+        data = await openFile(dataPath, create);
+        dataOut = await directWrites(dataPath, data);
         index = await openFile(join(record.dataDir, 'index'), create);
         if (create) await writeAllAt(index, encodeIndexHeader(), 0);
       }
@@ -352,6 +379,7 @@ export class FsDeltaWriter implements DeltaWriter {
       for (const [i, d] of record.meta.disks.entries()) {
         const imagePath = ctx.layout.image(server, d.name, 'incomplete');
         const image = direct ? await openFile(imagePath, create, d.size) : null;
+        const imageOut = image ? await directWrites(imagePath, image) : null;
         // Staged sums are a cache rebuilt from the index on every resume; direct ones are truth.
         const sums = await openFile(
           join(record.dataDir, `${d.name}.sums`),
@@ -366,6 +394,7 @@ export class FsDeltaWriter implements DeltaWriter {
           chunks: chunkCount(d.size),
           sums,
           image,
+          imageOut,
           imagePath,
           dataBytes: c.dataBytes,
           zeroBytes: c.zeroBytes,
@@ -379,7 +408,18 @@ export class FsDeltaWriter implements DeltaWriter {
           boundaryDigest: null,
         });
       }
-      const w = new FsDeltaWriter(ctx, record, args.base, args.lock, disks, data, index, args.host, args.log);
+      const w = new FsDeltaWriter(
+        ctx,
+        record,
+        args.base,
+        args.lock,
+        disks,
+        data,
+        dataOut,
+        index,
+        args.host,
+        args.log,
+      );
       if (create) {
         w.filesDirty = true;
         await w.syncAll();
@@ -388,6 +428,7 @@ export class FsDeltaWriter implements DeltaWriter {
       }
       return w;
     } catch (e) {
+      await Promise.all(outs.map((o) => o.close()));
       await Promise.all(handles.map((h) => h.close().catch(() => {})));
       throw e;
     }
@@ -528,6 +569,7 @@ export class FsDeltaWriter implements DeltaWriter {
     return this.serial(async () => {
       if (this.state !== 'open' && this.state !== 'sealed') this.assertState('open', 'expectedDigests');
       const d = this.disk(disk);
+      await this.drainIo();
       if (
         !Number.isSafeInteger(fromChunk) ||
         !Number.isSafeInteger(count) ||
@@ -603,8 +645,14 @@ export class FsDeltaWriter implements DeltaWriter {
     return readSums(d.baseSums, fromChunk, count);
   }
 
+  /**
+   * The checks and bookkeeping run in call order (serial); the data and digest writes then run
+   * beside later calls, so several are on their way to the disk at once. A later write that
+   * overlaps a running one, and every operation that reads or syncs the files, waits for them.
+   */
   writeData(disk: string, offset: number, data: Buffer, chunkDigests: Buffer): Promise<void> {
-    return this.serial(() =>
+    let written: Promise<void> = Promise.resolve();
+    const submitted = this.serial(() =>
       this.guard(async () => {
         this.assertState('open', 'writeData');
         const d = this.disk(disk);
@@ -618,10 +666,18 @@ export class FsDeltaWriter implements DeltaWriter {
           });
         }
         const end = offset + data.length;
+        if (this.running.some((w) => w.disk === d.index && w.start < end && offset < w.end)) {
+          await this.drainIo();
+        }
+        if (this.running.length >= MAX_IO_IN_FLIGHT) await this.running.shift()!.settled;
+        if (this.ioFailure !== null) await this.drainIo();
         if (this.record.kind === 'staged') {
-          const pos = this.dataLength;
-          await io('staged delta data', () => writeAllAt(this.data!, data, pos));
-          await io('staged delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
+          // Aligned positions let the data go through O_DIRECT (the gap is never read).
+          const pos = alignUp(this.dataLength);
+          written = this.run(d, offset, end, async () => {
+            await io('staged delta data', () => this.dataOut!.write(data, pos));
+            await io('staged delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
+          });
           this.appendIndex(
             encodeEntry({
               kind: 'data',
@@ -632,14 +688,16 @@ export class FsDeltaWriter implements DeltaWriter {
               digests: chunkDigests,
             }),
           );
-          this.dataLength += data.length;
+          this.dataLength = pos + data.length;
           this.writeBehind(this.data!, 'staged delta data', data.length);
           if (this.indexBufBytes >= INDEX_FLUSH_BYTES) await this.flushIndex();
         } else {
           if (offset < d.floor) await this.lowerFloor(d, offset);
           if (d.punches.length && d.punchEnd > offset) await this.flushPunches(d);
-          await io(d.imagePath, () => writeAllAt(d.image!, data, offset));
-          await io('delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
+          written = this.run(d, offset, end, async () => {
+            await io(d.imagePath, () => d.imageOut!.write(data, offset));
+            await io('delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
+          });
           d.dataHigh = Math.max(d.dataHigh, end);
           this.writeBehind(d.image!, d.imagePath, data.length);
         }
@@ -649,6 +707,38 @@ export class FsDeltaWriter implements DeltaWriter {
         this.filesDirty = true;
       }),
     );
+    return submitted.then(() => written);
+  }
+
+  /** Starts `write` beside later calls; its failure fails the delta (as guard() would). */
+  private run(d: DiskState, start: number, end: number, write: () => Promise<void>): Promise<void> {
+    const p = write().catch((e: unknown) => {
+      const he = asHavenError(e);
+      this.ioFailure ??= he;
+      if (this.state === 'open') {
+        this.state = 'failed';
+        this.failure = he;
+      }
+      throw he;
+    });
+    this.running.push({
+      disk: d.index,
+      start,
+      end,
+      settled: p.then(
+        () => {},
+        () => {},
+      ),
+    });
+    return p;
+  }
+
+  /** Waits for every running data write; throws the first failure. */
+  private async drainIo(): Promise<void> {
+    const all = this.running;
+    this.running = [];
+    await Promise.all(all.map((w) => w.settled));
+    if (this.ioFailure !== null) throw this.ioFailure;
   }
 
   writeZero(disk: string, offset: number, length: number): Promise<void> {
@@ -657,6 +747,7 @@ export class FsDeltaWriter implements DeltaWriter {
         this.assertState('open', 'writeZero');
         const d = this.disk(disk);
         this.checkExtent(d, offset, length);
+        await this.drainIo();
         const end = offset + length;
         if (this.record.kind === 'staged') {
           this.appendIndex(encodeEntry({ kind: 'zero', disk: d.index, offset, length, dataPos: 0 }));
@@ -855,6 +946,8 @@ export class FsDeltaWriter implements DeltaWriter {
 
   private async flushPunches(d: DiskState): Promise<void> {
     if (!d.punches.length) return;
+    // A hole punched under a write still running would be filled by it afterwards.
+    await this.drainIo();
     await punchHoles(d.image!, d.imagePath, d.punches, this.log);
     d.punches = [];
     d.punchEnd = 0;
@@ -884,6 +977,7 @@ export class FsDeltaWriter implements DeltaWriter {
   }
 
   private async syncAll(): Promise<void> {
+    await this.drainIo();
     await this.settleWriteBehind();
     if (this.record.kind === 'staged') await this.flushIndex();
     for (const d of this.disks) await this.flushPunches(d);
@@ -901,7 +995,9 @@ export class FsDeltaWriter implements DeltaWriter {
   }
 
   private async closeFiles(): Promise<void> {
+    await this.drainIo().catch(() => {});
     if (this.flushing) await this.flushing;
+    await Promise.all([this.dataOut, ...this.disks.map((d) => d.imageOut)].map((o) => o?.close()));
     const all = [this.data, this.index, ...this.disks.flatMap((d) => [d.sums, d.image, d.baseSums])];
     await Promise.all(all.map((h) => h?.close().catch(() => {})));
   }

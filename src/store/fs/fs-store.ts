@@ -74,6 +74,11 @@ export interface FsStoreOptions {
   /** Where staged deltas go (a target cache drive); default the store's own `.haven` area. */
   stagingDir?: string;
   log?: Logger;
+  /**
+   * Write images and staged data past the page cache (O_DIRECT) where the filesystem allows it;
+   * default true. Off, every write goes through the page cache (direct-io.ts says why not).
+   */
+  directIo?: boolean;
   /** How long a reader waits for a running rotation's short renaming steps (default 30 s). */
   busyWaitMs?: number;
 }
@@ -143,7 +148,10 @@ export async function openFsStore(dir: string, options: FsStoreOptions = {}): Pr
     await ensureDir(d);
   const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
   if (stagingDir) await ensureDir(stagingDir);
-  return new FsStore({ layout, descriptor, log, stagingDir }, options.busyWaitMs ?? 30_000);
+  return new FsStore(
+    { layout, descriptor, log, stagingDir, directIo: options.directIo ?? true },
+    options.busyWaitMs ?? 30_000,
+  );
 }
 
 export function createFsStore(dir: string, options: Omit<FsStoreOptions, 'create'> = {}): Promise<FsStore> {

@@ -26,6 +26,8 @@ export interface FsContext {
   log: Logger;
   /** Directory for staged delta data (a cache drive), or undefined for the store's own area. */
   stagingDir: string | undefined;
+  /** Write image and staged data with O_DIRECT where the filesystem allows it (direct-io.ts). */
+  directIo: boolean;
 }
 
 export async function readManifest(ctx: FsContext, server: string): Promise<ManifestFile | null> {
