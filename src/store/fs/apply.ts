@@ -177,11 +177,19 @@ async function flush(t: Target, log: Logger): Promise<void> {
  * without a copy (direct-io.ts).
  */
 class ApplyWriter {
-  private readonly window = alignedBuffer(DATA_WINDOW + DIRECT_ALIGN);
-  /** Data-file range the window holds. */
+  /**
+   * Two windows: the next is read while writes from the current one still run (reads and writes
+   * of one window alternated before, each waiting for the other).
+   */
+  private readonly windows = [
+    alignedBuffer(DATA_WINDOW + DIRECT_ALIGN),
+    alignedBuffer(DATA_WINDOW + DIRECT_ALIGN),
+  ];
+  private cur = 0;
+  /** Data-file range the current window holds. */
   private winStart = 0;
   private winEnd = 0;
-  private inflight: Array<{ t: Target; start: number; end: number; p: Promise<void> }> = [];
+  private inflight: Array<{ t: Target; start: number; end: number; win: number; p: Promise<void> }> = [];
   private failure: unknown = null;
 
   constructor(
@@ -197,23 +205,25 @@ class ApplyWriter {
       for (let done = 0; done < length; ) {
         const n = Math.min(DATA_WINDOW, length - done);
         await this.fill(dataPos + done, n);
-        await io(t.path, () => t.out.write(this.window.subarray(0, n), offset + done));
+        await io(t.path, () => t.out.write(this.windows[this.cur]!.subarray(0, n), offset + done));
         done += n;
       }
       return;
     }
     if (dataPos < this.winStart || dataPos + length > this.winEnd) {
-      await this.settle();
+      const next = 1 - this.cur;
+      await this.settleWindow(next);
+      this.cur = next;
       await this.fill(dataPos, length);
     }
     const end = offset + length;
     if (this.inflight.some((w) => w.t === t && w.start < end && offset < w.end)) await this.settle();
-    const view = this.window.subarray(dataPos - this.winStart, dataPos - this.winStart + length);
+    const view = this.windows[this.cur]!.subarray(dataPos - this.winStart, dataPos - this.winStart + length);
     const p = io(t.path, () => t.out.write(view, offset));
     p.catch((e: unknown) => {
       this.failure ??= e;
     });
-    this.inflight.push({ t, start: offset, end, p });
+    this.inflight.push({ t, start: offset, end, win: this.cur, p });
     if (this.inflight.length >= MAX_WRITES) await this.inflight.shift()!.p;
   }
 
@@ -222,6 +232,14 @@ class ApplyWriter {
     const all = this.inflight;
     this.inflight = [];
     await Promise.allSettled(all.map((w) => w.p));
+    if (this.failure !== null) throw this.failure;
+  }
+
+  /** Waits for the writes from window `win` (before it is read again); throws the first failure. */
+  private async settleWindow(win: number): Promise<void> {
+    const mine = this.inflight.filter((w) => w.win === win);
+    this.inflight = this.inflight.filter((w) => w.win !== win);
+    await Promise.allSettled(mine.map((w) => w.p));
     if (this.failure !== null) throw this.failure;
   }
 
@@ -237,7 +255,7 @@ class ApplyWriter {
     let got = 0;
     while (got < want) {
       const bytesRead = await io(this.dataPath, () =>
-        this.data.read(this.window.subarray(got), want - got, pos + got),
+        this.data.read(this.windows[this.cur]!.subarray(got), want - got, pos + got),
       );
       if (bytesRead === 0) break;
       got += bytesRead;

@@ -397,7 +397,11 @@ async function prepareAndApply(ctx: FsContext, j: Journal, rec: DeltaRecord, log
             if (!wanted.has(d)) continue;
             const to = ctx.layout.image(server, d, 'incomplete');
             await removeIfExists(to);
-            await copyImage(ctx.layout.image(server, d, j.slot.fromSeq), to);
+            const how = await copyImage(ctx.layout.image(server, d, j.slot.fromSeq), to, {
+              directIo: ctx.directIo,
+              log,
+            });
+            log.debug('slot copied from the newest generation', { server, disk: d, how });
           }
           await fsyncDir(ctx.layout.root);
         }

@@ -1,24 +1,88 @@
 /**
- * Whole-image copies for a new slot while fewer than N generations exist (DESIGN §4.2): a
- * reflink where the filesystem has them (XFS, btrfs: instant, no space used), otherwise a copy
- * that keeps holes as holes (GNU cp: --sparse=auto copies only the data extents, in the kernel
- * with copy_file_range; =always would also read every byte looking for zeros).
+ * Whole-image copies for a new slot while fewer than N generations exist (DESIGN §4.2), the
+ * cheapest way the target allows:
+ * 1. a reflink (XFS, btrfs: instant, no space used);
+ * 2. `qemu-img convert -t none -T none`: only the data extents (it asks the filesystem where
+ *    they are), read and written with O_DIRECT, so the copy costs no page-cache pages. On the CI
+ *    machines a 2 GiB image with 1 GiB of data took 1.2–1.4 s this way and 2.6–2.9 s with cp,
+ *    whose in-kernel copy goes through newly allocated cache pages (direct-io.ts says why those
+ *    are dear);
+ * 3. GNU cp --sparse=auto (data extents only, copy_file_range), where qemu-img is missing or the
+ *    filesystem refuses O_DIRECT.
+ * Images are raw and named by the store (absolute paths), so qemu-img never probes a format or
+ * reads a path as a protocol.
  */
+import { dirname } from 'node:path';
+import { HavenError } from '../../core/errors.ts';
 import { CommandError, exec } from '../../core/exec.ts';
+import type { Logger } from '../../core/log.ts';
 import { storeError } from '../errors.ts';
-import { fsyncFile } from './files.ts';
+import { fsyncFile, removeIfExists } from './files.ts';
 
-export async function copyImage(from: string, to: string): Promise<void> {
-  try {
-    await exec('cp', ['--reflink=auto', '--sparse=auto', '--', from, to]);
-  } catch (e) {
-    if (e instanceof CommandError && /No space left/i.test(e.result.stderr)) {
-      throw storeError('NO_SPACE', 'resource', `no space left copying ${from} to ${to}`, {
-        hint: 'Free space on the target filesystem (or keep fewer copies), then run again; stored generations are intact.',
-        cause: e,
-      });
+export type CopyMethod = 'reflink' | 'qemu-img' | 'cp';
+
+/** Directories where a reflink failed (the filesystem has none), and whether qemu-img is missing. */
+const noReflink = new Set<string>();
+let qemuImgMissing = false;
+
+function noSpace(from: string, to: string, cause: unknown): HavenError {
+  return storeError('NO_SPACE', 'resource', `no space left copying ${from} to ${to}`, {
+    hint: 'Free space on the target filesystem (or keep fewer copies), then run again; stored generations are intact.',
+    cause,
+  });
+}
+
+function isNoSpace(e: unknown): boolean {
+  return e instanceof CommandError && /No space left/i.test(e.result.stderr);
+}
+
+/** Copies raw image `from` to a new file `to` (which must not exist) and fsyncs it. */
+export async function copyImage(
+  from: string,
+  to: string,
+  options: { directIo: boolean; log: Logger },
+): Promise<CopyMethod> {
+  const method = await copy(from, to, options);
+  await fsyncFile(to);
+  return method;
+}
+
+async function copy(
+  from: string,
+  to: string,
+  options: { directIo: boolean; log: Logger },
+): Promise<CopyMethod> {
+  const dir = dirname(to);
+  const attempt = async (what: string, run: () => Promise<unknown>): Promise<boolean> => {
+    try {
+      await run();
+      return true;
+    } catch (e) {
+      if (isNoSpace(e)) throw noSpace(from, to, e);
+      if (e instanceof HavenError && e.code === 'TOOL_MISSING' && what === 'qemu-img') qemuImgMissing = true;
+      else
+        options.log.verbose(`${what} could not copy the image; trying the next way`, {
+          to,
+          reason: String(e),
+        });
+      await removeIfExists(to);
+      return false;
     }
+  };
+  if (!noReflink.has(dir)) {
+    if (await attempt('reflink', () => exec('cp', ['--reflink=always', '--sparse=auto', '--', from, to])))
+      return 'reflink';
+    noReflink.add(dir);
+  }
+  if (options.directIo && !qemuImgMissing) {
+    const args = ['convert', '-f', 'raw', '-O', 'raw', '-t', 'none', '-T', 'none', from, to];
+    if (await attempt('qemu-img', () => exec('qemu-img', args))) return 'qemu-img';
+  }
+  try {
+    await exec('cp', ['--sparse=auto', '--', from, to]);
+  } catch (e) {
+    if (isNoSpace(e)) throw noSpace(from, to, e);
     throw e;
   }
-  await fsyncFile(to);
+  return 'cp';
 }
