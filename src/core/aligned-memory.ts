@@ -21,10 +21,20 @@ const WasmMemory = (
   }
 ).WebAssembly.Memory;
 
-/** A zero-filled buffer of `bytes` whose memory address is page-aligned. */
+/**
+ * A zero-filled buffer of `bytes` whose memory address is page-aligned, or an ordinary buffer
+ * where V8 cannot reserve wasm memory (each reserves guard address space, so a tight `ulimit -v`
+ * refuses it); callers check isAlignedMemory() and go through the page cache then.
+ */
 export function alignedBuffer(bytes: number): Buffer {
   const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
-  const mem = new WasmMemory({ initial: pages, maximum: pages });
+  let mem: { readonly buffer: ArrayBuffer };
+  try {
+    mem = new WasmMemory({ initial: pages, maximum: pages });
+  } catch (e) {
+    if (e instanceof RangeError) return Buffer.alloc(bytes);
+    throw e;
+  }
   alignedMemory.add(mem.buffer);
   return Buffer.from(mem.buffer, 0, bytes);
 }

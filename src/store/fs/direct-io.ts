@@ -100,6 +100,10 @@ export class DirectWrites {
     await turn;
     try {
       this.scratch ??= alignedBuffer(SCRATCH_BYTES);
+      if (!isAlignedMemory(this.scratch)) {
+        await writeAllAt(this.buffered, buf, position);
+        return;
+      }
       for (let at = 0; at < buf.length; at += SCRATCH_BYTES) {
         const n = Math.min(SCRATCH_BYTES, buf.length - at);
         buf.copy(this.scratch, 0, at, at + n);
