@@ -113,8 +113,8 @@ export async function applyDelta(
     }
     const dataPath = join(r.dataDir, 'data');
     const indexPath = join(r.dataDir, 'index');
-    data = await io(dataPath, () => open(dataPath, 'r'));
-    const dataFh = data;
+    const dataFh = await io(dataPath, () => open(dataPath, 'r'));
+    data = dataFh;
     dataIn = await io(dataPath, () => DirectReads.open(dataPath, dataFh, ctx.directIo));
     index = await io(indexPath, () => open(indexPath, 'r'));
     const writer = new ApplyWriter(dataIn, dataPath, r.dataLength);

@@ -674,10 +674,7 @@ export class FsDeltaWriter implements DeltaWriter {
         if (this.record.kind === 'staged') {
           // Aligned positions let the data go through O_DIRECT (the gap is never read).
           const pos = alignUp(this.dataLength);
-          written = this.run(d, offset, end, async () => {
-            await io('staged delta data', () => this.dataOut!.write(data, pos));
-            await io('staged delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
-          });
+          written = this.run(d, offset, data, chunkDigests, this.dataOut!, pos, 'staged delta data');
           this.appendIndex(
             encodeEntry({
               kind: 'data',
@@ -694,10 +691,7 @@ export class FsDeltaWriter implements DeltaWriter {
         } else {
           if (offset < d.floor) await this.lowerFloor(d, offset);
           if (d.punches.length && d.punchEnd > offset) await this.flushPunches(d);
-          written = this.run(d, offset, end, async () => {
-            await io(d.imagePath, () => d.imageOut!.write(data, offset));
-            await io('delta digests', () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
-          });
+          written = this.run(d, offset, data, chunkDigests, d.imageOut!, offset, d.imagePath);
           d.dataHigh = Math.max(d.dataHigh, end);
           this.writeBehind(d.image!, d.imagePath, data.length);
         }
@@ -710,8 +704,24 @@ export class FsDeltaWriter implements DeltaWriter {
     return submitted.then(() => written);
   }
 
-  /** Starts `write` beside later calls; its failure fails the delta (as guard() would). */
-  private run(d: DiskState, start: number, end: number, write: () => Promise<void>): Promise<void> {
+  /**
+   * Starts writing `data` (disk range at `offset`) to `out` at `at` (`what`, in errors), then its
+   * digests, beside later calls; a failure fails the delta (as guard() would).
+   */
+  private run(
+    d: DiskState,
+    offset: number,
+    data: Buffer,
+    chunkDigests: Buffer,
+    out: DirectWrites,
+    at: number,
+    what: string,
+  ): Promise<void> {
+    const write = async () => {
+      await io(what, () => out.write(data, at));
+      const sums = this.record.kind === 'staged' ? 'staged delta digests' : 'delta digests';
+      await io(sums, () => writeSums(d.sums, offset / CHUNK_SIZE, chunkDigests));
+    };
     const p = write().catch((e: unknown) => {
       const he = asHavenError(e);
       this.ioFailure ??= he;
@@ -723,8 +733,8 @@ export class FsDeltaWriter implements DeltaWriter {
     });
     this.running.push({
       disk: d.index,
-      start,
-      end,
+      start: offset,
+      end: offset + data.length,
       settled: p.then(
         () => {},
         () => {},

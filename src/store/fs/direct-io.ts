@@ -32,11 +32,50 @@ import { isErrno, writeAllAt } from './files.ts';
 /** Bytes copied into the aligned scratch buffer per direct write. */
 const SCRATCH_BYTES = 4 << 20;
 
+/** An O_DIRECT handle on `path`, or null where disabled or the filesystem refuses it. */
+async function openDirect(path: string, flags: number, enabled: boolean): Promise<FileHandle | null> {
+  if (!enabled || !constants.O_DIRECT) return null;
+  try {
+    return await open(path, flags | constants.O_DIRECT);
+  } catch (e) {
+    if (!isErrno(e, 'EINVAL', 'EOPNOTSUPP')) throw e;
+    return null;
+  }
+}
+
+/** The O_DIRECT handle beside a caller's ordinary one; an EINVAL from it turns it off for good. */
+abstract class DirectHandle {
+  constructor(
+    protected readonly buffered: FileHandle,
+    protected direct: FileHandle | null,
+  ) {}
+
+  get isDirect(): boolean {
+    return this.direct !== null;
+  }
+
+  /** After `e` from direct handle `fh`: rethrows unless EINVAL, else stops using `fh`. */
+  protected async refused(fh: FileHandle, e: unknown): Promise<void> {
+    if (!isErrno(e, 'EINVAL')) throw e;
+    if (this.direct === fh) {
+      this.direct = null;
+      await fh.close().catch(() => {});
+    }
+  }
+
+  /** Closes the direct handle (the buffered one is the caller's). */
+  async close(): Promise<void> {
+    const fh = this.direct;
+    this.direct = null;
+    await fh?.close().catch(() => {});
+  }
+}
+
 /**
  * Positioned writes to one file: the aligned part of each write through an O_DIRECT handle,
  * the rest through `buffered` (which the caller owns and syncs).
  */
-export class DirectWrites {
+export class DirectWrites extends DirectHandle {
   private scratch: Buffer | null = null;
   /** Bytes written through the O_DIRECT handle so far. */
   directBytes = 0;
@@ -45,10 +84,12 @@ export class DirectWrites {
 
   private constructor(
     private readonly path: string,
-    private readonly buffered: FileHandle,
-    private direct: FileHandle | null,
+    buffered: FileHandle,
+    direct: FileHandle | null,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super(buffered, direct);
+  }
 
   /**
    * `enabled` false, or a filesystem that refuses O_DIRECT, gives a writer that only uses
@@ -60,20 +101,9 @@ export class DirectWrites {
     enabled: boolean,
     log: Logger,
   ): Promise<DirectWrites> {
-    let direct: FileHandle | null = null;
-    if (enabled && constants.O_DIRECT) {
-      try {
-        direct = await open(path, constants.O_RDWR | constants.O_DIRECT);
-      } catch (e) {
-        if (!isErrno(e, 'EINVAL', 'EOPNOTSUPP')) throw e;
-        log.verbose('the filesystem refuses O_DIRECT; writing through the page cache', { path });
-      }
-    }
+    const direct = await openDirect(path, constants.O_RDWR, enabled);
+    if (enabled && !direct) log.verbose('no O_DIRECT here; writing through the page cache', { path });
     return new DirectWrites(path, buffered, direct, log);
-  }
-
-  get isDirect(): boolean {
-    return this.direct !== null;
   }
 
   /** Writes all of `buf` at `position`. */
@@ -123,22 +153,11 @@ export class DirectWrites {
         this.directBytes += buf.length;
         return;
       } catch (e) {
-        if (!isErrno(e, 'EINVAL')) throw e;
+        await this.refused(fh, e);
         this.log.verbose('O_DIRECT write refused; writing through the page cache', { path: this.path });
-        if (this.direct === fh) {
-          this.direct = null;
-          await fh.close().catch(() => {});
-        }
       }
     }
     await writeAllAt(this.buffered, buf, position);
-  }
-
-  /** Closes the direct handle (the buffered one is the caller's). */
-  async close(): Promise<void> {
-    const fh = this.direct;
-    this.direct = null;
-    await fh?.close().catch(() => {});
   }
 }
 
@@ -146,22 +165,9 @@ export class DirectWrites {
  * Positioned reads of one file past the page cache where the destination allows it (aligned
  * memory and position, room for the length rounded up), else through `buffered`.
  */
-export class DirectReads {
-  private constructor(
-    private readonly buffered: FileHandle,
-    private direct: FileHandle | null,
-  ) {}
-
+export class DirectReads extends DirectHandle {
   static async open(path: string, buffered: FileHandle, enabled: boolean): Promise<DirectReads> {
-    let direct: FileHandle | null = null;
-    if (enabled && constants.O_DIRECT) {
-      try {
-        direct = await open(path, constants.O_RDONLY | constants.O_DIRECT);
-      } catch (e) {
-        if (!isErrno(e, 'EINVAL', 'EOPNOTSUPP')) throw e;
-      }
-    }
-    return new DirectReads(buffered, direct);
+    return new DirectReads(buffered, await openDirect(path, constants.O_RDONLY, enabled));
   }
 
   /** Reads up to `length` bytes at `position` into `buf`; returns the bytes read (0 at the end). */
@@ -173,20 +179,10 @@ export class DirectReads {
         const { bytesRead } = await fh.read(buf, 0, span, position);
         return Math.min(bytesRead, length);
       } catch (e) {
-        if (!isErrno(e, 'EINVAL')) throw e;
-        if (this.direct === fh) {
-          this.direct = null;
-          await fh.close().catch(() => {});
-        }
+        await this.refused(fh, e);
       }
     }
     const { bytesRead } = await this.buffered.read(buf, 0, length, position);
     return bytesRead;
-  }
-
-  async close(): Promise<void> {
-    const fh = this.direct;
-    this.direct = null;
-    await fh?.close().catch(() => {});
   }
 }
