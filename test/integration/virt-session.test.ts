@@ -76,7 +76,7 @@ test('a batch through the session answers like a batch script, failures in place
     ['uri'],
     ['domstate', '--domain', 'haven-t-no-such-domain'],
     ['echo', "semi; colon and 'quotes'"],
-    ['list', '--all', '--name'],
+    ['hostname'],
   ];
   const plain = new Virsh();
   const session = new Virsh({ session: true });
