@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import Table from 'cli-table3';
-import { type HavenConfig, loadConfigIfPresent } from '../core/config.ts';
+import type { HavenConfig } from '../core/config.ts';
 import { createLogger, type Level, type RootLogger } from '../core/log.ts';
 import { type HavenPaths, havenPaths } from '../core/paths.ts';
 
@@ -39,12 +39,16 @@ export class CliContext {
 
   /**
    * The configuration. The default file is optional (commands work from flags alone); a file
-   * named by --config or HAVEN_CONFIG must exist.
+   * named by --config or HAVEN_CONFIG must exist. The loader (yaml, the config schema, cron) is
+   * imported only here: a receiver, started for every replication, never needs it.
    */
-  config(): HavenConfig {
-    this.loadedConfig ??= loadConfigIfPresent(this.paths.config, {
-      required: Boolean(this.options.config || process.env.HAVEN_CONFIG),
-    });
+  async config(): Promise<HavenConfig> {
+    if (!this.loadedConfig) {
+      const { loadConfigIfPresent } = await import('../core/config.ts');
+      this.loadedConfig = loadConfigIfPresent(this.paths.config, {
+        required: Boolean(this.options.config || process.env.HAVEN_CONFIG),
+      });
+    }
     return this.loadedConfig;
   }
 

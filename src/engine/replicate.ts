@@ -20,6 +20,7 @@ import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
 import type { StreamSender } from '../protocol/index.ts';
 import type { DeltaMode, DeltaSummary, Generation } from '../store/types.ts';
 import {
+  type Checkpoint,
   checkpointXml,
   deleteCheckpoint,
   domainXml,
@@ -203,6 +204,7 @@ async function trustedBase(
   newest: Generation | null,
   catalog: Catalog | undefined,
   log: Logger,
+  likely?: Promise<BaseCheckpoint | undefined>,
 ): Promise<BaseCheckpoint | undefined> {
   const name = checkpointOf(newest?.pointInTime);
   if (!newest) return undefined;
@@ -212,6 +214,8 @@ async function trustedBase(
     });
     return undefined;
   }
+  const checked = await likely;
+  if (checked?.name === name) return checked;
   let cp = (await listCheckpoints(virsh, server.name)).find((c) => c.name === name);
   if (!cp) {
     const saved = catalog?.checkpoints.get(server.name, name);
@@ -242,7 +246,40 @@ async function trustedBase(
     });
     return undefined;
   }
-  return { name, disks: new Set(cp.disks.filter((d) => d.checkpoint === 'bitmap').map((d) => d.name)) };
+  return baseOf(cp);
+}
+
+function baseOf(cp: Checkpoint): BaseCheckpoint {
+  return {
+    name: cp.name,
+    disks: new Set(cp.disks.filter((d) => d.checkpoint === 'bitmap').map((d) => d.name)),
+  };
+}
+
+/**
+ * trustedBase's answer for the checkpoint the target most likely holds its newest copy from (the
+ * newest one this catalog saw delivered anywhere), worked out while the receiver starts: the
+ * sender waits about a third of a second for its first answer, and the libvirt checks take a
+ * quarter of that. Only a checkpoint that exists and whose bitmaps check out is returned; when the
+ * target names another, or anything is wrong, trustedBase checks again and says why. Never rejects.
+ */
+async function likelyBase(
+  virsh: Virsh,
+  server: Server,
+  catalog: Catalog,
+): Promise<BaseCheckpoint | undefined> {
+  try {
+    const name = catalog.checkpoints
+      .list(server.name)
+      .find((c) => catalog.checkpoints.deliveries(server.name, c.name).length > 0)?.name;
+    if (!name) return undefined;
+    const cp = (await listCheckpoints(virsh, server.name)).find((c) => c.name === name);
+    if (!cp) return undefined;
+    const v = await validateCheckpoint(virsh, server.name, name);
+    return v.ok ? baseOf(cp) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const RETRYABLE_CODES = new Set([
@@ -296,6 +333,7 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
   const server = await getServer(o.virsh, o.server, { log });
   const disks = protectedDisks(server);
   const consistency = o.consistency ?? 'live';
+  const likely = o.catalog && !o.dryRun ? likelyBase(o.virsh, server, o.catalog) : undefined;
 
   // The first contact is retried like the transfer: a receiver that dies while starting is the
   // same broken connection as one that dies mid-delta.
@@ -320,7 +358,7 @@ export async function protectServer(o: ProtectOptions): Promise<ProtectResult | 
   const { chunkSize } = sender;
   const digestAlg = sender.digestAlgorithm;
   const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
-  const base = await trustedBase(o.virsh, server, newest, o.catalog, log);
+  const base = await trustedBase(o.virsh, server, newest, o.catalog, log, likely);
   const inflight = o.catalog?.inflight.get(server.name, storeId);
   let reuse: { checkpoint: string; socketPath: string } | undefined;
   if (inflight && newest?.pointInTime === inflight.checkpoint) {

@@ -6,19 +6,32 @@
  * the frame's declared length, so a payload that expands beyond it (a "zstd bomb") fails instead
  * of allocating, and one that falls short is caught by the length check.
  */
-import binding from 'zstd-napi/binding.js';
+import { createRequire } from 'node:module';
+import type binding from 'zstd-napi/binding.js';
 import { protoError } from './errors.ts';
 import { MAX_EXTENT_BYTES } from './frames.ts';
 
+type Zstd = typeof binding;
+let loaded: Zstd | undefined;
+
+/**
+ * The native binding, loaded on first use: most sessions negotiate no compression, and every
+ * replication starts a receiver whose start-up is on the critical path.
+ */
+function zstd(): Zstd {
+  loaded ??= createRequire(import.meta.url)('zstd-napi/binding.js') as Zstd;
+  return loaded;
+}
+
 export class ExtentCompressor {
-  private readonly cctx = new binding.CCtx();
+  private readonly cctx = new (zstd().CCtx)();
   private readonly scratch: Buffer;
 
   constructor(
     readonly level: number,
     maxExtentBytes = MAX_EXTENT_BYTES,
   ) {
-    this.scratch = Buffer.allocUnsafe(binding.compressBound(maxExtentBytes));
+    this.scratch = Buffer.allocUnsafe(zstd().compressBound(maxExtentBytes));
   }
 
   /** The compressed bytes in a buffer of their own, or null when compression does not shrink `data`. */
@@ -32,7 +45,7 @@ export class ExtentCompressor {
 }
 
 export class ExtentDecompressor {
-  private readonly dctx = new binding.DCtx();
+  private readonly dctx = new (zstd().DCtx)();
 
   /**
    * Decompresses a payload that must expand to exactly `length` bytes, into `into` when given

@@ -112,7 +112,8 @@ export class StreamReceiver {
   private readonly out: FrameWriter;
   private readonly bodies: BufferPool;
   private readonly datas: BufferPool;
-  private readonly decompressor = new ExtentDecompressor();
+  /** Made on the first compressed payload (the native zstd binding loads only then). */
+  private decompressor: ExtentDecompressor | undefined;
   private readonly checkpointEveryBytes: number;
   private readonly checkpointEveryMs: number;
   private readonly maxExtentBytes: number;
@@ -442,6 +443,7 @@ export class StreamReceiver {
       if (!this.zstdAgreed) {
         throw protoError('PROTO_BAD_COMPRESSION', 'zstd payload, but HELLO did not offer zstd', where);
       }
+      this.decompressor ??= new ExtentDecompressor();
       data = this.decompressor.decompress(e.payload!, e.length, where, this.datas.take(e.length));
       this.bodies.release(e.payload);
     }

@@ -107,7 +107,7 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--json', 'print the report as JSON')
     .action(async (servers: string[], flags: DrillFlags) => {
       const ctx = context();
-      const settings = drillSettings(ctx.config(), flags);
+      const settings = drillSettings(await ctx.config(), flags);
       const marker = markerFlag(flags);
       const timeoutMs = flags.timeout === undefined ? undefined : parseDuration(flags.timeout);
       let generation: number | undefined;
@@ -140,7 +140,7 @@ export default function register(program: Command, context: () => CliContext): v
         }
       }
       const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
-      const events = new EventLog(catalog, Notifier.fromConfig(ctx.config().alerts, log), log);
+      const events = new EventLog(catalog, Notifier.fromConfig((await ctx.config()).alerts, log), log);
       try {
         const { report } = await runRecordedDrill({
           settings,

@@ -30,9 +30,9 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--limit <n>', 'at most this many events', '100')
     .option('--problems', 'list the open problems (what alerts are about) instead')
     .option('--json', 'print JSON')
-    .action((flags: EventsFlags) => {
+    .action(async (flags: EventsFlags) => {
       const ctx = context();
-      const tz = ctx.config().timezone;
+      const tz = (await ctx.config()).timezone;
       const limit = Number(flags.limit);
       if (!Number.isInteger(limit) || limit < 1)
         throw new UsageError(`--limit must be a positive whole number, got ${flags.limit}`);

@@ -112,9 +112,9 @@ export default function register(program: Command, context: () => CliContext): v
     .command('list')
     .description('every job with its servers, targets, schedule, next run and last result')
     .option('--json', 'print JSON')
-    .action((flags: { json?: boolean }) => {
+    .action(async (flags: { json?: boolean }) => {
       const ctx = context();
-      const config = ctx.config();
+      const config = await ctx.config();
       const now = new Date();
       const catalog = openIfExists(ctx);
       try {
@@ -153,7 +153,7 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--json', 'print JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
       const ctx = context();
-      const config = ctx.config();
+      const config = await ctx.config();
       const j = getJob(config, name);
       const now = new Date();
       const catalog = openIfExists(ctx);
@@ -241,7 +241,7 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--json', 'print the result as JSON')
     .action(async (name: string, flags: { dryRun?: boolean; json?: boolean }) => {
       const ctx = context();
-      const config = ctx.config();
+      const config = await ctx.config();
       getJob(config, name);
       const log = flags.dryRun ? ctx.log : ctx.openRunLog(`job-${name}`);
       const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });

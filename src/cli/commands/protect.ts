@@ -148,7 +148,7 @@ export default function register(program: Command, context: () => CliContext): v
       if (consistency !== 'live' && consistency !== 'shutdown') {
         throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
       }
-      const config = ctx.config();
+      const config = await ctx.config();
       const target = resolveTarget(flags.to, config, {
         copies: intFlag('copies', flags.copies, 1, 1000),
         bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),

@@ -139,7 +139,11 @@ export default function register(program: Command, context: () => CliContext): v
       // --staging auto: the largest cache drive of this host (DESIGN §4.6), mounted if need be.
       const cache =
         flags.staging === 'auto'
-          ? await targetStaging({ signature: ctx.config().cache.signature, runDir: ctx.paths.runDir, log })
+          ? await targetStaging({
+              signature: (await ctx.config()).cache.signature,
+              runDir: ctx.paths.runDir,
+              log,
+            })
           : undefined;
       const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
       try {

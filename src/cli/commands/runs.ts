@@ -39,9 +39,9 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--status <status>', `only runs with this status (${RUN_STATUSES.join(', ')})`)
     .option('--limit <n>', 'at most this many runs', '50')
     .option('--json', 'print JSON')
-    .action((id: string | undefined, flags: RunsFlags) => {
+    .action(async (id: string | undefined, flags: RunsFlags) => {
       const ctx = context();
-      const tz = ctx.config().timezone;
+      const tz = (await ctx.config()).timezone;
       const limit = Number(flags.limit);
       if (!Number.isInteger(limit) || limit < 1)
         throw new UsageError(`--limit must be a positive whole number, got ${flags.limit}`);

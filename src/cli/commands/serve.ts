@@ -18,7 +18,7 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--rpo-interval <seconds>', 'how often RPO objectives are checked', '60')
     .action(async (flags: { listen?: string; rpoInterval: string }) => {
       const ctx = context();
-      const config = ctx.config();
+      const config = await ctx.config();
       let listen: { host: string; port: number } | undefined;
       if (flags.listen) {
         try {

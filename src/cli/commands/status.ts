@@ -23,7 +23,7 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--json', 'print JSON')
     .action(async (flags: { json?: boolean }) => {
       const ctx = context();
-      const config = ctx.config();
+      const config = await ctx.config();
       const now = new Date();
       const selections = new Map<string, string[]>();
       const virsh = new Virsh({ log: ctx.log });

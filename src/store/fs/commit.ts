@@ -28,7 +28,6 @@ import { generationsNeedingProducers, planRotation, type Seq } from '../rotation
 import { CHUNK_SIZE, type Generation } from '../types.ts';
 import { applyDelta, deltaDataPresent, readIndexEntries } from './apply.ts';
 import { copyImage } from './copy.ts';
-import { buildDrDefinition } from './definition.ts';
 import { deleteDelta } from './delta-writer.ts';
 import {
   createFileOnce,
@@ -553,6 +552,8 @@ async function writeGenerationDigests(ctx: FsContext, j: Journal, rec: DeltaReco
 async function ensureDefinition(ctx: FsContext, rec: DeltaRecord, log: Logger): Promise<void> {
   const path = ctx.layout.definition(rec.server);
   if (await exists(path)) return;
+  // Imported when needed: the XML parser is not loaded at a receiver's start (fs-store.ts).
+  const { buildDrDefinition } = await import('./definition.ts');
   const xml = buildDrDefinition(
     rec.meta.sourceDefinition,
     rec.meta.disks.map((d) => d.name),

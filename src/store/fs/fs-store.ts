@@ -8,7 +8,6 @@ import { randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/digest.ts';
-import { DomainXml } from '../../core/domain-xml.ts';
 import { asHavenError, HavenError } from '../../core/errors.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { checkName, isSafeName } from '../../core/names.ts';
@@ -201,7 +200,25 @@ function validateMeta(meta: DeltaMeta): void {
   }
   if (meta.baseGenerationId !== null && typeof meta.baseGenerationId !== 'string')
     throw bad('baseGenerationId');
-  DomainXml.parse(meta.sourceDefinition);
+}
+
+/**
+ * The source definition must parse before anything is staged. The XML parser is imported here,
+ * not at start-up: a receiver is started for every replication and answers its first QUERY
+ * sooner without it.
+ */
+async function checkSourceDefinition(xml: string): Promise<void> {
+  const { DomainXml } = await import('../../core/domain-xml.ts');
+  DomainXml.parse(xml);
+}
+
+/**
+ * Loads the XML parser once the current answer is out: a sender that asked about one server
+ * (recover, then QUERY) opens a delta next, after taking its point in time, and the receiver
+ * waits idle meanwhile.
+ */
+function preloadXmlParser(): void {
+  setImmediate(() => void import('../../core/domain-xml.ts').catch(() => {}));
 }
 
 export class FsStore implements Store {
@@ -339,7 +356,10 @@ export class FsStore implements Store {
     const messages: string[] = [];
     const errors: HavenError[] = [];
     const log = this.ctx.log;
-    if (only !== undefined) checkName('server', only);
+    if (only !== undefined) {
+      checkName('server', only);
+      preloadXmlParser();
+    }
     const servers = only === undefined ? await listServerDirs(this.ctx) : [only];
     for (const server of servers) {
       if (only !== undefined && !(await exists(this.layout.serverDir(server)))) continue;
@@ -430,6 +450,7 @@ export class FsStore implements Store {
 
   async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
     validateMeta(meta);
+    await checkSourceDefinition(meta.sourceDefinition);
     const wlog = (log ?? this.ctx.log).child({ server: meta.server });
     const lock = await this.lockServer(meta.server, `delta ${meta.pointInTime}`);
     try {
