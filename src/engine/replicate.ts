@@ -215,7 +215,10 @@ async function trustedBase(
     return undefined;
   }
   const checked = await likely;
-  if (checked?.name === name) return checked;
+  if (checked?.name === name) {
+    log.debug('base checkpoint checked while the receiver started', { checkpoint: name });
+    return checked;
+  }
   let cp = (await listCheckpoints(virsh, server.name)).find((c) => c.name === name);
   if (!cp) {
     const saved = catalog?.checkpoints.get(server.name, name);

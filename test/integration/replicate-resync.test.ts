@@ -99,3 +99,43 @@ test('guest killed (QEMU SIGKILLed): the inconsistent bitmap is noticed, checksu
   assert.equal(r.disks[0]!.dataBytes, changed.size * PATTERN_BLOCK_SIZE);
   await s.checkCopy('after the guest was killed');
 });
+
+test('two stores in turn: each incremental starts from its own store’s checkpoint', async (t) => {
+  // The sender checks the checkpoint delivered last (to any store) while the receiver starts
+  // (engine/replicate.ts, likelyBase). Here that is the other store's: using it for this store
+  // would leave out what changed between the two copies, and the copy would differ.
+  const s = await setup(t, 'two-stores');
+  const between = await s.write(6, 25);
+  const other = join(s.store, '..', 'other-store');
+  const toOther = await havenJson<ProtectResult>(s.h, [
+    'protect',
+    s.guest.name,
+    '--to',
+    other,
+    '--copies',
+    '2',
+  ]);
+  assert.equal(toOther.mode, 'full');
+  const after = await s.write(7, 20);
+  const r = await s.protect();
+  assert.equal(r.mode, 'incremental');
+  const expected = new Set([...between, ...after]);
+  assert.equal(
+    r.disks[0]!.dataBytes,
+    expected.size * PATTERN_BLOCK_SIZE,
+    'both changes went to the first store',
+  );
+  await s.checkCopy('the first store, after a copy to the other');
+  // And the other store's next incremental starts from its own checkpoint too.
+  const last = await s.write(8, 15);
+  const again = await havenJson<ProtectResult>(s.h, [
+    'protect',
+    s.guest.name,
+    '--to',
+    other,
+    '--copies',
+    '2',
+  ]);
+  assert.equal(again.mode, 'incremental');
+  assert.equal(again.disks[0]!.dataBytes, new Set([...after, ...last]).size * PATTERN_BLOCK_SIZE);
+});
