@@ -338,6 +338,8 @@ export class StreamReceiver {
     const m = await this.store.manifest(server);
     if (m?.activeAtDr) throw activeAtDrError(server, m.activeAtDr);
     this.out.write([encodeJson('QUERY_REPLY', { server, newest: m?.generations[0] ?? null })]);
+    // After the answer is out: the sender now takes its point in time, and this side is idle.
+    this.store.expectDelta?.(server);
   }
 
   private async onOpen(meta: FrameBodies['OPEN']): Promise<void> {

@@ -255,6 +255,13 @@ export interface Store {
    */
   recover(server?: string): Promise<string[]>;
 
+  /**
+   * A hint, after a sender asked about `server`: a delta for it is likely to open soon, while the
+   * sender takes its point in time. A store may load or prepare what openDelta needs; it must not
+   * change anything stored.
+   */
+  expectDelta?(server: string): void;
+
   listServers(): Promise<string[]>;
   manifest(server: string): Promise<ServerManifest | null>;
 

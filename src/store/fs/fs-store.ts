@@ -212,15 +212,6 @@ async function checkSourceDefinition(xml: string): Promise<void> {
   DomainXml.parse(xml);
 }
 
-/**
- * Loads the XML parser once the current answer is out: a sender that asked about one server
- * (recover, then QUERY) opens a delta next, after taking its point in time, and the receiver
- * waits idle meanwhile.
- */
-function preloadXmlParser(): void {
-  setImmediate(() => void import('../../core/domain-xml.ts').catch(() => {}));
-}
-
 export class FsStore implements Store {
   readonly kind = 'fs' as const;
   readonly location: string;
@@ -356,10 +347,7 @@ export class FsStore implements Store {
     const messages: string[] = [];
     const errors: HavenError[] = [];
     const log = this.ctx.log;
-    if (only !== undefined) {
-      checkName('server', only);
-      preloadXmlParser();
-    }
+    if (only !== undefined) checkName('server', only);
     const servers = only === undefined ? await listServerDirs(this.ctx) : [only];
     for (const server of servers) {
       if (only !== undefined && !(await exists(this.layout.serverDir(server)))) continue;
@@ -446,6 +434,11 @@ export class FsStore implements Store {
   async manifest(server: string): Promise<ServerManifest | null> {
     const v = await this.view(server);
     return v.manifest ? manifestView(v.manifest) : null;
+  }
+
+  /** Loads the XML parser openDelta checks the source definition with (checkSourceDefinition). */
+  expectDelta(_server: string): void {
+    import('../../core/domain-xml.ts').catch(() => {});
   }
 
   async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
