@@ -27,8 +27,8 @@ async function setup(t: Parameters<typeof testDir>[0], name: string) {
   const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 64 }] });
   const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
   const image = join(store, `${guest.name}_${guest.disks[0]!.storeName}_1.raw`);
-  const protect = (): Promise<ProtectResult> =>
-    havenJson<ProtectResult>(h, ['protect', guest.name, '--to', store, '--copies', '2']);
+  const protect = (to = store): Promise<ProtectResult> =>
+    havenJson<ProtectResult>(h, ['protect', guest.name, '--to', to, '--copies', '2']);
   const write = async (seed: number, count: number) => {
     await guest.writePattern('vda', seed, count);
     return new Set(await model.writePattern(seed, count));
@@ -107,14 +107,7 @@ test('two stores in turn: each incremental starts from its own store’s checkpo
   const s = await setup(t, 'two-stores');
   const between = await s.write(6, 25);
   const other = join(s.store, '..', 'other-store');
-  const toOther = await havenJson<ProtectResult>(s.h, [
-    'protect',
-    s.guest.name,
-    '--to',
-    other,
-    '--copies',
-    '2',
-  ]);
+  const toOther = await s.protect(other);
   assert.equal(toOther.mode, 'full');
   const after = await s.write(7, 20);
   const r = await s.protect();
@@ -128,14 +121,7 @@ test('two stores in turn: each incremental starts from its own store’s checkpo
   await s.checkCopy('the first store, after a copy to the other');
   // And the other store's next incremental starts from its own checkpoint too.
   const last = await s.write(8, 15);
-  const again = await havenJson<ProtectResult>(s.h, [
-    'protect',
-    s.guest.name,
-    '--to',
-    other,
-    '--copies',
-    '2',
-  ]);
+  const again = await s.protect(other);
   assert.equal(again.mode, 'incremental');
   assert.equal(again.disks[0]!.dataBytes, new Set([...after, ...last]).size * PATTERN_BLOCK_SIZE);
 });

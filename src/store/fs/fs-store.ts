@@ -203,12 +203,14 @@ function validateMeta(meta: DeltaMeta): void {
 }
 
 /**
- * The source definition must parse before anything is staged. The XML parser is imported here,
- * not at start-up: a receiver is started for every replication and answers its first QUERY
- * sooner without it.
+ * The XML parser, imported when first needed rather than at start-up: a receiver is started for
+ * every replication and answers its first QUERY sooner without it.
  */
+const xmlParser = () => import('../../core/domain-xml.ts');
+
+/** The source definition must parse before anything is staged. */
 async function checkSourceDefinition(xml: string): Promise<void> {
-  const { DomainXml } = await import('../../core/domain-xml.ts');
+  const { DomainXml } = await xmlParser();
   DomainXml.parse(xml);
 }
 
@@ -438,7 +440,7 @@ export class FsStore implements Store {
 
   /** Loads the XML parser openDelta checks the source definition with (checkSourceDefinition). */
   expectDelta(_server: string): void {
-    import('../../core/domain-xml.ts').catch(() => {});
+    xmlParser().catch(() => {});
   }
 
   async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
