@@ -19,7 +19,11 @@
  * Progress and the report go to stderr; `--json` adds one JSON object with every figure on stdout.
  *
  *   node --import tsx bench/replicate.ts [--full-reps 3] [--inc-reps 5] [--copies 3]
- *        [--disk-size 2GiB] [--data-size 1GiB] [--change 2] [--profile] [--keep] [--json]
+ *        [--disk-size 2GiB] [--data-size 1GiB] [--change 2] [--target-fs local|xfs] [--profile]
+ *        [--keep] [--json]
+ *
+ * `--target-fs xfs` puts every tool's copies (Haven's store too) on a fresh loop-mounted XFS with
+ * reflinks, where Haven's rotation clones the newest generation instead of replaying deltas.
  */
 import {
   chmodSync,
@@ -60,6 +64,7 @@ import {
 } from './lib/peers.ts';
 import { cpuOf, killRunning, mustRun, peakOf, runMeasured } from './lib/proc.ts';
 import { formatRate, median } from './lib/stats.ts';
+import { parseTargetFs, targetDir } from './lib/target-fs.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -69,6 +74,7 @@ const { values: args } = parseArgs({
     'disk-size': { type: 'string', default: '2GiB' },
     'data-size': { type: 'string', default: '1GiB' },
     change: { type: 'string', default: '2' },
+    'target-fs': { type: 'string', default: 'local' },
     profile: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
@@ -82,6 +88,7 @@ const diskSize = parseSize(args['disk-size']);
 const dataSize = parseSize(args['data-size']);
 const changePercent = Number(args.change);
 const changeBlocks = Math.round((diskSize * changePercent) / 100 / GUEST_BLOCK);
+const targetFs = parseTargetFs(args['target-fs']);
 for (const [name, v] of [
   ['full-reps', fullReps],
   ['inc-reps', incReps],
@@ -266,12 +273,15 @@ async function main(): Promise<void> {
   const havenLogs = dir('haven-log');
   const peerRun = dir('peer-run');
   const profiles = dir('profiles');
-  const store = join(work, 'haven-store');
-  const vnbDir = join(work, 'vnb-backup');
-  const vnbRestore = join(work, 'vnb-restore');
-  const qemuImgOut = join(work, 'qemu-img.raw');
-  const rsyncDelta = join(work, 'rsync-delta.qcow2');
-  const rsyncWhole = join(work, 'rsync-whole.qcow2');
+  // Room for every tool's copies: Haven's generations, virtnbdbackup's chain and restore,
+  // qemu-img's copy and rsync's two.
+  const targets = targetDir(work, targetFs, Math.max(16 * 1024 * MiB, 10 * diskSize));
+  const store = join(targets.dir, 'haven-store');
+  const vnbDir = join(targets.dir, 'vnb-backup');
+  const vnbRestore = join(targets.dir, 'vnb-restore');
+  const qemuImgOut = join(targets.dir, 'qemu-img.raw');
+  const rsyncDelta = join(targets.dir, 'rsync-delta.qcow2');
+  const rsyncWhole = join(targets.dir, 'rsync-whole.qcow2');
 
   let bg: BenchGuest | undefined;
   let hidden: string[] = [];
@@ -284,6 +294,7 @@ async function main(): Promise<void> {
     }
     await bg?.cleanup();
     bg = undefined;
+    targets.release();
     rmSync(work, { recursive: true, force: true });
   };
   const onSignal = () => {
@@ -308,7 +319,7 @@ async function main(): Promise<void> {
     bg = await createBenchGuest({ prefix: 'haven-t-bench', diskSize, randomSource: source });
     const { guest, image } = bg;
     const domain = guest.name;
-    say(`guest ${domain} running; image ${image}`);
+    say(`guest ${domain} running; image ${image}; copies go to ${targets.dir} (${targets.fs})`);
     // Loads every module once, so the first measured run does not pay tsx's first compile.
     await mustRun(process.execPath, [HAVEN_BIN, '--version']);
 
@@ -567,6 +578,7 @@ async function main(): Promise<void> {
         fullReps,
         incReps,
         copies,
+        targetFs: targets.fs,
         profile: args.profile,
       },
       versions,

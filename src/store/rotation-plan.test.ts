@@ -67,6 +67,33 @@ test('a missing producer delta falls back to copying the newest generation', () 
   assert.deepEqual(p.applyProducersOf, []);
 });
 
+test('a store that clones: the oldest is still recycled by name, but the slot clones the newest', () => {
+  const p = planRotation({
+    generations: gens(['g3', 'g2', 'g1']),
+    copies: 3,
+    producerAvailable: all,
+    cloneNewest: true,
+  });
+  assert.deepEqual(
+    p.renames.map((r) => [r.generationId, r.from, r.to]),
+    [
+      ['g1', 3, 'incomplete'],
+      ['g2', 2, 3],
+      ['g3', 1, 2],
+    ],
+  );
+  assert.equal(p.recycled?.id, 'g1');
+  assert.deepEqual(p.slot, { kind: 'copy', fromGenerationId: 'g3', fromSeq: 2, disks });
+  // Only the new delta is written; no older delta is replayed.
+  assert.deepEqual(p.applyProducersOf, []);
+});
+
+test('a store that clones, copies 1: the single generation takes the new delta in place', () => {
+  const p = planRotation({ generations: gens(['g1']), copies: 1, producerAvailable: all, cloneNewest: true });
+  assert.deepEqual(p.slot, { kind: 'recycle', generationId: 'g1' });
+  assert.deepEqual(p.applyProducersOf, []);
+});
+
 test('shrinking copies drops the oldest and recycles the newest of the rest', () => {
   const p = planRotation({ generations: gens(['g4', 'g3', 'g2', 'g1']), copies: 2, producerAvailable: all });
   assert.deepEqual(
@@ -97,6 +124,7 @@ test('kept producers: the deltas of _1 … _N-1', () => {
   assert.deepEqual(generationsNeedingProducers(['a', 'b', 'c'], 3), ['a', 'b']);
   assert.deepEqual(generationsNeedingProducers(['a', 'b', 'c'], 1), []);
   assert.deepEqual(generationsNeedingProducers(['a'], 4), ['a']);
+  assert.deepEqual(generationsNeedingProducers(['a', 'b', 'c'], 3, true), []);
 });
 
 test('copies must be a positive integer', () => {

@@ -32,7 +32,8 @@ export type SlotPlan =
   | { kind: 'recycle'; generationId: string }
   /**
    * The slot starts as a copy of the newest generation (found at `fromSeq` once renamed): fewer
-   * than N generations exist, or a delta the recycled generation missed is gone.
+   * than N generations exist, a delta the recycled generation missed is gone, or the store
+   * clones images (reflinks) more cheaply than it replays deltas.
    */
   | { kind: 'copy'; fromGenerationId: string; fromSeq: number; disks: string[] };
 
@@ -60,6 +61,12 @@ export interface PlanInput {
   copies: number;
   /** True when the staged delta that produced this generation from the next older one is kept and readable. */
   producerAvailable: (generationId: string) => boolean;
+  /**
+   * The store can clone the newest generation instead of replaying deltas onto the oldest
+   * (DESIGN §4.2: "where the filesystem supports reflinks, the store may clone instead of
+   * replaying"): a clone shares every unchanged block, so only the new delta is written.
+   */
+  cloneNewest?: boolean;
 }
 
 export function planRotation(input: PlanInput): RotationPlan {
@@ -97,12 +104,15 @@ export function planRotation(input: PlanInput): RotationPlan {
   const chain = survivorGens.map((g) => g.id).reverse();
   const chainUsable = recycled !== null && chain.every((id) => input.producerAvailable(id));
   let slot: SlotPlan;
-  if (recycled && chainUsable) {
+  // With copies 1 the newest generation is the recycled one: replaying the new delta onto it is
+  // already the least there is to write, and nothing else exists to clone from.
+  const clone = input.cloneNewest === true && copies >= 2;
+  if (recycled && chainUsable && !clone) {
     slot = { kind: 'recycle', generationId: recycled.id };
   } else {
     const newest = gens[0]!;
     // The newest generation is a survivor (at `_2` after the renames) unless copies is 1, where
-    // it is the recycled one and the chain is always usable.
+    // it is the recycled one, the chain is always usable and no clone is planned.
     slot = { kind: 'copy', fromGenerationId: newest.id, fromSeq: 2, disks: newest.disks };
   }
 
@@ -119,7 +129,13 @@ export function planRotation(input: PlanInput): RotationPlan {
 /**
  * Generations whose producing deltas must be kept after a commit: the next rotation recycles
  * `_N` and replays the deltas of `_N-1` … `_1` (DESIGN §4.2 step 3: "the last N−1 deltas").
+ * A store that clones the newest generation instead (`cloneNewest`) replays none of them.
  */
-export function generationsNeedingProducers(generationIdsNewestFirst: string[], copies: number): string[] {
+export function generationsNeedingProducers(
+  generationIdsNewestFirst: string[],
+  copies: number,
+  cloneNewest = false,
+): string[] {
+  if (cloneNewest && copies >= 2) return [];
   return generationIdsNewestFirst.slice(0, Math.max(0, copies - 1));
 }

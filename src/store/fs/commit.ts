@@ -27,7 +27,7 @@ import { storeError } from '../errors.ts';
 import { generationsNeedingProducers, planRotation, type Seq } from '../rotation-plan.ts';
 import { CHUNK_SIZE, type Generation } from '../types.ts';
 import { applyDelta, deltaDataPresent, readIndexEntries } from './apply.ts';
-import { copyImage } from './copy.ts';
+import { clonesImages, copyImage } from './copy.ts';
 import { deleteDelta } from './delta-writer.ts';
 import {
   createFileOnce,
@@ -56,7 +56,15 @@ import {
   writeJournal,
   writeManifest,
 } from './state.ts';
-import { chunkCount, chunkLength, fillUnstaged, sumsLength, writeSums, writeZeroSums } from './sums.ts';
+import {
+  chunkCount,
+  chunkLength,
+  fillUnstaged,
+  SumsOverlay,
+  sumsLength,
+  writeSums,
+  writeZeroSums,
+} from './sums.ts';
 
 /** Runs `fn` while holding the server's manifest lock (short; waits for other holders). */
 export async function withManifestLock<T>(ctx: FsContext, server: string, fn: () => Promise<T>): Promise<T> {
@@ -139,9 +147,17 @@ async function planCommit(
     gens.length >= rec.meta.copies
       ? await imagesPresent(rec.meta.copies, gens[rec.meta.copies - 1]!.disks)
       : true;
+  // Where the filesystem clones files, the new slot is a clone of the newest generation plus
+  // the new delta; the recycled oldest is simply removed. That needs the newest images present.
+  const cloneNewest =
+    rec.meta.copies >= 2 &&
+    gens.length >= rec.meta.copies &&
+    (await clonesImages(ctx.layout.root, log)) &&
+    (await imagesPresent(1, gens[0]!.disks));
   const plan = planRotation({
     generations: gens.map((g) => ({ id: g.id, disks: g.disks.map((d) => d.name) })),
     copies: rec.meta.copies,
+    cloneNewest,
     producerAvailable: (id) => {
       if (!recycledOk) return false;
       const p = producer.get(id);
@@ -169,13 +185,19 @@ async function planCommit(
   if (plan.slot.kind === 'copy' && !(await imagesPresent(1, gens[0]!.disks)))
     throw missing('the newest generation');
   if (plan.slot.kind === 'copy' && gens.length >= rec.meta.copies) {
-    log.info('a delta the oldest generation missed is gone; the new slot starts as a copy of the newest', {
-      server,
-    });
+    if (cloneNewest) log.debug('the new slot is a clone of the newest generation (reflinks)', { server });
+    else {
+      log.info('a delta the oldest generation missed is gone; the new slot starts as a copy of the newest', {
+        server,
+      });
+    }
   }
   const apply = gens.length === 0 ? [] : [...plan.applyProducersOf.map((id) => producer.get(id)!.id), rec.id];
 
-  if (plan.slot.kind === 'copy') await checkSpace(ctx, rec, { kind: 'copy', from: gens[0]! }, apply, records);
+  if (plan.slot.kind === 'copy') {
+    const kind = cloneNewest ? 'clone' : 'copy';
+    await checkSpace(ctx, rec, { kind, from: gens[0]! }, apply, records);
+  }
   if (plan.slot.kind === 'recycle') {
     const recycled = gens[rec.meta.copies - 1]!;
     await checkSpace(ctx, rec, { kind: 'recycle', from: recycled }, apply, records);
@@ -215,12 +237,13 @@ async function planCommit(
  * Refuses a rotation that cannot finish for lack of space before anything is renamed, so the
  * store is never left mid-rotation by a predictable NO_SPACE. Per disk of the new generation,
  * applying can only allocate blocks where the slot image has holes, and at most as many as the
- * applied deltas carry data for it; a copied slot first needs the source's allocated blocks.
+ * applied deltas carry data for it; a copied slot first needs the source's allocated blocks. A
+ * cloned slot shares the source's blocks, but every block the delta writes is copied on write.
  */
 async function checkSpace(
   ctx: FsContext,
   rec: DeltaRecord,
-  slot: { kind: 'recycle' | 'copy'; from: Generation },
+  slot: { kind: 'recycle' | 'copy' | 'clone'; from: Generation },
   apply: string[],
   records: DeltaRecord[],
 ): Promise<void> {
@@ -232,7 +255,8 @@ async function checkSpace(
     const st = src ? await stat(ctx.layout.image(rec.server, d.name, slot.from.seq)).catch(() => null) : null;
     const allocated = st ? st.blocks * 512 : 0;
     if (slot.kind === 'copy') need += allocated;
-    need += Math.min(data, Math.max(0, d.size - allocated)) + sumsLength(d.size);
+    need +=
+      (slot.kind === 'clone' ? data : Math.min(data, Math.max(0, d.size - allocated))) + sumsLength(d.size);
   }
   const fs = await io(ctx.layout.root, () => statfs(ctx.layout.root));
   const free = fs.bavail * fs.bsize;
@@ -482,7 +506,7 @@ async function writeGenerationDigests(ctx: FsContext, j: Journal, rec: DeltaReco
 
   const m = await readManifest(ctx, server);
   const base = m?.generations.find((g) => g.id === j.baseGenerationId);
-  const files = new Map<number, { fh: FileHandle; tmp: string; dst: string }>();
+  const files = new Map<number, { fh: FileHandle; tmp: string; dst: string; overlay: SumsOverlay }>();
   const boundary = new Map<number, number>();
   try {
     for (const [i, d] of rec.meta.disks.entries()) {
@@ -494,7 +518,7 @@ async function writeGenerationDigests(ctx: FsContext, j: Journal, rec: DeltaReco
         await io(src, () => copyFile(src, tmp, fsConstants.COPYFILE_FICLONE));
       }
       const fh = await io(tmp, () => open(tmp, bd ? 'r+' : 'w+'));
-      files.set(i, { fh, tmp, dst });
+      files.set(i, { fh, tmp, dst, overlay: new SumsOverlay(fh) });
       await io(tmp, () => fh.truncate(sumsLength(d.size)));
       const oldChunks = bd ? chunkCount(bd.size) : 0;
       if (oldChunks < chunkCount(d.size)) await writeZeroSums(fh, alg, d.size, oldChunks, chunkCount(d.size));
@@ -511,11 +535,16 @@ async function writeGenerationDigests(ctx: FsContext, j: Journal, rec: DeltaReco
         if (!f || !d) continue;
         const first = e.offset / CHUNK_SIZE;
         const end = chunkCount(e.offset + e.length);
-        if (e.kind === 'data') await writeSums(f.fh, first, e.digests);
-        else await writeZeroSums(f.fh, alg, d.size, first, end);
+        if (e.kind === 'data') await f.overlay.add(first, e.digests);
+        else {
+          // A zero range may span millions of chunks: written directly, after what came before.
+          await f.overlay.flush();
+          await writeZeroSums(f.fh, alg, d.size, first, end);
+        }
         const b = boundary.get(e.disk);
         if (b !== undefined && b >= first && b < end) boundary.delete(e.disk);
       }
+      for (const f of files.values()) await io(f.tmp, () => f.overlay.flush());
     } finally {
       await index.close();
     }
@@ -618,7 +647,10 @@ export async function prune(ctx: FsContext, server: string, log: Logger): Promis
   const done: string[] = [];
   const m = await readManifest(ctx, server);
   const ids = m?.generations.map((g) => g.id) ?? [];
-  const keep = new Set(generationsNeedingProducers(ids, m?.copies ?? 1));
+  const copies = m?.copies ?? 1;
+  // Kept deltas only serve replays onto the oldest generation, which a cloning store never does.
+  const cloning = copies >= 2 && (await clonesImages(ctx.layout.root, log));
+  const keep = new Set(generationsNeedingProducers(ids, copies, cloning));
   for (const r of await listDeltaRecords(ctx, server)) {
     if (r.state === 'committed' && !keep.has(r.generationId)) {
       await deleteDelta(ctx, r, log);

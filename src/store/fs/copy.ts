@@ -1,6 +1,7 @@
 /**
- * Whole-image copies for a new slot while fewer than N generations exist (DESIGN §4.2), the
- * cheapest way the target allows:
+ * Whole-image copies for a new slot (DESIGN §4.2): while fewer than N generations exist, and on
+ * every rotation where the filesystem clones files (`clonesImages`). The cheapest way the target
+ * allows:
  * 1. a reflink (XFS, btrfs: instant, no space used);
  * 2. `qemu-img convert -t none -T none`: only the data extents (it asks the filesystem where
  *    they are), read and written with O_DIRECT, so the copy costs no page-cache pages. On the CI
@@ -12,18 +13,62 @@
  * Images are raw and named by the store (absolute paths), so qemu-img never probes a format or
  * reads a path as a protocol.
  */
-import { dirname } from 'node:path';
+import { constants as fsConstants } from 'node:fs';
+import { copyFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { HavenError } from '../../core/errors.ts';
 import { CommandError, exec } from '../../core/exec.ts';
 import type { Logger } from '../../core/log.ts';
 import { storeError } from '../errors.ts';
-import { fsyncFile, removeIfExists } from './files.ts';
+import { fsyncFile, isErrno, removeIfExists } from './files.ts';
 
 export type CopyMethod = 'reflink' | 'qemu-img' | 'cp';
 
 /** Directories where a reflink failed (the filesystem has none), and whether qemu-img is missing. */
 const noReflink = new Set<string>();
+/** Directories where a probe clone worked. */
+const reflinks = new Set<string>();
 let qemuImgMissing = false;
+
+/**
+ * Whether files in `dir` can be cloned (FICLONE: XFS with reflink, btrfs), tried once per
+ * directory and process on a small probe file. The rotation asks before it plans: a clone of the
+ * newest generation plus the new delta writes far less than replaying N deltas onto the oldest.
+ */
+export async function clonesImages(dir: string, log: Logger): Promise<boolean> {
+  if (reflinks.has(dir)) return true;
+  if (noReflink.has(dir)) return false;
+  const probe = join(dir, `.haven-reflink-probe.${process.pid}`);
+  const clone = `${probe}.clone`;
+  try {
+    // A probe that cannot even be written (a full or read-only store) says nothing about
+    // reflinks: answer no for this run without remembering it.
+    await writeFile(probe, Buffer.alloc(4096, 1));
+  } catch (e) {
+    log.debug('could not write a reflink probe; rotation replays deltas this time', {
+      dir,
+      reason: String(e),
+    });
+    await removeIfExists(probe).catch(() => false);
+    return false;
+  }
+  try {
+    await copyFile(probe, clone, fsConstants.COPYFILE_FICLONE_FORCE);
+    reflinks.add(dir);
+    return true;
+  } catch (e) {
+    log.debug('the store filesystem cannot clone files now; rotation replays deltas', {
+      dir,
+      reason: String(e),
+    });
+    // Out of space says nothing lasting about the filesystem; anything else does (EOPNOTSUPP, EXDEV).
+    if (!isErrno(e, 'ENOSPC', 'EDQUOT')) noReflink.add(dir);
+    return false;
+  } finally {
+    await removeIfExists(probe).catch(() => false);
+    await removeIfExists(clone).catch(() => false);
+  }
+}
 
 function noSpace(from: string, to: string, cause: unknown): HavenError {
   return storeError('NO_SPACE', 'resource', `no space left copying ${from} to ${to}`, {

@@ -41,6 +41,52 @@ export async function writeSums(fh: FileHandle, fromChunk: number, digests: Buff
   await writeAllAt(fh, digests, fromChunk * DIGEST_BYTES);
 }
 
+/** Positioned writes a flush keeps in flight. */
+const OVERLAY_WRITES = 16;
+
+/**
+ * Digests written over a sums file the way writing them one by one, in order, would leave it,
+ * but gathered and written sorted, adjacent chunks together. An incremental's index lists
+ * hundreds of scattered 64 KiB chunks, and one awaited write per entry cost about 0.2 ms each
+ * (120 ms for 640 entries on the CI machines). A later digest for a chunk replaces an earlier
+ * one. Memory: at most `limit` pending chunks (32 bytes each), then a flush; call flush() before
+ * any other write to the file, and at the end.
+ */
+export class SumsOverlay {
+  private readonly pending = new Map<number, Buffer>();
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly limit = SUMS_BLOCK_CHUNKS,
+  ) {}
+
+  async add(fromChunk: number, digests: Buffer): Promise<void> {
+    for (let i = 0; i * DIGEST_BYTES < digests.length; i++) {
+      this.pending.set(fromChunk + i, digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
+    }
+    if (this.pending.size >= this.limit) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (!this.pending.size) return;
+    const chunks = [...this.pending.keys()].sort((a, b) => a - b);
+    let batch: Promise<void>[] = [];
+    for (let i = 0; i < chunks.length; ) {
+      let j = i + 1;
+      while (j < chunks.length && chunks[j] === chunks[j - 1]! + 1 && j - i < SUMS_BLOCK_CHUNKS) j++;
+      const run = Buffer.concat(chunks.slice(i, j).map((c) => this.pending.get(c)!));
+      batch.push(writeAllAt(this.fh, run, chunks[i]! * DIGEST_BYTES));
+      if (batch.length >= OVERLAY_WRITES) {
+        await Promise.all(batch);
+        batch = [];
+      }
+      i = j;
+    }
+    await Promise.all(batch);
+    this.pending.clear();
+  }
+}
+
 /** Writes the digests of zero chunks over [fromChunk, toChunk) of a disk of `size` bytes. */
 export async function writeZeroSums(
   fh: FileHandle,
