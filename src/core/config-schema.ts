@@ -142,6 +142,8 @@ export const targetSchema = mapping('target settings', {
   compress: opt((v) => parseInteger(v, 0, 19), undefined),
   ssh: section(sshOptions),
   tls: section(tlsOptions),
+  // False: the target keeps generations as separate images even where it could clone them.
+  reflink: opt(parseBoolean, true),
   // Where the target stages deltas: `auto` (its largest cache drive), or a directory there.
   staging: opt(
     (v) =>

@@ -31,6 +31,11 @@ export interface TargetConfig {
    * listener is started with its own flags.
    */
   staging: string | undefined;
+  /**
+   * False: `haven receive --no-reflink`, generations stay separate images even on a filesystem
+   * that could share their blocks. Not for tls:// targets (the listener's own flag).
+   */
+  reflink: boolean;
   /** Only (and always) for tls:// targets. */
   tls:
     | { ca: string; cert: string | undefined; key: string | undefined; tokenFile: string | undefined }

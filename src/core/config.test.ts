@@ -361,6 +361,10 @@ test('target URLs and their ssh/tls settings', () => {
   });
   const local = parseConfig(target('    url: /srv//haven/\n'), 'test.yaml', NOW);
   assert.deepEqual(local.targets.t!.endpoint, { kind: 'local', path: '/srv/haven' });
+  assert.equal(local.targets.t!.reflink, true);
+  rejects(target('    url: /srv\n    reflink: no\n'), 'targets.t.reflink', /true or false/);
+  const separate = parseConfig(target('    url: /srv\n    reflink: false\n'), 'test.yaml', NOW);
+  assert.equal(separate.targets.t!.reflink, false);
 });
 
 test('names of targets, jobs and drills must be safe names', () => {

@@ -164,6 +164,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         compress: t.compress ?? (t.url.kind === 'local' ? 0 : 3),
         ssh: t.url.kind === 'ssh' ? (t.ssh ?? { options: [], command: 'haven' }) : undefined,
         staging: t.staging,
+        reflink: t.reflink,
         tls: t.tls
           ? { ca: t.tls.ca, cert: t.tls.cert, key: t.tls.key, tokenFile: t.tls.token_file }
           : undefined,

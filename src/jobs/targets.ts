@@ -76,6 +76,7 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
     };
   }
   const staging = endpoint.kind === 'tls' ? undefined : (over.staging ?? configured?.staging);
+  const noReflink = endpoint.kind !== 'tls' && configured?.reflink === false;
   return {
     name: configured ? spec : spec,
     url: configured?.url ?? spec,
@@ -86,7 +87,7 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
     ssh,
     tls,
     staging,
-    receiveArgs: staging ? ['--staging', staging] : [],
+    receiveArgs: [...(staging ? ['--staging', staging] : []), ...(noReflink ? ['--no-reflink'] : [])],
   };
 }
 

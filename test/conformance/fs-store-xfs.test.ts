@@ -45,9 +45,13 @@ after(async () => {
   await rm(scratchDir, { recursive: true, force: true });
 });
 
-async function freshStore(log?: Logger) {
+async function freshStore(log?: Logger, reflinks?: boolean) {
   const dir = await mkdtemp(join(await xfs(), 'fs-store-'));
-  const store = await openFsStore(dir, { create: true, ...(log ? { log } : {}) });
+  const store = await openFsStore(dir, {
+    create: true,
+    ...(log ? { log } : {}),
+    ...(reflinks === undefined ? {} : { reflinks }),
+  });
   return { dir, store };
 }
 
@@ -124,4 +128,23 @@ test('on XFS, generations share unchanged blocks and no delta is kept for replay
   assert.deepEqual(await readdir(layout.deltasDir('Web01')).catch(() => []), []);
   const report = await store.verify('Web01');
   assert.equal(report.ok, true, JSON.stringify(report.problems));
+});
+
+test('on XFS with reflinks turned off (receive --no-reflink), rotation replays and keeps its deltas', async (t) => {
+  const lines: string[] = [];
+  const { dir, store } = await freshStore(capturingLogger(lines), false);
+  t.after(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const sim = new ServerSim(store, 'Web01', disksFor('Web01'), 3, 12);
+  for (let run = 1; run <= 5; run++) {
+    await sim.runDelta({ writes: 4, zeroRanges: 1 });
+    await sim.check(`run ${run}`);
+  }
+  assert.ok(!lines.some((l) => l.includes('clone')), lines.join('\n'));
+  const layout = new FsLayout(dir);
+  // The producers of _1 and _2, for the next replay onto _3.
+  assert.equal((await readdir(layout.deltasDir('Web01'))).length, 2);
+  assert.ok(!sharesExtents(layout.image('Web01', 'Web01_0', 1)), 'the newest image shares no blocks');
 });

@@ -30,6 +30,8 @@ interface ReceiveFlags {
   idleTimeout: string;
   /** False with --no-direct-io. */
   directIo: boolean;
+  /** False with --no-reflink. */
+  reflink: boolean;
 }
 
 /** "host:port", "[v6]:port" or ":port" (all addresses). */
@@ -105,6 +107,10 @@ export default function register(program: Command, context: () => CliContext): v
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
     )
     .option('--no-direct-io', 'write images through the page cache instead of O_DIRECT')
+    .option(
+      '--no-reflink',
+      'keep every generation a full separate image: rotate by replaying deltas even where the filesystem can clone',
+    )
     .option('--tls-cert <file>', 'PEM certificate of this listener')
     .option('--tls-key <file>', 'PEM private key of this listener')
     .option('--tls-ca <file>', 'require client certificates signed by this CA')
@@ -151,6 +157,7 @@ export default function register(program: Command, context: () => CliContext): v
           create: true,
           log,
           directIo: flags.directIo,
+          reflinks: flags.reflink,
           ...(stagingDir ? { stagingDir } : {}),
         });
         try {

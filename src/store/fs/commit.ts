@@ -152,6 +152,7 @@ async function planCommit(
   const cloneNewest =
     rec.meta.copies >= 2 &&
     gens.length >= rec.meta.copies &&
+    ctx.reflinks &&
     (await clonesImages(ctx.layout.root, log)) &&
     (await imagesPresent(1, gens[0]!.disks));
   const plan = planRotation({
@@ -422,6 +423,7 @@ async function prepareAndApply(ctx: FsContext, j: Journal, rec: DeltaRecord, log
             await removeIfExists(to);
             const how = await copyImage(ctx.layout.image(server, d, j.slot.fromSeq), to, {
               directIo: ctx.directIo,
+              reflink: ctx.reflinks,
               log,
             });
             log.debug('slot copied from the newest generation', { server, disk: d, how });
@@ -649,7 +651,7 @@ export async function prune(ctx: FsContext, server: string, log: Logger): Promis
   const ids = m?.generations.map((g) => g.id) ?? [];
   const copies = m?.copies ?? 1;
   // Kept deltas only serve replays onto the oldest generation, which a cloning store never does.
-  const cloning = copies >= 2 && (await clonesImages(ctx.layout.root, log));
+  const cloning = copies >= 2 && ctx.reflinks && (await clonesImages(ctx.layout.root, log));
   const keep = new Set(generationsNeedingProducers(ids, copies, cloning));
   for (const r of await listDeltaRecords(ctx, server)) {
     if (r.state === 'committed' && !keep.has(r.generationId)) {

@@ -61,13 +61,18 @@ export async function clonesImages(dir: string, log: Logger): Promise<boolean> {
       dir,
       reason: String(e),
     });
-    // Out of space says nothing lasting about the filesystem; anything else does (EOPNOTSUPP, EXDEV).
-    if (!isErrno(e, 'ENOSPC', 'EDQUOT')) noReflink.add(dir);
+    // Out of space or an I/O error says nothing lasting about the filesystem.
+    if (cannotClone(e)) noReflink.add(dir);
     return false;
   } finally {
     await removeIfExists(probe).catch(() => false);
     await removeIfExists(clone).catch(() => false);
   }
+}
+
+/** The errors FICLONE gives where the filesystem (or the pair of files) cannot share blocks. */
+function cannotClone(e: unknown): boolean {
+  return isErrno(e, 'EOPNOTSUPP', 'ENOTSUP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY');
 }
 
 function noSpace(from: string, to: string, cause: unknown): HavenError {
@@ -81,11 +86,14 @@ function isNoSpace(e: unknown): boolean {
   return e instanceof CommandError && /No space left/i.test(e.result.stderr);
 }
 
-/** Copies raw image `from` to a new file `to` (which must not exist) and fsyncs it. */
+/**
+ * Copies raw image `from` to a new file `to` (which must not exist) and fsyncs it. `reflink:
+ * false` skips cloning (`haven receive --no-reflink`: images that share no blocks).
+ */
 export async function copyImage(
   from: string,
   to: string,
-  options: { directIo: boolean; log: Logger },
+  options: { directIo: boolean; log: Logger; reflink?: boolean },
 ): Promise<CopyMethod> {
   const method = await copy(from, to, options);
   await fsyncFile(to);
@@ -95,7 +103,7 @@ export async function copyImage(
 async function copy(
   from: string,
   to: string,
-  options: { directIo: boolean; log: Logger },
+  options: { directIo: boolean; log: Logger; reflink?: boolean },
 ): Promise<CopyMethod> {
   const dir = dirname(to);
   const attempt = async (what: string, run: () => Promise<unknown>): Promise<boolean> => {
@@ -114,10 +122,18 @@ async function copy(
       return false;
     }
   };
-  if (!noReflink.has(dir)) {
-    if (await attempt('reflink', () => exec('cp', ['--reflink=always', '--sparse=auto', '--', from, to])))
+  if (options.reflink !== false && !noReflink.has(dir)) {
+    // FICLONE in this process (libuv), not `cp --reflink`: no process to start on every rotation.
+    try {
+      await copyFile(from, to, fsConstants.COPYFILE_FICLONE_FORCE);
       return 'reflink';
-    noReflink.add(dir);
+    } catch (e) {
+      await removeIfExists(to);
+      if (isErrno(e, 'ENOSPC', 'EDQUOT')) throw noSpace(from, to, e);
+      if (!cannotClone(e)) throw e;
+      options.log.verbose('reflink could not copy the image; trying the next way', { to, reason: String(e) });
+      noReflink.add(dir);
+    }
   }
   if (options.directIo && !qemuImgMissing) {
     const args = ['convert', '-f', 'raw', '-O', 'raw', '-t', 'none', '-T', 'none', from, to];

@@ -78,6 +78,11 @@ export interface FsStoreOptions {
    * default true. Off, every write goes through the page cache (direct-io.ts says why not).
    */
   directIo?: boolean;
+  /**
+   * Rotate by cloning the newest generation where the filesystem has reflinks (XFS, btrfs);
+   * default true. Off, generations share no blocks and each rotation replays deltas.
+   */
+  reflinks?: boolean;
   /** How long a reader waits for a running rotation's short renaming steps (default 30 s). */
   busyWaitMs?: number;
 }
@@ -148,7 +153,14 @@ export async function openFsStore(dir: string, options: FsStoreOptions = {}): Pr
   const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
   if (stagingDir) await ensureDir(stagingDir);
   return new FsStore(
-    { layout, descriptor, log, stagingDir, directIo: options.directIo ?? true },
+    {
+      layout,
+      descriptor,
+      log,
+      stagingDir,
+      directIo: options.directIo ?? true,
+      reflinks: options.reflinks ?? true,
+    },
     options.busyWaitMs ?? 30_000,
   );
 }

@@ -28,6 +28,8 @@ export interface FsContext {
   stagingDir: string | undefined;
   /** Write image and staged data with O_DIRECT where the filesystem allows it (direct-io.ts). */
   directIo: boolean;
+  /** Rotate by cloning the newest generation where the filesystem can (commit.ts). */
+  reflinks: boolean;
 }
 
 export async function readManifest(ctx: FsContext, server: string): Promise<ManifestFile | null> {
