@@ -20,6 +20,7 @@ import { checkIndexHeader, INDEX_HEADER_BYTES, IndexDecoder, type IndexEntry } f
 import { DirectReads, DirectWrites } from './direct-io.ts';
 import { io, isErrno, readAllAt, removeIfExists } from './files.ts';
 import { addRange, type ByteRange, punchHoles } from './holes.ts';
+import type { RangeSet } from './range-set.ts';
 import type { DeltaRecord } from './records.ts';
 import type { FsContext } from './state.ts';
 
@@ -82,7 +83,14 @@ export async function applyDelta(
   ctx: FsContext,
   r: DeltaRecord,
   knownDisks: Iterable<string>,
-  options: { crashMidway: boolean; log: Logger },
+  options: {
+    crashMidway: boolean;
+    log: Logger;
+    /** Per disk name: ranges a later delta writes; this delta's bytes there are skipped. */
+    skip?: Map<string, RangeSet>;
+    /** Per disk name: filled with every range this delta's entries cover. */
+    record?: Map<string, RangeSet>;
+  },
 ): Promise<void> {
   const server = r.server;
   const listed = new Set(r.meta.disks.map((d) => d.name));
@@ -129,19 +137,25 @@ export async function applyDelta(
         ) {
           throw invalidFile(indexPath, `entry out of range (disk ${e.disk}, ${e.offset}+${e.length})`);
         }
-        if (e.kind === 'data') {
-          if (t.punches.length && t.punchEnd > e.offset) {
-            // Holes punched before this write, not after it: the index order decides.
-            await writer.settle();
-            await flush(t, options.log);
-          }
-          await writer.write(t, e.offset, e.dataPos, e.length);
-        } else {
-          addRange(t.punches, e.offset, e.length);
-          t.punchEnd = Math.max(t.punchEnd, e.offset + e.length);
-          if (t.punches.length >= PUNCH_BATCH) {
-            await writer.settle();
-            await flush(t, options.log);
+        const name = r.meta.disks[e.disk]!.name;
+        options.record?.get(name)?.add(e.offset, e.length);
+        const skip = options.skip?.get(name);
+        const pieces = skip ? skip.gaps(e.offset, e.length) : [{ offset: e.offset, length: e.length }];
+        for (const p of pieces) {
+          if (e.kind === 'data') {
+            if (t.punches.length && t.punchEnd > p.offset) {
+              // Holes punched before this write, not after it: the index order decides.
+              await writer.settle();
+              await flush(t, options.log);
+            }
+            await writer.write(t, p.offset, e.dataPos + (p.offset - e.offset), p.length);
+          } else {
+            addRange(t.punches, p.offset, p.length);
+            t.punchEnd = Math.max(t.punchEnd, p.offset + p.length);
+            if (t.punches.length >= PUNCH_BATCH) {
+              await writer.settle();
+              await flush(t, options.log);
+            }
           }
         }
         if (first && options.crashMidway) {

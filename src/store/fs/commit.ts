@@ -43,6 +43,7 @@ import {
 } from './files.ts';
 import { imageName } from './layout.ts';
 import { acquireLock } from './lock.ts';
+import { RangeSet } from './range-set.ts';
 import type { DeltaRecord, Journal, ManifestFile } from './records.ts';
 import {
   type FsContext,
@@ -439,6 +440,11 @@ async function prepareAndApply(ctx: FsContext, j: Journal, rec: DeltaRecord, log
         ...(j.slot.kind === 'copy' ? j.slot.disks : []),
         ...deltas.flatMap((r) => r.meta.disks.map((d) => d.name)),
       ]);
+      if (j.appliedDeltas === 0 && mergeable(deltas)) {
+        await applyMerged(ctx, deltas, known, log);
+        j.appliedDeltas = deltas.length;
+        await writeJournal(ctx, j);
+      }
       for (let i = j.appliedDeltas; i < deltas.length; i++) {
         await applyDelta(ctx, deltas[i]!, known, { crashMidway: i === deltas.length - 1, log });
         j.appliedDeltas = i + 1;
@@ -470,6 +476,50 @@ async function prepareAndApply(ctx: FsContext, j: Journal, rec: DeltaRecord, log
     j.slotReady = false;
     j.appliedDeltas = 0;
     await writeJournal(ctx, j);
+  }
+}
+
+/** Index entries above which deltas are applied one after the other: the merge holds their ranges (~25 MB at most). */
+const MERGE_MAX_ENTRIES = 1 << 18;
+
+/**
+ * Whether several deltas can be applied in one merged pass: more than one, the same disks with
+ * the same sizes in each (a resize or a disk set change replays one by one, where truncation
+ * order matters), and indexes small enough for their ranges to be held (an entry takes at least
+ * 64 bytes of index).
+ */
+function mergeable(deltas: DeltaRecord[]): boolean {
+  if (deltas.length < 2) return false;
+  const shape = (r: DeltaRecord) => r.meta.disks.map((d) => `${d.name}:${d.size}`).join('/');
+  const first = shape(deltas[0]!);
+  if (!deltas.every((r) => shape(r) === first)) return false;
+  return deltas.reduce((n, r) => n + r.indexLength / 64, 0) <= MERGE_MAX_ENTRIES;
+}
+
+/**
+ * Step 3 for a recycled slot in one pass: the newest delta first, whole; then each older one
+ * without the ranges a newer one writes. The result is what replaying them in order gives (every
+ * byte ends as the newest delta that touches it left it), but a block the guest rewrote in each
+ * run is written once, not once per delta. Interrupted, it is simply run again: it only writes
+ * final contents.
+ */
+async function applyMerged(
+  ctx: FsContext,
+  deltas: DeltaRecord[],
+  known: Set<string>,
+  log: Logger,
+): Promise<void> {
+  const names = deltas[0]!.meta.disks.map((d) => d.name);
+  const later = new Map(names.map((n) => [n, new RangeSet()]));
+  for (let i = deltas.length - 1; i >= 0; i--) {
+    const record = new Map(names.map((n) => [n, new RangeSet()]));
+    await applyDelta(ctx, deltas[i]!, known, {
+      crashMidway: i === deltas.length - 1,
+      log,
+      ...(i < deltas.length - 1 ? { skip: later } : {}),
+      record,
+    });
+    for (const n of names) later.get(n)!.addAll(record.get(n)!);
   }
 }
 
