@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { HavenError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/log.ts';
 import { copyImage } from './copy.ts';
 
@@ -43,6 +44,9 @@ for (const directIo of [true, false]) {
 test('copyImage: a missing source is an error, and nothing is left behind', async (t) => {
   const { dir } = await image(t);
   const to = join(dir, 'web_0_incomplete.raw');
-  await assert.rejects(copyImage(join(dir, 'gone.raw'), to, { directIo: true, log: silentLogger }));
+  await assert.rejects(
+    copyImage(join(dir, 'gone.raw'), to, { directIo: true, log: silentLogger }),
+    HavenError,
+  );
   assert.throws(() => statSync(to), /ENOENT/);
 });

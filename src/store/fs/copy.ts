@@ -20,7 +20,7 @@ import { HavenError } from '../../core/errors.ts';
 import { CommandError, exec } from '../../core/exec.ts';
 import type { Logger } from '../../core/log.ts';
 import { storeError } from '../errors.ts';
-import { fsyncFile, isErrno, removeIfExists } from './files.ts';
+import { fsyncFile, io, isErrno, removeIfExists } from './files.ts';
 
 export type CopyMethod = 'reflink' | 'qemu-img' | 'cp';
 
@@ -130,7 +130,8 @@ async function copy(
     } catch (e) {
       await removeIfExists(to);
       if (isErrno(e, 'ENOSPC', 'EDQUOT')) throw noSpace(from, to, e);
-      if (!cannotClone(e)) throw e;
+      // Anything else (the source gone, an I/O error) fails the copy as a store file error.
+      if (!cannotClone(e)) return io(from, () => Promise.reject(e));
       options.log.verbose('reflink could not copy the image; trying the next way', { to, reason: String(e) });
       noReflink.add(dir);
     }
