@@ -41,7 +41,14 @@ function xfs(): Promise<string> {
 after(async () => {
   if (!mounted) return;
   const mnt = await mounted.catch(() => null);
-  if (mnt) execFileSync('umount', [mnt]);
+  if (mnt) {
+    try {
+      execFileSync('umount', [mnt]);
+    } catch {
+      // Still busy (a killed child's files closing): detach now, the kernel finishes later.
+      execFileSync('umount', ['-l', mnt]);
+    }
+  }
   await rm(scratchDir, { recursive: true, force: true });
 });
 
