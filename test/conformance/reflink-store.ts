@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../src/core/log.ts';
 import { openFsStore } from '../../src/store/fs/index.ts';
 import { FsLayout } from '../../src/store/fs/layout.ts';
+import { captureLog } from '../helpers/capture-log.ts';
 import { disksFor, ServerSim, storeConformance } from './store-conformance.ts';
 
 const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
@@ -72,15 +73,6 @@ export function reflinkStoreSuite(fs: ReflinkFs): void {
     return { dir, store };
   }
 
-  /** A logger that keeps every message, to see which way each commit filled its slot. */
-  function capturingLogger(lines: string[]): Logger {
-    const keep = (msg: string) => {
-      lines.push(msg);
-    };
-    const log: Logger = { error: keep, warn: keep, info: keep, verbose: keep, debug: keep, child: () => log };
-    return log;
-  }
-
   storeConformance(`filesystem on ${fs} (rotation clones the newest generation)`, async () => {
     const { dir, store } = await freshStore();
     return {
@@ -117,8 +109,9 @@ export function reflinkStoreSuite(fs: ReflinkFs): void {
   }
 
   test(`on ${fs}, generations share unchanged blocks and no delta is kept for replay`, async (t) => {
-    const lines: string[] = [];
-    const { dir, store } = await freshStore(capturingLogger(lines));
+    const log = captureLog();
+    const { lines } = log;
+    const { dir, store } = await freshStore(log);
     t.after(async () => {
       await store.close();
       await rm(dir, { recursive: true, force: true });
@@ -149,8 +142,9 @@ export function reflinkStoreSuite(fs: ReflinkFs): void {
   });
 
   test(`on ${fs} with reflinks turned off (receive --no-reflink), rotation replays and keeps its deltas`, async (t) => {
-    const lines: string[] = [];
-    const { dir, store } = await freshStore(capturingLogger(lines), false);
+    const log = captureLog();
+    const { lines } = log;
+    const { dir, store } = await freshStore(log, false);
     t.after(async () => {
       await store.close();
       await rm(dir, { recursive: true, force: true });

@@ -36,24 +36,11 @@ import {
   SMALL_WEB01_DISKS,
   type StoreUnderTest,
 } from '../conformance/store-conformance.ts';
+import { captureLog } from '../helpers/capture-log.ts';
 
 const ROOT = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 const OPENER = fileURLToPath(new URL('../conformance/fs-opener.ts', import.meta.url));
 await mkdir(ROOT, { recursive: true });
-
-function capture(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  const l = {
-    lines,
-    error: (m: string) => lines.push(m),
-    warn: (m: string) => lines.push(m),
-    info: (m: string) => lines.push(m),
-    verbose: (m: string) => lines.push(m),
-    debug: (m: string) => lines.push(m),
-    child: () => l,
-  };
-  return l;
-}
 
 async function fsStore(
   t: TestContext,
@@ -72,7 +59,7 @@ async function fsStore(
 }
 
 test('a stale lock (its process is dead, or its pid was reused) is broken with a log line; a foreign one is not', async (t) => {
-  const log = capture();
+  const log = captureLog();
   const sut = await fsStore(t, { log });
   const sim = new ServerSim(sut.store, 'Web01', SMALL_WEB01_DISKS, 2, 1, sut.listImages);
   const p = sim.prepare();
@@ -130,7 +117,7 @@ test('readers during a live rotation see the surviving generations where they ar
   await unlink(lockPath);
   const held = await acquireLock(lockPath, {
     purpose: 'test',
-    log: capture(),
+    log: captureLog(),
     locked: () => new Error('locked') as never,
   });
   const m = await sut.store.manifest('Web01');
@@ -168,7 +155,7 @@ test('readers during a live rotation see the surviving generations where they ar
   await unlink(lockPath);
   const held2 = await acquireLock(lockPath, {
     purpose: 'test',
-    log: capture(),
+    log: captureLog(),
     locked: () => new Error('locked') as never,
   });
   await assert.rejects(sut.store.manifest('Web01'), code('STORE_BUSY'));
@@ -253,7 +240,7 @@ test('verify reports missing, resized, orphaned and leftover images, digest file
 test('deltas staged on a cache drive; when the drive is gone the slot is copied from the newest instead', async (t) => {
   const staging = await mkdtemp(join(ROOT, 'store-cache-'));
   t.after(() => rm(staging, { recursive: true, force: true }));
-  const log = capture();
+  const log = captureLog();
   const sut = await fsStore(t, { stagingDir: staging, log });
   const sim = new ServerSim(sut.store, 'Web01', SMALL_WEB01_DISKS, 3, 5, sut.listImages);
   for (let i = 0; i < 3; i++) await sim.runDelta();
@@ -304,7 +291,7 @@ test('where the filesystem cannot punch holes, zero ranges are written as zeroes
   const path = join(mnt, 'img');
   await writeFile(path, Buffer.alloc(4 * CHUNK_SIZE, 0xab));
   const fh = await open(path, 'r+');
-  await punchHoles(fh, path, [{ offset: CHUNK_SIZE, length: 2 * CHUNK_SIZE }], capture());
+  await punchHoles(fh, path, [{ offset: CHUNK_SIZE, length: 2 * CHUNK_SIZE }], captureLog());
   const buf = Buffer.alloc(4 * CHUNK_SIZE);
   await fh.read(buf, 0, buf.length, 0);
   await fh.close();

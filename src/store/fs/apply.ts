@@ -86,8 +86,8 @@ export async function applyDelta(
   options: {
     crashMidway: boolean;
     log: Logger;
-    /** Per disk name: ranges a later delta writes; this delta's bytes there are skipped. */
-    skip?: Map<string, RangeSet>;
+    /** Per disk name: ranges a later delta writes; this delta's bytes there are left out. */
+    overwritten?: Map<string, RangeSet>;
     /** Per disk name: filled with every range this delta's entries cover. */
     record?: Map<string, RangeSet>;
   },
@@ -139,8 +139,8 @@ export async function applyDelta(
         }
         const name = r.meta.disks[e.disk]!.name;
         options.record?.get(name)?.add(e.offset, e.length);
-        const skip = options.skip?.get(name);
-        const pieces = skip ? skip.gaps(e.offset, e.length) : [{ offset: e.offset, length: e.length }];
+        const later = options.overwritten?.get(name);
+        const pieces = later ? later.gaps(e.offset, e.length) : [{ offset: e.offset, length: e.length }];
         for (const p of pieces) {
           if (e.kind === 'data') {
             if (t.punches.length && t.punchEnd > p.offset) {

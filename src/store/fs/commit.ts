@@ -513,10 +513,11 @@ async function applyMerged(
   const later = new Map(names.map((n) => [n, new RangeSet()]));
   for (let i = deltas.length - 1; i >= 0; i--) {
     const record = new Map(names.map((n) => [n, new RangeSet()]));
+    // `later` is empty for the newest delta: it is applied whole.
     await applyDelta(ctx, deltas[i]!, known, {
       crashMidway: i === deltas.length - 1,
       log,
-      ...(i < deltas.length - 1 ? { skip: later } : {}),
+      overwritten: later,
       record,
     });
     for (const n of names) later.get(n)!.addAll(record.get(n)!);
