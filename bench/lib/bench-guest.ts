@@ -151,8 +151,9 @@ export async function deleteCheckpoints(domain: string, prefix: string): Promise
 /**
  * Times libvirt alone starting what every incremental run needs: an incremental pull-mode backup
  * of `disk` from checkpoint `from`, exported on a unix socket (bare `virsh backup-begin`, no
- * Haven code; virsh's start is measured apart and not counted), then aborts it untimed. It creates no checkpoint and leaves `from` and its bitmap
- * as they were, so the next run of either tool is unaffected.
+ * Haven code; virsh's own start is timed apart and not counted), then aborts it untimed. It
+ * creates no checkpoint and leaves `from` and its bitmap as they were, so the next run of either
+ * tool is unaffected.
  */
 export async function timeBackupBegin(o: {
   domain: string;
