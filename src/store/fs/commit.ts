@@ -151,10 +151,8 @@ async function planCommit(
   // Where the filesystem clones files, the new slot is a clone of the newest generation plus
   // the new delta; the recycled oldest is simply removed. That needs the newest images present.
   const cloneNewest =
-    rec.meta.copies >= 2 &&
     gens.length >= rec.meta.copies &&
-    ctx.reflinks &&
-    (await clonesImages(ctx.layout.root, log)) &&
+    (await rotationClones(ctx, rec.meta.copies, log)) &&
     (await imagesPresent(1, gens[0]!.disks));
   const plan = planRotation({
     generations: gens.map((g) => ({ id: g.id, disks: g.disks.map((d) => d.name) })),
@@ -233,6 +231,14 @@ async function planCommit(
   await writeJournal(ctx, j);
   crashPoint('after-journal');
   return j;
+}
+
+/**
+ * Whether this store's rotations clone the newest generation instead of replaying deltas onto
+ * the oldest: it keeps at least two copies, cloning is not turned off, and the filesystem clones.
+ */
+async function rotationClones(ctx: FsContext, copies: number, log: Logger): Promise<boolean> {
+  return copies >= 2 && ctx.reflinks && (await clonesImages(ctx.layout.root, log));
 }
 
 /**
@@ -702,8 +708,7 @@ export async function prune(ctx: FsContext, server: string, log: Logger): Promis
   const ids = m?.generations.map((g) => g.id) ?? [];
   const copies = m?.copies ?? 1;
   // Kept deltas only serve replays onto the oldest generation, which a cloning store never does.
-  const cloning = copies >= 2 && ctx.reflinks && (await clonesImages(ctx.layout.root, log));
-  const keep = new Set(generationsNeedingProducers(ids, copies, cloning));
+  const keep = new Set(generationsNeedingProducers(ids, copies, await rotationClones(ctx, copies, log)));
   for (const r of await listDeltaRecords(ctx, server)) {
     if (r.state === 'committed' && !keep.has(r.generationId)) {
       await deleteDelta(ctx, r, log);
