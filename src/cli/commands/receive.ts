@@ -179,13 +179,23 @@ async function serveStdio(
 ): Promise<void> {
   const { stream, input } = stdioConnection((e) => asHavenError(e));
   // Stopped (or the terminal went away): end like a lost connection, so what was marked is
-  // checkpointed before the process exits.
-  const stop = (signal: NodeJS.Signals) =>
-    stream.destroy(new InterruptedError(`receiver stopped by ${signal}`));
+  // checkpointed before the process exits. Answers to requests read after the signal never
+  // leave (stdio.ts holds each answer past the next poll of the event loop), and the stop is
+  // what the process reports (exit 130) whether the session was idle, mid-request or ending.
+  let stopped: InterruptedError | null = null;
+  const stop = (signal: NodeJS.Signals) => {
+    stopped ??= new InterruptedError(`receiver stopped by ${signal}`);
+    stream.destroy(stopped);
+  };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.once(s, stop);
   try {
-    await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run();
+    const failure = await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (stopped) throw stopped;
+    if (failure) throw failure;
   } finally {
     for (const s of signals) process.off(s, stop);
     await new Promise<void>((resolve) => {
