@@ -10,6 +10,7 @@ import { TransportError } from './errors.ts';
 import { connectTls, type TlsClientOptions } from './tls.ts';
 import { parseTarget, type Target } from './url.ts';
 
+export { CERT_WARN_DAYS } from './cert-expiry.ts';
 export {
   type ChildOptions,
   HAVEN_BIN,
@@ -21,15 +22,11 @@ export {
   sshArgs,
 } from './child.ts';
 export { type Connection, JoinedStream } from './connection.ts';
+export { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from './connection-gate.ts';
 export { TransportError } from './errors.ts';
 export { type StdioConnection, stdioConnection } from './stdio.ts';
-export {
-  connectTls,
-  listenTls,
-  type TlsClientOptions,
-  type TlsListener,
-  type TlsListenOptions,
-} from './tls.ts';
+export { connectTls, type TlsClientOptions } from './tls.ts';
+export { listenTls, type TlsListener, type TlsListenOptions } from './tls-listener.ts';
 export { formatTarget, parseTarget, type Target } from './url.ts';
 
 export interface TargetOptions extends ChildOptions {

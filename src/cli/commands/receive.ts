@@ -13,7 +13,12 @@ import { parseDuration, parseSize } from '../../core/units.ts';
 import { targetStaging } from '../../jobs/cache/target.ts';
 import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
-import { listenTls, stdioConnection, TransportError } from '../../transport/index.ts';
+import {
+  DEFAULT_CONNECTION_LIMITS,
+  listenTls,
+  stdioConnection,
+  TransportError,
+} from '../../transport/index.ts';
 import type { CliContext } from '../context.ts';
 
 interface ReceiveFlags {
@@ -28,6 +33,10 @@ interface ReceiveFlags {
   checkpointEvery: string;
   checkpointInterval: string;
   idleTimeout: string;
+  maxConnections: string;
+  maxConnectionsPerPeer: string;
+  handshakeTimeout: string;
+  stopGrace: string;
   /** False with --no-direct-io. */
   directIo: boolean;
   /** False with --no-reflink. */
@@ -67,6 +76,26 @@ async function readToken(path: string, log: Logger): Promise<string> {
   if ((statSync(path).mode & 0o077) !== 0)
     log.warn(`token file ${path} is readable by other users; chmod 600 it`);
   return token;
+}
+
+/** A whole-number flag from 1 to `max`. */
+function countFlag(name: string, text: string, max: number): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+    throw new UsageError(`${name} must be a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
+
+/** What --listen takes beyond the address: its limits, checked before anything starts. */
+function listenLimits(f: ReceiveFlags) {
+  const total = countFlag('--max-connections', f.maxConnections, 100_000);
+  const perPeer = countFlag('--max-connections-per-peer', f.maxConnectionsPerPeer, 100_000);
+  return {
+    limits: { total, perPeer: Math.min(perPeer, total) },
+    handshakeTimeoutMs: parseDuration(f.handshakeTimeout),
+    graceMs: parseDuration(f.stopGrace),
+  };
 }
 
 function checkFlags(f: ReceiveFlags): void {
@@ -122,9 +151,29 @@ export default function register(program: Command, context: () => CliContext): v
       process.env.HAVEN_RECEIVE_CHECKPOINT_INTERVAL ?? '15s',
     )
     .option('--idle-timeout <duration>', 'close an open delta whose sender sent nothing for this long', '10m')
+    .option(
+      '--max-connections <n>',
+      'with --listen: connections held at once, all senders together',
+      String(DEFAULT_CONNECTION_LIMITS.total),
+    )
+    .option(
+      '--max-connections-per-peer <n>',
+      'with --listen: connections held at once from one address',
+      String(DEFAULT_CONNECTION_LIMITS.perPeer),
+    )
+    .option(
+      '--handshake-timeout <duration>',
+      'with --listen: close a connection whose TLS handshake takes longer',
+      '10s',
+    )
+    .option(
+      '--stop-grace <duration>',
+      'with --listen: on SIGINT/SIGTERM, let running sessions end for this long before cutting them',
+      '10s',
+    )
     .action(async (flags: ReceiveFlags) => {
       checkFlags(flags);
-      const listen = flags.listen ? parseListen(flags.listen) : undefined;
+      const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
       const checkpointEveryBytes = parseSize(flags.checkpointEvery);
       const checkpointEveryMs = parseDuration(flags.checkpointInterval);
       const idleTimeoutMs = parseDuration(flags.idleTimeout);
@@ -210,7 +259,13 @@ async function serveStdio(
 
 async function serveListener(
   flags: ReceiveFlags,
-  { host, port }: { host: string; port: number },
+  {
+    host,
+    port,
+    limits,
+    handshakeTimeoutMs,
+    graceMs,
+  }: { host: string; port: number } & ReturnType<typeof listenLimits>,
   token: string | undefined,
   store: Awaited<ReturnType<typeof openFsStore>>,
   o: ReceiverOptions,
@@ -224,6 +279,8 @@ async function serveListener(
     key: flags.tlsKey!,
     ...(flags.tlsCa ? { ca: flags.tlsCa } : {}),
     tokenRequired: token !== undefined,
+    limits,
+    handshakeTimeoutMs,
     log,
     onConnection: (socket, peer) =>
       new StreamReceiver(socket, store, {
@@ -249,9 +306,9 @@ async function serveListener(
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
   });
-  const running = listener.active;
-  log.info(`${signal}: stopping`, { sessions: running });
-  await listener.close(10_000);
-  if (running > 0)
-    log.warn(`${running} session(s) were cut; their deltas stay staged and resume on the next run`);
+  log.info(`${signal}: stopping`, { sessions: listener.active, connections: listener.connections });
+  // Bounded whatever the senders do: a second signal is not needed (and, handlers gone, kills).
+  const { cut } = await listener.close({ graceMs });
+  if (cut > 0)
+    log.warn(`${cut} session(s) were cut; what they marked stays staged and resumes on the next run`);
 }
