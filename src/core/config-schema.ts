@@ -21,6 +21,7 @@ import {
   parseFileName,
   parseInteger,
   parseListen,
+  parseProxyAddresses,
   parseRateValue,
   parseSizeValue,
   parseString,
@@ -264,7 +265,12 @@ export const configSchema = mapping('the Haven configuration', {
   ),
   cache: section(mapping('cache drive settings', { signature: opt(parseFileName, '.dr_cache') })),
   daemon: section(
-    mapping('daemon settings', { listen: opt(parseListen, { host: '127.0.0.1', port: 8470 }) }),
+    mapping('daemon settings', {
+      listen: opt(parseListen, { host: '127.0.0.1', port: 8470 }),
+      tls_proxy: opt(parseProxyAddresses, []),
+      progress_streams: opt((v) => parseInteger(v, 1, 10_000), 64),
+      progress_streams_per_client: opt((v) => parseInteger(v, 1, 10_000), 8),
+    }),
   ),
 });
 

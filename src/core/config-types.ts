@@ -117,6 +117,10 @@ export interface CacheConfig {
 
 export interface DaemonConfig {
   listen: { host: string; port: number };
+  /** Addresses of the TLS-terminating reverse proxy in front (empty: none declared). */
+  tlsProxy: string[];
+  /** Live progress streams (`GET /api/progress`) open at once: in all, and per client address. */
+  progressStreams: { total: number; perClient: number };
 }
 
 /** A problem found in the file, placed by key path and, where known, line and column. */

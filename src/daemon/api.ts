@@ -12,6 +12,7 @@ import type { HavenConfig } from '../core/config.ts';
 import { asHavenError, type ErrorKind, HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { installPath } from '../core/package-root.ts';
+import { PeerWarnings, peerAddress, type Refusal } from '../core/peer-limits.ts';
 import { inventory, Virsh } from '../engine/index.ts';
 import { JobError, jobNotFound, resolveTarget, senderFactory, statusRows } from '../jobs/index.ts';
 import type { EventHub } from './hub.ts';
@@ -142,8 +143,31 @@ async function targetGenerations(
   return out;
 }
 
+/** A refused progress stream: 429 when the client holds its share, 503 when all are taken. */
+function streamRefused(reply: FastifyReply, refusal: Refusal): void {
+  const perClient = refusal.over === 'peer';
+  reply
+    .code(perClient ? 429 : 503)
+    .header('retry-after', '30')
+    .send({
+      error: {
+        code: 'API_TOO_MANY_STREAMS',
+        kind: 'resource',
+        message: `no more progress streams: ${refusal.message}`,
+        hint: perClient
+          ? 'Close other dashboards or streams from this address, or raise daemon.progress_streams_per_client.'
+          : 'Wait for other streams to close, or raise daemon.progress_streams.',
+        details: { limit: perClient ? 'client' : 'total' },
+      },
+    });
+}
+
 export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false });
+  const tlsProxy = o.config().daemon.tlsProxy;
+  // Behind the declared proxy, the client is the address it forwards (X-Forwarded-For); from
+  // anywhere else that header is ignored, so nobody can pose as many clients.
+  const app = Fastify({ logger: false, ...(tlsProxy.length > 0 ? { trustProxy: tlsProxy } : {}) });
+  const refusals = new PeerWarnings(o.log);
   const ui = await loadUi();
 
   app.addHook('onRequest', async (req, reply) => {
@@ -342,9 +366,17 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   );
 
   app.get('/api/progress', (req, reply) => {
+    const client = peerAddress(req.ip);
+    const refusal = o.hub.reserve(client);
+    if (refusal) {
+      refusals.warn(client, 'progress-stream', `refused a progress stream to ${client}: ${refusal.message}`);
+      streamRefused(reply, refusal);
+      return;
+    }
     reply.hijack();
     o.hub.add(
       reply.raw,
+      client,
       o.manager.active().map((r) => ({
         kind: 'snapshot',
         data: {

@@ -6,6 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import { type Catalog, catalogPath, openCatalog } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
+import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
 import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
@@ -47,7 +48,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const catalog = openCatalog(catalogPath(o.paths.stateDir), { log });
   for (const r of catalog.runs.abandonStale())
     log.warn(`run #${r.id} was left running by a process that ended; closed`);
-  const hub = new EventHub();
+  const hub = new EventHub(() => {
+    const s = config.daemon.progressStreams;
+    return { total: s.total, perPeer: s.perClient };
+  });
   const notifier = () => Notifier.fromConfig(config.alerts, log);
   let events = new EventLog(catalog, notifier(), log, (e) => hub.publish('event', e));
   const manager = new RunManager({
@@ -144,6 +148,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
   log.info(`listening on ${url}`, { tokenFile });
+  const exposed = clearTextExposure(addr.address, addr.port, config.daemon.tlsProxy);
+  if (exposed) log.warn(`${exposed}. ${CLEAR_TEXT_FIX}`);
 
   await rpoCheck();
   scheduler.start();

@@ -22,11 +22,15 @@ export {
   sshArgs,
 } from './child.ts';
 export { type Connection, JoinedStream } from './connection.ts';
-export { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS } from './connection-gate.ts';
 export { TransportError } from './errors.ts';
 export { type StdioConnection, stdioConnection } from './stdio.ts';
 export { connectTls, type TlsClientOptions } from './tls.ts';
-export { listenTls, type TlsListener, type TlsListenOptions } from './tls-listener.ts';
+export {
+  DEFAULT_CONNECTION_LIMITS,
+  listenTls,
+  type TlsListener,
+  type TlsListenOptions,
+} from './tls-listener.ts';
 export { formatTarget, parseTarget, type Target } from './url.ts';
 
 export interface TargetOptions extends ChildOptions {

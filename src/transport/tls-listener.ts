@@ -15,16 +15,17 @@ import type { Socket } from 'node:net';
 import { createServer, type TLSSocket } from 'node:tls';
 import { asHavenError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
+import { PeerGate, type PeerLimits, PeerWarnings, peerAddress } from '../core/peer-limits.ts';
 import { certificateFindings, logFindings, pemCertificates } from './cert-expiry.ts';
-import {
-  ConnectionGate,
-  type ConnectionLimits,
-  DEFAULT_CONNECTION_LIMITS,
-  PeerWarnings,
-  peerAddress,
-} from './connection-gate.ts';
 import { TransportError } from './errors.ts';
 import { KEEPALIVE_MS, readPem } from './tls.ts';
+
+/**
+ * A job sends each server over its own session and runs up to `parallel` (≤ 64) servers at
+ * once; several jobs may share a target. Each session may buffer ~10 MiB (the receiver's frame
+ * queue and pool), so the total also bounds the listener's memory.
+ */
+export const DEFAULT_CONNECTION_LIMITS: PeerLimits = { total: 64, perPeer: 16 };
 
 export interface TlsListenOptions {
   host: string;
@@ -37,7 +38,7 @@ export interface TlsListenOptions {
   /** Whether HELLO must carry a token (checked by the protocol, not here). */
   tokenRequired: boolean;
   /** Connections held at once, per peer address and in total (DEFAULT_CONNECTION_LIMITS). */
-  limits?: Partial<ConnectionLimits>;
+  limits?: Partial<PeerLimits>;
   /** A TLS handshake that takes longer is abandoned and its connection closed. Default 10 s. */
   handshakeTimeoutMs?: number;
   log?: Logger;
@@ -141,7 +142,7 @@ export async function listenTls(o: TlsListenOptions): Promise<TlsListener> {
   const limits = { ...DEFAULT_CONNECTION_LIMITS, ...o.limits };
   const { cert, key, ca, check } = await loadCredentials(o, log);
   const server = createTlsServer(cert, key, ca, o.handshakeTimeoutMs ?? 10_000);
-  const gate = new ConnectionGate(limits);
+  const gate = new PeerGate(limits, 'connections');
   const warnings = new PeerWarnings(log);
   /** Every accepted connection (raw TCP), with or without a session. */
   const sockets = new Set<Socket>();
@@ -151,7 +152,7 @@ export async function listenTls(o: TlsListenOptions): Promise<TlsListener> {
   // Emitted for the raw socket, before any TLS work on it.
   server.on('connection', (raw: Socket) => {
     const peer = peerAddress(raw.remoteAddress);
-    const refusal = closing ? 'the listener is stopping' : gate.admit(peer);
+    const refusal = closing ? 'the listener is stopping' : gate.admit(peer)?.message;
     if (refusal) {
       warnings.warn(peer, 'limit', `refused a connection from ${peer}: ${refusal}`);
       raw.destroy();
