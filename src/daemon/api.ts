@@ -167,9 +167,16 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   // Behind the declared proxy, the client is the address it forwards (X-Forwarded-For); from
   // anywhere else that header is ignored, so nobody can pose as many clients.
   const app = Fastify({ logger: false, ...(tlsProxy.length > 0 ? { trustProxy: tlsProxy } : {}) });
-  const refusals = new PeerWarnings(o.log);
-  const ui = await loadUi();
+  guardRoutes(app, o);
+  uiRoutes(app, await loadUi());
+  jobRoutes(app, o);
+  runRoutes(app, o);
+  progressRoute(app, o);
+  return app;
+}
 
+/** The token check on every non-public route, and errors in the API's JSON shape. */
+function guardRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.addHook('onRequest', async (req, reply) => {
     // Decided by the route fastify matched, not by the URL text: no spelling of a path
     // (`/ui/../api/status`, `//api/status`, a query string) can reach a data route unchecked.
@@ -207,7 +214,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `no endpoint ${req.method} ${req.url}` },
     });
   });
+}
 
+/** The health check and the dashboard's files: public, they hold no data. */
+function uiRoutes(app: FastifyInstance, ui: Map<string, Buffer>): void {
   app.get('/healthz', { config: { public: true } }, async () => ({ ok: true }));
 
   const sendUi = (reply: FastifyReply, name: string): FastifyReply => {
@@ -226,7 +236,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   app.get<{ Params: { file: string } }>('/ui/:file', { config: { public: true } }, async (req, reply) =>
     sendUi(reply, req.params.file),
   );
+}
 
+/** Metrics, servers and jobs (with "run now"). */
+function jobRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', o.metrics.contentType);
     return o.metrics.scrape();
@@ -287,7 +300,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       logFile: run.logFile,
     };
   });
+}
 
+/** Runs (with cancel), generations, events, problems and the status rows. */
+function runRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.get<{ Querystring: Record<string, string | undefined> }>('/api/runs', async (req) => {
     const q = req.query;
     return o.catalog.runs
@@ -364,7 +380,11 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   app.get('/api/status', async () =>
     statusRows({ config: o.config(), catalog: o.catalog, selections: o.selections() }),
   );
+}
 
+/** Live progress as server-sent events, within the stream limits (hub.ts). */
+function progressRoute(app: FastifyInstance, o: ApiOptions): void {
+  const refusals = new PeerWarnings(o.log);
   app.get('/api/progress', (req, reply) => {
     const client = peerAddress(req.ip);
     const refusal = o.hub.reserve(client);
@@ -390,6 +410,4 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     );
     req.raw.on('close', () => reply.raw.end());
   });
-
-  return app;
 }
