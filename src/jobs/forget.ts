@@ -132,7 +132,8 @@ function noPair(req: ForgetRequest): JobError {
 function scopesOf(catalog: Catalog, req: ForgetRequest): Scope[] {
   const mappings = catalog.targetStores.list();
   const names = new Map<string, Set<string>>();
-  for (const x of [...catalog.status.list(), ...mappings]) {
+  // A pair being copied for the first time has neither status nor mapping yet, only its result.
+  for (const x of [...catalog.status.list(), ...mappings, ...copying(catalog)]) {
     if (req.server !== undefined && x.server !== req.server) continue;
     if (req.target !== undefined && !req.allTargets && x.target !== req.target) continue;
     names.set(x.server, (names.get(x.server) ?? new Set()).add(x.target));
@@ -184,7 +185,7 @@ function pairsOf(o: ForgetOptions, scope: Scope): ForgottenPair[] {
 }
 
 /** Results being copied now by a live process (a crashed run's leftovers do not count). */
-function copying(catalog: Catalog, server: string) {
+function copying(catalog: Catalog, server?: string) {
   return catalog.runs.inProgress(server).filter((r) => r.pid === null || pidAlive(r.pid));
 }
 
