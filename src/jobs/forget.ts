@@ -274,7 +274,7 @@ async function forgetServer(
     removed: plan.removed,
   };
   if (dryRun) return out;
-  if (domain !== 'absent') {
+  if (domain !== 'absent' && domain !== 'shut off' && domain !== 'crashed') {
     for (const socket of plan.sockets) {
       await endLeftBackup(virsh, scope.server, socket, log).catch((err) =>
         log.warn('could not end the backup job of the forgotten delta', { server: scope.server, err }),
