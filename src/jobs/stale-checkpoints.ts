@@ -131,10 +131,10 @@ export async function sweepCheckpoints(o: SweepOptions): Promise<CheckpointSweep
       if (s.checkpoints.length > 0 || s.stale.length > 0) out.servers.push(s);
     } catch (e) {
       const err = asHavenError(e);
-      // libvirt down: every other server would fail the same way.
-      if (err.code === 'VIRT_NO_LIBVIRTD') throw err;
       out.errors.push({ server, code: err.code, message: err.message });
       o.log.warn('the checkpoint sweep of a server failed; the next sweep tries again', { server, err });
+      // libvirt down: every other server would fail the same way.
+      if (err.code === 'VIRT_NO_LIBVIRTD') break;
     }
   }
   return out;
