@@ -48,7 +48,9 @@ function printResult(ctx: CliContext, r: ForgetResult): void {
   const verb = r.dryRun ? 'would' : 'did';
   if (r.dryRun) ctx.print('Plan — nothing changed:');
   for (const p of r.pairs) {
-    ctx.print(`${p.server} → ${p.target}: forgotten; its next copy there is ${NEXT[p.nextCopy]}`);
+    ctx.print(
+      `${p.server} → ${p.target}: ${r.dryRun ? 'would be forgotten' : 'forgotten'}; its next copy there is ${NEXT[p.nextCopy]}`,
+    );
     if (p.jobs.length) ctx.print(`  still copied by job ${p.jobs.join(', ')}: its next run copies it again`);
   }
   for (const s of r.servers) {
