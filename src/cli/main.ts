@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import { installPath } from '../core/package-root.ts';
+import { afterRun } from './after-run.ts';
 import { CliContext, type GlobalOptions } from './context.ts';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
 
@@ -119,6 +120,7 @@ export async function main(argv: string[]): Promise<number> {
     ctx?.log.debug(he.message, { code: he.code, details: he.details });
     return exitCodeFor(he.kind);
   } finally {
+    if (ctx) await afterRun(ctx);
     ctx?.close();
   }
 }

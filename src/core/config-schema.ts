@@ -255,6 +255,29 @@ const webhookAlerts = mapping('webhook alert settings', {
   min_severity: severity,
 });
 
+/** A retention limit: a value, or `off` to keep everything (null). */
+function limitOrOff<T>(parse: (v: unknown) => T, fallback: T | null) {
+  return opt((v): T | null => (v === 'off' ? null : parse(v)), fallback);
+}
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+const logRetention = mapping('log retention settings', {
+  max_age: limitOrOff((v) => parseDurationValue(v, HOUR_MS), 30 * DAY_MS),
+  max_size: limitOrOff(parseSizeValue, 1024 ** 3),
+  max_files: limitOrOff((v) => parseInteger(v, 10, 10_000_000), 10_000),
+});
+
+/** Defaults: docs/configuration.md `retention`. */
+export const retentionSchema = mapping('retention settings', {
+  // Absent or empty: every default of the section.
+  logs: z.preprocess((v) => v ?? {}, logRetention),
+  runs: limitOrOff((v) => parseDurationValue(v, HOUR_MS), 90 * DAY_MS),
+  events: limitOrOff((v) => parseDurationValue(v, HOUR_MS), 90 * DAY_MS),
+  unused_checkpoints: limitOrOff((v) => parseDurationValue(v, HOUR_MS), 30 * DAY_MS),
+});
+
 export const configSchema = mapping('the Haven configuration', {
   timezone: opt(parseTimeZone, undefined),
   targets: named('target', targetSchema),
@@ -272,6 +295,7 @@ export const configSchema = mapping('the Haven configuration', {
       progress_streams_per_client: opt((v) => parseInteger(v, 1, 10_000), 8),
     }),
   ),
+  retention: section(retentionSchema),
 });
 
 export type RawConfig = z.output<typeof configSchema>;

@@ -123,6 +123,30 @@ export interface DaemonConfig {
   progressStreams: { total: number; perClient: number };
 }
 
+/**
+ * How long Haven keeps its own records on this host (null: keep everything). Applied by the
+ * daemon every hour, after CLI runs that did work (at most hourly), and by `haven prune`.
+ */
+export interface RetentionConfig {
+  logs: {
+    /** Run logs not written to for this long are deleted (ms). */
+    maxAgeMs: number | null;
+    /** The log directory is kept under this many bytes, oldest files deleted first. */
+    maxBytes: number | null;
+    /** …and under this many files. */
+    maxFiles: number | null;
+  };
+  /** Finished runs (with their per-server results) older than this (ms). */
+  runsMs: number | null;
+  /** Events older than this (ms). */
+  eventsMs: number | null;
+  /**
+   * Checkpoints kept only for a (server, target) pair that no job copies any more and that got
+   * no copy for this long are deleted (ms); its next copy there is a checksum resync.
+   */
+  unusedCheckpointsMs: number | null;
+}
+
 /** A problem found in the file, placed by key path and, where known, line and column. */
 export interface ConfigProblem {
   /** Key path such as `jobs.nightly.schedule`; empty for the document itself. */
@@ -143,6 +167,7 @@ export interface HavenConfig {
   alerts: AlertsConfig;
   cache: CacheConfig;
   daemon: DaemonConfig;
+  retention: RetentionConfig;
   /** Valid but suspicious settings (`haven config check` prints them). */
   warnings: ConfigProblem[];
 }

@@ -202,7 +202,7 @@ test('unknown keys are errors, with a suggestion for near misses', () => {
     4,
   );
   rejects(`${BASE}    shedule: "0 1 * * *"\n`, 'jobs.nightly.shedule', /did you mean schedule\?/);
-  rejects(`${BASE}retention: 5\n`, 'retention', /^unknown key; expected one of: timezone, targets/);
+  rejects(`${BASE}archive: 5\n`, 'archive', /^unknown key; expected one of: timezone, targets/);
   rejects(
     `${BASE}alerts:\n  email: { to: a@b.co, from: h@b.co, smtp: "smtp://m.b.co", cc: x@b.co }\n`,
     'alerts.email.cc',
@@ -632,4 +632,33 @@ test('key paths are printed as operators write them', () => {
   assert.equal(formatPath(['targets', 'dr 1', 'url']), 'targets["dr 1"].url');
   assert.equal(formatPath(['jobs', 'a.b']), 'jobs["a.b"]');
   assert.equal(formatPath([]), '');
+});
+
+test('retention: defaults, values, off, and bad values', () => {
+  const DAY = 86_400_000;
+  const defaults = {
+    logs: { maxAgeMs: 30 * DAY, maxBytes: 1024 ** 3, maxFiles: 10_000 },
+    runsMs: 90 * DAY,
+    eventsMs: 90 * DAY,
+    unusedCheckpointsMs: 30 * DAY,
+  };
+  assert.deepEqual(parseConfig(BASE, 'test.yaml', NOW).retention, defaults);
+  assert.deepEqual(defaultConfig().retention, defaults);
+  assert.deepEqual(parseConfig(`${BASE}retention:\n`, 'test.yaml', NOW).retention, defaults);
+  assert.deepEqual(parseConfig(`${BASE}retention: { logs: }\n`, 'test.yaml', NOW).retention, defaults);
+  const c = parseConfig(
+    `${BASE}retention:\n  logs: { max_age: 7d, max_size: off, max_files: 500 }\n  runs: 1w\n  events: off\n  unused_checkpoints: 12h\n`,
+    'test.yaml',
+    NOW,
+  );
+  assert.deepEqual(c.retention, {
+    logs: { maxAgeMs: 7 * DAY, maxBytes: null, maxFiles: 500 },
+    runsMs: 7 * DAY,
+    eventsMs: null,
+    unusedCheckpointsMs: DAY / 2,
+  });
+  rejects(`${BASE}retention: { runs: 10m }\n`, 'retention.runs', /at least 3600s/);
+  rejects(`${BASE}retention: { logs: { max_size: lots } }\n`, 'retention.logs.max_size', /a size such as/);
+  rejects(`${BASE}retention: { logs: { max_files: 3 } }\n`, 'retention.logs.max_files', /from 10 to/);
+  rejects(`${BASE}retention: { keep: 1d }\n`, 'retention.keep', /^unknown key/);
 });

@@ -14,6 +14,7 @@ import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../j
 import { buildApi } from './api.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { EventHub } from './hub.ts';
+import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
 import { RunManager } from './run-manager.ts';
 import { Scheduler } from './scheduler.ts';
@@ -29,6 +30,11 @@ export interface DaemonOptions {
   consoleLevel?: Level;
   /** How often RPO objectives are checked (and the server list refreshed). Default 60 s. */
   rpoIntervalMs?: number;
+  /**
+   * How often retention and the stale-checkpoint sweep are considered (each keeps its own pace
+   * across processes, jobs/maintenance.ts). Default hourly; also once at start.
+   */
+  maintenanceIntervalMs?: number;
 }
 
 export interface Daemon {
@@ -155,6 +161,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   scheduler.start();
   const timer = setInterval(() => void rpoCheck(), o.rpoIntervalMs ?? 60_000);
   timer.unref();
+  const maintenance = new MaintenanceTimer({
+    config: () => config,
+    catalog,
+    virsh,
+    logDir: o.paths.logDir,
+    log,
+    intervalMs: o.maintenanceIntervalMs,
+  });
 
   return {
     url,
@@ -178,6 +192,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       clearInterval(timer);
       scheduler.stop();
       await checking;
+      await maintenance.stop();
       await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs)]);
       hub.close();
       await app.close();

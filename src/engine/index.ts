@@ -1,4 +1,12 @@
 /** The replication engine (DESIGN §3): one server to one target per run. */
+export {
+  type CheckpointCleanup,
+  deleteCheckpoints,
+  endLeftBackup,
+  havenCheckpoints,
+  pruneUnneededCheckpoints,
+  serverPresence,
+} from './checkpoint-cleanup.ts';
 export { EngineError } from './errors.ts';
 export { type DomainState, inventory, type ServerSummary, serverState, Virsh } from './inventory.ts';
 export { checkpointOf, isHavenCheckpoint, newCheckpointName } from './points.ts';
