@@ -4,13 +4,15 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { Catalog } from '../../catalog/catalog.ts';
-import { UsageError } from '../../core/errors.ts';
+import { asHavenError, UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
 import type { ProtectPlan, ProtectResult } from '../../engine/index.ts';
+import type { ServerOutcome } from '../../jobs/copy.ts';
 import { EarlyConnection, type ResolvedTarget, resolveTarget } from '../../jobs/targets.ts';
 import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
+import { catalogForDryRun } from '../dry-run.ts';
+import { interruptible } from '../interrupt.ts';
 
 /**
  * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
@@ -42,6 +44,7 @@ async function loadRunModules() {
   ]);
   return {
     Virsh: engine.Virsh,
+    DEFAULT_RECONNECTS: engine.DEFAULT_RECONNECTS,
     catalogPath: catalog.catalogPath,
     openCatalog: catalog.openCatalog,
     copyServer: copy.copyServer,
@@ -80,7 +83,7 @@ function intFlag(name: string, v: string | undefined, min: number, max: number):
 
 function printPlan(ctx: CliContext, plan: ProtectPlan): void {
   ctx.print(
-    `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId}] — nothing changed`,
+    `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId ?? 'none yet: a run creates it'}] — nothing changed`,
   );
   ctx.print(
     plan.newest
@@ -156,75 +159,131 @@ export default function register(program: Command, context: () => CliContext): v
         ssh: { options: flags.sshOption, command: flags.remoteCommand },
         tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
       });
-      const log = flags.dryRun ? ctx.log : ctx.openRunLog(`protect-${serverName}`);
+      const reconnects = intFlag('retries', flags.retries, 0, 100);
+      if (flags.dryRun) return plan(ctx, serverName, flags, target, consistency, reconnects);
+      const log = ctx.openRunLog(`protect-${serverName}`);
       const early = earlyIsHarmless(target) ? new EarlyConnection(target, log) : undefined;
       try {
-        const { Virsh, catalogPath, openCatalog, copyServer, guardAfterRefusal, progressBar } =
-          await loadRunModules();
+        const {
+          Virsh,
+          DEFAULT_RECONNECTS,
+          catalogPath,
+          openCatalog,
+          copyServer,
+          guardAfterRefusal,
+          progressBar,
+        } = await loadRunModules();
         const virsh = new Virsh({ log, session: true });
-        let catalog: Catalog | undefined;
-        let runId: number | undefined;
-        if (!flags.dryRun) {
-          catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
-          runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
-        }
-        const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun, serverName);
-        const abort = new AbortController();
-        const onSignal = () => abort.abort();
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
+        const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
+        const runId = catalog.runs.start({
+          kind: 'protect',
+          job: flags.job ?? 'manual',
+          trigger: 'manual',
+        }).id;
+        const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, serverName);
         try {
           // One attempt (reconnections inside it resume the delta); the result is recorded per server.
-          const out = await copyServer({
-            server: serverName,
-            target,
-            virsh,
-            runDir: ctx.paths.runDir,
-            job: flags.job,
-            copies: target.copies,
-            early,
-            consistency,
-            quiesce: flags.quiesce,
-            catalog,
-            runId,
-            retries: 0,
-            reconnects: intFlag('retries', flags.retries, 0, 100),
-            dryRun: flags.dryRun,
-            onProgress: (s) => bar.update(s),
-            signal: abort.signal,
-            log,
-          });
+          let out: ServerOutcome;
+          try {
+            out = await interruptible(`protect ${serverName}`, async (signal) => {
+              const o = await copyServer({
+                server: serverName,
+                target,
+                virsh,
+                runDir: ctx.paths.runDir,
+                job: flags.job,
+                copies: target.copies,
+                early,
+                consistency,
+                quiesce: flags.quiesce,
+                catalog,
+                runId,
+                retries: 0,
+                reconnects: reconnects ?? DEFAULT_RECONNECTS,
+                onProgress: (s) => bar.update(s),
+                signal,
+                log,
+              });
+              // Stopped by a signal: unwound like any failure, reported by interruptible.
+              if (o.status === 'cancelled') throw o.error;
+              return o;
+            });
+          } catch (e) {
+            bar.stop();
+            const err = asHavenError(e);
+            catalog.runs.finish(runId, {
+              status: err.kind === 'interrupted' ? 'cancelled' : 'failed',
+              errorCode: err.code,
+              errorMessage: err.message,
+              summary: { logFile: log.filePath },
+            });
+            throw err;
+          }
           bar.stop();
           if (out.error) {
             // Refused because the server runs at the DR site: keep it from starting here too.
             await guardAfterRefusal(virsh, serverName, out.error, log);
-            catalog?.runs.finish(runId!, {
-              status: out.status === 'cancelled' ? 'cancelled' : 'failed',
+            catalog.runs.finish(runId, {
+              status: 'failed',
               errorCode: out.error.code,
               errorMessage: out.error.message,
               summary: { logFile: log.filePath },
             });
             throw out.error;
           }
-          if (out.result) {
-            catalog?.runs.finish(runId!, {
-              status: 'ok',
-              summary: { generation: out.result.generation.id, logFile: log.filePath },
-            });
-            if (flags.json) ctx.printJson(out.result);
-            else printResult(ctx, out.result);
-          } else if (out.plan) {
-            if (flags.json) ctx.printJson(out.plan);
-            else printPlan(ctx, out.plan);
-          }
+          const result = out.result!;
+          catalog.runs.finish(runId, {
+            status: 'ok',
+            summary: { generation: result.generation.id, logFile: log.filePath },
+          });
+          if (flags.json) ctx.printJson(result);
+          else printResult(ctx, result);
         } finally {
           virsh.close();
-          process.off('SIGINT', onSignal);
-          process.off('SIGTERM', onSignal);
-          catalog?.close();
+          catalog.close();
         }
       } finally {
         await early?.discard();
       }
     });
+}
+
+/**
+ * `--dry-run`: the plan, and nothing else anywhere: no catalog, no log file, no store (a target
+ * without one says so), no receiver that changes anything, no libvirt call that writes.
+ */
+async function plan(
+  ctx: CliContext,
+  serverName: string,
+  flags: ProtectFlags,
+  target: ResolvedTarget,
+  consistency: 'live' | 'shutdown',
+  reconnects: number | undefined,
+): Promise<void> {
+  const { Virsh, DEFAULT_RECONNECTS, copyServer } = await loadRunModules();
+  const virsh = new Virsh({ log: ctx.log, session: true });
+  const catalog = await catalogForDryRun(ctx.paths.stateDir, ctx.log);
+  try {
+    const out = await interruptible(`protect --dry-run ${serverName}`, (signal) =>
+      copyServer({
+        server: serverName,
+        target,
+        virsh,
+        runDir: ctx.paths.runDir,
+        copies: target.copies,
+        consistency,
+        catalog,
+        reconnects: reconnects ?? DEFAULT_RECONNECTS,
+        dryRun: true,
+        signal,
+        log: ctx.log,
+      }),
+    );
+    if (out.error) throw out.error;
+    if (flags.json) ctx.printJson(out.plan);
+    else printPlan(ctx, out.plan!);
+  } finally {
+    virsh.close();
+    catalog?.close();
+  }
 }
