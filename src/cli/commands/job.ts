@@ -109,7 +109,12 @@ function printRun(ctx: CliContext, r: JobRunResult, tz: string | undefined): voi
 
 export default function register(program: Command, context: () => CliContext): void {
   const job = program.command('job').description('list, show and run the jobs of the configuration');
+  registerList(job, context);
+  registerShow(job, context);
+  registerRun(job, context);
+}
 
+function registerList(job: Command, context: () => CliContext): void {
   job
     .command('list')
     .description('every job with its servers, targets, schedule, next run and last result')
@@ -147,7 +152,9 @@ export default function register(program: Command, context: () => CliContext): v
         catalog?.close();
       }
     });
+}
 
+function registerShow(job: Command, context: () => CliContext): void {
   job
     .command('show')
     .description('one job: its settings, the servers it selects now, their status and recent runs')
@@ -234,7 +241,9 @@ export default function register(program: Command, context: () => CliContext): v
         catalog?.close();
       }
     });
+}
 
+function registerRun(job: Command, context: () => CliContext): void {
   job
     .command('run')
     .description('run a job now: its servers largest first, to each of its targets')
