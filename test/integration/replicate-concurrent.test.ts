@@ -36,7 +36,7 @@ test('two protects of one server at once: one copies, the other is a clean confl
     const stores = [join(dir, `a${round}`), join(dir, `b${round}`)];
     const runs = await Promise.all(
       stores.map((s) =>
-        runHaven(h, ['protect', guest.name, '--to', s, '--copies', '1', '--bwlimit', '4MiB/s', '--json']),
+        runHaven(h, ['protect', guest.name, '--to', s, '--copies', '1', '--bwlimit', '2MiB/s', '--json']),
       ),
     );
     const ok = runs.filter((r) => r.code === 0);
