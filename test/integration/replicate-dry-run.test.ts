@@ -11,15 +11,17 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import type { ProtectPlan } from '../../src/engine/index.ts';
 import type { JobRunResult } from '../../src/jobs/index.ts';
+import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { activeBackup, listCheckpoints } from '../../src/virt/index.ts';
 import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { startSshd } from '../helpers/sshd.ts';
 import { writeConfig } from './jobs-helpers.ts';
 
 const PREFIX = 'haven-t-dry';
@@ -165,4 +167,35 @@ test('protect, job run and activate with --dry-run change nothing anywhere', asy
   ]);
   assert.equal(activate.code, 0, activate.stderr);
   await assertUnchanged('activate --dry-run', dir, guest, before);
+});
+
+test('a dry run over ssh to a store that does not exist yet plans a new store and creates nothing', async (t) => {
+  const dir = await testDir(t, `${PREFIX}-ssh`);
+  await mkdir(join(dir, 'ssh'));
+  const sshd = await startSshd(join(dir, 'ssh'), { logDir: join(dir, 'remote-logs') });
+  t.after(() => sshd.stop());
+  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 16 }] });
+  const h = await havenEnv(dir);
+  const before = { files: await tree(dir), libvirt: await libvirtState(guest) };
+  const plan = await havenJson<ProtectPlan>(h, [
+    'protect',
+    guest.name,
+    '--to',
+    sshd.url(join(dir, 'remote-store')),
+    '--remote-command',
+    `${process.execPath} ${HAVEN_BIN}`,
+    ...sshd.sshOptions.map((o) => `--ssh-option=${o}`),
+    '--dry-run',
+  ]);
+  assert.equal(plan.storeId, null);
+  assert.deepEqual(
+    plan.disks.map((d) => d.mode),
+    ['full'],
+  );
+  // The ssh server's own files (host keys, known_hosts) are not Haven's doing.
+  before.files = new Map([...before.files].filter(([k]) => !k.startsWith('ssh/')));
+  const after = await tree(dir);
+  const added = [...after.keys()].filter((k) => !before.files.has(k) && !k.startsWith('ssh/'));
+  assert.deepEqual(added, [], 'nothing was created, here or at the target');
+  assert.equal(await libvirtState(guest), before.libvirt);
 });
