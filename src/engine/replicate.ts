@@ -32,17 +32,11 @@ import { firstContact, retryPolicy, settleInflight } from './contact.ts';
 import { type AttemptRecord, type Delivery, deliver, deltaMode } from './deliver.ts';
 import { EngineError } from './errors.ts';
 import type { PlanMode } from './plan.ts';
-import { checkpointOf, isHavenCheckpoint } from './points.ts';
+import { isHavenCheckpoint } from './points.ts';
 import { type ProgressSnapshot, ProgressTracker } from './progress.ts';
 import { TokenBucket } from './rate-limit.ts';
-import {
-  DEFAULT_RECONNECT_BACKOFF_MS,
-  DEFAULT_RECONNECTS,
-  type RetryPolicy,
-  withReconnects,
-} from './retry.ts';
 import { lockServer } from './server-lock.ts';
-import { acquireSource, diskMode, type ProtectedDisk, type Source } from './source.ts';
+import { acquireSource, type ProtectedDisk, type Source } from './source.ts';
 import type { DiskTransferResult } from './transfer.ts';
 
 export interface ProtectTuning {
