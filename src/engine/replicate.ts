@@ -18,21 +18,13 @@ import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import type { StreamSender } from '../protocol/index.ts';
 import type { DeltaMode, Generation } from '../store/types.ts';
-import {
-  checkpointXml,
-  deleteCheckpoint,
-  domainXml,
-  getServer,
-  type Server,
-  type Virsh,
-  VirtError,
-} from '../virt/index.ts';
+import { checkpointXml, domainXml, getServer, type Server, type Virsh } from '../virt/index.ts';
 import { likelyBase, trustedBase } from './base.ts';
+import { pruneUnneededCheckpoints } from './checkpoint-cleanup.ts';
 import { firstContact, retryPolicy, settleInflight } from './contact.ts';
 import { type AttemptRecord, type Delivery, deliver, deltaMode } from './deliver.ts';
 import { EngineError } from './errors.ts';
 import type { PlanMode } from './plan.ts';
-import { isHavenCheckpoint } from './points.ts';
 import { type ProgressSnapshot, ProgressTracker } from './progress.ts';
 import { TokenBucket } from './rate-limit.ts';
 import { lockServer } from './server-lock.ts';
@@ -211,27 +203,6 @@ export function protectedDisks(server: Server): ProtectedDisk[] {
   return disks;
 }
 
-/** Deletes Haven checkpoints no target needs any more (keeps each target's last delivery). */
-async function pruneCheckpoints(virsh: Virsh, server: Server, catalog: Catalog, log: Logger): Promise<void> {
-  for (const cp of catalog.checkpoints.unneeded(server.name)) {
-    if (!isHavenCheckpoint(cp.name)) continue;
-    try {
-      await deleteCheckpoint(virsh, server.name, cp.name);
-      catalog.checkpoints.forget(server.name, cp.name);
-      log.verbose('deleted a checkpoint no target needs', { checkpoint: cp.name });
-    } catch (e) {
-      if (e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND') {
-        catalog.checkpoints.forget(server.name, cp.name);
-      } else {
-        log.warn('could not delete an old checkpoint; will try again next run', {
-          checkpoint: cp.name,
-          err: e,
-        });
-      }
-    }
-  }
-}
-
 /**
  * Takes the point in time (through the primary cache drive when the job stages). If staging
  * fails, the point in time is released.
@@ -287,6 +258,7 @@ async function protectLocked(
   const { sender, newest } = await firstContact(o.connect, server.name, policy);
   let owned: StreamSender | undefined = sender;
   let source: Source | undefined;
+  let result: ProtectResult;
   try {
     const storeId = sender.store.id;
     const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
@@ -329,12 +301,16 @@ async function protectLocked(
       o.connect,
       policy,
     );
-    await recordDelivery(o, server, source, storeId, delivery.generation, log);
-    return report(o, server, source, storeId, delivery, started, log);
+    await recordDelivery(o, server, source, storeId, delivery.generation);
+    result = report(o, server, source, storeId, delivery, started, log);
   } finally {
     await source?.release().catch((e) => log.warn('could not end the backup job', { err: e }));
     await owned?.close().catch(() => {});
   }
+  // After the release: an offline copy's qemu-nbd export holds the image lock until then, and
+  // the previous checkpoint's bitmaps cannot be removed under it.
+  if (o.catalog) await pruneUnneededCheckpoints(o.virsh, server.name, o.catalog, log);
+  return result;
 }
 
 /** The checkpoint of a new point in time, kept so it can be redefined if libvirt loses it. */
@@ -357,7 +333,6 @@ async function recordDelivery(
   source: Source,
   storeId: string,
   generation: Generation,
-  log: Logger,
 ): Promise<void> {
   const catalog = o.catalog;
   if (!catalog) return;
@@ -365,7 +340,6 @@ async function recordDelivery(
     catalog.checkpoints.markDelivered(server.name, source.pointInTime, storeId, generation.id);
     catalog.inflight.clear(server.name, storeId);
   });
-  await pruneCheckpoints(o.virsh, server, catalog, log);
 }
 
 function report(
