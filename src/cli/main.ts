@@ -82,9 +82,8 @@ export function reportError(ctx: CliContext | undefined, err: HavenError, json: 
   if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
 }
 
-export async function main(argv: string[]): Promise<number> {
-  let ctx: CliContext | undefined;
-  const program = new Command('haven')
+function newProgram(): Command {
+  return new Command('haven')
     .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
     .version(packageVersion(), '-V, --version')
     .option('-v, --verbose', 'more detail on stderr')
@@ -93,6 +92,21 @@ export async function main(argv: string[]): Promise<number> {
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+}
+
+/**
+ * Every command as the CLI defines it, without running any: what hints and documents that name
+ * `haven …` commands are checked against (cli/hints.test.ts).
+ */
+export async function commandTree(): Promise<Command> {
+  const program = newProgram();
+  await loadCommands(program, () => new CliContext(program.opts<GlobalOptions>()), []);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx: CliContext | undefined;
+  const program = newProgram();
   const context = (): CliContext => {
     ctx ??= new CliContext(program.opts<GlobalOptions>());
     return ctx;

@@ -60,8 +60,10 @@ export async function runRecordedDrill(o: RecordedDrillOptions): Promise<Recorde
           ...(r.error ? { errorCode: r.error.code as string, errorMessage: r.error.message as string } : {}),
         });
       }
+      const verdict = report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial';
       catalog.runs.finish(run.id, {
-        status: report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial',
+        // Stopped by the operator or the daemon: not a verdict on the servers it did not finish.
+        status: deps.signal?.aborted ? 'cancelled' : verdict,
         summary: { passed: report.passed, failed: report.failed, ...(logFile ? { logFile } : {}) },
       });
     });

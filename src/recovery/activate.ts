@@ -71,6 +71,8 @@ export interface ActivateOptions {
   startTimeoutMs?: number;
   /** How long to wait for a replication that holds the server (default 60 s). */
   lockWaitMs?: number;
+  /** Stops before the next server (Ctrl-C): the report lists the servers already handled. */
+  signal?: AbortSignal;
   log: Logger;
 }
 
@@ -181,6 +183,7 @@ export async function activateServers(o: ActivateOptions): Promise<ActivationRep
   const uri = o.primary === undefined ? undefined : primaryUri(o.primary);
   const servers = await selectForActivation(o.store, o);
   for (const server of servers) {
+    if (o.signal?.aborted) break;
     const result: ActivationResult = {
       server,
       status: 'planned',

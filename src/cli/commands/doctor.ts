@@ -5,7 +5,7 @@
  * Exits 12 (EXIT_PARTIAL) when a required check fails, 0 otherwise (warnings included).
  */
 import type { Command } from 'commander';
-import { daemonListenCheck } from '../../daemon/listen-check.ts';
+import { daemonListenCheck } from '../../daemon/index.ts';
 import { checkHost, type HostCheck, hostChecksPassed } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';

@@ -3,9 +3,14 @@
  * (`--stdio`, run by a sender locally or through ssh) or as a TLS listener (`--listen`), writing
  * into the store at --store (created if missing). With --stdio nothing but frames goes to stdout;
  * messages go to stderr (which ssh carries back to the sender's log) and to the run log.
+ *
+ * `--dry-run` (a sender's dry run starts it so) changes nothing: the store must exist (exit 4,
+ * STORE_NOT_FOUND, before any session, when it does not), no log file is written, no cache drive
+ * mounted, a pending commit is not completed, and deltas are refused.
  */
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
@@ -41,6 +46,7 @@ interface ReceiveFlags {
   directIo: boolean;
   /** False with --no-reflink. */
   reflink: boolean;
+  dryRun?: boolean;
 }
 
 /** "host:port", "[v6]:port" or ":port" (all addresses). */
@@ -54,6 +60,18 @@ export function parseListen(text: string): { host: string; port: number } {
     );
   }
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+/**
+ * A store path as an operator types it: absolute, or relative starting with ./ or ../, so that a
+ * mistyped word does not become a new store in the working directory.
+ */
+function checkStorePath(path: string): string {
+  if (isAbsolute(path) || /^\.\.?\//.test(path)) return path;
+  throw new UsageError(
+    `--store ${JSON.stringify(path)} is not a path`,
+    `Write the store's directory as an absolute path, or as ./${path} for one in the working directory.`,
+  );
 }
 
 async function readToken(path: string, log: Logger): Promise<string> {
@@ -111,6 +129,12 @@ function checkFlags(f: ReceiveFlags): void {
       'With --stdio, ssh authenticates the sender.',
     );
   }
+  if (f.dryRun && (!f.stdio || f.staging)) {
+    throw new UsageError(
+      '--dry-run applies to --stdio without --staging',
+      'A sender’s dry run starts `haven receive --stdio --dry-run --store PATH`.',
+    );
+  }
   if (f.listen && (!f.tlsCert || !f.tlsKey)) {
     throw new UsageError(
       '--listen needs --tls-cert and --tls-key',
@@ -130,7 +154,7 @@ export default function register(program: Command, context: () => CliContext): v
     .description('receive replication streams into a store (target side)')
     .option('--stdio', 'serve one session on stdin/stdout (run by a sender, locally or through ssh)')
     .option('--listen <addr:port>', 'accept TLS connections on this address')
-    .requiredOption('--store <path>', 'store directory (created if missing)')
+    .requiredOption('--store <path>', 'store directory (created if missing): absolute, or ./relative')
     .option(
       '--staging <dir>',
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
@@ -171,20 +195,23 @@ export default function register(program: Command, context: () => CliContext): v
       'with --listen: on SIGINT/SIGTERM, let running sessions end for this long before cutting them',
       '10s',
     )
+    .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing')
     .action(async (flags: ReceiveFlags) => {
       checkFlags(flags);
+      checkStorePath(flags.store);
       const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
       const checkpointEveryBytes = parseSize(flags.checkpointEvery);
       const checkpointEveryMs = parseDuration(flags.checkpointInterval);
       const idleTimeoutMs = parseDuration(flags.idleTimeout);
       const ctx = context();
-      const log = ctx.openRunLog('receive');
+      const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
       const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
       const receiverOptions: ReceiverOptions = {
         log,
         checkpointEveryBytes,
         checkpointEveryMs,
         idleTimeoutMs,
+        ...(flags.dryRun ? { readOnly: true } : {}),
         // Crash tests only: die between committing a generation and saying so (the window where
         // a sender must find out from the store itself that its copy is done).
         ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
@@ -203,7 +230,7 @@ export default function register(program: Command, context: () => CliContext): v
       const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
       try {
         const store = await openFsStore(flags.store, {
-          create: true,
+          create: !flags.dryRun,
           log,
           directIo: flags.directIo,
           reflinks: flags.reflink,

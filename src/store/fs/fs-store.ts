@@ -559,7 +559,7 @@ export class FsStore implements Store {
         'not-found',
         `generation ${generationId} of ${server} has no disk ${disk}`,
         {
-          hint: "List the generation's disks with `haven generations <server> --json`.",
+          hint: "List the generation's disks with `haven images <server> --store PATH --json`.",
           details: { server, generationId, disk },
         },
       );
