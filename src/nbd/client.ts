@@ -202,14 +202,7 @@ export class NbdClient {
           settled = true;
           clearTimeout(timer);
           if (requestTimeoutMs > 0) socket.setTimeout(requestTimeoutMs);
-          log.debug('nbd: connected', {
-            address: where,
-            exportName,
-            size: negotiated.size,
-            structured: negotiated.structured,
-            contexts: [...negotiated.contexts.keys()],
-            blockSize: negotiated.blockSize,
-          });
+          log.debug('nbd: connected', { address: where, ...describeExport(negotiated) });
           resolve(client);
         }
         return true;
@@ -230,19 +223,8 @@ export class NbdClient {
         onread: { buffer: nextBuffer, callback: onBytes },
       });
 
-      const timer = setTimeout(() => {
-        fail(
-          new NbdError(
-            'NBD_CONNECT_TIMEOUT',
-            `NBD connect/handshake with ${where} took longer than ${o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT} ms`,
-            {
-              kind: 'unavailable',
-              connectionUsable: false,
-              hint: 'Check that the NBD server is alive; qemu-nbd with all its --shared client slots in use accepts a connection but never answers it.',
-            },
-          ),
-        );
-      }, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT);
+      const connectTimeoutMs = o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+      const timer = setTimeout(() => fail(connectTimeoutError(where, connectTimeoutMs)), connectTimeoutMs);
 
       socket.on('connect', () => {
         if (!o.socketPath) {
@@ -542,4 +524,27 @@ export class NbdClient {
       this.socket.destroy();
     }
   }
+}
+
+function connectTimeoutError(where: string, ms: number): NbdError {
+  return new NbdError(
+    'NBD_CONNECT_TIMEOUT',
+    `NBD connect/handshake with ${where} took longer than ${ms} ms`,
+    {
+      kind: 'unavailable',
+      connectionUsable: false,
+      hint: 'Check that the NBD server is alive; qemu-nbd with all its --shared client slots in use accepts a connection but never answers it.',
+    },
+  );
+}
+
+/** What the handshake agreed on, for the log. */
+function describeExport(n: NegotiatedExport): Record<string, unknown> {
+  return {
+    exportName: n.exportName,
+    size: n.size,
+    structured: n.structured,
+    contexts: [...n.contexts.keys()],
+    blockSize: n.blockSize,
+  };
 }
