@@ -235,6 +235,10 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     cache: { signature: raw.cache?.signature ?? '.dr_cache' },
     daemon: { listen: raw.daemon?.listen ?? { host: '127.0.0.1', port: 8470 } },
     retention: retentionOf(raw.retention),
+    definitions: {
+      bootFiles: raw.definitions?.boot_files ?? [],
+      allow: record(Object.entries(raw.definitions?.allow ?? {})),
+    },
     warnings: [],
   };
 }
