@@ -9,6 +9,7 @@ import {
 } from './definition-rules.ts';
 import { DomainXml } from './domain-xml.ts';
 import { HavenError } from './errors.ts';
+import { hostPaths } from './test-support/host-paths.ts';
 
 const STORE = '/srv/dr';
 const IMAGE = `${STORE}/web01_web01_0_1.raw`;
@@ -68,19 +69,6 @@ function apply(text: string, rules?: DefinitionRules, f = facts()) {
   const xml = DomainXml.parse(text);
   const report = applyDefinitionRules(xml, rules, f);
   return { xml, report, text: xml.toString() };
-}
-
-/** Every path-like value left in the XML: attribute values and texts that start with "/". */
-function hostPaths(xml: DomainXml): string[] {
-  const out: string[] = [];
-  for (const el of Array.from(xml.doc.getElementsByTagName('*'))) {
-    for (const a of Array.from(el.attributes)) if (a.value.startsWith('/')) out.push(a.value);
-    for (let n = el.firstChild; n; n = n.nextSibling) {
-      const t = n.nodeType === 3 ? (n.nodeValue ?? '').trim() : '';
-      if (t.startsWith('/')) out.push(t);
-    }
-  }
-  return out;
 }
 
 test('a legitimate server keeps everything it needs to boot and serve', () => {

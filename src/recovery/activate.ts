@@ -33,13 +33,13 @@ import {
   VirtError,
   waitForState,
 } from '../virt/index.ts';
-import { type DefinitionSummary, prepareBoot, readSafeDefinition, summary } from './boot.ts';
+import { type DefinitionSummary, prepareBoot, readSafeDefinition, summary, throughOverlays } from './boot.ts';
 import { orderForBoot } from './boot-order.ts';
-import { type Relocation, setOverlaySource } from './definition.ts';
+import type { Relocation } from './definition.ts';
 import { recoveryError, unknownServer } from './errors.ts';
-import { checkGeneration, chooseGeneration, holdServer, imagePaths } from './generation.ts';
+import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { setGuard } from './guard.ts';
-import { createOverlay, makeDir, overlayPath, removeDir } from './overlay.ts';
+import { makeDir, removeDir } from './overlay.ts';
 import { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 
 export interface ActivateOptions {
@@ -335,7 +335,6 @@ async function startCopy(
   undo.dir = dir;
   await makeDir(dir, 0o755);
   await makeDir(hostFiles.sockets, 0o1777);
-  const images = await imagePaths(store, server, generation);
   const { xml, report } = await prepareBoot({
     purpose: 'activation',
     store,
@@ -345,12 +344,7 @@ async function startCopy(
     rules: o.rules,
     hostFiles,
     log,
-    placeDisk: async (x, m) => {
-      const overlay = overlayPath(dir, m.name);
-      const image = images.get(m.name) ?? '';
-      await createOverlay(overlay, image, { log });
-      setOverlaySource(x, m.disk, overlay, image);
-    },
+    placeDisk: await throughOverlays(store, server, generation, dir, log),
     // The definition's own file only where the operator keeps it and it exists here.
     nvram: async (kept) => (kept && existsSync(dirname(kept)) ? kept : join(dir, 'nvram.fd')),
   });

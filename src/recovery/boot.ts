@@ -18,8 +18,16 @@ import {
 import type { DomainXml } from '../core/domain-xml.ts';
 import type { Logger } from '../core/log.ts';
 import type { Generation, Store } from '../store/types.ts';
-import { type MappedDisk, mapDisks, markStartedByHaven, nvramPath, setNvramPath } from './definition.ts';
-import { readDefinition } from './generation.ts';
+import {
+  type MappedDisk,
+  mapDisks,
+  markStartedByHaven,
+  nvramPath,
+  setNvramPath,
+  setOverlaySource,
+} from './definition.ts';
+import { imagePaths, readDefinition } from './generation.ts';
+import { createOverlay, overlayPath } from './overlay.ts';
 
 export type BootPurpose = 'activation' | 'drill' | 'restore';
 
@@ -108,6 +116,26 @@ export async function prepareBoot(r: BootRecipe): Promise<PreparedBoot> {
     generation: r.generation.id,
   });
   return { xml, report };
+}
+
+/**
+ * The disk step of a copy that boots through qcow2 overlays in `dir` (activation, drills): the
+ * generation stays byte-identical while the copy runs (overlay.ts).
+ */
+export async function throughOverlays(
+  store: Store,
+  server: string,
+  generation: Generation,
+  dir: string,
+  log: Logger,
+): Promise<BootRecipe['placeDisk']> {
+  const images = await imagePaths(store, server, generation);
+  return async (xml, m) => {
+    const overlay = overlayPath(dir, m.name);
+    const image = images.get(m.name) ?? '';
+    await createOverlay(overlay, image, { log });
+    setOverlaySource(xml, m.disk, overlay, image);
+  };
 }
 
 export function summary(report: DefinitionReport): DefinitionSummary {

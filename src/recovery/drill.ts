@@ -21,12 +21,12 @@ import { ensureRunDir } from '../core/paths.ts';
 import { openFsStore } from '../store/index.ts';
 import type { Generation, ServerHold, Store, TestRecord } from '../store/types.ts';
 import { createTransient, destroyDomain, type Virsh, VirtError, waitForState } from '../virt/index.ts';
-import { type DefinitionSummary, prepareBoot, summary } from './boot.ts';
-import { isolateChardevs, isolateDevices, setOverlaySource } from './definition.ts';
+import { type DefinitionSummary, prepareBoot, summary, throughOverlays } from './boot.ts';
+import { isolateChardevs, isolateDevices } from './definition.ts';
 import { recoveryError } from './errors.ts';
-import { checkGeneration, chooseGeneration, holdServer, imagePaths } from './generation.ts';
+import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { waitForBootMarker } from './marker.ts';
-import { createOverlay, makeDir, overlayPath, removeDir } from './overlay.ts';
+import { makeDir, removeDir } from './overlay.ts';
 
 /** Something worth telling the catalog and the alerting (the CLI or the daemon decides how). */
 export interface RecoveryEvent {
@@ -94,7 +94,6 @@ async function drillXml(
   result: DrillResult,
   log: Logger,
 ): Promise<string> {
-  const images = await imagePaths(o.store, o.server, generation);
   const { xml, report } = await prepareBoot({
     purpose: 'drill',
     store: o.store,
@@ -104,12 +103,7 @@ async function drillXml(
     rules: o.rules,
     hostFiles: { files: dir, sockets: dir },
     log,
-    placeDisk: async (x, m) => {
-      const overlay = overlayPath(dir, m.name);
-      const image = images.get(m.name) ?? '';
-      await createOverlay(overlay, image, { log });
-      setOverlaySource(x, m.disk, overlay, image);
-    },
+    placeDisk: await throughOverlays(o.store, o.server, generation, dir, log),
     nvram: async (kept) => {
       const copy = join(dir, 'nvram.fd');
       // The UEFI variables the definition names, where the operator keeps them and this site

@@ -18,6 +18,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { DEFAULT_BOOT_DIRS, isInside } from '../../src/core/definition-rules.ts';
 import { DomainXml } from '../../src/core/domain-xml.ts';
 import type { HavenError } from '../../src/core/errors.ts';
+import { hostPaths } from '../../src/core/test-support/host-paths.ts';
 import { StreamSender } from '../../src/protocol/index.ts';
 import { type Generation, openFsStore } from '../../src/store/index.ts';
 import { openTarget } from '../../src/transport/index.ts';
@@ -198,19 +199,6 @@ const CASES: Case[] = [
     gone: /DOCTYPE|ENTITY|<\?haven-pi/,
   },
 ];
-
-/** Every path-like value left in a definition (attribute values and texts starting with "/"). */
-function hostPaths(xml: DomainXml): string[] {
-  const out: string[] = [];
-  for (const el of Array.from(xml.doc.getElementsByTagName('*'))) {
-    for (const a of Array.from(el.attributes)) if (a.value.startsWith('/')) out.push(a.value);
-    for (let n = el.firstChild; n; n = n.nextSibling) {
-      const text = n.nodeType === 3 ? (n.nodeValue ?? '').trim() : '';
-      if (text.startsWith('/')) out.push(text);
-    }
-  }
-  return out;
-}
 
 describe('hostile definitions through the real receiver', () => {
   let r: HostileReceiver;

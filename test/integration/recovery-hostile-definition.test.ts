@@ -66,14 +66,8 @@ test('an edited definition boots with what it must not hold removed; the chosen 
 
   // Activation: boots, the guest verifies its data, nothing chosen was written or run.
   const dr = `${server}-dr`;
-  const report = await havenJson<ActivationReport>(s.h, [
-    'activate',
-    server,
-    '--store',
-    s.store,
-    '--name',
-    dr,
-  ]);
+  const at = ['--store', s.store];
+  const report = await havenJson<ActivationReport>(s.h, ['activate', server, ...at, '--name', dr]);
   const r = report.servers[0]!;
   assert.equal(r.status, 'running', JSON.stringify(r.error));
   const rules = new Set(r.definition?.removed.map((c) => c.rule));
@@ -126,15 +120,15 @@ test('an edited definition boots with what it must not hold removed; the chosen 
   const name = `${server}-restored`;
   const virsh = new Virsh();
   t.after(() => virsh.run(['undefine', '--domain', name]).catch(() => ''));
+  const to = join(s.dir, 'restored');
   const restored = await havenJson<RestoreResult>(s.h, [
     'restore',
     server,
-    '--store',
-    s.store,
+    ...at,
     '--generation',
     '1',
     '--to',
-    join(s.dir, 'restored'),
+    to,
     '--name',
     name,
   ]);
