@@ -53,6 +53,9 @@ class Namer {
 
 export function chardevRules(c: RuleContext): void {
   const namer = new Namer(c.facts.hostFiles);
+  // Channels that cannot stay go first, so that the names the others get never depend on them
+  // (the rule gives the same result when applied again).
+  c.xml.deviceElements('channel').forEach((el, i) => dropChannel(c, el, `channel${i}`));
   for (const kind of DEVICES) {
     c.xml.deviceElements(kind).forEach((el, i) => {
       const label = `${kind}${i}`;
@@ -157,45 +160,41 @@ function portDevice(c: RuleContext, el: Element, kind: Chardev, label: string, n
     toContained(c, el, kind);
 }
 
-function channel(c: RuleContext, el: Element, label: string, namer: Namer): void {
+/** Removes a channel that is not virtio or reaches outside QEMU. */
+function dropChannel(c: RuleContext, el: Element, label: string): void {
   const type = el.getAttribute('type') || 'pty';
-  const target = c.xml.child(el, 'target');
-  const element = `devices/${label}`;
-  if (target?.getAttribute('type') !== 'virtio') {
-    c.remove(el, {
-      rule: 'chardevs',
-      element,
-      detail: `target ${target?.getAttribute('type') ?? 'none'}`,
-      reason:
-        'only virtio channels stay (a guestfwd channel makes the DR host open connections for the guest)',
-    });
-    return;
-  }
-  if (keptOrRenamed(c, el, label, namer)) return;
+  const target = c.xml.child(el, 'target')?.getAttribute('type');
   const path = sourcePath(c, el);
-  if (type === 'unix') {
-    const source = c.xml.child(el, 'source');
-    if (!source) return;
-    if (
-      path &&
-      !c.mustChange({
-        rule: 'chardevs',
-        element,
-        detail: path,
-        reason: 'a socket path the sender chose; libvirt names it instead',
-      })
-    )
-      return;
-    source.removeAttribute('path');
-    source.setAttribute('mode', 'bind');
-    return;
-  }
+  if (target === 'virtio' && (CONTAINED.has(type) || type === 'unix' || (type === 'file' && path))) return;
   c.remove(el, {
     rule: 'chardevs',
-    element,
-    detail: `type ${type}${path ? `, ${path}` : ''}`,
-    reason: 'reaches outside QEMU (a host file, device, pipe, socket or network peer)',
+    element: `devices/${label}`,
+    detail: target === 'virtio' ? `type ${type}${path ? `, ${path}` : ''}` : `target ${target ?? 'none'}`,
+    reason:
+      target === 'virtio'
+        ? 'reaches outside QEMU (a host file, device, pipe, socket or network peer)'
+        : 'only virtio channels stay (a guestfwd channel makes the DR host open connections for the guest)',
   });
+}
+
+/** A virtio channel that stays: files get Haven's names, unix sockets libvirt's. */
+function channel(c: RuleContext, el: Element, label: string, namer: Namer): void {
+  if (keptOrRenamed(c, el, label, namer) || el.getAttribute('type') !== 'unix') return;
+  const source = c.xml.child(el, 'source');
+  const path = sourcePath(c, el);
+  if (!source) return;
+  if (
+    path &&
+    !c.mustChange({
+      rule: 'chardevs',
+      element: `devices/${label}`,
+      detail: path,
+      reason: 'a socket path the sender chose; libvirt names it instead',
+    })
+  )
+    return;
+  source.removeAttribute('path');
+  source.setAttribute('mode', 'bind');
 }
 
 /** A pty's `<source path>` and `tty` describe a running domain's terminal: never an input. */

@@ -161,9 +161,9 @@ const HOSTILE = `<!DOCTYPE domain [<!ENTITY x "y">]>
     <serial type='dev'><source path='/dev/sda'/><target port='4'/></serial>
     <parallel type='pipe'><source path='/tmp/pipe'/><target port='0'/></parallel>
     <console type='file'><source path='/etc/cron.d/haven'/><target type='serial' port='0'/></console>
+    <channel type='tcp'><source mode='connect' host='169.254.169.254' service='80'/><target type='guestfwd' address='10.0.2.1' port='80'/></channel>
     <channel type='unix'><source mode='bind' path='/etc/agent.sock'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
     <channel type='file'><source path='/etc/chan'/><target type='virtio' name='x.0'/></channel>
-    <channel type='tcp'><source mode='connect' host='169.254.169.254' service='80'/><target type='guestfwd' address='10.0.2.1' port='80'/></channel>
     <channel type='pipe'><source path='/tmp/p'/><target type='virtio' name='y.0'/></channel>
   </devices>
   <qemu:commandline><qemu:arg value='-chardev'/><qemu:arg value='file,id=x,path=/etc/pwned'/></qemu:commandline>
