@@ -59,10 +59,29 @@ export function chardevRules(c: RuleContext): void {
   for (const kind of DEVICES) {
     c.xml.deviceElements(kind).forEach((el, i) => {
       const label = `${kind}${i}`;
+      onlyFirst(c, el, label);
       logFile(c, el, label, namer);
       if (kind === 'channel') channel(c, el, label, namer);
       else portDevice(c, el, kind, label, namer);
     });
+  }
+}
+
+/**
+ * One `<source>` and one `<log>` per device: libvirt reads more than one source for some types
+ * (udp has two), and the rule looks at the first.
+ */
+function onlyFirst(c: RuleContext, el: Element, label: string): void {
+  for (const name of ['source', 'log']) {
+    for (const extra of c.xml.children(el, name).slice(1)) {
+      c.remove(extra, {
+        rule: 'chardevs',
+        element: `devices/${label}/${name}`,
+        detail:
+          extra.getAttribute('path') ?? extra.getAttribute('file') ?? extra.getAttribute('host') ?? undefined,
+        reason: `a second <${name}>`,
+      });
+    }
   }
 }
 

@@ -197,6 +197,8 @@ function networkInterface(c: RuleContext, el: Element): void {
     });
     return;
   }
+  for (const extra of c.xml.children(el, 'source').slice(1))
+    c.remove(extra, { rule: 'interfaces', element: `${label}/source`, reason: 'a second <source>' });
   for (const child of elementChildren(el)) {
     if (!INTERFACE_CHILDREN.has(child.nodeName)) {
       c.remove(child, {

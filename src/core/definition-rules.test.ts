@@ -349,6 +349,19 @@ test('what cannot be made safe is refused with a stable code', () => {
   }
 });
 
+test('a second <devices>, <os> or chardev <source> cannot carry what the first may not', () => {
+  const { xml, report, text } = apply(`<domain type='kvm'><name>web01</name>
+    <os><type>hvm</type></os><os><kernel>/etc/shadow</kernel></os>
+    <devices><disk type='file' device='disk'><source file='${IMAGE}'/><target dev='vda'/></disk>
+      <serial type='file'><source path='/etc/a'/><source path='/etc/b'/><target port='0'/><log file='/etc/c'/><log file='/etc/d'/></serial></devices>
+    <devices><filesystem type='mount'><source dir='/'/><target dir='r'/></filesystem></devices></domain>`);
+  assert.equal(xml.doc.getElementsByTagName('devices').length, 1);
+  assert.equal(xml.doc.getElementsByTagName('os').length, 1);
+  assert.doesNotMatch(text.replace(/<!--[\s\S]*?-->/g, ''), /\/etc\/|<filesystem|<kernel/);
+  assert.deepEqual(hostPaths(xml).sort(), [`${ACTIVE}/serial0-log.log`, `${ACTIVE}/serial0.log`, IMAGE]);
+  assert.ok(report.removed.some((c) => c.element === 'devices' && c.rule === 'elements'));
+});
+
 test('comments say what was removed and cannot be used to smuggle XML in', () => {
   const { text } = apply(
     `<domain type='kvm'><name>web01</name><devices><disk type='file' device='disk'><source file='/x--&gt;&lt;qemu:commandline/&gt;&lt;!--'/><target dev='vdb'/></disk></devices></domain>`,

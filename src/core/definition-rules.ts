@@ -132,9 +132,20 @@ const PLAIN = new Set([
 ]);
 
 function domainRules(c: RuleContext): void {
+  const seen = new Set<string>();
   for (const el of elementChildren(c.xml.root)) {
     const name = el.localName ?? el.nodeName;
-    if (el.namespaceURI) {
+    const again = !el.namespaceURI && name !== 'seclabel' && seen.has(name);
+    seen.add(name);
+    if (again) {
+      // libvirt reads some parts by path across all of them (a second <devices>, a second <os>
+      // with a kernel), and the rule looks at the first: only one may stay.
+      c.remove(el, {
+        rule: 'elements',
+        element: name,
+        reason: `a second <${name}> element; the rule and libvirt read one`,
+      });
+    } else if (el.namespaceURI) {
       c.remove(el, {
         rule: 'namespaces',
         element: el.nodeName,
