@@ -55,7 +55,9 @@ export function chardevRules(c: RuleContext): void {
   const namer = new Namer(c.facts.hostFiles);
   // Channels that cannot stay go first, so that the names the others get never depend on them
   // (the rule gives the same result when applied again).
-  c.xml.deviceElements('channel').forEach((el, i) => dropChannel(c, el, `channel${i}`));
+  c.xml.deviceElements('channel').forEach((el, i) => {
+    dropChannel(c, el, `channel${i}`);
+  });
   for (const kind of DEVICES) {
     c.xml.deviceElements(kind).forEach((el, i) => {
       const label = `${kind}${i}`;
