@@ -91,6 +91,16 @@ export function crossCheck(raw: unknown): PathProblem[] {
       }
     }
   }
+  // Allowances trust one server's definition: a pattern would trust servers nobody named.
+  for (const [server] of entries(isObj(raw.definitions) ? raw.definitions.allow : undefined)) {
+    if (!isSafeName(server)) {
+      problems.push({
+        path: ['definitions', 'allow', server],
+        atKey: true,
+        message: `invalid server name ${JSON.stringify(server)}: allowances are keyed by server name, not pattern`,
+      });
+    }
+  }
   return problems;
 }
 

@@ -484,6 +484,32 @@ test('daemon: TLS proxy addresses and progress stream limits', () => {
   ]);
 });
 
+test('definitions: boot directories and per-server allowances at the DR site', () => {
+  const c = parseConfig(
+    `${BASE}definitions:\n  boot_files: [/srv/kernels/, /var/lib/haven/boot]\n  allow:\n    web01: [filesystem, namespaces]\n`,
+    'test.yaml',
+    NOW,
+  );
+  assert.deepEqual(c.definitions.bootFiles, ['/srv/kernels', '/var/lib/haven/boot']);
+  assert.deepEqual(c.definitions.allow.web01, ['filesystem', 'namespaces']);
+  // A name such as "constructor" finds nothing rather than Object's own property.
+  assert.equal(c.definitions.allow.constructor, undefined);
+  assert.deepEqual(defaultConfig().definitions.bootFiles, []);
+  assert.deepEqual(Object.keys(defaultConfig().definitions.allow), []);
+  rejects(`${BASE}definitions:\n  boot_files: [kernels]\n`, 'definitions.boot_files', /absolute directory/);
+  rejects(
+    `${BASE}definitions:\n  allow:\n    web01: [everything]\n`,
+    'definitions.allow.web01[0]',
+    /"all", "disks"/,
+  );
+  rejects(
+    `${BASE}definitions:\n  allow:\n    "web*": [hostdev]\n`,
+    'definitions.allow["web*"]',
+    /keyed by server name, not pattern/,
+  );
+  rejects(`${BASE}definitions:\n  boot_file: [/x]\n`, 'definitions.boot_file', /did you mean boot_files/);
+});
+
 test('a file with several problems reports all of them, in file order, with lines', () => {
   const text = `targets:
   dr1:

@@ -242,6 +242,10 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
       },
     },
     retention: retentionOf(raw.retention),
+    definitions: {
+      bootFiles: raw.definitions?.boot_files ?? [],
+      allow: record(Object.entries(raw.definitions?.allow ?? {})),
+    },
     warnings: [],
   };
 }

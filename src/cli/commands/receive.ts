@@ -235,6 +235,8 @@ export default function register(program: Command, context: () => CliContext): v
           directIo: flags.directIo,
           reflinks: flags.reflink,
           ...(stagingDir ? { stagingDir } : {}),
+          // This DR host's own settings, read when a new server's definition is written.
+          definitionRules: async () => (await ctx.config()).definitions,
         });
         try {
           if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
