@@ -11,10 +11,12 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
+import { HavenError } from '../../src/core/errors.ts';
 import { exec } from '../../src/core/exec.ts';
 import { DAEMONS } from '../fixtures/ceph/cluster.ts';
 import { CEPH_ROOT, type CephCluster, startCephCluster } from '../fixtures/ceph/index.ts';
 import { defineCephSecret, rbdDiskXml } from '../fixtures/ceph/libvirt.ts';
+import { liveLeases } from '../fixtures/ceph/lock.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { checkPatternInFile } from '../fixtures/guest/pattern.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
@@ -36,29 +38,18 @@ interface Attempt {
   ms: number;
 }
 
-/** Runs a command that may fail or hang: never throws, kills it at `timeoutMs`. */
-function attempt(command: string, args: readonly string[], timeoutMs: number): Promise<Attempt> {
+const ANY_EXIT = Array.from({ length: 256 }, (_, i) => i);
+
+/** Runs a command that may fail or hang: never rejects for its exit code, kills it at `timeoutMs`. */
+async function attempt(command: string, args: readonly string[], timeoutMs: number): Promise<Attempt> {
   const start = Date.now();
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => {
-      stdout += b.toString();
-    });
-    child.stderr.on('data', (b: Buffer) => {
-      stderr += b.toString();
-    });
-    let hung = false;
-    const timer = setTimeout(() => {
-      hung = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: hung ? undefined : (code ?? undefined), hung, stdout, stderr, ms: Date.now() - start });
-    });
-  });
+  try {
+    const r = await exec(command, args, { timeoutMs, okCodes: ANY_EXIT });
+    return { code: r.code, hung: false, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - start };
+  } catch (e) {
+    if (!(e instanceof HavenError && e.code === 'COMMAND_TIMEOUT')) throw e;
+    return { code: undefined, hung: true, stdout: '', stderr: '', ms: Date.now() - start };
+  }
 }
 
 /** The rbd tool as client.admin of `ceph`, with client settings (e.g. rados_osd_op_timeout). */
@@ -124,6 +115,11 @@ async function serveNbd(t: TestContext, dir: string, filename: string, name: str
     await new Promise((r) => setTimeout(r, 100));
   }
   return { uri: `nbd+unix:///?socket=${socket}`, stderr: () => stderr, kill: () => end('SIGKILL') };
+}
+
+/** Copies a raw file into an existing rbd image (qemu's rbd filename) with qemu-img. */
+async function writeImage(raw: string, rbd: string): Promise<void> {
+  await exec('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', raw, rbd]);
 }
 
 function qemuIo(uri: string, commands: string[], timeoutMs = 120_000): Promise<Attempt> {
@@ -219,21 +215,65 @@ test('a one-node cluster starts from Debian packages in one directory, or the he
   await assert.rejects(again.stopOsd(), /only an exclusive cluster may be disrupted/);
 });
 
-test('a cluster whose daemons died is cleaned and made anew; the last user leaving removes it', async (t) => {
+interface Holder {
+  info: { dir: string; fsid: string; reused: boolean };
+  child: ChildProcess;
+}
+
+/** Another test process using the cluster in `dir` (test/fixtures/ceph/cli.ts), killed after the test. */
+async function holdInChild(t: TestContext, dir: string): Promise<Holder> {
+  const cli = join(import.meta.dirname, '..', 'fixtures', 'ceph', 'cli.ts');
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', cli, '--dir', dir, '--linger-ms', '0', '--osd-gib', '4'],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    child.once('exit', (code) => reject(new Error(`cli.ts exited ${code}: ${err}`)));
+  });
+  return { info: JSON.parse(line), child };
+}
+
+test('processes that start a cluster at once share it; a stale one is made anew; the last user leaving removes it', async (t) => {
   const dir = join(CEPH_ROOT, uniq('stale'));
+  t.after(() => rm(`${dir}.lock`, { force: true }));
+  // Two test processes ask for the same cluster at the same moment: one makes it, the other waits
+  // for the lock and joins it.
   let start = Date.now();
-  const first = await startCephCluster(t, { dir, lingerMs: 0, osdBytes: 4 * GiB });
-  t.diagnostic(`created in ${Date.now() - start} ms`);
-  assert.equal(first.reused, false);
-  const fsid = async (c: CephCluster) => (await c.ceph(['fsid'])).stdout.trim();
-  const fsid1 = await fsid(first);
+  const [a, b] = await Promise.all([holdInChild(t, dir), holdInChild(t, dir)]);
+  t.diagnostic(`two processes started at once: both had it ${Date.now() - start} ms later`);
+  assert.equal(a.info.fsid, b.info.fsid, 'one cluster');
+  assert.deepEqual([a.info.reused, b.info.reused].sort(), [false, true], 'made once, joined once');
 
   start = Date.now();
-  const second = await startCephCluster(t, { dir, lingerMs: 0 });
+  const first = await startCephCluster(t, { dir, lingerMs: 0 });
   t.diagnostic(`reused in ${Date.now() - start} ms`);
-  assert.equal(second.reused, true);
-  assert.equal(await fsid(second), fsid1, 'the same cluster');
-  await second.stop();
+  assert.equal(first.reused, true);
+  const fsid = async (c: CephCluster) => (await c.ceph(['fsid'])).stdout.trim();
+  const fsid1 = await fsid(first);
+  assert.equal(fsid1, a.info.fsid, 'the same cluster');
+  assert.equal((await readdir(join(dir, 'leases'))).length, 3, 'three processes hold leases');
+  // Test processes killed outright: their leases go with them, the cluster stays for this one.
+  for (const h of [a, b]) {
+    h.child.kill('SIGKILL');
+    await new Promise((r) => h.child.once('close', r));
+  }
+  assert.equal(await liveLeases(dir), 1, 'only this process still holds a lease');
+  assert.equal(await fsid(first), fsid1, 'still serving');
 
   // A crash: every daemon killed outright, pid files left behind.
   const pids = await Promise.all(DAEMONS.map((d) => first.pid(d)));
@@ -245,17 +285,16 @@ test('a cluster whose daemons died is cleaned and made anew; the last user leavi
   );
 
   start = Date.now();
-  const third = await startCephCluster(t, { dir, lingerMs: 0 });
+  const second = await startCephCluster(t, { dir, lingerMs: 0 });
   t.diagnostic(`stale cluster cleaned and made anew in ${Date.now() - start} ms`);
-  assert.equal(third.reused, false);
-  assert.notEqual(await fsid(third), fsid1, 'a new cluster');
-  const pool = await third.createPool(uniq('p'));
-  assert.deepEqual((await third.rbd(['ls', pool])).stdout.trim(), '', 'it serves rbd');
+  assert.equal(second.reused, false);
+  assert.notEqual(await fsid(second), fsid1, 'a new cluster');
+  const pool = await second.createPool(uniq('p'));
+  assert.deepEqual((await second.rbd(['ls', pool])).stdout.trim(), '', 'it serves rbd');
 
   await first.stop();
-  await third.stop();
+  await second.stop();
   // No lease is left and the linger is 0: the reaper stops the daemons and removes the directory.
-  t.after(() => rm(`${dir}.lock`, { force: true }));
   const ms = await waitFor('the reaper removes the cluster', async () => !existsSync(dir), 60_000);
   t.diagnostic(`removed by the reaper ${ms} ms after the last user left`);
   const { stdout } = await exec('ps', ['-eo', 'args']);
@@ -273,7 +312,7 @@ test('pools with quotas; images written by qemu-img and qemu-nbd; snapshots, clo
   const model = await DiskModel.create(join(dir, 'model.raw'), size);
   await model.writePattern(11, 300);
   await ceph.rbd(['create', `${pool}/base`, '--size', '64M']);
-  await exec('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', model.path, ceph.qemuRbd(pool, 'base')]);
+  await writeImage(model.path, ceph.qemuRbd(pool, 'base'));
   await ceph.rbd(['export', `${pool}/base`, join(dir, 'base.raw')]);
   assert.deepEqual(
     (await checkPatternInFile(join(dir, 'base.raw'), 11, 300)).bad,
@@ -464,16 +503,7 @@ describe('an exclusive cluster whose daemons are stopped and restarted', () => {
     const dir = await testDir(t, 'haven-t-ceph-osd');
     const model = await DiskModel.create(join(dir, 'model.raw'), 32 * MiB);
     await model.writePattern(seed, 200);
-    await exec('qemu-img', [
-      'convert',
-      '-n',
-      '-f',
-      'raw',
-      '-O',
-      'raw',
-      model.path,
-      ceph.qemuRbd(pool, 'img'),
-    ]);
+    await writeImage(model.path, ceph.qemuRbd(pool, 'img'));
     const timeout5 = { settings: { rados_osd_op_timeout: 5 } };
     const nbd = await serveNbd(t, dir, ceph.qemuRbd(pool, 'img', timeout5), 'img');
 
@@ -624,16 +654,7 @@ test('a TCG guest reads and writes an RBD image through libvirt with a ceph secr
   const model = await DiskModel.create(join(dir, 'model.raw'), 64 * MiB);
   await model.writePattern(21, 300);
   await ceph.rbd(['create', `${pool}/disk`, '--size', '64M']);
-  await exec('qemu-img', [
-    'convert',
-    '-n',
-    '-f',
-    'raw',
-    '-O',
-    'raw',
-    model.path,
-    ceph.qemuRbd(pool, 'disk', { user }),
-  ]);
+  await writeImage(model.path, ceph.qemuRbd(pool, 'disk', { user }));
 
   const secret = await defineCephSecret(t, user.name, user.key);
   const disk = rbdDiskXml(ceph, { pool, image: 'disk', userId: user.id, secret, target: 'vda' });
