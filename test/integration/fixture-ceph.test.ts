@@ -55,13 +55,15 @@ async function attempt(command: string, args: readonly string[], timeoutMs: numb
 /** The rbd tool as client.admin of `ceph`, with client settings (e.g. rados_osd_op_timeout). */
 function rbdArgs(ceph: CephCluster, settings: Record<string, number>, args: readonly string[]): string[] {
   const s = Object.entries(settings).flatMap(([k, v]) => [`--${k}`, String(v)]);
-  return ['-c', ceph.conf, '--id', 'admin', '--keyring', ceph.keyring, '--no-progress', ...s, ...args];
+  return ['-c', ceph.conf, '--id', 'admin', '--keyring', ceph.keyring, ...s, ...args];
 }
 
 /** A tool's error lines (stderr, and qemu-io's "… failed: …" on stdout) without log prefixes. */
 function said(a: Attempt): string {
   const failed = a.stdout.split('\n').filter((l) => /failed/.test(l));
-  return [...failed, ...a.stderr.split('\n')]
+  // rbd's progress ("Exporting image: 3% complete...") comes as \r-separated updates.
+  const lines = a.stderr.split(/[\r\n]/).filter((l) => !/% complete\.\.\./.test(l));
+  return [...failed, ...lines]
     .filter((l) => l.trim())
     .map((l) => l.replace(/^\S+T\S+ [0-9a-f]+ +-?\d+ /, ''))
     .join(' | ');
