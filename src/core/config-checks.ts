@@ -37,7 +37,7 @@ export function crossCheck(raw: unknown): PathProblem[] {
   const problems: PathProblem[] = [];
   if (!isObj(raw)) return problems;
 
-  for (const section of ['targets', 'jobs', 'drills'] as const) {
+  for (const section of ['targets', 'jobs', 'drills', 'hosts'] as const) {
     const what = section.slice(0, -1);
     for (const [name] of entries(raw[section])) {
       if (!isSafeName(name)) {
@@ -60,8 +60,19 @@ export function crossCheck(raw: unknown): PathProblem[] {
     checkJobTargets(name, job, targetNames, problems);
   }
 
+  for (const [name, host] of entries(raw.hosts)) {
+    if (isObj(host) && targetsReadable) checkHost(name, host, targetNames, problems);
+  }
+
   for (const [name, drill] of entries(raw.drills)) {
     if (!isObj(drill)) continue;
+    const selects = (key: string) => drill[key] !== undefined && drill[key] !== null;
+    if (!selects('servers') && !selects('hosts')) {
+      problems.push({
+        path: ['drills', name, 'servers'],
+        message: 'required: expected servers: [...] or hosts: [...] (or both): what the drill boots',
+      });
+    }
     for (const [server] of entries(drill.overrides)) {
       if (!isSafeName(server)) {
         problems.push({
@@ -74,7 +85,10 @@ export function crossCheck(raw: unknown): PathProblem[] {
     if (drill.boot_marker === undefined || drill.boot_marker === null) {
       // Without a drill-wide marker, every server must be named literally with its own marker.
       const overrides = isObj(drill.overrides) ? drill.overrides : {};
-      const servers: unknown[] = Array.isArray(drill.servers) ? drill.servers : [];
+      const servers: unknown[] = [
+        ...(Array.isArray(drill.servers) ? drill.servers : []),
+        ...(Array.isArray(drill.hosts) ? drill.hosts : []),
+      ];
       const covered =
         servers.length > 0 &&
         servers.every((s) => {
@@ -86,7 +100,7 @@ export function crossCheck(raw: unknown): PathProblem[] {
         problems.push({
           path: ['drills', name, 'boot_marker'],
           message:
-            'required: expected a boot marker, { serial: "login:" } or { agent: true }, telling when a server counts as booted',
+            'required: expected a boot marker, { serial: "login:" } or { agent: true }, telling when a server (or a recovered host) counts as booted',
         });
       }
     }
@@ -150,6 +164,36 @@ function checkTarget(name: string, t: unknown, problems: PathProblem[]): void {
           'the receiver must be able to tell who is sending: give cert and key, or token_file, or both',
       });
     }
+  }
+}
+
+function checkHost(name: string, host: Obj, targetNames: string[], problems: PathProblem[]): void {
+  const local = host.url === undefined || host.url === null || host.url === 'local';
+  if (local && host.ssh !== undefined && host.ssh !== null) {
+    problems.push({
+      path: ['hosts', name, 'ssh'],
+      atKey: true,
+      message: 'ssh settings apply only to a host reached over ssh (url: ssh://[user@]host)',
+    });
+  }
+  if (typeof host.target === 'string' && !targetNames.includes(host.target)) {
+    const known = targetNames.length
+      ? `defined targets: ${targetNames.join(', ')}`
+      : 'no targets are defined (add a targets: section)';
+    problems.push({
+      path: ['hosts', name, 'target'],
+      message: `unknown target ${JSON.stringify(host.target)}; ${known}`,
+    });
+  }
+  if (
+    host.schedule !== undefined &&
+    host.schedule !== null &&
+    (host.target === undefined || host.target === null)
+  ) {
+    problems.push({
+      path: ['hosts', name, 'target'],
+      message: 'required with a schedule: expected target: NAME, where the scheduled backups go',
+    });
   }
 }
 
@@ -229,13 +273,24 @@ export function configWarnings(config: HavenConfig, now = new Date()): PathProbl
   const { listen, tlsProxy } = config.daemon;
   const exposed = isIP(listen.host) === 0 ? null : clearTextExposure(listen.host, listen.port, tlsProxy);
   if (exposed) warnings.push({ path: ['daemon', 'listen'], message: exposed });
+  for (const host of Object.values(config.hosts)) {
+    if (host.rpoMs === undefined || host.schedule === undefined) continue;
+    const gap = longestGapMs(host.schedule, config.timezone, now);
+    if (gap >= host.rpoMs) {
+      warnings.push({
+        path: ['hosts', host.name, 'rpo'],
+        message: `${formatDuration(host.rpoMs)} is not longer than the gap of up to ${formatDuration(gap)} between scheduled backups: the objective will be breached before each backup`,
+      });
+    }
+  }
   for (const drill of Object.values(config.drills)) {
     for (const server of Object.keys(drill.overrides)) {
-      if (selectServers(drill.servers, [server]).length === 0) {
+      const selected = [...drill.servers, ...drill.hosts];
+      if (selectServers(selected, [server]).length === 0) {
         warnings.push({
           path: ['drills', drill.name, 'overrides', server],
           atKey: true,
-          message: `this drill's servers do not select ${JSON.stringify(server)}, so this override never applies`,
+          message: `this drill's servers and hosts do not select ${JSON.stringify(server)}, so this override never applies`,
         });
       }
     }

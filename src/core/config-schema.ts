@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { parseServerPattern, selectsSomething } from './config-patterns.ts';
 import {
   describeValue,
+  type HostEndpoint,
   parseAbsolutePath,
   parseBoolean,
   parseCron,
@@ -19,6 +20,7 @@ import {
   parseEmail,
   parseEnum,
   parseFileName,
+  parseHostUrl,
   parseInteger,
   parseListen,
   parseProxyAddresses,
@@ -115,15 +117,23 @@ const servers = list('server names or glob patterns', leaf(parseServerPattern))
     error: 'only "!" exclusions: add the servers to select first, e.g. ["*", "!test-*"]',
   });
 
+const hostPatterns = list('host names or glob patterns', leaf(parseServerPattern))
+  .min(1, { error: 'must list at least one host name or pattern', abort: true })
+  .refine(selectsSomething, {
+    error: 'only "!" exclusions: add the hosts to select first, e.g. ["*", "!lab-*"]',
+  });
+
+const sshOptionList = opt((v) => {
+  if (!Array.isArray(v) || v.some((o) => typeof o !== 'string' || o === '')) {
+    throw new ValueProblem(
+      `expected a list of ssh command-line arguments such as ["-o", "ConnectTimeout=10"], got ${describeValue(v)}`,
+    );
+  }
+  return v as string[];
+}, [] as string[]);
+
 const sshOptions = mapping('ssh settings', {
-  options: opt((v) => {
-    if (!Array.isArray(v) || v.some((o) => typeof o !== 'string' || o === '')) {
-      throw new ValueProblem(
-        `expected a list of ssh command-line arguments such as ["-o", "ConnectTimeout=10"], got ${describeValue(v)}`,
-      );
-    }
-    return v as string[];
-  }, []),
+  options: sshOptionList,
   command: opt(
     (v) => parseString(v, 'the remote haven command, e.g. haven or /usr/local/bin/haven'),
     'haven',
@@ -219,13 +229,55 @@ const drillOverride = mapping('per-server drill settings', {
   timeout: opt((v) => parseDurationValue(v, 1000), undefined),
 });
 
+/** The VM a host drill recovers into (docs/host-recovery.md). */
+const hostVm = mapping('host drill VM settings', {
+  memory: opt(
+    (v) => {
+      const bytes = parseSizeValue(v);
+      if (bytes < 512 * 1024 ** 2)
+        throw new ValueProblem(`expected at least 512MiB, got ${describeValue(v)}`);
+      return bytes;
+    },
+    2 * 1024 ** 3,
+  ),
+  vcpus: opt((v) => parseInteger(v, 1, 64), 2),
+  virt_type: opt((v) => parseEnum(v, ['kvm', 'qemu'] as const), undefined),
+});
+
 export const drillSchema = mapping('drill settings', {
   store: leaf((v) => parseAbsolutePath(v, 'the absolute path of the store on this DR host')),
-  servers,
+  // Whether a drill selects servers, hosts or both is checked across keys (config-checks.ts).
+  servers: section(servers),
+  hosts: section(hostPatterns),
   schedule: opt(parseCron, undefined),
   boot_marker: section(bootMarker),
   timeout: opt((v) => parseDurationValue(v, 1000), 300_000),
+  recovery_timeout: opt((v) => parseDurationValue(v, 1000), 3_600_000),
+  host_vm: section(hostVm),
   overrides: named('server', drillOverride),
+});
+
+/** ReaR settings Haven writes into its own ReaR configuration on a host (hosts/rear-config.ts). */
+const rearSettings = mapping('ReaR settings', {
+  modules: opt((v) => parseEnum(v, ['all', 'loaded'] as const), 'all'),
+  firmware: opt(parseBoolean, true),
+  user_input_timeout: opt((v) => parseDurationValue(v, 1000), 30_000),
+});
+
+export const hostSchema = mapping('host settings', {
+  url: opt(parseHostUrl, { kind: 'local' } as HostEndpoint),
+  ssh: section(mapping('ssh settings', { options: sshOptionList })),
+  // Whether the target exists is checked across keys (config-checks.ts).
+  target: opt((v) => parseString(v, 'the name of a target'), undefined),
+  schedule: opt(parseCron, undefined),
+  copies: opt((v) => parseInteger(v, 1, 100), undefined),
+  rpo: opt((v) => parseDurationValue(v, 1000), undefined),
+  exclude: opt((v) => {
+    if (!Array.isArray(v))
+      throw new ValueProblem(`expected a list of absolute paths, got ${describeValue(v)}`);
+    return v.map((p) => parseAbsolutePath(p, 'an absolute path on the host'));
+  }, [] as string[]),
+  rear: z.preprocess((v) => v ?? {}, rearSettings),
 });
 
 const severity = opt((v) => parseEnum(v, SEVERITIES), 'warning' as Severity);
@@ -303,6 +355,7 @@ export const configSchema = mapping('the Haven configuration', {
   targets: named('target', targetSchema),
   jobs: named('job', jobSchema),
   drills: named('drill', drillSchema),
+  hosts: named('host', hostSchema),
   alerts: section(
     mapping('alert settings', { email: section(emailAlerts), webhook: section(webhookAlerts) }),
   ),

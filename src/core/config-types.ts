@@ -7,11 +7,11 @@
  * "constructor" from a command line finds nothing instead of Object's own property.
  */
 import type { BootMarker, Severity } from './config-schema.ts';
-import type { TargetEndpoint } from './config-values.ts';
+import type { HostEndpoint, TargetEndpoint } from './config-values.ts';
 import type { DefinitionRules } from './definition-context.ts';
 
 export type { BootMarker, Severity } from './config-schema.ts';
-export type { TargetEndpoint } from './config-values.ts';
+export type { HostEndpoint, TargetEndpoint } from './config-values.ts';
 
 export interface TargetConfig {
   name: string;
@@ -77,11 +77,25 @@ export interface DrillOverride {
   timeoutMs: number | undefined;
 }
 
+/** The VM a host drill recovers into. */
+export interface HostVmConfig {
+  memoryBytes: number;
+  vcpus: number;
+  /** libvirt domain type; undefined: kvm where /dev/kvm exists, else qemu (TCG). */
+  virtType: 'kvm' | 'qemu' | undefined;
+}
+
 export interface DrillConfig {
   name: string;
   /** The store on the DR host where the drill runs. */
   store: string;
+  /** Server names and patterns (none: a drill of hosts only). */
   servers: string[];
+  /** Host names and patterns whose stored backups are recovered (docs/host-recovery.md). */
+  hosts: string[];
+  /** How long a host's rescue boot and `rear recover` may take before its recovered system boots. */
+  recoveryTimeoutMs: number;
+  hostVm: HostVmConfig;
   schedule: string | undefined;
   /** undefined only when every server has its own marker in `overrides`. */
   bootMarker: BootMarker | undefined;
@@ -89,6 +103,36 @@ export interface DrillConfig {
   timeoutMs: number;
   /** Per server name. */
   overrides: Record<string, DrillOverride>;
+}
+
+/** ReaR settings Haven writes into its own ReaR configuration on the host. */
+export interface RearSettings {
+  /** 'all': every kernel module in the rescue system; 'loaded': only the loaded ones (smaller, needs the same hardware). */
+  modules: 'all' | 'loaded';
+  /** Include firmware files in the rescue system. */
+  firmware: boolean;
+  /** How long a ReaR prompt waits before it takes its default answer. */
+  userInputTimeoutMs: number;
+}
+
+/** A hypervisor host whose rescue media and backup Haven keeps (config `hosts.<name>`). */
+export interface HostConfig {
+  name: string;
+  /** `local`, or `ssh://[user@]host[:port]` as written. */
+  url: string;
+  endpoint: HostEndpoint;
+  /** Extra ssh arguments (ssh:// hosts). */
+  sshOptions: string[];
+  /** The target (a name under `targets`) that stores its rescue media and backups. */
+  target: string | undefined;
+  schedule: string | undefined;
+  /** Generations kept of each kind; undefined: the target's `copies`. */
+  copies: number | undefined;
+  /** Alert when the newest host backup is older than this (ms). */
+  rpoMs: number | undefined;
+  /** Paths kept out of the backup archive, beyond Haven's defaults. */
+  exclude: string[];
+  rear: RearSettings;
 }
 
 export interface EmailAlertConfig {
@@ -165,6 +209,7 @@ export interface HavenConfig {
   targets: Record<string, TargetConfig>;
   jobs: Record<string, JobConfig>;
   drills: Record<string, DrillConfig>;
+  hosts: Record<string, HostConfig>;
   alerts: AlertsConfig;
   cache: CacheConfig;
   daemon: DaemonConfig;

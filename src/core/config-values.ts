@@ -193,6 +193,35 @@ export function parseTargetUrl(v: unknown): TargetEndpoint {
   };
 }
 
+export type HostEndpoint =
+  | { kind: 'local' }
+  | { kind: 'ssh'; user: string | undefined; host: string; port: number | undefined };
+
+const HOST_URL_FORMS = 'local or ssh://[user@]host[:port]';
+
+/** How Haven reaches a hypervisor host (config `hosts.<name>.url`): this machine, or over ssh. */
+export function parseHostUrl(v: unknown): HostEndpoint {
+  if (v === 'local') return { kind: 'local' };
+  if (typeof v !== 'string' || !/^ssh:\/\//i.test(v)) expected(HOST_URL_FORMS, v);
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return expected(HOST_URL_FORMS, v);
+  }
+  if (!url.hostname) throw new ValueProblem(`${describeValue(v)} has no host; expected ${HOST_URL_FORMS}`);
+  if (url.password) throw new ValueProblem(`${describeValue(v)} carries a password; use SSH keys instead`);
+  if (url.search || url.hash || (url.pathname !== '' && url.pathname !== '/')) {
+    throw new ValueProblem(`${describeValue(v)}: a host URL names the host only; expected ${HOST_URL_FORMS}`);
+  }
+  return {
+    kind: 'ssh',
+    user: url.username ? decodeURIComponent(url.username) : undefined,
+    host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
+    port: url.port ? parsePort(url.port, v) : undefined,
+  };
+}
+
 /** "host:port" or "[v6addr]:port", as the daemon's listen address. */
 export function parseListen(v: unknown): { host: string; port: number } {
   const what = 'host:port, e.g. 127.0.0.1:8470 or [::1]:8470';

@@ -17,6 +17,7 @@ import type {
   DrillConfig,
   DrillOverride,
   HavenConfig,
+  HostConfig,
   JobConfig,
   RetentionConfig,
   TargetConfig,
@@ -197,16 +198,44 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
       {
         name,
         store: d.store,
-        servers: d.servers,
+        servers: d.servers ?? [],
+        hosts: d.hosts ?? [],
         schedule: d.schedule,
         bootMarker: d.boot_marker,
         timeoutMs: d.timeout,
+        recoveryTimeoutMs: d.recovery_timeout,
+        hostVm: {
+          memoryBytes: d.host_vm?.memory ?? 2 * 1024 ** 3,
+          vcpus: d.host_vm?.vcpus ?? 2,
+          virtType: d.host_vm?.virt_type,
+        },
         overrides: record(
           Object.entries(d.overrides ?? {}).map(([server, o]): [string, DrillOverride] => [
             server,
             { bootMarker: o.boot_marker, timeoutMs: o.timeout },
           ]),
         ),
+      },
+    ]),
+  );
+  const hosts = record(
+    Object.entries(raw.hosts ?? {}).map(([name, h]): [string, HostConfig] => [
+      name,
+      {
+        name,
+        url: h.url.kind === 'local' ? 'local' : hostUrlText(h.url),
+        endpoint: h.url,
+        sshOptions: h.ssh?.options ?? [],
+        target: h.target,
+        schedule: h.schedule,
+        copies: h.copies,
+        rpoMs: h.rpo,
+        exclude: h.exclude,
+        rear: {
+          modules: h.rear.modules,
+          firmware: h.rear.firmware,
+          userInputTimeoutMs: h.rear.user_input_timeout,
+        },
       },
     ]),
   );
@@ -218,6 +247,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     targets,
     jobs,
     drills,
+    hosts,
     alerts: {
       email: email
         ? {
@@ -258,6 +288,11 @@ function retentionOf(r: RawConfig['retention']): RetentionConfig {
     eventsMs: events,
     unusedCheckpointsMs: unused_checkpoints,
   };
+}
+
+function hostUrlText(e: Extract<HostConfig['endpoint'], { kind: 'ssh' }>): string {
+  const host = e.host.includes(':') ? `[${e.host}]` : e.host;
+  return `ssh://${e.user ? `${e.user}@` : ''}${host}${e.port ? `:${e.port}` : ''}`;
 }
 
 function urlText(e: TargetConfig['endpoint']): string {
@@ -376,6 +411,22 @@ export function loadConfigIfPresent(path: string, options: { required: boolean }
 /** The next fire time of a schedule after `after`, in the configuration's time zone; null if none. */
 export function nextRun(schedule: string, timeZone: string | undefined, after = new Date()): Date | null {
   return cronFor(schedule, timeZone).nextRun(after);
+}
+
+/** The settings of a drill given on the command line only (`haven drill`, `haven host drill`). */
+export function adHocDrill(store: string, select: { servers?: string[]; hosts?: string[] }): DrillConfig {
+  return {
+    name: 'manual',
+    store,
+    servers: select.servers ?? [],
+    hosts: select.hosts ?? [],
+    schedule: undefined,
+    bootMarker: undefined,
+    timeoutMs: 300_000,
+    recoveryTimeoutMs: 3_600_000,
+    hostVm: { memoryBytes: 2 * 1024 ** 3, vcpus: 2, virtType: undefined },
+    overrides: Object.create(null) as Record<string, DrillOverride>,
+  };
 }
 
 /** How many generations a job keeps on a target: the job's override, else the target's own. */

@@ -9,8 +9,8 @@
  * BLAKE3 (about 6 GB/s here) is preferred; SHA-256 (about 1.5 GB/s) is the fallback that any
  * peer can compute with Node's own crypto.
  */
-import { createHash } from 'node:crypto';
-import { blake3 } from '@napi-rs/blake-hash';
+import { createHash, type Hash } from 'node:crypto';
+import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 
 export type DigestAlgorithm = 'blake3' | 'sha256';
 export const DIGEST_ALGORITHMS: readonly DigestAlgorithm[] = ['blake3', 'sha256'];
@@ -67,4 +67,29 @@ export function zeroRangeDigests(
     zeroChunkDigest(alg, Math.min(chunkSize, diskSize - start)).copy(out, i * DIGEST_BYTES);
   }
   return out;
+}
+
+/** An incremental hash in either algorithm; the result equals the one-shot digest. */
+export interface Hasher {
+  update(data: Buffer): void;
+  digest(): Buffer;
+}
+
+export function createHasher(alg: DigestAlgorithm): Hasher {
+  if (alg === 'blake3') {
+    const h = new Blake3Hasher();
+    return {
+      update: (d) => {
+        h.update(d);
+      },
+      digest: () => h.digestBuffer(),
+    };
+  }
+  const h: Hash = createHash('sha256');
+  return {
+    update: (d) => {
+      h.update(d);
+    },
+    digest: () => h.digest(),
+  };
 }

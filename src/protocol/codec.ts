@@ -16,6 +16,7 @@ import {
   EXTENT_DATA_HEADER_BYTES,
   EXTENT_FIXED_BYTES,
   type ExtentFrame,
+  FILE_DATA_HEADER_BYTES,
   FRAME,
   type Frame,
   type FrameBodies,
@@ -25,6 +26,14 @@ import {
   MAGIC,
   MAX_EXTENT_BYTES,
 } from './frames.ts';
+import {
+  fileCommittedSchema,
+  fileEndSchema,
+  fileOpenedSchema,
+  fileOpenSchema,
+  hostQuerySchema,
+  hostReplySchema,
+} from './host-file-schemas.ts';
 import {
   committedSchema,
   deltaDurableSchema,
@@ -74,7 +83,13 @@ type JsonFrameName =
   | 'END_DELTA'
   | 'DELTA_DURABLE'
   | 'COMMITTED'
-  | 'ERROR';
+  | 'ERROR'
+  | 'HOST_QUERY'
+  | 'HOST_REPLY'
+  | 'FILE_OPEN'
+  | 'FILE_OPENED'
+  | 'FILE_END'
+  | 'FILE_COMMITTED';
 
 export function encodeJson<K extends JsonFrameName>(type: K, body: FrameBodies[K]): Buffer {
   const json = Buffer.from(JSON.stringify(body), 'utf8');
@@ -159,6 +174,14 @@ export function encodeExtentHead(e: Omit<ExtentFrame, 'payload'>, payloadLength:
   return out;
 }
 
+/** Frame header plus the offset of a FILE_DATA body; the payload follows as its own buffer. */
+export function encodeFileDataHead(offset: number, payloadLength: number): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_BYTES + FILE_DATA_HEADER_BYTES);
+  writeHeader(out, 'FILE_DATA', FILE_DATA_HEADER_BYTES + payloadLength);
+  writeU64(out, offset, HEADER_BYTES);
+  return out;
+}
+
 /** The 20 bytes that identify an extent (disk, kind, encoding, offset, length). */
 export function writeExtentFields(out: Buffer, at: number, e: Omit<ExtentFrame, 'payload' | 'digest'>): void {
   out.writeUInt16BE(e.disk, at);
@@ -185,6 +208,8 @@ export function encodeFrame(frame: Frame): Buffer[] {
       return [encodeMark(frame.body)];
     case 'STAGED':
       return [encodeStaged(frame.body)];
+    case 'FILE_DATA':
+      return [encodeFileDataHead(frame.body.offset, frame.body.payload.length), frame.body.payload];
     case 'EXTENT': {
       const payload = frame.body.payload ?? Buffer.alloc(0);
       const head = encodeExtentHead(frame.body, payload.length);
@@ -495,6 +520,26 @@ export function decodeFrame(raw: RawFrame): Frame {
       }
       case 'EXTENT':
         return { type, body: decodeExtent(body) };
+      case 'HOST_QUERY':
+        return { type, body: parseJson(type, body, hostQuerySchema) };
+      case 'HOST_REPLY':
+        return { type, body: parseJson(type, body, hostReplySchema) as FrameBodies['HOST_REPLY'] };
+      case 'FILE_OPEN':
+        return { type, body: parseJson(type, body, fileOpenSchema) as FrameBodies['FILE_OPEN'] };
+      case 'FILE_OPENED':
+        return { type, body: parseJson(type, body, fileOpenedSchema) };
+      case 'FILE_END':
+        return { type, body: parseJson(type, body, fileEndSchema) };
+      case 'FILE_COMMITTED':
+        return { type, body: parseJson(type, body, fileCommittedSchema) as FrameBodies['FILE_COMMITTED'] };
+      case 'FILE_DATA':
+        return {
+          type,
+          body: {
+            offset: readU64(body, 0, 'FILE_DATA offset'),
+            payload: body.subarray(FILE_DATA_HEADER_BYTES),
+          },
+        };
     }
   } catch (e) {
     if (e instanceof ProtocolError) throw e;

@@ -4,11 +4,11 @@
  * once, checks 32 bytes per chunk, and hands the chunk digests to DeltaWriter.writeData. The
  * attempt digest at END_DELTA hashes every EXTENT record of the connection in order.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
-import { chunkDigests, type DigestAlgorithm, rootDigest } from '../core/digest.ts';
+import { chunkDigests, createHasher, type DigestAlgorithm, type Hasher, rootDigest } from '../core/digest.ts';
 import { writeExtentFields } from './codec.ts';
 import type { ExtentFrame } from './frames.ts';
+
+export { createHasher, type Hasher } from '../core/digest.ts';
 
 export interface ExtentDigests {
   /** One digest per chunk of the extent, concatenated. */
@@ -20,31 +20,6 @@ export interface ExtentDigests {
 export function extentDigests(alg: DigestAlgorithm, data: Buffer, chunkSize: number): ExtentDigests {
   const chunks = chunkDigests(alg, data, chunkSize);
   return { chunks, root: rootDigest(alg, chunks) };
-}
-
-/** An incremental hash in either algorithm; the result equals the one-shot digest. */
-export interface Hasher {
-  update(data: Buffer): void;
-  digest(): Buffer;
-}
-
-export function createHasher(alg: DigestAlgorithm): Hasher {
-  if (alg === 'blake3') {
-    const h = new Blake3Hasher();
-    return {
-      update: (d) => {
-        h.update(d);
-      },
-      digest: () => h.digestBuffer(),
-    };
-  }
-  const h: Hash = createHash('sha256');
-  return {
-    update: (d) => {
-      h.update(d);
-    },
-    digest: () => h.digest(),
-  };
 }
 
 /**

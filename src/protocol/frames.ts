@@ -4,6 +4,7 @@
  * limits and the shape of each frame's body. codec.ts turns them into bytes and back.
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
+import type { HostFileMeta, HostGeneration, HostManifest } from '../store/host/types.ts';
 import type { DeltaMeta, DeltaSummary, Generation, ResumeState, StoreDescriptor } from '../store/types.ts';
 
 /** First two bytes of every frame: "HV". */
@@ -25,6 +26,8 @@ export const MAX_DISKS = 256;
 export const EXTENT_FIXED_BYTES = 20;
 /** Bytes of a data EXTENT body before the payload. */
 export const EXTENT_DATA_HEADER_BYTES = EXTENT_FIXED_BYTES + 32;
+/** Bytes of a FILE_DATA body before the payload: the u64 offset. */
+export const FILE_DATA_HEADER_BYTES = 8;
 
 export const FRAME = {
   HELLO: 0x01,
@@ -46,7 +49,18 @@ export const FRAME = {
   ABORTED: 0x11,
   ERROR: 0x12,
   BYE: 0x13,
+  // Host files (rescue media, backup archives): §4.7, with the `host-files` feature.
+  HOST_QUERY: 0x14,
+  HOST_REPLY: 0x15,
+  FILE_OPEN: 0x16,
+  FILE_OPENED: 0x17,
+  FILE_DATA: 0x18,
+  FILE_END: 0x19,
+  FILE_COMMITTED: 0x1a,
 } as const;
+
+/** Optional capabilities named in HELLO and WELCOME (§4.1). */
+export const FEATURE_HOST_FILES = 'host-files';
 
 export type FrameName = keyof typeof FRAME;
 export const FRAME_NAMES = Object.keys(FRAME) as FrameName[];
@@ -77,6 +91,13 @@ export const DIRECTION: Record<FrameName, 'sender' | 'receiver' | 'both'> = {
   ABORTED: 'receiver',
   ERROR: 'both',
   BYE: 'both',
+  HOST_QUERY: 'sender',
+  HOST_REPLY: 'receiver',
+  FILE_OPEN: 'sender',
+  FILE_OPENED: 'receiver',
+  FILE_DATA: 'sender',
+  FILE_END: 'sender',
+  FILE_COMMITTED: 'receiver',
 };
 
 /** Body length bounds per frame, checked from the header before any body byte is buffered. */
@@ -100,6 +121,13 @@ export const BODY_LIMITS: Record<FrameName, { min: number; max: number }> = {
   ABORTED: { min: 0, max: 0 },
   ERROR: { min: 2, max: MAX_JSON_BYTES },
   BYE: { min: 0, max: 0 },
+  HOST_QUERY: { min: 2, max: MAX_JSON_BYTES },
+  HOST_REPLY: { min: 2, max: MAX_JSON_BYTES },
+  FILE_OPEN: { min: 2, max: MAX_JSON_BYTES },
+  FILE_OPENED: { min: 2, max: MAX_JSON_BYTES },
+  FILE_DATA: { min: FILE_DATA_HEADER_BYTES + 1, max: FILE_DATA_HEADER_BYTES + MAX_EXTENT_BYTES },
+  FILE_END: { min: 2, max: MAX_JSON_BYTES },
+  FILE_COMMITTED: { min: 2, max: MAX_JSON_BYTES },
 };
 
 export type CompressionAlgorithm = 'zstd' | 'none';
@@ -118,6 +146,8 @@ export interface Hello {
   digests: DigestAlgorithm[];
   /** Shared secret when the receiver requires one (TLS listener with --token-file). */
   token?: string;
+  /** Optional capabilities the sender may use (FEATURE_*); unknown ones are ignored. */
+  features?: string[];
 }
 
 export interface Welcome {
@@ -130,6 +160,8 @@ export interface Welcome {
   store: StoreDescriptor;
   maxExtentBytes: number;
   maxDigestsPerRequest: number;
+  /** The capabilities of HELLO's `features` this receiver serves (absent: none; older receivers). */
+  features?: string[];
 }
 
 export interface Query {
@@ -228,6 +260,35 @@ export interface ErrorBody {
   fatal: boolean;
 }
 
+export interface HostQuery {
+  host: string;
+}
+
+export interface HostReply {
+  host: string;
+  manifest: HostManifest | null;
+}
+
+export interface FileOpened {
+  fileId: string;
+}
+
+export interface FileData {
+  /** Where the payload starts in the file: every byte before it has been sent. */
+  offset: number;
+  payload: Buffer;
+}
+
+export interface FileEnd {
+  size: number;
+  /** Hex digest of the whole file (the session's algorithm). */
+  digest: string;
+}
+
+export interface FileCommitted {
+  generation: HostGeneration;
+}
+
 export interface FrameBodies {
   HELLO: Hello;
   WELCOME: Welcome;
@@ -248,6 +309,13 @@ export interface FrameBodies {
   ABORTED: null;
   ERROR: ErrorBody;
   BYE: null;
+  HOST_QUERY: HostQuery;
+  HOST_REPLY: HostReply;
+  FILE_OPEN: HostFileMeta;
+  FILE_OPENED: FileOpened;
+  FILE_DATA: FileData;
+  FILE_END: FileEnd;
+  FILE_COMMITTED: FileCommitted;
 }
 
 export type Frame = { [K in FrameName]: { type: K; body: FrameBodies[K] } }[FrameName];

@@ -35,12 +35,14 @@ import {
   type CompressionAlgorithm,
   EXTENT_DATA_HEADER_BYTES,
   type ExtentFrame,
+  FEATURE_HOST_FILES,
   type Frame,
   type FrameBodies,
   MAX_DIGESTS_PER_REQUEST,
   MAX_EXTENT_BYTES,
   PROTOCOL_VERSIONS,
 } from './frames.ts';
+import { HostFileSession } from './host-files.ts';
 import { type ReceiverState, receiverStep } from './state.ts';
 import { SOFTWARE } from './version.ts';
 
@@ -126,6 +128,8 @@ export class StreamReceiver {
   private lastServer: string | undefined;
   /** The sender offered zstd in HELLO; without that, zstd payloads are refused. */
   private zstdAgreed = false;
+  /** Host files (§4.7): rescue media and backup archives sent into the store's host area. */
+  private readonly files: HostFileSession;
 
   constructor(
     private readonly stream: Duplex,
@@ -144,10 +148,13 @@ export class StreamReceiver {
     this.datas = new BufferPool(this.maxExtentBytes, { alignAt: 0 });
     this.decoder = new FrameDecoder({
       allocBody: (type, length) =>
-        type === 'EXTENT' && length > POOL_THRESHOLD ? this.bodies.take(length) : Buffer.allocUnsafe(length),
+        (type === 'EXTENT' || type === 'FILE_DATA') && length > POOL_THRESHOLD
+          ? this.bodies.take(length)
+          : Buffer.allocUnsafe(length),
       copyBodies: true,
     });
     this.out = new FrameWriter(stream, o.maxQueuedBytes ?? 8 * 1024 * 1024, () => {});
+    this.files = new HostFileSession(store, this.log, o.readOnly === true);
     if (this.maxExtentBytes % store.descriptor.chunkSize !== 0) {
       throw new HavenError('PROTO_BAD_OPTION', 'maxExtentBytes must be a multiple of the chunk size', {
         kind: 'usage',
@@ -181,7 +188,8 @@ export class StreamReceiver {
     let waitingSince: number | null = null;
     const idleTimer = setInterval(
       () => {
-        if (waitingSince !== null && this.delta !== null && Date.now() - waitingSince >= idleMs) {
+        const busy = this.delta !== null || this.files.open;
+        if (waitingSince !== null && busy && Date.now() - waitingSince >= idleMs) {
           this.stream.destroy(
             protoError('PROTO_TIMEOUT', `the sender sent nothing for ${Math.round(idleMs / 1000)} s`, {
               server: this.lastServer,
@@ -275,6 +283,29 @@ export class StreamReceiver {
         return this.onCommit();
       case 'ABORT':
         return this.onAbort(frame.body.discard);
+      case 'HOST_QUERY': {
+        const manifest = await this.files.query(frame.body.host);
+        this.out.write([encodeJson('HOST_REPLY', { host: frame.body.host, manifest })]);
+        return;
+      }
+      case 'FILE_OPEN': {
+        this.lastServer = frame.body.host;
+        const fileId = await this.files.begin(frame.body);
+        this.out.write([encodeJson('FILE_OPENED', { fileId })]);
+        return;
+      }
+      case 'FILE_DATA':
+        try {
+          return await this.files.data(frame.body.offset, frame.body.payload);
+        } finally {
+          // Written (or failed) before the next frame is read: the pooled body can go back.
+          this.bodies.release(frame.body.payload);
+        }
+      case 'FILE_END': {
+        const generation = await this.files.end(frame.body);
+        this.out.write([encodeJson('FILE_COMMITTED', { generation })]);
+        return;
+      }
       case 'BYE':
         await this.closeDelta('checkpoint');
         this.out.write([encodeEmpty('BYE')]);
@@ -315,6 +346,8 @@ export class StreamReceiver {
     }
     this.zstdAgreed = h.compression.includes('zstd');
     const compression: CompressionAlgorithm[] = this.zstdAgreed ? ['zstd', 'none'] : ['none'];
+    const features =
+      h.features?.includes(FEATURE_HOST_FILES) && this.files.available ? [FEATURE_HOST_FILES] : [];
     this.log.info('session started', { peer: h.software, version, compression: h.compression });
     this.out.write([
       encodeJson('WELCOME', {
@@ -325,6 +358,7 @@ export class StreamReceiver {
         store: this.store.descriptor,
         maxExtentBytes: this.maxExtentBytes,
         maxDigestsPerRequest: MAX_DIGESTS_PER_REQUEST,
+        ...(features.length ? { features } : {}),
       }),
     ]);
   }
@@ -568,6 +602,8 @@ export class StreamReceiver {
    * - 'discard': throw the partial delta away (a failed discard still closes the writer).
    */
   private async closeDelta(how: 'checkpoint' | 'close' | 'discard'): Promise<void> {
+    // A host file has no resume: whatever ends it unfinished throws it away.
+    await this.files.discard();
     const d = this.delta;
     if (!d) return;
     this.delta = null;
@@ -615,12 +651,12 @@ export class StreamReceiver {
 
   /** The stream ended or broke: close the delta; only an end outside a delta is clean. */
   private async connectionEnded(err: HavenError | null): Promise<void> {
-    const wasOpen = this.delta !== null;
+    const wasOpen = this.delta !== null || this.files.open;
     const state = this.state;
     await this.closeDelta(err instanceof RemoteError ? 'close' : 'checkpoint');
     this.state = 'closed';
     if (err) return;
-    if (wasOpen || state === 'delta' || state === 'sealed') {
+    if (wasOpen || state === 'delta' || state === 'sealed' || state === 'file') {
       throw protoError('PROTO_CONNECTION_LOST', `the sender went away while a delta was open (${state})`, {
         server: this.lastServer,
       });

@@ -63,6 +63,7 @@ export const helloSchema = z.object({
   compressionLevel: z.number().int().min(-131072).max(22).optional(),
   digests: z.array(digestAlg).min(1).max(8),
   token: z.string().max(4096).optional(),
+  features: z.array(z.string().max(64)).max(64).optional(),
 });
 
 export const welcomeSchema = z.object({
@@ -73,6 +74,7 @@ export const welcomeSchema = z.object({
   store: storeDescriptorSchema,
   maxExtentBytes: positive,
   maxDigestsPerRequest: positive,
+  features: z.array(z.string().max(64)).max(64).optional(),
 });
 
 export const querySchema = z.object({ server: text(100) });

@@ -10,9 +10,10 @@
  */
 import type { Duplex } from 'node:stream';
 import type { DigestAlgorithm } from '../core/digest.ts';
-import { DIGEST_ALGORITHMS, rootDigest } from '../core/digest.ts';
+import { createHasher, DIGEST_ALGORITHMS, type Hasher, rootDigest } from '../core/digest.ts';
 import { HavenError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
+import type { HostFileMeta, HostGeneration, HostManifest } from '../store/host/types.ts';
 import type { DeltaMeta, DeltaSummary, Generation, ResumeState, StoreDescriptor } from '../store/types.ts';
 import {
   decodeFrame,
@@ -20,6 +21,7 @@ import {
   encodeDigestsRequest,
   encodeEmpty,
   encodeExtentHead,
+  encodeFileDataHead,
   encodeJson,
   encodeMark,
   FrameDecoder,
@@ -31,6 +33,7 @@ import { ProtocolError, protoError, RemoteError } from './errors.ts';
 import { FrameWriter } from './frame-io.ts';
 import {
   type CompressionAlgorithm,
+  FEATURE_HOST_FILES,
   type Frame,
   type FrameBodies,
   MAX_EXTENT_BYTES,
@@ -108,6 +111,9 @@ export class StreamSender {
   /** A sendData/sendZero is running: the next call must wait for it (frames go out in order). */
   private sending = false;
   private compressor: ExtentCompressor | null = null;
+  /** The host file being sent: its running digest and how many bytes went out. */
+  private fileHasher: Hasher | null = null;
+  private fileOffset = 0;
   private welcome!: FrameBodies['WELCOME'];
   readonly stats: SenderStats = { dataFrames: 0, zeroFrames: 0, dataBytes: 0, zeroBytes: 0, payloadBytes: 0 };
 
@@ -167,6 +173,7 @@ export class StreamSender {
           compression: compression.algorithm === 'zstd' ? ['zstd', 'none'] : ['none'],
           compressionLevel: compression.level,
           digests: o.digest ? [o.digest] : [...DIGEST_ALGORITHMS],
+          features: [FEATURE_HOST_FILES],
           ...(o.token !== undefined ? { token: o.token } : {}),
         }),
       ]);
@@ -189,6 +196,11 @@ export class StreamSender {
       compression: s.compressor ? `zstd:${compression.level}` : 'none',
     });
     return s;
+  }
+
+  /** Whether the receiver serves an optional capability (WELCOME's `features`, §4.1). */
+  supports(feature: string): boolean {
+    return this.welcome.features?.includes(feature) ?? false;
   }
 
   /** The receiver's store (from WELCOME). */
@@ -437,6 +449,60 @@ export class StreamSender {
     await p;
   }
 
+  /** A host's manifest in the target's store (§4.7), or null when it holds nothing of the host. */
+  async hostQuery(host: string): Promise<HostManifest | null> {
+    this.op('hostQuery');
+    const p = this.request('hostQuery');
+    this.out.write([encodeJson('HOST_QUERY', { host })]);
+    return ((await p) as FrameBodies['HOST_REPLY']).manifest;
+  }
+
+  /** Starts sending a host file (§4.7); its bytes follow with sendFileData, in order. */
+  async openFile(meta: HostFileMeta): Promise<string> {
+    this.op('openFile');
+    const p = this.request('openFile');
+    this.fileHasher = createHasher(this.digestAlgorithm);
+    this.fileOffset = 0;
+    this.out.write([encodeJson('FILE_OPEN', meta)]);
+    return ((await p) as FrameBodies['FILE_OPENED']).fileId;
+  }
+
+  /**
+   * Sends the file's next bytes, in frames of at most maxExtentBytes, without copying them; do
+   * not modify `data` until the promise settled. Resolves when the stream has room again.
+   */
+  async sendFileData(data: Buffer): Promise<void> {
+    this.op('sendFileData');
+    this.sending = true;
+    try {
+      const max = this.maxExtentBytes;
+      for (let at = 0; at < data.length; at += max) {
+        const piece = data.subarray(at, Math.min(at + max, data.length));
+        this.fileHasher!.update(piece);
+        this.out.write([encodeFileDataHead(this.fileOffset, piece.length), piece]);
+        this.fileOffset += piece.length;
+        await this.out.ready();
+        this.throwIfFailed();
+      }
+    } finally {
+      this.sending = false;
+    }
+  }
+
+  /** Ends the file with its size and digest; resolves with the generation once it is committed. */
+  async endFile(): Promise<HostGeneration> {
+    this.op('endFile');
+    const p = this.request('endFile');
+    const digest = this.fileHasher!.digest().toString('hex');
+    this.out.write([encodeJson('FILE_END', { size: this.fileOffset, digest })]);
+    return ((await p) as FrameBodies['FILE_COMMITTED']).generation;
+  }
+
+  /** Bytes of the open host file sent so far. */
+  get fileBytesSent(): number {
+    return this.fileOffset;
+  }
+
   /**
    * Ends the session: BYE and its answer when the session is healthy (an open delta is closed
    * unsealed, resumable), then the end of the stream. Never throws.
@@ -446,7 +512,10 @@ export class StreamSender {
       await this.out.end();
       return;
     }
-    if (!this.failure && (this.state === 'ready' || this.state === 'delta' || this.state === 'sealed')) {
+    if (
+      !this.failure &&
+      (this.state === 'ready' || this.state === 'delta' || this.state === 'sealed' || this.state === 'file')
+    ) {
       const p = this.request('close');
       this.state = senderOnOp(this.state, 'close');
       this.out.write([encodeEmpty('BYE')]);
@@ -590,6 +659,12 @@ export class StreamSender {
       case 'BYE':
         this.state = next;
         this.settle(null);
+        return;
+      case 'HOST_REPLY':
+      case 'FILE_OPENED':
+      case 'FILE_COMMITTED':
+        this.state = next;
+        this.settle(frame.body);
         return;
       default:
         throw protoError('PROTO_UNEXPECTED_FRAME', `${frame.type} frame in sender state ${this.state}`);

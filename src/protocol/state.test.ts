@@ -24,6 +24,8 @@ const RECEIVER_ALLOWED: Record<
   ready: {
     QUERY: ['ready', 'ready'],
     OPEN: ['delta', 'ready'],
+    HOST_QUERY: ['ready', 'ready'],
+    FILE_OPEN: ['file', 'ready'],
     BYE: ['closed', null],
     ERROR: ['closed', null],
   },
@@ -42,6 +44,13 @@ const RECEIVER_ALLOWED: Record<
     BYE: ['closed', null],
     ERROR: ['closed', null],
   },
+  file: {
+    FILE_DATA: ['file', null],
+    FILE_END: ['ready', 'ready'],
+    ABORT: ['ready', 'ready'],
+    BYE: ['closed', null],
+    ERROR: ['closed', null],
+  },
   closed: {},
 };
 
@@ -56,6 +65,10 @@ const SENDER_ALLOWED: Record<SenderState, Partial<Record<FrameName, SenderState>
   committing: { COMMITTED: 'ready' },
   aborting: { DIGESTS: 'aborting', STAGED: 'aborting', ABORTED: 'ready' },
   closing: { DIGESTS: 'closing', STAGED: 'closing', BYE: 'closed' },
+  hostQuerying: { HOST_REPLY: 'ready' },
+  fileOpening: { FILE_OPENED: 'file' },
+  file: {},
+  fileEnding: { FILE_COMMITTED: 'ready' },
   closed: {},
 };
 
@@ -68,8 +81,12 @@ const SENDER_OPS_ALLOWED: Record<SenderOp, SenderState[]> = {
   mark: ['delta'],
   endDelta: ['delta'],
   commit: ['sealed'],
-  abort: ['delta', 'sealed'],
-  close: ['ready', 'delta', 'sealed'],
+  abort: ['delta', 'sealed', 'file'],
+  close: ['ready', 'delta', 'sealed', 'file'],
+  hostQuery: ['ready'],
+  openFile: ['ready'],
+  sendFileData: ['file'],
+  endFile: ['file'],
 };
 
 function codeOf(fn: () => unknown): string | null {
@@ -101,7 +118,8 @@ describe('receiver state table', () => {
         const expected =
           frame === 'HELLO'
             ? 'PROTO_DUPLICATE_HELLO'
-            : frame === 'OPEN' && (state === 'delta' || state === 'sealed')
+            : (frame === 'OPEN' || frame === 'FILE_OPEN') &&
+                (state === 'delta' || state === 'sealed' || state === 'file')
               ? 'PROTO_DUPLICATE_OPEN'
               : 'PROTO_UNEXPECTED_FRAME';
         assert.equal(code, state === 'handshake' && frame === 'HELLO' ? null : expected, `${state}/${frame}`);
@@ -117,6 +135,9 @@ describe('receiver state table', () => {
       'COMMITTED',
       'DELTA_DURABLE',
       'DIGESTS',
+      'FILE_COMMITTED',
+      'FILE_OPENED',
+      'HOST_REPLY',
       'OPENED',
       'QUERY_REPLY',
       'STAGED',
@@ -132,6 +153,9 @@ describe('receiver state table', () => {
         'DELTA_DURABLE',
         'COMMITTED',
         'ABORTED',
+        'HOST_REPLY',
+        'FILE_OPENED',
+        'FILE_COMMITTED',
       ] as const) {
         assert.equal(
           codeOf(() => receiverStep(state, f)),
@@ -164,7 +188,16 @@ describe('sender state table', () => {
   }
 
   it('an ERROR answers a request (non-fatal) or closes the session', () => {
-    const requests: SenderState[] = ['querying', 'opening', 'ending', 'committing', 'aborting'];
+    const requests: SenderState[] = [
+      'querying',
+      'opening',
+      'ending',
+      'committing',
+      'aborting',
+      'hostQuerying',
+      'fileOpening',
+      'fileEnding',
+    ];
     for (const state of SENDER_STATES) {
       if (state === 'closed') {
         assert.equal(
@@ -190,7 +223,11 @@ describe('sender state table', () => {
       'DIGESTS_REQ',
       'END_DELTA',
       'EXTENT',
+      'FILE_DATA',
+      'FILE_END',
+      'FILE_OPEN',
       'HELLO',
+      'HOST_QUERY',
       'MARK',
       'OPEN',
       'QUERY',
@@ -206,6 +243,10 @@ describe('sender state table', () => {
         'END_DELTA',
         'COMMIT',
         'ABORT',
+        'HOST_QUERY',
+        'FILE_OPEN',
+        'FILE_DATA',
+        'FILE_END',
       ] as const) {
         assert.equal(
           codeOf(() => senderOnFrame(state, f)),

@@ -11,8 +11,15 @@ import type { FrameName } from './frames.ts';
 // ---------------------------------------------------------------------------------------------
 // Receiver
 
-export type ReceiverState = 'handshake' | 'ready' | 'delta' | 'sealed' | 'closed';
-export const RECEIVER_STATES: readonly ReceiverState[] = ['handshake', 'ready', 'delta', 'sealed', 'closed'];
+export type ReceiverState = 'handshake' | 'ready' | 'delta' | 'sealed' | 'file' | 'closed';
+export const RECEIVER_STATES: readonly ReceiverState[] = [
+  'handshake',
+  'ready',
+  'delta',
+  'sealed',
+  'file',
+  'closed',
+];
 
 export interface ReceiverStep {
   /** State after the frame was handled. */
@@ -32,6 +39,8 @@ export const RECEIVER_TABLE: Record<ReceiverState, Partial<Record<FrameName, Rec
   ready: {
     QUERY: { next: 'ready', onFailure: 'ready' },
     OPEN: { next: 'delta', onFailure: 'ready' },
+    HOST_QUERY: { next: 'ready', onFailure: 'ready' },
+    FILE_OPEN: { next: 'file', onFailure: 'ready' },
     BYE: { next: 'closed' },
     ERROR: { next: 'closed' },
   },
@@ -50,6 +59,13 @@ export const RECEIVER_TABLE: Record<ReceiverState, Partial<Record<FrameName, Rec
     BYE: { next: 'closed' },
     ERROR: { next: 'closed' },
   },
+  file: {
+    FILE_DATA: { next: 'file' },
+    FILE_END: { next: 'ready', onFailure: 'ready' },
+    ABORT: { next: 'ready', onFailure: 'ready' },
+    BYE: { next: 'closed' },
+    ERROR: { next: 'closed' },
+  },
   closed: {},
 };
 
@@ -60,7 +76,10 @@ export function receiverStep(state: ReceiverState, frame: FrameName): ReceiverSt
   if (frame === 'HELLO') {
     throw protoError('PROTO_DUPLICATE_HELLO', 'HELLO after the handshake', { state });
   }
-  if (frame === 'OPEN' && (state === 'delta' || state === 'sealed')) {
+  if (
+    (frame === 'OPEN' || frame === 'FILE_OPEN') &&
+    (state === 'delta' || state === 'sealed' || state === 'file')
+  ) {
     throw protoError('PROTO_DUPLICATE_OPEN', 'OPEN while a delta is open', { state });
   }
   throw protoError('PROTO_UNEXPECTED_FRAME', `${frame} frame in receiver state ${state}`, { state, frame });
@@ -80,6 +99,10 @@ export type SenderState =
   | 'committing'
   | 'aborting'
   | 'closing'
+  | 'hostQuerying'
+  | 'fileOpening'
+  | 'file'
+  | 'fileEnding'
   | 'closed';
 
 export const SENDER_STATES: readonly SenderState[] = [
@@ -93,6 +116,10 @@ export const SENDER_STATES: readonly SenderState[] = [
   'committing',
   'aborting',
   'closing',
+  'hostQuerying',
+  'fileOpening',
+  'file',
+  'fileEnding',
   'closed',
 ];
 
@@ -106,6 +133,9 @@ export const SENDER_REQUEST_STATES: readonly SenderState[] = [
   'ending',
   'committing',
   'aborting',
+  'hostQuerying',
+  'fileOpening',
+  'fileEnding',
 ];
 
 /** Frames the sender accepts from the receiver, per state. ERROR is handled by senderOnFrame. */
@@ -120,6 +150,10 @@ export const SENDER_TABLE: Record<SenderState, Partial<Record<FrameName, SenderS
   committing: { COMMITTED: 'ready' },
   aborting: { DIGESTS: 'aborting', STAGED: 'aborting', ABORTED: 'ready' },
   closing: { DIGESTS: 'closing', STAGED: 'closing', BYE: 'closed' },
+  hostQuerying: { HOST_REPLY: 'ready' },
+  fileOpening: { FILE_OPENED: 'file' },
+  file: {},
+  fileEnding: { FILE_COMMITTED: 'ready' },
   closed: {},
 };
 
@@ -146,7 +180,11 @@ export type SenderOp =
   | 'endDelta'
   | 'commit'
   | 'abort'
-  | 'close';
+  | 'close'
+  | 'hostQuery'
+  | 'openFile'
+  | 'sendFileData'
+  | 'endFile';
 
 /** For each API call: the states it may be made in and the state it moves to. */
 export const SENDER_OPS: Record<SenderOp, { from: readonly SenderState[]; to?: SenderState }> = {
@@ -158,8 +196,12 @@ export const SENDER_OPS: Record<SenderOp, { from: readonly SenderState[]; to?: S
   mark: { from: ['delta'] },
   endDelta: { from: ['delta'], to: 'ending' },
   commit: { from: ['sealed'], to: 'committing' },
-  abort: { from: ['delta', 'sealed'], to: 'aborting' },
-  close: { from: ['ready', 'delta', 'sealed'], to: 'closing' },
+  abort: { from: ['delta', 'sealed', 'file'], to: 'aborting' },
+  close: { from: ['ready', 'delta', 'sealed', 'file'], to: 'closing' },
+  hostQuery: { from: ['ready'], to: 'hostQuerying' },
+  openFile: { from: ['ready'], to: 'fileOpening' },
+  sendFileData: { from: ['file'] },
+  endFile: { from: ['file'], to: 'fileEnding' },
 };
 
 export class SenderMisuseError extends HavenError {

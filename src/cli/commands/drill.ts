@@ -8,7 +8,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
-import type { BootMarker, DrillConfig, HavenConfig } from '../../core/config.ts';
+import { adHocDrill, type BootMarker, type DrillConfig, type HavenConfig } from '../../core/config.ts';
 import { UsageError } from '../../core/errors.ts';
 import { checkName } from '../../core/names.ts';
 import { formatDuration, parseDuration } from '../../core/units.ts';
@@ -54,17 +54,7 @@ export function drillSettings(config: HavenConfig, flags: DrillFlags): DrillConf
   if (flags.store === undefined)
     throw new UsageError('give --store PATH, or --drill NAME from the configuration');
   const same = Object.values(config.drills).find((d) => resolve(d.store) === resolve(flags.store!));
-  return (
-    same ?? {
-      name: 'manual',
-      store: resolve(flags.store),
-      servers: ['*'],
-      schedule: undefined,
-      bootMarker: undefined,
-      timeoutMs: 300_000,
-      overrides: {},
-    }
-  );
+  return same ?? adHocDrill(resolve(flags.store), { servers: ['*'] });
 }
 
 function markerFlag(flags: DrillFlags): BootMarker | undefined {

@@ -18,6 +18,31 @@ const generation = {
   tests: [],
 };
 
+const facts = {
+  hostname: 'node1',
+  os: 'Debian GNU/Linux 12 (bookworm)',
+  kernel: '6.1.0-57-cloud-amd64',
+  rearVersion: 'Relax-and-Recover 2.7 / Git',
+  firmware: 'bios' as const,
+  memoryBytes: 2 ** 33,
+  disks: [{ name: 'vda', size: 2 ** 32, label: 'msdos' }],
+  layout: 'disk /dev/vda 4294967296 msdos\n',
+  layoutDigest: 'ef'.repeat(32),
+  rearConfig: 'OUTPUT=ISO\n',
+};
+
+const rescue = {
+  kind: 'rescue' as const,
+  id: 'r-1',
+  seq: 1,
+  takenAt: '2025-01-01T00:00:00.000Z',
+  committedAt: '2025-01-01T00:01:00.000Z',
+  size: 2 ** 33 + 1,
+  digest: '01'.repeat(32),
+  tests: [],
+  facts,
+};
+
 export function sampleFrames(): Frame[] {
   const payload = Buffer.alloc(4096, 0xab);
   return [
@@ -31,6 +56,7 @@ export function sampleFrames(): Frame[] {
         compressionLevel: 1,
         digests: ['blake3', 'sha256'],
         token: 'sécret',
+        features: ['host-files'],
       },
     },
     {
@@ -51,6 +77,7 @@ export function sampleFrames(): Frame[] {
         },
         maxExtentBytes: 4 << 20,
         maxDigestsPerRequest: 65536,
+        features: ['host-files'],
       },
     },
     { type: 'QUERY', body: { server: 'web' } },
@@ -139,6 +166,19 @@ export function sampleFrames(): Frame[] {
         fatal: false,
       },
     },
+    { type: 'HOST_QUERY', body: { host: 'node1' } },
+    {
+      type: 'HOST_REPLY',
+      body: {
+        host: 'node1',
+        manifest: { host: 'node1', copies: 3, digest: 'blake3', rescue: [rescue], backup: [] },
+      },
+    },
+    { type: 'FILE_OPEN', body: { host: 'node1', kind: 'rescue', copies: 3, takenAt: rescue.takenAt, facts } },
+    { type: 'FILE_OPENED', body: { fileId: 'f-1' } },
+    { type: 'FILE_DATA', body: { offset: 2 ** 40, payload: Buffer.from([9, 8, 7]) } },
+    { type: 'FILE_END', body: { size: 2 ** 40 + 3, digest: '23'.repeat(32) } },
+    { type: 'FILE_COMMITTED', body: { generation: rescue } },
     { type: 'BYE', body: null },
   ];
 }
