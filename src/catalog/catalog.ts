@@ -19,6 +19,7 @@ import { CheckpointsTable } from './checkpoints.ts';
 import { CatalogDb } from './db.ts';
 import { CatalogError, catalogError } from './errors.ts';
 import { EventsTable } from './events.ts';
+import { HostRunsTable } from './host-runs.ts';
 import { InflightTable } from './inflight.ts';
 import { MaintenanceTable } from './maintenance.ts';
 import { RunsTable } from './runs.ts';
@@ -31,6 +32,8 @@ export type { CheckpointInput, CheckpointRecord, Delivery } from './checkpoints.
 export { CatalogError } from './errors.ts';
 export type { EventFilter, EventInput, EventRecord, Problem, Severity } from './events.ts';
 export { SEVERITIES, severityRank } from './events.ts';
+export type { FinishHostRun, HostRun, HostRunKind, HostRunStatus } from './host-runs.ts';
+export { HOST_RUN_KINDS } from './host-runs.ts';
 export type { InflightDelta, InflightInput } from './inflight.ts';
 export type {
   FinalRunStatus,
@@ -77,6 +80,7 @@ export class Catalog {
   readonly status: StatusTable;
   readonly targetStores: TargetStoresTable;
   readonly maintenance: MaintenanceTable;
+  readonly hostRuns: HostRunsTable;
   private readonly c: CatalogDb;
 
   constructor(
@@ -92,6 +96,7 @@ export class Catalog {
     this.inflight = new InflightTable(this.c, this.targetStores);
     this.events = new EventsTable(this.c);
     this.schedule = new ScheduleTable(this.c);
+    this.hostRuns = new HostRunsTable(this.c);
   }
 
   /**

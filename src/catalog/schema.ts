@@ -200,6 +200,52 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX runs_started ON runs (started_at);
     `,
   },
+  {
+    version: 3,
+    description: 'host backups and host drills (issue 16); host schedules',
+    sql: `
+      -- One row per host backup or host drill: what it stored or proved, how long it took.
+      CREATE TABLE host_runs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        host          TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('backup', 'drill')),
+        trigger       TEXT NOT NULL CHECK (trigger IN ('manual', 'schedule', 'missed', 'api')),
+        status        TEXT NOT NULL DEFAULT 'running'
+                      CHECK (status IN ('running', 'ok', 'failed', 'cancelled')),
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        pid           INTEGER,
+        target        TEXT,
+        rescue_made   INTEGER,
+        bytes         INTEGER,
+        generation_id TEXT,
+        taken_at      INTEGER,
+        seconds       REAL,
+        summary       TEXT,
+        error_code    TEXT,
+        error_message TEXT
+      );
+      CREATE INDEX host_runs_host ON host_runs (host, kind, id);
+      CREATE INDEX host_runs_started ON host_runs (started_at);
+
+      -- The scheduler's state gains a kind for host backups (a CHECK cannot be altered in place;
+      -- the table has no foreign keys, so it is copied).
+      CREATE TABLE schedule_state_v3 (
+        kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'host')),
+        name         TEXT NOT NULL,
+        last_run_at  INTEGER,
+        last_fire_at INTEGER,
+        next_run_at  INTEGER,
+        last_run_id  INTEGER,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+      ) WITHOUT ROWID;
+      INSERT INTO schedule_state_v3 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
+        FROM schedule_state;
+      DROP TABLE schedule_state;
+      ALTER TABLE schedule_state_v3 RENAME TO schedule_state;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;

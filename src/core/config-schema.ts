@@ -259,7 +259,6 @@ export const drillSchema = mapping('drill settings', {
 
 /** ReaR settings Haven writes into its own ReaR configuration on a host (hosts/rear-config.ts). */
 const rearSettings = mapping('ReaR settings', {
-  modules: opt((v) => parseEnum(v, ['all', 'loaded'] as const), 'all'),
   firmware: opt(parseBoolean, true),
   user_input_timeout: opt((v) => parseDurationValue(v, 1000), 30_000),
 });

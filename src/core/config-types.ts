@@ -107,8 +107,6 @@ export interface DrillConfig {
 
 /** ReaR settings Haven writes into its own ReaR configuration on the host. */
 export interface RearSettings {
-  /** 'all': every kernel module in the rescue system; 'loaded': only the loaded ones (smaller, needs the same hardware). */
-  modules: 'all' | 'loaded';
   /** Include firmware files in the rescue system. */
   firmware: boolean;
   /** How long a ReaR prompt waits before it takes its default answer. */

@@ -232,7 +232,6 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         rpoMs: h.rpo,
         exclude: h.exclude,
         rear: {
-          modules: h.rear.modules,
           firmware: h.rear.firmware,
           userInputTimeoutMs: h.rear.user_input_timeout,
         },

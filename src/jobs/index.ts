@@ -36,7 +36,7 @@ export {
   startJobRun,
 } from './runner.ts';
 export { missedFire } from './schedule.ts';
-export { senderFactory } from './sender.ts';
+export { planSessionFactory, senderFactory } from './sender.ts';
 export { orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
 export { type CheckpointSweep, sweepCheckpoints } from './stale-checkpoints.ts';
 export { nextRuns, type RpoState, rpoState, type StatusRow, statusRows } from './status.ts';

@@ -7,6 +7,7 @@ export { BufferPool } from './buffer-pool.ts';
 export { PROTOCOL_CODES, type ProtocolCode, ProtocolError, RemoteError } from './errors.ts';
 export {
   type CompressionAlgorithm,
+  FEATURE_HOST_FILES,
   MAX_DIGESTS_PER_REQUEST,
   MAX_EXTENT_BYTES,
   PROTOCOL_VERSIONS,

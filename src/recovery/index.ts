@@ -42,5 +42,6 @@ export {
   setGuard,
   uninstallHook,
 } from './guard.ts';
+export { FileFollower, type MarkerResult, TextMatcher, waitForBootMarker } from './marker.ts';
 export { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 export { type RestoreFormat, type RestoreOptions, type RestoreResult, restoreServer } from './restore.ts';

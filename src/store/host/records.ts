@@ -20,7 +20,7 @@ const testRecord = z.looseObject({
 });
 
 export const hostDiskSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/),
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.!-]{0,63}$/),
   size: z.number().int().positive(),
   label: z.string().max(32).optional(),
 });
