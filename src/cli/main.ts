@@ -82,8 +82,12 @@ export function reportError(ctx: CliContext | undefined, err: HavenError, json: 
   if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
 }
 
-export async function main(argv: string[]): Promise<number> {
-  let ctx: CliContext | undefined;
+/**
+ * The `haven` program with the command modules `argv` needs registered (all of them when it
+ * names none: help, and the man pages and completions scripts/build generates from this tree).
+ * `context` is called by a command's action, never while registering.
+ */
+export async function buildProgram(argv: readonly string[], context: () => CliContext): Promise<Command> {
   const program = new Command('haven')
     .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
     .version(packageVersion(), '-V, --version')
@@ -93,15 +97,22 @@ export async function main(argv: string[]): Promise<number> {
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  const context = (): CliContext => {
-    ctx ??= new CliContext(program.opts<GlobalOptions>());
-    return ctx;
-  };
   await loadCommands(program, context, argv);
   program.commands.forEach(function override(c: Command) {
     c.exitOverride();
     c.commands.forEach(override);
   });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx: CliContext | undefined;
+  let program: Command | undefined;
+  const context = (): CliContext => {
+    ctx ??= new CliContext(program!.opts<GlobalOptions>());
+    return ctx;
+  };
+  program = await buildProgram(argv, context);
 
   try {
     await program.parseAsync(argv);
