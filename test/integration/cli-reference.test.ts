@@ -12,10 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { type Command, Help } from 'commander';
-import { installPath } from '../../core/package-root.ts';
-import { buildProgram } from '../main.ts';
-import { completionScript, manPages } from './index.ts';
-import { describeProgram } from './model.ts';
+import { buildProgram } from '../../src/cli/main.ts';
+import { completionScript, manPages } from '../../src/cli/reference/index.ts';
+import { describeProgram } from '../../src/cli/reference/model.ts';
+import { installPath } from '../../src/core/package-root.ts';
+import { bashComplete, zshComplete } from '../helpers/completion.ts';
 
 const notRun = () => {
   throw new Error('no command runs here');
@@ -106,109 +107,56 @@ function havenOnPath(): string {
   return dir;
 }
 
+/** The example configuration names the jobs, targets and drills the scripts must offer. */
 const env = (bin: string) => ({
   ...process.env,
   PATH: `${bin}:${process.env.PATH}`,
   HAVEN_CONFIG: installPath('examples', 'haven.yaml'),
 });
 
-/** Candidates bash's completion function offers for the words (the last is being completed). */
-function bashComplete(script: string, bin: string, words: string[]): string[] {
-  const file = join(bin, 'haven.bash');
-  writeFileSync(file, script);
-  const quoted = words.map((w) => `'${w.replace(/'/g, `'\\''`)}'`).join(' ');
-  const out = execFileSync(
-    'bash',
-    [
-      '-c',
-      `source ${file}; complete -p haven; COMP_WORDS=(${quoted}); COMP_CWORD=$((\${#COMP_WORDS[@]} - 1)); _haven; printf '%s\\n' "\${COMPREPLY[@]}"`,
-    ],
-    { env: env(bin), encoding: 'utf8' },
-  );
-  const [registration, ...candidates] = out.split('\n');
-  assert.equal(registration, 'complete -F _haven haven');
-  return candidates.filter(Boolean);
-}
-
 test('bash: commands, subcommands, every option of every command, and value sources', () => {
   const bin = havenOnPath();
   try {
-    const script = completionScript(program, 'bash');
-    assert.deepEqual(
-      bashComplete(script, bin, ['haven', '']).sort(),
-      program.commands.map((c) => c.name()).sort(),
-    );
-    assert.deepEqual(bashComplete(script, bin, ['haven', 'job', '']).sort(), ['list', 'run', 'show']);
+    const script = join(bin, 'haven.bash');
+    writeFileSync(script, completionScript(program, 'bash'));
+    const complete = (words: string[]) => bashComplete(script, words, env(bin));
+    assert.deepEqual(complete(['haven', '']).sort(), program.commands.map((c) => c.name()).sort());
+    assert.deepEqual(complete(['haven', 'job', '']).sort(), ['list', 'run', 'show']);
     for (const [path, cmd] of commands) {
       if (path.length === 0 || cmd.commands.length > 0) continue;
-      const offered = bashComplete(script, bin, ['haven', ...path, '--']);
+      const offered = complete(['haven', ...path, '--']);
       for (const name of longOptions(cmd))
         assert.ok(offered.includes(name), `${path.join(' ')}: ${name} not offered`);
       assert.ok(offered.includes('--config'), `${path.join(' ')}: global --config not offered`);
     }
     // Names from the configuration, through the real `haven completion values`.
-    assert.deepEqual(bashComplete(script, bin, ['haven', 'job', 'run', '']), [
-      'nightly',
-      'offsite',
-      'weekly-usb',
-    ]);
-    assert.deepEqual(bashComplete(script, bin, ['haven', 'forget', 'web01', '--target', 'd']), [
-      'dr1',
-      'dr2',
-    ]);
-    assert.deepEqual(bashComplete(script, bin, ['haven', 'protect', 'web01', '--to', '=', 'u']), ['usb']);
-    assert.deepEqual(bashComplete(script, bin, ['haven', 'drill', '--drill', '']), ['weekly']);
+    assert.deepEqual(complete(['haven', 'job', 'run', '']), ['nightly', 'offsite', 'weekly-usb']);
+    assert.deepEqual(complete(['haven', 'forget', 'web01', '--target', 'd']), ['dr1', 'dr2']);
+    assert.deepEqual(complete(['haven', 'protect', 'web01', '--to', '=', 'u']), ['usb']);
+    assert.deepEqual(complete(['haven', 'drill', '--drill', '']), ['weekly']);
     // A value is not taken for a command word: after `--job nightly`, still the events options.
-    assert.ok(
-      bashComplete(script, bin, ['haven', 'events', '--job', 'nightly', '--pro']).includes('--problems'),
-    );
+    assert.ok(complete(['haven', 'events', '--job', 'nightly', '--pro']).includes('--problems'));
     // Paths: directories for --store.
-    const dirs = bashComplete(script, bin, ['haven', 'images', '--store', `${installPath('sr')}`]);
+    const dirs = complete(['haven', 'images', '--store', `${installPath('sr')}`]);
     assert.deepEqual(dirs, [installPath('src')]);
   } finally {
     rmSync(bin, { recursive: true, force: true });
   }
 });
 
-/**
- * What zsh lists after typing `line` and Tab, in an interactive zsh on a pseudo-terminal, read
- * until the listing shows `until` (a zsh glob) or 20 s passed.
- */
-function zshComplete(script: string, bin: string, line: string, until: string): string {
-  writeFileSync(join(bin, '_haven'), script);
-  const driver = `
-zmodload zsh/zpty
-zpty z zsh -f -i
-zpty -w z 'PS1="%% "; fpath=(${bin} $fpath); autoload -Uz compinit; compinit -u -D; unsetopt beep'
-zpty -w z 'echo READY'
-while zpty -r -t z l; do [[ $l == *READY* ]] && break; done
-sleep 0.3
-zpty -n -w z ${`'${line}'`}$'\\t'
-acc=''
-end=$((SECONDS + 20))
-while ((SECONDS < end)); do
-  if zpty -r -t z l; then acc+=$l; [[ $acc == ${until} ]] && break; else sleep 0.1; fi
-done
-print -rn -- "$acc"
-zpty -d z
-`;
-  const out = execFileSync('zsh', ['-f', '-c', driver], { env: env(bin), encoding: 'utf8', timeout: 30_000 });
-  // The terminal's escape sequences out; what remains is the listing zsh drew.
-  return out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
-}
-
 test('zsh: subcommands with their descriptions, options, and job names', () => {
   const bin = havenOnPath();
   try {
-    const script = completionScript(program, 'zsh');
-    const subs = zshComplete(script, bin, 'haven job ', '*show*--*');
+    writeFileSync(join(bin, '_haven'), completionScript(program, 'zsh'));
+    const complete = (line: string, until: string) => zshComplete(bin, line, until, env(bin));
+    const subs = complete('haven job ', '*show*--*');
     assert.match(subs, /list\s+-- every job/);
     assert.match(subs, /run\s+-- run a job now/);
     assert.match(subs, /show\s+-- one job/);
-    const opts = zshComplete(script, bin, 'haven protect web01 --co', '*--copies*');
+    const opts = complete('haven protect web01 --co', '*--copies*');
     for (const o of ['--copies', '--compress', '--consistency', '--config'])
       assert.ok(opts.includes(o), `${o} in ${opts}`);
-    const jobs = zshComplete(script, bin, 'haven job run ', '*weekly-usb*');
+    const jobs = complete('haven job run ', '*weekly-usb*');
     for (const j of ['nightly', 'offsite', 'weekly-usb']) assert.ok(jobs.includes(j), `${j} in ${jobs}`);
   } finally {
     rmSync(bin, { recursive: true, force: true });
