@@ -5,10 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '..');
-const { buildProgram } = await import(join(root, 'dist/cli/main.js'));
+const { commandTree } = await import(join(root, 'dist/cli/main.js'));
 const { writeReference } = await import(join(root, 'dist/cli/reference/index.js'));
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-const unused = () => {
-  throw new Error('no command runs while the reference is generated');
-};
-await writeReference(await buildProgram(['node', 'haven'], unused), join(root, 'dist'), version);
+await writeReference(await commandTree(), join(root, 'dist'), version);

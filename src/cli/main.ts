@@ -82,13 +82,8 @@ export function reportError(ctx: CliContext | undefined, err: HavenError, json: 
   if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
 }
 
-/**
- * The `haven` program with the command modules `argv` needs registered (all of them when it
- * names none: help, and the man pages and completions scripts/build generates from this tree).
- * `context` is called by a command's action, never while registering.
- */
-export async function buildProgram(argv: readonly string[], context: () => CliContext): Promise<Command> {
-  const program = new Command('haven')
+function newProgram(): Command {
+  return new Command('haven')
     .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
     .version(packageVersion(), '-V, --version')
     .option('-v, --verbose', 'more detail on stderr')
@@ -97,22 +92,30 @@ export async function buildProgram(argv: readonly string[], context: () => CliCo
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  await loadCommands(program, context, argv);
-  program.commands.forEach(function override(c: Command) {
-    c.exitOverride();
-    c.commands.forEach(override);
-  });
+}
+
+/**
+ * Every command as the CLI defines it, without running any: what hints and documents that name
+ * `haven …` commands are checked against (cli/hints.test.ts).
+ */
+export async function commandTree(): Promise<Command> {
+  const program = newProgram();
+  await loadCommands(program, () => new CliContext(program.opts<GlobalOptions>()), []);
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
   let ctx: CliContext | undefined;
-  let program: Command | undefined;
+  const program = newProgram();
   const context = (): CliContext => {
-    ctx ??= new CliContext(program!.opts<GlobalOptions>());
+    ctx ??= new CliContext(program.opts<GlobalOptions>());
     return ctx;
   };
-  program = await buildProgram(argv, context);
+  await loadCommands(program, context, argv);
+  program.commands.forEach(function override(c: Command) {
+    c.exitOverride();
+    c.commands.forEach(override);
+  });
 
   try {
     await program.parseAsync(argv);

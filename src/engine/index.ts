@@ -11,9 +11,11 @@ export { EngineError } from './errors.ts';
 export { type DomainState, inventory, type ServerSummary, serverState, Virsh } from './inventory.ts';
 export { checkpointOf, isHavenCheckpoint, newCheckpointName } from './points.ts';
 export type { ProgressSnapshot } from './progress.ts';
+export { planProtect } from './protect-plan.ts';
 export {
   DEFAULT_TUNING,
   type DiskReport,
+  type PlanOptions,
   type ProtectOptions,
   type ProtectPlan,
   type ProtectResult,
@@ -22,6 +24,13 @@ export {
   protectServer,
   type StageHook,
 } from './replicate.ts';
+export {
+  canReconnect,
+  canRetryLater,
+  DEFAULT_RECONNECTS,
+  interruption,
+  isFinal,
+} from './retry.ts';
 export type { ProtectedDisk, Source, SourceKind } from './source.ts';
 export {
   estimateStaging,

@@ -45,6 +45,8 @@ export interface RunHavenOptions {
   killOn?: Promise<unknown>;
   killSignal?: NodeJS.Signals;
   timeoutMs?: number;
+  /** Working directory of the command (default this process's). */
+  cwd?: string;
 }
 
 export function runHaven(h: HavenEnv, args: string[], o: RunHavenOptions = {}): Promise<HavenResult> {
@@ -55,6 +57,7 @@ export function runHaven(h: HavenEnv, args: string[], o: RunHavenOptions = {}): 
     const child = spawn(process.execPath, [h.bin ?? HAVEN_BIN, ...args], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(o.cwd ? { cwd: o.cwd } : {}),
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

@@ -12,16 +12,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { type Command, Help } from 'commander';
-import { buildProgram } from '../../src/cli/main.ts';
+import { commandTree } from '../../src/cli/main.ts';
 import { completionScript, manPages } from '../../src/cli/reference/index.ts';
 import { describeProgram } from '../../src/cli/reference/model.ts';
 import { installPath } from '../../src/core/package-root.ts';
 import { bashComplete, zshComplete } from '../helpers/completion.ts';
 
-const notRun = () => {
-  throw new Error('no command runs here');
-};
-const program = await buildProgram(['node', 'haven'], notRun);
+const program = await commandTree();
 
 /** Every command an operator sees (commander's own notion of hidden), with its path. */
 function walk(cmd: Command, path: string[] = []): [string[], Command][] {

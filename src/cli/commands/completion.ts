@@ -34,9 +34,9 @@ export default function register(program: Command, context: () => CliContext): v
       .description(`print the ${shell} completion script`)
       .action(async () => {
         // Every command's flags: the program that runs this one has loaded only this module.
-        const { buildProgram } = await import('../main.ts');
+        const { commandTree } = await import('../main.ts');
         const { completionScript } = await import('../reference/index.ts');
-        const full = await buildProgram(['node', 'haven'], context);
+        const full = await commandTree();
         context().stdout.write(completionScript(full, shell));
       });
   }

@@ -274,7 +274,7 @@ async function checkSpace(
       'resource',
       `not enough space in ${ctx.layout.root} to commit ${rec.server}`,
       {
-        hint: 'Free space on the target filesystem, then run again or run `haven recover`; the delta is durable and stored generations are intact.',
+        hint: 'Free space on the target filesystem, then run the replication again: the durable delta is committed first. Stored generations are intact.',
         details: { needBytes: need, freeBytes: free },
       },
     );
@@ -415,7 +415,7 @@ async function prepareAndApply(ctx: FsContext, j: Journal, rec: DeltaRecord, log
       if (r && (await deltaDataPresent(r))) deltas.push(r);
       else if (id === rec.id) {
         throw storeError('STORE_DELTA_MISSING', 'integrity', `the staged data of delta ${id} is missing`, {
-          hint: `Mount the cache drive that holds ${rec.dataDir} and run \`haven recover\` on the target.`,
+          hint: `Mount the cache drive that holds ${rec.dataDir}; the next replication (or \`haven verify --store PATH\` on the target) completes the commit.`,
           details: { dataDir: rec.dataDir },
         });
       } else break;
@@ -464,7 +464,7 @@ async function prepareAndApply(ctx: FsContext, j: Journal, rec: DeltaRecord, log
     const newest = j.survivors.find((s) => s.toSeq === 2);
     if (!newest) {
       throw storeError('STORE_DELTA_MISSING', 'integrity', `a staged delta of ${server} is missing`, {
-        hint: 'Mount the cache drive that holds it and run `haven recover` on the target.',
+        hint: 'Mount the cache drive that holds it; the next replication (or `haven verify --store PATH` on the target) completes the commit.',
       });
     }
     const m = await readManifest(ctx, server);
@@ -647,6 +647,7 @@ async function ensureDefinition(ctx: FsContext, rec: DeltaRecord, log: Logger): 
     rec.meta.disks.map((d) => d.name),
     (disk) => ctx.layout.image(rec.server, disk, 1),
     log.child({ server: rec.server }),
+    { server: rec.server, storeRoot: ctx.layout.root, rules: await ctx.definitionRules?.() },
   );
   await ensureDir(ctx.layout.definitionsDir);
   if (await createFileOnce(path, xml)) log.info('definition written', { server: rec.server, path });
