@@ -28,20 +28,11 @@ export interface BuiltPackage {
   deb: string;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Build directories of earlier runs whose runner is gone. */
 async function removeStale(): Promise<void> {
   for (const name of await readdir(TEST_ROOT).catch(() => [] as string[])) {
     const pid = Number(/^haven-t-pkg-build-(\d+)$/.exec(name)?.[1]);
-    if (pid && pid !== process.ppid && !alive(pid))
+    if (pid && pid !== process.ppid && !existsSync(`/proc/${pid}`))
       await rm(join(TEST_ROOT, name), { recursive: true, force: true });
   }
 }
