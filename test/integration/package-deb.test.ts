@@ -8,16 +8,20 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readlinkSync, realpathSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
 import { installPath } from '../../src/core/package-root.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
+import { testDir } from '../fixtures/guest/tools.ts';
 import { bashComplete, zshComplete } from '../helpers/completion.ts';
 import { builtPackage } from '../helpers/package.ts';
 
 const PREFIX = 'haven-t-pkgdeb';
 const UNIT = '/lib/systemd/system/haven.service';
+/** dpkg-query's format: the package's status words. */
+const STATUS = `-f=\${Status}`;
 const version = (JSON.parse(await readFile(installPath('package.json'), 'utf8')) as { version: string })
   .version;
 
@@ -59,7 +63,7 @@ test('the .deb: fields, dependencies and files', async () => {
 
 test('dpkg -i on this machine: haven, man, completion, the unit, logrotate; then purged', async (t) => {
   const { deb } = await builtPackage();
-  const before = await run('dpkg-query', ['-W', '-f=${Status}', 'haven']);
+  const before = await run('dpkg-query', ['-W', STATUS, 'haven']);
   assert.ok(
     !before.stdout.includes('installed'),
     'a haven package is already installed on this machine; this test installs and purges its own',
@@ -72,12 +76,19 @@ test('dpkg -i on this machine: haven, man, completion, the unit, logrotate; then
   assert.equal(inst.code, 0, `${inst.stdout}\n${inst.stderr}`);
   const check = await run('apt-get', ['check']);
   assert.equal(check.code, 0, `apt-get check: ${check.stdout}${check.stderr}`);
-  assert.match((await exec('dpkg-query', ['-W', '-f=${Status}', 'haven'])).stdout, /install ok installed/);
+  assert.match((await exec('dpkg-query', ['-W', STATUS, 'haven'])).stdout, /install ok installed/);
 
   // The command, from PATH, running the compiled tree of /usr/lib/haven.
   const path = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+  // A configuration of the installed haven's own (jobs for the completion to offer).
+  const dir = await testDir(t, `${PREFIX}-cfg`);
+  const config = join(dir, 'haven.yaml');
+  await writeFile(
+    config,
+    `targets:\n  dr1: { url: ${join(dir, 'store')} }\njobs:\n  nightly: { servers: ["*"], target: dr1 }\n  weekly: { servers: [web01], target: dr1 }\n`,
+  );
   const { NODE_OPTIONS: _none, ...inherited } = process.env;
-  const env = { ...inherited, PATH: path, HAVEN_CONFIG: installPath('examples', 'haven.yaml') };
+  const env = { ...inherited, PATH: path, HAVEN_CONFIG: config };
   assert.equal((await exec('haven', ['--version'], { env })).stdout.trim(), version);
   assert.equal(readlinkSync('/usr/bin/haven'), '../lib/haven/bin/haven.mjs');
   assert.equal(realpathSync('/usr/bin/haven'), '/usr/lib/haven/bin/haven.mjs');
@@ -99,11 +110,7 @@ test('dpkg -i on this machine: haven, man, completion, the unit, logrotate; then
     bashComplete(bash, ['haven', 'protect', ''], env).includes(guest.name),
     'server names from libvirt',
   );
-  assert.deepEqual(bashComplete(bash, ['haven', 'job', 'run', ''], env), [
-    'nightly',
-    'offsite',
-    'weekly-usb',
-  ]);
+  assert.deepEqual(bashComplete(bash, ['haven', 'job', 'run', ''], env), ['nightly', 'weekly']);
   const zsh = zshComplete(null, `haven protect ${PREFIX}`, `*${guest.name}*`, env);
   assert.ok(zsh.includes(guest.name), `zsh offers ${guest.name}: ${zsh}`);
 
