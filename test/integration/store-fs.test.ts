@@ -24,9 +24,9 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../src/core/log.ts';
-import { punchHoles } from '../../src/store/fs/holes.ts';
+import { punchHoles } from '../../src/store/common/holes.ts';
+import { acquireLock } from '../../src/store/common/lock.ts';
 import { type FsStore, openFsStore } from '../../src/store/fs/index.ts';
-import { acquireLock } from '../../src/store/fs/lock.ts';
 import { CHUNK_SIZE } from '../../src/store/types.ts';
 import { isZero, resyncExtents, sendExtents, summaryOf, withStaged } from '../conformance/model.ts';
 import {

@@ -19,8 +19,8 @@ import { dirname, join } from 'node:path';
 import { HavenError } from '../../core/errors.ts';
 import { CommandError, exec } from '../../core/exec.ts';
 import type { Logger } from '../../core/log.ts';
+import { fsyncFile, io, isErrno, removeIfExists } from '../common/files.ts';
 import { storeError } from '../errors.ts';
-import { fsyncFile, io, isErrno, removeIfExists } from './files.ts';
 
 export type CopyMethod = 'reflink' | 'qemu-img' | 'cp';
 

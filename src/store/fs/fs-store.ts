@@ -11,6 +11,44 @@ import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/digest.ts';
 import { asHavenError, HavenError } from '../../core/errors.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { checkName, isSafeName } from '../../core/names.ts';
+import { prune } from '../common/commit/prune.ts';
+import { rollForward } from '../common/commit/roll-forward.ts';
+import type { StoreContext } from '../common/context.ts';
+import { validateDeltaMeta } from '../common/delta-meta.ts';
+import { listDeltaRecords, stagingRoot, writeDeltaRecord } from '../common/deltas.ts';
+import {
+  createFileOnce,
+  ensureDir,
+  exists,
+  fsyncDir,
+  io,
+  listDir,
+  readAllAt,
+  readJson,
+  removeIfExists,
+  removeTree,
+  TMP_PATTERN,
+} from '../common/files.ts';
+import { acquireLock, type HeldLock, liveHolder } from '../common/lock.ts';
+import {
+  listServerDirs,
+  readJournal,
+  readManifest,
+  withManifestLock,
+  writeManifest,
+} from '../common/metadata.ts';
+import { findNameCollision, isId } from '../common/names.ts';
+import {
+  type DeltaRecord,
+  type Journal,
+  type ManifestFile,
+  manifestView,
+  parseDescriptor,
+  toJson,
+} from '../common/records.ts';
+import { chunkCount, readSums } from '../common/sums.ts';
+import { MAX_DIGEST_REQUEST_CHUNKS } from '../common/writer/disk.ts';
+import { openDeltaWriter } from '../common/writer/open.ts';
 import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../errors.ts';
 import {
   CHUNK_SIZE,
@@ -28,41 +66,8 @@ import {
   type VerifyOptions,
   type VerifyReport,
 } from '../types.ts';
-import { prune, rollForward, withManifestLock } from './commit.ts';
-import { FsDeltaWriter, MAX_DIGEST_REQUEST_CHUNKS } from './delta-writer.ts';
-import {
-  createFileOnce,
-  ensureDir,
-  exists,
-  fsyncDir,
-  io,
-  listDir,
-  readAllAt,
-  readJson,
-  removeIfExists,
-  removeTree,
-  TMP_PATTERN,
-} from './files.ts';
-import { FsLayout, findNameCollision, isId } from './layout.ts';
-import { acquireLock, type HeldLock, liveHolder } from './lock.ts';
-import {
-  type DeltaRecord,
-  type Journal,
-  type ManifestFile,
-  manifestView,
-  parseDescriptor,
-  toJson,
-} from './records.ts';
-import {
-  type FsContext,
-  listDeltaRecords,
-  listServerDirs,
-  readJournal,
-  readManifest,
-  writeDeltaRecord,
-  writeManifest,
-} from './state.ts';
-import { chunkCount, readSums } from './sums.ts';
+import { FsImages } from './images.ts';
+import { FsLayout } from './layout.ts';
 import { type ServerView, verifyServer } from './verify.ts';
 
 export interface FsStoreOptions {
@@ -87,7 +92,6 @@ export interface FsStoreOptions {
   busyWaitMs?: number;
 }
 
-const MAX_COPIES = 100;
 /** Largest single ImageReader.read (memory is the caller's, but bounded here). */
 const MAX_READ_BYTES = 64 * 1024 * 1024;
 
@@ -152,66 +156,17 @@ export async function openFsStore(dir: string, options: FsStoreOptions = {}): Pr
     await ensureDir(d);
   const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
   if (stagingDir) await ensureDir(stagingDir);
+  const directIo = options.directIo ?? true;
+  const images = new FsImages(layout, { directIo, reflinks: options.reflinks ?? true });
   return new FsStore(
-    {
-      layout,
-      descriptor,
-      log,
-      stagingDir,
-      directIo: options.directIo ?? true,
-      reflinks: options.reflinks ?? true,
-    },
+    layout,
+    { layout, images, descriptor, log, stagingDir, directIo },
     options.busyWaitMs ?? 30_000,
   );
 }
 
 export function createFsStore(dir: string, options: Omit<FsStoreOptions, 'create'> = {}): Promise<FsStore> {
   return openFsStore(dir, { ...options, create: true });
-}
-
-function validateMeta(meta: DeltaMeta): void {
-  checkName('server', meta.server);
-  checkName('job', meta.job);
-  const bad = (what: string, details?: Record<string, unknown>) =>
-    storeError('STORE_BAD_META', 'usage', `invalid delta description: ${what}`, {
-      hint: 'The sender described the server inconsistently; check its configuration.',
-      details,
-    });
-  if (!Array.isArray(meta.disks) || meta.disks.length === 0 || meta.disks.length > 0xffff) {
-    throw bad('a server needs 1 to 65535 disks');
-  }
-  for (const d of meta.disks) {
-    checkName('disk', d.name);
-    if (!Number.isSafeInteger(d.size) || d.size <= 0)
-      throw bad(`disk ${d.name} has size ${d.size}`, { disk: d.name });
-  }
-  const collision = findNameCollision({ server: meta.server, disks: meta.disks.map((d) => d.name) }, []);
-  if (collision) {
-    throw storeError(
-      'STORE_NAME_COLLISION',
-      'conflict',
-      `disk name ${collision.disk} appears twice in ${meta.server}`,
-      {
-        hint: 'Two disks of one server must have different store disk names (file base names or LV names).',
-        details: collision,
-      },
-    );
-  }
-  if (!Number.isInteger(meta.copies) || meta.copies < 1 || meta.copies > MAX_COPIES) {
-    throw storeError('STORE_BAD_COPIES', 'usage', `copies must be 1 to ${MAX_COPIES}, got ${meta.copies}`, {
-      hint: 'Set copies in the job to a whole number from 1 to 100.',
-    });
-  }
-  if (!['full', 'incremental', 'resync'].includes(meta.mode)) throw bad(`mode ${meta.mode}`);
-  for (const [k, v] of [
-    ['pointInTime', meta.pointInTime],
-    ['takenAt', meta.takenAt],
-  ] as const) {
-    if (typeof v !== 'string' || v.length === 0 || v.length > 256)
-      throw bad(`${k} must be a non-empty string`);
-  }
-  if (meta.baseGenerationId !== null && typeof meta.baseGenerationId !== 'string')
-    throw bad('baseGenerationId');
 }
 
 /**
@@ -230,19 +185,16 @@ export class FsStore implements Store {
   readonly kind = 'fs' as const;
   readonly location: string;
   readonly descriptor: StoreDescriptor;
-  private readonly ctx: FsContext;
+  private readonly ctx: StoreContext;
 
   constructor(
-    ctx: FsContext,
+    private readonly layout: FsLayout,
+    ctx: StoreContext,
     private readonly busyWaitMs: number,
   ) {
     this.ctx = ctx;
-    this.location = ctx.layout.root;
+    this.location = layout.root;
     this.descriptor = ctx.descriptor;
-  }
-
-  private get layout(): FsLayout {
-    return this.ctx.layout;
   }
 
   private lockedError(server: string) {
@@ -421,7 +373,7 @@ export class FsStore implements Store {
   private async pruneStaging(): Promise<string[]> {
     if (!this.ctx.stagingDir) return [];
     const out: string[] = [];
-    const root = join(this.ctx.stagingDir, 'haven-staging', this.descriptor.id);
+    const root = stagingRoot(this.ctx.stagingDir, this.descriptor.id);
     for (const server of await listDir(root)) {
       if (!isSafeName(server)) continue;
       const holder = await liveHolder(this.layout.serverLock(server));
@@ -456,7 +408,7 @@ export class FsStore implements Store {
   }
 
   async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
-    validateMeta(meta);
+    validateDeltaMeta(meta);
     await checkSourceDefinition(meta.sourceDefinition);
     const wlog = (log ?? this.ctx.log).child({ server: meta.server });
     const lock = await this.lockServer(meta.server, `delta ${meta.pointInTime}`);
@@ -480,7 +432,7 @@ export class FsStore implements Store {
           },
         );
       }
-      return await FsDeltaWriter.open({
+      return await openDeltaWriter({
         ctx: this.ctx,
         meta,
         base: newest,
@@ -677,7 +629,7 @@ export class FsStore implements Store {
         }
       }
     }
-    for (const { s, v } of views) await verifyServer(this.ctx, s, v, options, report, progress);
+    for (const { s, v } of views) await verifyServer(this.ctx, this.layout, s, v, options, report, progress);
     report.ok = report.problems.length === 0;
     return report;
   }
