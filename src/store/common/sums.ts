@@ -10,6 +10,9 @@ import { DIGEST_BYTES, type DigestAlgorithm, zeroChunkDigest } from '../../core/
 import { CHUNK_SIZE } from '../types.ts';
 import { readAllAt, writeAllAt } from './files.ts';
 
+/** Largest digest range one request (expectedDigests, readDigests) may ask for (32 MiB of answer). */
+export const MAX_DIGEST_REQUEST_CHUNKS = 1 << 20;
+
 /** Chunks per I/O block when streaming through a digest file (1 MiB of digests). */
 export const SUMS_BLOCK_CHUNKS = 32768;
 

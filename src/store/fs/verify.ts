@@ -10,7 +10,8 @@ import type { StoreContext } from '../common/context.ts';
 import { listDeltaRecords } from '../common/deltas.ts';
 import { exists, io, isErrno, listDir, readAllAt } from '../common/files.ts';
 import { imageName } from '../common/names.ts';
-import type { Journal, ManifestFile } from '../common/records.ts';
+import type { ServerView } from '../common/reader-view.ts';
+import type { ManifestFile } from '../common/records.ts';
 import { readSums, sumsLength } from '../common/sums.ts';
 import type { Generation, VerifyOptions, VerifyProblem, VerifyReport } from '../types.ts';
 import { CHUNK_SIZE } from '../types.ts';
@@ -18,13 +19,6 @@ import { type FsLayout, IMAGE_SUFFIX } from './layout.ts';
 
 const READ_CHUNKS = 64;
 const MAX_BAD_CHUNKS = 100;
-
-export interface ServerView {
-  manifest: ManifestFile | null;
-  journal: Journal | null;
-  /** The sequence number in a generation's file names right now. */
-  fileSeq: (g: Generation) => number;
-}
 
 export async function verifyServer(
   ctx: StoreContext,

@@ -11,7 +11,7 @@ import type { StoreContext } from '../context.ts';
 import { stagedFiles, writeDeltaRecord } from '../deltas.ts';
 import { io } from '../files.ts';
 import type { DeltaRecord } from '../records.ts';
-import { chunkCount, sumsLength } from '../sums.ts';
+import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, sumsLength } from '../sums.ts';
 
 /** `K`: what the writer's kind keeps per disk (kind.ts). */
 export interface DeltaDisk<K> {
@@ -115,9 +115,6 @@ export function checkChunkDigests(
     });
   }
 }
-
-/** Largest digest range one expectedDigests call may ask for (32 MiB of answer). */
-export const MAX_DIGEST_REQUEST_CHUNKS = 1 << 20;
 
 export function checkChunkRange(disk: DeltaDisk<unknown>, fromChunk: number, count: number): void {
   if (
