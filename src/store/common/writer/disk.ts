@@ -75,8 +75,11 @@ export async function lowerFloor(
   await writeDeltaRecord(ctx, record);
 }
 
+/** What the request checks need of a disk. */
+export type DiskShape = Pick<DeltaDisk<unknown>, 'name' | 'size' | 'chunks'>;
+
 /** Extents start on a chunk boundary and are whole chunks, except at the disk's end. */
-export function checkExtent(disk: DeltaDisk<unknown>, offset: number, length: number): void {
+export function checkExtent(disk: DiskShape, offset: number, length: number): void {
   const end = offset + length;
   if (
     !Number.isSafeInteger(offset) ||
@@ -100,12 +103,7 @@ export function checkExtent(disk: DeltaDisk<unknown>, offset: number, length: nu
   }
 }
 
-export function checkChunkDigests(
-  disk: DeltaDisk<unknown>,
-  offset: number,
-  length: number,
-  digests: Buffer,
-): void {
+export function checkChunkDigests(disk: DiskShape, offset: number, length: number, digests: Buffer): void {
   if (digests.length !== Math.ceil(length / CHUNK_SIZE) * DIGEST_BYTES) {
     throw badRequest('STORE_BAD_DIGESTS', `expected one ${DIGEST_BYTES}-byte digest per chunk`, {
       disk: disk.name,
@@ -116,7 +114,7 @@ export function checkChunkDigests(
   }
 }
 
-export function checkChunkRange(disk: DeltaDisk<unknown>, fromChunk: number, count: number): void {
+export function checkChunkRange(disk: DiskShape, fromChunk: number, count: number): void {
   if (
     !Number.isSafeInteger(fromChunk) ||
     !Number.isSafeInteger(count) ||
