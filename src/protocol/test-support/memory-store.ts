@@ -18,11 +18,18 @@ import { DomainXml } from '../../core/domain-xml.ts';
 import { InterruptedError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
+import {
+  checkBootPriority,
+  emptyVerifyReport,
+  findGenerationDisk,
+  isChunkRange,
+  isWithin,
+} from '../../store/common/checks.ts';
 import { buildDrDefinition } from '../../store/common/definition.ts';
 import { validateDeltaMeta } from '../../store/common/delta-meta.ts';
 import { sameDisks } from '../../store/common/deltas.ts';
 import { findNameCollision, imageName } from '../../store/common/names.ts';
-import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS } from '../../store/common/sums.ts';
+import { chunkCount } from '../../store/common/sums.ts';
 import { checkChunkDigests, checkChunkRange, checkExtent } from '../../store/common/writer/disk.ts';
 import {
   activeAtDrError,
@@ -228,20 +235,8 @@ export class MemoryStore implements Store {
 
   private find(server: string, generationId: string, disk: string) {
     const s = this.committed(server);
-    const generation = s.manifest.generations.find((g) => g.id === generationId);
-    if (!generation) throw generationNotFound(server, generationId);
-    const spec = generation.disks.find((d) => d.name === disk);
-    if (!spec) {
-      throw storeError(
-        'STORE_DISK_NOT_FOUND',
-        'not-found',
-        `generation ${generationId} of ${server} has no disk ${disk}`,
-        {
-          hint: "List the generation's disks.",
-        },
-      );
-    }
-    return { s, generation, spec };
+    const found = findGenerationDisk(s.manifest, generationId, disk);
+    return { s, generation: found.generation, spec: found.disk };
   }
 
   async imagePath(server: string, generationId: string, disk: string): Promise<string> {
@@ -255,13 +250,7 @@ export class MemoryStore implements Store {
     return {
       size: img.length,
       async read(offset: number, length: number): Promise<Buffer> {
-        if (
-          !Number.isSafeInteger(offset) ||
-          !Number.isSafeInteger(length) ||
-          offset < 0 ||
-          length < 0 ||
-          offset + length > img.length
-        ) {
+        if (!isWithin(offset, length, img.length)) {
           throw storeError('STORE_BAD_RANGE', 'usage', `read ${offset}+${length} is outside the image`, {
             hint: 'Read inside the image.',
           });
@@ -274,15 +263,7 @@ export class MemoryStore implements Store {
 
   async readDigests(server: string, generationId: string, disk: string, from: number, count: number) {
     const { s, spec } = this.find(server, generationId, disk);
-    const chunks = chunkCount(spec.size);
-    if (
-      !Number.isSafeInteger(from) ||
-      !Number.isSafeInteger(count) ||
-      from < 0 ||
-      count < 0 ||
-      count > MAX_DIGEST_REQUEST_CHUNKS ||
-      from + count > chunks
-    ) {
+    if (!isChunkRange(from, count, chunkCount(spec.size))) {
       throw storeError('STORE_BAD_RANGE', 'usage', `chunks ${from}+${count} are outside disk ${disk}`, {
         hint: 'Ask for chunks inside the disk.',
       });
@@ -292,13 +273,7 @@ export class MemoryStore implements Store {
   }
 
   async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-    const report: VerifyReport = {
-      ok: true,
-      checkedServers: 0,
-      checkedGenerations: 0,
-      checkedBytes: 0,
-      problems: [],
-    };
+    const report = emptyVerifyReport();
     const servers = server === undefined ? await this.listServers() : [server];
     const wanted = (g: Generation) => !options.generationId || g.id === options.generationId;
     const checks = servers.flatMap((name) => {
@@ -393,11 +368,7 @@ export class MemoryStore implements Store {
   }
 
   async setBootPriority(server: string, priority: number): Promise<void> {
-    if (!Number.isInteger(priority) || priority < 0 || priority > 100_000) {
-      throw storeError('STORE_BAD_PRIORITY', 'usage', `boot priority ${priority} is out of range`, {
-        hint: 'Use a whole number from 0 to 100000.',
-      });
-    }
+    checkBootPriority(priority);
     this.committed(server).manifest.bootPriority = priority;
   }
 

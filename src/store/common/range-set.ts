@@ -1,21 +1,26 @@
 /**
- * A set of byte ranges of one disk, for applying several staged deltas in one pass (apply.ts):
+ * A set of byte ranges of one disk, for applying several staged deltas in one pass (apply/):
  * the ranges the later deltas write (data or zero), so what an earlier delta wrote there is
  * skipped instead of written and then overwritten. Pure: no I/O.
  */
 import type { ByteRange } from './holes.ts';
 
+/** [start, end) of a disk. */
+interface Span {
+  start: number;
+  end: number;
+}
+
 export class RangeSet {
-  /** Sorted, disjoint, non-touching ranges as parallel arrays of starts and ends. */
-  private starts: number[] = [];
-  private ends: number[] = [];
+  /** Sorted, disjoint, non-touching. */
+  private spans: Span[] = [];
   /** Added since the last normalize(), unsorted. */
   private pending: ByteRange[] = [];
 
   /** Ranges held (after merging neighbours). */
   get count(): number {
     this.normalize();
-    return this.starts.length;
+    return this.spans.length;
   }
 
   add(offset: number, length: number): void {
@@ -25,9 +30,7 @@ export class RangeSet {
   /** Every range of `other` added to this set. */
   addAll(other: RangeSet): void {
     other.normalize();
-    for (let i = 0; i < other.starts.length; i++) {
-      this.pending.push({ offset: other.starts[i]!, length: other.ends[i]! - other.starts[i]! });
-    }
+    for (const s of other.spans) this.pending.push({ offset: s.start, length: s.end - s.start });
   }
 
   /** The parts of [offset, offset + length) that no range covers, in ascending order. */
@@ -35,42 +38,41 @@ export class RangeSet {
     this.normalize();
     const end = offset + length;
     const out: ByteRange[] = [];
-    // The first range that ends after `offset`.
-    let lo = 0;
-    let hi = this.ends.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.ends[mid]! <= offset) lo = mid + 1;
-      else hi = mid;
-    }
     let at = offset;
-    for (let i = lo; i < this.starts.length && this.starts[i]! < end && at < end; i++) {
-      if (this.starts[i]! > at) out.push({ offset: at, length: this.starts[i]! - at });
-      at = Math.max(at, this.ends[i]!);
+    for (let i = this.firstEndingAfter(offset); at < end; i++) {
+      const span = this.spans[i];
+      if (!span || span.start >= end) break;
+      if (span.start > at) out.push({ offset: at, length: span.start - at });
+      at = Math.max(at, span.end);
     }
     if (at < end) out.push({ offset: at, length: end - at });
     return out;
   }
 
+  /** Index of the first span that ends after `offset` (binary search). */
+  private firstEndingAfter(offset: number): number {
+    let lo = 0;
+    let hi = this.spans.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.spans[mid]?.end ?? Number.POSITIVE_INFINITY) <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
   private normalize(): void {
     if (!this.pending.length) return;
-    const all: ByteRange[] = this.pending;
-    for (let i = 0; i < this.starts.length; i++) {
-      all.push({ offset: this.starts[i]!, length: this.ends[i]! - this.starts[i]! });
-    }
+    const all = this.pending;
+    for (const s of this.spans) all.push({ offset: s.start, length: s.end - s.start });
     this.pending = [];
     all.sort((a, b) => a.offset - b.offset);
-    const starts: number[] = [];
-    const ends: number[] = [];
+    const spans: Span[] = [];
     for (const r of all) {
-      const last = ends.length - 1;
-      if (last >= 0 && r.offset <= ends[last]!) ends[last] = Math.max(ends[last]!, r.offset + r.length);
-      else {
-        starts.push(r.offset);
-        ends.push(r.offset + r.length);
-      }
+      const last = spans[spans.length - 1];
+      if (last && r.offset <= last.end) last.end = Math.max(last.end, r.offset + r.length);
+      else spans.push({ start: r.offset, end: r.offset + r.length });
     }
-    this.starts = starts;
-    this.ends = ends;
+    this.spans = spans;
   }
 }

@@ -26,6 +26,7 @@ import {
   type VerifyOptions,
   type VerifyReport,
 } from '../types.ts';
+import { checkBootPriority, findGenerationDisk, isChunkRange } from './checks.ts';
 import { rollForward } from './commit/roll-forward.ts';
 import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
@@ -152,14 +153,7 @@ export abstract class StoreBase implements Store {
   ): Promise<Buffer> {
     const found = await this.findDisk(server, generationId, disk);
     const chunks = chunkCount(found.disk.size);
-    if (
-      !Number.isSafeInteger(fromChunk) ||
-      !Number.isSafeInteger(count) ||
-      fromChunk < 0 ||
-      count < 0 ||
-      count > MAX_DIGEST_REQUEST_CHUNKS ||
-      fromChunk + count > chunks
-    ) {
+    if (!isChunkRange(fromChunk, count, chunks)) {
       throw storeError(
         'STORE_BAD_RANGE',
         'usage',
@@ -219,14 +213,7 @@ export abstract class StoreBase implements Store {
   }
 
   async setBootPriority(server: string, priority: number): Promise<void> {
-    if (!Number.isInteger(priority) || priority < 0 || priority > 100_000) {
-      throw storeError(
-        'STORE_BAD_PRIORITY',
-        'usage',
-        `boot priority must be a whole number from 0 to 100000, got ${priority}`,
-        { hint: 'Lower numbers boot first; the default is 100.' },
-      );
-    }
+    checkBootPriority(priority);
     await this.updateManifest(server, (m) => {
       m.bootPriority = priority;
     });
@@ -246,34 +233,15 @@ export abstract class StoreBase implements Store {
     return readerView(this.ctx, server, this.busyWaitMs);
   }
 
-  /** A generation of the server as readers see it now; not-found errors name what is missing. */
-  protected async findGeneration(server: string, generationId: string) {
-    const view = await this.view(server);
-    if (!view.manifest) throw serverNotFound(server);
-    const generation = view.manifest.generations.find((x) => x.id === generationId);
-    if (!generation) throw generationNotFound(server, generationId);
-    return { view, generation };
-  }
-
+  /** A generation's disk of the server as readers see it now; not-found errors name what is missing. */
   protected async findDisk(
     server: string,
     generationId: string,
     disk: string,
   ): Promise<{ view: ServerView; generation: Generation; disk: GenerationDisk }> {
-    const { view, generation } = await this.findGeneration(server, generationId);
-    const found = generation.disks.find((x) => x.name === disk);
-    if (!found) {
-      throw storeError(
-        'STORE_DISK_NOT_FOUND',
-        'not-found',
-        `generation ${generationId} of ${server} has no disk ${disk}`,
-        {
-          hint: "List the generation's disks with `haven generations <server> --json`.",
-          details: { server, generationId, disk },
-        },
-      );
-    }
-    return { view, generation, disk: found };
+    const view = await this.view(server);
+    if (!view.manifest) throw serverNotFound(server);
+    return { view, ...findGenerationDisk(view.manifest, generationId, disk) };
   }
 
   private async updateManifest(server: string, change: (m: ManifestFile) => void): Promise<void> {

@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
+import { emptyVerifyReport, isWithin } from '../common/checks.ts';
 import type { StoreContext } from '../common/context.ts';
 import { openDescriptor } from '../common/descriptor.ts';
 import { ensureDir, io, readAllAt } from '../common/files.ts';
@@ -29,7 +30,7 @@ export interface FsStoreOptions {
   log?: Logger;
   /**
    * Write images and staged data past the page cache (O_DIRECT) where the filesystem allows it;
-   * default true. Off, every write goes through the page cache (direct-io.ts says why not).
+   * default true. Off, every write goes through the page cache (common/direct-io.ts says why not).
    */
   directIo?: boolean;
   /**
@@ -98,14 +99,7 @@ export class FsStore extends StoreBase {
     return {
       size,
       async read(offset: number, length: number): Promise<Buffer> {
-        if (
-          !Number.isSafeInteger(offset) ||
-          !Number.isSafeInteger(length) ||
-          offset < 0 ||
-          length < 0 ||
-          offset + length > size ||
-          length > MAX_READ_BYTES
-        ) {
+        if (!isWithin(offset, length, size) || length > MAX_READ_BYTES) {
           throw storeError(
             'STORE_BAD_RANGE',
             'usage',
@@ -122,13 +116,7 @@ export class FsStore extends StoreBase {
   }
 
   async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-    const report: VerifyReport = {
-      ok: true,
-      checkedServers: 0,
-      checkedGenerations: 0,
-      checkedBytes: 0,
-      problems: [],
-    };
+    const report = emptyVerifyReport();
     const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
     // Views first, so progress has its total from the start.
     const views = [];

@@ -102,7 +102,7 @@ export async function verifyServer(
         seq: r.g.seq,
         disk: r.disk,
         code: 'STORE_DIGEST_MISMATCH',
-        message: `${imageName(server, r.disk, view.fileSeq(r.g))}: ${bad.count} chunk(s) differ from their digests (first at byte ${bad.chunks[0]! * CHUNK_SIZE})`,
+        message: `${imageName(server, r.disk, view.fileSeq(r.g))}: ${bad.count} chunk(s) differ from their digests (first at byte ${(bad.chunks[0] ?? 0) * CHUNK_SIZE})`,
         badChunks: bad.chunks,
       });
     }

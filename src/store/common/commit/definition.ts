@@ -7,7 +7,7 @@ import type { DeltaRecord } from '../records.ts';
 export async function ensureDefinition(ctx: StoreContext, delta: DeltaRecord, log: Logger): Promise<void> {
   const path = ctx.layout.definition(delta.server);
   if (await exists(path)) return;
-  // Imported when needed: the XML parser is not loaded at a receiver's start (fs/fs-store.ts).
+  // Imported when needed: the XML parser is not loaded at a receiver's start (store-base.ts).
   const { buildDrDefinition } = await import('../definition.ts');
   const xml = buildDrDefinition(
     delta.meta.sourceDefinition,

@@ -7,11 +7,12 @@ import { open } from 'node:fs/promises';
 import { DIGEST_BYTES } from '../../../core/digest.ts';
 import { badRequest, storeError } from '../../errors.ts';
 import { CHUNK_SIZE, type DiskSpec } from '../../types.ts';
+import { isChunkRange } from '../checks.ts';
 import type { StoreContext } from '../context.ts';
 import { stagedFiles, writeDeltaRecord } from '../deltas.ts';
 import { io } from '../files.ts';
 import type { DeltaRecord } from '../records.ts';
-import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, sumsLength } from '../sums.ts';
+import { chunkCount, sumsLength } from '../sums.ts';
 
 /** `K`: what the writer's kind keeps per disk (kind.ts). */
 export interface DeltaDisk<K> {
@@ -115,14 +116,7 @@ export function checkChunkDigests(disk: DiskShape, offset: number, length: numbe
 }
 
 export function checkChunkRange(disk: DiskShape, fromChunk: number, count: number): void {
-  if (
-    !Number.isSafeInteger(fromChunk) ||
-    !Number.isSafeInteger(count) ||
-    fromChunk < 0 ||
-    count < 0 ||
-    count > MAX_DIGEST_REQUEST_CHUNKS ||
-    fromChunk + count > disk.chunks
-  ) {
+  if (!isChunkRange(fromChunk, count, disk.chunks)) {
     throw badRequest(
       'STORE_BAD_RANGE',
       `chunks ${fromChunk}+${count} are outside disk ${disk.name} (${disk.chunks} chunks)`,

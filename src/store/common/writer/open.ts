@@ -155,7 +155,7 @@ async function openWriter(args: OpenDeltaArgs, record: DeltaRecord, create: bool
   };
   const { ctx, base, log } = args;
   const assemble = async <K>(parts: { kind: DeltaKind<K>; disks: DeltaDisk<K>[] }) => {
-    const writer = new StoreDeltaWriter({ ...parts, ctx, record, lock: args.lock, host: args.host, log });
+    const writer = new StoreDeltaWriter(ctx, record, parts.kind, parts.disks, args.lock, args.host, log);
     if (create) await writer.makeCreatedDurable();
     return writer;
   };

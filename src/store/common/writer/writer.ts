@@ -44,17 +44,6 @@ export interface WriterHost {
   commit(server: string, log: Logger): Promise<Generation>;
 }
 
-/** What a writer is made of (open.ts assembles it). */
-export interface WriterParts<K> {
-  ctx: StoreContext;
-  record: DeltaRecord;
-  kind: DeltaKind<K>;
-  disks: DeltaDisk<K>[];
-  lock: HeldLock;
-  host: WriterHost;
-  log: Logger;
-}
-
 export class StoreDeltaWriter<K> implements DeltaWriter {
   private state: State = 'open';
   private failure: HavenError | null = null;
@@ -66,23 +55,17 @@ export class StoreDeltaWriter<K> implements DeltaWriter {
     this.failure = e;
   });
   private readonly writeBehind = new WriteBehind();
-  private readonly ctx: StoreContext;
-  private readonly record: DeltaRecord;
-  private readonly kind: DeltaKind<K>;
-  private readonly disks: DeltaDisk<K>[];
-  private readonly lock: HeldLock;
-  private readonly host: WriterHost;
-  private readonly log: Logger;
 
-  constructor(parts: WriterParts<K>) {
-    this.ctx = parts.ctx;
-    this.record = parts.record;
-    this.kind = parts.kind;
-    this.disks = parts.disks;
-    this.lock = parts.lock;
-    this.host = parts.host;
-    this.log = parts.log;
-  }
+  /** Assembled by open.ts; the writer releases `lock` when it ends. */
+  constructor(
+    private readonly ctx: StoreContext,
+    private readonly record: DeltaRecord,
+    private readonly kind: DeltaKind<K>,
+    private readonly disks: DeltaDisk<K>[],
+    private readonly lock: HeldLock,
+    private readonly host: WriterHost,
+    private readonly log: Logger,
+  ) {}
 
   get deltaId(): string {
     return this.record.id;
