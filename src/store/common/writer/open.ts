@@ -41,7 +41,7 @@ export interface OpenDeltaArgs {
  */
 export async function openDeltaWriter(args: OpenDeltaArgs): Promise<DeltaWriter> {
   const { ctx, meta, log } = args;
-  const kind = args.base ? 'staged' : 'direct';
+  const kind = kindFor(args);
   const partials = (await listDeltaRecords(ctx, meta.server)).filter((r) => r.state === 'open').reverse();
   let candidate: DeltaRecord | null = null;
   for (const r of partials) {
@@ -63,10 +63,15 @@ export async function openDeltaWriter(args: OpenDeltaArgs): Promise<DeltaWriter>
   return createDelta(args);
 }
 
+/** A first run (no generation yet) writes straight into the images; every later run is staged. */
+function kindFor(args: OpenDeltaArgs): DeltaRecord['kind'] {
+  return args.base ? 'staged' : 'direct';
+}
+
 async function createDelta(args: OpenDeltaArgs): Promise<DeltaWriter> {
   const { ctx, meta } = args;
   const id = randomUUID();
-  const kind = args.base ? 'staged' : 'direct';
+  const kind = kindFor(args);
   const recordDir = ctx.layout.deltaDir(meta.server, id);
   const now = new Date().toISOString();
   const perDisk = <T>(value: (size: number) => T) =>
