@@ -20,10 +20,12 @@ import { CatalogDb } from './db.ts';
 import { CatalogError, catalogError } from './errors.ts';
 import { EventsTable } from './events.ts';
 import { InflightTable } from './inflight.ts';
+import { MaintenanceTable } from './maintenance.ts';
 import { RunsTable } from './runs.ts';
 import { ScheduleTable } from './schedule.ts';
 import { migrate, SCHEMA_VERSION } from './schema.ts';
 import { StatusTable } from './status.ts';
+import { TargetStoresTable } from './target-stores.ts';
 
 export type { CheckpointInput, CheckpointRecord, Delivery } from './checkpoints.ts';
 export { CatalogError } from './errors.ts';
@@ -49,6 +51,7 @@ export { pidAlive, RUN_KINDS, RUN_STATUSES, RUN_TRIGGERS } from './runs.ts';
 export type { ScheduleKind, ScheduleState, ScheduleUpdate } from './schedule.ts';
 export { SCHEMA_VERSION } from './schema.ts';
 export type { ServerStatus } from './status.ts';
+export type { TargetStore } from './target-stores.ts';
 
 export const CATALOG_FILE = 'catalog.sqlite';
 
@@ -72,6 +75,8 @@ export class Catalog {
   readonly events: EventsTable;
   readonly schedule: ScheduleTable;
   readonly status: StatusTable;
+  readonly targetStores: TargetStoresTable;
+  readonly maintenance: MaintenanceTable;
   private readonly c: CatalogDb;
 
   constructor(
@@ -80,9 +85,11 @@ export class Catalog {
   ) {
     this.c = new CatalogDb(db, path);
     this.status = new StatusTable(this.c);
-    this.runs = new RunsTable(this.c, this.status);
+    this.targetStores = new TargetStoresTable(this.c);
+    this.maintenance = new MaintenanceTable(this.c);
+    this.runs = new RunsTable(this.c, this.status, this.targetStores);
     this.checkpoints = new CheckpointsTable(this.c);
-    this.inflight = new InflightTable(this.c);
+    this.inflight = new InflightTable(this.c, this.targetStores);
     this.events = new EventsTable(this.c);
     this.schedule = new ScheduleTable(this.c);
   }

@@ -87,6 +87,9 @@ export class CheckpointsTable {
   private readonly deliveredIds;
   private readonly inflightUses;
   private readonly del;
+  private readonly storesOf;
+  private readonly delDeliveries;
+  private readonly serverNames;
 
   constructor(private readonly c: CatalogDb) {
     this.insert = c.prepare(`
@@ -117,6 +120,34 @@ export class CheckpointsTable {
       JOIN checkpoints c ON c.id = d.checkpoint_id WHERE c.server = ?`);
     this.inflightUses = c.prepare('SELECT checkpoint, incremental_from FROM inflight WHERE server = ?');
     this.del = c.prepare('DELETE FROM checkpoints WHERE server = ? AND name = ?');
+    this.storesOf = c.prepare(`SELECT d.target AS target, max(d.delivered_at) AS at FROM deliveries d
+      JOIN checkpoints c ON c.id = d.checkpoint_id WHERE c.server = ? GROUP BY d.target ORDER BY d.target`);
+    this.delDeliveries = c.prepare(`DELETE FROM deliveries WHERE target = ?
+      AND checkpoint_id IN (SELECT id FROM checkpoints WHERE server = ?)`);
+    this.serverNames = c.prepare('SELECT DISTINCT server FROM checkpoints ORDER BY server');
+  }
+
+  /** Servers with recorded checkpoints. */
+  servers(): string[] {
+    return this.c.read(() => (this.serverNames.all() as { server: string }[]).map((r) => r.server));
+  }
+
+  /** The targets (stores) the server's checkpoints were delivered to, each with its last delivery. */
+  stores(server: string): Array<{ target: string; lastDeliveredAt: Date }> {
+    return this.c.read(() =>
+      (this.storesOf.all(server) as Row[]).map((r) => ({
+        target: str(r.target),
+        lastDeliveredAt: date(r.at),
+      })),
+    );
+  }
+
+  /**
+   * Forgets every delivery of the server's checkpoints to `target`: nothing there is a base any
+   * more, so `unneeded` lists what only that target kept. Returns how many deliveries went.
+   */
+  forgetDeliveries(server: string, target: string): number {
+    return this.c.write(() => this.delDeliveries.run(target, server).changes);
   }
 
   /**

@@ -195,3 +195,41 @@ test('prune deletes old events; ids keep growing', (t) => {
   const next = c.events.append({ type: 'run.started', severity: 'info', message: 'next' });
   assert.ok(next.id > b.id, 'a tailing client never sees an id twice');
 });
+
+test('prune keeps the first and last event of an open problem; a dry run only counts', (t) => {
+  const c = catalog(t);
+  const at = (ms: number) => new Date(ms);
+  const first = c.events.append({
+    type: 'rpo.breached',
+    severity: 'error',
+    message: 'first',
+    dedupKey: 'rpo:a:dr1',
+    at: at(1_000),
+  });
+  const middle = c.events.append({
+    type: 'rpo.breached',
+    severity: 'error',
+    message: 'middle',
+    dedupKey: 'rpo:a:dr1',
+    at: at(2_000),
+  });
+  const last = c.events.append({
+    type: 'rpo.breached',
+    severity: 'error',
+    message: 'last',
+    dedupKey: 'rpo:a:dr1',
+    at: at(3_000),
+  });
+  const loose = c.events.append({ type: 'run.started', severity: 'info', message: 'old', at: at(1_500) });
+  assert.equal(c.events.prune(at(10_000), { dryRun: true }), 2);
+  assert.ok(c.events.get(middle.id), 'a dry run deletes nothing');
+  assert.equal(c.events.prune(at(10_000)), 2);
+  assert.equal(c.events.get(middle.id), undefined);
+  assert.equal(c.events.get(loose.id), undefined);
+  assert.ok(c.events.get(first.id));
+  assert.ok(c.events.get(last.id));
+  assert.equal(c.events.openProblem('rpo:a:dr1')?.occurrences, 3);
+  // Once resolved, they age out like any other event.
+  c.events.resolve('rpo:a:dr1');
+  assert.equal(c.events.prune(at(10_000)), 2);
+});

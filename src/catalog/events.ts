@@ -137,6 +137,7 @@ export class EventsTable {
   private readonly alertProblem;
   private readonly resolveStmt;
   private readonly pruneStmt;
+  private readonly prunableStmt;
 
   constructor(private readonly c: CatalogDb) {
     this.insert = c.prepare(`
@@ -170,7 +171,11 @@ export class EventsTable {
           WHEN 'error' THEN 2 ELSE 3 END) THEN @severity ELSE alerted_severity END
       WHERE dedup_key = @dedupKey`);
     this.resolveStmt = c.prepare('DELETE FROM problems WHERE dedup_key = ?');
-    this.pruneStmt = c.prepare('DELETE FROM events WHERE at < ?');
+    // An open problem's first and last events stay: its alert and the dashboard link to them.
+    const prunable = `FROM events WHERE at < @before
+      AND id NOT IN (SELECT first_event_id FROM problems) AND id NOT IN (SELECT last_event_id FROM problems)`;
+    this.pruneStmt = c.prepare(`DELETE ${prunable}`);
+    this.prunableStmt = c.prepare(`SELECT count(*) AS n ${prunable}`);
   }
 
   /** Appends an event; a warning or worse with a dedup key opens (or adds to) its problem. */
@@ -286,9 +291,13 @@ export class EventsTable {
     });
   }
 
-  /** Deletes events older than `before` (open problems keep their counts). Returns how many. */
-  prune(before: Date): number {
-    const t = ms(before);
+  /**
+   * Deletes events older than `before`, except the first and last of each open problem (open
+   * problems keep their counts). Returns how many went (with `dryRun`, how many would).
+   */
+  prune(before: Date, options: { dryRun?: boolean } = {}): number {
+    const t = { before: ms(before) };
+    if (options.dryRun) return this.c.read(() => (this.prunableStmt.get(t) as { n: number }).n);
     return this.c.write(() => this.pruneStmt.run(t).changes);
   }
 }

@@ -18,6 +18,7 @@ import {
   strOrNull,
 } from './db.ts';
 import { CatalogError } from './errors.ts';
+import type { TargetStoresTable } from './target-stores.ts';
 
 export interface InflightDelta {
   server: string;
@@ -64,7 +65,10 @@ export class InflightTable {
   private readonly del;
   private readonly delIf;
 
-  constructor(private readonly c: CatalogDb) {
+  constructor(
+    private readonly c: CatalogDb,
+    private readonly targetStores: TargetStoresTable,
+  ) {
     this.one = c.prepare('SELECT * FROM inflight WHERE server = ? AND target = ?');
     this.all = c.prepare('SELECT * FROM inflight ORDER BY server, target');
     this.insert = c.prepare(`
@@ -97,6 +101,7 @@ export class InflightTable {
     };
     return this.c.write(() => {
       const existing = this.one.get(row.server, row.target) as Row | undefined;
+      if (row.runId !== null) this.targetStores.noteRun(row.server, row.target, row.runId, now);
       if (!existing) this.insert.run(row);
       else if (existing.delta_id === row.deltaId && existing.checkpoint === row.checkpoint)
         this.update.run(row);

@@ -361,7 +361,10 @@ test('prune deletes old finished runs and their results, never running ones', (t
   c.runs.finish(old.id, { status: 'ok' });
   const oldRunning = c.runs.start({ kind: 'job', job: 'j', trigger: 'schedule', at: new Date(2_000) });
   const recent = c.runs.start({ kind: 'job', job: 'j', trigger: 'schedule', at: new Date(9_000) });
+  c.runs.recordServer(recent.id, { server: 's', target: 't', status: 'ok' });
   c.runs.finish(recent.id, { status: 'ok' });
+  assert.equal(c.runs.prune(new Date(5_000), { dryRun: true }), 1);
+  assert.ok(c.runs.get(old.id), 'a dry run deletes nothing');
   assert.equal(c.runs.prune(new Date(5_000)), 1);
   assert.equal(c.runs.get(old.id), undefined);
   assert.deepEqual(c.runs.servers(old.id), []);
@@ -370,4 +373,36 @@ test('prune deletes old finished runs and their results, never running ones', (t
   // Ids are not reused after pruning.
   const next = c.runs.start({ kind: 'job', trigger: 'manual' });
   assert.ok(next.id > recent.id);
+});
+
+test('prune keeps old runs that something points at: a pair’s last run, a schedule’s, an in-flight delta’s, a job’s newest', (t) => {
+  const c = catalog(t);
+  const at = (ms: number) => new Date(ms);
+  const finished = (job: string | undefined, ms: number) => {
+    const r = c.runs.start({ kind: job ? 'job' : 'protect', job, trigger: 'manual', at: at(ms) });
+    return r;
+  };
+  // The pair (a, dr1) was last copied by run 1: haven status links to it.
+  const pairLast = finished(undefined, 1_000);
+  c.runs.recordServer(pairLast.id, { server: 'a', target: 'dr1', status: 'ok' });
+  c.runs.finish(pairLast.id, { status: 'ok' });
+  // Two runs of job j: the older one goes, the newer is j's newest and stays.
+  const jOld = finished('j', 2_000);
+  c.runs.finish(jOld.id, { status: 'failed' });
+  const jNew = finished('j', 3_000);
+  c.runs.finish(jNew.id, { status: 'ok' });
+  // A schedule's last run, and a run whose delta is still in flight.
+  const sched = finished(undefined, 4_000);
+  c.runs.finish(sched.id, { status: 'ok' });
+  c.schedule.update('drill', 'd', { lastRunId: sched.id });
+  const inflight = finished(undefined, 5_000);
+  c.runs.finish(inflight.id, { status: 'failed' });
+  c.inflight.set({ server: 'b', target: 'store-1', deltaId: 'd1', checkpoint: 'cp', runId: inflight.id });
+  const plain = finished(undefined, 6_000);
+  c.runs.finish(plain.id, { status: 'ok' });
+
+  assert.equal(c.runs.prune(at(100_000)), 2);
+  assert.equal(c.runs.get(jOld.id), undefined);
+  assert.equal(c.runs.get(plain.id), undefined);
+  for (const kept of [pairLast, jNew, sched, inflight]) assert.ok(c.runs.get(kept.id), `run ${kept.id} kept`);
 });

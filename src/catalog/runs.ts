@@ -22,6 +22,7 @@ import {
 } from './db.ts';
 import { CatalogError, notFound } from './errors.ts';
 import type { StatusTable } from './status.ts';
+import type { TargetStoresTable } from './target-stores.ts';
 
 export const RUN_KINDS = ['protect', 'job', 'drill', 'failback', 'verify'] as const;
 export const RUN_TRIGGERS = ['manual', 'schedule', 'missed', 'api'] as const;
@@ -185,11 +186,14 @@ export class RunsTable {
   private readonly upsertResult;
   private readonly running;
   private readonly abandonResults;
+  private readonly runningResults;
   private readonly pruneStmt;
+  private readonly prunableStmt;
 
   constructor(
     private readonly c: CatalogDb,
     private readonly status: StatusTable,
+    private readonly targetStores: TargetStoresTable,
   ) {
     this.insert = c.prepare(
       `INSERT INTO runs (kind, job, trigger, started_at, pid) VALUES (@kind, @job, @trigger, @at, @pid) RETURNING *`,
@@ -223,7 +227,19 @@ export class RunsTable {
       UPDATE run_servers SET status = 'failed', finished_at = @at, error_code = 'RUN_ABANDONED',
         error_message = 'the process running this copy ended without finishing it'
       WHERE run_id = @id AND status = 'running' RETURNING *`);
-    this.pruneStmt = c.prepare(`DELETE FROM runs WHERE status != 'running' AND started_at < ?`);
+    this.runningResults = c.prepare(`
+      SELECT rs.*, r.pid AS pid FROM run_servers rs JOIN runs r ON r.id = rs.run_id
+      WHERE rs.status = 'running' AND r.status = 'running' AND (@server IS NULL OR rs.server = @server)
+      ORDER BY rs.run_id, rs.server, rs.target`);
+    // Runs something still points at stay whatever their age: a pair's last run (haven status
+    // links to it), a schedule's last run, an in-flight delta's run, and each job's newest run.
+    const prunable = `FROM runs WHERE status != 'running' AND started_at < @before
+      AND id NOT IN (SELECT last_run_id FROM server_status WHERE last_run_id IS NOT NULL)
+      AND id NOT IN (SELECT last_run_id FROM schedule_state WHERE last_run_id IS NOT NULL)
+      AND id NOT IN (SELECT run_id FROM inflight WHERE run_id IS NOT NULL)
+      AND id NOT IN (SELECT max(id) FROM runs WHERE status != 'running' AND job IS NOT NULL GROUP BY kind, job)`;
+    this.pruneStmt = c.prepare(`DELETE ${prunable}`);
+    this.prunableStmt = c.prepare(`SELECT count(*) AS n ${prunable}`);
   }
 
   start(input: StartRun): Run {
@@ -325,6 +341,9 @@ export class RunsTable {
       if (!run) throw notFound('run', `#${runId}`, { id: runId });
       const result = toResult(this.upsertResult.get(row) as Row);
       if (final && COPYING_KINDS.includes(run.kind as RunKind)) this.applyStatus(result, strOrNull(run.job));
+      if (status === 'ok' && result.generationId !== null) {
+        this.targetStores.noteGeneration(result.server, result.target, result.generationId, now);
+      }
       return result;
     });
   }
@@ -381,9 +400,28 @@ export class RunsTable {
     });
   }
 
-  /** Deletes finished runs (and their results) started before `before`. Returns how many. */
-  prune(before: Date): number {
-    const t = ms(before);
+  /**
+   * Results still `running` in runs still `running` (one server's, or all), with the pid of the
+   * process running them: what `haven forget` must not pull the records from under. Call
+   * `abandonStale` first so a crashed run does not count.
+   */
+  inProgress(server?: string): Array<ServerResult & { pid: number | null }> {
+    return this.c.read(() =>
+      (this.runningResults.all({ server: server ?? null }) as Row[]).map((r) => ({
+        ...toResult(r),
+        pid: numOrNull(r.pid),
+      })),
+    );
+  }
+
+  /**
+   * Deletes finished runs (and their results) started before `before`, except those something
+   * still points at: a pair's or a schedule's last run, an in-flight delta's, each job's newest.
+   * Returns how many went (with `dryRun`, how many would).
+   */
+  prune(before: Date, options: { dryRun?: boolean } = {}): number {
+    const t = { before: ms(before) };
+    if (options.dryRun) return this.c.read(() => (this.prunableStmt.get(t) as { n: number }).n);
     return this.c.write(() => this.pruneStmt.run(t).changes);
   }
 }

@@ -161,6 +161,45 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    description: 'which store each target name reached, maintenance stamps, runs by start time',
+    sql: `
+      -- Checkpoints and in-flight deltas are keyed by the store's id, results and status by the
+      -- target name the operator used: this maps one to the other per server, so haven forget
+      -- and the stale-checkpoint rule can go from a name to the checkpoints its store needs.
+      CREATE TABLE target_stores (
+        server   TEXT NOT NULL,
+        target   TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        seen_at  INTEGER NOT NULL,
+        PRIMARY KEY (server, target, store_id)
+      ) WITHOUT ROWID;
+      CREATE INDEX target_stores_store ON target_stores (server, store_id);
+
+      -- Generation ids are UUIDs, so a result and a delivery naming the same one are the same copy.
+      INSERT INTO target_stores (server, target, store_id, seen_at)
+        SELECT rs.server, rs.target, d.target, max(d.delivered_at)
+        FROM run_servers rs
+        JOIN deliveries d ON d.generation_id = rs.generation_id
+        JOIN checkpoints c ON c.id = d.checkpoint_id AND c.server = rs.server
+        GROUP BY rs.server, rs.target, d.target;
+      INSERT OR IGNORE INTO target_stores (server, target, store_id, seen_at)
+        SELECT s.server, s.target, d.target, max(d.delivered_at)
+        FROM server_status s
+        JOIN deliveries d ON d.generation_id = s.last_good_generation
+        JOIN checkpoints c ON c.id = d.checkpoint_id AND c.server = s.server
+        GROUP BY s.server, s.target, d.target;
+
+      -- When each periodic clean-up last ran, shared by the daemon and CLI runs.
+      CREATE TABLE maintenance (
+        task    TEXT PRIMARY KEY,
+        last_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE INDEX runs_started ON runs (started_at);
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;

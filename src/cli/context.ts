@@ -36,6 +36,12 @@ export class CliContext {
   }
 
   private loadedConfig: HavenConfig | undefined;
+  private workDone = false;
+
+  /** True once the command opened a run log: it did work, and retention may follow (after-run.ts). */
+  get didWork(): boolean {
+    return this.workDone;
+  }
 
   /**
    * The configuration. The default file is optional (commands work from flags alone); a file
@@ -66,6 +72,7 @@ export class CliContext {
    * returns the logger writing to it. Commands that change state call this once.
    */
   openRunLog(name: string): RootLogger {
+    this.workDone = true;
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     const filePath = this.options.logFile ?? join(this.paths.logDir, `${name}-${stamp}-${process.pid}.log`);
     this.rootLogger.close();

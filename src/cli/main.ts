@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import { installPath } from '../core/package-root.ts';
+import { afterRun } from './after-run.ts';
 import { CliContext, type GlobalOptions } from './context.ts';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
 
@@ -81,9 +82,8 @@ export function reportError(ctx: CliContext | undefined, err: HavenError, json: 
   if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
 }
 
-export async function main(argv: string[]): Promise<number> {
-  let ctx: CliContext | undefined;
-  const program = new Command('haven')
+function newProgram(): Command {
+  return new Command('haven')
     .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
     .version(packageVersion(), '-V, --version')
     .option('-v, --verbose', 'more detail on stderr')
@@ -92,6 +92,21 @@ export async function main(argv: string[]): Promise<number> {
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+}
+
+/**
+ * Every command as the CLI defines it, without running any: what hints and documents that name
+ * `haven …` commands are checked against (cli/hints.test.ts).
+ */
+export async function commandTree(): Promise<Command> {
+  const program = newProgram();
+  await loadCommands(program, () => new CliContext(program.opts<GlobalOptions>()), []);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx: CliContext | undefined;
+  const program = newProgram();
   const context = (): CliContext => {
     ctx ??= new CliContext(program.opts<GlobalOptions>());
     return ctx;
@@ -119,6 +134,7 @@ export async function main(argv: string[]): Promise<number> {
     ctx?.log.debug(he.message, { code: he.code, details: he.details });
     return exitCodeFor(he.kind);
   } finally {
+    if (ctx) await afterRun(ctx);
     ctx?.close();
   }
 }

@@ -8,6 +8,7 @@
  */
 import type { BootMarker, Severity } from './config-schema.ts';
 import type { TargetEndpoint } from './config-values.ts';
+import type { DefinitionRules } from './definition-context.ts';
 
 export type { BootMarker, Severity } from './config-schema.ts';
 export type { TargetEndpoint } from './config-values.ts';
@@ -117,6 +118,34 @@ export interface CacheConfig {
 
 export interface DaemonConfig {
   listen: { host: string; port: number };
+  /** Addresses of the TLS-terminating reverse proxy in front (empty: none declared). */
+  tlsProxy: string[];
+  /** Live progress streams (`GET /api/progress`) open at once: in all, and per client address. */
+  progressStreams: { total: number; perClient: number };
+}
+
+/**
+ * How long Haven keeps its own records on this host (null: keep everything). Applied by the
+ * daemon every hour, after CLI runs that did work (at most hourly), and by `haven prune`.
+ */
+export interface RetentionConfig {
+  logs: {
+    /** Run logs not written to for this long are deleted (ms). */
+    maxAgeMs: number | null;
+    /** The log directory is kept under this many bytes, oldest files deleted first. */
+    maxBytes: number | null;
+    /** …and under this many files. */
+    maxFiles: number | null;
+  };
+  /** Finished runs (with their per-server results) older than this (ms). */
+  runsMs: number | null;
+  /** Events older than this (ms). */
+  eventsMs: number | null;
+  /**
+   * Checkpoints kept only for a (server, target) pair that no job copies any more and that got
+   * no copy for this long are deleted (ms); its next copy there is a checksum resync.
+   */
+  unusedCheckpointsMs: number | null;
 }
 
 /** A problem found in the file, placed by key path and, where known, line and column. */
@@ -139,6 +168,12 @@ export interface HavenConfig {
   alerts: AlertsConfig;
   cache: CacheConfig;
   daemon: DaemonConfig;
+  retention: RetentionConfig;
+  /**
+   * What DR definitions may hold at this DR site: extra boot directories, and per server what
+   * the definition rules let through beyond the rule (docs/recovery.md).
+   */
+  definitions: DefinitionRules;
   /** Valid but suspicious settings (`haven config check` prints them). */
   warnings: ConfigProblem[];
 }

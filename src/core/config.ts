@@ -11,13 +11,14 @@
 import { readFileSync, statSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import { configWarnings, crossCheck, type PathProblem, type PathSegment } from './config-checks.ts';
-import { configSchema, type RawConfig, type UnknownKeyParams } from './config-schema.ts';
+import { configSchema, type RawConfig, retentionSchema, type UnknownKeyParams } from './config-schema.ts';
 import type {
   ConfigProblem,
   DrillConfig,
   DrillOverride,
   HavenConfig,
   JobConfig,
+  RetentionConfig,
   TargetConfig,
 } from './config-types.ts';
 import { cronFor } from './config-values.ts';
@@ -232,8 +233,30 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         : undefined,
     },
     cache: { signature: raw.cache?.signature ?? '.dr_cache' },
-    daemon: { listen: raw.daemon?.listen ?? { host: '127.0.0.1', port: 8470 } },
+    daemon: {
+      listen: raw.daemon?.listen ?? { host: '127.0.0.1', port: 8470 },
+      tlsProxy: raw.daemon?.tls_proxy ?? [],
+      progressStreams: {
+        total: raw.daemon?.progress_streams ?? 64,
+        perClient: raw.daemon?.progress_streams_per_client ?? 8,
+      },
+    },
+    retention: retentionOf(raw.retention),
+    definitions: {
+      bootFiles: raw.definitions?.boot_files ?? [],
+      allow: record(Object.entries(raw.definitions?.allow ?? {})),
+    },
     warnings: [],
+  };
+}
+
+function retentionOf(r: RawConfig['retention']): RetentionConfig {
+  const { logs, runs, events, unused_checkpoints } = r ?? retentionSchema.parse({});
+  return {
+    logs: { maxAgeMs: logs.max_age, maxBytes: logs.max_size, maxFiles: logs.max_files },
+    runsMs: runs,
+    eventsMs: events,
+    unusedCheckpointsMs: unused_checkpoints,
   };
 }
 

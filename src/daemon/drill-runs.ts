@@ -60,8 +60,10 @@ export async function runRecordedDrill(o: RecordedDrillOptions): Promise<Recorde
           ...(r.error ? { errorCode: r.error.code as string, errorMessage: r.error.message as string } : {}),
         });
       }
+      const verdict = report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial';
       catalog.runs.finish(run.id, {
-        status: report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial',
+        // Stopped by the operator or the daemon: not a verdict on the servers it did not finish.
+        status: deps.signal?.aborted ? 'cancelled' : verdict,
         summary: { passed: report.passed, failed: report.failed, ...(logFile ? { logFile } : {}) },
       });
     });
@@ -103,7 +105,8 @@ export class DrillRunner {
   }
 
   start(name: string, trigger: RunTrigger): Promise<RecordedDrill> {
-    const settings = this.o.config().drills[name];
+    const config = this.o.config();
+    const settings = config.drills[name];
     if (!settings) {
       return Promise.reject(
         new HavenError('DRILL_NOT_FOUND', `no drill named ${name} in the configuration`, {
@@ -126,6 +129,7 @@ export class DrillRunner {
       logFile,
       virsh: new Virsh({ log }),
       runDir: this.o.runDir,
+      rules: config.definitions,
       log,
       signal: abort.signal,
     });

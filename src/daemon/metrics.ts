@@ -8,7 +8,7 @@
  * last run's result, whether one is running, the next scheduled run.
  */
 import client from 'prom-client';
-import type { Catalog } from '../catalog/catalog.ts';
+import type { Catalog, Run } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { statusRows } from '../jobs/index.ts';
 
@@ -22,6 +22,42 @@ export interface MetricsOptions {
 }
 
 const seconds = (ms: number) => ms / 1000;
+
+/**
+ * haven_job_failures_total as a counter must never go down, but retention deletes old runs from
+ * the catalog. So each job's count starts from the catalog at the first scrape and then only adds
+ * runs that failed since, remembered by id: ids below the oldest run still going are settled and
+ * collapse into the count, so what is held stays small (the runs since the oldest one running).
+ */
+export class FailureCounts {
+  private readonly jobs = new Map<string, { total: number; settledThrough: number; counted: Set<number> }>();
+
+  /** The job's failure count given its runs in the catalog now (newest first, any order works). */
+  count(job: string, runs: readonly Run[]): number {
+    const failed = (r: Run) => r.status === 'failed' || r.status === 'partial';
+    let s = this.jobs.get(job);
+    if (!s) {
+      // At first sight the catalog's history is the starting value.
+      s = { total: 0, settledThrough: 0, counted: new Set() };
+      this.jobs.set(job, s);
+    }
+    const state = s;
+    for (const r of runs) if (r.id > state.settledThrough && failed(r)) state.counted.add(r.id);
+    const running = runs
+      .filter((r) => r.status === 'running' && r.id > state.settledThrough)
+      .map((r) => r.id);
+    const settled =
+      (running.length > 0 ? Math.min(...running) : runs.reduce((m, r) => Math.max(m, r.id), 0) + 1) - 1;
+    for (const id of state.counted) {
+      if (id <= settled) {
+        state.total++;
+        state.counted.delete(id);
+      }
+    }
+    state.settledThrough = Math.max(state.settledThrough, settled);
+    return state.total + state.counted.size;
+  }
+}
 
 export interface Metrics {
   contentType: string;
@@ -67,6 +103,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
     '1 when the last run of the pair succeeded, else 0.',
     pair,
   );
+  const failures = new FailureCounts();
   const jobFailures = new client.Counter({
     name: 'haven_job_failures_total',
     help: 'Runs of the job that failed or partly failed (in the catalog).',
@@ -106,10 +143,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
     }
     for (const job of Object.values(config.jobs)) {
       const runs = o.catalog.runs.list({ kind: 'job', job: job.name, limit: 10_000 });
-      jobFailures.inc(
-        { job: job.name },
-        runs.filter((r) => r.status === 'failed' || r.status === 'partial').length,
-      );
+      jobFailures.inc({ job: job.name }, failures.count(job.name, runs));
       const last = runs.find((r) => r.status !== 'running');
       if (last) jobLastOk.set({ job: job.name }, last.status === 'ok' ? 1 : 0);
       jobRunning.set({ job: job.name }, o.running(job.name) ? 1 : 0);

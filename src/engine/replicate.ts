@@ -5,40 +5,31 @@
  *
  * The target is the authority on what it holds: its newest generation names the checkpoint it
  * came from, and the next run is incremental from exactly that checkpoint when libvirt still has
- * it (or it can be redefined from the catalog) and its bitmaps are consistent. Anything else is a
- * checksum resync: every chunk is read, only chunks whose digests differ are sent.
+ * it (or it can be redefined from the catalog) and its bitmaps are consistent (base.ts). Anything
+ * else is a checksum resync: every chunk is read, only chunks whose digests differ are sent.
  *
  * A broken connection is retried within the run, resuming from what the receiver staged; the
- * backup job (the point in time) stays up meanwhile. A run killed outright leaves the job
- * running and its delta recorded as in flight, and the next run continues it.
+ * backup job (the point in time) stays up meanwhile (deliver.ts). A run killed outright leaves the
+ * job running and its delta recorded as in flight, and the next run continues it. `planProtect`
+ * answers a dry run: the same questions, nothing taken, written or recorded.
  */
 import type { Catalog } from '../catalog/catalog.ts';
-import { asHavenError, type HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
-import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
 import type { StreamSender } from '../protocol/index.ts';
-import type { DeltaMode, DeltaSummary, Generation } from '../store/types.ts';
-import {
-  type Checkpoint,
-  checkpointXml,
-  deleteCheckpoint,
-  domainXml,
-  getServer,
-  listCheckpoints,
-  redefineCheckpoint,
-  type Server,
-  type Virsh,
-  VirtError,
-  validateCheckpoint,
-} from '../virt/index.ts';
+import type { DeltaMode, Generation } from '../store/types.ts';
+import { checkpointXml, domainXml, getServer, type Server, type Virsh } from '../virt/index.ts';
+import { likelyBase, trustedBase } from './base.ts';
+import { pruneUnneededCheckpoints } from './checkpoint-cleanup.ts';
+import { firstContact, retryPolicy, settleInflight } from './contact.ts';
+import { type AttemptRecord, type Delivery, deliver, deltaMode } from './deliver.ts';
 import { EngineError } from './errors.ts';
 import type { PlanMode } from './plan.ts';
-import { checkpointOf, isHavenCheckpoint } from './points.ts';
 import { type ProgressSnapshot, ProgressTracker } from './progress.ts';
 import { TokenBucket } from './rate-limit.ts';
-import { acquireSource, type BaseCheckpoint, diskMode, type ProtectedDisk, type Source } from './source.ts';
-import { type DiskTransferResult, diskPlanTotals, transferDisk } from './transfer.ts';
+import { lockServer } from './server-lock.ts';
+import { acquireSource, type ProtectedDisk, type Source } from './source.ts';
+import type { DiskTransferResult } from './transfer.ts';
 
 export interface ProtectTuning {
   /** Largest piece read ahead and sent as one stream frame (a multiple of the chunk size). */
@@ -91,7 +82,6 @@ export interface ProtectOptions {
   /** Reconnections within the run after a broken connection (default 3). */
   retries?: number;
   retryBackoffMs?: number;
-  dryRun?: boolean;
   shutdownTimeoutMs?: number;
   tuning?: Partial<ProtectTuning>;
   onProgress?: (p: ProgressSnapshot) => void;
@@ -112,10 +102,29 @@ export interface DiskReport {
   skippedBytes: number;
 }
 
+/** What a dry run asks: the target's answer and libvirt's, read only. */
+export interface PlanOptions
+  extends Pick<
+    ProtectOptions,
+    | 'server'
+    | 'targetLabel'
+    | 'virsh'
+    | 'consistency'
+    | 'catalog'
+    | 'retries'
+    | 'retryBackoffMs'
+    | 'signal'
+    | 'log'
+  > {
+  /** Opens a session to ask the target; resolves to null when the target holds no store yet. */
+  connect: () => Promise<StreamSender | null>;
+}
+
 export interface ProtectPlan {
   server: string;
   target: string;
-  storeId: string;
+  /** The target store's id; null when there is no store yet (the first run creates it). */
+  storeId: string | null;
   state: string;
   consistency: 'live' | 'shutdown';
   newest: Pick<Generation, 'id' | 'seq' | 'pointInTime' | 'takenAt'> | null;
@@ -141,7 +150,7 @@ export interface ProtectResult {
   resumedBytes: number;
   attempts: number;
   /** Per attempt: what the receiver had staged when it began, and the bytes it sent. */
-  attemptLog: Array<{ stagedBytes: number; sentBytes: number; error?: string }>;
+  attemptLog: AttemptRecord[];
   durationMs: number;
 }
 
@@ -195,474 +204,192 @@ export function protectedDisks(server: Server): ProtectedDisk[] {
 }
 
 /**
- * The checkpoint the target's newest generation came from, if its bitmaps can be trusted.
- * Checkpoint metadata libvirt lost is redefined from the catalog first (DESIGN §6).
+ * Takes the point in time (through the primary cache drive when the job stages). If staging
+ * fails, the point in time is released.
  */
-async function trustedBase(
-  virsh: Virsh,
-  server: Server,
-  newest: Generation | null,
-  catalog: Catalog | undefined,
+async function takeSource(
+  o: ProtectOptions,
+  request: Omit<Parameters<typeof acquireSource>[0], 'virsh' | 'runDir' | 'log'>,
+  chunkSize: number,
   log: Logger,
-  likely?: Promise<BaseCheckpoint | undefined>,
-): Promise<BaseCheckpoint | undefined> {
-  const name = checkpointOf(newest?.pointInTime);
-  if (!newest) return undefined;
-  if (!name) {
-    log.warn('the target’s newest copy names no Haven checkpoint: checksum resync', {
-      pointInTime: newest.pointInTime,
-    });
-    return undefined;
-  }
-  const checked = await likely;
-  if (checked?.name === name) {
-    log.debug('base checkpoint checked while the receiver started', { checkpoint: name });
-    return checked;
-  }
-  let cp = (await listCheckpoints(virsh, server.name)).find((c) => c.name === name);
-  if (!cp) {
-    const saved = catalog?.checkpoints.get(server.name, name);
-    if (!saved) {
-      log.warn('libvirt no longer has the checkpoint of the target’s newest copy: checksum resync', {
-        checkpoint: name,
-      });
-      return undefined;
-    }
-    try {
-      cp = await redefineCheckpoint(virsh, server.name, saved.xml);
-      log.info('redefined the checkpoint libvirt had lost, from the catalog', { checkpoint: name });
-    } catch (e) {
-      if (!(e instanceof VirtError)) throw e;
-      log.warn('the lost checkpoint cannot be redefined (its bitmaps are gone): checksum resync', {
-        checkpoint: name,
-        err: e,
-      });
-      return undefined;
-    }
-  }
-  const v = await validateCheckpoint(virsh, server.name, name, { log });
-  if (!v.ok) {
-    log.warn('the checkpoint’s bitmaps are missing or inconsistent: checksum resync', {
-      checkpoint: name,
-      issues: v.issues,
-      message: v.message,
-    });
-    return undefined;
-  }
-  return baseOf(cp);
-}
-
-function baseOf(cp: Checkpoint): BaseCheckpoint {
-  return {
-    name: cp.name,
-    disks: new Set(cp.disks.filter((d) => d.checkpoint === 'bitmap').map((d) => d.name)),
-  };
-}
-
-/**
- * trustedBase's answer for the checkpoint the target most likely holds its newest copy from (the
- * newest one this catalog saw delivered anywhere), worked out while the receiver starts: the
- * sender waits about a third of a second for its first answer, and the libvirt checks take a
- * quarter of that. Only a checkpoint that exists and whose bitmaps check out is returned; when the
- * target names another, or anything is wrong, trustedBase checks again and says why. Never rejects.
- */
-async function likelyBase(
-  virsh: Virsh,
-  server: Server,
-  catalog: Catalog,
-): Promise<BaseCheckpoint | undefined> {
+): Promise<Source> {
+  await o.stage?.before?.();
+  const taken = await acquireSource({
+    ...request,
+    virsh: o.virsh,
+    runDir: o.runDir,
+    quiesce: o.quiesce,
+    shutdownTimeoutMs: o.shutdownTimeoutMs,
+    log,
+  });
+  if (!o.stage) return taken;
   try {
-    const name = catalog.checkpoints
-      .list(server.name)
-      .find((c) => catalog.checkpoints.deliveries(server.name, c.name).length > 0)?.name;
-    if (!name) return undefined;
-    const cp = (await listCheckpoints(virsh, server.name)).find((c) => c.name === name);
-    if (!cp) return undefined;
-    const v = await validateCheckpoint(virsh, server.name, name);
-    return v.ok ? baseOf(cp) : undefined;
-  } catch {
-    return undefined;
+    return await o.stage.source(taken, { chunkSize, log });
+  } catch (e) {
+    await taken.release().catch((err) => log.warn('could not end the backup job', { err }));
+    throw e;
   }
 }
 
-const RETRYABLE_CODES = new Set([
-  'PROTO_TRUNCATED',
-  'PROTO_DIGEST_MISMATCH',
-  'PROTO_DELTA_MISMATCH',
-  'STORE_LOCKED',
-]);
-
-function retryable(e: HavenError): boolean {
-  if (e.code.startsWith('NBD_') || e.code.startsWith('VIRT_')) return false;
-  return e.kind === 'unavailable' || RETRYABLE_CODES.has(e.code);
-}
-
-function deltaMode(disks: { mode: PlanMode }[]): DeltaMode {
-  if (disks.some((d) => d.mode === 'resync')) return 'resync';
-  if (disks.every((d) => d.mode === 'full')) return 'full';
-  return 'incremental';
-}
-
-async function sourceDefinition(virsh: Virsh, server: Server): Promise<string> {
-  return domainXml(virsh, server.name, { inactive: server.persistent });
-}
-
-/** Deletes Haven checkpoints no target needs any more (keeps each target's last delivery). */
-async function pruneCheckpoints(virsh: Virsh, server: Server, catalog: Catalog, log: Logger): Promise<void> {
-  for (const cp of catalog.checkpoints.unneeded(server.name)) {
-    if (!isHavenCheckpoint(cp.name)) continue;
-    try {
-      await deleteCheckpoint(virsh, server.name, cp.name);
-      catalog.checkpoints.forget(server.name, cp.name);
-      log.verbose('deleted a checkpoint no target needs', { checkpoint: cp.name });
-    } catch (e) {
-      if (e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND') {
-        catalog.checkpoints.forget(server.name, cp.name);
-      } else {
-        log.warn('could not delete an old checkpoint; will try again next run', {
-          checkpoint: cp.name,
-          err: e,
-        });
-      }
-    }
-  }
-}
-
-export async function protectServer(o: ProtectOptions): Promise<ProtectResult | ProtectPlan> {
+/** Replicates one server now. A second run of the same server on this host is refused. */
+export async function protectServer(o: ProtectOptions): Promise<ProtectResult> {
   const started = performance.now();
   const log = o.log.child({ server: o.server });
-  const tuning = { ...DEFAULT_TUNING, ...o.tuning };
   checkName('server', o.server);
   const server = await getServer(o.virsh, o.server, { log });
   const disks = protectedDisks(server);
-  const consistency = o.consistency ?? 'live';
-  const likely = o.catalog && !o.dryRun ? likelyBase(o.virsh, server, o.catalog) : undefined;
-
-  // The first contact is retried like the transfer: a receiver that dies while starting is the
-  // same broken connection as one that dies mid-delta.
-  let sender: StreamSender | undefined;
-  let newest: Generation | null = null;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      sender = await o.connect();
-      newest = await sender.query(server.name);
-      break;
-    } catch (err) {
-      const e = asHavenError(err);
-      await sender?.close().catch(() => {});
-      sender = undefined;
-      if (o.signal?.aborted || !retryable(e) || attempt > (o.retries ?? 3)) throw e;
-      const wait = (o.retryBackoffMs ?? 1000) * 2 ** (attempt - 1);
-      log.warn('cannot reach the target; trying again', { attempt, err: e, waitMs: wait });
-      await new Promise((r) => setTimeout(r, wait));
-    }
-  }
-  const storeId = sender.store.id;
-  const { chunkSize } = sender;
-  const digestAlg = sender.digestAlgorithm;
-  const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
-  const base = await trustedBase(o.virsh, server, newest, o.catalog, log, likely);
-  const inflight = o.catalog?.inflight.get(server.name, storeId);
-  let reuse: { checkpoint: string; socketPath: string } | undefined;
-  if (inflight && newest?.pointInTime === inflight.checkpoint) {
-    // The crashed run got as far as the commit: record the delivery it could not record.
-    const catalog = o.catalog!;
-    catalog.transaction(() => {
-      catalog.checkpoints.markDelivered(server.name, inflight.checkpoint, storeId, newest.id);
-      catalog.inflight.clear(server.name, storeId);
-    });
-  } else if (
-    inflight?.socket &&
-    (inflight.incrementalFrom ?? undefined) === checkpointOf(newest?.pointInTime)
-  ) {
-    // Same base as when that run began: its backup job, if still up, is the same point in time.
-    reuse = { checkpoint: inflight.checkpoint, socketPath: inflight.socket };
-  }
-
-  if (o.dryRun) {
-    await sender.close();
-    return {
-      server: server.name,
-      target: o.targetLabel,
-      storeId,
-      state: server.state,
-      consistency,
-      newest: newest && {
-        id: newest.id,
-        seq: newest.seq,
-        pointInTime: newest.pointInTime,
-        takenAt: newest.takenAt,
-      },
-      base: base?.name,
-      disks: disks.map((d) => ({
-        name: d.name,
-        target: d.target,
-        size: d.size,
-        format: d.format,
-        mode: diskMode(d, previous, Boolean(base?.disks.has(d.target) && d.format === 'qcow2')),
-      })),
-      resumeJob: reuse !== undefined,
-    } satisfies ProtectPlan;
-  }
-
-  let taken: Source;
+  const lock = await lockServer(server, { target: o.targetLabel, job: o.job, runId: o.runId }, log);
   try {
-    await o.stage?.before?.();
-    taken = await acquireSource({
-      virsh: o.virsh,
-      server,
-      disks,
-      base,
-      previous,
-      consistency,
-      runDir: o.runDir,
-      reuse,
-      quiesce: o.quiesce,
-      shutdownTimeoutMs: o.shutdownTimeoutMs,
-      log,
-    });
-  } catch (e) {
-    await sender.close().catch(() => {});
-    throw e;
-  }
-  let source = taken;
-  if (o.stage) {
-    try {
-      source = await o.stage.source(taken, { chunkSize, log });
-    } catch (e) {
-      await taken.release().catch((err) => log.warn('could not end the backup job', { err }));
-      await sender.close().catch(() => {});
-      throw e;
-    }
-  }
-  log.verbose('point in time taken', {
-    checkpoint: source.pointInTime,
-    kind: source.kind,
-    incrementalFrom: source.incrementalFrom,
-    modes: Object.fromEntries(source.disks.map((d) => [d.name, d.mode])),
-  });
-  const progress = new ProgressTracker(0, server.name, undefined, o.onProgress);
-  const bucket = new TokenBucket(o.bandwidth ?? 0);
-  // Every attempt's tallies per disk (a failed attempt still sent what it sent), and each disk's mode.
-  const diskTallies = new Map<string, DiskTransferResult[]>();
-  const diskModes = new Map<string, PlanMode>();
-  let attempts = 0;
-  let wireBytes = 0;
-  const attemptLog: ProtectResult['attemptLog'] = [];
-  let resumedBytes = 0;
-  try {
-    if (o.catalog && source.kind !== 'reused') {
-      o.catalog.checkpoints.record({
-        server: server.name,
-        name: source.pointInTime,
-        domainUuid: server.uuid,
-        createdAt: source.takenAt,
-        parent: source.incrementalFrom,
-        disks: source.disks.map((d) => d.target),
-        xml: await checkpointXml(o.virsh, server.name, source.pointInTime),
-      });
-    }
-    const definition = await sourceDefinition(o.virsh, server);
-    let generation!: Generation;
-    for (;;) {
-      attempts++;
-      const tallies: DiskTransferResult[] = [];
-      const attempt: ProtectResult['attemptLog'][number] = { stagedBytes: 0, sentBytes: 0 };
-      attemptLog.push(attempt);
-      try {
-        sender ??= await o.connect();
-        if (attempts > 1) {
-          // The connection may have broken after the target committed this very point in time
-          // (its answer lost, or a receiver killed mid-commit that the new one rolled forward on
-          // QUERY): then the copy is done, and opening a delta on the old base would be refused.
-          const now = await sender.query(server.name);
-          if (now && now.pointInTime === source.pointInTime) {
-            log.info('the target had committed this point in time before the connection broke', {
-              generation: now.id,
-            });
-            generation = now;
-            break;
-          }
-        }
-        const opened = await sender.open({
-          server: server.name,
-          job: o.job ?? 'manual',
-          copies: o.copies,
-          disks: source.disks.map((d) => ({ name: d.name, size: d.size })),
-          sourceDefinition: definition,
-          pointInTime: source.pointInTime,
-          takenAt: source.takenAt.toISOString(),
-          baseGenerationId: newest?.id ?? null,
-          mode: deltaMode(source.disks),
-        });
-        const resume = opened.resume;
-        const samePoint = resume !== null && resume.pointInTime === source.pointInTime;
-        const compareAll = resume !== null && !samePoint;
-        if (resume) {
-          log.info(
-            samePoint
-              ? 'resuming the staged delta'
-              : 'a partial delta from another point in time: comparing digests',
-            {
-              delta: resume.deltaId,
-              stagedBytes: resume.stagedBytes,
-            },
-          );
-          if (samePoint) resumedBytes = resume.stagedBytes;
-          attempt.stagedBytes = resume.stagedBytes;
-        }
-        // The receiver says which delta is open; an older record (a run that failed before its
-        // point in time could be reused) is obsolete.
-        const recorded = o.catalog?.inflight.get(server.name, storeId);
-        if (recorded && (recorded.deltaId !== opened.deltaId || recorded.checkpoint !== source.pointInTime)) {
-          o.catalog?.inflight.clear(server.name, storeId);
-        }
-        o.catalog?.inflight.set({
-          server: server.name,
-          target: storeId,
-          deltaId: opened.deltaId,
-          checkpoint: source.pointInTime,
-          incrementalFrom: source.incrementalFrom,
-          socket: source.socketPath,
-          runId: o.runId,
-        });
-
-        // Totals first (block status only, no data), so progress has an ETA.
-        const clients = new Map<string, NbdClient>();
-        try {
-          let total = 0;
-          for (const d of source.disks) {
-            const client = await NbdClient.connect({
-              socketPath: d.socketPath,
-              exportName: d.exportName,
-              metaContexts: d.dirtyContext
-                ? [CONTEXT_BASE_ALLOCATION, d.dirtyContext]
-                : [CONTEXT_BASE_ALLOCATION],
-              log,
-            });
-            clients.set(d.name, client);
-            const mode = compareAll && d.mode === 'full' ? 'resync' : d.mode;
-            const from = samePoint ? (resume.watermarks[d.name] ?? 0) : 0;
-            const t = await diskPlanTotals({
-              client,
-              mode,
-              dirtyContext: d.dirtyContext,
-              chunkSize,
-              size: d.size,
-              from,
-            });
-            total += t.data + t.zero;
-          }
-          progress.setTotal(total);
-
-          const summary: DeltaSummary = { disks: {} };
-          for (const d of source.disks) {
-            const staged = resume?.staged?.[d.name] ?? { dataBytes: 0, zeroBytes: 0 };
-            const mode = compareAll && d.mode === 'full' ? 'resync' : d.mode;
-            progress.setPhase('sending', d.name);
-            const tally: DiskTransferResult = { dataBytes: 0, zeroBytes: 0, readBytes: 0, skippedBytes: 0 };
-            tallies.push(tally);
-            diskTallies.set(d.name, [...(diskTallies.get(d.name) ?? []), tally]);
-            diskModes.set(d.name, mode);
-            const r: DiskTransferResult = await transferDisk({
-              tally,
-              sender,
-              client: clients.get(d.name)!,
-              disk: d.name,
-              size: d.size,
-              mode,
-              dirtyContext: d.dirtyContext,
-              compare: compareAll || mode === 'resync',
-              from: samePoint ? (resume.watermarks[d.name] ?? 0) : 0,
-              chunkSize,
-              digest: digestAlg,
-              pieceBytes: tuning.pieceBytes,
-              requestBytes: tuning.requestBytes,
-              inflight: tuning.inflight,
-              markEvery: tuning.markEvery,
-              bucket,
-              progress,
-              signal: o.signal,
-              log,
-            });
-            summary.disks[d.name] = {
-              dataBytes: staged.dataBytes + r.dataBytes,
-              zeroBytes: staged.zeroBytes + r.zeroBytes,
-            };
-          }
-          progress.setPhase('making the delta durable');
-          await sender.endDelta(summary);
-          progress.setPhase('committing the generation');
-          generation = await sender.commit();
-        } finally {
-          await Promise.allSettled([...clients.values()].map((c) => c.close()));
-        }
-        attempt.sentBytes = tallies.reduce((n, x) => n + x.dataBytes + x.zeroBytes, 0);
-        break;
-      } catch (err) {
-        const e = asHavenError(err);
-        attempt.error = e.code;
-        attempt.sentBytes = tallies.reduce((n, x) => n + x.dataBytes + x.zeroBytes, 0);
-        if (o.signal?.aborted || !retryable(e) || attempts > (o.retries ?? 3)) throw e;
-        const wait = (o.retryBackoffMs ?? 1000) * 2 ** (attempts - 1);
-        log.warn('the connection to the target broke; resuming', { attempt: attempts, err: e, waitMs: wait });
-        wireBytes += sender?.bytesOnWire ?? 0;
-        await sender?.close().catch(() => {});
-        sender = undefined;
-        await new Promise((r) => setTimeout(r, wait));
-      }
-    }
-
-    if (o.catalog) {
-      const catalog = o.catalog;
-      catalog.transaction(() => {
-        catalog.checkpoints.markDelivered(server.name, source.pointInTime, storeId, generation.id);
-        catalog.inflight.clear(server.name, storeId);
-      });
-      await pruneCheckpoints(o.virsh, server, catalog, log);
-    }
-    const diskReports: DiskReport[] = source.disks.map((d) => {
-      const ts = diskTallies.get(d.name) ?? [];
-      const sum = (k: keyof DiskTransferResult) => ts.reduce((n, x) => n + x[k], 0);
-      return {
-        name: d.name,
-        target: d.target,
-        size: d.size,
-        mode: diskModes.get(d.name) ?? d.mode,
-        dataBytes: sum('dataBytes'),
-        zeroBytes: sum('zeroBytes'),
-        readBytes: sum('readBytes'),
-        skippedBytes: sum('skippedBytes'),
-      };
-    });
-    const result: ProtectResult = {
-      server: server.name,
-      target: o.targetLabel,
-      storeId,
-      generation,
-      pointInTime: source.pointInTime,
-      takenAt: source.takenAt.toISOString(),
-      sourceKind: source.kind,
-      quiesced: source.quiesced,
-      mode: deltaMode(diskReports),
-      disks: diskReports,
-      bytesRead: diskReports.reduce((s, d) => s + d.readBytes, 0),
-      bytesSent: wireBytes + (sender?.bytesOnWire ?? 0),
-      resumedBytes,
-      attempts,
-      attemptLog,
-      durationMs: Math.round(performance.now() - started),
-    };
-    log.verbose('generation committed', {
-      generation: generation.id,
-      seq: generation.seq,
-      mode: result.mode,
-      bytesSent: result.bytesSent,
-      ms: result.durationMs,
-    });
-    return result;
+    return await protectLocked(o, server, disks, started, log);
   } finally {
-    await source.release().catch((e) => log.warn('could not end the backup job', { err: e }));
-    await sender?.close().catch(() => {});
+    await lock.release();
   }
+}
+
+async function protectLocked(
+  o: ProtectOptions,
+  server: Server,
+  disks: ProtectedDisk[],
+  started: number,
+  log: Logger,
+): Promise<ProtectResult> {
+  const likely = o.catalog ? likelyBase(o.virsh, server, o.catalog) : undefined;
+  const policy = retryPolicy(o, log);
+  const { sender, newest } = await firstContact(o.connect, server.name, policy);
+  let owned: StreamSender | undefined = sender;
+  let source: Source | undefined;
+  let result: ProtectResult;
+  try {
+    const storeId = sender.store.id;
+    const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
+    const base = await trustedBase(o.virsh, server, newest, { catalog: o.catalog, log, likely });
+    const reuse = settleInflight(o.catalog, server.name, storeId, newest);
+    const consistency = o.consistency ?? 'live';
+    source = await takeSource(
+      o,
+      { server, disks, base, previous, consistency, reuse },
+      sender.chunkSize,
+      log,
+    );
+    log.verbose('point in time taken', {
+      checkpoint: source.pointInTime,
+      kind: source.kind,
+      incrementalFrom: source.incrementalFrom,
+      modes: Object.fromEntries(source.disks.map((d) => [d.name, d.mode])),
+    });
+    await recordCheckpoint(o, server, source);
+    const definition = await domainXml(o.virsh, server.name, { inactive: server.persistent });
+    owned = undefined;
+    const delivery = await deliver(
+      {
+        server: server.name,
+        source,
+        definition,
+        newest,
+        storeId,
+        job: o.job ?? 'manual',
+        copies: o.copies,
+        catalog: o.catalog,
+        runId: o.runId,
+        tuning: { ...DEFAULT_TUNING, ...o.tuning },
+        bucket: new TokenBucket(o.bandwidth ?? 0),
+        progress: new ProgressTracker(0, server.name, undefined, o.onProgress),
+        signal: o.signal,
+        log,
+      },
+      sender,
+      o.connect,
+      policy,
+    );
+    await recordDelivery(o, server, source, storeId, delivery.generation);
+    result = report(o, server, source, storeId, delivery, started, log);
+  } finally {
+    await source?.release().catch((e) => log.warn('could not end the backup job', { err: e }));
+    await owned?.close().catch(() => {});
+  }
+  // After the release: an offline copy's qemu-nbd export holds the image lock until then, and
+  // the previous checkpoint's bitmaps cannot be removed under it.
+  if (o.catalog) await pruneUnneededCheckpoints(o.virsh, server.name, o.catalog, log);
+  return result;
+}
+
+/** The checkpoint of a new point in time, kept so it can be redefined if libvirt loses it. */
+async function recordCheckpoint(o: ProtectOptions, server: Server, source: Source): Promise<void> {
+  if (!o.catalog || source.kind === 'reused') return;
+  o.catalog.checkpoints.record({
+    server: server.name,
+    name: source.pointInTime,
+    domainUuid: server.uuid,
+    createdAt: source.takenAt,
+    parent: source.incrementalFrom,
+    disks: source.disks.map((d) => d.target),
+    xml: await checkpointXml(o.virsh, server.name, source.pointInTime),
+  });
+}
+
+async function recordDelivery(
+  o: ProtectOptions,
+  server: Server,
+  source: Source,
+  storeId: string,
+  generation: Generation,
+): Promise<void> {
+  const catalog = o.catalog;
+  if (!catalog) return;
+  catalog.transaction(() => {
+    catalog.checkpoints.markDelivered(server.name, source.pointInTime, storeId, generation.id);
+    catalog.inflight.clear(server.name, storeId);
+  });
+}
+
+function report(
+  o: ProtectOptions,
+  server: Server,
+  source: Source,
+  storeId: string,
+  delivery: Delivery,
+  started: number,
+  log: Logger,
+): ProtectResult {
+  const disks: DiskReport[] = source.disks.map((d) => {
+    const ts = delivery.tallies.get(d.name) ?? [];
+    const sum = (k: keyof DiskTransferResult) => ts.reduce((n, x) => n + x[k], 0);
+    return {
+      name: d.name,
+      target: d.target,
+      size: d.size,
+      mode: delivery.modes.get(d.name) ?? d.mode,
+      dataBytes: sum('dataBytes'),
+      zeroBytes: sum('zeroBytes'),
+      readBytes: sum('readBytes'),
+      skippedBytes: sum('skippedBytes'),
+    };
+  });
+  const { generation } = delivery;
+  const result: ProtectResult = {
+    server: server.name,
+    target: o.targetLabel,
+    storeId,
+    generation,
+    pointInTime: source.pointInTime,
+    takenAt: source.takenAt.toISOString(),
+    sourceKind: source.kind,
+    quiesced: source.quiesced,
+    mode: deltaMode(disks),
+    disks,
+    bytesRead: disks.reduce((s, d) => s + d.readBytes, 0),
+    bytesSent: delivery.wireBytes,
+    resumedBytes: delivery.resumedBytes,
+    attempts: delivery.attempts,
+    attemptLog: delivery.attemptLog,
+    durationMs: Math.round(performance.now() - started),
+  };
+  log.verbose('generation committed', {
+    generation: generation.id,
+    seq: generation.seq,
+    mode: result.mode,
+    bytesSent: result.bytesSent,
+    ms: result.durationMs,
+  });
+  return result;
 }

@@ -29,6 +29,7 @@ import {
   type ImageExport,
   listCheckpoints,
   needsResync,
+  removeStaleScratch,
   resumeDomain,
   type Server,
   shutdownDomain,
@@ -151,6 +152,9 @@ async function beginBackup(req: SourceRequest, checkpoint: string, quiesce: bool
   const domain = req.server.name;
   const socketPath = socketPathFor(req.runDir, domain, checkpoint);
   const scratchDir = ensureRunDir(req.runDir, 'scratch');
+  // No backup job runs (acquireSource ended a stale one) and this run holds the server.
+  const stale = removeStaleScratch(domain, scratchDir);
+  if (stale.length) log.info('removed scratch files a crashed backup left behind', { files: stale });
   const targets = req.disks.map((d) => d.target);
   let frozen = false;
   if (quiesce) {

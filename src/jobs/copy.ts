@@ -2,7 +2,8 @@
  * One server to one target, as `haven protect` and every job run do it: the engine's
  * protectServer, retried with exponential back-off when the failure may pass, and the per-server
  * result recorded in the catalog (a `running` row at the start, so a crash leaves a trace, then
- * the final one, which also updates the server's status).
+ * the final one, which also updates the server's status). A dry run asks the engine for a plan
+ * and records nothing.
  *
  * Results are recorded under the target's name as the operator wrote it (a configured name, or
  * the URL given on the command line), so `haven status` shows names people know.
@@ -11,23 +12,28 @@ import type { Catalog } from '../catalog/catalog.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import {
+  canRetryLater,
+  DEFAULT_RECONNECTS,
+  interruption,
   type ProgressSnapshot,
   type ProtectPlan,
   type ProtectResult,
   type ProtectTuning,
+  planProtect,
   protectServer,
   type StageHook,
   type Virsh,
 } from '../engine/index.ts';
-import { senderFactory } from './sender.ts';
+import { planSessionFactory, senderFactory } from './sender.ts';
 import { sleep } from './sync.ts';
 import type { EarlyConnection, ResolvedTarget } from './targets.ts';
 
-/** Failures that another attempt cannot fix: wrong input, a missing server, a safety refusal. */
-const FINAL_KINDS = new Set(['usage', 'config', 'not-found', 'refused', 'interrupted']);
-
+/**
+ * Failures that another attempt cannot fix: wrong input, a missing server, a safety refusal, a
+ * target without Haven (engine/retry.ts decides for both levels of retry).
+ */
 export function retryable(e: HavenError): boolean {
-  return !FINAL_KINDS.has(e.kind);
+  return canRetryLater(e);
 }
 
 /** Wait before attempt `n + 1` after `n` failed attempts: backoff, doubling, at most an hour. */
@@ -51,7 +57,10 @@ export interface CopyServerOptions {
   retryBackoffMs?: number;
   /** A connection to the target opened ahead (protect.ts); the first session uses it. */
   early?: EarlyConnection;
-  /** Reconnections within one attempt (the engine's resume). */
+  /**
+   * Reconnections within one attempt (the engine's resume). Default: the engine's 3, at most
+   * `retries` when that is given, so a job's `retries: 0` tries nothing again.
+   */
   reconnects?: number;
   tuning?: Partial<ProtectTuning>;
   dryRun?: boolean;
@@ -77,7 +86,39 @@ export interface ServerOutcome {
   durationMs: number;
 }
 
+function reconnectsOf(o: CopyServerOptions): number | undefined {
+  if (o.reconnects !== undefined) return o.reconnects;
+  return o.retries === undefined ? undefined : Math.min(DEFAULT_RECONNECTS, o.retries);
+}
+
+/** A dry run: the engine's plan, nothing recorded. */
+async function planServer(o: CopyServerOptions): Promise<ServerOutcome> {
+  const startedAt = new Date();
+  const log = o.log.child({ server: o.server, target: o.target.name });
+  const outcome = { server: o.server, target: o.target.name, attempts: 1, startedAt };
+  try {
+    const plan = await planProtect({
+      server: o.server,
+      connect: planSessionFactory(o.target, { log }),
+      targetLabel: o.target.url,
+      virsh: o.virsh,
+      consistency: o.consistency,
+      catalog: o.catalog,
+      retries: reconnectsOf(o),
+      signal: o.signal,
+      log,
+    });
+    return { ...outcome, status: 'planned', plan, durationMs: Date.now() - startedAt.getTime() };
+  } catch (e) {
+    const err = o.signal?.aborted ? interruption(o.signal, asHavenError(e)) : asHavenError(e);
+    const status = o.signal?.aborted ? 'cancelled' : 'failed';
+    log.error(`plan ${status}`, { err });
+    return { ...outcome, status, error: err, durationMs: Date.now() - startedAt.getTime() };
+  }
+}
+
 export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
+  if (o.dryRun) return planServer(o);
   const startedAt = new Date();
   const log = o.log.child({ server: o.server, target: o.target.name });
   const record = (status: 'running' | 'ok' | 'failed' | 'cancelled', extra: Record<string, unknown> = {}) => {
@@ -90,7 +131,7 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
       ...extra,
     });
   };
-  if (!o.dryRun) record('running');
+  record('running');
   let attempts = 0;
   for (;;) {
     attempts++;
@@ -108,27 +149,15 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
         quiesce: o.quiesce,
         catalog: o.catalog,
         runId: o.runId,
-        retries: o.reconnects,
-        dryRun: o.dryRun,
+        retries: reconnectsOf(o),
         tuning: o.tuning,
-        stage: o.dryRun ? undefined : o.stage?.(),
+        stage: o.stage?.(),
         onProgress: o.onProgress,
         signal: o.signal,
         log,
       });
       o.afterAttempt?.();
       const durationMs = Date.now() - startedAt.getTime();
-      if (!('generation' in out)) {
-        return {
-          server: o.server,
-          target: o.target.name,
-          status: 'planned',
-          plan: out,
-          attempts,
-          startedAt,
-          durationMs,
-        };
-      }
       record('ok', {
         mode: out.mode,
         bytesRead: out.bytesRead,
@@ -149,9 +178,9 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
       };
     } catch (e) {
       o.afterAttempt?.();
-      const err = asHavenError(e);
       const cancelled = o.signal?.aborted === true;
-      const last = cancelled || o.dryRun || !retryable(err) || attempts > (o.retries ?? 0);
+      let err = o.signal?.aborted ? interruption(o.signal, asHavenError(e)) : asHavenError(e);
+      const last = cancelled || !retryable(err) || attempts > (o.retries ?? 0);
       if (!last) {
         const wait = backoffMs(o.retryBackoffMs ?? 60_000, attempts);
         log.warn('copy failed; trying again', { attempt: attempts, waitMs: wait, err });
@@ -161,13 +190,12 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
           continue;
         } catch {
           // cancelled while waiting: fall through to the final record
+          if (o.signal) err = interruption(o.signal, err);
         }
       }
       const status = o.signal?.aborted ? 'cancelled' : 'failed';
       const durationMs = Date.now() - startedAt.getTime();
-      if (!o.dryRun) {
-        record(status, { durationMs, errorCode: err.code, errorMessage: err.message, attempts });
-      }
+      record(status, { durationMs, errorCode: err.code, errorMessage: err.message, attempts });
       log.error(`copy ${status}`, { attempts, err });
       return { server: o.server, target: o.target.name, status, error: err, attempts, startedAt, durationMs };
     }

@@ -1,5 +1,5 @@
 /**
- * The job runner's errors. Codes are stable (JOB_*, CACHE_*); `kind` decides the exit code.
+ * The job runner's errors. Codes are stable (JOB_*, CACHE_*, FORGET_*); `kind` decides the exit code.
  */
 import { HavenError, type HavenErrorOptions } from '../core/errors.ts';
 
@@ -10,6 +10,8 @@ export type JobErrorCode =
   | 'JOB_SERVER_NOT_FOUND'
   | 'JOB_FAILED'
   | 'JOB_RUN_NOT_FOUND'
+  | 'FORGET_NOT_FOUND'
+  | 'FORGET_RUN_IN_PROGRESS'
   | 'CACHE_NO_DRIVE'
   | 'CACHE_MOUNT_FAILED'
   | 'CACHE_LOCKED';

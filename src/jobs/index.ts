@@ -8,7 +8,23 @@ export { type TargetStaging, targetStaging } from './cache/target.ts';
 export { backoffMs, type CopyServerOptions, copyServer, retryable, type ServerOutcome } from './copy.ts';
 export { JobError, jobNotFound } from './errors.ts';
 export { dedupKeys, EventLog } from './events.ts';
+export {
+  type ForgetRequest,
+  type ForgetResult,
+  type ForgottenPair,
+  forget,
+  type NextCopy,
+  type ServerForget,
+} from './forget.ts';
+export { type MaintenanceReport, runMaintenance, SWEEP_EVERY_MS } from './maintenance.ts';
 export { type AlertChannel, EmailChannel, formatAlert, Notifier, WebhookChannel } from './notify.ts';
+export { jobsCopying } from './pairs.ts';
+export {
+  claimLogRetention,
+  pruneHistory,
+  pruneLogs,
+  RETENTION_EVERY_MS,
+} from './retention.ts';
 export { checkRpo, type RpoCheck } from './rpo.ts';
 export {
   type JobRunResult,
@@ -22,5 +38,6 @@ export {
 export { missedFire } from './schedule.ts';
 export { senderFactory } from './sender.ts';
 export { orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
+export { type CheckpointSweep, sweepCheckpoints } from './stale-checkpoints.ts';
 export { nextRuns, type RpoState, rpoState, type StatusRow, statusRows } from './status.ts';
 export { DEFAULT_COPIES, EarlyConnection, type ResolvedTarget, resolveTarget } from './targets.ts';

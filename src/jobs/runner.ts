@@ -10,7 +10,7 @@
  */
 import type { Catalog, FinalRunStatus, RunTrigger } from '../catalog/catalog.ts';
 import { effectiveCopies, type HavenConfig, type JobConfig } from '../core/config.ts';
-import { asHavenError, type HavenError } from '../core/errors.ts';
+import { asHavenError, type HavenError, InternalError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { formatBytes, formatDuration } from '../core/units.ts';
 import {
@@ -106,7 +106,8 @@ export interface JobRunResult {
 export interface RunJobOptions {
   config: HavenConfig;
   job: string;
-  catalog: Catalog;
+  /** Where the run is recorded; a dry run may go without (it only reads it). */
+  catalog: Catalog | undefined;
   runDir: string;
   trigger: RunTrigger;
   virsh?: Virsh;
@@ -174,8 +175,15 @@ class JobRun {
     const job = o.config.jobs[o.job];
     if (!job) throw jobNotFound(o.job, Object.keys(o.config.jobs));
     this.job = job;
+    if (!o.catalog && !o.dryRun) throw new InternalError('a job run needs the catalog');
     // One virsh process serves the run's libvirt calls (a caller's Virsh is the caller's to close).
     this.virsh = o.virsh ?? new Virsh({ log: o.log, session: true });
+  }
+
+  /** The catalog of a run that records (every run but a dry run, checked in the constructor). */
+  private get catalog(): Catalog {
+    if (!this.o.catalog) throw new InternalError('a job run needs the catalog');
+    return this.o.catalog;
   }
 
   private update(u: JobUpdate): void {
@@ -191,9 +199,10 @@ class JobRun {
   }
 
   async run(): Promise<JobRunResult> {
-    const { catalog, log } = this.o;
+    const { log } = this.o;
     const started = new Date();
     if (!this.o.dryRun) {
+      const catalog = this.catalog;
       this.runId = startJobRun(catalog, this.job.name, this.o.trigger);
       catalog.schedule.update('job', this.job.name, { lastRunAt: started, lastRunId: this.runId });
     }
@@ -279,7 +288,7 @@ class JobRun {
   }
 
   private finish(result: JobRunResult, setupError: HavenError | undefined): void {
-    const { catalog } = this.o;
+    const catalog = this.catalog;
     const runId = this.runId!;
     const count = (s: string) => result.servers.filter((r) => r.status === s).length;
     const summary = {
@@ -421,7 +430,7 @@ class JobRun {
     };
     this.reports.push(report);
     if (this.o.dryRun || this.runId === null) return;
-    this.o.catalog.runs.recordServer(this.runId, {
+    this.catalog.runs.recordServer(this.runId, {
       server: name,
       target,
       status: 'failed',

@@ -3,7 +3,7 @@
  * again for every reconnection a run needs (a broken connection is reopened to resume).
  */
 import { readFile } from 'node:fs/promises';
-import { ioError } from '../core/errors.ts';
+import { asHavenError, ioError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { StreamSender } from '../protocol/index.ts';
 import { openTarget } from '../transport/index.ts';
@@ -35,5 +35,32 @@ export function senderFactory(
       token,
       log: options.log,
     });
+  };
+}
+
+/**
+ * Sessions for a dry run: the receiver runs with `--dry-run` (it creates no store, mounts no
+ * cache drive, writes no log file and completes no pending commit) and without staging options.
+ * Resolves to null when the target holds no store yet: that receiver ends with exit code 4
+ * (not-found, docs/exit-codes.md) and STORE_NOT_FOUND on stderr before any session.
+ */
+export function planSessionFactory(
+  t: ResolvedTarget,
+  options: { log: Logger },
+): () => Promise<StreamSender | null> {
+  const open = senderFactory(t, { log: options.log, receiveArgs: ['--dry-run'] });
+  return async () => {
+    try {
+      return await open();
+    } catch (e) {
+      const err = asHavenError(e);
+      const noStore =
+        err.code === 'TRANSPORT_CHILD_FAILED' &&
+        err.details?.exitCode === 4 &&
+        /\[STORE_NOT_FOUND\]/.test(String(err.details.stderr ?? ''));
+      if (!noStore) throw err;
+      options.log.verbose('the target holds no store yet', { target: t.url });
+      return null;
+    }
   };
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig } from '../core/config.ts';
+import type { HavenError } from '../core/errors.ts';
 import { resolveTarget } from './targets.ts';
 
 const NOW = new Date('2026-03-10T12:00:00Z');
@@ -23,5 +24,32 @@ test('a target’s receiver arguments: --staging and --no-reflink, for ssh and l
   assert.deepEqual(
     resolveTarget('/srv/other', config('    url: /srv/haven\n    reflink: false\n')).receiveArgs,
     [],
+  );
+});
+
+test('a bare word names a configured target; a local path must look like one', () => {
+  const c = parseConfig('targets:\n  dr1:\n    url: /srv/dr1\n  dr2:\n    url: /srv/dr2\n', 'test.yaml', NOW);
+  assert.equal(resolveTarget('dr1', c).url, '/srv/dr1');
+  for (const path of ['/srv/new', './new', '../new', 'file:///srv/new']) {
+    assert.equal(resolveTarget(path, c).endpoint.kind, 'local', path);
+  }
+  assert.equal(resolveTarget('ssh://dr/srv/x', c).endpoint.kind, 'ssh');
+  for (const typo of ['dr3', 'nosuchtarget', 'stores/dr1', 'constructor']) {
+    assert.throws(
+      () => resolveTarget(typo, c),
+      (e: HavenError) => {
+        assert.equal(e.code, 'TARGET_NOT_FOUND', typo);
+        assert.equal(e.kind, 'not-found');
+        assert.match(e.hint ?? '', /Configured targets: dr1, dr2\./);
+        assert.match(e.hint ?? '', new RegExp(`\\./${typo.replace('/', '\\/')}`));
+        return true;
+      },
+    );
+  }
+  const none = parseConfig('', 'test.yaml', NOW);
+  assert.throws(() => resolveTarget('dr1', none), /no target named "dr1"/);
+  assert.throws(
+    () => resolveTarget('dr1', none),
+    (e: HavenError) => /No target is configured/.test(e.hint ?? ''),
   );
 });

@@ -3,6 +3,7 @@
  * transport to reach it (sender.ts adds the stream handshake on top). Kept free of the protocol
  * and the engine so `haven protect` can start its receiver before loading them.
  */
+import { isAbsolute } from 'node:path';
 import type { HavenConfig, TargetConfig } from '../core/config.ts';
 import { HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -44,12 +45,21 @@ export interface ResolvedTarget {
 
 export const DEFAULT_COPIES = 3;
 
+/** A target written as a location rather than a name: a URL, or a path that looks like one. */
+function isLocation(spec: string): boolean {
+  return spec.includes('://') || isAbsolute(spec) || /^\.\.?\//.test(spec);
+}
+
 /**
- * A target by configuration name, else as a URL or local path. Flags override configured
- * values.
+ * A target by configuration name, else as a URL or local path. A bare word must be a configured
+ * name and a local path must look like one (absolute, or starting with ./ or ../): a mistyped
+ * name must not become a new store in the working directory. Flags override configured values.
  */
 export function resolveTarget(spec: string, config: HavenConfig, over: TargetOverrides = {}): ResolvedTarget {
-  const configured: TargetConfig | undefined = config.targets[spec];
+  const configured: TargetConfig | undefined = Object.hasOwn(config.targets, spec)
+    ? config.targets[spec]
+    : undefined;
+  if (!configured && !isLocation(spec)) throw unknownTarget(spec, Object.keys(config.targets));
   const endpoint = configured ? parseTarget(configured.url) : parseTarget(spec);
   const remote = endpoint.kind !== 'local';
   const ssh =
@@ -89,6 +99,15 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
     staging,
     receiveArgs: [...(staging ? ['--staging', staging] : []), ...(noReflink ? ['--no-reflink'] : [])],
   };
+}
+
+function unknownTarget(spec: string, names: string[]): HavenError {
+  const known = names.length ? `Configured targets: ${names.sort().join(', ')}.` : 'No target is configured.';
+  return new HavenError('TARGET_NOT_FOUND', `no target named ${JSON.stringify(spec)}`, {
+    kind: 'not-found',
+    hint: `${known} A store on this machine is written as a path: absolute (/srv/haven) or ./${spec}; a remote one as ssh://host/path or tls://host:port.`,
+    details: { target: spec, configured: names },
+  });
 }
 
 /** What openTarget needs to reach a resolved target. */

@@ -70,6 +70,11 @@ export interface ReceiverOptions {
    */
   refuse?: HavenError;
   /**
+   * A sender's dry run (`haven receive --dry-run`): QUERY answers from the store as it is, without
+   * first committing a sealed delta, and OPEN is refused, so the session changes nothing.
+   */
+  readOnly?: boolean;
+  /**
    * Called after a generation is committed and before COMMITTED is sent. A crash-test hook:
    * `haven receive` sets it only from HAVEN_TEST_FAULT (docs/stream-protocol.md, "Test hooks").
    */
@@ -333,7 +338,7 @@ export class StreamReceiver {
     checkName('server', server);
     // A delta sealed by an earlier session but not committed (the target filled up at commit,
     // the receiver died) becomes the newest generation now, so the sender plans against it.
-    await this.store.recover(server);
+    if (!this.o.readOnly) await this.store.recover(server);
     // Refused here, before the sender takes a point in time it could not deliver.
     const m = await this.store.manifest(server);
     if (m?.activeAtDr) throw activeAtDrError(server, m.activeAtDr);
@@ -344,6 +349,12 @@ export class StreamReceiver {
 
   private async onOpen(meta: FrameBodies['OPEN']): Promise<void> {
     this.lastServer = meta.server;
+    if (this.o.readOnly) {
+      throw new HavenError('RECEIVE_READ_ONLY', 'this receiver answers a dry run and takes no delta', {
+        kind: 'refused',
+        hint: 'Run the sender without --dry-run.',
+      });
+    }
     checkName('server', meta.server);
     checkName('job', meta.job);
     for (const d of meta.disks) checkName('disk', d.name);

@@ -12,7 +12,8 @@
  *
  * The job ends with `backupEnd` (virsh domjobabort: for a pull backup that is the normal end).
  */
-import { existsSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { DomainXml } from '../core/domain-xml.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
@@ -52,7 +53,10 @@ export interface BackupBeginOptions {
   incrementalFrom?: string;
   /** Unix socket for the NBD server; its directory must be writable by QEMU (run dir). */
   socketPath: string;
-  /** Directory for the per-disk scratch files `<domain>.<target>.scratch` (writable by QEMU). */
+  /**
+   * Directory for the per-disk scratch files `<domain>.<target>.<run>.scratch` (writable by
+   * QEMU); `<run>` is new for every backup, so no backup ever touches another's.
+   */
   scratchDir: string;
   /** Targets to back up; default every disk that is not removable media. */
   disks?: readonly string[];
@@ -120,6 +124,31 @@ export function buildBackupXml(options: {
   return `${lines.join('\n')}\n`;
 }
 
+function scratchPrefix(domain: string): string {
+  return `${domain.replace(/[^A-Za-z0-9._+-]/g, '_')}.`;
+}
+
+/**
+ * Removes the domain's scratch files: libvirt deletes a job's scratch files when the job ends, so
+ * any found while no backup job of the domain runs were left by a libvirtd or host that went down
+ * mid-backup. Only for a caller that knows no backup of the domain runs or is starting meanwhile
+ * (the engine, which holds the server for its run); returns the files removed.
+ */
+export function removeStaleScratch(domain: string, scratchDir: string): string[] {
+  const prefix = scratchPrefix(domain);
+  const removed: string[] = [];
+  for (const name of existsSync(scratchDir) ? readdirSync(scratchDir) : []) {
+    const path = join(scratchDir, name);
+    if (!name.startsWith(prefix) || !name.endsWith('.scratch')) continue;
+    // Another domain whose name extends this one's ("web" and "web.1") has a target in between.
+    const target = name.slice(prefix.length).split('.')[0];
+    if (!target || !/^[a-z]+[0-9a-z]*$/.test(target)) continue;
+    rmSync(path, { force: true });
+    removed.push(path);
+  }
+  return removed;
+}
+
 /** The running backup job of a domain, or null when there is none. */
 export async function activeBackup(virsh: Virsh, domain: string): Promise<BackupJob | null> {
   try {
@@ -168,15 +197,12 @@ export async function backupBegin(
     const base = await getCheckpoint(virsh, domain, options.incrementalFrom);
     incrementalDisks = new Set(base.disks.filter((d) => d.checkpoint === 'bitmap').map((d) => d.name));
   }
+  // Named after domain, disk and this backup: servers share the directory, and a backup another
+  // process starts meanwhile (whose job this one's check could not see yet) keeps its own files.
+  const run = randomBytes(4).toString('hex');
   const disks = all.map((d) => {
     const backup = wanted.includes(d.target);
-    // Named after domain and disk, so backups of several servers can share one directory.
-    const scratchFile = join(
-      options.scratchDir,
-      `${domain.replace(/[^A-Za-z0-9._+-]/g, '_')}.${d.target}.scratch`,
-    );
-    // Left by a backup that crashed: libvirt refuses to overwrite it. No job runs, so it is stale.
-    if (backup && existsSync(scratchFile)) unlinkSync(scratchFile);
+    const scratchFile = join(options.scratchDir, `${scratchPrefix(domain)}${d.target}.${run}.scratch`);
     return { target: d.target, backup, incremental: incrementalDisks.has(d.target), scratchFile };
   });
   // Likewise a stale socket: QEMU (another user) could not replace it. A live one is not ours.

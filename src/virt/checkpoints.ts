@@ -13,7 +13,7 @@ import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { VirtError } from './errors.ts';
 import { domainState, isActiveState } from './lifecycle.ts';
-import { bitmapAdd, bitmapProblem, qemuImgInfo } from './qemu-img.ts';
+import { bitmapAdd, bitmapProblem, bitmapRemove, qemuImgInfo } from './qemu-img.ts';
 import type { Virsh } from './virsh.ts';
 import { attr, childElement, childElements, childText, escapeXml, parseXmlRoot } from './xml.ts';
 
@@ -180,17 +180,100 @@ export async function checkpointXml(virsh: Virsh, domain: string, name: string):
   return virsh.run(['checkpoint-dumpxml', '--domain', domain, '--checkpointname', name]);
 }
 
+export interface DeleteCheckpointOptions {
+  /** Keep the bitmaps in the images: the checkpoint can be redefined from its XML. */
+  metadataOnly?: boolean;
+  /** Delete the checkpoint's descendants too. */
+  children?: boolean;
+  log?: Logger;
+}
+
+/**
+ * Deletes a checkpoint and its bitmaps. On a running domain libvirt does both. On a shut-off one
+ * libvirt refuses ("cannot delete checkpoint for inactive domain", libvirt 9.0), so, as
+ * createOfflineCheckpoint does when it makes one, the bitmaps are removed from the qcow2 images
+ * with qemu-img and only libvirt's metadata is deleted (libvirt re-parents the children; the
+ * rules are kbase/internals/incremental-backup's). qemu-img takes the image's write lock, so a
+ * QEMU started meanwhile makes it fail with VIRT_IMAGE_IN_USE and nothing is half-deleted: the
+ * metadata goes only after every bitmap did.
+ */
 export async function deleteCheckpoint(
   virsh: Virsh,
   domain: string,
   name: string,
-  options: { metadataOnly?: boolean; children?: boolean } = {},
+  options: DeleteCheckpointOptions = {},
 ): Promise<void> {
   const args = ['checkpoint-delete', '--domain', domain, '--checkpointname', name];
-  // --metadata keeps the bitmaps in the images: the checkpoint can be redefined from its XML.
   if (options.metadataOnly) args.push('--metadata');
   if (options.children) args.push('--children');
-  await virsh.run(args);
+  try {
+    await virsh.run(args);
+  } catch (e) {
+    if (options.metadataOnly || !(e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_RUNNING')) throw e;
+    await deleteOfflineCheckpoint(virsh, domain, name, options);
+  }
+}
+
+async function deleteOfflineCheckpoint(
+  virsh: Virsh,
+  domain: string,
+  name: string,
+  options: DeleteCheckpointOptions,
+): Promise<void> {
+  const log = options.log ?? silentLogger;
+  if (options.children) {
+    const all = await listCheckpoints(virsh, domain);
+    // Newest first, so each child goes before its parent.
+    for (const c of descendants(all, name).reverse()) await deleteOfflineCheckpoint(virsh, domain, c, {});
+  }
+  const cp = await getCheckpoint(virsh, domain, name);
+  const disks = await inactiveDisks(virsh, domain);
+  for (const d of cp.disks.filter((x) => x.checkpoint === 'bitmap')) {
+    const bitmap = d.bitmap ?? name;
+    const disk = disks.find((x) => x.target === d.name);
+    const path = await imagePath(virsh, disk);
+    if (!path) {
+      log.verbose('checkpoint disk has no image any more; nothing to remove there', { domain, disk: d.name });
+      continue;
+    }
+    const info = await qemuImgInfo(path, { format: disk?.format, log });
+    if (!info.bitmaps.some((b) => b.name === bitmap)) continue;
+    await bitmapRemove(path, bitmap, { log });
+    log.verbose('removed a checkpoint bitmap from a shut-off server’s image', {
+      domain,
+      disk: d.name,
+      bitmap,
+      path,
+    });
+  }
+  await virsh.run(['checkpoint-delete', '--domain', domain, '--checkpointname', name, '--metadata']);
+}
+
+/** Names of the checkpoints below `name` in the parent tree, oldest first. */
+function descendants(all: readonly Checkpoint[], name: string): string[] {
+  const below = new Set([name]);
+  const out: string[] = [];
+  for (const c of all) {
+    if (c.parent !== undefined && below.has(c.parent)) {
+      below.add(c.name);
+      out.push(c.name);
+    }
+  }
+  return out;
+}
+
+/** The disks of the domain's inactive definition (what qemu-img works on while it is off). */
+async function inactiveDisks(virsh: Virsh, domain: string): Promise<DomainDisk[]> {
+  return DomainXml.parse(await virsh.run(['dumpxml', '--domain', domain, '--inactive'])).disks();
+}
+
+/** A disk's image path; a storage pool volume is asked for its path. */
+async function imagePath(virsh: Virsh, disk: DomainDisk | undefined): Promise<string | undefined> {
+  if (disk?.path) return disk.path;
+  if (disk?.pool && disk.volume) {
+    return (await virsh.run(['vol-path', '--pool', disk.pool, '--vol', disk.volume])).trim();
+  }
+  return undefined;
 }
 
 /**
@@ -275,15 +358,12 @@ export async function validateCheckpoint(
       return { checkpoint: name, ok: false, method: 'libvirt', issues, message: text };
     }
   }
-  const dom = DomainXml.parse(await virsh.run(['dumpxml', '--domain', domain, '--inactive']));
+  const disks = await inactiveDisks(virsh, domain);
   const issues: BitmapIssue[] = [];
   for (const d of withBitmap) {
     const bitmap = d.bitmap ?? name;
-    const disk = dom.disks().find((x) => x.target === d.name);
-    let path = disk?.path;
-    if (!path && disk?.pool && disk.volume) {
-      path = (await virsh.run(['vol-path', '--pool', disk.pool, '--vol', disk.volume])).trim();
-    }
+    const disk = disks.find((x) => x.target === d.name);
+    const path = await imagePath(virsh, disk);
     if (!path) {
       issues.push({ disk: d.name, bitmap, problem: 'no-image' });
       continue;

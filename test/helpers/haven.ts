@@ -43,6 +43,8 @@ export interface RunHavenOptions {
   killOn?: Promise<unknown>;
   killSignal?: NodeJS.Signals;
   timeoutMs?: number;
+  /** Working directory of the command (default this process's). */
+  cwd?: string;
 }
 
 export function runHaven(h: HavenEnv, args: string[], o: RunHavenOptions = {}): Promise<HavenResult> {
@@ -50,7 +52,11 @@ export function runHaven(h: HavenEnv, args: string[], o: RunHavenOptions = {}): 
     const env = { ...h.env };
     // A config file that does not exist is fine unless named explicitly; tests name none.
     if (env.HAVEN_CONFIG?.endsWith('no-config.yaml')) delete env.HAVEN_CONFIG;
-    const child = spawn(process.execPath, [HAVEN_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [HAVEN_BIN, ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(o.cwd ? { cwd: o.cwd } : {}),
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));

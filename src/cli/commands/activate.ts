@@ -10,6 +10,7 @@ import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { exitCodeFor } from '../exit-codes.ts';
+import { interruptible } from '../interrupt.ts';
 
 interface ActivateFlags {
   store: string;
@@ -91,20 +92,26 @@ export default function register(program: Command, context: () => CliContext): v
       const log = flags.dryRun ? ctx.log : ctx.openRunLog('activate');
       const store = await openFsStore(flags.store, { log });
       try {
-        const report = await activateServers({
-          store,
-          servers,
-          all: flags.all,
-          generation: seqFlag(flags.generation),
-          dryRun: flags.dryRun,
-          force: flags.force,
-          verify: flags.verify,
-          name: flags.name,
-          primary: flags.primary,
-          virsh: new Virsh({ uri: flags.uri, log }),
-          log,
+        await interruptible('activate', async (signal) => {
+          const report = await activateServers({
+            store,
+            servers,
+            all: flags.all,
+            generation: seqFlag(flags.generation),
+            dryRun: flags.dryRun,
+            force: flags.force,
+            verify: flags.verify,
+            name: flags.name,
+            primary: flags.primary,
+            virsh: new Virsh({ uri: flags.uri, log }),
+            rules: (await ctx.config()).definitions,
+            signal,
+            log,
+          });
+          // Stopped between servers: what was started is reported, the rest was not touched.
+          finish(ctx, report, Boolean(flags.json));
+          signal.throwIfAborted();
         });
-        finish(ctx, report, Boolean(flags.json));
       } finally {
         await store.close();
       }

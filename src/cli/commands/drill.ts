@@ -12,13 +12,14 @@ import type { BootMarker, DrillConfig, HavenConfig } from '../../core/config.ts'
 import { UsageError } from '../../core/errors.ts';
 import { checkName } from '../../core/names.ts';
 import { formatDuration, parseDuration } from '../../core/units.ts';
-import { runRecordedDrill } from '../../daemon/drill-runs.ts';
+import { runRecordedDrill } from '../../daemon/index.ts';
 import { EventLog, Notifier } from '../../jobs/index.ts';
 import { type DrillReport, unknownServer } from '../../recovery/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
+import { interruptible } from '../interrupt.ts';
 
 interface DrillFlags {
   store?: string;
@@ -142,24 +143,30 @@ export default function register(program: Command, context: () => CliContext): v
       const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
       const events = new EventLog(catalog, Notifier.fromConfig((await ctx.config()).alerts, log), log);
       try {
-        const { report } = await runRecordedDrill({
-          settings,
-          catalog,
-          events,
-          trigger: 'manual',
-          ...(log.filePath ? { logFile: log.filePath } : {}),
-          virsh: new Virsh({ uri: flags.uri, log }),
-          runDir: ctx.paths.runDir,
-          log,
-          ...(servers.length ? { servers } : {}),
-          ...(marker ? { marker } : {}),
-          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-          ...(generation !== undefined ? { generation } : {}),
-          ...(flags.verify ? { verify: true } : {}),
+        await interruptible('drill', async (signal) => {
+          const { report } = await runRecordedDrill({
+            settings,
+            catalog,
+            events,
+            trigger: 'manual',
+            ...(log.filePath ? { logFile: log.filePath } : {}),
+            virsh: new Virsh({ uri: flags.uri, log }),
+            runDir: ctx.paths.runDir,
+            rules: (await ctx.config()).definitions,
+            log,
+            ...(servers.length ? { servers } : {}),
+            ...(marker ? { marker } : {}),
+            ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+            ...(generation !== undefined ? { generation } : {}),
+            ...(flags.verify ? { verify: true } : {}),
+            signal,
+          });
+          // Stopped: the drill removed its domains and recorded what it saw; no verdict on the rest.
+          signal.throwIfAborted();
+          if (flags.json) ctx.printJson(report);
+          else print(ctx, report);
+          if (report.failed > 0) process.exitCode = EXIT_PARTIAL;
         });
-        if (flags.json) ctx.printJson(report);
-        else print(ctx, report);
-        if (report.failed > 0) process.exitCode = EXIT_PARTIAL;
       } finally {
         await events.flush();
         catalog.close();

@@ -14,6 +14,7 @@ import { openFsStore } from '../../store/index.ts';
 import { JoinedStream } from '../../transport/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
+import { interruptible } from '../interrupt.ts';
 import { progressBar } from '../progress-bar.ts';
 
 interface FailbackFlags {
@@ -80,27 +81,25 @@ export default function register(program: Command, context: () => CliContext): v
       const log = ctx.openRunLog(`failback-${server}`);
       const store = await openFsStore(flags.store, { log });
       const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
-      const abort = new AbortController();
-      const onSignal = () => abort.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
       try {
-        const r = await failback({
-          store,
-          server,
-          to: flags.to,
-          virsh: new Virsh({ uri: flags.uri, log }),
-          runDir: ctx.paths.runDir,
-          primaryUri: flags.primaryUri,
-          start: flags.start,
-          compress,
-          shutdownTimeoutMs: parseDuration(flags.shutdownTimeout ?? '5m'),
-          forceOff: flags.forceOff,
-          link: { sshOptions: flags.sshOption, remoteCommand: flags.remoteCommand },
-          onProgress: (s) => bar.update({ ...s, phase: `${s.pass}: ${s.phase}` }),
-          signal: abort.signal,
-          log,
-        });
+        const r = await interruptible(`failback ${server}`, (signal) =>
+          failback({
+            store,
+            server,
+            to: flags.to,
+            virsh: new Virsh({ uri: flags.uri, log }),
+            runDir: ctx.paths.runDir,
+            primaryUri: flags.primaryUri,
+            start: flags.start,
+            compress,
+            shutdownTimeoutMs: parseDuration(flags.shutdownTimeout ?? '5m'),
+            forceOff: flags.forceOff,
+            link: { sshOptions: flags.sshOption, remoteCommand: flags.remoteCommand },
+            onProgress: (s) => bar.update({ ...s, phase: `${s.pass}: ${s.phase}` }),
+            signal,
+            log,
+          }),
+        );
         bar.stop();
         if (flags.json) {
           ctx.printJson(r);
@@ -124,8 +123,6 @@ export default function register(program: Command, context: () => CliContext): v
         bar.stop();
         throw e;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
         await store.close();
       }
     });

@@ -21,7 +21,9 @@ import {
 } from '../../jobs/index.ts';
 import { guardAfterRefusal } from '../../recovery/index.ts';
 import type { CliContext } from '../context.ts';
+import { catalogForDryRun } from '../dry-run.ts';
 import { EXIT_CODES, EXIT_PARTIAL, exitCodeFor } from '../exit-codes.ts';
+import { interruptible } from '../interrupt.ts';
 import { jobProgress } from '../job-progress.ts';
 import { formatTime, formatWhenRelative } from '../when.ts';
 
@@ -107,7 +109,12 @@ function printRun(ctx: CliContext, r: JobRunResult, tz: string | undefined): voi
 
 export default function register(program: Command, context: () => CliContext): void {
   const job = program.command('job').description('list, show and run the jobs of the configuration');
+  registerList(job, context);
+  registerShow(job, context);
+  registerRun(job, context);
+}
 
+function registerList(job: Command, context: () => CliContext): void {
   job
     .command('list')
     .description('every job with its servers, targets, schedule, next run and last result')
@@ -145,7 +152,9 @@ export default function register(program: Command, context: () => CliContext): v
         catalog?.close();
       }
     });
+}
 
+function registerShow(job: Command, context: () => CliContext): void {
   job
     .command('show')
     .description('one job: its settings, the servers it selects now, their status and recent runs')
@@ -232,7 +241,9 @@ export default function register(program: Command, context: () => CliContext): v
         catalog?.close();
       }
     });
+}
 
+function registerRun(job: Command, context: () => CliContext): void {
   job
     .command('run')
     .description('run a job now: its servers largest first, to each of its targets')
@@ -244,36 +255,38 @@ export default function register(program: Command, context: () => CliContext): v
       const config = await ctx.config();
       getJob(config, name);
       const log = flags.dryRun ? ctx.log : ctx.openRunLog(`job-${name}`);
-      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
-      const events = flags.dryRun
-        ? undefined
-        : new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
+      // A dry run reads the catalog if there is one and never creates or migrates it.
+      const catalog = flags.dryRun
+        ? await catalogForDryRun(ctx.paths.stateDir, log)
+        : openCatalog(catalogPath(ctx.paths.stateDir), { log });
+      const events =
+        flags.dryRun || !catalog
+          ? undefined
+          : new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
       const progress = jobProgress(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun);
-      const abort = new AbortController();
-      const onSignal = () => abort.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
       let result: JobRunResult;
       try {
-        result = await runJob({
-          config,
-          job: name,
-          catalog,
-          runDir: ctx.paths.runDir,
-          trigger: 'manual',
-          dryRun: flags.dryRun,
-          signal: abort.signal,
-          log,
-          logFile: log.filePath,
-          events,
-          onUpdate: (u) => progress.update(u),
-          onServerFailed: (server, err) => guardAfterRefusal(new Virsh({ log }), server, err, log),
-        });
+        // A stopped run still reports what it did (status cancelled, exit 130), so the signal
+        // only aborts the work here; the report below says how it ended.
+        result = await interruptible(`job ${name}`, (signal) =>
+          runJob({
+            config,
+            job: name,
+            catalog,
+            runDir: ctx.paths.runDir,
+            trigger: 'manual',
+            dryRun: flags.dryRun,
+            signal,
+            log,
+            logFile: log.filePath,
+            events,
+            onUpdate: (u) => progress.update(u),
+            onServerFailed: (server, err) => guardAfterRefusal(new Virsh({ log }), server, err, log),
+          }),
+        );
       } finally {
         progress.stop();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        catalog.close();
+        catalog?.close();
       }
       if (flags.json) ctx.printJson(result);
       else printRun(ctx, result, config.timezone);

@@ -4,13 +4,15 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { Catalog } from '../../catalog/catalog.ts';
-import { UsageError } from '../../core/errors.ts';
+import { asHavenError, type HavenError, UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
 import type { ProtectPlan, ProtectResult } from '../../engine/index.ts';
+import type { ServerOutcome } from '../../jobs/copy.ts';
 import { EarlyConnection, type ResolvedTarget, resolveTarget } from '../../jobs/targets.ts';
 import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
+import { catalogForDryRun } from '../dry-run.ts';
+import { interruptible } from '../interrupt.ts';
 
 /**
  * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
@@ -42,6 +44,7 @@ async function loadRunModules() {
   ]);
   return {
     Virsh: engine.Virsh,
+    DEFAULT_RECONNECTS: engine.DEFAULT_RECONNECTS,
     catalogPath: catalog.catalogPath,
     openCatalog: catalog.openCatalog,
     copyServer: copy.copyServer,
@@ -80,7 +83,7 @@ function intFlag(name: string, v: string | undefined, min: number, max: number):
 
 function printPlan(ctx: CliContext, plan: ProtectPlan): void {
   ctx.print(
-    `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId}] — nothing changed`,
+    `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId ?? 'none yet: a run creates it'}] — nothing changed`,
   );
   ctx.print(
     plan.newest
@@ -125,7 +128,7 @@ export default function register(program: Command, context: () => CliContext): v
     .argument('<server>', 'libvirt domain name')
     .requiredOption(
       '--to <target>',
-      'target: a configured target name, a local path, ssh://[user@]host[:port]/path or tls://host:port',
+      'target: a configured target name, a store path (absolute, or ./relative), ssh://[user@]host[:port]/path or tls://host:port',
     )
     .option('--copies <n>', 'generations to keep at the target (default 3, or the target’s setting)')
     .option('--bwlimit <rate>', 'bandwidth limit on the wire, e.g. 50MiB/s (default unlimited)')
@@ -156,75 +159,126 @@ export default function register(program: Command, context: () => CliContext): v
         ssh: { options: flags.sshOption, command: flags.remoteCommand },
         tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
       });
-      const log = flags.dryRun ? ctx.log : ctx.openRunLog(`protect-${serverName}`);
-      const early = earlyIsHarmless(target) ? new EarlyConnection(target, log) : undefined;
+      const request: Request = {
+        server: serverName,
+        flags,
+        target,
+        consistency,
+        reconnects: intFlag('retries', flags.retries, 0, 100),
+      };
+      await (flags.dryRun ? plan(ctx, request) : run(ctx, request));
+    });
+}
+
+/** A protect command line, checked. */
+interface Request {
+  server: string;
+  flags: ProtectFlags;
+  target: ResolvedTarget;
+  consistency: 'live' | 'shutdown';
+  /** --retries: reconnections within the run. */
+  reconnects: number | undefined;
+}
+
+/** One attempt (reconnections inside it resume the delta), recorded as a run of kind protect. */
+async function run(ctx: CliContext, r: Request): Promise<void> {
+  const { server, flags, target } = r;
+  const log = ctx.openRunLog(`protect-${server}`);
+  const early = earlyIsHarmless(target) ? new EarlyConnection(target, log) : undefined;
+  try {
+    const m = await loadRunModules();
+    const virsh = new m.Virsh({ log, session: true });
+    const catalog = m.openCatalog(m.catalogPath(ctx.paths.stateDir), { log });
+    const runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
+    const bar = m.progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+    const finish = (status: 'ok' | 'failed' | 'cancelled', e?: HavenError, generation?: string) =>
+      catalog.runs.finish(runId, {
+        status,
+        ...(e ? { errorCode: e.code, errorMessage: e.message } : {}),
+        summary: { ...(generation ? { generation } : {}), logFile: log.filePath },
+      });
+    try {
+      let out: ServerOutcome;
       try {
-        const { Virsh, catalogPath, openCatalog, copyServer, guardAfterRefusal, progressBar } =
-          await loadRunModules();
-        const virsh = new Virsh({ log, session: true });
-        let catalog: Catalog | undefined;
-        let runId: number | undefined;
-        if (!flags.dryRun) {
-          catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
-          runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
-        }
-        const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun, serverName);
-        const abort = new AbortController();
-        const onSignal = () => abort.abort();
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
-        try {
-          // One attempt (reconnections inside it resume the delta); the result is recorded per server.
-          const out = await copyServer({
-            server: serverName,
+        out = await interruptible(`protect ${server}`, async (signal) => {
+          const o = await m.copyServer({
+            server,
             target,
             virsh,
             runDir: ctx.paths.runDir,
             job: flags.job,
             copies: target.copies,
             early,
-            consistency,
+            consistency: r.consistency,
             quiesce: flags.quiesce,
             catalog,
             runId,
             retries: 0,
-            reconnects: intFlag('retries', flags.retries, 0, 100),
-            dryRun: flags.dryRun,
+            reconnects: r.reconnects ?? m.DEFAULT_RECONNECTS,
             onProgress: (s) => bar.update(s),
-            signal: abort.signal,
+            signal,
             log,
           });
-          bar.stop();
-          if (out.error) {
-            // Refused because the server runs at the DR site: keep it from starting here too.
-            await guardAfterRefusal(virsh, serverName, out.error, log);
-            catalog?.runs.finish(runId!, {
-              status: out.status === 'cancelled' ? 'cancelled' : 'failed',
-              errorCode: out.error.code,
-              errorMessage: out.error.message,
-              summary: { logFile: log.filePath },
-            });
-            throw out.error;
-          }
-          if (out.result) {
-            catalog?.runs.finish(runId!, {
-              status: 'ok',
-              summary: { generation: out.result.generation.id, logFile: log.filePath },
-            });
-            if (flags.json) ctx.printJson(out.result);
-            else printResult(ctx, out.result);
-          } else if (out.plan) {
-            if (flags.json) ctx.printJson(out.plan);
-            else printPlan(ctx, out.plan);
-          }
-        } finally {
-          virsh.close();
-          process.off('SIGINT', onSignal);
-          process.off('SIGTERM', onSignal);
-          catalog?.close();
-        }
-      } finally {
-        await early?.discard();
+          // Stopped by a signal: unwound like any failure, reported by interruptible.
+          if (o.status === 'cancelled') throw o.error;
+          return o;
+        });
+      } catch (e) {
+        bar.stop();
+        const err = asHavenError(e);
+        finish(err.kind === 'interrupted' ? 'cancelled' : 'failed', err);
+        throw err;
       }
-    });
+      bar.stop();
+      if (out.error) {
+        // Refused because the server runs at the DR site: keep it from starting here too.
+        await m.guardAfterRefusal(virsh, server, out.error, log);
+        finish('failed', out.error);
+        throw out.error;
+      }
+      const result = out.result!;
+      finish('ok', undefined, result.generation.id);
+      if (flags.json) ctx.printJson(result);
+      else printResult(ctx, result);
+    } finally {
+      virsh.close();
+      catalog.close();
+    }
+  } finally {
+    await early?.discard();
+  }
+}
+
+/**
+ * `--dry-run`: the plan, and nothing else anywhere: no catalog, no log file, no store (a target
+ * without one says so), no receiver that changes anything, no libvirt call that writes.
+ */
+async function plan(ctx: CliContext, r: Request): Promise<void> {
+  const { server: serverName, flags, target, consistency, reconnects } = r;
+  const { Virsh, DEFAULT_RECONNECTS, copyServer } = await loadRunModules();
+  const virsh = new Virsh({ log: ctx.log, session: true });
+  const catalog = await catalogForDryRun(ctx.paths.stateDir, ctx.log);
+  try {
+    const out = await interruptible(`protect --dry-run ${serverName}`, (signal) =>
+      copyServer({
+        server: serverName,
+        target,
+        virsh,
+        runDir: ctx.paths.runDir,
+        copies: target.copies,
+        consistency,
+        catalog,
+        reconnects: reconnects ?? DEFAULT_RECONNECTS,
+        dryRun: true,
+        signal,
+        log: ctx.log,
+      }),
+    );
+    if (out.error) throw out.error;
+    if (flags.json) ctx.printJson(out.plan);
+    else printPlan(ctx, out.plan!);
+  } finally {
+    virsh.close();
+    catalog?.close();
+  }
 }

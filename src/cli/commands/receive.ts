@@ -3,9 +3,14 @@
  * (`--stdio`, run by a sender locally or through ssh) or as a TLS listener (`--listen`), writing
  * into the store at --store (created if missing). With --stdio nothing but frames goes to stdout;
  * messages go to stderr (which ssh carries back to the sender's log) and to the run log.
+ *
+ * `--dry-run` (a sender's dry run starts it so) changes nothing: the store must exist (exit 4,
+ * STORE_NOT_FOUND, before any session, when it does not), no log file is written, no cache drive
+ * mounted, a pending commit is not completed, and deltas are refused.
  */
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
@@ -13,7 +18,12 @@ import { parseDuration, parseSize } from '../../core/units.ts';
 import { targetStaging } from '../../jobs/cache/target.ts';
 import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
-import { listenTls, stdioConnection, TransportError } from '../../transport/index.ts';
+import {
+  DEFAULT_CONNECTION_LIMITS,
+  listenTls,
+  stdioConnection,
+  TransportError,
+} from '../../transport/index.ts';
 import type { CliContext } from '../context.ts';
 
 interface ReceiveFlags {
@@ -28,10 +38,15 @@ interface ReceiveFlags {
   checkpointEvery: string;
   checkpointInterval: string;
   idleTimeout: string;
+  maxConnections: string;
+  maxConnectionsPerPeer: string;
+  handshakeTimeout: string;
+  stopGrace: string;
   /** False with --no-direct-io. */
   directIo: boolean;
   /** False with --no-reflink. */
   reflink: boolean;
+  dryRun?: boolean;
 }
 
 /** "host:port", "[v6]:port" or ":port" (all addresses). */
@@ -45,6 +60,18 @@ export function parseListen(text: string): { host: string; port: number } {
     );
   }
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+/**
+ * A store path as an operator types it: absolute, or relative starting with ./ or ../, so that a
+ * mistyped word does not become a new store in the working directory.
+ */
+function checkStorePath(path: string): string {
+  if (isAbsolute(path) || /^\.\.?\//.test(path)) return path;
+  throw new UsageError(
+    `--store ${JSON.stringify(path)} is not a path`,
+    `Write the store's directory as an absolute path, or as ./${path} for one in the working directory.`,
+  );
 }
 
 async function readToken(path: string, log: Logger): Promise<string> {
@@ -69,6 +96,26 @@ async function readToken(path: string, log: Logger): Promise<string> {
   return token;
 }
 
+/** A whole-number flag from 1 to `max`. */
+function countFlag(name: string, text: string, max: number): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+    throw new UsageError(`${name} must be a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
+
+/** What --listen takes beyond the address: its limits, checked before anything starts. */
+function listenLimits(f: ReceiveFlags) {
+  const total = countFlag('--max-connections', f.maxConnections, 100_000);
+  const perPeer = countFlag('--max-connections-per-peer', f.maxConnectionsPerPeer, 100_000);
+  return {
+    limits: { total, perPeer: Math.min(perPeer, total) },
+    handshakeTimeoutMs: parseDuration(f.handshakeTimeout),
+    graceMs: parseDuration(f.stopGrace),
+  };
+}
+
 function checkFlags(f: ReceiveFlags): void {
   if (Boolean(f.stdio) === Boolean(f.listen)) {
     throw new UsageError(
@@ -80,6 +127,12 @@ function checkFlags(f: ReceiveFlags): void {
     throw new UsageError(
       '--tls-* and --token-file apply to --listen only',
       'With --stdio, ssh authenticates the sender.',
+    );
+  }
+  if (f.dryRun && (!f.stdio || f.staging)) {
+    throw new UsageError(
+      '--dry-run applies to --stdio without --staging',
+      'A sender’s dry run starts `haven receive --stdio --dry-run --store PATH`.',
     );
   }
   if (f.listen && (!f.tlsCert || !f.tlsKey)) {
@@ -101,7 +154,7 @@ export default function register(program: Command, context: () => CliContext): v
     .description('receive replication streams into a store (target side)')
     .option('--stdio', 'serve one session on stdin/stdout (run by a sender, locally or through ssh)')
     .option('--listen <addr:port>', 'accept TLS connections on this address')
-    .requiredOption('--store <path>', 'store directory (created if missing)')
+    .requiredOption('--store <path>', 'store directory (created if missing): absolute, or ./relative')
     .option(
       '--staging <dir>',
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
@@ -122,20 +175,43 @@ export default function register(program: Command, context: () => CliContext): v
       process.env.HAVEN_RECEIVE_CHECKPOINT_INTERVAL ?? '15s',
     )
     .option('--idle-timeout <duration>', 'close an open delta whose sender sent nothing for this long', '10m')
+    .option(
+      '--max-connections <n>',
+      'with --listen: connections held at once, all senders together',
+      String(DEFAULT_CONNECTION_LIMITS.total),
+    )
+    .option(
+      '--max-connections-per-peer <n>',
+      'with --listen: connections held at once from one address',
+      String(DEFAULT_CONNECTION_LIMITS.perPeer),
+    )
+    .option(
+      '--handshake-timeout <duration>',
+      'with --listen: close a connection whose TLS handshake takes longer',
+      '10s',
+    )
+    .option(
+      '--stop-grace <duration>',
+      'with --listen: on SIGINT/SIGTERM, let running sessions end for this long before cutting them',
+      '10s',
+    )
+    .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing')
     .action(async (flags: ReceiveFlags) => {
       checkFlags(flags);
-      const listen = flags.listen ? parseListen(flags.listen) : undefined;
+      checkStorePath(flags.store);
+      const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
       const checkpointEveryBytes = parseSize(flags.checkpointEvery);
       const checkpointEveryMs = parseDuration(flags.checkpointInterval);
       const idleTimeoutMs = parseDuration(flags.idleTimeout);
       const ctx = context();
-      const log = ctx.openRunLog('receive');
+      const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
       const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
       const receiverOptions: ReceiverOptions = {
         log,
         checkpointEveryBytes,
         checkpointEveryMs,
         idleTimeoutMs,
+        ...(flags.dryRun ? { readOnly: true } : {}),
         // Crash tests only: die between committing a generation and saying so (the window where
         // a sender must find out from the store itself that its copy is done).
         ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
@@ -154,11 +230,13 @@ export default function register(program: Command, context: () => CliContext): v
       const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
       try {
         const store = await openFsStore(flags.store, {
-          create: true,
+          create: !flags.dryRun,
           log,
           directIo: flags.directIo,
           reflinks: flags.reflink,
           ...(stagingDir ? { stagingDir } : {}),
+          // This DR host's own settings, read when a new server's definition is written.
+          definitionRules: async () => (await ctx.config()).definitions,
         });
         try {
           if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
@@ -179,13 +257,23 @@ async function serveStdio(
 ): Promise<void> {
   const { stream, input } = stdioConnection((e) => asHavenError(e));
   // Stopped (or the terminal went away): end like a lost connection, so what was marked is
-  // checkpointed before the process exits.
-  const stop = (signal: NodeJS.Signals) =>
-    stream.destroy(new InterruptedError(`receiver stopped by ${signal}`));
+  // checkpointed before the process exits. Answers to requests read after the signal never
+  // leave (stdio.ts holds each answer past the next poll of the event loop), and the stop is
+  // what the process reports (exit 130) whether the session was idle, mid-request or ending.
+  let stopped: InterruptedError | null = null;
+  const stop = (signal: NodeJS.Signals) => {
+    stopped ??= new InterruptedError(`receiver stopped by ${signal}`);
+    stream.destroy(stopped);
+  };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.once(s, stop);
   try {
-    await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run();
+    const failure = await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (stopped) throw stopped;
+    if (failure) throw failure;
   } finally {
     for (const s of signals) process.off(s, stop);
     await new Promise<void>((resolve) => {
@@ -200,7 +288,13 @@ async function serveStdio(
 
 async function serveListener(
   flags: ReceiveFlags,
-  { host, port }: { host: string; port: number },
+  {
+    host,
+    port,
+    limits,
+    handshakeTimeoutMs,
+    graceMs,
+  }: { host: string; port: number } & ReturnType<typeof listenLimits>,
   token: string | undefined,
   store: Awaited<ReturnType<typeof openFsStore>>,
   o: ReceiverOptions,
@@ -214,6 +308,8 @@ async function serveListener(
     key: flags.tlsKey!,
     ...(flags.tlsCa ? { ca: flags.tlsCa } : {}),
     tokenRequired: token !== undefined,
+    limits,
+    handshakeTimeoutMs,
     log,
     onConnection: (socket, peer) =>
       new StreamReceiver(socket, store, {
@@ -239,9 +335,9 @@ async function serveListener(
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
   });
-  const running = listener.active;
-  log.info(`${signal}: stopping`, { sessions: running });
-  await listener.close(10_000);
-  if (running > 0)
-    log.warn(`${running} session(s) were cut; their deltas stay staged and resume on the next run`);
+  log.info(`${signal}: stopping`, { sessions: listener.active, connections: listener.connections });
+  // Bounded whatever the senders do: a second signal is not needed (and, handlers gone, kills).
+  const { cut } = await listener.close({ graceMs });
+  if (cut > 0)
+    log.warn(`${cut} session(s) were cut; what they marked stays staged and resumes on the next run`);
 }

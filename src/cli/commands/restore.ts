@@ -9,6 +9,7 @@ import { type RestoreFormat, restoreServer } from '../../recovery/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
+import { interruptible } from '../interrupt.ts';
 import { progressBar } from '../progress-bar.ts';
 
 interface RestoreFlags {
@@ -50,25 +51,25 @@ export default function register(program: Command, context: () => CliContext): v
       const log = ctx.openRunLog(`restore-${server}`);
       const store = await openFsStore(flags.store, { log });
       const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
-      const abort = new AbortController();
-      const onSignal = () => abort.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
       try {
-        const r = await restoreServer({
-          store,
-          server,
-          generation: seq,
-          to: flags.to,
-          name: flags.name,
-          format: flags.format as RestoreFormat,
-          define: flags.define,
-          verify: flags.verify,
-          virsh: new Virsh({ uri: flags.uri, log }),
-          onProgress: (s) => bar.update(s),
-          signal: abort.signal,
-          log,
-        });
+        const rules = (await ctx.config()).definitions;
+        const r = await interruptible(`restore ${server}`, (signal) =>
+          restoreServer({
+            store,
+            server,
+            generation: seq,
+            to: flags.to,
+            name: flags.name,
+            format: flags.format as RestoreFormat,
+            define: flags.define,
+            verify: flags.verify,
+            virsh: new Virsh({ uri: flags.uri, log }),
+            onProgress: (s) => bar.update(s),
+            rules,
+            signal,
+            log,
+          }),
+        );
         bar.stop();
         if (flags.json) {
           ctx.printJson(r);
@@ -85,8 +86,6 @@ export default function register(program: Command, context: () => CliContext): v
         bar.stop();
         throw e;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
         await store.close();
       }
     });

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { loadConfigIfPresent } from '../../core/config.ts';
 import { parseListen } from '../../core/config-values.ts';
 import { UsageError } from '../../core/errors.ts';
-import { startDaemon } from '../../daemon/daemon.ts';
+import { startDaemon } from '../../daemon/index.ts';
 import type { CliContext } from '../context.ts';
 
 export default function register(program: Command, context: () => CliContext): void {

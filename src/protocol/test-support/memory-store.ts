@@ -7,8 +7,10 @@
  * second process, so the suite's crash injection does not apply to it. A checkpoint is what it
  * keeps: `close()` without seal drops what arrived since.
  *
- * Definitions are written into `definitionsDir` when one is given (the contract reads them as
- * files), else kept in memory.
+ * Definitions (DESIGN §4.5) are kept only when `definitionsDir` is given: then source definitions
+ * are checked as a real store checks them and the DR definition is written there as a file, as
+ * recovery/ reads it. Without it (the protocol's unit tests, which send stub domain XML no real
+ * store would take) a source definition only has to parse, and none is written.
  */
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -29,6 +31,7 @@ import { buildDrDefinition } from '../../store/common/definition.ts';
 import { validateDeltaMeta } from '../../store/common/delta-meta.ts';
 import { sameDisks } from '../../store/common/deltas.ts';
 import { findNameCollision, imageName } from '../../store/common/names.ts';
+import { checkSourceDefinition } from '../../store/common/source-definition.ts';
 import { chunkCount } from '../../store/common/sums.ts';
 import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../../store/errors.ts';
 import {
@@ -50,7 +53,7 @@ export interface MemoryStoreOptions {
   digest?: DigestAlgorithm;
   /** Makes every writeData wait this long before it reads the data (like a slow disk). */
   writeDelayMs?: number;
-  /** Where definitions are written (files, as recovery/ reads them); default: kept in memory. */
+  /** Where definitions are written (files, as recovery/ reads them); default: none are kept. */
   definitionsDir?: string;
 }
 
@@ -117,7 +120,8 @@ export class MemoryStore implements Store {
 
   async openDelta(meta: DeltaMeta): Promise<DeltaWriter> {
     validateDeltaMeta(meta);
-    DomainXml.parse(meta.sourceDefinition);
+    if (this.definitionsDir) await checkSourceDefinition(meta.server, meta.sourceDefinition);
+    else DomainXml.parse(meta.sourceDefinition);
     const s = this.serverState(meta);
     if (s.locked) {
       throw storeError('STORE_LOCKED', 'conflict', `server ${meta.server} is being written`, {
@@ -257,7 +261,7 @@ export class MemoryStore implements Store {
         continue;
       }
       report.checkedServers++;
-      if (!this.hasDefinition(name)) {
+      if (this.definitionsDir && !this.definitions.has(name)) {
         report.problems.push({
           server: name,
           code: 'STORE_DEFINITION_MISSING',
@@ -306,20 +310,18 @@ export class MemoryStore implements Store {
     return this.definitionsDir ? join(this.definitionsDir, `${server}.xml`) : `memory:${server}.xml`;
   }
 
-  private hasDefinition(server: string): boolean {
-    return this.definitions.has(server);
-  }
-
   /** DESIGN §4.5: written at the first commit, never overwritten. */
   async ensureDefinition(meta: DeltaMeta): Promise<void> {
-    if (this.definitions.has(meta.server)) return;
+    const dir = this.definitionsDir;
+    if (!dir || this.definitions.has(meta.server)) return;
     const xml = buildDrDefinition(
       meta.sourceDefinition,
       meta.disks.map((d) => d.name),
       (disk) => `memory:/${imageName(meta.server, disk, 1)}`,
       silentLogger,
+      { server: meta.server, storeRoot: dir },
     );
-    if (this.definitionsDir) await writeFile(this.definitionPath(meta.server), xml, { flag: 'wx' });
+    await writeFile(this.definitionPath(meta.server), xml, { flag: 'wx' });
     this.definitions.set(meta.server, xml);
   }
 

@@ -54,7 +54,7 @@ export function findGenerationDisk(
       'not-found',
       `generation ${generationId} of ${server} has no disk ${disk}`,
       {
-        hint: "List the generation's disks with `haven generations <server> --json`.",
+        hint: "List the generation's disks with `haven images <server> --store PATH --json`.",
         details: { server, generationId, disk },
       },
     );

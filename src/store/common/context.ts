@@ -1,4 +1,5 @@
 /** What every part of the shared write path is given: the store's files, its images, its settings. */
+import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { Logger } from '../../core/log.ts';
 import type { StoreDescriptor } from '../types.ts';
 import type { ImageVolumes } from './images.ts';
@@ -15,4 +16,6 @@ export interface StoreContext {
   stagingDir: string | undefined;
   /** Write images and staged data with O_DIRECT where the storage allows it (direct-io.ts). */
   directIo: boolean;
+  /** The DR host's settings for definitions, asked for when one is written (commit/definition.ts). */
+  definitionRules?: () => Promise<DefinitionRules>;
 }

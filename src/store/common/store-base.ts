@@ -37,14 +37,9 @@ import { type ManifestFile, manifestView } from './records.ts';
 import { recoverStore } from './recover.ts';
 import { registerDelta } from './register.ts';
 import { lockServer } from './server-lock.ts';
+import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
 import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, readSums } from './sums.ts';
 import { openDeltaWriter } from './writer/open.ts';
-
-/**
- * The XML parser, imported when first needed rather than at start-up: a receiver is started for
- * every replication and answers its first QUERY sooner without it.
- */
-const xmlParser = () => import('../../core/domain-xml.ts');
 
 export abstract class StoreBase implements Store {
   abstract readonly kind: StoreKind;
@@ -79,15 +74,14 @@ export abstract class StoreBase implements Store {
     return v.manifest ? manifestView(v.manifest) : null;
   }
 
-  /** Loads the XML parser openDelta checks the source definition with. */
+  /** Loads the XML parser and the rules openDelta checks the source definition with. */
   expectDelta(_server: string): void {
-    xmlParser().catch(() => {});
+    loadDefinitionChecks().catch(() => {});
   }
 
   async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
     validateDeltaMeta(meta);
-    // The source definition must parse before anything is staged.
-    (await xmlParser()).DomainXml.parse(meta.sourceDefinition);
+    await checkSourceDefinition(meta.server, meta.sourceDefinition);
     const ctx = this.ctx;
     const writerLog = (log ?? ctx.log).child({ server: meta.server });
     const lock = await lockServer(ctx, meta.server, `delta ${meta.pointInTime}`);

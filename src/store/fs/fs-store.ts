@@ -6,6 +6,7 @@
  */
 import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
@@ -40,6 +41,11 @@ export interface FsStoreOptions {
   reflinks?: boolean;
   /** How long a reader waits for a running rotation's short renaming steps (default 30 s). */
   busyWaitMs?: number;
+  /**
+   * The DR host's settings for definitions (config `definitions`), asked for only when a new
+   * server's definition is written; without it the rule applies with no allowances.
+   */
+  definitionRules?: () => Promise<DefinitionRules>;
 }
 
 /** Largest single ImageReader.read (memory is the caller's, but bounded here). */
@@ -59,7 +65,15 @@ export async function openFsStore(dir: string, options: FsStoreOptions = {}): Pr
   const images = new FsImages(layout, { directIo, reflinks: options.reflinks ?? true });
   return new FsStore(
     layout,
-    { layout, images, descriptor, log, stagingDir, directIo },
+    {
+      layout,
+      images,
+      descriptor,
+      log,
+      stagingDir,
+      directIo,
+      ...(options.definitionRules ? { definitionRules: options.definitionRules } : {}),
+    },
     options.busyWaitMs ?? 30_000,
   );
 }

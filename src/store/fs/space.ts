@@ -32,7 +32,7 @@ export async function checkRoom(layout: FsLayout, room: RotationRoom): Promise<v
   const free = fs.bavail * fs.bsize;
   if (free < need) {
     throw storeError('NO_SPACE', 'resource', `not enough space in ${layout.root} to commit ${room.server}`, {
-      hint: 'Free space on the target filesystem, then run again or run `haven recover`; the delta is durable and stored generations are intact.',
+      hint: 'Free space on the target filesystem, then run the replication again: the durable delta is committed first. Stored generations are intact.',
       details: { needBytes: need, freeBytes: free },
     });
   }

@@ -46,7 +46,7 @@ async function deltasToApply(
     if (r && (await deltaDataPresent(r))) deltas.push(r);
     else if (id === delta.id) {
       throw storeError('STORE_DELTA_MISSING', 'integrity', `the staged data of delta ${id} is missing`, {
-        hint: `Mount the cache drive that holds ${delta.dataDir} and run \`haven recover\` on the target.`,
+        hint: `Mount the cache drive that holds ${delta.dataDir}; the next replication (or \`haven verify --store PATH\` on the target) completes the commit.`,
         details: { dataDir: delta.dataDir },
       });
     } else break;
@@ -108,7 +108,7 @@ async function startOverAsCopy(
   const newest = journal.survivors.find((s) => s.toSeq === 2);
   if (!newest) {
     throw storeError('STORE_DELTA_MISSING', 'integrity', `a staged delta of ${server} is missing`, {
-      hint: 'Mount the cache drive that holds it and run `haven recover` on the target.',
+      hint: 'Mount the cache drive that holds it; the next replication (or `haven verify --store PATH` on the target) completes the commit.',
     });
   }
   const manifest = await readManifest(ctx, server);
