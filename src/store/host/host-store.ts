@@ -12,9 +12,16 @@ import { open, readdir } from 'node:fs/promises';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
+import {
+  ensureDir,
+  isErrno,
+  readJson,
+  removeIfExists,
+  TMP_PATTERN,
+  writeFileDurable,
+} from '../common/files.ts';
+import { acquireLock, type HeldLock, type LockInfo, liveHolder } from '../common/lock.ts';
 import { storeError } from '../errors.ts';
-import { ensureDir, isErrno, readJson, removeIfExists, TMP_PATTERN, writeFileDurable } from '../fs/files.ts';
-import { acquireLock, type HeldLock, type LockInfo, liveHolder } from '../fs/lock.ts';
 import type { TestRecord } from '../types.ts';
 import { completeJournal, readHostJournal } from './journal.ts';
 import { HostLayout, parseHostFileName } from './layout.ts';

@@ -10,7 +10,7 @@
 import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../core/log.ts';
-import { fsyncDir, io, isErrno, readJson, removeIfExists, writeFileDurable } from '../fs/files.ts';
+import { fsyncDir, io, isErrno, readJson, removeIfExists, writeFileDurable } from '../common/files.ts';
 import type { HostLayout } from './layout.ts';
 import { type HostJournal, manifestFile, parseHostJournal } from './records.ts';
 

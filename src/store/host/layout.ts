@@ -15,7 +15,7 @@
  */
 import { join } from 'node:path';
 import { checkName } from '../../core/names.ts';
-import { under } from '../fs/layout.ts';
+import { under } from '../common/names.ts';
 import { HOST_FILE_SUFFIX, type HostFileKind } from './types.ts';
 
 export class HostLayout {

@@ -6,8 +6,8 @@
  */
 import { open, readdir, stat } from 'node:fs/promises';
 import { createHasher } from '../../core/digest.ts';
-import { isErrno } from '../fs/files.ts';
-import { liveHolder } from '../fs/lock.ts';
+import { isErrno } from '../common/files.ts';
+import { liveHolder } from '../common/lock.ts';
 import type { HostStore } from './host-store.ts';
 import { parseHostFileName } from './layout.ts';
 import type { HostGeneration, HostVerifyProblem, HostVerifyReport } from './types.ts';

@@ -9,8 +9,8 @@ import { randomUUID } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { createHasher, type DigestAlgorithm, type Hasher } from '../../core/digest.ts';
 import type { Logger } from '../../core/log.ts';
+import { fsyncDir, io, removeIfExists, writeAllAt } from '../common/files.ts';
 import { storeError } from '../errors.ts';
-import { fsyncDir, io, removeIfExists, writeAllAt } from '../fs/files.ts';
 import type { HostFileMeta, HostGeneration } from './types.ts';
 
 /** Start writeback this often, so the final fsync does not wait for the whole file. */
