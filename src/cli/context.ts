@@ -7,12 +7,15 @@ import Table from 'cli-table3';
 import type { HavenConfig } from '../core/config.ts';
 import { createLogger, type Level, type RootLogger } from '../core/log.ts';
 import { type HavenPaths, havenPaths } from '../core/paths.ts';
+import type { ProgressMode } from './progress-bar.ts';
 
 export interface GlobalOptions {
   verbose?: boolean;
   debug?: boolean;
   config?: string;
   logFile?: string;
+  /** -q: no progress on stderr (bars or periodic lines); warnings and errors still show. */
+  quiet?: boolean;
 }
 
 export class CliContext {
@@ -65,6 +68,15 @@ export class CliContext {
   /** True when stderr is a terminal: progress bars draw only then. */
   get interactive(): boolean {
     return Boolean((this.stderr as NodeJS.WriteStream).isTTY);
+  }
+
+  /**
+   * How long work shows its progress on stderr: a bar on a terminal, periodic lines anywhere
+   * else (a pipe, a log, cron), none with --json (machine output) or -q.
+   */
+  progressMode(json?: boolean): ProgressMode {
+    if (this.options.quiet || json) return 'off';
+    return this.interactive ? 'bar' : 'lines';
   }
 
   /**

@@ -263,7 +263,7 @@ function registerRun(job: Command, context: () => CliContext): void {
         flags.dryRun || !catalog
           ? undefined
           : new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
-      const progress = jobProgress(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun);
+      const progress = jobProgress(ctx.stderr, flags.dryRun ? 'off' : ctx.progressMode(flags.json));
       let result: JobRunResult;
       try {
         // A stopped run still reports what it did (status cancelled, exit 130), so the signal

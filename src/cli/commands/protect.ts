@@ -190,7 +190,7 @@ async function run(ctx: CliContext, r: Request): Promise<void> {
     const virsh = new m.Virsh({ log, session: true });
     const catalog = m.openCatalog(m.catalogPath(ctx.paths.stateDir), { log });
     const runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
-    const bar = m.progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+    const bar = m.progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
     const finish = (status: 'ok' | 'failed' | 'cancelled', e?: HavenError, generation?: string) =>
       catalog.runs.finish(runId, {
         status,

@@ -50,7 +50,7 @@ export default function register(program: Command, context: () => CliContext): v
       }
       const log = ctx.openRunLog(`restore-${server}`);
       const store = await openFsStore(flags.store, { log });
-      const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+      const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
       try {
         const r = await interruptible(`restore ${server}`, (signal) =>
           restoreServer({
