@@ -61,6 +61,20 @@ export class CliContext {
     return this.loadedConfig;
   }
 
+  /**
+   * The zone listings show times in (cli/when.ts): the configuration's `timezone`, else the
+   * host's. Commands that work from a store alone (a DR host may have no configuration, or a
+   * broken one) use this, so a file they do not need cannot stop them.
+   */
+  async timeZone(): Promise<string | undefined> {
+    try {
+      return (await this.config()).timezone;
+    } catch (e) {
+      this.rootLogger.debug('times in the host’s zone: the configuration could not be read', { err: e });
+      return undefined;
+    }
+  }
+
   get log(): RootLogger {
     return this.rootLogger;
   }

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, type HavenError, UsageError } from '../../core/errors.ts';
+import { timeZoneName } from '../../core/time-format.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
 import type { ProtectPlan, ProtectResult } from '../../engine/index.ts';
 import type { ServerOutcome } from '../../jobs/copy.ts';
@@ -13,6 +14,7 @@ import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
 import { catalogForDryRun } from '../dry-run.ts';
 import { interruptible } from '../interrupt.ts';
+import { formatTime } from '../when.ts';
 
 /**
  * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
@@ -81,13 +83,13 @@ function intFlag(name: string, v: string | undefined, min: number, max: number):
   return n;
 }
 
-function printPlan(ctx: CliContext, plan: ProtectPlan): void {
+function printPlan(ctx: CliContext, plan: ProtectPlan, tz: string | undefined): void {
   ctx.print(
     `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId ?? 'none yet: a run creates it'}] — nothing changed`,
   );
   ctx.print(
     plan.newest
-      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${plan.newest.takenAt}`
+      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${formatTime(plan.newest.takenAt, tz)} (${timeZoneName(tz)})`
       : '  target has no copy of this server yet: full copy',
   );
   ctx.print(`  base checkpoint: ${plan.base ?? '(none: full copy or checksum resync)'}`);
@@ -276,7 +278,7 @@ async function plan(ctx: CliContext, r: Request): Promise<void> {
     );
     if (out.error) throw out.error;
     if (flags.json) ctx.printJson(out.plan);
-    else printPlan(ctx, out.plan!);
+    else printPlan(ctx, out.plan!, (await ctx.config()).timezone);
   } finally {
     virsh.close();
     catalog?.close();
