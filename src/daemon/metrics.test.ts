@@ -10,7 +10,7 @@ import type { RunStatus, SettledRun } from '../catalog/catalog.ts';
 import { packageVersion } from '../core/package-root.ts';
 import { createMetrics, FinishedRuns } from './metrics.ts';
 import { fleetCatalog } from './test-support/fleet.ts';
-import { parsePrometheus, promtoolCheckMetrics, valueOf } from './test-support/prometheus.ts';
+import { parsePrometheus, promtoolCheckMetrics, sampleValue } from './test-support/prometheus.ts';
 
 const MiB = 1024 * 1024;
 
@@ -73,7 +73,7 @@ test('a scrape of a fleet: promtool finds nothing, the values are the catalog’
     samples.every((s) => !('job' in s.labels) && !('exported_job' in s.labels)),
     'no label a scrape would rename',
   );
-  const v = (name: string, labels: Record<string, string> = {}) => valueOf(samples, name, labels);
+  const v = (name: string, labels: Record<string, string> = {}) => sampleValue(samples, name, labels);
   assert.equal(v('haven_build_info', { version: packageVersion(), nodejs: process.version }), 1);
 
   // Counters: the whole history at the first scrape.
@@ -144,7 +144,7 @@ test('a scrape of a fleet: promtool finds nothing, the values are the catalog’
     });
     fleet.catalog.runs.finish(failing.id, { status: 'failed' });
     const again = parsePrometheus(await metrics.scrape());
-    const w = (name: string, labels: Record<string, string>) => valueOf(again, name, labels);
+    const w = (name: string, labels: Record<string, string>) => sampleValue(again, name, labels);
     assert.equal(w('haven_job_failures_total', { haven_job: 'nightly' }), 3);
     assert.equal(w('haven_job_runs_total', { haven_job: 'hourly', status: 'ok' }), 5);
     assert.equal(w('haven_server_sent_bytes_total', { server: 'web01', target: 'dr' }), 121 * MiB);
@@ -152,7 +152,7 @@ test('a scrape of a fleet: promtool finds nothing, the values are the catalog’
     assert.equal(w('haven_copy_duration_seconds_count', { target: 'dr' }), 13);
     const third = parsePrometheus(await metrics.scrape());
     assert.equal(
-      valueOf(third, 'haven_job_failures_total', { haven_job: 'nightly' }),
+      sampleValue(third, 'haven_job_failures_total', { haven_job: 'nightly' }),
       3,
       'a scrape adds nothing',
     );

@@ -30,7 +30,7 @@ export function parsePrometheus(text: string): Sample[] {
 }
 
 /** The value of the one sample with this name and (at least) these labels. */
-export function valueOf(
+export function sampleValue(
   samples: Sample[],
   name: string,
   labels: Record<string, string> = {},
