@@ -142,6 +142,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     hub,
     metrics,
     selections: () => selections,
+    tokenFile,
     log,
   });
   const listen = o.listen ?? config.daemon.listen;
