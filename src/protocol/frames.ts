@@ -140,7 +140,7 @@ export interface Welcome {
   store: StoreDescriptor;
   maxExtentBytes: number;
   maxDigestsPerRequest: number;
-  /** Optional (receivers before 0.2 and stores that cannot tell send none). */
+  /** Optional (receivers of Haven 0.1.0 and stores that cannot tell send none). */
   capacity?: StoreCapacity;
 }
 
