@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { RunStatus, SettledRun } from '../catalog/catalog.ts';
 import { packageVersion } from '../core/package-root.ts';
-import { createMetrics, FinishedRuns } from './metrics.ts';
-import { fleetCatalog } from './test-support/fleet.ts';
+import { FinishedRuns } from './metrics.ts';
+import { fleetCatalog, fleetMetrics } from './test-support/fleet.ts';
 import { parsePrometheus, promtoolCheckMetrics, sampleValue } from './test-support/prometheus.ts';
 
 const MiB = 1024 * 1024;
@@ -56,10 +56,7 @@ test('finished runs are handed out once each, in any finishing order, through re
 test('a scrape of a fleet: promtool finds nothing, the values are the catalog’s, no job label', async (t) => {
   const fleet = fleetCatalog();
   t.after(() => fleet.close());
-  const metrics = createMetrics({
-    config: () => fleet.config,
-    catalog: fleet.catalog,
-    selections: () => fleet.selections,
+  const metrics = fleetMetrics(fleet, {
     running: (job) => job === 'hourly',
     nextRun: (job) => (job === 'nightly' ? new Date('2030-01-01T01:30:00Z') : null),
   });

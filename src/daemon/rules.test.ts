@@ -10,8 +10,7 @@ import { test } from 'node:test';
 import { parse } from 'yaml';
 import { exec } from '../core/exec.ts';
 import { installPath } from '../core/package-root.ts';
-import { createMetrics } from './metrics.ts';
-import { fleetCatalog } from './test-support/fleet.ts';
+import { fleetCatalog, fleetMetrics } from './test-support/fleet.ts';
 import { parsePrometheus } from './test-support/prometheus.ts';
 
 const DIR = installPath('deploy', 'prometheus');
@@ -37,13 +36,7 @@ test('promtool checks the rules and runs their unit tests', async () => {
 test('every metric and label the rules use is in a scrape of a fleet', async (t) => {
   const fleet = fleetCatalog();
   t.after(() => fleet.close());
-  const metrics = createMetrics({
-    config: () => fleet.config,
-    catalog: fleet.catalog,
-    selections: () => fleet.selections,
-    running: () => false,
-    nextRun: () => null,
-  });
+  const metrics = fleetMetrics(fleet);
   const labelsOf = new Map<string, Set<string>>();
   for (const s of parsePrometheus(await metrics.scrape())) {
     const set = labelsOf.get(s.name) ?? new Set<string>();

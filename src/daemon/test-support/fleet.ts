@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Catalog, openCatalog } from '../../catalog/catalog.ts';
 import { type HavenConfig, parseConfig } from '../../core/config.ts';
+import { createMetrics, type Metrics, type MetricsOptions } from '../metrics.ts';
 
 export const FLEET_CONFIG = `
 targets:
@@ -186,4 +187,18 @@ export function fleetCatalog(now = new Date()): Fleet {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The daemon's metrics over the fleet's catalog; what runs and when next as the daemon would say. */
+export function fleetMetrics(
+  fleet: Fleet,
+  o: Partial<Pick<MetricsOptions, 'running' | 'nextRun'>> = {},
+): Metrics {
+  return createMetrics({
+    config: () => fleet.config,
+    catalog: fleet.catalog,
+    selections: () => fleet.selections,
+    running: o.running ?? (() => false),
+    nextRun: o.nextRun ?? (() => null),
+  });
 }
