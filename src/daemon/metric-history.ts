@@ -52,14 +52,15 @@ export interface RunHistoryMetrics {
   ensureJob(job: string): void;
 }
 
-export function runHistoryMetrics(registry: client.Registry, catalog: Catalog): RunHistoryMetrics {
+/** The counters, histograms and last-seen gauges fed from finished runs. */
+function historyMetricSet(registry: client.Registry) {
   const counter = (name: string, help: string, labelNames: string[]) =>
     new client.Counter({ name, help, labelNames, registers: [registry] });
   const histogram = (name: string, help: string, labelNames: string[], buckets: number[]) =>
     new client.Histogram({ name, help, labelNames, buckets, registers: [registry] });
   const gauge = (name: string, help: string, labelNames: string[]) =>
     new client.Gauge({ name, help, labelNames, registers: [registry] });
-  const m = {
+  return {
     jobRuns: counter('haven_job_runs_total', 'Finished runs of the job, by final status.', [
       'haven_job',
       'status',
@@ -139,6 +140,49 @@ export function runHistoryMetrics(registry: client.Registry, catalog: Catalog): 
       ['target'],
     ),
   };
+}
+
+type MetricSet = ReturnType<typeof historyMetricSet>;
+
+/** Adds one finished run to the metrics; `newer` says whether a last-seen value may move. */
+function takeRun(m: MetricSet, r: SettledRun, newer: (key: string, at: number) => boolean): void {
+  const end = r.finishedAt ?? r.startedAt;
+  if (r.kind === 'job' && r.job) {
+    m.jobRuns.inc({ haven_job: r.job, status: r.status });
+    m.jobFailures.inc({ haven_job: r.job }, r.status === 'failed' || r.status === 'partial' ? 1 : 0);
+    m.jobDuration.observe({ haven_job: r.job }, s(end.getTime() - r.startedAt.getTime()));
+  }
+  for (const x of r.servers) {
+    if (x.status === 'running') continue;
+    const at = s((x.finishedAt ?? end).getTime());
+    if (r.kind === 'drill') {
+      const labels = { drill: r.job ?? '', server: x.server };
+      const pass = x.status === 'ok';
+      m.drills.inc({ ...labels, result: pass ? 'pass' : 'fail' });
+      if (pass && x.durationMs !== null) m.recovery.observe({ drill: labels.drill }, s(x.durationMs));
+      if (newer(`drill\u0000${labels.drill}\u0000${x.server}`, at)) {
+        m.drillOk.set(labels, pass ? 1 : 0);
+        if (x.durationMs !== null) m.drillSeconds.set(labels, s(x.durationMs));
+        m.drillAt.set(labels, at);
+      }
+    } else if (r.kind === 'job' || r.kind === 'protect') {
+      const pair = { server: x.server, target: x.target };
+      m.copies.inc({ ...pair, result: x.status });
+      m.read.inc(pair, x.bytesRead);
+      m.sent.inc(pair, x.bytesSent);
+      if (x.durationMs !== null) m.copyDuration.observe({ target: x.target }, s(x.durationMs));
+      if (x.status === 'ok') m.copySent.observe({ target: x.target }, x.bytesSent);
+      if (x.storeTotalBytes !== null && x.storeFreeBytes !== null && newer(`target\u0000${x.target}`, at)) {
+        m.capacity.set({ target: x.target }, x.storeTotalBytes);
+        m.free.set({ target: x.target }, x.storeFreeBytes);
+        m.capacityAt.set({ target: x.target }, at);
+      }
+    }
+  }
+}
+
+export function runHistoryMetrics(registry: client.Registry, catalog: Catalog): RunHistoryMetrics {
+  const m = historyMetricSet(registry);
   const runs = new FinishedRuns();
   // Runs are taken by id, which is not the order they end in: a last-seen gauge moves only forward.
   const seen = new Map<string, number>();
@@ -147,44 +191,9 @@ export function runHistoryMetrics(registry: client.Registry, catalog: Catalog): 
     seen.set(key, at);
     return true;
   };
-  const take = (r: SettledRun) => {
-    const end = r.finishedAt ?? r.startedAt;
-    if (r.kind === 'job' && r.job) {
-      m.jobRuns.inc({ haven_job: r.job, status: r.status });
-      m.jobFailures.inc({ haven_job: r.job }, r.status === 'failed' || r.status === 'partial' ? 1 : 0);
-      m.jobDuration.observe({ haven_job: r.job }, s(end.getTime() - r.startedAt.getTime()));
-    }
-    for (const x of r.servers) {
-      if (x.status === 'running') continue;
-      const at = s((x.finishedAt ?? end).getTime());
-      if (r.kind === 'drill') {
-        const labels = { drill: r.job ?? '', server: x.server };
-        const pass = x.status === 'ok';
-        m.drills.inc({ ...labels, result: pass ? 'pass' : 'fail' });
-        if (pass && x.durationMs !== null) m.recovery.observe({ drill: labels.drill }, s(x.durationMs));
-        if (newer(`drill\u0000${labels.drill}\u0000${x.server}`, at)) {
-          m.drillOk.set(labels, pass ? 1 : 0);
-          if (x.durationMs !== null) m.drillSeconds.set(labels, s(x.durationMs));
-          m.drillAt.set(labels, at);
-        }
-      } else if (r.kind === 'job' || r.kind === 'protect') {
-        const pair = { server: x.server, target: x.target };
-        m.copies.inc({ ...pair, result: x.status });
-        m.read.inc(pair, x.bytesRead);
-        m.sent.inc(pair, x.bytesSent);
-        if (x.durationMs !== null) m.copyDuration.observe({ target: x.target }, s(x.durationMs));
-        if (x.status === 'ok') m.copySent.observe({ target: x.target }, x.bytesSent);
-        if (x.storeTotalBytes !== null && x.storeFreeBytes !== null && newer(`target\u0000${x.target}`, at)) {
-          m.capacity.set({ target: x.target }, x.storeTotalBytes);
-          m.free.set({ target: x.target }, x.storeFreeBytes);
-          m.capacityAt.set({ target: x.target }, at);
-        }
-      }
-    }
-  };
   return {
     refresh() {
-      for (const r of runs.take((after) => catalog.history.runsAfter(after, 500))) take(r);
+      for (const r of runs.take((after) => catalog.history.runsAfter(after, 500))) takeRun(m, r, newer);
     },
     ensureJob(job) {
       m.jobFailures.inc({ haven_job: job }, 0);
