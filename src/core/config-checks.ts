@@ -5,9 +5,11 @@
  *
  * Only the parts whose type is right are looked at here; wrong types are the schema's to report.
  */
+import { isIP } from 'node:net';
 import { isLiteralServer, selectServers } from './config-patterns.ts';
 import type { HavenConfig } from './config-types.ts';
 import { cronFor, parseTargetUrl, ValueProblem } from './config-values.ts';
+import { clearTextExposure } from './exposure.ts';
 import { isSafeName } from './names.ts';
 import { formatDuration } from './units.ts';
 
@@ -87,6 +89,16 @@ export function crossCheck(raw: unknown): PathProblem[] {
             'required: expected a boot marker, { serial: "login:" } or { agent: true }, telling when a server counts as booted',
         });
       }
+    }
+  }
+  // Allowances trust one server's definition: a pattern would trust servers nobody named.
+  for (const [server] of entries(isObj(raw.definitions) ? raw.definitions.allow : undefined)) {
+    if (!isSafeName(server)) {
+      problems.push({
+        path: ['definitions', 'allow', server],
+        atKey: true,
+        message: `invalid server name ${JSON.stringify(server)}: allowances are keyed by server name, not pattern`,
+      });
     }
   }
   return problems;
@@ -212,6 +224,11 @@ export function configWarnings(config: HavenConfig, now = new Date()): PathProbl
       });
     }
   }
+  // Names are resolved by `haven doctor` and judged by the bound address at `haven serve`; here
+  // only an address can be judged (a name may well be loopback, such as Debian's 127.0.1.1).
+  const { listen, tlsProxy } = config.daemon;
+  const exposed = isIP(listen.host) === 0 ? null : clearTextExposure(listen.host, listen.port, tlsProxy);
+  if (exposed) warnings.push({ path: ['daemon', 'listen'], message: exposed });
   for (const drill of Object.values(config.drills)) {
     for (const server of Object.keys(drill.overrides)) {
       if (selectServers(drill.servers, [server]).length === 0) {

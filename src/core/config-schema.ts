@@ -21,6 +21,7 @@ import {
   parseFileName,
   parseInteger,
   parseListen,
+  parseProxyAddresses,
   parseRateValue,
   parseSizeValue,
   parseString,
@@ -29,6 +30,7 @@ import {
   parseUrl,
   ValueProblem,
 } from './config-values.ts';
+import { DEFINITION_ALLOWANCES } from './definition-context.ts';
 
 export const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
 export type Severity = (typeof SEVERITIES)[number];
@@ -277,6 +279,25 @@ export const retentionSchema = mapping('retention settings', {
   unused_checkpoints: limitOrOff((v) => parseDurationValue(v, HOUR_MS), 30 * DAY_MS),
 });
 
+/** What DR definitions may hold at this DR site (core/definition-rules.ts, docs/recovery.md). */
+const definitionsSchema = mapping('definition settings', {
+  boot_files: opt((v) => {
+    if (!Array.isArray(v)) {
+      throw new ValueProblem(
+        `expected a list of absolute directories on this DR host, got ${describeValue(v)}`,
+      );
+    }
+    return v.map((d) => parseAbsolutePath(d, 'an absolute directory on this DR host'));
+  }, [] as string[]),
+  allow: named(
+    'server',
+    list(
+      'allowances',
+      leaf((v) => parseEnum(v, DEFINITION_ALLOWANCES)),
+    ),
+  ),
+});
+
 export const configSchema = mapping('the Haven configuration', {
   timezone: opt(parseTimeZone, undefined),
   targets: named('target', targetSchema),
@@ -287,9 +308,15 @@ export const configSchema = mapping('the Haven configuration', {
   ),
   cache: section(mapping('cache drive settings', { signature: opt(parseFileName, '.dr_cache') })),
   daemon: section(
-    mapping('daemon settings', { listen: opt(parseListen, { host: '127.0.0.1', port: 8470 }) }),
+    mapping('daemon settings', {
+      listen: opt(parseListen, { host: '127.0.0.1', port: 8470 }),
+      tls_proxy: opt(parseProxyAddresses, []),
+      progress_streams: opt((v) => parseInteger(v, 1, 10_000), 64),
+      progress_streams_per_client: opt((v) => parseInteger(v, 1, 10_000), 8),
+    }),
   ),
   retention: section(retentionSchema),
+  definitions: section(definitionsSchema),
 });
 
 export type RawConfig = z.output<typeof configSchema>;

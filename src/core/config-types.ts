@@ -8,6 +8,7 @@
  */
 import type { BootMarker, Severity } from './config-schema.ts';
 import type { TargetEndpoint } from './config-values.ts';
+import type { DefinitionRules } from './definition-context.ts';
 
 export type { BootMarker, Severity } from './config-schema.ts';
 export type { TargetEndpoint } from './config-values.ts';
@@ -117,6 +118,10 @@ export interface CacheConfig {
 
 export interface DaemonConfig {
   listen: { host: string; port: number };
+  /** Addresses of the TLS-terminating reverse proxy in front (empty: none declared). */
+  tlsProxy: string[];
+  /** Live progress streams (`GET /api/progress`) open at once: in all, and per client address. */
+  progressStreams: { total: number; perClient: number };
 }
 
 /**
@@ -164,6 +169,11 @@ export interface HavenConfig {
   cache: CacheConfig;
   daemon: DaemonConfig;
   retention: RetentionConfig;
+  /**
+   * What DR definitions may hold at this DR site: extra boot directories, and per server what
+   * the definition rules let through beyond the rule (docs/recovery.md).
+   */
+  definitions: DefinitionRules;
   /** Valid but suspicious settings (`haven config check` prints them). */
   warnings: ConfigProblem[];
 }

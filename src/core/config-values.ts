@@ -6,6 +6,7 @@
  * Target URLs are parsed here only far enough to validate them and to know their kind;
  * transport/ owns connecting to them.
  */
+import { isIP } from 'node:net';
 import { posix } from 'node:path';
 import { Cron } from 'croner';
 import { parseDuration, parseRate, parseSize } from './units.ts';
@@ -199,6 +200,26 @@ export function parseListen(v: unknown): { host: string; port: number } {
   const m = /^\[([0-9a-fA-F:.]+)\]:([^:]*)$/.exec(v) ?? /^([^\s:[\]]+):([^:]*)$/.exec(v);
   if (!m) expected(what, v);
   return { host: m[1]!, port: parsePort(m[2]!, v) };
+}
+
+/**
+ * Addresses a reverse proxy connects from: an IP address, a CIDR range (10.0.0.0/8), or
+ * `loopback`; one or a list. What fastify's trustProxy (proxy-addr) takes.
+ */
+export function parseProxyAddresses(v: unknown): string[] {
+  const what =
+    'the address of a TLS reverse proxy (an IP address, a CIDR range, or loopback), or a list of them';
+  const items = typeof v === 'string' ? [v] : Array.isArray(v) && v.length > 0 ? v : expected(what, v);
+  return items.map((item: unknown) => {
+    if (typeof item !== 'string') return expected(what, item);
+    if (item === 'loopback') return item;
+    const [addr, bits, extra] = item.split('/');
+    const family = isIP(addr ?? '');
+    const max = family === 4 ? 32 : 128;
+    const bitsOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= max);
+    if (family === 0 || !bitsOk || extra !== undefined) expected(what, item);
+    return item;
+  });
 }
 
 /** A plain mail address (no display name): what SMTP's MAIL FROM and RCPT TO take. */

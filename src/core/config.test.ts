@@ -186,7 +186,11 @@ test('wrong type: named by key path, with what was expected and what was found',
     'jobs.nightly.consistency',
     /one of "live", "shutdown", got "crash"/,
   );
-  rejects(`${BASE}daemon: 8470\n`, 'daemon', /expected daemon settings \(keys: listen\), got number 8470/);
+  rejects(
+    `${BASE}daemon: 8470\n`,
+    'daemon',
+    /expected daemon settings \(keys: listen, tls_proxy, progress_streams, progress_streams_per_client\), got number 8470/,
+  );
   rejects('- a\n- b\n', '', /expected the Haven configuration .*got a list/);
 });
 
@@ -456,6 +460,56 @@ test('alerts and daemon values', () => {
   assert.deepEqual(c.daemon.listen, { host: '::1', port: 9000 });
 });
 
+test('daemon: TLS proxy addresses and progress stream limits', () => {
+  const d = parseConfig(BASE, 'test.yaml', NOW).daemon;
+  assert.deepEqual(d.tlsProxy, []);
+  assert.deepEqual(d.progressStreams, { total: 64, perClient: 8 });
+  for (const bad of ['proxy.example.com', '10.0.0.0/33', '::1/129', '1.2.3.4/8/1', '[]']) {
+    rejects(
+      `${BASE}daemon: { tls_proxy: ${JSON.stringify(bad)} }\n`,
+      'daemon.tls_proxy',
+      /TLS reverse proxy/,
+    );
+  }
+  rejects(`${BASE}daemon: { progress_streams: 0 }\n`, 'daemon.progress_streams', /from 1 to 10000/);
+  const c = parseConfig(
+    `${BASE}daemon:\n  tls_proxy: [loopback, 10.1.2.3, "fd00::/8"]\n  progress_streams: 5\n  progress_streams_per_client: 2\n`,
+    'test.yaml',
+    NOW,
+  );
+  assert.deepEqual(c.daemon.tlsProxy, ['loopback', '10.1.2.3', 'fd00::/8']);
+  assert.deepEqual(c.daemon.progressStreams, { total: 5, perClient: 2 });
+  assert.deepEqual(parseConfig(`${BASE}daemon: { tls_proxy: 127.0.0.1 }\n`, 't.yaml', NOW).daemon.tlsProxy, [
+    '127.0.0.1',
+  ]);
+});
+
+test('definitions: boot directories and per-server allowances at the DR site', () => {
+  const c = parseConfig(
+    `${BASE}definitions:\n  boot_files: [/srv/kernels/, /var/lib/haven/boot]\n  allow:\n    web01: [filesystem, namespaces]\n`,
+    'test.yaml',
+    NOW,
+  );
+  assert.deepEqual(c.definitions.bootFiles, ['/srv/kernels', '/var/lib/haven/boot']);
+  assert.deepEqual(c.definitions.allow.web01, ['filesystem', 'namespaces']);
+  // A name such as "constructor" finds nothing rather than Object's own property.
+  assert.equal(c.definitions.allow.constructor, undefined);
+  assert.deepEqual(defaultConfig().definitions.bootFiles, []);
+  assert.deepEqual(Object.keys(defaultConfig().definitions.allow), []);
+  rejects(`${BASE}definitions:\n  boot_files: [kernels]\n`, 'definitions.boot_files', /absolute directory/);
+  rejects(
+    `${BASE}definitions:\n  allow:\n    web01: [everything]\n`,
+    'definitions.allow.web01[0]',
+    /"all", "disks"/,
+  );
+  rejects(
+    `${BASE}definitions:\n  allow:\n    "web*": [hostdev]\n`,
+    'definitions.allow["web*"]',
+    /keyed by server name, not pattern/,
+  );
+  rejects(`${BASE}definitions:\n  boot_file: [/x]\n`, 'definitions.boot_file', /did you mean boot_files/);
+});
+
 test('a file with several problems reports all of them, in file order, with lines', () => {
   const text = `targets:
   dr1:
@@ -534,6 +588,28 @@ test('warnings: an RPO the schedule cannot meet, an override that never applies'
   assert.equal(c.warnings[0]!.line, 10);
   const fine = parseConfig(`${BASE}    rpo: 26h\n`, 'test.yaml', NOW);
   assert.deepEqual(fine.warnings, []);
+});
+
+test('warnings: a daemon other hosts reach over plain HTTP, unless a TLS proxy is declared', () => {
+  for (const listen of ['0.0.0.0:8470', '192.0.2.10:8470', '"[::]:8470"']) {
+    const c = parseConfig(`${BASE}daemon:\n  listen: ${listen}\n`, 'test.yaml', NOW);
+    assert.deepEqual(
+      c.warnings.map((w) => w.path),
+      ['daemon.listen'],
+      listen,
+    );
+    assert.match(c.warnings[0]!.message, /other hosts can reach, over plain HTTP/);
+  }
+  for (const daemon of [
+    'listen: 127.0.0.2:8470',
+    'listen: "[::1]:8470"',
+    'listen: localhost:8470',
+    // A name is judged by doctor (resolved) and at start (the bound address), not here.
+    'listen: dr-host.example.com:8470',
+    'listen: 0.0.0.0:8470\n  tls_proxy: 10.0.0.5',
+  ]) {
+    assert.deepEqual(parseConfig(`${BASE}daemon:\n  ${daemon}\n`, 'test.yaml', NOW).warnings, [], daemon);
+  }
 });
 
 test('loadConfig: missing file, unreadable size, and the optional file', (t) => {

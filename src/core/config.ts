@@ -233,8 +233,19 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         : undefined,
     },
     cache: { signature: raw.cache?.signature ?? '.dr_cache' },
-    daemon: { listen: raw.daemon?.listen ?? { host: '127.0.0.1', port: 8470 } },
+    daemon: {
+      listen: raw.daemon?.listen ?? { host: '127.0.0.1', port: 8470 },
+      tlsProxy: raw.daemon?.tls_proxy ?? [],
+      progressStreams: {
+        total: raw.daemon?.progress_streams ?? 64,
+        perClient: raw.daemon?.progress_streams_per_client ?? 8,
+      },
+    },
     retention: retentionOf(raw.retention),
+    definitions: {
+      bootFiles: raw.definitions?.boot_files ?? [],
+      allow: record(Object.entries(raw.definitions?.allow ?? {})),
+    },
     warnings: [],
   };
 }

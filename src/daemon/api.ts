@@ -9,6 +9,7 @@ import { type Catalog, RUN_STATUSES, type RunStatus, SEVERITIES, type Severity }
 import type { HavenConfig } from '../core/config.ts';
 import { asHavenError, type ErrorKind, HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { PeerWarnings, peerAddress, type Refusal } from '../core/peer-limits.ts';
 import { inventory, Virsh } from '../engine/index.ts';
 import { JobError, jobNotFound, resolveTarget, senderFactory, statusRows } from '../jobs/index.ts';
 import { dashboardRoutes } from './dashboard-routes.ts';
@@ -17,7 +18,7 @@ import type { Metrics } from './metrics.ts';
 import type { RunManager } from './run-manager.ts';
 import type { Scheduler } from './scheduler.ts';
 import { authorized } from './token.ts';
-import { loadUi, UI_HEADERS } from './ui-assets.ts';
+import { loadUi, UI_HEADERS, type UiFile } from './ui-assets.ts';
 
 const STATUS: Record<ErrorKind, number> = {
   usage: 400,
@@ -116,10 +117,41 @@ async function targetGenerations(
   return out;
 }
 
-export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false });
-  const ui = await loadUi();
+/** A refused progress stream: 429 when the client holds its share, 503 when all are taken. */
+function streamRefused(reply: FastifyReply, refusal: Refusal): void {
+  const perClient = refusal.over === 'peer';
+  reply
+    .code(perClient ? 429 : 503)
+    .header('retry-after', '30')
+    .send({
+      error: {
+        code: 'API_TOO_MANY_STREAMS',
+        kind: 'resource',
+        message: `no more progress streams: ${refusal.message}`,
+        hint: perClient
+          ? 'Close other dashboards or streams from this address, or raise daemon.progress_streams_per_client.'
+          : 'Wait for other streams to close, or raise daemon.progress_streams.',
+        details: { limit: perClient ? 'client' : 'total' },
+      },
+    });
+}
 
+export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
+  const tlsProxy = o.config().daemon.tlsProxy;
+  // Behind the declared proxy, the client is the address it forwards (X-Forwarded-For); from
+  // anywhere else that header is ignored, so nobody can pose as many clients.
+  const app = Fastify({ logger: false, ...(tlsProxy.length > 0 ? { trustProxy: tlsProxy } : {}) });
+  guardRoutes(app, o);
+  uiRoutes(app, await loadUi());
+  jobRoutes(app, o);
+  runRoutes(app, o);
+  progressRoute(app, o);
+  dashboardRoutes(app, o);
+  return app;
+}
+
+/** The token check on every non-public route, and errors in the API's JSON shape. */
+function guardRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.addHook('onRequest', async (req, reply) => {
     // Decided by the route fastify matched, not by the URL text: no spelling of a path
     // (`/ui/../api/status`, `//api/status`, a query string) can reach a data route unchecked.
@@ -157,7 +189,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `no endpoint ${req.method} ${req.url}` },
     });
   });
+}
 
+/** The health check and the dashboard's files: public, they hold no data. */
+function uiRoutes(app: FastifyInstance, ui: Map<string, UiFile>): void {
   app.get('/healthz', { config: { public: true } }, async () => ({ ok: true }));
 
   const sendUi = (reply: FastifyReply, name: string): FastifyReply => {
@@ -173,7 +208,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   app.get<{ Params: { file: string } }>('/ui/:file', { config: { public: true } }, async (req, reply) =>
     sendUi(reply, req.params.file),
   );
+}
 
+/** Metrics, servers and jobs (with "run now"). */
+function jobRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', o.metrics.contentType);
     return o.metrics.scrape();
@@ -234,7 +272,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       logFile: run.logFile,
     };
   });
+}
 
+/** Runs (with cancel), generations, events, problems and the status rows. */
+function runRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.get<{ Querystring: Record<string, string | undefined> }>('/api/runs', async (req) => {
     const q = req.query;
     return o.catalog.runs
@@ -311,11 +352,23 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   app.get('/api/status', async () =>
     statusRows({ config: o.config(), catalog: o.catalog, selections: o.selections() }),
   );
+}
 
+/** Live progress as server-sent events, within the stream limits (hub.ts). */
+function progressRoute(app: FastifyInstance, o: ApiOptions): void {
+  const refusals = new PeerWarnings(o.log);
   app.get('/api/progress', (req, reply) => {
+    const client = peerAddress(req.ip);
+    const refusal = o.hub.reserve(client);
+    if (refusal) {
+      refusals.warn(client, 'progress-stream', `refused a progress stream to ${client}: ${refusal.message}`);
+      streamRefused(reply, refusal);
+      return;
+    }
     reply.hijack();
     o.hub.add(
       reply.raw,
+      client,
       o.manager.active().map((r) => ({
         kind: 'snapshot',
         data: {
@@ -329,7 +382,4 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     );
     req.raw.on('close', () => reply.raw.end());
   });
-
-  dashboardRoutes(app, o);
-  return app;
 }

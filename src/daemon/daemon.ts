@@ -6,6 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import { type Catalog, catalogPath, openCatalog } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
+import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
 import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
@@ -53,7 +54,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const catalog = openCatalog(catalogPath(o.paths.stateDir), { log });
   for (const r of catalog.runs.abandonStale())
     log.warn(`run #${r.id} was left running by a process that ended; closed`);
-  const hub = new EventHub();
+  const hub = new EventHub(() => {
+    const s = config.daemon.progressStreams;
+    return { total: s.total, perPeer: s.perClient };
+  });
   const notifier = () => Notifier.fromConfig(config.alerts, log);
   let events = new EventLog(catalog, notifier(), log, (e) => hub.publish('event', e));
   const manager = new RunManager({
@@ -89,47 +93,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     log,
   } as ConstructorParameters<typeof Scheduler>[0]);
 
-  let selections = new Map<string, string[]>();
   const virsh = new Virsh({ log });
-  const refreshSelections = async () => {
-    const next = new Map<string, string[]>();
-    for (const job of Object.values(config.jobs)) {
-      next.set(
-        job.name,
-        (await selectJobServers(virsh, job.servers, log)).selected.map((s) => s.name),
-      );
-    }
-    selections = next;
-  };
-  let closing = false;
-  let checking: Promise<void> | undefined;
-  const rpoCheck = (): Promise<void> => {
-    if (closing || checking) return checking ?? Promise.resolve();
-    checking = (async () => {
-      try {
-        try {
-          await refreshSelections();
-        } catch (e) {
-          log.warn('cannot list servers; RPO checks use what the catalog knows', { err: e });
-        }
-        if (closing) return;
-        const r = checkRpo(statusRows({ config, catalog, selections }), events);
-        if (r.raised.length || r.resolved.length)
-          log.info('RPO check', { raised: r.raised, resolved: r.resolved });
-      } catch (e) {
-        // A busy catalog or a bug must not stop the daemon; the next check tries again.
-        log.error('RPO check failed', { err: e });
-      } finally {
-        checking = undefined;
-      }
-    })();
-    return checking;
-  };
+  const rpo = rpoChecks({ config: () => config, catalog, events: () => events, virsh, log });
+  const selections = () => rpo.selections;
 
   const metrics = createMetrics({
     config: () => config,
     catalog,
-    selections: () => selections,
+    selections,
     running: (job) => manager.isRunning(job),
     nextRun: (job) => scheduler.next(job),
   });
@@ -141,20 +112,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     scheduler,
     hub,
     metrics,
-    selections: () => selections,
+    selections,
     tokenFile,
     log,
   });
-  const listen = o.listen ?? config.daemon.listen;
-  await app.listen({ host: listen.host, port: listen.port });
-  const addr = app.server.address() as AddressInfo;
-  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
-  log.info(`listening on ${url}`, { tokenFile });
+  const url = await listenApi(app, o.listen ?? config.daemon.listen, config.daemon.tlsProxy, log, tokenFile);
 
-  await rpoCheck();
+  await rpo.check();
   scheduler.start();
-  const timer = setInterval(() => void rpoCheck(), o.rpoIntervalMs ?? 60_000);
+  const timer = setInterval(() => void rpo.check(), o.rpoIntervalMs ?? 60_000);
   timer.unref();
   const maintenance = new MaintenanceTimer({
     config: () => config,
@@ -183,16 +149,95 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       }
     },
     async close(timeoutMs = 30_000) {
-      closing = true;
       clearInterval(timer);
       scheduler.stop();
-      await checking;
+      await rpo.stop();
       await maintenance.stop();
       await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs)]);
       hub.close();
       await app.close();
       await events.flush();
       catalog.close();
+    },
+  };
+}
+
+/**
+ * Listens, logs the address, and warns when other hosts reach it over plain HTTP (judged by the
+ * address actually bound: `--listen` may differ from the configuration, a name resolves).
+ */
+async function listenApi(
+  app: Awaited<ReturnType<typeof buildApi>>,
+  listen: { host: string; port: number },
+  tlsProxy: readonly string[],
+  log: Logger,
+  tokenFile: string,
+): Promise<string> {
+  await app.listen({ host: listen.host, port: listen.port });
+  const addr = app.server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  log.info(`listening on ${url}`, { tokenFile });
+  const exposed = clearTextExposure(addr.address, addr.port, tlsProxy);
+  if (exposed) log.warn(`${exposed}. ${CLEAR_TEXT_FIX}`);
+  return url;
+}
+
+/**
+ * The RPO checks: each refreshes which servers the jobs select (libvirt's list), then raises and
+ * resolves `rpo.*` events. One at a time; stop() waits for the running one.
+ */
+function rpoChecks(o: {
+  config: () => HavenConfig;
+  catalog: Catalog;
+  events: () => EventLog;
+  virsh: Virsh;
+  log: Logger;
+}) {
+  const { catalog, virsh, log } = o;
+  let selections = new Map<string, string[]>();
+  let closing = false;
+  let checking: Promise<void> | undefined;
+  const refreshSelections = async () => {
+    const next = new Map<string, string[]>();
+    for (const job of Object.values(o.config().jobs)) {
+      next.set(
+        job.name,
+        (await selectJobServers(virsh, job.servers, log)).selected.map((s) => s.name),
+      );
+    }
+    selections = next;
+  };
+  const run = async () => {
+    try {
+      try {
+        await refreshSelections();
+      } catch (e) {
+        log.warn('cannot list servers; RPO checks use what the catalog knows', { err: e });
+      }
+      if (closing) return;
+      const r = checkRpo(statusRows({ config: o.config(), catalog, selections }), o.events());
+      if (r.raised.length || r.resolved.length)
+        log.info('RPO check', { raised: r.raised, resolved: r.resolved });
+    } catch (e) {
+      // A busy catalog or a bug must not stop the daemon; the next check tries again.
+      log.error('RPO check failed', { err: e });
+    } finally {
+      checking = undefined;
+    }
+  };
+  return {
+    get selections() {
+      return selections;
+    },
+    check(): Promise<void> {
+      if (closing || checking) return checking ?? Promise.resolve();
+      checking = run();
+      return checking;
+    },
+    async stop(): Promise<void> {
+      closing = true;
+      await checking;
     },
   };
 }

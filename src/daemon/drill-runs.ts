@@ -105,7 +105,8 @@ export class DrillRunner {
   }
 
   start(name: string, trigger: RunTrigger): Promise<RecordedDrill> {
-    const settings = this.o.config().drills[name];
+    const config = this.o.config();
+    const settings = config.drills[name];
     if (!settings) {
       return Promise.reject(
         new HavenError('DRILL_NOT_FOUND', `no drill named ${name} in the configuration`, {
@@ -128,6 +129,7 @@ export class DrillRunner {
       logFile,
       virsh: new Virsh({ log }),
       runDir: this.o.runDir,
+      rules: config.definitions,
       log,
       signal: abort.signal,
     });

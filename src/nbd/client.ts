@@ -2,8 +2,8 @@
  * NbdClient: the thin socket layer around the handshake and transmission state machines.
  *
  * - Connects over a unix socket or TCP, runs the handshake, then pipelines requests: any number of
- *   callers may have requests in flight; replies are matched by cookie. Reads and writes larger
- *   than the server's maximum block size are split and sent concurrently.
+ *   callers may have requests in flight; replies are matched by cookie. Reads and writes longer
+ *   than the server allows (block-size.ts) are split and sent concurrently.
  * - Receives with a caller-owned buffer (`onread`): while the parser is inside read data, the next
  *   socket read goes straight into the destination buffer, so a read costs the kernel's copy and
  *   nothing more in JavaScript. Small replies land in one reusable receive buffer.
@@ -16,6 +16,7 @@
 import net from 'node:net';
 import type { Logger } from '../core/log.ts';
 import { silentLogger } from '../core/log.ts';
+import { maxRequestLength } from './block-size.ts';
 import {
   MAX_REQUEST_LENGTH,
   NBD_CMD_BLOCK_STATUS,
@@ -125,9 +126,7 @@ export class NbdClient {
     this.structured = negotiated.structured;
     this.description = negotiated.description;
     this.log = log;
-    const max = Math.min(negotiated.blockSize.maximum, MAX_REQUEST_LENGTH, Math.max(negotiated.size, 1));
-    // Keep every split request a multiple of the minimum block size.
-    this.maxRequest = Math.max(max - (max % negotiated.blockSize.minimum), negotiated.blockSize.minimum);
+    this.maxRequest = maxRequestLength(negotiated.blockSize, negotiated.size);
     // Closing (asked for, or forced by an ESHUTDOWN reply) ends with a soft disconnect once
     // nothing is pending: NBD_CMD_DISC, then the socket's end.
     tx.onIdle = () => {
@@ -203,14 +202,7 @@ export class NbdClient {
           settled = true;
           clearTimeout(timer);
           if (requestTimeoutMs > 0) socket.setTimeout(requestTimeoutMs);
-          log.debug('nbd: connected', {
-            address: where,
-            exportName,
-            size: negotiated.size,
-            structured: negotiated.structured,
-            contexts: [...negotiated.contexts.keys()],
-            blockSize: negotiated.blockSize,
-          });
+          log.debug('nbd: connected', { address: where, ...describeExport(negotiated) });
           resolve(client);
         }
         return true;
@@ -231,19 +223,8 @@ export class NbdClient {
         onread: { buffer: nextBuffer, callback: onBytes },
       });
 
-      const timer = setTimeout(() => {
-        fail(
-          new NbdError(
-            'NBD_CONNECT_TIMEOUT',
-            `NBD connect/handshake with ${where} took longer than ${o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT} ms`,
-            {
-              kind: 'unavailable',
-              connectionUsable: false,
-              hint: 'Check that the NBD server is alive; qemu-nbd with all its --shared client slots in use accepts a connection but never answers it.',
-            },
-          ),
-        );
-      }, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT);
+      const connectTimeoutMs = o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+      const timer = setTimeout(() => fail(connectTimeoutError(where, connectTimeoutMs)), connectTimeoutMs);
 
       socket.on('connect', () => {
         if (!o.socketPath) {
@@ -543,4 +524,27 @@ export class NbdClient {
       this.socket.destroy();
     }
   }
+}
+
+function connectTimeoutError(where: string, ms: number): NbdError {
+  return new NbdError(
+    'NBD_CONNECT_TIMEOUT',
+    `NBD connect/handshake with ${where} took longer than ${ms} ms`,
+    {
+      kind: 'unavailable',
+      connectionUsable: false,
+      hint: 'Check that the NBD server is alive; qemu-nbd with all its --shared client slots in use accepts a connection but never answers it.',
+    },
+  );
+}
+
+/** What the handshake agreed on, for the log. */
+function describeExport(n: NegotiatedExport): Record<string, unknown> {
+  return {
+    exportName: n.exportName,
+    size: n.size,
+    structured: n.structured,
+    contexts: [...n.contexts.keys()],
+    blockSize: n.blockSize,
+  };
 }

@@ -18,8 +18,9 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
+import { activationHostFiles, type DefinitionRules } from '../core/definition-rules.ts';
 import { asHavenError, type HavenError, UsageError } from '../core/errors.ts';
-import type { Logger } from '../core/log.ts';
+import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import type { ActiveAtDr, Generation, Store } from '../store/types.ts';
 import {
@@ -32,20 +33,13 @@ import {
   VirtError,
   waitForState,
 } from '../virt/index.ts';
+import { type DefinitionSummary, prepareBoot, readSafeDefinition, summary, throughOverlays } from './boot.ts';
 import { orderForBoot } from './boot-order.ts';
-import {
-  mapDisks,
-  markStartedByHaven,
-  nvramPath,
-  type Relocation,
-  relocateChardevs,
-  setNvramPath,
-  setOverlaySource,
-} from './definition.ts';
+import type { Relocation } from './definition.ts';
 import { recoveryError, unknownServer } from './errors.ts';
-import { checkGeneration, chooseGeneration, holdServer, imagePaths, readDefinition } from './generation.ts';
+import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { setGuard } from './guard.ts';
-import { createOverlay, makeDir, overlayPath, removeDir } from './overlay.ts';
+import { makeDir, removeDir } from './overlay.ts';
 import { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 
 export interface ActivateOptions {
@@ -73,6 +67,8 @@ export interface ActivateOptions {
   lockWaitMs?: number;
   /** Stops before the next server (Ctrl-C): the report lists the servers already handled. */
   signal?: AbortSignal;
+  /** This DR host's settings for definitions (config `definitions`); none: the rule as is. */
+  rules?: DefinitionRules;
   log: Logger;
 }
 
@@ -88,8 +84,10 @@ export interface ActivationResult {
   seconds?: number;
   checkpoint?: string;
   overlayDir?: string;
-  /** Console logs and sockets moved off paths that do not exist at this site. */
+  /** Console files and sockets given Haven's names in the activation directory. */
   moved: Relocation[];
+  /** What the definition rules removed, and what they kept on the operator's word. */
+  definition?: DefinitionSummary;
   primary?: PrimaryStatus & { guarded: boolean };
   force: boolean;
   error?: ReturnType<HavenError['toJSON']>;
@@ -116,7 +114,7 @@ export function activeDir(store: Store, server: string): string {
       },
     );
   }
-  return join(store.location, '.haven', 'active', checkName('server', server));
+  return activationHostFiles(store.location, checkName('server', server)).files;
 }
 
 function newCheckpointName(): string {
@@ -213,11 +211,56 @@ async function activateOne(
   result: ActivationResult,
 ): Promise<void> {
   const log = o.log.child({ server });
-  const { store, virsh } = o;
-  const domain = result.domain;
+  const pre = await checkActivation(o, server, uri, result, log);
+  if (o.dryRun) return;
 
-  // Checks that need no lock first: none of them changes anything.
-  const pre = await chooseGeneration(store, server, o.generation);
+  const hold = await holdServer(o.store, server, 'activation', o.lockWaitMs ?? 60_000);
+  const undo: Undo = { activeSet: false, created: false };
+  try {
+    // Again under the lock: a replication may have committed since the checks.
+    const { manifest, generation } = await chooseGeneration(o.store, server, o.generation);
+    if (manifest.activeAtDr)
+      throw recoveryError('RECOVERY_ALREADY_ACTIVE', 'conflict', `${server} already runs at the DR site`);
+    if (generation.id !== pre.id) await checkGeneration(o.store, server, generation, { full: o.verify });
+    result.generation = pick(generation);
+    const active = await startCopy(o, server, generation, started, result, undo, log);
+    await afterStart(o, server, generation, active, uri, result, log);
+    log.info('running', { domain: result.domain, seconds: result.seconds });
+  } catch (e) {
+    if (result.status !== 'running') {
+      // Undo what this attempt did: the store looks as before, no domain is left.
+      if (undo.created) await destroyDomain(o.virsh, result.domain).catch(() => false);
+      if (undo.activeSet) await o.store.setActiveAtDr(server, null).catch(() => {});
+      if (undo.dir) await removeDir(undo.dir).catch(() => {});
+      result.status = 'failed';
+    }
+    throw e;
+  } finally {
+    await hold.release();
+  }
+}
+
+/** What an activation attempt changed, for undoing it. */
+interface Undo {
+  dir?: string;
+  activeSet: boolean;
+  created: boolean;
+}
+
+/**
+ * The checks that need no lock and change nothing (a dry run stops after them): the server is
+ * not active already, the primary does not run it, the generation is complete (and verifies),
+ * no domain of the name exists here, and the definition uses every store disk and passes the
+ * definition rules. Returns the generation checked.
+ */
+async function checkActivation(
+  o: ActivateOptions,
+  server: string,
+  uri: string | undefined,
+  result: ActivationResult,
+  log: Logger,
+): Promise<Generation> {
+  const pre = await chooseGeneration(o.store, server, o.generation);
   if (pre.manifest.activeAtDr) {
     throw recoveryError(
       'RECOVERY_ALREADY_ACTIVE',
@@ -229,141 +272,151 @@ async function activateOne(
       },
     );
   }
-  if (uri !== undefined) {
-    const p = await primaryStatus(uri, server, { log });
-    result.primary = { ...p, guarded: false };
-    if (p.running && !o.force) {
-      throw recoveryError(
-        'RECOVERY_PRIMARY_RUNNING',
-        'refused',
-        `the primary (${uri}) runs ${server} (${p.state}): a second copy would diverge from it`,
-        {
-          hint: 'Stop the server on the primary first, or give --force if the primary is lost to you although libvirt still answers (recorded in the manifest).',
-          details: { server, primary: uri, state: p.state },
-        },
-      );
-    }
-    result.force = p.running;
-    if (!p.reachable)
-      log.warn('the primary is not reachable; its guard is set by its next replication attempt', {
-        uri,
-        error: p.error,
-      });
-  }
-  await checkGeneration(store, server, pre.generation, { full: o.verify });
-  await checkNameFree(virsh, domain);
-  const definition = await readDefinition(store, server);
-  mapDisks(
-    definition,
-    server,
-    pre.generation.disks.map((d) => d.name),
-  );
+  if (uri !== undefined) await checkPrimary(o, server, uri, result, log);
+  await checkGeneration(o.store, server, pre.generation, { full: o.verify });
+  await checkNameFree(o.virsh, result.domain);
+  // The definition as it will boot; a dry run reports what the rule changes, a real run at start.
+  const { report } = await readSafeDefinition(o.store, server, pre.generation, {
+    rules: o.rules,
+    hostFiles: activationHostFiles(o.store.location, server),
+    log: o.dryRun ? log : silentLogger,
+  });
+  result.definition = summary(report);
   result.generation = pick(pre.generation);
-  if (o.dryRun) return;
+  return pre.generation;
+}
 
-  const hold = await holdServer(store, server, 'activation', o.lockWaitMs ?? 60_000);
-  let dir: string | undefined;
-  let activeSet = false;
-  let created = false;
-  try {
-    // Again under the lock: a replication may have committed since the checks above.
-    const { manifest, generation } = await chooseGeneration(store, server, o.generation);
-    if (manifest.activeAtDr)
-      throw recoveryError('RECOVERY_ALREADY_ACTIVE', 'conflict', `${server} already runs at the DR site`);
-    if (generation.id !== pre.generation.id)
-      await checkGeneration(store, server, generation, { full: o.verify });
-    result.generation = pick(generation);
-
-    dir = activeDir(store, server);
-    await removeDir(dir);
-    await makeDir(dir, 0o755);
-    const sockets = await makeDir(join(dir, 'sockets'), 0o1777);
-    const xml = await readDefinition(store, server);
-    if (o.name !== undefined) {
-      xml.name = o.name;
-      xml.newUuid();
-    }
-    const images = await imagePaths(store, server, generation);
-    for (const m of mapDisks(xml, server, [...images.keys()])) {
-      const overlay = overlayPath(dir, m.name);
-      await createOverlay(overlay, images.get(m.name)!, { log });
-      setOverlaySource(xml, m.disk, overlay, images.get(m.name)!);
-    }
-    result.moved = relocateChardevs(xml, { files: dir, sockets }, (p) => !existsSync(dirname(p)));
-    const nv = nvramPath(xml);
-    if (nv && !existsSync(dirname(nv))) setNvramPath(xml, join(dir, 'nvram.fd'));
-    markStartedByHaven(xml, {
-      purpose: 'activation',
-      store: store.descriptor.id,
-      server,
-      generation: generation.id,
+async function checkPrimary(
+  o: ActivateOptions,
+  server: string,
+  uri: string,
+  result: ActivationResult,
+  log: Logger,
+): Promise<void> {
+  const p = await primaryStatus(uri, server, { log });
+  result.primary = { ...p, guarded: false };
+  if (p.running && !o.force) {
+    throw recoveryError(
+      'RECOVERY_PRIMARY_RUNNING',
+      'refused',
+      `the primary (${uri}) runs ${server} (${p.state}): a second copy would diverge from it`,
+      {
+        hint: 'Stop the server on the primary first, or give --force if the primary is lost to you although libvirt still answers (recorded in the manifest).',
+        details: { server, primary: uri, state: p.state },
+      },
+    );
+  }
+  result.force = p.running;
+  if (!p.reachable)
+    log.warn('the primary is not reachable; its guard is set by its next replication attempt', {
+      uri,
+      error: p.error,
     });
-    const text = xml.toString();
-    await writeFile(join(dir, 'domain.xml'), text);
-    result.overlayDir = dir;
+}
 
-    const active: ActiveAtDr = {
-      since: new Date().toISOString(),
-      generationId: generation.id,
-      force: result.force,
-      by: `${userInfo().username}@${hostname()}`,
-      domain,
-      uri: virsh.uri,
-    };
-    // Recorded before the start: from here on a replication of this server is refused.
+/**
+ * Overlays, the domain XML (kept as `domain.xml`), `activeAtDr` in the manifest (from then on a
+ * replication of the server is refused), then the transient domain, running.
+ */
+async function startCopy(
+  o: ActivateOptions,
+  server: string,
+  generation: Generation,
+  started: number,
+  result: ActivationResult,
+  undo: Undo,
+  log: Logger,
+): Promise<ActiveAtDr> {
+  const { store, virsh } = o;
+  const domain = result.domain;
+  const hostFiles = activationHostFiles(store.location, server);
+  const dir = activeDir(store, server);
+  await removeDir(dir);
+  undo.dir = dir;
+  await makeDir(dir, 0o755);
+  await makeDir(hostFiles.sockets, 0o1777);
+  const { xml, report } = await prepareBoot({
+    purpose: 'activation',
+    store,
+    server,
+    generation,
+    rename: o.name,
+    rules: o.rules,
+    hostFiles,
+    log,
+    placeDisk: await throughOverlays(store, server, generation, dir, log),
+    // The definition's own file only where the operator keeps it and it exists here.
+    nvram: async (kept) => (kept && existsSync(dirname(kept)) ? kept : join(dir, 'nvram.fd')),
+  });
+  result.moved = report.moved;
+  result.definition = summary(report);
+  const text = xml.toString();
+  await writeFile(join(dir, 'domain.xml'), text);
+  result.overlayDir = dir;
+
+  const active: ActiveAtDr = {
+    since: new Date().toISOString(),
+    generationId: generation.id,
+    force: result.force,
+    by: `${userInfo().username}@${hostname()}`,
+    domain,
+    uri: virsh.uri,
+  };
+  // Recorded before the start: from here on a replication of this server is refused.
+  await store.setActiveAtDr(server, active);
+  undo.activeSet = true;
+  log.info('starting the copy', { domain, generation: generation.id, seq: generation.seq });
+  await createTransient(virsh, text);
+  undo.created = true;
+  await waitForState(virsh, domain, 'running', { timeoutMs: o.startTimeoutMs ?? 120_000 });
+  result.seconds = (Date.now() - started) / 1000;
+  result.status = 'running';
+  return active;
+}
+
+/** The checkpoint failback starts from, the test record, and the primary's guard. */
+async function afterStart(
+  o: ActivateOptions,
+  server: string,
+  generation: Generation,
+  active: ActiveAtDr,
+  uri: string | undefined,
+  result: ActivationResult,
+  log: Logger,
+): Promise<void> {
+  const { store, virsh } = o;
+  const domain = result.domain;
+  const checkpoint = newCheckpointName();
+  try {
+    await createCheckpoint(virsh, domain, {
+      name: checkpoint,
+      description: `Haven activation of ${server}`,
+    });
+    await writeFile(
+      join(activeDir(store, server), `checkpoint-${checkpoint}.xml`),
+      await checkpointXml(virsh, domain, checkpoint),
+    );
+    active.checkpoint = checkpoint;
+    result.checkpoint = checkpoint;
     await store.setActiveAtDr(server, active);
-    activeSet = true;
-    log.info('starting the copy', { domain, generation: generation.id, seq: generation.seq });
-    await createTransient(virsh, text);
-    created = true;
-    await waitForState(virsh, domain, 'running', { timeoutMs: o.startTimeoutMs ?? 120_000 });
-    result.seconds = (Date.now() - started) / 1000;
-    result.status = 'running';
-
-    const checkpoint = newCheckpointName();
-    try {
-      await createCheckpoint(virsh, domain, {
-        name: checkpoint,
-        description: `Haven activation of ${server}`,
-      });
-      await writeFile(
-        join(dir, `checkpoint-${checkpoint}.xml`),
-        await checkpointXml(virsh, domain, checkpoint),
-      );
-      active.checkpoint = checkpoint;
-      result.checkpoint = checkpoint;
-      await store.setActiveAtDr(server, active);
-    } catch (e) {
-      log.warn('no activation checkpoint: failback will compare every chunk instead', {
-        err: asHavenError(e),
-      });
-    }
-    await store
-      .recordTest(server, generation.id, {
-        at: active.since,
-        kind: 'activation',
-        result: 'pass',
-        seconds: result.seconds,
-        detail: `running as ${domain}`,
-      })
-      .catch((e: unknown) =>
-        log.warn('could not record the activation in the manifest', { err: asHavenError(e) }),
-      );
-    if (result.primary?.reachable && result.primary.defined && uri !== undefined) {
-      result.primary.guarded = await guardPrimary(uri, server, active, store, log);
-    }
-    log.info('running', { domain, seconds: result.seconds });
   } catch (e) {
-    if (result.status !== 'running') {
-      // Undo what this attempt did: the store looks as before, no domain is left.
-      if (created) await destroyDomain(virsh, domain).catch(() => false);
-      if (activeSet) await store.setActiveAtDr(server, null).catch(() => {});
-      if (dir) await removeDir(dir).catch(() => {});
-      result.status = 'failed';
-    }
-    throw e;
-  } finally {
-    await hold.release();
+    log.warn('no activation checkpoint: failback will compare every chunk instead', {
+      err: asHavenError(e),
+    });
+  }
+  await store
+    .recordTest(server, generation.id, {
+      at: active.since,
+      kind: 'activation',
+      result: 'pass',
+      seconds: result.seconds ?? 0,
+      detail: `running as ${domain}`,
+    })
+    .catch((e: unknown) =>
+      log.warn('could not record the activation in the manifest', { err: asHavenError(e) }),
+    );
+  if (result.primary?.reachable && result.primary.defined && uri !== undefined) {
+    result.primary.guarded = await guardPrimary(uri, server, active, store, log);
   }
 }
 

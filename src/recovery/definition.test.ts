@@ -9,7 +9,6 @@ import {
   isolateDevices,
   mapDisks,
   markStartedByHaven,
-  relocateChardevs,
   setOverlaySource,
   storeDiskOf,
 } from './definition.ts';
@@ -75,49 +74,6 @@ test('a disk boots through a qcow2 overlay whose raw backing file libvirt must n
   const el = d.element;
   assert.equal(xml.children(el, 'source').length, 1);
   assert.equal(xml.child(el, 'driver')?.nextSibling?.nodeName, 'source');
-});
-
-test('console files and sockets whose directories are gone move; twins keep sharing a path', () => {
-  const xml = DomainXml.parse(DEF);
-  const moved = relocateChardevs(
-    xml,
-    { files: '/srv/dr/.haven/active/web01', sockets: '/srv/dr/.haven/active/web01/sockets' },
-    (p) => p.startsWith('/primary/'),
-  );
-  assert.deepEqual(moved, [
-    { from: '/primary/logs/web01.log', to: '/srv/dr/.haven/active/web01/web01.log' },
-    { from: '/primary/run/web01.sock', to: '/srv/dr/.haven/active/web01/sockets/web01.sock' },
-    { from: '/primary/run/agent.sock', to: '/srv/dr/.haven/active/web01/sockets/agent.sock' },
-  ]);
-  const text = xml.toString();
-  assert.equal(
-    text.match(/\/srv\/dr\/\.haven\/active\/web01\/web01\.log/g)?.length,
-    2,
-    'serial 0 and its console',
-  );
-  assert.doesNotMatch(text, /\/primary\//);
-  // Nothing moves when every directory exists.
-  assert.deepEqual(
-    relocateChardevs(DomainXml.parse(DEF), { files: '/a', sockets: '/b' }, () => false),
-    [],
-  );
-});
-
-test('a socket path that would be too long gets a short name, or a clear error', () => {
-  const xml = DomainXml.parse(DEF);
-  const long = `/${'d'.repeat(90)}`;
-  const moved = relocateChardevs(xml, { files: '/f', sockets: long }, (p) => p.endsWith('.sock'));
-  assert.ok(
-    moved.every((m) => Buffer.byteLength(m.to) <= 107),
-    JSON.stringify(moved),
-  );
-  assert.throws(
-    () =>
-      relocateChardevs(DomainXml.parse(DEF), { files: '/f', sockets: `/${'d'.repeat(104)}` }, (p) =>
-        p.endsWith('.sock'),
-      ),
-    (e) => e instanceof HavenError && e.code === 'RECOVERY_SOCKET_PATH_TOO_LONG',
-  );
 });
 
 test('a drill is isolated: console to its file, no network, no host devices, no fixed ports or sockets', () => {

@@ -1,24 +1,23 @@
 /**
  * Rewriting a DR definition (`definitions/<server>.xml`, DESIGN §4.5) into the domain XML that
- * activation, a drill or a restore starts or defines. Pure: XML in, XML out, the facts of the
- * host passed in as functions.
+ * activation, a drill or a restore starts or defines (the recipe is boot.ts; what the definition
+ * may hold at all is core/definition-rules.ts). Pure: XML in, XML out.
  *
  * The definition's disks point at the store's `_1` images as named when it was written; each is
  * matched to a store disk by the image's base name (`<server>_<disk>_<seq>.raw`), so a store that
  * was moved, or a definition an operator edited, still maps.
  */
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import type { Element } from '@xmldom/xmldom';
 import type { DomainDisk, DomainXml } from '../core/domain-xml.ts';
 import { recoveryError } from './errors.ts';
+
+export type { Relocation } from '../core/definition-context.ts';
 
 /** Namespace of the marker Haven puts on every domain it starts from a store. */
 export const ACTIVATION_NS = 'urn:haven:activation:1';
 /** Namespace of the primary guard (guard.ts): the server runs at the DR site. */
 export const DR_ACTIVE_NS = 'urn:haven:dr-active:1';
-
-/** Longest unix socket path (sun_path holds 108 bytes with the NUL). */
-const MAX_SOCKET_PATH = 107;
 
 /** The store disk a domain disk's image belongs to, or undefined (a disk not from this store). */
 export function storeDiskOf(
@@ -109,7 +108,7 @@ export function setImageSource(xml: DomainXml, d: DomainDisk, path: string, form
   xml.ensureChild(d.element, 'driver').setAttribute('type', format);
 }
 
-/** Character devices with a host path: serial, console, parallel and channel of type file or unix. */
+/** Character devices: serial, console, parallel and channel. */
 const CHARDEVS = ['serial', 'console', 'parallel', 'channel'] as const;
 
 interface Chardev {
@@ -117,7 +116,6 @@ interface Chardev {
   device: (typeof CHARDEVS)[number];
   type: string;
   source: Element | undefined;
-  path: string | undefined;
   log: Element | undefined;
 }
 
@@ -131,63 +129,11 @@ function chardevs(xml: DomainXml): Chardev[] {
         device,
         type: element.getAttribute('type') ?? 'pty',
         source,
-        path: source?.getAttribute('path') || undefined,
         log: xml.child(element, 'log'),
       });
     }
   }
   return out;
-}
-
-export interface Relocation {
-  from: string;
-  to: string;
-}
-
-/**
- * Moves the host files of character devices (console logs, sockets, their `<log>` files) that
- * `shouldMove` picks: a console log in a directory of the lost primary
- * would stop the copy from starting. Unix sockets go to `dirs.sockets` (QEMU creates them, so it
- * must be able to write there), files to `dirs.files`. Devices sharing a path (a serial port and
- * its console twin) keep sharing it.
- */
-export function relocateChardevs(
-  xml: DomainXml,
-  dirs: { files: string; sockets: string },
-  shouldMove: (path: string) => boolean,
-): Relocation[] {
-  const moved = new Map<string, string>();
-  const taken = new Set<string>();
-  const target = (from: string, socket: boolean): string => {
-    const known = moved.get(from);
-    if (known) return known;
-    const dir = socket ? dirs.sockets : dirs.files;
-    let name = basename(from) || 'chardev';
-    let to = join(dir, name);
-    for (let i = 1; taken.has(to) || (socket && Buffer.byteLength(to) > MAX_SOCKET_PATH); i++) {
-      name = socket ? `c${i}.sock` : `${i}-${basename(from)}`;
-      to = join(dir, name);
-      if (socket && Buffer.byteLength(to) > MAX_SOCKET_PATH && i > 1) {
-        throw recoveryError(
-          'RECOVERY_SOCKET_PATH_TOO_LONG',
-          'usage',
-          `a unix socket under ${dir} would be longer than ${MAX_SOCKET_PATH} bytes`,
-          { hint: 'Use a store path that is shorter.', details: { from, dir } },
-        );
-      }
-    }
-    taken.add(to);
-    moved.set(from, to);
-    return to;
-  };
-  for (const c of chardevs(xml)) {
-    if ((c.type === 'file' || c.type === 'unix') && c.path && shouldMove(c.path)) {
-      c.source!.setAttribute('path', target(c.path, c.type === 'unix'));
-    }
-    const logFile = c.log?.getAttribute('file');
-    if (logFile && shouldMove(logFile)) c.log!.setAttribute('file', target(logFile, false));
-  }
-  return [...moved].map(([from, to]) => ({ from, to }));
 }
 
 /**

@@ -14,25 +14,19 @@ import { randomBytes } from 'node:crypto';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BootMarker, type DrillConfig, selectServers } from '../core/config.ts';
+import type { DefinitionRules } from '../core/definition-rules.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { ensureRunDir } from '../core/paths.ts';
 import { openFsStore } from '../store/index.ts';
 import type { Generation, ServerHold, Store, TestRecord } from '../store/types.ts';
 import { createTransient, destroyDomain, type Virsh, VirtError, waitForState } from '../virt/index.ts';
-import {
-  isolateChardevs,
-  isolateDevices,
-  mapDisks,
-  markStartedByHaven,
-  nvramPath,
-  setNvramPath,
-  setOverlaySource,
-} from './definition.ts';
+import { type DefinitionSummary, prepareBoot, summary, throughOverlays } from './boot.ts';
+import { isolateChardevs, isolateDevices } from './definition.ts';
 import { recoveryError } from './errors.ts';
-import { checkGeneration, chooseGeneration, holdServer, imagePaths, readDefinition } from './generation.ts';
+import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { waitForBootMarker } from './marker.ts';
-import { createOverlay, makeDir, overlayPath, removeDir } from './overlay.ts';
+import { makeDir, removeDir } from './overlay.ts';
 
 /** Something worth telling the catalog and the alerting (the CLI or the daemon decides how). */
 export interface RecoveryEvent {
@@ -61,6 +55,8 @@ export interface DrillServerOptions {
   lockWaitMs?: number;
   signal?: AbortSignal;
   onEvent?: (e: RecoveryEvent) => void;
+  /** This DR host's settings for definitions (config `definitions`); none: the rule as is. */
+  rules?: DefinitionRules;
   log: Logger;
 }
 
@@ -77,10 +73,49 @@ export interface DrillResult {
   consoleTail?: string;
   /** The result is in the manifest (false only when no generation could be chosen). */
   recorded: boolean;
+  /** What the definition rules removed, and what they kept on the operator's word. */
+  definition?: DefinitionSummary;
 }
 
 export function drillDedupKey(storeId: string, server: string): string {
   return `drill:${storeId}:${server}`;
+}
+
+/**
+ * The boot recipe (boot.ts) for a drill: under its own name and UUID, through throwaway overlays
+ * in `dir`, its console in `dir/console.log`, isolated from the network and the host's devices
+ * (definition.ts `isolateDevices`, `isolateChardevs`).
+ */
+async function drillXml(
+  o: DrillServerOptions,
+  domain: string,
+  generation: Generation,
+  dir: string,
+  result: DrillResult,
+  log: Logger,
+): Promise<string> {
+  const { xml, report } = await prepareBoot({
+    purpose: 'drill',
+    store: o.store,
+    server: o.server,
+    generation,
+    rename: domain,
+    rules: o.rules,
+    hostFiles: { files: dir, sockets: dir },
+    log,
+    placeDisk: await throughOverlays(o.store, o.server, generation, dir, log),
+    nvram: async (kept) => {
+      const copy = join(dir, 'nvram.fd');
+      // The UEFI variables the definition names, where the operator keeps them and this site
+      // has them; else libvirt starts from the firmware's template.
+      if (kept) await copyFile(kept, copy).catch(() => {});
+      return copy;
+    },
+  });
+  result.definition = summary(report);
+  isolateDevices(xml);
+  isolateChardevs(xml, join(dir, 'console.log'));
+  return xml.toString();
 }
 
 export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
@@ -100,35 +135,10 @@ export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
     await checkGeneration(o.store, o.server, generation, { full: o.verify, signal: o.signal });
 
     dir = await makeDir(join(ensureRunDir(o.runDir, 'drills'), `${o.server.slice(0, 40)}-${id}`), 0o1777);
+    const xml = await drillXml(o, domain, generation, dir, result, log);
     const consoleLog = join(dir, 'console.log');
-    const xml = await readDefinition(o.store, o.server);
-    xml.name = domain;
-    xml.newUuid();
-    const images = await imagePaths(o.store, o.server, generation);
-    for (const m of mapDisks(xml, o.server, [...images.keys()])) {
-      const overlay = overlayPath(dir, m.name);
-      await createOverlay(overlay, images.get(m.name)!, { log });
-      setOverlaySource(xml, m.disk, overlay, images.get(m.name)!);
-    }
-    isolateDevices(xml);
-    isolateChardevs(xml, consoleLog);
-    const nv = nvramPath(xml);
-    if (nv) {
-      const copy = join(dir, 'nvram.fd');
-      // The UEFI variables as the source had them, when this site has them; else libvirt
-      // starts from the firmware's template.
-      await copyFile(nv, copy).catch(() => {});
-      setNvramPath(xml, copy);
-    }
-    markStartedByHaven(xml, {
-      purpose: 'drill',
-      store: o.store.descriptor.id,
-      server: o.server,
-      generation: generation.id,
-    });
-
     log.info('booting the generation in isolation', { seq: generation.seq, generation: generation.id });
-    await createTransient(o.virsh, xml.toString());
+    await createTransient(o.virsh, xml);
     created = true;
     const seen = await waitForBootMarker({
       virsh: o.virsh,
@@ -236,6 +246,8 @@ export interface RunDrillDeps {
   servers?: string[];
   marker?: BootMarker;
   timeoutMs?: number;
+  /** This DR host's settings for definitions (config `definitions`). */
+  rules?: DefinitionRules;
 }
 
 /**
@@ -301,6 +313,7 @@ export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise
           ...(deps.verify !== undefined ? { verify: deps.verify } : {}),
           ...(deps.signal ? { signal: deps.signal } : {}),
           ...(deps.onEvent ? { onEvent: deps.onEvent } : {}),
+          ...(deps.rules ? { rules: deps.rules } : {}),
         });
       }
       report.results.push(r);

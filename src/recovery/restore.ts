@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import type { DefinitionRules } from '../core/definition-rules.ts';
 import { chunkDigests, DIGEST_BYTES } from '../core/digest.ts';
 import { ioError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -21,17 +22,10 @@ import { checkName } from '../core/names.ts';
 import { type ProgressSnapshot, ProgressTracker } from '../engine/progress.ts';
 import { CHUNK_SIZE, type Generation, type Store } from '../store/types.ts';
 import { defineDomain, domainState, qemuToolError, type Virsh, VirtError } from '../virt/index.ts';
-import {
-  mapDisks,
-  markStartedByHaven,
-  nvramPath,
-  type Relocation,
-  relocateChardevs,
-  setImageSource,
-  setNvramPath,
-} from './definition.ts';
+import { type DefinitionSummary, type PreparedBoot, prepareBoot, summary } from './boot.ts';
+import { type Relocation, setImageSource } from './definition.ts';
 import { recoveryError } from './errors.ts';
-import { checkGeneration, chooseGeneration, holdServer, readDefinition } from './generation.ts';
+import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { makeDir } from './overlay.ts';
 
 export type RestoreFormat = 'raw' | 'qcow2';
@@ -53,6 +47,8 @@ export interface RestoreOptions {
   virsh: Virsh;
   onProgress?: (s: ProgressSnapshot) => void;
   signal?: AbortSignal;
+  /** The settings for definitions of the host it runs on (config `definitions`). */
+  rules?: DefinitionRules;
   log: Logger;
 }
 
@@ -73,7 +69,10 @@ export interface RestoreResult {
   format: RestoreFormat;
   disks: RestoredDisk[];
   defined: boolean;
+  /** Console files and sockets given Haven's names in the restore directory. */
   moved: Relocation[];
+  /** What the definition rules removed, and what they kept on the operator's word. */
+  definition?: DefinitionSummary;
   seconds: number;
 }
 
@@ -141,33 +140,12 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
     progress.setPhase('done');
 
     let uuid: string | undefined;
-    let moved: Relocation[] = [];
+    let booted: PreparedBoot | undefined;
     if (define) {
-      const xml = await readDefinition(o.store, o.server);
-      if (o.name !== undefined && o.name !== o.server) {
-        xml.name = o.name;
-        xml.newUuid();
-      }
-      const byDisk = new Map(targets.map((t) => [t.disk, t.path]));
-      for (const m of mapDisks(xml, o.server, [...byDisk.keys()]))
-        setImageSource(xml, m.disk, byDisk.get(m.name)!, format);
-      // A renamed copy must not share console files or sockets with the original.
-      const renamed = o.name !== undefined && o.name !== o.server;
-      // QEMU creates sockets itself, as its own user: they get a directory it may write.
-      const sockets = join(dir, 'sockets');
-      moved = relocateChardevs(xml, { files: dir, sockets }, (p) => renamed || !existsSync(dirname(p)));
-      if (moved.some((m) => m.to.startsWith(`${sockets}/`))) await makeDir(sockets, 0o1777);
-      const nv = nvramPath(xml);
-      if (nv && (renamed || !existsSync(dirname(nv)))) setNvramPath(xml, join(dir, `${name}_VARS.fd`));
-      markStartedByHaven(xml, {
-        purpose: 'restore',
-        store: o.store.descriptor.id,
-        server: o.server,
-        generation: generation.id,
-      });
-      uuid = xml.uuid;
+      booted = await restoredXml(o, generation, name, dir, targets, format, log);
+      uuid = booted.xml.uuid;
       try {
-        await defineDomain(o.virsh, xml.toString());
+        await defineDomain(o.virsh, booted.xml.toString());
       } catch (e) {
         // Whole or not at all: images of a server that could not be defined go too.
         for (const d of disks) await rm(d.path, { force: true });
@@ -183,12 +161,49 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
       format,
       disks,
       defined: define,
-      moved,
+      moved: booted?.report.moved ?? [],
+      ...(booted ? { definition: summary(booted.report) } : {}),
       seconds: (Date.now() - started) / 1000,
     };
   } finally {
     await hold.release();
   }
+}
+
+/**
+ * The boot recipe (boot.ts) for a restored server: its disks pointed at the restored images, its
+ * console files and sockets in the restore directory under names that start with its name (a
+ * directory may hold several restored servers), under the new name with a new UUID if renamed.
+ */
+async function restoredXml(
+  o: RestoreOptions,
+  generation: Generation,
+  name: string,
+  dir: string,
+  targets: readonly { disk: string; path: string }[],
+  format: RestoreFormat,
+  log: Logger,
+): Promise<PreparedBoot> {
+  const renamed = o.name !== undefined && o.name !== o.server;
+  const byDisk = new Map(targets.map((t) => [t.disk, t.path]));
+  // QEMU creates sockets itself, as its own user: they get a directory it may write.
+  const sockets = join(dir, 'sockets');
+  const booted = await prepareBoot({
+    purpose: 'restore',
+    store: o.store,
+    server: o.server,
+    generation,
+    rename: renamed ? name : undefined,
+    rules: o.rules,
+    hostFiles: { files: dir, sockets, prefix: `${name}-` },
+    log,
+    placeDisk: async (x, m) => setImageSource(x, m.disk, byDisk.get(m.name) ?? '', format),
+    // A renamed copy must not share its UEFI variables with the original.
+    nvram: async (kept) =>
+      kept && !renamed && existsSync(dirname(kept)) ? kept : join(dir, `${name}_VARS.fd`),
+  });
+  if (booted.report.moved.some((m) => m.to.startsWith(`${sockets}/`))) await makeDir(sockets, 0o1777);
+  return booted;
 }
 
 async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * Byte streams to targets (DESIGN §3): a child process (`haven receive --stdio`, locally or over
- * ssh) or TCP with TLS. `openTarget` picks the transport from the target URL.
+ * ssh) or TCP with TLS. `openTarget` picks the transport from the target URL; `spawnPeer` starts
+ * any haven command as a peer the same way (failback's receiver on the primary).
  */
 import type { Logger } from '../core/log.ts';
 import { type ChildOptions, openChildTarget } from './child.ts';
@@ -9,17 +10,27 @@ import { TransportError } from './errors.ts';
 import { connectTls, type TlsClientOptions } from './tls.ts';
 import { parseTarget, type Target } from './url.ts';
 
-export { type ChildOptions, HAVEN_BIN, shellQuote, sshArgs } from './child.ts';
+export { CERT_WARN_DAYS } from './cert-expiry.ts';
+export {
+  type ChildOptions,
+  HAVEN_BIN,
+  type PeerHost,
+  type PeerOptions,
+  type PeerRole,
+  shellQuote,
+  spawnPeer,
+  sshArgs,
+} from './child.ts';
 export { type Connection, JoinedStream } from './connection.ts';
 export { TransportError } from './errors.ts';
 export { type StdioConnection, stdioConnection } from './stdio.ts';
+export { connectTls, type TlsClientOptions } from './tls.ts';
 export {
-  connectTls,
+  DEFAULT_CONNECTION_LIMITS,
   listenTls,
-  type TlsClientOptions,
   type TlsListener,
   type TlsListenOptions,
-} from './tls.ts';
+} from './tls-listener.ts';
 export { formatTarget, parseTarget, type Target } from './url.ts';
 
 export interface TargetOptions extends ChildOptions {

@@ -10,7 +10,7 @@
  */
 import { fstatSync } from 'node:fs';
 import { type OnReadOpts, Socket, type SocketConstructorOpts } from 'node:net';
-import type { Duplex, Readable, Writable } from 'node:stream';
+import { type Duplex, type Readable, Writable } from 'node:stream';
 import type { HavenError } from '../core/errors.ts';
 import { JoinedStream } from './connection.ts';
 
@@ -41,9 +41,9 @@ function isSocketLike(fd: number): boolean {
 }
 
 export function stdioConnection(mapError: (e: Error) => HavenError): StdioConnection {
-  const output: Writable = isSocketLike(1)
-    ? new Socket({ fd: 1, readable: false, writable: true })
-    : process.stdout;
+  const output = new AfterPendingSignals(
+    isSocketLike(1) ? new Socket({ fd: 1, readable: false, writable: true }) : process.stdout,
+  );
   if (!isSocketLike(0)) {
     return { stream: new JoinedStream(process.stdin, output, { mapError }) };
   }
@@ -101,4 +101,61 @@ function bufferedSocketInput(fd: number): { socket: Readable; input: StdioInput 
     },
   };
   return { socket, input };
+}
+
+/** Runs `fn` after the event loop has polled once more (two check phases from now). */
+function afterNextPoll(fn: () => void): void {
+  setImmediate(() => setImmediate(fn));
+}
+
+/**
+ * stdout for answers, each write held until the event loop has polled once more, so a stop
+ * signal that came before the request an answer is for always wins (`haven receive --stdio`
+ * destroys this stream on SIGINT/SIGTERM/SIGHUP; what is held then is dropped).
+ *
+ * Why a signal can lose otherwise: a sender that signals the receiver and then writes a request
+ * (kill() returns before write() starts) cannot stop the request from being read first. The
+ * kernel runs the signal's C handler (libuv's, which writes a byte to the loop's signal pipe)
+ * before the receiver is back in user space, but that byte may miss the poll that reads the
+ * request, and even in the same poll libuv runs signal watchers after every other I/O callback
+ * (src/unix/linux.c, uv__io_poll: "Run signal watchers last"). An answer computed from memory
+ * (expected digests, say) then left before the handler ran. Held past the next poll, which
+ * reports the signal pipe (an immediate is pending, so that poll does not block), the answer
+ * finds the stream destroyed. The cost is one loop turn per answer; data only flows the other
+ * way.
+ */
+class AfterPendingSignals extends Writable {
+  constructor(private readonly inner: Writable) {
+    super({ highWaterMark: inner.writableHighWaterMark });
+    inner.on('error', (e: Error) => this.destroy(e));
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    afterNextPoll(() => {
+      if (this.destroyed) return cb();
+      this.inner.write(chunk, cb);
+    });
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
+    afterNextPoll(() => {
+      if (this.destroyed) return cb();
+      this.inner.cork();
+      for (let i = 0; i < chunks.length - 1; i++) this.inner.write(chunks[i]!.chunk);
+      this.inner.write(chunks[chunks.length - 1]!.chunk, cb);
+      this.inner.uncork();
+    });
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    afterNextPoll(() => {
+      if (!this.destroyed) this.inner.end();
+      cb();
+    });
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.inner.destroy();
+    cb(err);
+  }
 }

@@ -1,20 +1,20 @@
 /**
- * TCP with TLS, for targets without ssh. The listener (`haven receive --listen`) presents its
- * certificate and requires either client certificates signed by its CA or a token in HELLO (or
- * both); the client pins the target's CA (the system roots are not used) and may present a
- * certificate. Both ends use TLS 1.2 or later, TCP keepalive (a dead peer frees the server's lock
- * eventually) and no Nagle delay (control frames are small request/answer pairs).
+ * TCP with TLS, for targets without ssh: the client side (the listener, `haven receive --listen`,
+ * is in tls-listener.ts). The client pins the target's CA (the system roots are not used) and may
+ * present a certificate. Both ends use TLS 1.2 or later, TCP keepalive (a dead peer frees the
+ * server's lock eventually) and no Nagle delay (control frames are small request/answer pairs).
  */
 import { readFile } from 'node:fs/promises';
-import { isIP, type Socket } from 'node:net';
-import { connect, createServer, type TLSSocket } from 'node:tls';
+import { isIP } from 'node:net';
+import { connect, type TLSSocket } from 'node:tls';
 import { asHavenError, type HavenError, ioError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
+import { certificateFindings, logFindingsOnce, pemCertificates } from './cert-expiry.ts';
 import { type Connection, JoinedStream } from './connection.ts';
 import { TransportError } from './errors.ts';
 import { formatTarget, type Target } from './url.ts';
 
-const KEEPALIVE_MS = 60_000;
+export const KEEPALIVE_MS = 60_000;
 
 export interface TlsClientOptions {
   /** PEM file of the CA that signed the target's certificate (pinned: the only trust anchor). */
@@ -28,7 +28,7 @@ export interface TlsClientOptions {
   log?: Logger;
 }
 
-async function readPem(path: string, what: string): Promise<Buffer> {
+export async function readPem(path: string, what: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (e) {
@@ -43,16 +43,26 @@ async function readPem(path: string, what: string): Promise<Buffer> {
 
 const TLS_CODES = /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL)/;
 
+function tlsHint(code: string, message: string): string {
+  if (code === 'CERT_HAS_EXPIRED' || /expired/i.test(message)) {
+    return 'A certificate has expired (the target’s, its CA, or this host’s client certificate): renew it; `haven receive --listen` logs its own at start.';
+  }
+  if (/before secure TLS/i.test(message)) {
+    return 'The target closed the connection during the handshake: its connection limits (--max-connections, --max-connections-per-peer) may be reached; its log says why.';
+  }
+  return 'Check the CA (--tls-ca), the client certificate and key, and that the target’s certificate names this host.';
+}
+
 /** Socket errors as typed errors: TLS trouble, unreachable peers, the rest as I/O. */
 function mapSocketError(e: Error, where: string): HavenError {
   const code = (e as NodeJS.ErrnoException).code ?? '';
-  if (TLS_CODES.test(code) || /alert|certificate|handshake/i.test(e.message)) {
+  if (TLS_CODES.test(code) || /alert|certificate|handshake|before secure TLS/i.test(e.message)) {
     return new TransportError(
       'TRANSPORT_TLS_FAILED',
       'unavailable',
       `TLS with ${where} failed: ${e.message}`,
       {
-        hint: 'Check the CA (--tls-ca), the client certificate and key, and that the target’s certificate names this host.',
+        hint: tlsHint(code, e.message),
         details: { code },
         cause: e,
       },
@@ -103,7 +113,11 @@ export async function connectTls(
     o.key ? readPem(o.key, 'TLS key file') : undefined,
   ]);
   const where = formatTarget(target);
-  const log = (o.log ?? silentLogger).child({ target: where });
+  const base = o.log ?? silentLogger;
+  const log = base.child({ target: where });
+  logFindingsOnce(certificateFindings(pemCertificates(ca), `TLS CA file ${o.ca}`), base, log);
+  if (cert)
+    logFindingsOnce(certificateFindings(pemCertificates(cert), `TLS certificate file ${o.cert}`), base, log);
   const servername = o.servername ?? (isIP(target.host) ? undefined : target.host);
   const timeoutMs = o.connectTimeoutMs ?? 30_000;
   const socket = await new Promise<TLSSocket>((resolve, reject) => {
@@ -141,6 +155,8 @@ export async function connectTls(
   });
   socket.setKeepAlive(true, KEEPALIVE_MS);
   socket.setNoDelay(true);
+  const presented = socket.getPeerX509Certificate();
+  if (presented) logFindingsOnce(certificateFindings([presented], `the certificate of ${where}`), base, log);
   log.debug('TLS connected', { protocol: socket.getProtocol(), cipher: socket.getCipher().name });
   const stream = new JoinedStream(socket, socket, { mapError: (e) => mapSocketError(e, where) });
   return {
@@ -159,150 +175,6 @@ export async function connectTls(
           resolve();
         });
       });
-    },
-  };
-}
-
-export interface TlsListenOptions {
-  host: string;
-  port: number;
-  /** PEM files of the listener's certificate and key. */
-  cert: string;
-  key: string;
-  /** Require client certificates signed by this CA (PEM file). */
-  ca?: string;
-  /** Whether HELLO must carry a token (checked by the protocol, not here). */
-  tokenRequired: boolean;
-  log?: Logger;
-  /**
-   * Runs one session; its failure is logged, never fatal to the listener. A peer that is not
-   * `verified` presented no client certificate or one the CA did not sign: the session must
-   * refuse it (with an ERROR frame the sender can report, which a bare TLS reset is not).
-   */
-  onConnection(socket: TLSSocket, peer: TlsPeer): Promise<void>;
-}
-
-export interface TlsPeer {
-  /** Address, port and certificate subject, for logs. */
-  description: string;
-  /** True when no client certificate is required, or the one presented verified against the CA. */
-  verified: boolean;
-  /** Why the client certificate did not verify. */
-  error?: string;
-}
-
-export interface TlsListener {
-  readonly host: string;
-  readonly port: number;
-  /** Sessions running now. */
-  readonly active: number;
-  /** Stops accepting; ends running sessions after `graceMs` (default: wait for them). */
-  close(graceMs?: number): Promise<void>;
-}
-
-export async function listenTls(o: TlsListenOptions): Promise<TlsListener> {
-  if (!o.ca && !o.tokenRequired) {
-    throw new TransportError('TRANSPORT_NO_AUTH', 'usage', 'a listener must authenticate its senders', {
-      hint: 'Give --tls-ca (require client certificates signed by it), --token-file (require a token), or both.',
-    });
-  }
-  const log = o.log ?? silentLogger;
-  const [cert, key, ca] = await Promise.all([
-    readPem(o.cert, 'TLS certificate file'),
-    readPem(o.key, 'TLS key file'),
-    o.ca ? readPem(o.ca, 'TLS CA file') : undefined,
-  ]);
-  const sessions = new Map<TLSSocket, Promise<void>>();
-  let server: ReturnType<typeof createServer>;
-  try {
-    server = createServer({
-      cert,
-      key,
-      // The certificate is checked in 'secureConnection' instead of by the handshake, so that a
-      // refused sender gets an ERROR frame saying why rather than a connection reset.
-      ...(ca ? { ca, requestCert: true, rejectUnauthorized: false } : {}),
-      minVersion: 'TLSv1.2',
-      handshakeTimeout: 30_000,
-    });
-  } catch (e) {
-    throw new TransportError(
-      'TRANSPORT_BAD_OPTION',
-      'usage',
-      `unusable TLS certificate or key: ${(e as Error).message}`,
-      {
-        hint: 'Give a PEM certificate and the private key that belongs to it.',
-        cause: e,
-      },
-    );
-  }
-  server.on('secureConnection', (socket: TLSSocket) => {
-    socket.setKeepAlive(true, KEEPALIVE_MS);
-    socket.setNoDelay(true);
-    const subject = socket.getPeerCertificate()?.subject?.CN;
-    const description = `${socket.remoteAddress}:${socket.remotePort}${subject ? ` (${subject})` : ''}`;
-    const verified = !ca || socket.authorized;
-    const error = verified ? undefined : String(socket.authorizationError ?? 'no client certificate');
-    if (verified) log.info('connection', { peer: description });
-    else log.warn(`refused a connection from ${description}: client certificate not accepted (${error})`);
-    const peer: TlsPeer = { description, verified, ...(error ? { error } : {}) };
-    const run = o
-      .onConnection(socket, peer)
-      .catch((e: unknown) => {
-        const err = asHavenError(e);
-        log.warn(`session from ${description} ended: ${err.message}`, { code: err.code });
-      })
-      .finally(() => {
-        sessions.delete(socket);
-        socket.destroy();
-      });
-    sessions.set(socket, run);
-  });
-  server.on('tlsClientError', (e: Error, socket: Socket) => {
-    log.warn(`refused a connection from ${socket.remoteAddress}: ${e.message}`, {
-      code: (e as NodeJS.ErrnoException).code,
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        new TransportError(
-          'TRANSPORT_LISTEN_FAILED',
-          e.code === 'EADDRINUSE' ? 'conflict' : 'unavailable',
-          `cannot listen on ${o.host}:${o.port}: ${e.message}`,
-          {
-            hint: 'Choose a free port and an address of this host.',
-            details: { code: e.code },
-            cause: e,
-          },
-        ),
-      ),
-    );
-    server.listen(o.port, o.host, () => resolve());
-  });
-  server.on('error', (e) => log.error(`listener error: ${e.message}`));
-  const addr = server.address() as { address: string; port: number };
-  log.info(`listening on ${addr.address}:${addr.port}`, {
-    clientCertificates: Boolean(ca),
-    token: o.tokenRequired,
-  });
-  return {
-    host: addr.address,
-    port: addr.port,
-    get active() {
-      return sessions.size;
-    },
-    async close(graceMs?: number) {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      if (graceMs !== undefined) {
-        const timer = setTimeout(() => {
-          for (const s of sessions.keys()) s.destroy();
-        }, graceMs);
-        await Promise.allSettled(sessions.values());
-        clearTimeout(timer);
-      } else {
-        await Promise.allSettled(sessions.values());
-      }
-      await closed;
     },
   };
 }

@@ -15,7 +15,10 @@ async function openssl(dir: string, args: string[]): Promise<void> {
   await run('openssl', args, { cwd: dir });
 }
 
-/** ca.pem/otherca.pem, server.{pem,key}, client.{pem,key}, intruder.{pem,key} in `dir`. */
+/**
+ * ca.pem/otherca.pem, server.{pem,key}, client.{pem,key}, intruder.{pem,key} in `dir`, each valid
+ * for 2 days; expired.{pem,key}: a server certificate for 127.0.0.1 that expired a day ago.
+ */
 export async function makePki(dir: string): Promise<void> {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   for (const ca of ['ca', 'otherca']) {
@@ -33,7 +36,7 @@ export async function makePki(dir: string): Promise<void> {
       `/CN=haven-test-${ca}`,
     ]);
   }
-  const leaf = async (name: string, ca: string, subj: string, ext: string[]) => {
+  const leaf = async (name: string, ca: string, subj: string, ext: string[], days = '2') => {
     await openssl(dir, [
       'req',
       '-new',
@@ -57,7 +60,7 @@ export async function makePki(dir: string): Promise<void> {
       `${ca}.key`,
       '-CAcreateserial',
       '-days',
-      '2',
+      days,
       '-copy_extensions',
       'copyall',
       '-out',
@@ -72,6 +75,14 @@ export async function makePki(dir: string): Promise<void> {
   ]);
   await leaf('client', 'ca', '/CN=haven-test-sender', ['-addext', 'extendedKeyUsage=clientAuth']);
   await leaf('intruder', 'otherca', '/CN=haven-test-intruder', ['-addext', 'extendedKeyUsage=clientAuth']);
+  // A negative validity puts notAfter in the past (OpenSSL 3.0 has no -not_after).
+  await leaf(
+    'expired',
+    'ca',
+    '/CN=localhost',
+    ['-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-addext', 'extendedKeyUsage=serverAuth'],
+    '-1',
+  );
 }
 
 export interface Listener {
@@ -80,12 +91,16 @@ export interface Listener {
   stderr: () => string;
 }
 
-/** Starts `haven receive --listen 127.0.0.1:0` on `store` with the PKI in `pkiDir`. */
+/**
+ * Starts `haven receive --listen 127.0.0.1:0` on `store` with the PKI in `pkiDir` (its server
+ * certificate, or `certName`.{pem,key}).
+ */
 export async function startListener(
   pkiDir: string,
   store: string,
   extra: string[],
   env: NodeJS.ProcessEnv = {},
+  certName = 'server',
 ): Promise<Listener> {
   const child = spawn(
     process.execPath,
@@ -97,9 +112,9 @@ export async function startListener(
       '--store',
       store,
       '--tls-cert',
-      join(pkiDir, 'server.pem'),
+      join(pkiDir, `${certName}.pem`),
       '--tls-key',
-      join(pkiDir, 'server.key'),
+      join(pkiDir, `${certName}.key`),
       ...extra,
     ],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
@@ -118,6 +133,26 @@ export async function startListener(
     child.on('exit', (code) => reject(new Error(`listener exited ${code}: ${err}`)));
   });
   return { child, port, stderr: () => err };
+}
+
+/** SIGTERM; the exit code, or 'hung' (then SIGKILLed) when it did not exit within `ms`. */
+export async function stopWithin(l: Listener, ms: number): Promise<number | null | 'hung'> {
+  if (l.child.exitCode !== null) return l.child.exitCode;
+  const exited = once(l.child, 'exit') as Promise<[number | null]>;
+  l.child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([
+    exited.then(([c]) => c),
+    new Promise<'hung'>((r) => {
+      timer = setTimeout(() => r('hung'), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (code === 'hung') {
+    l.child.kill('SIGKILL');
+    await exited;
+  }
+  return code;
 }
 
 /** SIGTERM and wait; returns the exit code. */

@@ -13,7 +13,7 @@ import type { Run, ServerResult } from '../../src/catalog/catalog.ts';
 import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { havenEnv, havenJson } from '../helpers/haven.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
-import { domainsLike, manifest, protect, site } from './recovery-helpers.ts';
+import { domainsLike, guestDefinitions, manifest, protect, site } from './recovery-helpers.ts';
 
 type RunView = Run & { servers: ServerResult[] };
 
@@ -36,7 +36,7 @@ test('haven serve runs a scheduled drill; it passes, is recorded, and leaves not
     timeout: 3m
 daemon:
   listen: 127.0.0.1:${port}
-`,
+${guestDefinitions(s.guest)}`,
   );
   const h = await havenEnv(s.dir, { HAVEN_CONFIG: config });
   const daemon: ChildProcess = spawn(process.execPath, [HAVEN_BIN, 'serve'], {

@@ -10,8 +10,8 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import type { ActivationReport } from '../../src/recovery/index.ts';
 import { havenJson } from '../helpers/haven.ts';
@@ -50,10 +50,13 @@ test('the primary is gone: activate from the store alone, the guest verifies its
   assert.equal(r.generation?.seq, 1);
   assert.ok(r.seconds !== undefined && r.seconds > 0);
   assert.match(r.checkpoint ?? '', /^haven-dr-/);
-  // The console log's directory died with the primary: it was moved into the activation's area.
-  const consoleLog = r.moved.find((m) => m.from === s.guest.serialLog)?.to;
-  assert.ok(consoleLog !== undefined, JSON.stringify(r.moved));
-  assert.ok(consoleLog.startsWith(join(s.store, '.haven', 'active', server)), consoleLog);
+  // The console log's directory died with the primary; the definition names Haven's own file in
+  // the activation's area instead (docs/recovery.md, "What a DR definition may hold").
+  const consoleLog = join(s.store, '.haven', 'active', server, 'serial0.log');
+  assert.equal(r.overlayDir, dirname(consoleLog));
+  const definition = await readFile(join(s.store, 'definitions', `${server}.xml`), 'utf8');
+  assert.ok(definition.includes(`path="${consoleLog}"`), definition);
+  assert.ok(!definition.includes(s.guest.serialLog), 'the primary’s console path is not in the definition');
   const t0 = Date.now();
   await waitForText(consoleLog, 'HAVEN pattern-verify OK disk=vda seed=11 count=40', 90_000);
   t.diagnostic(
@@ -193,13 +196,23 @@ test('activating generation 2 leaves its files byte-identical', async (t) => {
   assert.equal(r.status, 'running');
   assert.equal(r.generation?.id, id2);
   assert.equal(r.domain, `${server}-dr`);
-  // The console log and control socket of the primary's directory serve the copy now.
-  await waitForText(s.guest.serialLog, /^HAVEN ready$/m, 90_000, logFrom);
-  assert.equal(await s.guest.verifyPattern('vda', 21, 30), 'OK', 'generation 2 holds the first pattern');
-  assert.match(await s.guest.verifyPattern('vda', 22, 30), /^BAD /, 'but not the second');
+  // The copy's console log and control socket are Haven's, in the activation's area: the
+  // primary's stay the primary's.
+  const copy = s.guest.runningAs(`${server}-dr`, {
+    serialLog: join(r.overlayDir!, 'serial0.log'),
+    controlSocket: join(r.overlayDir!, 'sockets', 'serial1.sock'),
+  });
+  await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
+  assert.equal(
+    (await stat(s.guest.serialLog)).size,
+    logFrom,
+    'the copy wrote nothing into the primary’s log',
+  );
+  assert.equal(await copy.verifyPattern('vda', 21, 30), 'OK', 'generation 2 holds the first pattern');
+  assert.match(await copy.verifyPattern('vda', 22, 30), /^BAD /, 'but not the second');
   // The copy writes: into its overlay, never into the generation.
-  await s.guest.writePattern('vda', 23, 64);
-  await s.guest.command('sync');
+  await copy.writePattern('vda', 23, 64);
+  await copy.command('sync');
   const overlay = join(r.overlayDir!, `${disk}.qcow2`);
   assert.ok((await ownDataBytes(overlay)) >= 64 * 65536, 'the writes are in the overlay');
   assert.deepEqual(await hashes(), before, 'generation 2 changed while the copy ran');

@@ -15,7 +15,15 @@ import { openCatalog } from '../../src/catalog/catalog.ts';
 import type { DrillReport } from '../../src/recovery/index.ts';
 import { PATTERN_BLOCK_SIZE, patternBlocks } from '../fixtures/guest/pattern.ts';
 import { havenEnv } from '../helpers/haven.ts';
-import { domainsLike, manifest, protect, runHaven, site, snapshot } from './recovery-helpers.ts';
+import {
+  domainsLike,
+  guestDefinitions,
+  manifest,
+  protect,
+  runHaven,
+  site,
+  snapshot,
+} from './recovery-helpers.ts';
 
 test('a good generation passes its drill, a damaged one fails with an alert; all recorded, nothing left', async (t) => {
   const s = await site(t, 'drill');
@@ -46,7 +54,8 @@ test('a good generation passes its drill, a damaged one fails with an alert; all
   await writeFile(
     config,
     `drills:\n  weekly:\n    store: ${s.store}\n    servers: ["haven-t-rec-*"]\n    boot_marker: { serial: "HAVEN pattern-verify OK" }\n    timeout: 3m\n` +
-      `alerts:\n  webhook:\n    url: http://127.0.0.1:${port}/haven\n    min_severity: error\n`,
+      `alerts:\n  webhook:\n    url: http://127.0.0.1:${port}/haven\n    min_severity: error\n` +
+      guestDefinitions(s.guest),
   );
   const h = await havenEnv(s.dir, { HAVEN_CONFIG: config });
   const runDir = h.env.HAVEN_RUN_DIR!;

@@ -58,18 +58,21 @@ test('failback sends at most 2×N for N MiB written at the DR site; the primary 
   assert.equal(refused.code, 6, refused.stderr);
   assert.match(refused.stderr, /STORE_ACTIVE_AT_DR/);
 
-  // The DR copy (serving the primary's console log and control socket) writes N MiB at random.
-  await waitForText(s.guest.serialLog, /^HAVEN ready$/m, 90_000, from);
+  // The DR copy (its console log and control socket where Haven named them) writes N MiB at random.
+  const copy = s.guest.runningAs(dr, {
+    serialLog: join(a.overlayDir!, 'serial0.log'),
+    controlSocket: join(a.overlayDir!, 'sockets', 'serial1.sock'),
+  });
+  await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
+  assert.equal((await stat(s.guest.serialLog)).size, from, 'the copy wrote nothing into the primary’s log');
   const count = 128;
   const N = (count * BLOCK) / MiB;
-  const logFrom = (await stat(s.guest.serialLog)).size;
-  assert.equal(await s.guest.command(`random start vda 0 ${count}`), 'ok');
-  await waitForText(s.guest.serialLog, `HAVEN random done disk=vda writes=${count}`, 120_000, logFrom);
-  assert.equal(await s.guest.command('sync'), 'ok');
+  const logFrom = (await stat(copy.serialLog)).size;
+  assert.equal(await copy.command(`random start vda 0 ${count}`), 'ok');
+  await waitForText(copy.serialLog, `HAVEN random done disk=vda writes=${count}`, 120_000, logFrom);
+  assert.equal(await copy.command('sync'), 'ok');
   const written = new Set(
-    [...(await s.guest.serial()).matchAll(/^HAVEN random disk=vda block=(\d+) md5=/gm)].map((m) =>
-      Number(m[1]),
-    ),
+    [...(await copy.serial()).matchAll(/^HAVEN random disk=vda block=(\d+) md5=/gm)].map((m) => Number(m[1])),
   );
   assert.ok(written.size > count / 2);
 

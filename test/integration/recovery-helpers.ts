@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 
 export { stat };
 
@@ -31,15 +31,29 @@ export interface Site {
   guest: TestGuest;
 }
 
-/** A scratch directory, Haven's state dirs, a store path and a running test guest. */
+/**
+ * The `definitions` section a DR host needs for the test guest: it boots its kernel directly, and
+ * the definition rules let kernels come only from directories the DR host names
+ * (docs/recovery.md, "What a DR definition may hold"). `extra` goes inside the section.
+ */
+export function guestDefinitions(guest: TestGuest, extra = ''): string {
+  return `definitions:\n  boot_files: [${guest.bootDirs.map((d) => JSON.stringify(d)).join(', ')}]\n${extra}`;
+}
+
+/**
+ * A scratch directory, Haven's state dirs with a configuration that lets the test guest's
+ * kernel boot at the DR site, a store path and a running test guest.
+ */
 export async function site(
   t: AfterHook,
   name: string,
   guest: Omit<TestGuestOptions, 'prefix'> = {},
 ): Promise<Site> {
   const dir = await testDir(t, `${PREFIX}-${name}`);
-  const h = await havenEnv(dir);
   const g = await createTestGuest(t, { prefix: PREFIX, ...guest });
+  const config = join(dir, 'haven.yaml');
+  await writeFile(config, guestDefinitions(g));
+  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
   // Whatever a test started under the guest's names goes, even when the test fails.
   t.after(() => destroyDomainsLike(g.name));
   return { dir, h, store: join(dir, 'store'), guest: g };

@@ -5,8 +5,9 @@
  * but frames, and the command's flag checks.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { access, writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { HavenError } from '../../src/core/errors.ts';
@@ -46,6 +47,24 @@ function haven(args: string[], env: NodeJS.ProcessEnv, input?: Buffer) {
     child.stdin.on('error', () => {});
     child.stdin.end(input);
   });
+}
+
+/**
+ * kill(2) of a running process hands the signal to its main thread, which runs the handler before
+ * it reads anything more; a stopped process's threads want no signal, so kill() would leave it to
+ * whichever thread wakes first. tgkill(2) aims at the main thread as kill() would while it runs
+ * (Node has no tgkill; perl's syscall() reaches it, number per architecture).
+ */
+function signalMainThread(pid: number, signal: NodeJS.Signals): void {
+  const tgkill = { x64: 234, arm64: 131 }[process.arch as 'x64' | 'arm64'];
+  assert.ok(tgkill, `no tgkill number for ${process.arch}`);
+  execFileSync('perl', [
+    '-e',
+    'syscall($ARGV[0] + 0, $ARGV[1] + 0, $ARGV[1] + 0, $ARGV[2] + 0) == 0 or die "tgkill: $!\\n"',
+    String(tgkill),
+    String(pid),
+    String(osConstants.signals[signal]),
+  ]);
 }
 
 const hello = encodeJson('HELLO', {
@@ -171,6 +190,43 @@ describe('haven receive --stdio as a child process', () => {
     assert.equal(o.resume?.watermarks.vda, 6 * C);
     await s2.close();
     await again.close();
+  });
+
+  it('answers nothing that arrives after a stop signal, even when both are read in one poll', async (t) => {
+    const dir = await scratch(t, 'stdio-term-order');
+    const child = spawn(process.execPath, [HAVEN_BIN, 'receive', '--stdio', '--store', join(dir, 'store')], {
+      env: { ...process.env, HAVEN_LOG_DIR: join(dir, 'logs') },
+    });
+    const decoder = new FrameDecoder();
+    const types: string[] = [];
+    let welcomed: () => void;
+    const welcome = new Promise<void>((r) => {
+      welcomed = r;
+    });
+    child.stdout.on('data', (b: Buffer) => {
+      for (const f of decoder.push(b)) types.push(decodeFrame(f).type);
+      if (types.includes('WELCOME')) welcomed();
+    });
+    let errText = '';
+    child.stderr.on('data', (b: Buffer) => {
+      errText += b.toString();
+    });
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    child.stdin.on('error', () => {});
+    child.stdin.write(hello);
+    await welcome;
+    // Stopped, the receiver cannot run between the signal and the request: when it continues,
+    // one poll finds both (the order a loaded host produces by chance). BYE is answered from
+    // memory, so nothing else delays the answer either.
+    process.kill(child.pid!, 'SIGSTOP');
+    signalMainThread(child.pid!, 'SIGTERM');
+    await new Promise<void>((r) =>
+      child.stdin.write(Buffer.concat(encodeFrame({ type: 'BYE', body: null })), () => r()),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(child.pid!, 'SIGCONT');
+    assert.equal(await exited, 130, errText);
+    assert.deepEqual(types, ['WELCOME']);
   });
 
   it('a store it cannot use fails the connection with the receiver’s own error', async (t) => {

@@ -43,6 +43,8 @@ const IDS = [
   'run-dir',
   'ssh',
   'nbdinfo',
+  // Not libvirt's: whether the daemon's configured address is reachable in clear text.
+  'daemon-listen',
 ];
 
 test('haven doctor on this healthy machine: every check ok, exit 0, JSON and table', async (t) => {

@@ -105,6 +105,7 @@ export default function register(program: Command, context: () => CliContext): v
             name: flags.name,
             primary: flags.primary,
             virsh: new Virsh({ uri: flags.uri, log }),
+            rules: (await ctx.config()).definitions,
             signal,
             log,
           });

@@ -1,14 +1,32 @@
 /**
  * `haven doctor`: checks this host (libvirtd, versions, backup support, the run directory as
- * QEMU's user, the tools Haven runs) and prints each verdict with the command that fixes it.
+ * QEMU's user, the tools Haven runs, whether the daemon's address is reachable in clear text)
+ * and prints each verdict with the command that fixes it.
  * Exits 12 (EXIT_PARTIAL) when a required check fails, 0 otherwise (warnings included).
  */
 import type { Command } from 'commander';
+import { daemonListenCheck } from '../../daemon/index.ts';
 import { checkHost, type HostCheck, hostChecksPassed } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
 
 const MARK: Record<HostCheck['status'], string> = { ok: 'ok', warn: 'WARN', fail: 'FAIL' };
+
+/** The daemon's listen address, when the configuration can be read (`haven config check` says why not). */
+async function listenCheck(ctx: CliContext): Promise<HostCheck> {
+  try {
+    return await daemonListenCheck(await ctx.config());
+  } catch (e) {
+    return {
+      id: 'daemon-listen',
+      title: 'daemon listen address',
+      status: 'warn',
+      detail: `the configuration cannot be read: ${(e as Error).message.split('\n')[0]}`,
+      fix: 'haven config check',
+      required: false,
+    };
+  }
+}
 
 export default function register(program: Command, context: () => CliContext): void {
   program
@@ -19,6 +37,7 @@ export default function register(program: Command, context: () => CliContext): v
     .action(async (opts: { json?: boolean; connect?: string }) => {
       const ctx = context();
       const checks = await checkHost({ uri: opts.connect, runDir: ctx.paths.runDir, log: ctx.log });
+      checks.push(await listenCheck(ctx));
       const ok = hostChecksPassed(checks);
       if (opts.json) {
         ctx.printJson({ ok, checks });

@@ -152,6 +152,7 @@ export default function register(program: Command, context: () => CliContext): v
             ...(log.filePath ? { logFile: log.filePath } : {}),
             virsh: new Virsh({ uri: flags.uri, log }),
             runDir: ctx.paths.runDir,
+            rules: (await ctx.config()).definitions,
             log,
             ...(servers.length ? { servers } : {}),
             ...(marker ? { marker } : {}),

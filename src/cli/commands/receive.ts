@@ -23,7 +23,12 @@ import {
   StreamReceiver,
 } from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
-import { listenTls, stdioConnection, TransportError } from '../../transport/index.ts';
+import {
+  DEFAULT_CONNECTION_LIMITS,
+  listenTls,
+  stdioConnection,
+  TransportError,
+} from '../../transport/index.ts';
 import type { CliContext } from '../context.ts';
 
 /**
@@ -47,6 +52,10 @@ interface ReceiveFlags {
   checkpointEvery: string;
   checkpointInterval: string;
   idleTimeout: string;
+  maxConnections: string;
+  maxConnectionsPerPeer: string;
+  handshakeTimeout: string;
+  stopGrace: string;
   /** False with --no-direct-io. */
   directIo: boolean;
   /** False with --no-reflink. */
@@ -99,6 +108,26 @@ async function readToken(path: string, log: Logger): Promise<string> {
   if ((statSync(path).mode & 0o077) !== 0)
     log.warn(`token file ${path} is readable by other users; chmod 600 it`);
   return token;
+}
+
+/** A whole-number flag from 1 to `max`. */
+function countFlag(name: string, text: string, max: number): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+    throw new UsageError(`${name} must be a whole number from 1 to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
+
+/** What --listen takes beyond the address: its limits, checked before anything starts. */
+function listenLimits(f: ReceiveFlags) {
+  const total = countFlag('--max-connections', f.maxConnections, 100_000);
+  const perPeer = countFlag('--max-connections-per-peer', f.maxConnectionsPerPeer, 100_000);
+  return {
+    limits: { total, perPeer: Math.min(perPeer, total) },
+    handshakeTimeoutMs: parseDuration(f.handshakeTimeout),
+    graceMs: parseDuration(f.stopGrace),
+  };
 }
 
 function checkFlags(f: ReceiveFlags): void {
@@ -160,11 +189,31 @@ export default function register(program: Command, context: () => CliContext): v
       process.env.HAVEN_RECEIVE_CHECKPOINT_INTERVAL ?? '15s',
     )
     .option('--idle-timeout <duration>', 'close an open delta whose sender sent nothing for this long', '10m')
+    .option(
+      '--max-connections <n>',
+      'with --listen: connections held at once, all senders together',
+      String(DEFAULT_CONNECTION_LIMITS.total),
+    )
+    .option(
+      '--max-connections-per-peer <n>',
+      'with --listen: connections held at once from one address',
+      String(DEFAULT_CONNECTION_LIMITS.perPeer),
+    )
+    .option(
+      '--handshake-timeout <duration>',
+      'with --listen: close a connection whose TLS handshake takes longer',
+      '10s',
+    )
+    .option(
+      '--stop-grace <duration>',
+      'with --listen: on SIGINT/SIGTERM, let running sessions end for this long before cutting them',
+      '10s',
+    )
     .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing')
     .action(async (flags: ReceiveFlags) => {
       checkFlags(flags);
       checkStorePath(flags.store);
-      const listen = flags.listen ? parseListen(flags.listen) : undefined;
+      const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
       const checkpointEveryBytes = parseSize(flags.checkpointEvery);
       const checkpointEveryMs = parseDuration(flags.checkpointInterval);
       const idleTimeoutMs = parseDuration(flags.idleTimeout);
@@ -200,6 +249,8 @@ export default function register(program: Command, context: () => CliContext): v
           directIo: flags.directIo,
           reflinks: flags.reflink,
           ...(stagingDir ? { stagingDir } : {}),
+          // This DR host's own settings, read when a new server's definition is written.
+          definitionRules: async () => (await ctx.config()).definitions,
         });
         const withCapacity = { ...receiverOptions, capacity: () => fsCapacity(store.location) };
         try {
@@ -221,13 +272,23 @@ async function serveStdio(
 ): Promise<void> {
   const { stream, input } = stdioConnection((e) => asHavenError(e));
   // Stopped (or the terminal went away): end like a lost connection, so what was marked is
-  // checkpointed before the process exits.
-  const stop = (signal: NodeJS.Signals) =>
-    stream.destroy(new InterruptedError(`receiver stopped by ${signal}`));
+  // checkpointed before the process exits. Answers to requests read after the signal never
+  // leave (stdio.ts holds each answer past the next poll of the event loop), and the stop is
+  // what the process reports (exit 130) whether the session was idle, mid-request or ending.
+  let stopped: InterruptedError | null = null;
+  const stop = (signal: NodeJS.Signals) => {
+    stopped ??= new InterruptedError(`receiver stopped by ${signal}`);
+    stream.destroy(stopped);
+  };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.once(s, stop);
   try {
-    await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run();
+    const failure = await new StreamReceiver(stream, store, { ...o, ...(input ? { input } : {}) }).run().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (stopped) throw stopped;
+    if (failure) throw failure;
   } finally {
     for (const s of signals) process.off(s, stop);
     await new Promise<void>((resolve) => {
@@ -242,7 +303,13 @@ async function serveStdio(
 
 async function serveListener(
   flags: ReceiveFlags,
-  { host, port }: { host: string; port: number },
+  {
+    host,
+    port,
+    limits,
+    handshakeTimeoutMs,
+    graceMs,
+  }: { host: string; port: number } & ReturnType<typeof listenLimits>,
   token: string | undefined,
   store: Awaited<ReturnType<typeof openFsStore>>,
   o: ReceiverOptions,
@@ -256,6 +323,8 @@ async function serveListener(
     key: flags.tlsKey!,
     ...(flags.tlsCa ? { ca: flags.tlsCa } : {}),
     tokenRequired: token !== undefined,
+    limits,
+    handshakeTimeoutMs,
     log,
     onConnection: (socket, peer) =>
       new StreamReceiver(socket, store, {
@@ -281,9 +350,9 @@ async function serveListener(
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
   });
-  const running = listener.active;
-  log.info(`${signal}: stopping`, { sessions: running });
-  await listener.close(10_000);
-  if (running > 0)
-    log.warn(`${running} session(s) were cut; their deltas stay staged and resume on the next run`);
+  log.info(`${signal}: stopping`, { sessions: listener.active, connections: listener.connections });
+  // Bounded whatever the senders do: a second signal is not needed (and, handlers gone, kills).
+  const { cut } = await listener.close({ graceMs });
+  if (cut > 0)
+    log.warn(`${cut} session(s) were cut; what they marked stays staged and resumes on the next run`);
 }

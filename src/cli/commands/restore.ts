@@ -54,6 +54,7 @@ export default function register(program: Command, context: () => CliContext): v
       const store = await openFsStore(flags.store, { log });
       const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
       try {
+        const rules = (await ctx.config()).definitions;
         const r = await interruptible(`restore ${server}`, (signal) =>
           restoreServer({
             store,
@@ -66,6 +67,7 @@ export default function register(program: Command, context: () => CliContext): v
             verify: flags.verify,
             virsh: new Virsh({ uri: flags.uri, log }),
             onProgress: (s) => bar.update(s),
+            rules,
             signal,
             log,
           }),

@@ -167,6 +167,7 @@ function refreshSoon() {
 
 async function startStream() {
   const signal = state.abort?.signal;
+  let refused = '';
   while (state.token && !signal?.aborted) {
     try {
       const r = await fetch('/api/progress', {
@@ -178,7 +179,14 @@ async function startStream() {
         needToken(true);
         return;
       }
+      if (r.status === 429 || r.status === 503) {
+        // Too many streams (this address's share, or all): the daemon says which limit.
+        const body = await r.json().catch(() => null);
+        refused = body?.error?.message ?? `HTTP ${r.status}`;
+        throw new Error(refused);
+      }
       if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+      refused = '';
       setConnection('live', 'live updates');
       state.progress.clear();
       renderProgress();
@@ -186,7 +194,10 @@ async function startStream() {
     } catch (e) {
       if (e?.name === 'AbortError' || signal?.aborted) return;
     }
-    setConnection('offline', 'live updates lost; reconnecting');
+    setConnection(
+      'offline',
+      refused ? `live updates refused (${refused}); retrying` : 'live updates lost; reconnecting',
+    );
     await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
   }
 }

@@ -647,6 +647,7 @@ async function ensureDefinition(ctx: FsContext, rec: DeltaRecord, log: Logger): 
     rec.meta.disks.map((d) => d.name),
     (disk) => ctx.layout.image(rec.server, disk, 1),
     log.child({ server: rec.server }),
+    { server: rec.server, storeRoot: ctx.layout.root, rules: await ctx.definitionRules?.() },
   );
   await ensureDir(ctx.layout.definitionsDir);
   if (await createFileOnce(path, xml)) log.info('definition written', { server: rec.server, path });

@@ -37,6 +37,7 @@ test('disks point at the newest raw images, cdroms are ejected, unreplicated dis
     ['Web01_0', 'Web01_1'],
     (d) => `/srv/dr/Web01_${d}_1.raw`,
     silentLogger,
+    { server: 'Web01', storeRoot: '/srv/dr' },
   );
   const x = DomainXml.parse(out);
   const disks = x.disks();

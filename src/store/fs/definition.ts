@@ -1,10 +1,21 @@
 /**
  * The DR definition of a server (DESIGN §4.5): the source domain XML with every replicated disk
- * pointing at its newest DR image (raw, absolute path, no backing chain) and every optical drive
- * ejected, because a missing ISO stops a server from booting. A disk that was not replicated
- * (a network disk, a disk left out of the job) would point at a path that does not exist at the
- * DR site and stop the boot too, so it is removed and an XML comment says so.
+ * pointing at its newest DR image (raw, absolute path, no backing chain). A disk that was not
+ * replicated (a network disk, a disk left out of the job) would point at a path that does not
+ * exist at the DR site and stop the boot too, so it is removed and an XML comment says so.
+ *
+ * The sender is not trusted (issue 13.1): what it sent then passes the definition rules
+ * (core/definition-rules.ts, docs/recovery.md), which keep only what a server needs to boot at
+ * the DR site, so the stored file names no host path or program the sender chose. Console files
+ * and sockets get the names activation gives them in the server's activation directory.
  */
+import {
+  activationHostFiles,
+  applyDefinitionRules,
+  commentText,
+  type DefinitionRules,
+  logDefinitionReport,
+} from '../../core/definition-rules.ts';
 import { type DomainDisk, DomainXml } from '../../core/domain-xml.ts';
 import type { Logger } from '../../core/log.ts';
 
@@ -21,21 +32,29 @@ export function storeDiskNameCandidates(d: DomainDisk): string[] {
   return dot > 0 ? [base, base.slice(0, dot)] : [base];
 }
 
+export interface DrDefinitionOptions {
+  server: string;
+  /** The DR host's settings for definitions (config `definitions`); none: the rule as is. */
+  rules?: DefinitionRules;
+  /** The store's directory: console files and sockets are named in its activation directory. */
+  storeRoot: string;
+}
+
 export function buildDrDefinition(
   sourceXml: string,
   disks: readonly string[],
   imagePathOf: (disk: string) => string,
   log: Logger,
+  options: DrDefinitionOptions,
 ): string {
   const xml = DomainXml.parse(sourceXml);
-  xml.ejectOpticalDrives();
-  const placed = new Set<string>();
+  const placed = new Map<string, DomainDisk['element']>();
   for (const d of xml.disks()) {
     if (d.device === 'cdrom' || d.device === 'floppy') continue;
     const name = storeDiskNameCandidates(d).find((n) => disks.includes(n) && !placed.has(n));
     if (name !== undefined) {
       xml.setDiskSource(d, { file: imagePathOf(name) });
-      placed.add(name);
+      placed.set(name, d.element);
       continue;
     }
     const src = xml.child(d.element, 'source');
@@ -52,7 +71,7 @@ export function buildDrDefinition(
     const parent = d.element.parentNode!;
     parent.insertBefore(
       xml.doc.createComment(
-        ` haven: disk ${d.target} (${what}) is not replicated to this store and was removed `,
+        commentText(` haven: disk ${d.target} (${what}) is not replicated to this store and was removed `),
       ),
       d.element,
     );
@@ -62,5 +81,12 @@ export function buildDrDefinition(
     if (!placed.has(n))
       log.warn('definition: replicated disk not found in the source definition', { disk: n });
   }
+  const stored = new Set(placed.values());
+  const report = applyDefinitionRules(xml, options.rules, {
+    server: options.server,
+    isStoreImage: (d) => stored.has(d.element),
+    hostFiles: activationHostFiles(options.storeRoot, options.server),
+  });
+  logDefinitionReport(log, options.server, report);
   return `${xml.toString()}\n`;
 }

@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import type { DefinitionRules } from '../../core/definition-context.ts';
 import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/digest.ts';
 import { asHavenError, HavenError } from '../../core/errors.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
@@ -85,6 +86,11 @@ export interface FsStoreOptions {
   reflinks?: boolean;
   /** How long a reader waits for a running rotation's short renaming steps (default 30 s). */
   busyWaitMs?: number;
+  /**
+   * The DR host's settings for definitions (config `definitions`), asked for only when a new
+   * server's definition is written; without it the rule applies with no allowances.
+   */
+  definitionRules?: () => Promise<DefinitionRules>;
 }
 
 const MAX_COPIES = 100;
@@ -160,6 +166,7 @@ export async function openFsStore(dir: string, options: FsStoreOptions = {}): Pr
       stagingDir,
       directIo: options.directIo ?? true,
       reflinks: options.reflinks ?? true,
+      ...(options.definitionRules ? { definitionRules: options.definitionRules } : {}),
     },
     options.busyWaitMs ?? 30_000,
   );
@@ -219,11 +226,19 @@ function validateMeta(meta: DeltaMeta): void {
  * every replication and answers its first QUERY sooner without it.
  */
 const xmlParser = () => import('../../core/domain-xml.ts');
+const definitionRules = () => import('../../core/definition-rules.ts');
 
-/** The source definition must parse before anything is staged. */
-async function checkSourceDefinition(xml: string): Promise<void> {
-  const { DomainXml } = await xmlParser();
-  DomainXml.parse(xml);
+/**
+ * The source definition must parse, and be a domain Haven can make safe to boot (issue 13.1:
+ * core/definition-rules.ts), before anything is staged.
+ */
+async function checkSourceDefinition(server: string, xml: string): Promise<void> {
+  const [{ DomainXml }, { refuseUnsafe }] = await Promise.all([xmlParser(), definitionRules()]);
+  refuseUnsafe(
+    DomainXml.parse(xml),
+    server,
+    'Haven replicates QEMU/KVM virtual machines only; check the domain with `virsh dumpxml` on the primary.',
+  );
 }
 
 export class FsStore implements Store {
@@ -452,12 +467,12 @@ export class FsStore implements Store {
 
   /** Loads the XML parser openDelta checks the source definition with (checkSourceDefinition). */
   expectDelta(_server: string): void {
-    xmlParser().catch(() => {});
+    Promise.all([xmlParser(), definitionRules()]).catch(() => {});
   }
 
   async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
     validateMeta(meta);
-    await checkSourceDefinition(meta.sourceDefinition);
+    await checkSourceDefinition(meta.server, meta.sourceDefinition);
     const wlog = (log ?? this.ctx.log).child({ server: meta.server });
     const lock = await this.lockServer(meta.server, `delta ${meta.pointInTime}`);
     try {

@@ -2,6 +2,7 @@
  * Reading and writing a server's metadata files (manifest, journal, delta records), all
  * atomically (files.ts writeFileDurable), plus the context every part of the fs store shares.
  */
+import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { Logger } from '../../core/log.ts';
 import { storeError } from '../errors.ts';
 import type { StoreDescriptor } from '../types.ts';
@@ -30,6 +31,8 @@ export interface FsContext {
   directIo: boolean;
   /** Rotate by cloning the newest generation where the filesystem can (commit.ts). */
   reflinks: boolean;
+  /** The DR host's settings for definitions, asked for when one is written (definition.ts). */
+  definitionRules?: () => Promise<DefinitionRules>;
 }
 
 export async function readManifest(ctx: FsContext, server: string): Promise<ManifestFile | null> {

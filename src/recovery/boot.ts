@@ -1,0 +1,143 @@
+/**
+ * The one boot recipe of activation, drills and restore (issue 14.4): the server's DR definition
+ * (`definitions/<server>.xml`) under the definition rules (core/definition-rules.ts: the file may
+ * have been edited, or written by an older Haven, so what was checked when it was received is
+ * checked again), each store disk pointed at what the domain boots from, console files and
+ * sockets in Haven's own directory, the UEFI variables in a file Haven names, and Haven's marker.
+ * The callers differ only in those places and in what they do with the XML (start it, isolate
+ * it for a drill, define it).
+ */
+import {
+  applyDefinitionRules,
+  type DefinitionChange,
+  type DefinitionReport,
+  type DefinitionRules,
+  type HostFiles,
+  logDefinitionReport,
+} from '../core/definition-rules.ts';
+import type { DomainXml } from '../core/domain-xml.ts';
+import type { Logger } from '../core/log.ts';
+import type { Generation, Store } from '../store/types.ts';
+import {
+  type MappedDisk,
+  mapDisks,
+  markStartedByHaven,
+  nvramPath,
+  setNvramPath,
+  setOverlaySource,
+} from './definition.ts';
+import { imagePaths, readDefinition } from './generation.ts';
+import { createOverlay, overlayPath } from './overlay.ts';
+
+export type BootPurpose = 'activation' | 'drill' | 'restore';
+
+/** What the definition rules removed or kept on the operator's word, for a result. */
+export interface DefinitionSummary {
+  removed: DefinitionChange[];
+  allowed: DefinitionChange[];
+}
+
+export interface SafeDefinitionOptions {
+  /** The DR host's settings for definitions (config `definitions`); none: the rule as is. */
+  rules?: DefinitionRules | undefined;
+  /** Where console files and sockets go. */
+  hostFiles: HostFiles;
+  log: Logger;
+}
+
+export interface SafeDefinition {
+  xml: DomainXml;
+  /** The definition's disks that are the generation's, by store disk name. */
+  mapped: MappedDisk[];
+  report: DefinitionReport;
+}
+
+/**
+ * `definitions/<server>.xml` as the rule leaves it, with its disks matched to the generation's:
+ * what every boot starts from, and what a dry run checks. Throws RECOVERY_DEFINITION_MISSING,
+ * RECOVERY_DEFINITION_MISMATCH (a store disk it does not use) or DEFINITION_UNSAFE.
+ */
+export async function readSafeDefinition(
+  store: Store,
+  server: string,
+  generation: Generation,
+  o: SafeDefinitionOptions,
+): Promise<SafeDefinition> {
+  const xml = await readDefinition(store, server);
+  const mapped = mapDisks(
+    xml,
+    server,
+    generation.disks.map((d) => d.name),
+  );
+  const images = new Set(mapped.map((m) => m.disk.element));
+  const report = applyDefinitionRules(xml, o.rules, {
+    server,
+    isStoreImage: (d) => images.has(d.element),
+    hostFiles: o.hostFiles,
+  });
+  logDefinitionReport(o.log, server, report);
+  return { xml, mapped, report };
+}
+
+export interface BootRecipe extends SafeDefinitionOptions {
+  purpose: BootPurpose;
+  store: Store;
+  server: string;
+  generation: Generation;
+  /** Run under this domain name, with a new UUID. */
+  rename?: string | undefined;
+  /** Points one store disk at what the domain boots from: an overlay, a restored image. */
+  placeDisk: (xml: DomainXml, m: MappedDisk) => Promise<void>;
+  /**
+   * The UEFI variables file of a domain that has one, given the path the definition still names
+   * (only where the operator allows `nvram`, else undefined). undefined leaves it to libvirt.
+   */
+  nvram: (kept: string | undefined) => Promise<string | undefined>;
+}
+
+export interface PreparedBoot {
+  xml: DomainXml;
+  report: DefinitionReport;
+}
+
+export async function prepareBoot(r: BootRecipe): Promise<PreparedBoot> {
+  const { xml, mapped, report } = await readSafeDefinition(r.store, r.server, r.generation, r);
+  if (r.rename !== undefined) {
+    xml.name = r.rename;
+    xml.newUuid();
+  }
+  for (const m of mapped) await r.placeDisk(xml, m);
+  const nvram = await r.nvram(nvramPath(xml));
+  if (nvram !== undefined) setNvramPath(xml, nvram);
+  markStartedByHaven(xml, {
+    purpose: r.purpose,
+    store: r.store.descriptor.id,
+    server: r.server,
+    generation: r.generation.id,
+  });
+  return { xml, report };
+}
+
+/**
+ * The disk step of a copy that boots through qcow2 overlays in `dir` (activation, drills): the
+ * generation stays byte-identical while the copy runs (overlay.ts).
+ */
+export async function throughOverlays(
+  store: Store,
+  server: string,
+  generation: Generation,
+  dir: string,
+  log: Logger,
+): Promise<BootRecipe['placeDisk']> {
+  const images = await imagePaths(store, server, generation);
+  return async (xml, m) => {
+    const overlay = overlayPath(dir, m.name);
+    const image = images.get(m.name) ?? '';
+    await createOverlay(overlay, image, { log });
+    setOverlaySource(xml, m.disk, overlay, image);
+  };
+}
+
+export function summary(report: DefinitionReport): DefinitionSummary {
+  return { removed: report.removed, allowed: report.allowed };
+}
