@@ -123,8 +123,11 @@ export class RestorePoints {
 
   private ask(target: string, servers: string[], fresh: boolean): Asked {
     const key = `${target}\u0000${[...servers].sort().join('\u0000')}`;
+    const maxAge = this.o.maxAgeMs ?? 60_000;
+    // Answers past their minute are dropped, so what is kept stays as small as what is asked.
+    for (const [k, a] of this.asked) if (Date.now() - a.at >= maxAge && k !== key) this.asked.delete(k);
     const cached = this.asked.get(key);
-    if (cached && !fresh && Date.now() - cached.at < (this.o.maxAgeMs ?? 60_000)) return cached;
+    if (cached && !fresh && Date.now() - cached.at < maxAge) return cached;
     const asked = { at: Date.now(), answers: this.query(target, servers) };
     this.asked.set(key, asked);
     // A failed target is asked again at the next request, not a minute later.
