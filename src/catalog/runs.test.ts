@@ -186,6 +186,8 @@ test('per-server results: recorded, updated in place, listed with the run', (t) 
       errorCode: null,
       errorMessage: null,
       attempts: 2,
+      storeTotalBytes: null,
+      storeFreeBytes: null,
     },
   );
   c.runs.recordServer(run.id, {

@@ -202,6 +202,18 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 3,
+    description: 'the target store’s space with each result; results by finish time',
+    sql: `
+      -- What the receiver reported of its store's space (docs/stream-protocol.md §4.1) after the
+      -- copy: the primary side knows a target's capacity from nothing else. NULL: not told.
+      ALTER TABLE run_servers ADD COLUMN store_total_bytes INTEGER;
+      ALTER TABLE run_servers ADD COLUMN store_free_bytes INTEGER;
+      -- History series (dashboard charts) read results by time.
+      CREATE INDEX run_servers_finished ON run_servers (finished_at);
+    `,
+  },
+  {
+    version: 4,
     description: 'host backups and host drills (issue 16); host schedules',
     sql: `
       -- One row per host backup or host drill: what it stored or proved, how long it took.
@@ -230,7 +242,7 @@ export const MIGRATIONS: readonly Migration[] = [
 
       -- The scheduler's state gains a kind for host backups (a CHECK cannot be altered in place;
       -- the table has no foreign keys, so it is copied).
-      CREATE TABLE schedule_state_v3 (
+      CREATE TABLE schedule_state_v4 (
         kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'host')),
         name         TEXT NOT NULL,
         last_run_at  INTEGER,
@@ -240,10 +252,10 @@ export const MIGRATIONS: readonly Migration[] = [
         updated_at   INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
       ) WITHOUT ROWID;
-      INSERT INTO schedule_state_v3 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
+      INSERT INTO schedule_state_v4 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
         FROM schedule_state;
       DROP TABLE schedule_state;
-      ALTER TABLE schedule_state_v3 RENAME TO schedule_state;
+      ALTER TABLE schedule_state_v4 RENAME TO schedule_state;
     `,
   },
 ];

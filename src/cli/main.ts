@@ -88,6 +88,7 @@ function newProgram(): Command {
     .version(packageVersion(), '-V, --version')
     .option('-v, --verbose', 'more detail on stderr')
     .option('-d, --debug', 'everything on stderr, including protocol traces')
+    .option('-q, --quiet', 'no progress on stderr (bars on a terminal, periodic lines elsewhere)')
     .option('-c, --config <file>', 'configuration file (default /etc/haven/haven.yaml, or $HAVEN_CONFIG)')
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
     .showHelpAfterError('(run with --help for usage)')

@@ -113,6 +113,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     hub,
     metrics,
     selections,
+    tokenFile,
     log,
   });
   const url = await listenApi(app, o.listen ?? config.daemon.listen, config.daemon.tlsProxy, log, tokenFile);

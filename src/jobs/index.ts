@@ -1,6 +1,8 @@
 /**
  * The job runner (DESIGN §3 jobs/): what the CLI and the daemon import. docs/jobs.md describes it.
  */
+
+export type { StoreCapacity, TargetView } from '../protocol/index.ts';
 export { type CacheDrive, type Discovery, discoverCacheDrives } from './cache/drives.ts';
 export { type DriveMount, useDrive } from './cache/mounts.ts';
 export { planStaging, type StagingMode, type StagingPlan } from './cache/plan.ts';

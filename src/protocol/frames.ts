@@ -150,6 +150,16 @@ export interface Hello {
   features?: string[];
 }
 
+/**
+ * Space where the store keeps its images (the filesystem of an fs store), as the receiver saw it
+ * when it answered: the primary side knows nothing else of a target's capacity (§4.1).
+ */
+export interface StoreCapacity {
+  totalBytes: number;
+  /** What an unprivileged writer may still use (statfs f_bavail). */
+  freeBytes: number;
+}
+
 export interface Welcome {
   version: number;
   software: string;
@@ -160,6 +170,8 @@ export interface Welcome {
   store: StoreDescriptor;
   maxExtentBytes: number;
   maxDigestsPerRequest: number;
+  /** Optional (receivers of Haven 0.1.0 and stores that cannot tell send none). */
+  capacity?: StoreCapacity;
   /** The capabilities of HELLO's `features` this receiver serves (absent: none; older receivers). */
   features?: string[];
 }
@@ -171,6 +183,9 @@ export interface Query {
 export interface QueryReply {
   server: string;
   newest: Generation | null;
+  /** Optional: every generation of the server, newest first (its restore points, §4.1). */
+  generations?: Generation[];
+  capacity?: StoreCapacity;
 }
 
 export interface Opened {
@@ -243,6 +258,8 @@ export interface DeltaDurable {
 
 export interface Committed {
   generation: Generation;
+  /** Optional: the store's space after the commit. */
+  capacity?: StoreCapacity;
 }
 
 export interface Abort {

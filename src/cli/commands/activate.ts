@@ -11,6 +11,7 @@ import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { exitCodeFor } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
+import { formatTime, timeHeader } from '../when.ts';
 
 interface ActivateFlags {
   store: string;
@@ -35,17 +36,17 @@ function seqFlag(v: string | undefined): number | undefined {
 }
 
 /** Prints the report; a refusal or failure sets the exit code of its kind. */
-function finish(ctx: CliContext, report: ActivationReport, json: boolean): void {
+function finish(ctx: CliContext, report: ActivationReport, json: boolean, tz: string | undefined): void {
   if (json) {
     ctx.printJson({ ...report, firstError: undefined, ok: !report.firstError });
   } else {
     ctx.print(`${report.dryRun ? 'Plan (nothing changed)' : 'Activation'} from ${report.store}`);
     ctx.printTable(
-      ['server', 'gen', 'taken at', 'domain', 'status', 'to running', 'note'],
+      ['server', 'gen', timeHeader('taken at', tz), 'domain', 'status', 'to running', 'note'],
       report.servers.map((r) => [
         r.server,
         r.generation ? `_${r.generation.seq}` : '-',
-        r.generation?.takenAt ?? '-',
+        formatTime(r.generation?.takenAt, tz),
         r.domain,
         r.status,
         r.seconds === undefined ? '-' : formatDuration(r.seconds * 1000),
@@ -109,7 +110,7 @@ export default function register(program: Command, context: () => CliContext): v
             log,
           });
           // Stopped between servers: what was started is reported, the rest was not touched.
-          finish(ctx, report, Boolean(flags.json));
+          finish(ctx, report, Boolean(flags.json), await ctx.timeZone());
           signal.throwIfAborted();
         });
       } finally {

@@ -15,12 +15,11 @@ import {
 } from '../../core/config.ts';
 import { formatBytes, formatDuration, formatRate } from '../../core/units.ts';
 import type { CliContext } from '../context.ts';
+import { formatWhenRelative, timeHeader } from '../when.ts';
 
-/** "2026-11-23 01:30" in the schedule's time zone (sv-SE is the locale that prints ISO order). */
+/** "2026-11-23 01:30:00 (in 5h2m)" in the schedule's time zone. */
 function formatWhen(d: Date | null, timeZone: string | undefined, now: Date): string {
-  if (!d) return 'never';
-  const local = d.toLocaleString('sv-SE', { timeZone, hour12: false }).slice(0, 16);
-  return `${local} (in ${formatDuration(d.getTime() - now.getTime())})`;
+  return d ? formatWhenRelative(d, timeZone, now) : 'never';
 }
 
 function marker(m: BootMarker | undefined): string {
@@ -73,7 +72,17 @@ function printSummary(ctx: CliContext, c: HavenConfig, now: Date): void {
   if (jobs.length > 0) {
     ctx.print('\nJobs');
     ctx.printTable(
-      ['name', 'servers', 'targets', 'schedule', 'next run', 'rpo', 'consistency', 'parallel', 'buffer'],
+      [
+        'name',
+        'servers',
+        'targets',
+        'schedule',
+        timeHeader('next run', c.timezone),
+        'rpo',
+        'consistency',
+        'parallel',
+        'buffer',
+      ],
       jobs.map((j) => [
         j.name,
         j.servers.join(' '),
@@ -90,7 +99,7 @@ function printSummary(ctx: CliContext, c: HavenConfig, now: Date): void {
   if (drills.length > 0) {
     ctx.print('\nDrills');
     ctx.printTable(
-      ['name', 'store', 'servers', 'schedule', 'next run', 'boot marker', 'timeout'],
+      ['name', 'store', 'servers', 'schedule', timeHeader('next run', c.timezone), 'boot marker', 'timeout'],
       drills.map((d) => [
         d.name,
         d.store,

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { catalogPath, openCatalog, SEVERITIES, type Severity } from '../../catalog/catalog.ts';
 import { HavenError, UsageError } from '../../core/errors.ts';
 import type { CliContext } from '../context.ts';
-import { formatTime } from '../when.ts';
+import { formatTime, timeHeader } from '../when.ts';
 
 interface EventsFlags {
   severity?: string;
@@ -59,7 +59,14 @@ export default function register(program: Command, context: () => CliContext): v
           else if (problems.length === 0) ctx.print('no open problems');
           else
             ctx.printTable(
-              ['problem', 'severity', 'since', 'last seen', 'times', 'alerted'],
+              [
+                'problem',
+                'severity',
+                timeHeader('since', tz),
+                timeHeader('last seen', tz),
+                'times',
+                'alerted',
+              ],
               problems.map((p) => [
                 p.dedupKey,
                 p.severity,
@@ -87,7 +94,7 @@ export default function register(program: Command, context: () => CliContext): v
           return;
         }
         ctx.printTable(
-          ['id', 'time', 'severity', 'type', 'message', 'alerted'],
+          ['id', timeHeader('time', tz), 'severity', 'type', 'message', 'alerted'],
           events.map((e) => [
             String(e.id),
             formatTime(e.at, tz),

@@ -80,7 +80,7 @@ export default function register(program: Command, context: () => CliContext): v
       }
       const log = ctx.openRunLog(`failback-${server}`);
       const store = await openFsStore(flags.store, { log });
-      const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+      const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
       try {
         const r = await interruptible(`failback ${server}`, (signal) =>
           failback({

@@ -7,6 +7,7 @@ import { HavenError } from '../../core/errors.ts';
 import { formatBytes } from '../../core/units.ts';
 import { openFsStore, type ServerManifest } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
+import { formatTime, timeHeader } from '../when.ts';
 
 export default function register(program: Command, context: () => CliContext): void {
   program
@@ -35,6 +36,7 @@ export default function register(program: Command, context: () => CliContext): v
           ctx.printJson(manifests.map(({ sourceDefinition: _d, ...m }) => m));
           return;
         }
+        const tz = await ctx.timeZone();
         const rows: string[][] = [];
         for (const m of manifests) {
           for (const g of m.generations) {
@@ -42,16 +44,28 @@ export default function register(program: Command, context: () => CliContext): v
             rows.push([
               m.server,
               `_${g.seq}`,
-              g.takenAt,
+              formatTime(g.takenAt, tz),
               g.mode,
               g.disks.map((d) => `${g.disks.length > 1 ? `${d.name}:` : ''}${formatBytes(d.size)}`).join(' '),
               formatBytes(g.deltaBytes),
-              tested ? `${tested.kind} ${tested.result} ${tested.at}` : '-',
+              tested ? `${tested.kind} ${tested.result} ${formatTime(tested.at, tz)}` : '-',
               m.activeAtDr?.generationId === g.id ? 'ACTIVE AT DR' : '',
             ]);
           }
         }
-        ctx.printTable(['server', 'gen', 'taken at', 'mode', 'disks', 'delta', 'tested', ''], rows);
+        ctx.printTable(
+          [
+            'server',
+            'gen',
+            timeHeader('taken at', tz),
+            'mode',
+            'disks',
+            'delta',
+            timeHeader('tested', tz),
+            '',
+          ],
+          rows,
+        );
       } finally {
         await store.close();
       }

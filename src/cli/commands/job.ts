@@ -25,7 +25,7 @@ import { catalogForDryRun } from '../dry-run.ts';
 import { EXIT_CODES, EXIT_PARTIAL, exitCodeFor } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
 import { jobProgress } from '../job-progress.ts';
-import { formatTime, formatWhenRelative } from '../when.ts';
+import { formatTime, formatWhenRelative, timeHeader } from '../when.ts';
 
 function getJob(config: HavenConfig, name: string): JobConfig {
   const job = config.jobs[name];
@@ -87,7 +87,7 @@ function printRun(ctx: CliContext, r: JobRunResult, tz: string | undefined): voi
     return;
   }
   ctx.printTable(
-    ['server', 'target', 'result', 'mode', 'sent', 'time', 'tries', 'staged', 'error'],
+    ['server', 'target', 'result', 'mode', 'sent', 'time', 'tries', timeHeader('staged', tz), 'error'],
     r.servers.map((s) => [
       s.server,
       s.target,
@@ -135,7 +135,15 @@ function registerList(job: Command, context: () => CliContext): void {
           return;
         }
         ctx.printTable(
-          ['job', 'servers', 'targets', 'schedule', 'next run', 'rpo', 'last run'],
+          [
+            'job',
+            'servers',
+            'targets',
+            'schedule',
+            timeHeader('next run', config.timezone),
+            'rpo',
+            timeHeader('last run', config.timezone),
+          ],
           jobs.map((j) => [
             j.name,
             j.servers.join(' '),
@@ -213,7 +221,7 @@ function registerShow(job: Command, context: () => CliContext): void {
           );
         if (status.length) {
           ctx.printTable(
-            ['server', 'target', 'newest copy', 'rpo age', 'last result'],
+            ['server', 'target', timeHeader('newest copy', config.timezone), 'rpo age', 'last result'],
             status.map((r) => [
               r.server,
               r.target,
@@ -227,7 +235,7 @@ function registerShow(job: Command, context: () => CliContext): void {
         }
         if (runs.length) {
           ctx.printTable(
-            ['run', 'trigger', 'status', 'started', 'took'],
+            ['run', 'trigger', 'status', timeHeader('started', config.timezone), 'took'],
             runs.map((r) => [
               `#${r.id}`,
               r.trigger,
@@ -263,7 +271,7 @@ function registerRun(job: Command, context: () => CliContext): void {
         flags.dryRun || !catalog
           ? undefined
           : new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
-      const progress = jobProgress(ctx.stderr, ctx.interactive && !flags.json && !flags.dryRun);
+      const progress = jobProgress(ctx.stderr, flags.dryRun ? 'off' : ctx.progressMode(flags.json));
       let result: JobRunResult;
       try {
         // A stopped run still reports what it did (status cancelled, exit 130), so the signal

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, type HavenError, UsageError } from '../../core/errors.ts';
+import { timeZoneName } from '../../core/time-format.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
 import type { ProtectPlan, ProtectResult } from '../../engine/index.ts';
 import type { ServerOutcome } from '../../jobs/copy.ts';
@@ -13,6 +14,7 @@ import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
 import { catalogForDryRun } from '../dry-run.ts';
 import { interruptible } from '../interrupt.ts';
+import { formatTime } from '../when.ts';
 
 /**
  * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
@@ -81,13 +83,13 @@ function intFlag(name: string, v: string | undefined, min: number, max: number):
   return n;
 }
 
-function printPlan(ctx: CliContext, plan: ProtectPlan): void {
+function printPlan(ctx: CliContext, plan: ProtectPlan, tz: string | undefined): void {
   ctx.print(
     `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId ?? 'none yet: a run creates it'}] — nothing changed`,
   );
   ctx.print(
     plan.newest
-      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${plan.newest.takenAt}`
+      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${formatTime(plan.newest.takenAt, tz)} (${timeZoneName(tz)})`
       : '  target has no copy of this server yet: full copy',
   );
   ctx.print(`  base checkpoint: ${plan.base ?? '(none: full copy or checksum resync)'}`);
@@ -190,7 +192,7 @@ async function run(ctx: CliContext, r: Request): Promise<void> {
     const virsh = new m.Virsh({ log, session: true });
     const catalog = m.openCatalog(m.catalogPath(ctx.paths.stateDir), { log });
     const runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
-    const bar = m.progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+    const bar = m.progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
     const finish = (status: 'ok' | 'failed' | 'cancelled', e?: HavenError, generation?: string) =>
       catalog.runs.finish(runId, {
         status,
@@ -276,7 +278,7 @@ async function plan(ctx: CliContext, r: Request): Promise<void> {
     );
     if (out.error) throw out.error;
     if (flags.json) ctx.printJson(out.plan);
-    else printPlan(ctx, out.plan!);
+    else printPlan(ctx, out.plan!, (await ctx.config()).timezone);
   } finally {
     virsh.close();
     catalog?.close();

@@ -9,14 +9,19 @@
  * mounted, a pending commit is not completed, and deltas are refused.
  */
 import { statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import { parseDuration, parseSize } from '../../core/units.ts';
 import { targetStaging } from '../../jobs/cache/target.ts';
-import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
+import {
+  ProtocolError,
+  type ReceiverOptions,
+  type StoreCapacity,
+  StreamReceiver,
+} from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import {
   DEFAULT_CONNECTION_LIMITS,
@@ -25,6 +30,15 @@ import {
   TransportError,
 } from '../../transport/index.ts';
 import type { CliContext } from '../context.ts';
+
+/**
+ * The space of the filesystem an fs store lives on, as a sender is told it (docs/stream-protocol.md
+ * §4.1): free is what a non-root writer may still use (f_bavail), as df shows it.
+ */
+async function fsCapacity(dir: string): Promise<StoreCapacity> {
+  const s = await statfs(dir);
+  return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
+}
 
 interface ReceiveFlags {
   stdio?: boolean;
@@ -238,9 +252,10 @@ export default function register(program: Command, context: () => CliContext): v
           // This DR host's own settings, read when a new server's definition is written.
           definitionRules: async () => (await ctx.config()).definitions,
         });
+        const withCapacity = { ...receiverOptions, capacity: () => fsCapacity(store.location) };
         try {
-          if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
-          else await serveStdio(store, receiverOptions, log);
+          if (listen) await serveListener(flags, listen, token, store, withCapacity, log);
+          else await serveStdio(store, withCapacity, log);
         } finally {
           await store.close();
         }

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.ts';
+import { timeZoneName } from '../../core/time-format.ts';
 import { formatBytes, formatDuration } from '../../core/units.ts';
 import { type RestoreFormat, restoreServer } from '../../recovery/index.ts';
 import { openFsStore } from '../../store/index.ts';
@@ -11,6 +12,7 @@ import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { interruptible } from '../interrupt.ts';
 import { progressBar } from '../progress-bar.ts';
+import { formatTime } from '../when.ts';
 
 interface RestoreFlags {
   store: string;
@@ -50,7 +52,7 @@ export default function register(program: Command, context: () => CliContext): v
       }
       const log = ctx.openRunLog(`restore-${server}`);
       const store = await openFsStore(flags.store, { log });
-      const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+      const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
       try {
         const rules = (await ctx.config()).definitions;
         const r = await interruptible(`restore ${server}`, (signal) =>
@@ -75,8 +77,9 @@ export default function register(program: Command, context: () => CliContext): v
           ctx.printJson(r);
           return;
         }
+        const tz = await ctx.timeZone();
         ctx.print(
-          `${server} generation _${r.generation.seq} (taken ${r.generation.takenAt}) restored in ${formatDuration(r.seconds * 1000)}${r.defined ? `, defined as ${r.name}` : ''}`,
+          `${server} generation _${r.generation.seq} (taken ${formatTime(r.generation.takenAt, tz)} ${timeZoneName(tz)}) restored in ${formatDuration(r.seconds * 1000)}${r.defined ? `, defined as ${r.name}` : ''}`,
         );
         ctx.printTable(
           ['disk', 'image', 'size', 'allocated'],

@@ -5,10 +5,11 @@
 import type { Command } from 'commander';
 import { catalogPath, openCatalog, RUN_KINDS, RUN_STATUSES, type Run } from '../../catalog/catalog.ts';
 import { HavenError, UsageError } from '../../core/errors.ts';
+import { timeZoneName } from '../../core/time-format.ts';
 import { formatBytes, formatDuration } from '../../core/units.ts';
 import { JobError } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
-import { formatTime } from '../when.ts';
+import { formatTime, timeHeader } from '../when.ts';
 
 interface RunsFlags {
   job?: string;
@@ -71,7 +72,7 @@ export default function register(program: Command, context: () => CliContext): v
             return;
           }
           ctx.print(
-            `run #${run.id}: ${run.kind}${run.job ? ` ${run.job}` : ''} (${run.trigger}) ${run.status}, started ${formatTime(run.startedAt, tz)}, took ${took(run)}`,
+            `run #${run.id}: ${run.kind}${run.job ? ` ${run.job}` : ''} (${run.trigger}) ${run.status}, started ${formatTime(run.startedAt, tz)} (${timeZoneName(tz)}), took ${took(run)}`,
           );
           if (run.errorCode) ctx.print(`  [${run.errorCode}] ${run.errorMessage ?? ''}`);
           const logFile = (run.summary as { logFile?: string } | null)?.logFile;
@@ -108,7 +109,7 @@ export default function register(program: Command, context: () => CliContext): v
           return;
         }
         ctx.printTable(
-          ['run', 'what', 'trigger', 'status', 'started', 'took', 'servers', 'error'],
+          ['run', 'what', 'trigger', 'status', timeHeader('started', tz), 'took', 'servers', 'error'],
           runs.map((r) => {
             const servers = catalog.runs.servers(r.id);
             const ok = servers.filter((s) => s.status === 'ok').length;

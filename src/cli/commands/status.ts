@@ -8,7 +8,7 @@ import { formatDuration } from '../../core/units.ts';
 import { Virsh } from '../../engine/index.ts';
 import { type StatusRow, selectJobServers, statusRows } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
-import { formatTime, formatWhenRelative } from '../when.ts';
+import { formatTime, formatWhenRelative, timeHeader } from '../when.ts';
 
 function rpoText(r: StatusRow): string {
   if (r.rpo === 'none') return r.ageMs === null ? '-' : `${formatDuration(r.ageMs)} (no objective)`;
@@ -53,7 +53,14 @@ export default function register(program: Command, context: () => CliContext): v
         ctx.print('nothing is protected yet: no job selects a server and nothing was copied');
       else
         ctx.printTable(
-          ['server', 'target', 'newest copy', 'rpo age / objective', 'next run', 'last result'],
+          [
+            'server',
+            'target',
+            timeHeader('newest copy', config.timezone),
+            'rpo age / objective',
+            timeHeader('next run', config.timezone),
+            timeHeader('last result', config.timezone),
+          ],
           rows.map((r) => [
             r.server,
             r.target,

@@ -25,7 +25,7 @@ export default function register(program: Command, context: () => CliContext): v
       ) => {
         const ctx = context();
         const store = await openFsStore(flags.store, { log: ctx.log });
-        const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, 'verify');
+        const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), 'verify');
         const started = performance.now();
         let report: Awaited<ReturnType<typeof store.verify>>;
         try {
