@@ -1,0 +1,335 @@
+/**
+ * `haven host …` (docs/hosts.md): the hypervisor hosts themselves, through Relax-and-Recover.
+ * `list` and `show` read the configuration and the catalog; `setup` installs or checks ReaR and
+ * writes Haven's ReaR configuration; `check` asks ReaR whether the disk layout changed; `backup`
+ * stores new rescue media when the layout needs them, then a new backup archive; `drill` proves a
+ * stored backup recovers the host in a VM. ReaR's `-v` and `-d` follow Haven's; `--dry-run` runs
+ * ReaR's simulation and changes nothing.
+ */
+import type { Command } from 'commander';
+import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
+import { adHocDrill, type BootMarker, type HavenConfig, type HostConfig } from '../../core/config.ts';
+import { UsageError } from '../../core/errors.ts';
+import { formatBytes, formatDuration, parseDuration } from '../../core/units.ts';
+import {
+  backupHost,
+  type HostBackupOptions,
+  type HostBackupReport,
+  hostShell,
+  Rear,
+  requireReady,
+  runRecordedHostBackup,
+  runRecordedHostDrill,
+  setupHost,
+  unknownHost,
+} from '../../hosts/index.ts';
+import { EventLog, Notifier } from '../../jobs/index.ts';
+import { openFsStore } from '../../store/index.ts';
+import { Virsh } from '../../virt/index.ts';
+import type { CliContext } from '../context.ts';
+import { EXIT_PARTIAL } from '../exit-codes.ts';
+import { interruptible } from '../interrupt.ts';
+
+function findHost(config: HavenConfig, name: string): HostConfig {
+  const h = config.hosts[name];
+  if (!h) throw unknownHost(name, Object.keys(config.hosts));
+  return h;
+}
+
+function rearFlags(ctx: CliContext, log: CliContext['log']) {
+  return {
+    verbose: ctx.options.verbose === true || ctx.options.debug === true,
+    debug: ctx.options.debug === true,
+    onLine: (line: string) => log.verbose(`rear: ${line}`),
+  };
+}
+
+function when(d: Date | undefined): string {
+  return d ? d.toISOString().replace(/\.\d+Z$/, 'Z') : '-';
+}
+
+function registerList(host: Command, context: () => CliContext): void {
+  host
+    .command('list')
+    .description('configured hosts, their targets and newest backup')
+    .option('--json', 'print as JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const ctx = context();
+      const config = await ctx.config();
+      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: ctx.log });
+      try {
+        const rows = Object.values(config.hosts)
+          .sort((a, b) => a.name.localeCompare(b.name))
+          .map((h) => ({
+            name: h.name,
+            url: h.url,
+            target: h.target ?? null,
+            schedule: h.schedule ?? null,
+            copies: h.copies ?? null,
+            lastBackup: catalog.hostRuns.latest(h.name, 'backup').last ?? null,
+            lastDrill: catalog.hostRuns.latest(h.name, 'drill').last ?? null,
+          }));
+        if (flags.json) return ctx.printJson(rows);
+        if (rows.length === 0) return ctx.print('No hosts configured (hosts: in haven.yaml, docs/hosts.md).');
+        ctx.printTable(
+          ['host', 'url', 'target', 'schedule', 'last backup', 'last drill'],
+          rows.map((r) => [
+            r.name,
+            r.url,
+            r.target ?? '-',
+            r.schedule ?? '-',
+            r.lastBackup ? `${r.lastBackup.status} ${when(r.lastBackup.startedAt)}` : '-',
+            r.lastDrill ? `${r.lastDrill.status} ${when(r.lastDrill.startedAt)}` : '-',
+          ]),
+        );
+      } finally {
+        catalog.close();
+      }
+    });
+}
+
+function registerShow(host: Command, context: () => CliContext): void {
+  host
+    .command('show')
+    .description('a host’s settings and its recent backups and drills')
+    .argument('<host>', 'host name')
+    .option('--json', 'print as JSON')
+    .action(async (name: string, flags: { json?: boolean }) => {
+      const ctx = context();
+      const h = findHost(await ctx.config(), name);
+      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: ctx.log });
+      try {
+        const runs = catalog.hostRuns.list({ host: h.name, limit: 10 });
+        if (flags.json) return ctx.printJson({ host: h, runs });
+        ctx.print(
+          `Host ${h.name} at ${h.url}: target ${h.target ?? '(none)'}, schedule ${h.schedule ?? '(none)'}, copies ${h.copies ?? 'the target’s'}`,
+        );
+        if (h.exclude.length) ctx.print(`Excluded beyond the defaults: ${h.exclude.join(' ')}`);
+        ctx.printTable(
+          ['run', 'kind', 'status', 'started', 'seconds', 'bytes', 'error'],
+          runs.map((r) => [
+            String(r.id),
+            r.kind,
+            r.status,
+            when(r.startedAt),
+            r.seconds !== null ? r.seconds.toFixed(0) : '-',
+            r.bytes !== null ? formatBytes(r.bytes) : '-',
+            r.errorCode ?? '',
+          ]),
+        );
+      } finally {
+        catalog.close();
+      }
+    });
+}
+
+function registerSetup(host: Command, context: () => CliContext): void {
+  host
+    .command('setup')
+    .description('check (or --install) ReaR on a host and write Haven’s ReaR configuration')
+    .argument('<host>', 'host name')
+    .option('--install', 'install what is missing with apt-get on the host')
+    .option('--dry-run', 'say what is missing and whether the configuration would change; change nothing')
+    .option('--json', 'print the report as JSON')
+    .action(async (name: string, flags: { install?: boolean; dryRun?: boolean; json?: boolean }) => {
+      const ctx = context();
+      const config = await ctx.config();
+      const h = findHost(config, name);
+      const log = flags.dryRun ? ctx.log : ctx.openRunLog('host-setup');
+      const r = await setupHost({ host: h, config, install: flags.install, dryRun: flags.dryRun, log });
+      if (flags.json) return ctx.printJson(r);
+      ctx.print(`${h.name} (${r.where}): ReaR ${r.rearVersion}`);
+      if (r.installed.length) ctx.print(`Installed: ${r.installed.join(' ')}`);
+      ctx.print(
+        `${r.configPath}: ${r.configWritten ? (r.dryRun ? 'would be written' : 'written') : 'up to date'}`,
+      );
+      ctx.print(`Excluded from the backup: ${r.excludes.join(' ')}`);
+    });
+}
+
+function registerCheck(host: Command, context: () => CliContext): void {
+  host
+    .command('check')
+    .description('rear checklayout: has the host’s disk layout changed since its rescue media?')
+    .argument('<host>', 'host name')
+    .option('--json', 'print as JSON')
+    .action(async (name: string, flags: { json?: boolean }) => {
+      const ctx = context();
+      const h = findHost(await ctx.config(), name);
+      const rear = new Rear(hostShell(h, ctx.log));
+      await requireReady(rear, h.name);
+      const layout = await rear.checkLayout(rearFlags(ctx, ctx.log));
+      const text = {
+        unchanged: 'the disk layout is unchanged: the rescue media fit',
+        changed: 'the disk layout changed: the next `haven host backup` makes new rescue media',
+        none: 'no layout saved yet: the first `haven host backup` makes rescue media',
+      }[layout];
+      if (flags.json) return ctx.printJson({ host: h.name, layout });
+      ctx.print(`${h.name}: ${text}`);
+    });
+}
+
+function registerBackup(host: Command, context: () => CliContext): void {
+  host
+    .command('backup')
+    .description('store new rescue media when the layout needs them, then a new backup archive')
+    .argument('<host>', 'host name')
+    .option('--to <target>', 'a target name or URL instead of the host’s configured target')
+    .option('--dry-run', 'run ReaR’s simulation and ask the target; change nothing')
+    .option('--json', 'print the report as JSON')
+    .action(async (name: string, flags: { to?: string; dryRun?: boolean; json?: boolean }) => {
+      const ctx = context();
+      const config = await ctx.config();
+      const h = findHost(config, name);
+      const log = flags.dryRun ? ctx.log : ctx.openRunLog('host-backup');
+      const options = {
+        host: h,
+        config,
+        ...(flags.to ? { target: flags.to } : {}),
+        rear: rearFlags(ctx, log),
+        dryRun: flags.dryRun === true,
+        log,
+      };
+      const r = flags.dryRun ? await backupHost(options) : await recordedBackup(ctx, config, options);
+      if (flags.json) return ctx.printJson(r);
+      const media = r.rescue.made
+        ? r.rescue.stored
+          ? `new rescue media _${r.rescue.stored.seq} (${formatBytes(r.rescue.stored.bytes)}; ${r.rescue.reason})`
+          : `new rescue media would be made: ${r.rescue.reason}`
+        : `no new rescue media: ${r.rescue.reason}`;
+      ctx.print(`${r.host} → ${r.target}: ${media}`);
+      if (r.backup.stored) {
+        ctx.print(
+          `backup _${r.backup.stored.seq} stored: ${formatBytes(r.backup.stored.bytes)} in ${formatDuration(r.backup.stored.seconds * 1000)}`,
+        );
+      } else if (r.dryRun) {
+        ctx.print('dry run: a backup archive would be stored; ReaR’s simulation:');
+        ctx.print(r.simulation ?? '');
+      }
+    });
+}
+
+async function recordedBackup(
+  ctx: CliContext,
+  config: HavenConfig,
+  options: HostBackupOptions,
+): Promise<HostBackupReport> {
+  const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: options.log });
+  const events = new EventLog(catalog, Notifier.fromConfig(config.alerts, options.log), options.log);
+  try {
+    return await interruptible('host backup', async (signal) => {
+      const { report } = await runRecordedHostBackup({
+        ...options,
+        catalog,
+        events,
+        trigger: 'manual',
+        signal,
+      });
+      return report;
+    });
+  } finally {
+    await events.flush();
+    catalog.close();
+  }
+}
+
+interface DrillFlags {
+  store: string;
+  generation?: string;
+  marker?: string;
+  timeout?: string;
+  recoveryTimeout?: string;
+  uri?: string;
+  json?: boolean;
+}
+
+function drillMarker(config: HavenConfig, store: string, flags: DrillFlags): BootMarker {
+  if (flags.marker !== undefined) {
+    if (flags.marker === '') throw new UsageError('--marker needs the text the console prints once booted');
+    return { serial: flags.marker };
+  }
+  const configured = Object.values(config.drills).find((d) => d.store === store && d.bootMarker);
+  if (configured?.bootMarker) return configured.bootMarker;
+  throw new UsageError(
+    'no boot marker: nothing tells when the recovered host has booted',
+    'Give --marker TEXT, or configure drills.<name>.boot_marker for this store (docs/hosts.md).',
+  );
+}
+
+function registerDrill(host: Command, context: () => CliContext): void {
+  host
+    .command('drill')
+    .description('recover a stored host backup in an isolated VM and prove it boots')
+    .argument('<host>', 'host name as stored')
+    .requiredOption('--store <path>', 'the store at this DR site')
+    .option('--generation <k>', 'backup generation: 1 = newest (default)')
+    .option('--marker <text>', 'recovered once the serial console shows this text')
+    .option('--timeout <duration>', 'how long the recovered system may take to show its marker (5m)')
+    .option('--recovery-timeout <duration>', 'how long rescue boot and rear recover may take (1h)')
+    .option('--uri <uri>', 'libvirt URI at this site')
+    .option('--json', 'print the result as JSON')
+    .action(async (name: string, flags: DrillFlags) => {
+      const ctx = context();
+      const config = await ctx.config();
+      const { resolve } = await import('node:path');
+      const storePath = resolve(flags.store);
+      const configured = Object.values(config.drills).find((d) => d.store === storePath);
+      const settings = configured ?? adHocDrill(storePath, { hosts: [name] });
+      const marker = drillMarker(config, storePath, flags);
+      const generation = flags.generation === undefined ? 1 : Number(flags.generation);
+      if (!Number.isInteger(generation) || generation < 1)
+        throw new UsageError('--generation must be 1 (newest) or more');
+      const log = ctx.openRunLog('host-drill');
+      const store = await openFsStore(storePath, { log });
+      const descriptor = store.descriptor;
+      await store.close();
+      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
+      const events = new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
+      try {
+        await interruptible('host drill', async (signal) => {
+          const { result } = await runRecordedHostDrill({
+            store: { location: storePath, descriptor },
+            host: name,
+            generation,
+            marker,
+            timeoutMs: flags.timeout ? parseDuration(flags.timeout) : settings.timeoutMs,
+            recoveryTimeoutMs: flags.recoveryTimeout
+              ? parseDuration(flags.recoveryTimeout)
+              : settings.recoveryTimeoutMs,
+            vm: settings.hostVm,
+            virsh: new Virsh({ uri: flags.uri, log }),
+            runDir: ctx.paths.runDir,
+            log,
+            signal,
+            catalog,
+            events,
+            trigger: 'manual',
+          });
+          signal.throwIfAborted();
+          if (flags.json) ctx.printJson(result);
+          else {
+            ctx.print(
+              `Drill of host ${result.host}: ${result.result.toUpperCase()} in ${formatDuration(result.seconds * 1000)} (backup _${result.backup?.seq ?? '?'}, rescue media _${result.rescue?.seq ?? '?'})`,
+            );
+            if (result.detail) ctx.print(result.detail);
+          }
+          if (result.result !== 'pass') process.exitCode = EXIT_PARTIAL;
+        });
+      } finally {
+        await events.flush();
+        catalog.close();
+      }
+    });
+}
+
+export default function register(program: Command, context: () => CliContext): void {
+  const host = program
+    .command('host')
+    .description('hypervisor hosts: rescue media and backups through Relax-and-Recover, and their drills');
+  registerList(host, context);
+  registerShow(host, context);
+  registerSetup(host, context);
+  registerCheck(host, context);
+  registerBackup(host, context);
+  registerDrill(host, context);
+}
