@@ -1,5 +1,5 @@
 /**
- * Host backups and host drills (docs/host-recovery.md): one row each, inserted as `running` when
+ * Host backups and host drills (docs/hosts.md): one row each, inserted as `running` when
  * it starts so a crash leaves a trace that `abandonStale` closes, and finished with what it
  * stored (generation, bytes, whether new rescue media were made) or proved (the measured
  * recovery time). The newest good backup per host is what the host's RPO check and metrics read.

@@ -229,7 +229,7 @@ const drillOverride = mapping('per-server drill settings', {
   timeout: opt((v) => parseDurationValue(v, 1000), undefined),
 });
 
-/** The VM a host drill recovers into (docs/host-recovery.md). */
+/** The VM a host drill recovers into (docs/hosts.md). */
 const hostVm = mapping('host drill VM settings', {
   memory: opt(
     (v) => {

@@ -91,7 +91,7 @@ export interface DrillConfig {
   store: string;
   /** Server names and patterns (none: a drill of hosts only). */
   servers: string[];
-  /** Host names and patterns whose stored backups are recovered (docs/host-recovery.md). */
+  /** Host names and patterns whose stored backups are recovered (docs/hosts.md). */
   hosts: string[];
   /** How long a host's rescue boot and `rear recover` may take before its recovered system boots. */
   recoveryTimeoutMs: number;

@@ -1,5 +1,5 @@
 /**
- * `haven host backup <host>` (docs/host-recovery.md): new rescue media when the host's disk
+ * `haven host backup <host>` (docs/hosts.md): new rescue media when the host's disk
  * layout changed or the target lacks media for the current one, then a new backup archive, both
  * stored as generations in the target's store. The seed's recipe (`rear checklayout || rear
  * mkrescue`), with the target as the judge of what it holds: media are remade when ReaR says the

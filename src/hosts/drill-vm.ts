@@ -1,5 +1,5 @@
 /**
- * The VM of a host drill (docs/host-recovery.md, "Drills"): blank disks as large as the host's,
+ * The VM of a host drill (docs/hosts.md, "Drills"): blank disks as large as the host's,
  * named as the host names them (vd* on virtio, sd* on virtio-scsi, hd* on IDE), no network
  * interface, its console in a file, BIOS or UEFI firmware as the host has. The rescue phase
  * boots the stored media's kernel and initrd with the media's own command line plus
@@ -93,7 +93,7 @@ export function busFor(disk: Pick<HostDisk, 'name'>): 'virtio' | 'scsi' | 'ide' 
     'refused',
     `a drill VM cannot give a disk the name ${disk.name}`,
     {
-      hint: 'Drills recreate vd*, sd* and hd* disks; recover hosts with other disk names on real hardware (docs/host-recovery.md).',
+      hint: 'Drills recreate vd*, sd* and hd* disks; recover hosts with other disk names on real hardware (docs/hosts.md).',
       details: { disk: disk.name },
     },
   );

@@ -1,5 +1,5 @@
 /**
- * `haven host drill <host> --store PATH` (docs/host-recovery.md, "Drills"): proves that a stored
+ * `haven host drill <host> --store PATH` (docs/hosts.md, "Drills"): proves that a stored
  * backup archive, with the rescue media made for its layout, rebuilds the host. In an isolated VM
  * (no network) with blank disks as large as the host's, the media's rescue system boots and runs
  * `rear recover` unattended from the archive on a backup medium; at ReaR's reboot the VM ends and

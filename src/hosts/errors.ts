@@ -1,5 +1,5 @@
 /**
- * Errors of host recovery (docs/host-recovery.md lists every code with what to do). A failing
+ * Errors of host recovery (docs/hosts.md lists every code with what to do). A failing
  * ReaR run carries the end of ReaR's own log in its message and details: that is where ReaR says
  * why.
  */

@@ -1,5 +1,5 @@
 /**
- * Host recovery (issue 16, docs/host-recovery.md): hypervisor hosts rebuilt through
+ * Host recovery (issue 16, docs/hosts.md): hypervisor hosts rebuilt through
  * Relax-and-Recover. Haven owns its ReaR configuration on each host, stores rescue media and
  * backup archives as generations in a target's store, and drills their recovery in a VM.
  */

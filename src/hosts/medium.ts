@@ -1,5 +1,5 @@
 /**
- * The backup medium (docs/host-recovery.md): an ext4 filesystem labelled HAVEN-BACKUP holding
+ * The backup medium (docs/hosts.md): an ext4 filesystem labelled HAVEN-BACKUP holding
  * a stored archive at `haven/backup.tar.gz`, where Haven's ReaR configuration looks for it at
  * recovery (rear-config.ts). A drill attaches it as a disk; `haven host medium` writes it to a
  * file or a USB stick for a recovery on new hardware. Made with `mke2fs -d` (e2fsprogs), without

@@ -1,5 +1,5 @@
 /**
- * Haven's own ReaR configuration on a host (docs/host-recovery.md, "What Haven configures"):
+ * Haven's own ReaR configuration on a host (docs/hosts.md, "What Haven configures"):
  * `/etc/rear/haven.conf`, used as `rear -C haven …`, so the operator's `local.conf` stays theirs
  * (ReaR reads it first). Written by `haven host setup` and rewritten by `haven host backup` when
  * it would differ (new excludes, a new cache drive). ReaR watches /etc/rear/ in `checklayout`,

@@ -1,7 +1,7 @@
 /**
  * Host backups and host drills as recorded runs, shared by the CLI and the daemon: a row in the
  * catalog's host runs, and events whose problems are alerted once and resolved once
- * (docs/host-recovery.md, "Events and alerts"):
+ * (docs/hosts.md, "Events and alerts"):
  *
  * | key                          | opened by           | resolved by                            |
  * | ---------------------------- | ------------------- | -------------------------------------- |

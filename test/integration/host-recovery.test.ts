@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
@@ -75,7 +75,11 @@ drills:
 }
 
 it('stores a host’s rescue media and backup through ReaR, and a drill recovers it', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), `${PREFIX}-`));
+  const root = process.env.HAVEN_TEST_ROOT ?? tmpdir();
+  await mkdir(root, { recursive: true });
+  const dir = await mkdtemp(join(root, `${PREFIX}-`));
+  // QEMU, running as its own user, reaches the drill's disks and consoles under here.
+  await chmod(dir, 0o755);
   t.after(() => rm(dir, { recursive: true, force: true }));
   const store = join(dir, 'store');
   const t0 = Date.now();

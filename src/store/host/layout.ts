@@ -29,7 +29,7 @@ export class HostLayout {
     return join(this.root, '.haven', 'hosts');
   }
 
-  /** `<host>_<kind>_<seq><suffix>`: the seed's naming (docs/host-recovery.md). */
+  /** `<host>_<kind>_<seq><suffix>`: the seed's naming (docs/hosts.md). */
   fileName(host: string, kind: HostFileKind, seq: number | 'incomplete'): string {
     return `${checkName('host', host)}_${kind}_${seq}${HOST_FILE_SUFFIX[kind]}`;
   }

@@ -1,5 +1,5 @@
 /**
- * Host artefacts in a store (docs/store-format.md, "Host artefacts"; docs/host-recovery.md): a
+ * Host artefacts in a store (docs/store-format.md, "Host artefacts"; docs/hosts.md): a
  * hypervisor host's rescue media (ReaR ISO images) and backup archives (ReaR's tar archives),
  * each kind a series of generations named `<host>_rescue_<seq>.iso` and
  * `<host>_backup_<seq>.tar.gz`, `_1` newest, kept `copies` deep, with a manifest per host that
