@@ -90,7 +90,9 @@ export class Rear {
     const progs = Object.keys(REQUIRED_PROGRAMS).join(' ');
     const r =
       await this.shell.run(`for p in ${progs}; do command -v "$p" >/dev/null || echo "missing $p"; done
-ls /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/isolinux.bin /usr/share/syslinux/isolinux.bin >/dev/null 2>&1 || echo "missing isolinux.bin"
+# Any one of the places distributions put it (ls of all of them fails when one is absent).
+iso=; for f in /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/isolinux.bin /usr/share/syslinux/isolinux.bin; do test -e "$f" && iso=$f; done
+test -n "$iso" || echo "missing isolinux.bin"
 command -v rear >/dev/null && echo "version $(rear --version 2>/dev/null | head -n 1)"
 test -f ${REAR_CONFIG_PATH} && echo config
 command -v apt-get >/dev/null && echo apt
