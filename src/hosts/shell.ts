@@ -129,7 +129,12 @@ export class HostShell {
       });
       child.on('close', (code) => {
         clearTimeout(timer);
-        resolve(this.outcome(code ?? -1, stderr));
+        // outcome() throws for an unreachable host: a rejection, not an uncaught exception.
+        try {
+          resolve(this.outcome(code ?? -1, stderr));
+        } catch (e) {
+          reject(e);
+        }
       });
     });
     return { child, done };

@@ -57,7 +57,7 @@ hosts:
   gone:
     url: ssh://root@${o.unreachable}
     ssh:
-      options: ${JSON.stringify([...o.sshOptions.filter((x) => !x.startsWith('ConnectTimeout')), '-o', 'ConnectTimeout=3'])}
+      options: ${opts}
     target: dr
 drills:
   hosts:
