@@ -10,9 +10,11 @@ import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
 import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
+import { checkHostRpo } from '../hosts/index.ts';
 import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../jobs/index.ts';
 import { buildApi } from './api.ts';
 import { DrillRunner } from './drill-runs.ts';
+import { HostRunner } from './host-runs.ts';
 import { EventHub } from './hub.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
@@ -81,6 +83,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     consoleLevel: o.consoleLevel ?? 'info',
     log,
   });
+  const hosts = new HostRunner({
+    config: () => config,
+    catalog,
+    events: () => events,
+    logDir: o.paths.logDir,
+    consoleLevel: o.consoleLevel ?? 'info',
+    log,
+  });
   const scheduler = new Scheduler({
     config: () => config,
     catalog,
@@ -88,8 +98,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       return events;
     },
     start: (kind, name, trigger) =>
-      kind === 'drill' ? drills.start(name, trigger) : manager.start(name, trigger),
-    isRunning: (kind, name) => (kind === 'drill' ? drills.isRunning(name) : manager.isRunning(name)),
+      kind === 'drill'
+        ? drills.start(name, trigger)
+        : kind === 'host'
+          ? hosts.start(name, trigger)
+          : manager.start(name, trigger),
+    isRunning: (kind, name) =>
+      kind === 'drill'
+        ? drills.isRunning(name)
+        : kind === 'host'
+          ? hosts.isRunning(name)
+          : manager.isRunning(name),
     log,
   } as ConstructorParameters<typeof Scheduler>[0]);
 
@@ -153,7 +172,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       scheduler.stop();
       await rpo.stop();
       await maintenance.stop();
-      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs)]);
+      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs), hosts.stopAll(timeoutMs)]);
       hub.close();
       await app.close();
       await events.flush();
@@ -219,6 +238,8 @@ function rpoChecks(o: {
       const r = checkRpo(statusRows({ config: o.config(), catalog, selections }), o.events());
       if (r.raised.length || r.resolved.length)
         log.info('RPO check', { raised: r.raised, resolved: r.resolved });
+      const hostsRaised = checkHostRpo(o.config(), catalog, o.events());
+      if (hostsRaised.length) log.info('host RPO check', { raised: hostsRaised });
     } catch (e) {
       // A busy catalog or a bug must not stop the daemon; the next check tries again.
       log.error('RPO check failed', { err: e });

@@ -12,6 +12,7 @@ import client from 'prom-client';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { packageVersion } from '../core/package-root.ts';
+import { hostBackupAge } from '../hosts/index.ts';
 import { statusRows } from '../jobs/index.ts';
 import { runHistoryMetrics } from './metric-history.ts';
 
@@ -72,6 +73,29 @@ function pairGauges(registry: client.Registry) {
   };
 }
 
+/** The gauges of each configured host (docs/hosts.md): its newest backup's age and last results. */
+function hostGauges(registry: client.Registry, catalog: Catalog) {
+  const g = (name: string, help: string) =>
+    new client.Gauge({ name, help, labelNames: ['host'], registers: [registry] });
+  const age = g('haven_host_backup_age_seconds', 'Age of the host’s newest good backup archive.');
+  const objective = g('haven_host_rpo_objective_seconds', 'The host’s `rpo` objective.');
+  const lastOk = g('haven_host_last_backup_success', '1 when the host’s last finished backup was ok.');
+  const drillOk = g('haven_host_last_drill_success', '1 when the host’s last finished drill passed.');
+  return (config: HavenConfig) => {
+    for (const m of [age, objective, lastOk, drillOk]) m.reset();
+    for (const h of Object.values(config.hosts)) {
+      const label = { host: h.name };
+      const { ageMs } = hostBackupAge(catalog, h.name);
+      if (ageMs !== null) age.set(label, seconds(ageMs));
+      if (h.rpoMs !== undefined) objective.set(label, seconds(h.rpoMs));
+      const backup = catalog.hostRuns.latest(h.name, 'backup').last;
+      if (backup) lastOk.set(label, backup.status === 'ok' ? 1 : 0);
+      const drill = catalog.hostRuns.latest(h.name, 'drill').last;
+      if (drill) drillOk.set(label, drill.status === 'ok' ? 1 : 0);
+    }
+  };
+}
+
 export function createMetrics(o: MetricsOptions): Metrics {
   const registry = new client.Registry();
   const g = (name: string, help: string, labelNames: readonly string[]) =>
@@ -90,6 +114,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
   ]);
   const problems = g('haven_open_problems', 'Problems open now (what alerts are about).', []);
   const history = runHistoryMetrics(registry, o.catalog);
+  const hosts = hostGauges(registry, o.catalog);
 
   // The state now is recomputed at every scrape: a pair `haven forget` removed disappears.
   const refresh = () => {
@@ -122,6 +147,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
       if (next) jobNext.set(label, seconds(next.getTime()));
     }
     problems.set(o.catalog.events.openProblems().length);
+    hosts(config);
     history.refresh();
   };
   return {

@@ -1,7 +1,7 @@
 /**
  * The scheduler: each scheduled job's and drill's next fire time from its cron expression (config
  * nextRun, croner, in the configured time zone), a timer for each, and the catalog's schedule
- * state (kind `job` or `drill`) so a restart knows what ran. A fire time missed while the daemon was down runs once at start
+ * state (kind `job`, `drill` or `host`: a host backup) so a restart knows what ran. A fire time missed while the daemon was down runs once at start
  * (trigger `missed`), however many were missed. A fire time that comes while the previous run of
  * the job is still going is skipped (one run of a job at a time) and noted as an event.
  *
@@ -32,7 +32,7 @@ interface Entry {
   schedule: string;
 }
 
-/** What the configuration schedules: jobs and drills with a `schedule`. */
+/** What the configuration schedules: jobs, drills and host backups with a `schedule`. */
 function scheduled(config: HavenConfig): Entry[] {
   const out: Entry[] = [];
   for (const j of Object.values(config.jobs)) {
@@ -40,6 +40,9 @@ function scheduled(config: HavenConfig): Entry[] {
   }
   for (const d of Object.values(config.drills)) {
     if (d.schedule) out.push({ kind: 'drill', name: d.name, schedule: d.schedule });
+  }
+  for (const h of Object.values(config.hosts)) {
+    if (h.schedule) out.push({ kind: 'host', name: h.name, schedule: h.schedule });
   }
   return out;
 }

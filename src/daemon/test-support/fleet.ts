@@ -39,6 +39,11 @@ drills:
     store: /srv/haven
     servers: [db01]
     boot_marker: { agent: true }
+hosts:
+  node1:
+    url: ssh://root@node1.example.com
+    target: dr
+    rpo: 8d
 `;
 
 const MiB = 1024 * 1024;
@@ -167,6 +172,27 @@ export function fleetCatalog(now = new Date()): Fleet {
     ['app01', 'ok', 12],
   ]);
   drillRun(catalog, 'monthly', t0 + 60 * HOUR, [['db01', 'ok', 31]]);
+  // The hypervisor host: a good backup 30 h ago, then a failed drill of it.
+  const backup = catalog.hostRuns.start({
+    host: 'node1',
+    kind: 'backup',
+    trigger: 'schedule',
+    target: 'dr',
+    at: new Date(now.getTime() - 30 * HOUR),
+  });
+  catalog.hostRuns.finish(backup.id, {
+    status: 'ok',
+    bytes: 400 * MiB,
+    takenAt: new Date(now.getTime() - 30 * HOUR),
+    at: new Date(now.getTime() - 29 * HOUR),
+  });
+  const drill = catalog.hostRuns.start({
+    host: 'node1',
+    kind: 'drill',
+    trigger: 'manual',
+    target: '/srv/haven',
+  });
+  catalog.hostRuns.finish(drill.id, { status: 'failed', errorCode: 'HOST_DRILL_TIMEOUT' });
   catalog.events.append({
     type: 'rpo.breached',
     severity: 'error',
