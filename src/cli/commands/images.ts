@@ -1,13 +1,34 @@
 /**
  * `haven images [server] --store PATH`: the generations a store holds, read from the store's own
- * manifests (DESIGN §4.4: works at the DR site with nothing else).
+ * manifests (DESIGN §4.4: works at the DR site with nothing else). Hosts' rescue media and backup
+ * archives (docs/hosts.md) follow in a table of their own; `--hosts` lists only them (as JSON: the
+ * host manifests).
  */
 import type { Command } from 'commander';
 import { HavenError } from '../../core/errors.ts';
 import { formatBytes } from '../../core/units.ts';
+import { type HostManifest, HostStore } from '../../store/host/index.ts';
 import { openFsStore, type ServerManifest } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
 import { formatTime, timeHeader } from '../when.ts';
+
+function printHosts(ctx: CliContext, hosts: HostManifest[], tz: string | undefined): void {
+  const rows: string[][] = [];
+  for (const m of hosts) {
+    for (const g of [...m.rescue, ...m.backup]) {
+      const tested = g.tests.at(-1);
+      rows.push([
+        m.host,
+        g.kind,
+        `_${g.seq}`,
+        formatTime(g.takenAt, tz),
+        formatBytes(g.size),
+        tested ? `${tested.kind} ${tested.result} ${formatTime(tested.at, tz)}` : '-',
+      ]);
+    }
+  }
+  ctx.printTable(['host', 'file', 'gen', timeHeader('taken at', tz), 'size', timeHeader('tested', tz)], rows);
+}
 
 export default function register(program: Command, context: () => CliContext): void {
   program
@@ -15,11 +36,24 @@ export default function register(program: Command, context: () => CliContext): v
     .description('list the generations of each server in a store')
     .argument('[server]', 'only this server')
     .requiredOption('--store <path>', 'the store directory')
+    .option('--hosts', 'only the hosts’ rescue media and backup archives')
     .option('--json', 'print as JSON')
-    .action(async (server: string | undefined, flags: { store: string; json?: boolean }) => {
+    .action(async (server: string | undefined, flags: { store: string; hosts?: boolean; json?: boolean }) => {
       const ctx = context();
       const store = await openFsStore(flags.store, { log: ctx.log });
       try {
+        const hostStore = new HostStore(store.location, store.descriptor, { log: ctx.log });
+        const hostNames = await hostStore.listHosts();
+        const hosts: HostManifest[] = [];
+        for (const h of hostNames) {
+          const m = server === undefined || server === h ? await hostStore.manifest(h) : null;
+          if (m) hosts.push(m);
+        }
+        if (flags.hosts || (server !== undefined && hostNames.includes(server))) {
+          if (flags.json) ctx.printJson(hosts);
+          else printHosts(ctx, hosts, await ctx.timeZone());
+          return;
+        }
         const names = server ? [server] : await store.listServers();
         const manifests: ServerManifest[] = [];
         for (const name of names) {
@@ -66,6 +100,7 @@ export default function register(program: Command, context: () => CliContext): v
           ],
           rows,
         );
+        if (hosts.length) printHosts(ctx, hosts, tz);
       } finally {
         await store.close();
       }
