@@ -156,7 +156,11 @@ echo "MODULES=( 'loaded_modules' )" >> /etc/rear/local.conf`);
   const conf = (await host.ssh('cat /etc/rear/haven.conf')).stdout;
   assert.match(conf, /OUTPUT=ISO/);
   assert.match(conf, /BACKUP=NETFS/);
-  assert.doesNotMatch((await host.ssh('cat /etc/rear/local.conf')).stdout, /^OUTPUT=/m, 'local.conf stays the operator’s');
+  assert.doesNotMatch(
+    (await host.ssh('cat /etc/rear/local.conf')).stdout,
+    /^OUTPUT=/m,
+    'local.conf stays the operator’s',
+  );
 
   const check0 = await haven(h, ['host', 'check', 'hv1', '--json']);
   assert.equal(check0.code, 0, check0.stderr);

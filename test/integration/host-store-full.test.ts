@@ -5,52 +5,21 @@
  * and still verify; once space is freed the next archive is stored.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type TestContext, test } from 'node:test';
+import { test } from 'node:test';
 import { EXIT_CODES } from '../../src/cli/exit-codes.ts';
 import { digest } from '../../src/core/digest.ts';
 import { asHavenError } from '../../src/core/errors.ts';
 import { createFsStore } from '../../src/store/fs/fs-store.ts';
-import { type HostFacts, type HostFileMeta, HostStore, verifyHosts } from '../../src/store/host/index.ts';
+import { type HostFileMeta, HostStore, verifyHosts } from '../../src/store/host/index.ts';
+import { hostFacts } from '../../src/store/host/test-support/facts.ts';
+import { fill, loopFs } from '../helpers/loop-fs.ts';
 
-const ROOT = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 const MiB = 1024 * 1024;
 
-async function loopFs(t: TestContext, sizeMiB: number): Promise<string> {
-  await mkdir(ROOT, { recursive: true });
-  const dir = await mkdtemp(join(ROOT, 'haven-t-hostfull-'));
-  const img = join(dir, 'fs.img');
-  const mnt = join(dir, 'mnt');
-  execFileSync('truncate', ['-s', `${sizeMiB}M`, img]);
-  execFileSync('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', img]);
-  execFileSync('mkdir', ['-p', mnt]);
-  execFileSync('mount', ['-o', 'loop', img, mnt]);
-  t.after(async () => {
-    try {
-      execFileSync('umount', [mnt]);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-  return mnt;
-}
-
-const layout = 'disk /dev/vda 4294967296 msdos\n';
-const facts: HostFacts = {
-  hostname: 'node1',
-  os: 'Debian GNU/Linux 12 (bookworm)',
-  kernel: '6.1.0-57-cloud-amd64',
-  rearVersion: 'Relax-and-Recover 2.7 / Git',
-  firmware: 'bios',
-  memoryBytes: 1 << 30,
-  disks: [{ name: 'vda', size: 4294967296, label: 'msdos' }],
-  layout,
-  layoutDigest: digest('blake3', Buffer.from(layout)).toString('hex'),
-  rearConfig: 'OUTPUT=ISO\n',
-};
+const facts = hostFacts();
 const at = '2026-12-01T00:00:00.000Z';
 
 /**
@@ -74,7 +43,7 @@ async function put(store: HostStore, meta: HostFileMeta, size: number) {
 }
 
 test('a full target: the archive is refused with a resource error, stored generations intact', async (t) => {
-  const mnt = await loopFs(t, 48);
+  const mnt = await loopFs(t, 48, 'haven-t-hostfull-');
   const fs = await createFsStore(join(mnt, 'store'));
   await fs.close();
   const store = new HostStore(fs.location, fs.descriptor, { busyWaitMs: 2000 });
@@ -89,9 +58,7 @@ test('a full target: the archive is refused with a resource error, stored genera
   });
   const first = await put(store, backup(rescue.id), 10 * MiB);
   // Leave about 6 MiB: the next 20 MiB archive cannot fit.
-  const filler = join(mnt, 'filler');
-  const free = execFileSync('df', ['-B1', '--output=avail', mnt]).toString().split('\n')[1]!.trim();
-  await writeFile(filler, Buffer.alloc(Math.max(0, Number(free) - 6 * MiB)));
+  const filler = fill(mnt, 'filler', 6 * MiB);
 
   let err: unknown;
   try {

@@ -41,11 +41,12 @@ export async function completeJournal(
   const steps = journal.deletes.length + journal.renames.length;
   const path = layout.journal(host);
   for (let i = journal.done; i < steps; i++) {
-    if (i < journal.deletes.length) {
-      await removeIfExists(join(dir, journal.deletes[i]!));
-    } else {
-      const [from, to] = journal.renames[i - journal.deletes.length]!;
-      await renameIfThere(join(dir, from), join(dir, to));
+    const del = journal.deletes[i];
+    const move = journal.renames[i - journal.deletes.length];
+    if (i < journal.deletes.length && del !== undefined) {
+      await removeIfExists(join(dir, del));
+    } else if (move) {
+      await renameIfThere(join(dir, move[0]), join(dir, move[1]));
     }
     await fsyncDir(dir);
     journal.done = i + 1;

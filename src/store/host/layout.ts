@@ -68,9 +68,10 @@ export function parseHostFileName(
   name: string,
 ): { host: string; kind: HostFileKind; seq: number | 'incomplete' } | null {
   const m = /^(.+)_(rescue|backup)_(\d+|incomplete)(\.iso|\.tar\.gz)$/.exec(name);
-  if (!m) return null;
+  const host = m?.[1];
+  if (!m || host === undefined) return null;
   const kind = m[2] as HostFileKind;
   if (HOST_FILE_SUFFIX[kind] !== m[4]) return null;
   const seq = m[3] === 'incomplete' ? 'incomplete' : Number(m[3]);
-  return { host: m[1]!, kind, seq };
+  return { host, kind, seq };
 }

@@ -28,7 +28,7 @@ function orderMoves(moves: [string, string][]): [string, string][] {
   while (pending.length > 0) {
     const i = pending.findIndex(([, to]) => !pending.some(([from]) => from === to));
     if (i < 0) throw new Error('host rotation: renames form a cycle');
-    out.push(pending.splice(i, 1)[0]!);
+    out.push(...pending.splice(i, 1));
   }
   return out;
 }

@@ -106,10 +106,19 @@ export class HostFileWriter {
         digest: got,
         tests: [],
       };
+      const { facts, rescueId } = this.meta;
+      // checkMeta (host-store.ts) made sure each kind has its field before the writer began.
+      if (this.meta.kind === 'rescue' ? !facts : rescueId === undefined) {
+        throw storeError(
+          'STORE_HOST_BAD_META',
+          'protocol',
+          `host file of ${this.meta.host}: its metadata is incomplete`,
+        );
+      }
       const g: HostGeneration =
-        this.meta.kind === 'rescue'
-          ? { ...base, kind: 'rescue', facts: this.meta.facts! }
-          : { ...base, kind: 'backup', rescueId: this.meta.rescueId!, excludes: this.meta.excludes ?? [] };
+        this.meta.kind === 'rescue' && facts
+          ? { ...base, kind: 'rescue', facts }
+          : { ...base, kind: 'backup', rescueId: rescueId ?? '', excludes: this.meta.excludes ?? [] };
       const committed = await this.hooks.commit(g);
       this.hooks.log.info('host file committed', { id: g.id, bytes: this.written });
       return committed;
