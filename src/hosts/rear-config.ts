@@ -22,6 +22,14 @@ import type { HostConfig } from '../core/config.ts';
 
 export const REAR_CONFIG_NAME = 'haven';
 export const REAR_CONFIG_PATH = `/etc/rear/${REAR_CONFIG_NAME}.conf`;
+/**
+ * The rescue system's `rear recover` reads only site.conf, local.conf and rescue.conf (ReaR
+ * 2.7, usr/sbin/rear), never a `-C` file: unattended recovery (system-setup) runs it plain. This
+ * line in site.conf (the file Debian's local.conf reserves for automated tools) makes it read
+ * Haven's file there, and only there: /etc/rear-release exists only in a rescue system.
+ */
+export const SITE_CONFIG_PATH = '/etc/rear/site.conf';
+export const SITE_CONFIG_LINE = `test -f /etc/rear-release && test -f ${REAR_CONFIG_PATH} && source ${REAR_CONFIG_PATH} # haven: rescue systems made by Haven recover with its configuration`;
 /** Haven's working directory on the host. */
 export const HOST_WORK_DIR = '/var/lib/haven/rear';
 export const ISO_DIR = `${HOST_WORK_DIR}/output`;

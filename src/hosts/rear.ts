@@ -16,6 +16,8 @@ import {
   ISO_PATH,
   REAR_CONFIG_NAME,
   REAR_CONFIG_PATH,
+  SITE_CONFIG_LINE,
+  SITE_CONFIG_PATH,
 } from './rear-config.ts';
 import type { HostShell, ShellResult, StreamingCommand } from './shell.ts';
 
@@ -126,14 +128,23 @@ true`);
   }
 
   async readConfig(): Promise<string | null> {
-    const r = await this.shell.run(`cat ${REAR_CONFIG_PATH} 2>/dev/null || echo -n '<none>'`);
+    // Without the site.conf line the file is as good as absent: rescue systems would not read it.
+    const r = await this.shell.run(
+      `grep -qxF '${SITE_CONFIG_LINE.replace(/'/g, `'\\''`)}' ${SITE_CONFIG_PATH} 2>/dev/null || { echo -n '<none>'; exit 0; }; cat ${REAR_CONFIG_PATH} 2>/dev/null || echo -n '<none>'`,
+    );
     return r.stdout === '<none>' ? null : r.stdout;
   }
 
-  /** Replaces Haven's configuration file atomically (the operator's local.conf is not touched). */
+  /**
+   * Replaces Haven's configuration file atomically, and makes sure site.conf holds the line that
+   * makes rescue systems read it (SITE_CONFIG_LINE; appended once to an operator's site.conf,
+   * whose other lines stay). The operator's local.conf is not touched.
+   */
   async writeConfig(text: string): Promise<void> {
+    const site = SITE_CONFIG_LINE.replace(/'/g, `'\\''`);
     const r = await this.shell.run(
-      `set -e; mkdir -p /etc/rear ${HOST_WORK_DIR}; t=$(mktemp ${REAR_CONFIG_PATH}.XXXXXX); cat >"$t"; chmod 644 "$t"; sync "$t"; mv "$t" ${REAR_CONFIG_PATH}`,
+      `set -e; mkdir -p /etc/rear ${HOST_WORK_DIR}; t=$(mktemp ${REAR_CONFIG_PATH}.XXXXXX); cat >"$t"; chmod 644 "$t"; sync "$t"; mv "$t" ${REAR_CONFIG_PATH}
+grep -qxF '${site}' ${SITE_CONFIG_PATH} 2>/dev/null || printf '%s\\n' '${site}' >>${SITE_CONFIG_PATH}`,
       { input: text },
     );
     if (r.code !== 0) {

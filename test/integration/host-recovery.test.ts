@@ -156,6 +156,11 @@ echo "MODULES=( 'loaded_modules' )" >> /etc/rear/local.conf`);
   const conf = (await host.ssh('cat /etc/rear/haven.conf')).stdout;
   assert.match(conf, /OUTPUT=ISO/);
   assert.match(conf, /BACKUP=NETFS/);
+  assert.match(
+    (await host.ssh('cat /etc/rear/site.conf')).stdout,
+    /test -f \/etc\/rear-release && test -f \/etc\/rear\/haven.conf && source \/etc\/rear\/haven.conf/,
+    'rescue systems read Haven’s configuration',
+  );
   assert.doesNotMatch(
     (await host.ssh('cat /etc/rear/local.conf')).stdout,
     /^OUTPUT=/m,
@@ -186,6 +191,27 @@ echo "MODULES=( 'loaded_modules' )" >> /etc/rear/local.conf`);
   const check1 = await haven(h, ['host', 'check', 'hv1', '--json']);
   assert.equal(check1.json().layout, 'unchanged', check1.stderr);
 
+  const verify = await haven(h, ['verify', '--store', store, '--json'], 20 * MIN);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+
+  // The drill: the newest archive recovered in a VM with a blank disk.
+  const t3 = Date.now();
+  const drill = await haven(h, ['host', 'drill', 'hv1', '--store', store, '--json'], 70 * MIN);
+  const d = drill.json();
+  note(
+    t,
+    `drill ${d.result} in ${((Date.now() - t3) / 1000).toFixed(0)} s: ${JSON.stringify(d.phases)}, recorded ${d.seconds} s`,
+  );
+  assert.equal(d.result, 'pass', `${d.detail}\n${d.consoleTail ?? ''}\n${drill.stderr}`);
+  assert.equal(drill.code, 0);
+  assert.equal(d.recorded, true);
+  assert.equal(d.backup.id, b1.backup.stored.id, 'the newest archive was drilled');
+  const manifest = (await import('node:fs/promises')).readFile(
+    join(store, '.haven', 'hosts', 'hv1', 'manifest.json'),
+    'utf8',
+  );
+  assert.match(await manifest, /"result": ?"pass"/);
+
   // Nothing changed: no new media, a new archive.
   const t2 = Date.now();
   const second = await haven(h, ['host', 'backup', 'hv1', '--json'], 30 * MIN);
@@ -202,27 +228,6 @@ echo "MODULES=( 'loaded_modules' )" >> /etc/rear/local.conf`);
     (x) => x.name === 'hv1',
   );
   assert.equal(hv1?.lastBackup.status, 'ok');
-
-  const verify = await haven(h, ['verify', '--store', store, '--json'], 20 * MIN);
-  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-
-  // The drill: the newest archive recovered in a VM with a blank disk.
-  const t3 = Date.now();
-  const drill = await haven(h, ['host', 'drill', 'hv1', '--store', store, '--json'], 70 * MIN);
-  const d = drill.json();
-  note(
-    t,
-    `drill ${d.result} in ${((Date.now() - t3) / 1000).toFixed(0)} s: ${JSON.stringify(d.phases)}, recorded ${d.seconds} s`,
-  );
-  assert.equal(d.result, 'pass', `${d.detail}\n${d.consoleTail ?? ''}\n${drill.stderr}`);
-  assert.equal(drill.code, 0);
-  assert.equal(d.recorded, true);
-  assert.equal(d.backup.seq, 1);
-  const manifest = (await import('node:fs/promises')).readFile(
-    join(store, '.haven', 'hosts', 'hv1', 'manifest.json'),
-    'utf8',
-  );
-  assert.match(await manifest, /"result": ?"pass"/);
 
   // A damaged archive: verify names it, its drill fails (an alert), the older one is intact.
   const fh = await open(join(store, 'hosts', 'hv1_backup_1.tar.gz'), 'r+');
