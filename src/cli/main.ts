@@ -81,6 +81,7 @@ export function reportError(ctx: CliContext | undefined, err: HavenError, json: 
   if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
 }
 
+/** The program; main() reports commander's errors as Haven's (usage-errors.ts), with a code and a hint. */
 function newProgram(): Command {
   return new Command('haven')
     .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
@@ -89,7 +90,6 @@ function newProgram(): Command {
     .option('-d, --debug', 'everything on stderr, including protocol traces')
     .option('-c, --config <file>', 'configuration file (default /etc/haven/haven.yaml, or $HAVEN_CONFIG)')
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
-    // main() reports commander's errors as Haven's (usage-errors.ts), with a code and a hint.
     .configureOutput({ outputError: () => {} })
     .exitOverride();
 }
