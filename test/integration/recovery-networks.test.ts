@@ -101,7 +101,8 @@ test('activation maps a bridge and a network the DR site lacks, and refuses with
     const res = report.servers[0]!;
     assert.equal(res.status, 'refused');
     assert.equal(res.error?.code, 'RECOVERY_NETWORK_MISSING');
-    const missing = (res.error?.details as { missing: Array<{ from: string; state: string }> }).missing;
+    const details = res.error?.details as { missing: Array<{ from: string; state: string }> } | undefined;
+    const missing = details?.missing ?? [];
     assert.deepEqual(
       missing.map((m) => [m.from, m.state]),
       [
