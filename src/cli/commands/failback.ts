@@ -137,6 +137,10 @@ export default function register(program: Command, context: () => CliContext): v
     }
   });
 
+  registerReceive(program, context);
+}
+
+function registerReceive(program: Command, context: () => CliContext): void {
   const receive = program
     .command('failback-receive')
     .description('(run by `haven failback`) receive a failback pass into a server’s own images')
