@@ -16,7 +16,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
-import type { ActivationReport, DrillReport, RestoreResult } from '../../src/recovery/index.ts';
+import type { ActivationReport, DrillPlan, DrillReport, RestoreResult } from '../../src/recovery/index.ts';
 import { Virsh } from '../../src/virt/index.ts';
 import type { AfterHook } from '../fixtures/guest/index.ts';
 import { havenJson } from '../helpers/haven.ts';
@@ -126,6 +126,17 @@ test('activation maps a bridge and a network the DR site lacks, and refuses with
     assert.equal(isolated.passed, 1, JSON.stringify(isolated));
     assert.equal(isolated.results[0]!.networks, undefined, 'an isolated drill has no interfaces');
 
+    // The plan says so too, booting and recording nothing.
+    const plan = await runHaven(s.h, [
+      ...['drill', server, '--store', s.store, '--marker', 'HAVEN ready', '--networks', 'mapped'],
+      ...['--dry-run', '--json'],
+    ]);
+    assert.equal(plan.code, 12, plan.stderr);
+    const planned = JSON.parse(plan.stdout) as DrillPlan;
+    assert.equal(planned.ok, false);
+    assert.equal(planned.servers[0]!.error?.code, 'RECOVERY_NETWORK_MISSING');
+    assert.deepEqual(await domainsLike(server), []);
+
     const refused = await runHaven(s.h, [
       ...['drill', server, '--store', s.store, '--marker', 'HAVEN ready', '--networks', 'mapped', '--json'],
     ]);
@@ -150,8 +161,24 @@ test('activation maps a bridge and a network the DR site lacks, and refuses with
   await t.test('restore defines the server with its interfaces on the mapped networks', async () => {
     const name = `${server}-r`;
     t.after(() => virsh.run(['undefine', '--domain', name]).catch(() => ''));
+    const to = join(s.dir, 'restored');
+    const missing = await runHaven(s.h, ['restore', server, '--store', s.store, '--to', to, '--name', name]);
+    assert.equal(missing.code, 4, missing.stderr);
+    assert.match(missing.stderr, /RECOVERY_NETWORK_MISSING/);
+    assert.equal(existsSync(to), false, 'refused before any image was written');
+    const dry = await havenJson<RestoreResult>(s.h, [
+      ...['restore', server, '--store', s.store, '--to', to, '--name', name, '--dry-run'],
+      ...['--network-map', `${prodBr}=${drBr}`, '--network-map', `${prodNet}=${drNet}`],
+    ]);
+    assert.equal(dry.dryRun, true);
+    assert.deepEqual(
+      dry.networks?.map((n) => n.to),
+      [`bridge:${drBr}`, `network:${drNet}`],
+    );
+    assert.equal(existsSync(to), false, 'a dry run writes nothing');
+    assert.deepEqual(await domainsLike(name), []);
     const r = await havenJson<RestoreResult>(s.h, [
-      ...['restore', server, '--store', s.store, '--to', join(s.dir, 'restored'), '--name', name],
+      ...['restore', server, '--store', s.store, '--to', to, '--name', name],
       ...['--network-map', `${prodBr}=${drBr}`, '--network-map', `${prodNet}=${drNet}`],
     ]);
     assert.equal(r.generation.seq, 1, 'the newest generation when --generation is not given');
@@ -208,6 +235,11 @@ test('activation maps a bridge and a network the DR site lacks, and refuses with
       );
       // The kernel agrees: the copy's tap device is a port of the DR bridge.
       assert.ok((await readdir(`/sys/class/net/${drBr}/brif`)).includes(rows[0]!.iface));
+      const giveUp = await havenJson<{ dryRun: boolean; destroyed: boolean }>(s.h, [
+        ...['deactivate', server, '--store', s.store, '--destroy', '--dry-run'],
+      ]);
+      assert.deepEqual([giveUp.dryRun, giveUp.destroyed], [true, true]);
+      assert.deepEqual(await domainsLike(server), [server], 'a dry run stops nothing');
       const gone = await runHaven(s.h, ['deactivate', server, '--store', s.store, '--destroy']);
       assert.equal(gone.code, 0, gone.stderr);
     },
