@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// Entry point of the `haven` command. The source tree is what runs: TypeScript through tsx, so
-// a target reached over SSH runs exactly the code that was tested. scripts/build compiles the
-// same tree to dist/, which starts several times faster (a receiver is spawned for every
-// replication); it is used only while it is newer than every source file, so an edit, a pull or
-// a checkout can never run stale code. HAVEN_FROM_SOURCE=1 forces the TypeScript.
-import { readdirSync, statSync } from 'node:fs';
+// Entry point of the `haven` command. An installed package (npm or .deb, docs/install.md) holds
+// the compiled tree only (dist/, from scripts/build) and always runs it. In a clone of the
+// repository the source tree is what runs: dist/ only while it is newer than every source file
+// (it starts several times faster, and a receiver is spawned for every replication), the
+// TypeScript through tsx otherwise, so an edit, a pull or a checkout can never run stale code
+// (docs/decisions.md). HAVEN_FROM_SOURCE=1 forces the TypeScript in a clone.
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,8 +40,10 @@ if (process.env.HAVEN_TEST_FAULT === 'receiver-at-start' && process.argv.include
   process.kill(process.pid, 'SIGKILL');
 }
 
+// An installed package has no TypeScript (and no tsx): the compiled tree is all there is.
+const installed = !existsSync(join(root, 'src', 'cli', 'main.ts'));
 let main;
-if (builtIsFresh()) {
+if (installed || builtIsFresh()) {
   ({ main } = await import('../dist/cli/main.js'));
 } else {
   const { register } = await import('tsx/esm/api');

@@ -25,7 +25,8 @@ const commands = readdirSync(join(root, 'src/cli/commands'))
   .map((f) => join(root, 'src/cli/commands', f));
 
 await build({
-  entryPoints: [join(root, 'src/cli/main.ts'), ...commands],
+  // reference/index.ts: the man page and completion generator scripts/reference.mjs runs.
+  entryPoints: [join(root, 'src/cli/main.ts'), join(root, 'src/cli/reference/index.ts'), ...commands],
   outbase: join(root, 'src/cli'),
   outdir: join(root, 'dist/cli'),
   chunkNames: 'chunks/[name]-[hash]',

@@ -11,6 +11,8 @@ export interface HavenEnv {
   /** HAVEN_STATE_DIR, HAVEN_RUN_DIR, HAVEN_LOG_DIR (and anything else) for the child. */
   env: NodeJS.ProcessEnv;
   stateDir: string;
+  /** The haven to run (default this tree's bin/haven.mjs; the package tests run an installed one). */
+  bin?: string;
 }
 
 export async function havenEnv(dir: string, extra: NodeJS.ProcessEnv = {}): Promise<HavenEnv> {
@@ -52,7 +54,7 @@ export function runHaven(h: HavenEnv, args: string[], o: RunHavenOptions = {}): 
     const env = { ...h.env };
     // A config file that does not exist is fine unless named explicitly; tests name none.
     if (env.HAVEN_CONFIG?.endsWith('no-config.yaml')) delete env.HAVEN_CONFIG;
-    const child = spawn(process.execPath, [HAVEN_BIN, ...args], {
+    const child = spawn(process.execPath, [h.bin ?? HAVEN_BIN, ...args], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(o.cwd ? { cwd: o.cwd } : {}),
