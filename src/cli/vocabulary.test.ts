@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Command, Option } from 'commander';
 import { commandTree } from './main.ts';
+import { describeProgram, manPages } from './reference/index.ts';
 import { commandPath } from './usage-errors.ts';
 
 /** Commands that only look: each must have --json. */
@@ -47,6 +48,8 @@ const CHANGES = [
   'guard set',
   'guard clear',
 ];
+/** Commands that print a document (a script): neither a listing nor a change. */
+const DOCUMENTS = ['completion bash', 'completion zsh'];
 /** docs/cli.md says why each has no --dry-run. */
 const WITHOUT_DRY_RUN = [
   'serve',
@@ -57,8 +60,8 @@ const WITHOUT_DRY_RUN = [
   'guard set',
   'guard clear',
 ];
-/** Their stdout is a stream or a daemon's log, not a result: docs/cli.md says so. */
-const WITHOUT_JSON = ['serve', 'receive', 'failback-receive'];
+/** Their stdout is a stream, a daemon's log or a document, not a result: docs/cli.md says so. */
+const WITHOUT_JSON = ['serve', 'receive', 'failback-receive', ...DOCUMENTS];
 
 /** One name, one value form for each shared concept; names that would say the same otherwise. */
 const FORMS: Record<string, string> = {
@@ -86,8 +89,10 @@ interface Entry {
   cmd: Command;
 }
 
+/** Every command but hidden ones (`completion values`, what the completion scripts call). */
 function walk(cmd: Command, prefix: string[] = []): Entry[] {
   return cmd.commands.flatMap((c) => {
+    if ((c as unknown as { _hidden: boolean })._hidden) return [];
     const path = [...prefix, c.name()];
     return [{ path: path.join(' '), cmd: c }, ...walk(c, path)];
   });
@@ -118,10 +123,13 @@ function examplesOf(help: string): Array<{ what: string; line: string }> {
   return out;
 }
 
-/** Shell words: plain, '…' and "…" quoted. */
+/** Shell words (plain, '…' and "…" quoted) of the command, up to a redirection or a pipe. */
 function shellWords(line: string): string[] {
   const words: string[] = [];
-  for (const m of line.matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)) words.push(m[1] ?? m[2] ?? m[3]!);
+  for (const m of line.matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)) {
+    if (m[3] !== undefined && /^(>>?|\||&&|;)$/.test(m[3])) break;
+    words.push(m[1] ?? m[2] ?? m[3]!);
+  }
   return words;
 }
 
@@ -145,14 +153,14 @@ async function parses(words: string[]): Promise<{ ok: true; path: string } | { o
 
 test('every leaf command is classified as a listing or as one that changes something', async () => {
   const all = leaves(walk(await commandTree())).map((e) => e.path);
-  const unclassified = all.filter((p) => !LISTINGS.includes(p) && !CHANGES.includes(p));
+  const unclassified = all.filter((p) => ![...LISTINGS, ...CHANGES, ...DOCUMENTS].includes(p));
   assert.deepEqual(
     unclassified,
     [],
-    'add new commands to LISTINGS or CHANGES (and the rules to docs/cli.md)',
+    'add new commands to LISTINGS, CHANGES or DOCUMENTS (and the rules to docs/cli.md)',
   );
   assert.deepEqual(
-    [...LISTINGS, ...CHANGES].filter((p) => !all.includes(p)),
+    [...LISTINGS, ...CHANGES, ...DOCUMENTS].filter((p) => !all.includes(p)),
     [],
     'no classified command has gone',
   );
@@ -192,6 +200,13 @@ test('one name for each concept: no visible --uri, the same value form everywher
     }
   }
   assert.deepEqual(problems, []);
+  // The man pages are made from the same definitions: a deprecated alias is not on them.
+  const pages = manPages(describeProgram(program), '0.0.0');
+  assert.ok(pages.some((p) => p.text.includes('\\-\\-connect')));
+  assert.deepEqual(
+    pages.filter((p) => p.text.includes('\\-\\-uri ')).map((p) => p.file),
+    [],
+  );
   // The global ones: -v/-d and the configuration file.
   assert.deepEqual(
     program.options.map((o) => o.flags),
