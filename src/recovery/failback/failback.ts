@@ -161,7 +161,7 @@ export async function failback(o: FailbackOptions): Promise<FailbackResult> {
       ...(since && base.drPoint ? ['--since', since, '--dr-point', base.drPoint] : []),
       ...(kind === 'final' ? ['--final'] : []),
       ...(o.start === false ? ['--no-start'] : []),
-      ...(o.primaryUri ? ['--uri', o.primaryUri] : []),
+      ...(o.primaryUri ? ['--connect', o.primaryUri] : []),
     ];
     const run = (since: string | undefined) =>
       protectServer({
