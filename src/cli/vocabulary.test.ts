@@ -207,10 +207,17 @@ test('one name for each concept: no visible --uri, the same value form everywher
     pages.filter((p) => p.text.includes('\\-\\-uri ')).map((p) => p.file),
     [],
   );
-  // The global ones: -v/-d and the configuration file.
+  // The global ones: -v/-d/-q and the configuration file.
   assert.deepEqual(
     program.options.map((o) => o.flags),
-    ['-V, --version', '-v, --verbose', '-d, --debug', '-c, --config <file>', '--log-file <file>'],
+    [
+      '-V, --version',
+      '-v, --verbose',
+      '-d, --debug',
+      '-q, --quiet',
+      '-c, --config <file>',
+      '--log-file <file>',
+    ],
   );
 });
 
