@@ -9,6 +9,7 @@
 import type { BootMarker, Severity } from './config-schema.ts';
 import type { HostEndpoint, TargetEndpoint } from './config-values.ts';
 import type { DefinitionRules } from './definition-context.ts';
+import type { DrillNetworks, NetworksConfig } from './network-map.ts';
 
 export type { BootMarker, Severity } from './config-schema.ts';
 export type { HostEndpoint, TargetEndpoint } from './config-values.ts';
@@ -103,6 +104,8 @@ export interface DrillConfig {
   timeoutMs: number;
   /** Per server name. */
   overrides: Record<string, DrillOverride>;
+  /** What its copies' interfaces join: nothing (isolated), the site's mapping, or its own. */
+  networks: DrillNetworks;
 }
 
 /** ReaR settings Haven writes into its own ReaR configuration on the host. */
@@ -217,6 +220,8 @@ export interface HavenConfig {
    * the definition rules let through beyond the rule (docs/recovery.md).
    */
   definitions: DefinitionRules;
+  /** This DR site's failover network mapping (docs/recovery.md, "Networks at the DR site"). */
+  networks: NetworksConfig;
   /** Valid but suspicious settings (`haven config check` prints them). */
   warnings: ConfigProblem[];
 }

@@ -153,6 +153,30 @@ function record<T>(pairs: [string, T][]): Record<string, T> {
   return out;
 }
 
+/** `hosts.<name>` as Haven uses it (docs/hosts.md). */
+function hostsOf(raw: RawConfig['hosts']): Record<string, HostConfig> {
+  return record(
+    Object.entries(raw ?? {}).map(([name, h]): [string, HostConfig] => [
+      name,
+      {
+        name,
+        url: h.url.kind === 'local' ? 'local' : hostUrlText(h.url),
+        endpoint: h.url,
+        sshOptions: h.ssh?.options ?? [],
+        target: h.target,
+        schedule: h.schedule,
+        copies: h.copies,
+        rpoMs: h.rpo,
+        exclude: h.exclude,
+        rear: {
+          firmware: h.rear.firmware,
+          userInputTimeoutMs: h.rear.user_input_timeout,
+        },
+      },
+    ]),
+  );
+}
+
 function build(file: string | null, raw: RawConfig): HavenConfig {
   const targets = record(
     Object.entries(raw.targets ?? {}).map(([name, t]): [string, TargetConfig] => [
@@ -215,29 +239,11 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
             { bootMarker: o.boot_marker, timeoutMs: o.timeout },
           ]),
         ),
+        networks: d.networks,
       },
     ]),
   );
-  const hosts = record(
-    Object.entries(raw.hosts ?? {}).map(([name, h]): [string, HostConfig] => [
-      name,
-      {
-        name,
-        url: h.url.kind === 'local' ? 'local' : hostUrlText(h.url),
-        endpoint: h.url,
-        sshOptions: h.ssh?.options ?? [],
-        target: h.target,
-        schedule: h.schedule,
-        copies: h.copies,
-        rpoMs: h.rpo,
-        exclude: h.exclude,
-        rear: {
-          firmware: h.rear.firmware,
-          userInputTimeoutMs: h.rear.user_input_timeout,
-        },
-      },
-    ]),
-  );
+  const hosts = hostsOf(raw.hosts);
   const email = raw.alerts?.email;
   const webhook = raw.alerts?.webhook;
   return {
@@ -274,6 +280,11 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     definitions: {
       bootFiles: raw.definitions?.boot_files ?? [],
       allow: record(Object.entries(raw.definitions?.allow ?? {})),
+    },
+    networks: {
+      map: raw.networks?.map ?? Object.create(null),
+      mac: raw.networks?.mac,
+      servers: record(Object.entries(raw.networks?.servers ?? {})),
     },
     warnings: [],
   };
@@ -425,6 +436,7 @@ export function adHocDrill(store: string, select: { servers?: string[]; hosts?: 
     recoveryTimeoutMs: 3_600_000,
     hostVm: { memoryBytes: 2 * 1024 ** 3, vcpus: 2, virtType: undefined },
     overrides: Object.create(null) as Record<string, DrillOverride>,
+    networks: 'isolated',
   };
 }
 

@@ -4,7 +4,8 @@
  * same notifier as `haven job run`'s.
  */
 import type { AddressInfo } from 'node:net';
-import { type Catalog, catalogPath, openCatalog } from '../catalog/catalog.ts';
+import { type Catalog, catalogPath, openCatalog, type RunTrigger } from '../catalog/catalog.ts';
+import type { ScheduleKind } from '../catalog/schedule.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
@@ -16,6 +17,7 @@ import { buildApi } from './api.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { HostRunner } from './host-runs.ts';
 import { EventHub } from './hub.ts';
+import { listenError } from './listen-check.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
 import { RunManager } from './run-manager.ts';
@@ -97,18 +99,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     get events() {
       return events;
     },
-    start: (kind, name, trigger) =>
-      kind === 'drill'
-        ? drills.start(name, trigger)
-        : kind === 'host'
-          ? hosts.start(name, trigger)
-          : manager.start(name, trigger),
-    isRunning: (kind, name) =>
-      kind === 'drill'
-        ? drills.isRunning(name)
-        : kind === 'host'
-          ? hosts.isRunning(name)
-          : manager.isRunning(name),
+    ...runners(manager, drills, hosts),
     log,
   } as ConstructorParameters<typeof Scheduler>[0]);
 
@@ -192,7 +183,9 @@ async function listenApi(
   log: Logger,
   tokenFile: string,
 ): Promise<string> {
-  await app.listen({ host: listen.host, port: listen.port });
+  await app
+    .listen({ host: listen.host, port: listen.port })
+    .catch((e: unknown) => Promise.reject(listenError(e, listen)));
   const addr = app.server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
@@ -200,6 +193,15 @@ async function listenApi(
   const exposed = clearTextExposure(addr.address, addr.port, tlsProxy);
   if (exposed) log.warn(`${exposed}. ${CLEAR_TEXT_FIX}`);
   return url;
+}
+
+/** What the scheduler starts for each kind: job runs, drills, host backups. */
+function runners(manager: RunManager, drills: DrillRunner, hosts: HostRunner) {
+  const of = (kind: ScheduleKind) => (kind === 'drill' ? drills : kind === 'host' ? hosts : manager);
+  return {
+    start: (kind: ScheduleKind, name: string, trigger: RunTrigger) => of(kind).start(name, trigger),
+    isRunning: (kind: ScheduleKind, name: string) => of(kind).isRunning(name),
+  };
 }
 
 /**

@@ -15,6 +15,7 @@ import {
 } from '../../core/config.ts';
 import { formatBytes, formatDuration, formatRate } from '../../core/units.ts';
 import type { CliContext } from '../context.ts';
+import { examples } from '../options.ts';
 import { formatWhenRelative, timeHeader } from '../when.ts';
 
 /** "2026-11-23 01:30:00 (in 5h2m)" in the schedule's time zone. */
@@ -137,17 +138,25 @@ function printWarnings(ctx: CliContext, file: string, warnings: ConfigProblem[])
 
 export default function register(program: Command, context: () => CliContext): void {
   const config = program.command('config').description('inspect the configuration file');
-  config
+  examples(config, [['haven config check', 'check the configuration file and summarise it']]);
+  const check = config
     .command('check')
     .description(
       'validate the configuration file and summarise targets, jobs and drills with their next runs',
     )
-    .option('--json', 'print the checked configuration as JSON')
-    .action((opts: { json?: boolean }) => {
-      const ctx = context();
-      const now = new Date();
-      const c = loadConfig(ctx.paths.config, now);
-      if (opts.json) ctx.printJson(summaryJson(c, now));
-      else printSummary(ctx, c, now);
-    });
+    .option('--json', 'print the checked configuration as JSON');
+  examples(check, [
+    ['haven config check', 'check /etc/haven/haven.yaml (or $HAVEN_CONFIG) and summarise it'],
+    [
+      'haven -c ./haven.yaml config check --json',
+      'check another file and print the result with defaults applied',
+    ],
+  ]);
+  check.action((opts: { json?: boolean }) => {
+    const ctx = context();
+    const now = new Date();
+    const c = loadConfig(ctx.paths.config, now);
+    if (opts.json) ctx.printJson(summaryJson(c, now));
+    else printSummary(ctx, c, now);
+  });
 }

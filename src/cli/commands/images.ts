@@ -10,6 +10,7 @@ import { formatBytes } from '../../core/units.ts';
 import { type HostManifest, HostStore } from '../../store/host/index.ts';
 import { openFsStore, type ServerManifest } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
+import { examples } from '../options.ts';
 import { formatTime, timeHeader } from '../when.ts';
 
 function printHosts(ctx: CliContext, hosts: HostManifest[], tz: string | undefined): void {
@@ -30,26 +31,40 @@ function printHosts(ctx: CliContext, hosts: HostManifest[], tz: string | undefin
   ctx.printTable(['host', 'file', 'gen', timeHeader('taken at', tz), 'size', timeHeader('tested', tz)], rows);
 }
 
+/** The host manifests to list: all, or the one `server` names when it is a host. */
+async function hostManifests(store: HostStore, server: string | undefined) {
+  const names = await store.listHosts();
+  const hosts: HostManifest[] = [];
+  for (const h of names) {
+    const m = server === undefined || server === h ? await store.manifest(h) : null;
+    if (m) hosts.push(m);
+  }
+  return { hosts, isHost: server !== undefined && names.includes(server) };
+}
+
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('images')
     .description('list the generations of each server in a store')
     .argument('[server]', 'only this server')
     .requiredOption('--store <path>', 'the store directory')
     .option('--hosts', 'only the hosts’ rescue media and backup archives')
-    .option('--json', 'print as JSON')
-    .action(async (server: string | undefined, flags: { store: string; hosts?: boolean; json?: boolean }) => {
+    .option('--json', 'print as JSON');
+  examples(command, [
+    ['haven images --store /srv/haven', 'every server in the store with its generations'],
+    ['haven images web01 --store /srv/haven --json', 'the generations of web01, as JSON'],
+    ['haven images --hosts --store /srv/haven', 'the hosts’ rescue media and backup archives'],
+  ]);
+  command.action(
+    async (server: string | undefined, flags: { store: string; hosts?: boolean; json?: boolean }) => {
       const ctx = context();
       const store = await openFsStore(flags.store, { log: ctx.log });
       try {
-        const hostStore = new HostStore(store.location, store.descriptor, { log: ctx.log });
-        const hostNames = await hostStore.listHosts();
-        const hosts: HostManifest[] = [];
-        for (const h of hostNames) {
-          const m = server === undefined || server === h ? await hostStore.manifest(h) : null;
-          if (m) hosts.push(m);
-        }
-        if (flags.hosts || (server !== undefined && hostNames.includes(server))) {
+        const { hosts, isHost } = await hostManifests(
+          new HostStore(store.location, store.descriptor, { log: ctx.log }),
+          server,
+        );
+        if (flags.hosts || isHost) {
           if (flags.json) ctx.printJson(hosts);
           else printHosts(ctx, hosts, await ctx.timeZone());
           return;
@@ -104,5 +119,6 @@ export default function register(program: Command, context: () => CliContext): v
       } finally {
         await store.close();
       }
-    });
+    },
+  );
 }

@@ -14,6 +14,7 @@ import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
 import { catalogForDryRun } from '../dry-run.ts';
 import { interruptible } from '../interrupt.ts';
+import { connectOption, examples } from '../options.ts';
 import { formatTime } from '../when.ts';
 
 /**
@@ -124,7 +125,7 @@ function printResult(ctx: CliContext, r: ProtectResult): void {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('protect')
     .description('replicate one server to a target now: full the first time, incremental after')
     .argument('<server>', 'libvirt domain name')
@@ -146,30 +147,45 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--token-file <file>', 'token a tls:// receiver requires')
     .option('--retries <n>', 'reconnections after a broken connection (default 3)')
     .option('--dry-run', 'show the plan (what would be read and sent) and change nothing')
-    .option('--json', 'print the result as JSON')
-    .action(async (serverName: string, flags: ProtectFlags) => {
-      const ctx = context();
-      const consistency = flags.consistency ?? 'live';
-      if (consistency !== 'live' && consistency !== 'shutdown') {
-        throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
-      }
-      const config = await ctx.config();
-      const target = resolveTarget(flags.to, config, {
-        copies: intFlag('copies', flags.copies, 1, 1000),
-        bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
-        compress: intFlag('compress', flags.compress, 0, 19),
-        ssh: { options: flags.sshOption, command: flags.remoteCommand },
-        tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
-      });
-      const request: Request = {
-        server: serverName,
-        flags,
-        target,
-        consistency,
-        reconnects: intFlag('retries', flags.retries, 0, 100),
-      };
-      await (flags.dryRun ? plan(ctx, request) : run(ctx, request));
+    .option('--json', 'print the result as JSON');
+  connectOption(command);
+  examples(command, [
+    [
+      'haven protect web01 --to /srv/haven',
+      'copy web01 to a local store now: full the first time, incremental after',
+    ],
+    [
+      'haven protect web01 --to ssh://root@dr1/srv/haven --bwlimit 50MiB/s --compress 3',
+      'copy over ssh, at most 50 MiB/s on the wire',
+    ],
+    [
+      'haven protect web01 --to dr1 --dry-run',
+      'show what a copy to the configured target dr1 would read and send',
+    ],
+  ]);
+  command.action(async (serverName: string, flags: ProtectFlags) => {
+    const ctx = context();
+    const consistency = flags.consistency ?? 'live';
+    if (consistency !== 'live' && consistency !== 'shutdown') {
+      throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
+    }
+    const config = await ctx.config();
+    const target = resolveTarget(flags.to, config, {
+      copies: intFlag('copies', flags.copies, 1, 1000),
+      bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
+      compress: intFlag('compress', flags.compress, 0, 19),
+      ssh: { options: flags.sshOption, command: flags.remoteCommand },
+      tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
     });
+    const request: Request = {
+      server: serverName,
+      flags,
+      target,
+      consistency,
+      reconnects: intFlag('retries', flags.retries, 0, 100),
+    };
+    await (flags.dryRun ? plan(ctx, request) : run(ctx, request));
+  });
 }
 
 /** A protect command line, checked. */

@@ -43,8 +43,8 @@ const rescue = {
   facts,
 };
 
-export function sampleFrames(): Frame[] {
-  const payload = Buffer.alloc(4096, 0xab);
+/** The opening pair: a HELLO and the WELCOME that answers it. */
+function handshakeFrames(): Frame[] {
   return [
     {
       type: 'HELLO',
@@ -80,6 +80,13 @@ export function sampleFrames(): Frame[] {
         features: ['host-files'],
       },
     },
+  ];
+}
+
+export function sampleFrames(): Frame[] {
+  const payload = Buffer.alloc(4096, 0xab);
+  return [
+    ...handshakeFrames(),
     { type: 'QUERY', body: { server: 'web' } },
     { type: 'QUERY_REPLY', body: { server: 'web', newest: generation } },
     {
