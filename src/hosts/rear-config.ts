@@ -29,7 +29,18 @@ export const REAR_CONFIG_PATH = `/etc/rear/${REAR_CONFIG_NAME}.conf`;
  * Haven's file there, and only there: /etc/rear-release exists only in a rescue system.
  */
 export const SITE_CONFIG_PATH = '/etc/rear/site.conf';
-export const SITE_CONFIG_LINE = `test -f /etc/rear-release && test -f ${REAR_CONFIG_PATH} && source ${REAR_CONFIG_PATH} # haven: rescue systems made by Haven recover with its configuration`;
+const SITE_CONFIG_MARK = '# haven: rescue systems made by Haven recover with its configuration';
+/** An `if`, not `&&`: ReaR stops when sourcing a configuration file returns non-zero. */
+export const SITE_CONFIG_LINE = `if test -f /etc/rear-release && test -f ${REAR_CONFIG_PATH}; then source ${REAR_CONFIG_PATH}; fi ${SITE_CONFIG_MARK}`;
+/** Shell: puts SITE_CONFIG_LINE into site.conf, replacing an older line of Haven's, keeping the rest. */
+export function siteConfigScript(): string {
+  const q = (t: string) => `'${t.replace(/'/g, `'\\''`)}'`;
+  return `grep -qxF ${q(SITE_CONFIG_LINE)} ${SITE_CONFIG_PATH} 2>/dev/null || {
+  t=$(mktemp ${SITE_CONFIG_PATH}.XXXXXX)
+  { grep -vF ${q(SITE_CONFIG_MARK)} ${SITE_CONFIG_PATH} 2>/dev/null || true; printf '%s\\n' ${q(SITE_CONFIG_LINE)}; } >"$t"
+  chmod 644 "$t"; sync "$t"; mv "$t" ${SITE_CONFIG_PATH}
+}`;
+}
 /** Haven's working directory on the host. */
 export const HOST_WORK_DIR = '/var/lib/haven/rear';
 export const ISO_DIR = `${HOST_WORK_DIR}/output`;

@@ -18,6 +18,7 @@ import {
   REAR_CONFIG_PATH,
   SITE_CONFIG_LINE,
   SITE_CONFIG_PATH,
+  siteConfigScript,
 } from './rear-config.ts';
 import type { HostShell, ShellResult, StreamingCommand } from './shell.ts';
 
@@ -141,10 +142,9 @@ true`);
    * whose other lines stay). The operator's local.conf is not touched.
    */
   async writeConfig(text: string): Promise<void> {
-    const site = SITE_CONFIG_LINE.replace(/'/g, `'\\''`);
     const r = await this.shell.run(
       `set -e; mkdir -p /etc/rear ${HOST_WORK_DIR}; t=$(mktemp ${REAR_CONFIG_PATH}.XXXXXX); cat >"$t"; chmod 644 "$t"; sync "$t"; mv "$t" ${REAR_CONFIG_PATH}
-grep -qxF '${site}' ${SITE_CONFIG_PATH} 2>/dev/null || printf '%s\\n' '${site}' >>${SITE_CONFIG_PATH}`,
+${siteConfigScript()}`,
       { input: text },
     );
     if (r.code !== 0) {
