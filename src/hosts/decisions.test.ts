@@ -4,12 +4,22 @@
  * Haven's ReaR configuration keeps out of the archive, and which isolinux entry a drill boots.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import type { HostConfig } from '../core/config.ts';
 import type { HostManifest } from '../store/host/types.ts';
 import { rescueReason } from './backup.ts';
 import { bootEntry } from './drill-vm.ts';
-import { backupExcludes, rearConfig } from './rear-config.ts';
+import {
+  backupExcludes,
+  rearConfig,
+  SITE_CONFIG_LINE,
+  SITE_CONFIG_PATH,
+  siteConfigScript,
+} from './rear-config.ts';
 
 const host: HostConfig = {
   name: 'node1',
@@ -77,4 +87,25 @@ label other
     append: 'root=/dev/ram0 vga=normal rw console=ttyS0,115200',
   });
   assert.equal(bootEntry('label boothd\n  kernel chain.c32\n'), null);
+});
+
+test('site.conf gets Haven’s line once, an older one replaced, the operator’s lines kept, and it sources cleanly', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'haven-site-conf-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const site = join(dir, 'site.conf');
+  await writeFile(
+    site,
+    'OPERATOR_SETTING=1\nif test -f /etc/rear-release; then source /x; fi # haven: rescue systems made by Haven recover with its configuration\n',
+  );
+  const script = siteConfigScript().replaceAll(SITE_CONFIG_PATH, site);
+  execFileSync('bash', ['-c', script]);
+  execFileSync('bash', ['-c', script]);
+  assert.equal(await readFile(site, 'utf8'), `OPERATOR_SETTING=1\n${SITE_CONFIG_LINE}\n`);
+  // ReaR's Source stops on a non-zero status: outside a rescue system the line must return 0.
+  assert.equal(
+    execFileSync('bash', ['-c', `source ${site}; echo "rc=$?"`])
+      .toString()
+      .trim(),
+    'rc=0',
+  );
 });
