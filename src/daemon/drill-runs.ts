@@ -149,12 +149,20 @@ export class DrillRunner {
   }
 
   /** Stops every drill (its domains are removed by the drill itself) and waits at most `timeoutMs`. */
-  async stopAll(timeoutMs: number): Promise<void> {
-    const all = [...this.running.values()];
-    for (const r of all) r.abort.abort();
-    await Promise.race([
-      Promise.allSettled(all.map((r) => r.done)),
-      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
-    ]);
+  stopAll(timeoutMs: number): Promise<void> {
+    return stopRuns(this.running, timeoutMs);
   }
+}
+
+/** Aborts every run of a runner and waits until they end, at most `timeoutMs`. */
+export async function stopRuns(
+  running: Map<string, { abort: AbortController; done: Promise<unknown> }>,
+  timeoutMs: number,
+): Promise<void> {
+  const all = [...running.values()];
+  for (const r of all) r.abort.abort();
+  await Promise.race([
+    Promise.allSettled(all.map((r) => r.done)),
+    new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
+  ]);
 }

@@ -5,20 +5,13 @@
  * host RPO check (`host.rpo.breached`) runs with the server RPO checks.
  */
 import { join } from 'node:path';
-import type { Catalog, RunTrigger } from '../catalog/catalog.ts';
-import type { HavenConfig } from '../core/config.ts';
-import { createLogger, type Level, type Logger } from '../core/log.ts';
+import type { RunTrigger } from '../catalog/catalog.ts';
+import { createLogger } from '../core/log.ts';
 import { type HostBackupReport, runRecordedHostBackup, unknownHost } from '../hosts/index.ts';
-import type { EventLog } from '../jobs/index.ts';
+import { type DrillRunnerOptions, stopRuns } from './drill-runs.ts';
 
-export interface HostRunnerOptions {
-  config: () => HavenConfig;
-  catalog: Catalog;
-  events: () => EventLog;
-  logDir: string;
-  consoleLevel: Level;
-  log: Logger;
-}
+/** As a drill runner's (the same daemon services), without the run directory. */
+export type HostRunnerOptions = Omit<DrillRunnerOptions, 'runDir'>;
 
 export class HostRunner {
   private readonly running = new Map<string, { abort: AbortController; done: Promise<unknown> }>();
@@ -64,12 +57,7 @@ export class HostRunner {
   }
 
   /** Stops every host backup (the target discards its incomplete file) and waits at most `timeoutMs`. */
-  async stopAll(timeoutMs: number): Promise<void> {
-    const all = [...this.running.values()];
-    for (const r of all) r.abort.abort();
-    await Promise.race([
-      Promise.allSettled(all.map((r) => r.done)),
-      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
-    ]);
+  stopAll(timeoutMs: number): Promise<void> {
+    return stopRuns(this.running, timeoutMs);
   }
 }
