@@ -8,7 +8,7 @@ export const CATALOG_CODES = {
   CATALOG_BAD_VALUE: {
     kind: 'usage',
     meaning: 'A value given to the catalog (a run kind, a status, an empty name) is not one it can store.',
-    action: 'Correct the value the message names; `haven <command> --help` lists the accepted ones.',
+    action: 'Correct the value the message names; the command’s --help lists the accepted ones.',
   },
   CATALOG_NOT_FOUND: {
     kind: 'not-found',

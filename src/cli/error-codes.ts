@@ -5,7 +5,7 @@
  */
 import type { CodeEntry } from '../core/errors.ts';
 
-const HELP = 'Run `haven <command> --help` (the hint names the exact page) for the options and examples.';
+const HELP = 'Read the help page the hint names (the command’s --help) for the options and examples.';
 
 export const CLI_CODES = {
   USAGE_UNKNOWN_OPTION: {
@@ -16,7 +16,7 @@ export const CLI_CODES = {
   USAGE_UNKNOWN_COMMAND: {
     kind: 'usage',
     meaning: 'The command line names a command Haven does not have.',
-    action: 'Run `haven --help` for the commands.',
+    action: 'Use the command the hint suggests; --help without a command lists them all.',
   },
   USAGE_MISSING_ARGUMENT: {
     kind: 'usage',

@@ -9,7 +9,7 @@ import type { Command, CommanderError } from 'commander';
 import { HavenError } from '../core/errors.ts';
 import type { CliCode } from './error-codes.ts';
 
-/** commander's error codes → Haven's (docs/cli.md lists them). */
+/** commander's error codes → Haven's (error-codes.ts lists them, and so docs/errors.md). */
 export const USAGE_CODES: Readonly<Record<string, CliCode>> = {
   'commander.unknownOption': 'USAGE_UNKNOWN_OPTION',
   'commander.unknownCommand': 'USAGE_UNKNOWN_COMMAND',

@@ -9,7 +9,7 @@ export const CORE_CODES = {
   USAGE: {
     kind: 'usage',
     meaning: 'The command line or a request asked for something that cannot be done as given.',
-    action: 'Correct the argument the message names; `haven <command> --help` lists the options.',
+    action: 'Correct the argument the message names; the command’s --help lists its options.',
   },
   INTERNAL: {
     kind: 'internal',

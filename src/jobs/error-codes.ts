@@ -61,7 +61,7 @@ export const JOB_CODES = {
     kind: 'not-found',
     meaning: 'A target name is neither a configured target nor a path or URL.',
     action:
-      'Use a target from the configuration, a path (/srv/haven or ./dir), or ssh://host/path or tls://host:port.',
+      'Use a target from the configuration, a path (/srv/haven, ./dir), or ssh://host/path or tls://host:port.',
   },
   TARGET_TLS_CA_MISSING: {
     kind: 'usage',
