@@ -93,10 +93,3 @@ export const CATALOG_CODES = {
     action: 'Run the job again (`haven job run <job>`); the copy resumes from what was staged.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type CatalogCode = keyof typeof CATALOG_CODES;
-
-type Catalogue = typeof CATALOG_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

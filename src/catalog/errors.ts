@@ -4,7 +4,9 @@
  * the rest are bugs.
  */
 import { HavenError, type HavenErrorOptions, InternalError, type KindOf } from '../core/errors.ts';
-import type { CatalogCode } from './error-codes.ts';
+import type { CATALOG_CODES } from './error-codes.ts';
+
+export type CatalogCode = keyof typeof CATALOG_CODES;
 
 export class CatalogError<C extends CatalogCode = CatalogCode> extends HavenError<C> {
   constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {

@@ -79,6 +79,18 @@ function whereToAdd(path: string): string {
     : 'the error-codes.ts of the component that reports it';
 }
 
+test('every error-codes.ts in src/ is one of the catalogues', () => {
+  const withCatalogue = readdirSync(src, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && readdirSync(join(src, d.name)).includes('error-codes.ts'))
+    .map((d) => d.name)
+    .sort();
+  assert.deepEqual(
+    withCatalogue,
+    CATALOGUES.map((c) => c.component).sort(),
+    'list every src/<component>/error-codes.ts in CATALOGUES and HavenCodeRegistry (src/cli/error-catalogue.ts)',
+  );
+});
+
 test('no code is in two catalogues', () => {
   assert.deepEqual(duplicates, []);
 });

@@ -2,7 +2,8 @@
  * Every component's catalogue of error codes in one list (cli/ may import every component), and
  * docs/errors.md rendered from it. scripts/gen-errors writes the document; error-catalogue.test.ts
  * fails when the document, the catalogues and the codes used in src/ disagree. Adding a code is
- * one entry in the error-codes.ts of the component that reports it, then scripts/gen-errors.
+ * one entry in the error-codes.ts of the component that reports it, then scripts/gen-errors; a
+ * new component's catalogue joins CATALOGUES and HavenCodeRegistry below.
  */
 import { CATALOG_CODES } from '../catalog/error-codes.ts';
 import { CORE_CODES } from '../core/error-codes.ts';
@@ -18,6 +19,26 @@ import { TRANSPORT_CODES } from '../transport/error-codes.ts';
 import { VIRT_CODES } from '../virt/error-codes.ts';
 import { CLI_CODES } from './error-codes.ts';
 import { EXIT_CODES } from './exit-codes.ts';
+
+/**
+ * Every component's codes join core's HavenCodeRegistry here, where all catalogues meet (core
+ * cannot import them): HavenError and the factories accept exactly these codes, each with the
+ * kinds its entry allows. Two catalogues giving one code different entries do not compile.
+ */
+declare module '../core/errors.ts' {
+  interface HavenCodeRegistry
+    extends Readonly<typeof CLI_CODES>,
+      Readonly<typeof CATALOG_CODES>,
+      Readonly<typeof TRANSPORT_CODES>,
+      Readonly<typeof PROTOCOL_CODES>,
+      Readonly<typeof STORE_CODES>,
+      Readonly<typeof NBD_CODES>,
+      Readonly<typeof VIRT_CODES>,
+      Readonly<typeof ENGINE_CODES>,
+      Readonly<typeof JOB_CODES>,
+      Readonly<typeof RECOVERY_CODES>,
+      Readonly<typeof DAEMON_CODES> {}
+}
 
 export interface Catalogue {
   /** The folder under src/ (and the heading in docs/errors.md). */

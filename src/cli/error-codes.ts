@@ -54,10 +54,3 @@ export const CLI_CODES = {
     action: HELP,
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type CliCode = keyof typeof CLI_CODES;
-
-type Catalogue = typeof CLI_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

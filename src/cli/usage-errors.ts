@@ -7,7 +7,9 @@
  */
 import type { Command, CommanderError } from 'commander';
 import { HavenError } from '../core/errors.ts';
-import type { CliCode } from './error-codes.ts';
+import type { CLI_CODES } from './error-codes.ts';
+
+type CliCode = keyof typeof CLI_CODES;
 
 /** commander's error codes → Haven's (error-codes.ts lists them, and so docs/errors.md). */
 export const USAGE_CODES: Readonly<Record<string, CliCode>> = {

@@ -104,5 +104,3 @@ export const CORE_CODES = {
     action: 'Check the domain XML (`virsh dumpxml`, or the definition file in the store) for syntax errors.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type CoreCode = keyof typeof CORE_CODES;

@@ -6,7 +6,7 @@
  * that maps kinds to numbers), and `hint` tells the caller what to do next.
  *
  * The codes form a catalogue: each component lists its own in its error-codes.ts (kind, meaning,
- * what the operator should do) and adds them to HavenCodeRegistry below, so a code that no
+ * what the operator should do), all of them join HavenCodeRegistry below, and so a code that no
  * catalogue lists, or a kind that disagrees with the catalogue, does not compile;
  * docs/errors.md is generated from the catalogues (scripts/gen-errors).
  */
@@ -57,10 +57,13 @@ export interface CodeEntry {
 
 type CoreCatalogue = typeof CORE_CODES;
 
+export type CoreCode = keyof CoreCatalogue;
+
 /**
- * Every code Haven may report, code → catalogue entry. Each component's error-codes.ts adds its
- * own by declaration merging (`declare module '../core/errors.ts'`), so core names none of them
- * and the arrows of DESIGN §3 still point down.
+ * Every code Haven may report, code → catalogue entry: core's own here; src/cli/error-catalogue.ts,
+ * the one module that imports every component's catalogue, adds theirs by declaration merging
+ * (`declare module '../core/errors.ts'`), so core names none of them and the arrows of DESIGN §3
+ * still point down.
  */
 export interface HavenCodeRegistry extends CoreCatalogue {}
 

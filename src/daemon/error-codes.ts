@@ -61,10 +61,3 @@ export const DAEMON_CODES = {
     action: 'Configure drills under drills: in the configuration; reload the daemon after adding one.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type DaemonCode = keyof typeof DAEMON_CODES;
-
-type Catalogue = typeof DAEMON_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

@@ -49,10 +49,3 @@ export const ENGINE_CODES = {
     action: 'Run again.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type EngineCode = keyof typeof ENGINE_CODES;
-
-type Catalogue = typeof ENGINE_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

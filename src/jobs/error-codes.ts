@@ -82,10 +82,3 @@ export const JOB_CODES = {
     action: 'None: if it is ever reported, it is a bug; report it with the log.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type JobCode = keyof typeof JOB_CODES;
-
-type Catalogue = typeof JOB_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

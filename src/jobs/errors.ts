@@ -3,7 +3,9 @@
  * `kind` decides the exit code.
  */
 import { HavenError, type HavenErrorOptions, type KindOf } from '../core/errors.ts';
-import type { JobCode } from './error-codes.ts';
+import type { JOB_CODES } from './error-codes.ts';
+
+export type JobCode = keyof typeof JOB_CODES;
 
 export class JobError<C extends JobCode = JobCode> extends HavenError<C> {
   constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {

@@ -215,10 +215,3 @@ export const NBD_CODES = {
     action: 'Run again when the server is back.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type NbdCode = keyof typeof NBD_CODES;
-
-type Catalogue = typeof NBD_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

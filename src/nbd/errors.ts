@@ -16,7 +16,9 @@ import {
   NBD_EPERM,
   NBD_ESHUTDOWN,
 } from './constants.ts';
-import { NBD_CODES, type NbdCode } from './error-codes.ts';
+import { NBD_CODES } from './error-codes.ts';
+
+export type NbdCode = keyof typeof NBD_CODES;
 
 export interface NbdErrorOptions<K extends ErrorKind = ErrorKind> {
   kind: K;

@@ -115,10 +115,3 @@ export const PROTOCOL_CODES = {
     action: 'Run the sender without --dry-run.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type ProtocolCode = keyof typeof PROTOCOL_CODES;
-
-type Catalogue = typeof PROTOCOL_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

@@ -4,9 +4,10 @@
  * and the engine see one stable vocabulary on both sides (docs/stream-protocol.md §7).
  */
 import { ERROR_KINDS, type ErrorKind, type HavenCode, HavenError, type KindOf } from '../core/errors.ts';
-import { PROTOCOL_CODES, type ProtocolCode } from './error-codes.ts';
+import { PROTOCOL_CODES } from './error-codes.ts';
 
-export { PROTOCOL_CODES, type ProtocolCode } from './error-codes.ts';
+export { PROTOCOL_CODES } from './error-codes.ts';
+export type ProtocolCode = keyof typeof PROTOCOL_CODES;
 
 export class ProtocolError<C extends ProtocolCode = ProtocolCode> extends HavenError<C> {
   constructor(code: C, message: string, details?: Record<string, unknown>, cause?: unknown) {

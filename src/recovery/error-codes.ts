@@ -146,10 +146,3 @@ export const RECOVERY_CODES = {
     action: 'Reload libvirtd yourself (`systemctl reload libvirtd`, or `kill -HUP` its pid).',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type RecoveryCode = keyof typeof RECOVERY_CODES;
-
-type Catalogue = typeof RECOVERY_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

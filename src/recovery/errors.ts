@@ -3,7 +3,9 @@
  * stable and listed in error-codes.ts (and so docs/errors.md) with what to do about it.
  */
 import { HavenError, type KindOf } from '../core/errors.ts';
-import type { RecoveryCode } from './error-codes.ts';
+import type { RECOVERY_CODES } from './error-codes.ts';
+
+export type RecoveryCode = keyof typeof RECOVERY_CODES;
 
 export class RecoveryError<C extends RecoveryCode = RecoveryCode> extends HavenError<C> {}
 

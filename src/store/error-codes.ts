@@ -215,10 +215,3 @@ export const STORE_CODES = {
       'Remove the file the message names (after checking it is no copy you want); the generations are not affected.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type StoreCode = keyof typeof STORE_CODES;
-
-type Catalogue = typeof STORE_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

@@ -3,9 +3,10 @@
  * listed in error-codes.ts (and so docs/errors.md) with what to do.
  */
 
-import type { CoreCode } from '../core/error-codes.ts';
-import { type CodeOfKind, HavenError, type KindOf } from '../core/errors.ts';
-import type { StoreCode } from './error-codes.ts';
+import { type CodeOfKind, type CoreCode, HavenError, type KindOf } from '../core/errors.ts';
+import type { STORE_CODES } from './error-codes.ts';
+
+export type StoreCode = keyof typeof STORE_CODES;
 
 /** Store codes, and the core codes the store reports as its own (NO_SPACE). */
 export class StoreError<C extends StoreCode | CoreCode = StoreCode | CoreCode> extends HavenError<C> {}

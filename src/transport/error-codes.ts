@@ -61,10 +61,3 @@ export const TRANSPORT_CODES = {
     action: 'Choose a free port and an address of this host for `haven receive --listen`.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type TransportCode = keyof typeof TRANSPORT_CODES;
-
-type Catalogue = typeof TRANSPORT_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

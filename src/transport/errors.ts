@@ -1,8 +1,8 @@
 /** Errors of the transports (target URLs, child processes, ssh, TLS), with stable codes. */
 import { HavenError, type KindOf } from '../core/errors.ts';
-import type { TransportCode } from './error-codes.ts';
+import type { TRANSPORT_CODES } from './error-codes.ts';
 
-export type { TransportCode } from './error-codes.ts';
+export type TransportCode = keyof typeof TRANSPORT_CODES;
 
 export class TransportError<C extends TransportCode = TransportCode> extends HavenError<C> {
   constructor(

@@ -108,10 +108,3 @@ export const VIRT_CODES = {
     action: 'See the message from virsh; the libvirtd log may say more.',
   },
 } as const satisfies Record<string, CodeEntry>;
-
-export type VirtCode = keyof typeof VIRT_CODES;
-
-type Catalogue = typeof VIRT_CODES;
-declare module '../core/errors.ts' {
-  interface HavenCodeRegistry extends Catalogue {}
-}

@@ -5,10 +5,10 @@
  * stays in `details.message` so nothing is lost when a pattern below is too coarse.
  */
 import { HavenError } from '../core/errors.ts';
-import { VIRT_CODES, type VirtCode } from './error-codes.ts';
+import { VIRT_CODES } from './error-codes.ts';
 
 /** The codes a VirtError carries (error-codes.ts lists them). */
-export type VirtErrorCode = VirtCode;
+export type VirtErrorCode = keyof typeof VIRT_CODES;
 
 export class VirtError extends HavenError {
   declare readonly code: VirtErrorCode;
