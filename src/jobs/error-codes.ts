@@ -28,8 +28,9 @@ export const JOB_CODES = {
   JOB_FAILED: {
     kind: ERROR_KINDS,
     meaning:
-      'Recorded on a job run in which copies failed; the exit code is that of the first failure (12 when none has a kind).',
-    action: 'Look at the failed copies with `haven runs <id>` and follow their own codes below.',
+      'Recorded on a job run whose copies failed: `haven job run` exits 12 when some copies succeeded, else with the exit code of the first failure.',
+    action:
+      'Look at the failed copies with `haven runs <id>` and follow what this document says about their codes.',
   },
   JOB_RUN_NOT_FOUND: {
     kind: ['not-found', 'conflict'],
