@@ -68,13 +68,13 @@ export const CATALOG_CODES = {
     kind: 'conflict',
     meaning: 'A checkpoint of this name is already recorded for the server with another domain or time.',
     action:
-      'libvirt reused a checkpoint name; `haven doctor` shows stale checkpoints, and the next replication sends a checksum resync.',
+      'Checkpoint names must be unique per server; forget the old record first if libvirt reused the name.',
   },
   CATALOG_CHECKPOINT_IN_USE: {
     kind: 'conflict',
     meaning: 'The checkpoint is the base of a delta that is still in flight, so it cannot be deleted.',
     action:
-      'Let the interrupted copy resume with the next replication, or clear it with `haven forget`, before deleting the checkpoint.',
+      'Let the interrupted copy resume (run the replication again), or clear its in-flight record, before deleting the checkpoint.',
   },
   CATALOG_DELTA_IN_FLIGHT: {
     kind: 'conflict',

@@ -13,9 +13,9 @@ export const TRANSPORT_CODES = {
   TRANSPORT_BAD_OPTION: {
     kind: 'usage',
     meaning:
-      'A transport option is unusable: a TLS certificate, key or CA file that cannot be read or does not fit, or a bad ssh option.',
+      'TLS options are missing or unusable: no CA for a tls:// target, a certificate without its key, a PEM file that cannot be read or does not fit.',
     action:
-      'Give readable PEM files, and the private key that belongs to the certificate; the message names the option.',
+      'Give --tls-ca with the CA that signed the target’s certificate, and readable PEM files: a certificate with the private key that belongs to it.',
   },
   TRANSPORT_NO_AUTH: {
     kind: 'usage',
