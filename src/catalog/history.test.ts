@@ -1,18 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { scratchDir } from '../core/test-support/scratch.ts';
 import { type Catalog, openCatalog } from './catalog.ts';
 import { MIGRATIONS } from './schema.ts';
 
-function dir(t: TestContext): string {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const d = mkdtempSync(join(root, 'haven-t-cat-hist-'));
-  t.after(() => rmSync(d, { recursive: true, force: true }));
-  return d;
-}
+const dir = (t: TestContext): string => scratchDir('haven-t-cat-hist-', t);
 
 function catalog(t: TestContext): Catalog {
   const c = openCatalog(join(dir(t), 'catalog.sqlite'));
