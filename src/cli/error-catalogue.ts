@@ -136,7 +136,8 @@ export function renderErrorsDoc(catalogues: readonly Catalogue[] = CATALOGUES): 
   const out = [
     '# Error codes',
     '',
-    '<!-- Generated from src/*/error-codes.ts by scripts/gen-errors: edit those, not this file. -->',
+    '<!-- Generated from src/*/error-codes.ts by scripts/gen-errors: edit those, not this file. A new code is',
+    '     one entry in the error-codes.ts of the component that reports it, then scripts/gen-errors. -->',
     '',
     'Every error Haven reports carries a stable **code** (operators may script against it), a **kind**',
     'that decides the exit code ([exit-codes.md](exit-codes.md); `src/cli/exit-codes.ts` is the one map',
