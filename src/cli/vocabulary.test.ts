@@ -27,6 +27,9 @@ const LISTINGS = [
   'job show',
   'config check',
   'guard status',
+  'host list',
+  'host show',
+  'host check',
 ];
 /** Commands that change something: each must have --dry-run, or be in WITHOUT_DRY_RUN. */
 const CHANGES = [
@@ -47,6 +50,9 @@ const CHANGES = [
   'guard uninstall',
   'guard set',
   'guard clear',
+  'host setup',
+  'host backup',
+  'host drill',
 ];
 /** Commands that print a document (a script): neither a listing nor a change. */
 const DOCUMENTS = ['completion bash', 'completion zsh'];

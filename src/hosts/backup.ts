@@ -105,7 +105,7 @@ async function openSession(
       'unavailable',
       `the target ${target.name} does not store host files`,
       {
-        hint: 'Update haven on the target (host files need the same version as this one), or choose a filesystem store.',
+        hint: 'Update Haven on the target (host files need the same version as this one), or choose a filesystem store.',
         details: { host, target: target.url },
       },
     );

@@ -1,18 +1,23 @@
 /**
- * Errors of host recovery (docs/hosts.md lists every code with what to do). A failing
- * ReaR run carries the end of ReaR's own log in its message and details: that is where ReaR says
- * why.
+ * Errors of host recovery. Every code is stable and listed in error-codes.ts (and so
+ * docs/errors.md) with what to do about it. A failing ReaR run carries the end of ReaR's own log
+ * in its message and details: that is where ReaR says why.
  */
-import { type ErrorKind, HavenError } from '../core/errors.ts';
+import { HavenError, type KindOf } from '../core/errors.ts';
+import type { StoreCode } from '../store/errors.ts';
+import type { HOST_CODES } from './error-codes.ts';
 
-export class HostError extends HavenError {}
+export type HostCode = keyof typeof HOST_CODES;
 
-export function hostError(
-  code: string,
-  kind: ErrorKind,
+export class HostError<C extends HostCode | StoreCode = HostCode | StoreCode> extends HavenError<C> {}
+
+/** Host codes, and the store's host-file codes a drill reports as they are (a damaged archive). */
+export function hostError<C extends HostCode | StoreCode>(
+  code: C,
+  kind: KindOf<C>,
   message: string,
   o: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
-): HostError {
+): HostError<C> {
   return new HostError(code, message, { kind, ...o });
 }
 

@@ -24,11 +24,13 @@ import {
   unknownHost,
 } from '../../hosts/index.ts';
 import { EventLog, Notifier } from '../../jobs/index.ts';
+import { HostStore, hostNotFound } from '../../store/host/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
+import { connectOption, examples, generationOption } from '../options.ts';
 
 function findHost(config: HavenConfig, name: string): HostConfig {
   const h = config.hosts[name];
@@ -235,11 +237,12 @@ async function recordedBackup(
 
 interface DrillFlags {
   store: string;
-  generation?: string;
+  generation?: number;
   marker?: string;
   timeout?: string;
   recoveryTimeout?: string;
-  uri?: string;
+  connect?: string;
+  dryRun?: boolean;
   json?: boolean;
 }
 
@@ -256,70 +259,113 @@ function drillMarker(config: HavenConfig, store: string, flags: DrillFlags): Boo
   );
 }
 
+/** `host drill --dry-run`: the backup and media a drill would boot, checked to exist; nothing boots. */
+async function drillPlan(ctx: CliContext, store: string, host: string, seq: number, json?: boolean) {
+  const fs = await openFsStore(store, { log: ctx.log });
+  const hosts = new HostStore(fs.location, fs.descriptor, { log: ctx.log });
+  await fs.close();
+  const m = await hosts.manifest(host);
+  if (!m) throw hostNotFound(host, store);
+  const backup = m.backup[seq - 1];
+  if (!backup)
+    throw new UsageError(`host ${host} has no backup _${seq} in ${store} (it holds ${m.backup.length})`);
+  const rescue = m.rescue.find((r) => r.id === backup.rescueId);
+  const plan = {
+    host,
+    store,
+    dryRun: true,
+    backup: { id: backup.id, seq: backup.seq, takenAt: backup.takenAt, bytes: backup.size },
+    rescue: rescue ? { id: rescue.id, seq: rescue.seq, bytes: rescue.size } : null,
+    disks: rescue?.facts.disks ?? [],
+  };
+  if (json) return ctx.printJson(plan);
+  ctx.print(
+    `Would recover ${host} from backup _${backup.seq} (${formatBytes(backup.size)}) with rescue media ${rescue ? `_${rescue.seq}` : '(missing!)'} onto blank disks: ${plan.disks.map((d) => `${d.name} ${formatBytes(d.size)}`).join(', ')}`,
+  );
+}
+
+const EXAMPLES: Record<string, readonly (readonly [string, string])[]> = {
+  list: [['haven host list --json', 'the configured hosts with their newest backup and drill']],
+  show: [['haven host show node1', 'node1’s settings and its last runs']],
+  setup: [
+    ['haven host setup node1 --dry-run', 'say what is missing on node1; change nothing'],
+    ['haven host setup node1 --install', 'install ReaR where missing and write Haven’s configuration'],
+  ],
+  check: [['haven host check node1 --json', 'has node1’s disk layout changed since its rescue media?']],
+  backup: [
+    ['haven host backup node1', 'new rescue media if the layout needs them, then a new archive'],
+    ['haven host backup node1 --dry-run', 'ReaR’s simulation; store nothing'],
+  ],
+  drill: [
+    ['haven host drill node1 --store /srv/haven --marker login:', 'recover the newest archive in a VM'],
+    ['haven host drill node1 --store /srv/haven --generation 2 --dry-run', 'what a drill of _2 would boot'],
+  ],
+};
+
 function registerDrill(host: Command, context: () => CliContext): void {
-  host
+  const drill = host
     .command('drill')
     .description('recover a stored host backup in an isolated VM and prove it boots')
     .argument('<host>', 'host name as stored')
     .requiredOption('--store <path>', 'the store at this DR site')
-    .option('--generation <k>', 'backup generation: 1 = newest (default)')
     .option('--marker <text>', 'recovered once the serial console shows this text')
     .option('--timeout <duration>', 'how long the recovered system may take to show its marker (5m)')
     .option('--recovery-timeout <duration>', 'how long rescue boot and rear recover may take (1h)')
-    .option('--uri <uri>', 'libvirt URI at this site')
-    .option('--json', 'print the result as JSON')
-    .action(async (name: string, flags: DrillFlags) => {
-      const ctx = context();
-      const config = await ctx.config();
-      const { resolve } = await import('node:path');
-      const storePath = resolve(flags.store);
-      const configured = Object.values(config.drills).find((d) => d.store === storePath);
-      const settings = configured ?? adHocDrill(storePath, { hosts: [name] });
-      const marker = drillMarker(config, storePath, flags);
-      const generation = flags.generation === undefined ? 1 : Number(flags.generation);
-      if (!Number.isInteger(generation) || generation < 1)
-        throw new UsageError('--generation must be 1 (newest) or more');
-      const log = ctx.openRunLog('host-drill');
-      const store = await openFsStore(storePath, { log });
-      const descriptor = store.descriptor;
-      await store.close();
-      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
-      const events = new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
-      try {
-        await interruptible('host drill', async (signal) => {
-          const { result } = await runRecordedHostDrill({
-            store: { location: storePath, descriptor },
-            host: name,
-            generation,
-            marker,
-            timeoutMs: flags.timeout ? parseDuration(flags.timeout) : settings.timeoutMs,
-            recoveryTimeoutMs: flags.recoveryTimeout
-              ? parseDuration(flags.recoveryTimeout)
-              : settings.recoveryTimeoutMs,
-            vm: settings.hostVm,
-            virsh: new Virsh({ uri: flags.uri, log }),
-            runDir: ctx.paths.runDir,
-            log,
-            signal,
-            catalog,
-            events,
-            trigger: 'manual',
-          });
-          signal.throwIfAborted();
-          if (flags.json) ctx.printJson(result);
-          else {
-            ctx.print(
-              `Drill of host ${result.host}: ${result.result.toUpperCase()} in ${formatDuration(result.seconds * 1000)} (backup _${result.backup?.seq ?? '?'}, rescue media _${result.rescue?.seq ?? '?'})`,
-            );
-            if (result.detail) ctx.print(result.detail);
-          }
-          if (result.result !== 'pass') process.exitCode = EXIT_PARTIAL;
+    .option('--dry-run', 'say which backup and rescue media the drill would boot; boot nothing')
+    .option('--json', 'print the result as JSON');
+  generationOption(drill, 'recover');
+  connectOption(drill);
+  drill.action(async (name: string, flags: DrillFlags) => {
+    const ctx = context();
+    const config = await ctx.config();
+    const { resolve } = await import('node:path');
+    const storePath = resolve(flags.store);
+    const configured = Object.values(config.drills).find((d) => d.store === storePath);
+    const settings = configured ?? adHocDrill(storePath, { hosts: [name] });
+    const marker = drillMarker(config, storePath, flags);
+    const generation = flags.generation ?? 1;
+    if (flags.dryRun) return drillPlan(ctx, storePath, name, generation, flags.json);
+    const log = ctx.openRunLog('host-drill');
+    const store = await openFsStore(storePath, { log });
+    const descriptor = store.descriptor;
+    await store.close();
+    const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log });
+    const events = new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
+    try {
+      await interruptible('host drill', async (signal) => {
+        const { result } = await runRecordedHostDrill({
+          store: { location: storePath, descriptor },
+          host: name,
+          generation,
+          marker,
+          timeoutMs: flags.timeout ? parseDuration(flags.timeout) : settings.timeoutMs,
+          recoveryTimeoutMs: flags.recoveryTimeout
+            ? parseDuration(flags.recoveryTimeout)
+            : settings.recoveryTimeoutMs,
+          vm: settings.hostVm,
+          virsh: new Virsh({ uri: flags.connect, log }),
+          runDir: ctx.paths.runDir,
+          log,
+          signal,
+          catalog,
+          events,
+          trigger: 'manual',
         });
-      } finally {
-        await events.flush();
-        catalog.close();
-      }
-    });
+        signal.throwIfAborted();
+        if (flags.json) ctx.printJson(result);
+        else {
+          ctx.print(
+            `Drill of host ${result.host}: ${result.result.toUpperCase()} in ${formatDuration(result.seconds * 1000)} (backup _${result.backup?.seq ?? '?'}, rescue media _${result.rescue?.seq ?? '?'})`,
+          );
+          if (result.detail) ctx.print(result.detail);
+        }
+        if (result.result !== 'pass') process.exitCode = EXIT_PARTIAL;
+      });
+    } finally {
+      await events.flush();
+      catalog.close();
+    }
+  });
 }
 
 export default function register(program: Command, context: () => CliContext): void {
@@ -332,4 +378,9 @@ export default function register(program: Command, context: () => CliContext): v
   registerCheck(host, context);
   registerBackup(host, context);
   registerDrill(host, context);
+  examples(host, [
+    ['haven host backup node1', 'store node1’s rescue media (when needed) and a new backup archive'],
+    ['haven host drill node1 --store /srv/haven --marker login:', 'prove the newest archive recovers'],
+  ]);
+  for (const c of host.commands) examples(c, EXAMPLES[c.name()] ?? []);
 }

@@ -5,7 +5,9 @@
  * `<host>_backup_<seq>.tar.gz`, `_1` newest, kept `copies` deep, with a manifest per host that
  * describes the host well enough to rebuild it from the store alone.
  */
+
 import type { DigestAlgorithm } from '../../core/digest.ts';
+import type { StoreCode } from '../errors.ts';
 import type { TestRecord } from '../types.ts';
 
 export type HostFileKind = 'rescue' | 'backup';
@@ -103,7 +105,7 @@ export interface HostVerifyProblem {
   seq?: number;
   generationId?: string;
   file?: string;
-  code: string;
+  code: StoreCode;
   message: string;
 }
 
