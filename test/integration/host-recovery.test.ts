@@ -109,9 +109,7 @@ ExecStart=/bin/sh -c 'echo "marker: $(cat /root/haven-marker)" > /dev/ttyS0'
 [Install]
 WantedBy=multi-user.target
 EOF
-systemctl enable haven-marker.service 2>/dev/null
-# The operator's local.conf: a smaller rescue system (the drill VM has the host's hardware).
-echo "MODULES=( 'loaded_modules' )" >> /etc/rear/local.conf`);
+systemctl enable haven-marker.service 2>/dev/null`);
 
   const config = join(dir, 'haven.yaml');
   await writeFile(
