@@ -10,8 +10,10 @@
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
 import type { Logger } from '../core/log.ts';
+import type { JournalDeltaMeta, JournalInfo, SegmentWriter } from './journal-types.ts';
 
 export type { DigestAlgorithm } from '../core/digest.ts';
+export * from './journal-types.ts';
 export { DIGEST_BYTES } from '../core/digest.ts';
 
 /** On-disk format version of the store (descriptor, manifests, delta records). */
@@ -301,6 +303,15 @@ export interface Store {
    * a server without a manifest. Optional: recovery/ refuses stores that lack it.
    */
   holdServer?(server: string, purpose: string, options?: { waitMs?: number }): Promise<ServerHold>;
+
+  /**
+   * Continuous replication (journal-types.ts, docs/continuous.md): opens a segment of the
+   * server's point-in-time journal. Optional: a receiver whose store lacks it does not offer the
+   * `journal` feature, and senders refuse to protect continuously to it.
+   */
+  openSegment?(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter>;
+  /** The server's journal as a sender needs to know it; null when the server has none. */
+  journalInfo?(server: string): Promise<JournalInfo | null>;
 
   /** Recovery bookkeeping, written atomically into the manifest. */
   recordTest(server: string, generationId: string, record: TestRecord): Promise<void>;
