@@ -11,12 +11,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../src/core/log.ts';
 import { openFsStore } from '../../src/store/fs/index.ts';
 import { FsLayout } from '../../src/store/fs/layout.ts';
 import { captureLog } from '../helpers/capture-log.ts';
-import { disksFor, ServerSim, storeConformance } from './store-conformance.ts';
+import { fsStoreUnderTest } from './fs-sut.ts';
+import { disksFor, ServerSim } from './harness.ts';
+import { storeConformance } from './store-conformance.ts';
 
 const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 
@@ -75,17 +76,7 @@ export function reflinkStoreSuite(fs: ReflinkFs): void {
 
   storeConformance(`filesystem on ${fs} (rotation clones the newest generation)`, async () => {
     const { dir, store } = await freshStore();
-    return {
-      store,
-      cleanup: async () => {
-        await store.close();
-        await rm(dir, { recursive: true, force: true });
-      },
-      listImages: async () =>
-        (await readdir(dir)).filter((f) => f.endsWith('.raw')).map((f) => f.slice(0, -4)),
-      child: { opener: fileURLToPath(new URL('./fs-opener.ts', import.meta.url)), location: dir },
-      allocatedBytes: async (path) => mappedBytes(path),
-    };
+    return fsStoreUnderTest(store, dir, { allocatedBytes: async (path) => mappedBytes(path) });
   });
 
   /**
@@ -116,7 +107,7 @@ export function reflinkStoreSuite(fs: ReflinkFs): void {
       await store.close();
       await rm(dir, { recursive: true, force: true });
     });
-    const sim = new ServerSim(store, 'Web01', disksFor('Web01'), 3, 11);
+    const sim = new ServerSim({ store, server: 'Web01', disks: disksFor('Web01'), copies: 3, seed: 11 });
     for (let run = 1; run <= 5; run++) {
       lines.length = 0;
       await sim.runDelta({ writes: 4, zeroRanges: 1 });
@@ -149,7 +140,7 @@ export function reflinkStoreSuite(fs: ReflinkFs): void {
       await store.close();
       await rm(dir, { recursive: true, force: true });
     });
-    const sim = new ServerSim(store, 'Web01', disksFor('Web01'), 3, 12);
+    const sim = new ServerSim({ store, server: 'Web01', disks: disksFor('Web01'), copies: 3, seed: 12 });
     for (let run = 1; run <= 5; run++) {
       await sim.runDelta({ writes: 4, zeroRanges: 1 });
       await sim.check(`run ${run}`);

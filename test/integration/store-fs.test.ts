@@ -22,24 +22,17 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../src/core/log.ts';
-import { punchHoles } from '../../src/store/fs/holes.ts';
+import { punchHoles } from '../../src/store/common/holes.ts';
+import { acquireLock } from '../../src/store/common/lock.ts';
 import { type FsStore, openFsStore } from '../../src/store/fs/index.ts';
-import { acquireLock } from '../../src/store/fs/lock.ts';
 import { CHUNK_SIZE } from '../../src/store/types.ts';
+import { fsStoreUnderTest } from '../conformance/fs-sut.ts';
+import { code, runChild, ServerSim, SMALL_WEB01_DISKS, type StoreUnderTest } from '../conformance/harness.ts';
 import { isZero, resyncExtents, sendExtents, summaryOf, withStaged } from '../conformance/model.ts';
-import {
-  code,
-  runChild,
-  ServerSim,
-  SMALL_WEB01_DISKS,
-  type StoreUnderTest,
-} from '../conformance/store-conformance.ts';
 import { captureLog } from '../helpers/capture-log.ts';
 
 const ROOT = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-const OPENER = fileURLToPath(new URL('../conformance/fs-opener.ts', import.meta.url));
 await mkdir(ROOT, { recursive: true });
 
 async function fsStore(
@@ -49,19 +42,13 @@ async function fsStore(
   const dir = await mkdtemp(join(ROOT, 'store-fs-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const store = await openFsStore(dir, { create: true, ...options });
-  return {
-    dir,
-    store,
-    cleanup: async () => {},
-    listImages: async () => (await readdir(dir)).filter((f) => f.endsWith('.raw')).map((f) => f.slice(0, -4)),
-    child: { opener: OPENER, location: dir },
-  };
+  return { ...fsStoreUnderTest(store, dir), store, dir };
 }
 
 test('a stale lock (its process is dead, or its pid was reused) is broken with a log line; a foreign one is not', async (t) => {
   const log = captureLog();
   const sut = await fsStore(t, { log });
-  const sim = new ServerSim(sut.store, 'Web01', SMALL_WEB01_DISKS, 2, 1, sut.listImages);
+  const sim = ServerSim.on(sut, { server: 'Web01', disks: SMALL_WEB01_DISKS, copies: 2, seed: 1 });
   const p = sim.prepare();
   // The child takes the lock, stages a little and dies without releasing it.
   const res = await runChild(t, sut, p, p.extents, summaryOf(p.extents, p.disks), {
@@ -105,7 +92,7 @@ test('a stale lock (its process is dead, or its pid was reused) is broken with a
 
 test('readers during a live rotation see the surviving generations where they are; interrupted ones roll forward', async (t) => {
   const sut = await fsStore(t, { busyWaitMs: 300 });
-  const sim = new ServerSim(sut.store, 'Web01', SMALL_WEB01_DISKS, 3, 2, sut.listImages);
+  const sim = ServerSim.on(sut, { server: 'Web01', disks: SMALL_WEB01_DISKS, copies: 3, seed: 2 });
   for (let i = 0; i < 3; i++) await sim.runDelta();
   const [g3, g2, g1] = sim.gens;
   const p = sim.prepare({ writes: 8 });
@@ -167,7 +154,7 @@ test('readers during a live rotation see the surviving generations where they ar
 
 test('a power cut that keeps image writes but loses digest writes of a first run is repaired on resume', async (t) => {
   const sut = await fsStore(t);
-  const sim = new ServerSim(sut.store, 'cut', SMALL_WEB01_DISKS, 2, 3, sut.listImages);
+  const sim = ServerSim.on(sut, { server: 'cut', disks: SMALL_WEB01_DISKS, copies: 2, seed: 3 });
   const a = sim.prepare();
   // Checkpoint just before the second disk starts, die a few extents into it: the writes after
   // the checkpoint end one disk and begin another that this attempt had not touched.
@@ -209,7 +196,7 @@ test('a power cut that keeps image writes but loses digest writes of a first run
 
 test('verify reports missing, resized, orphaned and leftover images, digest files and the definition', async (t) => {
   const sut = await fsStore(t);
-  const sim = new ServerSim(sut.store, 'Web01', SMALL_WEB01_DISKS, 3, 4, sut.listImages);
+  const sim = ServerSim.on(sut, { server: 'Web01', disks: SMALL_WEB01_DISKS, copies: 3, seed: 4 });
   await sim.runDelta();
   await sim.runDelta();
   const [newest, older] = sim.gens;
@@ -242,7 +229,7 @@ test('deltas staged on a cache drive; when the drive is gone the slot is copied 
   t.after(() => rm(staging, { recursive: true, force: true }));
   const log = captureLog();
   const sut = await fsStore(t, { stagingDir: staging, log });
-  const sim = new ServerSim(sut.store, 'Web01', SMALL_WEB01_DISKS, 3, 5, sut.listImages);
+  const sim = ServerSim.on(sut, { server: 'Web01', disks: SMALL_WEB01_DISKS, copies: 3, seed: 5 });
   for (let i = 0; i < 3; i++) await sim.runDelta();
   const stagedDir = join(staging, 'haven-staging', sut.store.descriptor.id, 'Web01');
   assert.equal((await readdir(stagedDir)).length, 2, 'the deltas of _1 and _2 are kept on the cache drive');

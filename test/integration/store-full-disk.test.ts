@@ -11,8 +11,8 @@ import { type TestContext, test } from 'node:test';
 import { HavenError } from '../../src/core/errors.ts';
 import { openFsStore } from '../../src/store/fs/index.ts';
 import type { DeltaWriter } from '../../src/store/types.ts';
+import { type Prepared, ServerSim } from '../conformance/harness.ts';
 import { sendExtents, withStaged } from '../conformance/model.ts';
-import { type Prepared, ServerSim } from '../conformance/store-conformance.ts';
 
 const ROOT = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 const MiB = 1024 * 1024;
@@ -66,7 +66,7 @@ test('NO_SPACE while staging and while committing leaves every generation intact
     { name: 'Web01_0', size: 6 * MiB },
     { name: 'Web01_1', size: 3 * MiB },
   ];
-  const sim = new ServerSim(store, 'Web01', disks, 2, 9, listImages);
+  const sim = new ServerSim({ store, server: 'Web01', disks, copies: 2, seed: 9, listImages });
   await sim.runDelta();
   await sim.runDelta({ writes: 10 });
   await sim.check('before filling up');
@@ -96,7 +96,14 @@ test('NO_SPACE while staging and while committing leaves every generation intact
 
   // 2. A first run of another server into a full filesystem (written straight into _incomplete).
   const filler2 = fill(mnt, 'filler2', 1 * MiB);
-  const other = new ServerSim(store, 'Db01', [{ name: 'Db01_0', size: 8 * MiB }], 1, 10, listImages);
+  const other = new ServerSim({
+    store,
+    server: 'Db01',
+    disks: [{ name: 'Db01_0', size: 8 * MiB }],
+    copies: 1,
+    seed: 10,
+    listImages,
+  });
   const q = other.prepare();
   const w3 = await store.openDelta(q.meta);
   const full = await sendUntilFull(w3, other, q);
@@ -114,7 +121,7 @@ test('NO_SPACE while staging and while committing leaves every generation intact
   // 3. Staged on a cache drive elsewhere, but the store itself has no room to apply it: the
   // commit is refused before anything is renamed; recover() completes it once there is room.
   const cached = await openFsStore(join(mnt, 'store'), { stagingDir: staging });
-  const sim3 = new ServerSim(cached, 'Web01', disks, 2, 11, listImages);
+  const sim3 = new ServerSim({ store: cached, server: 'Web01', disks, copies: 2, seed: 11, listImages });
   sim3.gens = sim.gens;
   sim3.run = sim.run;
   const s = sim3.prepare({ writes: 60, zeroRanges: 1 });

@@ -1,46 +1,60 @@
 /**
- * Test support only: a small in-memory Store for the protocol's unit tests, so the state machines
- * can be exercised in milliseconds. It follows the DeltaWriter contract (resume from checkpoints,
- * expected digests, seal before commit, one writer per server) but keeps whole images in memory
- * and has no rotation subtleties. Integration tests use the real filesystem store.
+ * Test support only: a small in-memory Store, so the protocol's state machines can be exercised
+ * in milliseconds. It keeps whole images in memory and meets the same contract as the real stores
+ * (test/conformance/memory-store.test.ts runs the conformance suite against it): names and
+ * refusals, rotation, resume from checkpoints, expected digests, seal before commit, one writer per
+ * server, verify, definitions and the manifest bookkeeping. What it cannot do is be opened by a
+ * second process, so the suite's crash injection does not apply to it. A checkpoint is what it
+ * keeps: `close()` without seal drops what arrived since.
+ *
+ * Definitions (DESIGN §4.5) are kept only when `definitionsDir` is given: then source definitions
+ * are checked as a real store checks them and the DR definition is written there as a file, as
+ * recovery/ reads it. Without it (the protocol's unit tests, which send stub domain XML no real
+ * store would take) a source definition only has to parse, and none is written.
  */
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { chunkDigests, type DigestAlgorithm } from '../../core/digest.ts';
-import { HavenError } from '../../core/errors.ts';
+import { DomainXml } from '../../core/domain-xml.ts';
+import { InterruptedError } from '../../core/errors.ts';
+import { silentLogger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
-import type {
-  DeltaMeta,
-  DeltaSummary,
-  DeltaWriter,
-  Generation,
-  ResumeState,
-  ServerManifest,
-  Store,
-  StoreDescriptor,
+import {
+  checkBootPriority,
+  emptyVerifyReport,
+  findGenerationDisk,
+  isChunkRange,
+  isWithin,
+} from '../../store/common/checks.ts';
+import { buildDrDefinition } from '../../store/common/definition.ts';
+import { validateDeltaMeta } from '../../store/common/delta-meta.ts';
+import { sameDisks } from '../../store/common/deltas.ts';
+import { findNameCollision, imageName } from '../../store/common/names.ts';
+import { checkSourceDefinition } from '../../store/common/source-definition.ts';
+import { chunkCount } from '../../store/common/sums.ts';
+import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../../store/errors.ts';
+import {
+  CHUNK_SIZE,
+  type DeltaMeta,
+  type DeltaWriter,
+  type Generation,
+  type ImageReader,
+  type ServerManifest,
+  type Store,
+  type StoreDescriptor,
+  type TestRecord,
+  type VerifyOptions,
+  type VerifyReport,
 } from '../../store/types.ts';
-
-interface Partial {
-  deltaId: string;
-  pointInTime: string;
-  /** Per disk: chunk index → content (checkpointed). */
-  chunks: Map<string, Map<number, Buffer>>;
-  watermarks: Record<string, number>;
-  stagedBytes: number;
-}
-
-interface ServerState {
-  manifest: ServerManifest;
-  /** generation id → disk → image. */
-  images: Map<string, Map<string, Buffer>>;
-  partial: Partial | null;
-  locked: boolean;
-}
+import { MemoryWriter, type ServerState } from './memory-writer.ts';
 
 export interface MemoryStoreOptions {
   digest?: DigestAlgorithm;
-  chunkSize?: number;
   /** Makes every writeData wait this long before it reads the data (like a slow disk). */
   writeDelayMs?: number;
+  /** Where definitions are written (files, as recovery/ reads them); default: none are kept. */
+  definitionsDir?: string;
 }
 
 export class MemoryStore implements Store {
@@ -50,18 +64,20 @@ export class MemoryStore implements Store {
   readonly servers = new Map<string, ServerState>();
   /** Calls made to writers, for assertions. */
   readonly calls: string[] = [];
-
   readonly writeDelayMs: number;
+  private readonly definitionsDir: string | undefined;
+  private readonly definitions = new Map<string, string>();
 
   constructor(o: MemoryStoreOptions = {}) {
     this.writeDelayMs = o.writeDelayMs ?? 0;
+    this.definitionsDir = o.definitionsDir;
     this.descriptor = {
       format: 'haven-store',
       version: 1,
       kind: 'fs',
       id: randomUUID(),
       createdAt: new Date().toISOString(),
-      chunkSize: o.chunkSize ?? 64 * 1024,
+      chunkSize: CHUNK_SIZE,
       digest: o.digest ?? 'blake3',
     };
   }
@@ -71,247 +87,260 @@ export class MemoryStore implements Store {
   }
 
   async listServers(): Promise<string[]> {
-    return [...this.servers.keys()].filter((s) => this.servers.get(s)!.manifest.generations.length > 0);
+    return [...this.servers].filter(([, s]) => s.manifest.generations.length > 0).map(([name]) => name);
   }
 
   async manifest(server: string): Promise<ServerManifest | null> {
+    checkName('server', server);
     const s = this.servers.get(server);
     return s && s.manifest.generations.length > 0 ? structuredClone(s.manifest) : null;
   }
 
   /** The image of a generation (newest when id is omitted). */
   image(server: string, disk: string, generationId?: string): Buffer {
-    const s = this.servers.get(server)!;
-    const id = generationId ?? s.manifest.generations[0]!.id;
-    return s.images.get(id)!.get(disk)!;
+    const s = this.committed(server);
+    const id = generationId ?? s.manifest.generations[0]?.id ?? '';
+    const img = s.images.get(id)?.get(disk);
+    if (!img) throw generationNotFound(server, id);
+    return img;
+  }
+
+  /** Names of every image held (`<server>_<disk>_<seq>`), like the files of a filesystem store. */
+  imageNames(): string[] {
+    return [...this.servers.values()].flatMap((s) =>
+      s.manifest.generations.flatMap((g) => g.disks.map((d) => d.image)),
+    );
+  }
+
+  /** Flips one bit of a stored image byte behind the store's back (for verify tests). */
+  damage(server: string, generationId: string, disk: string, offset: number): void {
+    const img = this.image(server, disk, generationId);
+    img[offset] = (img[offset] ?? 0) ^ 0x40;
   }
 
   async openDelta(meta: DeltaMeta): Promise<DeltaWriter> {
-    checkName('server', meta.server);
-    for (const d of meta.disks) checkName('disk', d.name);
-    let s = this.servers.get(meta.server);
-    if (!s) {
-      s = {
-        manifest: {
-          server: meta.server,
-          copies: meta.copies,
-          generations: [],
-          sourceDefinition: meta.sourceDefinition,
-          bootPriority: 100,
-        },
-        images: new Map(),
-        partial: null,
-        locked: false,
-      };
-      this.servers.set(meta.server, s);
-    }
+    validateDeltaMeta(meta);
+    if (this.definitionsDir) await checkSourceDefinition(meta.server, meta.sourceDefinition);
+    else DomainXml.parse(meta.sourceDefinition);
+    const s = this.serverState(meta);
     if (s.locked) {
-      throw new HavenError('STORE_LOCKED', `server ${meta.server} is being written`, { kind: 'conflict' });
+      throw storeError('STORE_LOCKED', 'conflict', `server ${meta.server} is being written`, {
+        hint: 'Another writer holds this server; wait for it to finish.',
+      });
     }
+    if (s.manifest.activeAtDr) throw activeAtDrError(meta.server, s.manifest.activeAtDr);
     const newest = s.manifest.generations[0]?.id ?? null;
     if (meta.baseGenerationId !== newest) {
-      throw new HavenError(
+      throw storeError(
         'STORE_BASE_MISMATCH',
+        'conflict',
         `base ${meta.baseGenerationId} is not the newest (${newest})`,
         {
-          kind: 'conflict',
+          hint: 'The sender must start again from the newest generation.',
         },
       );
     }
+    const p = s.partial;
+    if (p && (p.baseGenerationId !== meta.baseGenerationId || !sameDisks(p.disks, meta.disks)))
+      s.partial = null;
+    if (!s.partial) this.checkCollisions(meta);
     s.locked = true;
     this.calls.push(`open ${meta.server}`);
     return new MemoryWriter(this, s, meta);
   }
 
-  async imagePath(): Promise<string> {
-    throw new Error('not supported by the memory store');
-  }
-  async openImage(): Promise<never> {
-    throw new Error('not supported by the memory store');
-  }
-  async readDigests(server: string, generationId: string, disk: string, from: number, count: number) {
-    const img = this.image(server, disk, generationId);
-    const C = this.descriptor.chunkSize;
-    return chunkDigests(this.descriptor.digest, img.subarray(from * C, (from + count) * C), C);
-  }
-  async verify(): Promise<never> {
-    throw new Error('not supported by the memory store');
-  }
-  definitionPath(server: string): string {
-    return `memory:${server}.xml`;
-  }
-  async recordTest(): Promise<void> {}
-  async setBootPriority(): Promise<void> {}
-  async setActiveAtDr(): Promise<void> {}
-  async close(): Promise<void> {}
-}
-
-class MemoryWriter implements DeltaWriter {
-  readonly deltaId: string;
-  readonly resumed: ResumeState | null;
-  private readonly partial: Partial;
-  /** Written since the last checkpoint. */
-  private pending = new Map<string, Map<number, Buffer>>();
-  private pendingBytes = 0;
-  private sealed = false;
-  private done = false;
-
-  constructor(
-    private readonly store: MemoryStore,
-    private readonly s: ServerState,
-    private readonly meta: DeltaMeta,
-  ) {
-    const p = s.partial;
-    if (p) {
-      this.resumed = {
-        deltaId: p.deltaId,
-        pointInTime: p.pointInTime,
-        watermarks: { ...p.watermarks },
-        stagedBytes: p.stagedBytes,
-      };
-      p.pointInTime = meta.pointInTime;
-      this.partial = p;
-    } else {
-      this.resumed = null;
-      this.partial = {
-        deltaId: randomUUID(),
-        pointInTime: meta.pointInTime,
-        chunks: new Map(meta.disks.map((d) => [d.name, new Map()])),
-        watermarks: Object.fromEntries(meta.disks.map((d) => [d.name, 0])),
-        stagedBytes: 0,
-      };
-      s.partial = this.partial;
-    }
-    this.deltaId = this.partial.deltaId;
-    for (const d of meta.disks) this.pending.set(d.name, new Map());
+  private serverState(meta: DeltaMeta): ServerState {
+    const known = this.servers.get(meta.server);
+    if (known) return known;
+    const s: ServerState = {
+      manifest: {
+        server: meta.server,
+        copies: meta.copies,
+        generations: [],
+        sourceDefinition: meta.sourceDefinition,
+        bootPriority: 100,
+      },
+      images: new Map(),
+      digests: new Map(),
+      partial: null,
+      locked: false,
+    };
+    this.servers.set(meta.server, s);
+    return s;
   }
 
-  private size(disk: string): number {
-    return this.meta.disks.find((d) => d.name === disk)!.size;
-  }
-
-  private chunkAt(disk: string, index: number): Buffer {
-    const C = this.store.descriptor.chunkSize;
-    const len = Math.min(C, this.size(disk) - index * C);
-    const staged = this.pending.get(disk)!.get(index) ?? this.partial.chunks.get(disk)!.get(index);
-    if (staged) return staged;
-    const base = this.meta.baseGenerationId
-      ? this.s.images.get(this.meta.baseGenerationId)?.get(disk)
-      : undefined;
-    const out = Buffer.alloc(len);
-    if (base) base.copy(out, 0, index * C, Math.min(base.length, index * C + len));
-    return out;
-  }
-
-  async expectedDigests(disk: string, fromChunk: number, count: number): Promise<Buffer> {
-    const out: Buffer[] = [];
-    for (let i = fromChunk; i < fromChunk + count; i++) {
-      out.push(
-        chunkDigests(this.store.descriptor.digest, this.chunkAt(disk, i), this.store.descriptor.chunkSize),
+  /** STORE_NAME_COLLISION against every other server's generations and partial deltas. */
+  private checkCollisions(meta: DeltaMeta): void {
+    const others = [...this.servers].map(([server, s]) => ({
+      server,
+      disks: [
+        ...s.manifest.generations.flatMap((g) => g.disks.map((d) => d.name)),
+        ...(s.partial?.disks.map((d) => d.name) ?? []),
+      ],
+    }));
+    const clash = findNameCollision({ server: meta.server, disks: meta.disks.map((d) => d.name) }, others);
+    if (clash) {
+      throw storeError(
+        'STORE_NAME_COLLISION',
+        'conflict',
+        `images of ${meta.server} would be named like ${clash.prefix}`,
+        {
+          hint: 'Rename one of the servers or disks.',
+          details: clash,
+        },
       );
     }
-    return Buffer.concat(out);
   }
 
-  async writeData(disk: string, offset: number, data: Buffer, digests: Buffer): Promise<void> {
-    const C = this.store.descriptor.chunkSize;
-    const n = Math.ceil(data.length / C);
-    if (digests.length !== n * 32) throw new Error('digest count mismatch');
-    if (this.store.writeDelayMs) await new Promise((r) => setTimeout(r, this.store.writeDelayMs));
-    for (let i = 0; i < n; i++) {
-      this.pending
-        .get(disk)!
-        .set(offset / C + i, Buffer.from(data.subarray(i * C, Math.min((i + 1) * C, data.length))));
-    }
-    this.pendingBytes += data.length;
+  private committed(server: string): ServerState {
+    checkName('server', server);
+    const s = this.servers.get(server);
+    if (!s || s.manifest.generations.length === 0) throw serverNotFound(server);
+    return s;
   }
 
-  async writeZero(disk: string, offset: number, length: number): Promise<void> {
-    const C = this.store.descriptor.chunkSize;
-    const end = offset + length;
-    for (let o = offset; o < end; o += C) {
-      this.pending.get(disk)!.set(o / C, Buffer.alloc(Math.min(C, end - o)));
-    }
-    this.pendingBytes += length;
+  private find(server: string, generationId: string, disk: string) {
+    const s = this.committed(server);
+    const found = findGenerationDisk(s.manifest, generationId, disk);
+    return { s, generation: found.generation, spec: found.disk };
   }
 
-  async checkpoint(watermarks: Record<string, number>): Promise<void> {
-    this.store.calls.push(`checkpoint ${JSON.stringify(watermarks)}`);
-    this.flush();
-    this.partial.watermarks = { ...watermarks };
+  async imagePath(server: string, generationId: string, disk: string): Promise<string> {
+    const { generation } = this.find(server, generationId, disk);
+    return `memory:/${imageName(server, disk, generation.seq)}`;
   }
 
-  private flush(): void {
-    for (const [disk, m] of this.pending) {
-      const dst = this.partial.chunks.get(disk)!;
-      for (const [i, b] of m) dst.set(i, b);
-      m.clear();
-    }
-    this.partial.stagedBytes += this.pendingBytes;
-    this.pendingBytes = 0;
-  }
-
-  async seal(summary: DeltaSummary): Promise<void> {
-    const names = this.meta.disks.map((d) => d.name).sort();
-    if (JSON.stringify(Object.keys(summary.disks).sort()) !== JSON.stringify(names)) {
-      throw new HavenError('STORE_SUMMARY_MISMATCH', 'summary lists other disks', { kind: 'integrity' });
-    }
-    this.flush();
-    this.sealed = true;
-    this.store.calls.push('seal');
-  }
-
-  async commit(): Promise<Generation> {
-    if (!this.sealed) throw new HavenError('STORE_NOT_SEALED', 'commit before seal', { kind: 'internal' });
-    const C = this.store.descriptor.chunkSize;
-    const id = randomUUID();
-    const images = new Map<string, Buffer>();
-    for (const d of this.meta.disks) {
-      const img = Buffer.alloc(d.size);
-      for (let i = 0; i * C < d.size; i++) this.chunkAt(d.name, i).copy(img, i * C);
-      images.set(d.name, img);
-    }
-    const m = this.s.manifest;
-    const gen: Generation = {
-      id,
-      seq: 1,
-      pointInTime: this.meta.pointInTime,
-      takenAt: this.meta.takenAt,
-      committedAt: new Date().toISOString(),
-      mode: this.meta.mode,
-      job: this.meta.job,
-      disks: this.meta.disks.map((d) => ({ ...d, image: `${this.meta.server}_${d.name}_1` })),
-      deltaBytes: this.partial.stagedBytes,
-      tests: [],
+  async openImage(server: string, generationId: string, disk: string): Promise<ImageReader> {
+    this.find(server, generationId, disk);
+    const img = this.image(server, disk, generationId);
+    return {
+      size: img.length,
+      async read(offset: number, length: number): Promise<Buffer> {
+        if (!isWithin(offset, length, img.length)) {
+          throw storeError('STORE_BAD_RANGE', 'usage', `read ${offset}+${length} is outside the image`, {
+            hint: 'Read inside the image.',
+          });
+        }
+        return Buffer.from(img.subarray(offset, offset + length));
+      },
+      async close() {},
     };
-    m.copies = this.meta.copies;
-    m.sourceDefinition = this.meta.sourceDefinition;
-    m.generations = [gen, ...m.generations].slice(0, m.copies).map((g, i) => ({ ...g, seq: i + 1 }));
-    this.s.images.set(id, images);
-    for (const k of [...this.s.images.keys()]) {
-      if (!m.generations.some((g) => g.id === k)) this.s.images.delete(k);
+  }
+
+  async readDigests(server: string, generationId: string, disk: string, from: number, count: number) {
+    const { s, spec } = this.find(server, generationId, disk);
+    if (!isChunkRange(from, count, chunkCount(spec.size))) {
+      throw storeError('STORE_BAD_RANGE', 'usage', `chunks ${from}+${count} are outside disk ${disk}`, {
+        hint: 'Ask for chunks inside the disk.',
+      });
     }
-    this.s.partial = null;
-    this.release();
-    this.store.calls.push('commit');
-    return m.generations[0]!;
+    const digests = s.digests.get(generationId)?.get(disk) ?? Buffer.alloc(0);
+    return Buffer.from(digests.subarray(from * 32, (from + count) * 32));
   }
 
-  async close(): Promise<void> {
-    if (this.done) return;
-    this.store.calls.push('close');
-    this.pending.clear();
-    this.release();
+  async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+    const report = emptyVerifyReport();
+    const servers = server === undefined ? await this.listServers() : [server];
+    const wanted = (g: Generation) => !options.generationId || g.id === options.generationId;
+    const checks = servers.flatMap((name) => {
+      const s = this.servers.get(name);
+      return (s?.manifest.generations ?? []).filter(wanted).map((g) => ({ name, s, g }));
+    });
+    const total =
+      options.readImages === false
+        ? 0
+        : checks.reduce((n, c) => n + c.g.disks.reduce((m, d) => m + d.size, 0), 0);
+    options.onProgress?.(0, total);
+    for (const name of servers) {
+      if (!this.servers.get(name)?.manifest.generations.length) {
+        report.problems.push({
+          server: name,
+          code: 'STORE_SERVER_NOT_FOUND',
+          message: `${name} has no committed generation`,
+        });
+        continue;
+      }
+      report.checkedServers++;
+      if (this.definitionsDir && !this.definitions.has(name)) {
+        report.problems.push({
+          server: name,
+          code: 'STORE_DEFINITION_MISSING',
+          message: `no definition of ${name}`,
+        });
+      }
+    }
+    for (const { name, s, g } of checks) {
+      report.checkedGenerations++;
+      if (options.readImages === false) continue;
+      for (const d of g.disks) {
+        if (options.signal?.aborted) throw new InterruptedError('verify cancelled');
+        const bad = this.badChunks(s, g.id, d.name);
+        if (bad.length) {
+          report.problems.push({
+            server: name,
+            generationId: g.id,
+            seq: g.seq,
+            disk: d.name,
+            code: 'STORE_DIGEST_MISMATCH',
+            message: `${d.image}: ${bad.length} chunk(s) differ from their digests`,
+            badChunks: bad.slice(0, 100),
+          });
+        }
+        report.checkedBytes += d.size;
+        options.onProgress?.(report.checkedBytes, total);
+      }
+    }
+    report.ok = report.problems.length === 0;
+    return report;
   }
 
-  async discard(): Promise<void> {
-    this.store.calls.push('discard');
-    this.s.partial = null;
-    this.release();
+  private badChunks(s: ServerState | undefined, generationId: string, disk: string): number[] {
+    const img = s?.images.get(generationId)?.get(disk) ?? Buffer.alloc(0);
+    const want = s?.digests.get(generationId)?.get(disk) ?? Buffer.alloc(0);
+    const got = chunkDigests(this.descriptor.digest, img, CHUNK_SIZE);
+    const bad: number[] = [];
+    for (let c = 0; c * 32 < got.length; c++) {
+      if (!got.subarray(c * 32, c * 32 + 32).equals(want.subarray(c * 32, c * 32 + 32))) bad.push(c);
+    }
+    return bad;
   }
 
-  private release(): void {
-    this.done = true;
-    this.s.locked = false;
+  definitionPath(server: string): string {
+    checkName('server', server);
+    return this.definitionsDir ? join(this.definitionsDir, `${server}.xml`) : `memory:${server}.xml`;
   }
+
+  /** DESIGN §4.5: written at the first commit, never overwritten. */
+  async ensureDefinition(meta: DeltaMeta): Promise<void> {
+    const dir = this.definitionsDir;
+    if (!dir || this.definitions.has(meta.server)) return;
+    const xml = buildDrDefinition(
+      meta.sourceDefinition,
+      meta.disks.map((d) => d.name),
+      (disk) => `memory:/${imageName(meta.server, disk, 1)}`,
+      silentLogger,
+      { server: meta.server, storeRoot: dir },
+    );
+    await writeFile(this.definitionPath(meta.server), xml, { flag: 'wx' });
+    this.definitions.set(meta.server, xml);
+  }
+
+  async recordTest(server: string, generationId: string, record: TestRecord): Promise<void> {
+    const g = this.committed(server).manifest.generations.find((x) => x.id === generationId);
+    if (!g) throw generationNotFound(server, generationId);
+    g.tests.push(structuredClone(record));
+  }
+
+  async setBootPriority(server: string, priority: number): Promise<void> {
+    checkBootPriority(priority);
+    this.committed(server).manifest.bootPriority = priority;
+  }
+
+  async setActiveAtDr(server: string, active: ServerManifest['activeAtDr'] | null): Promise<void> {
+    const m = this.committed(server).manifest;
+    if (active) m.activeAtDr = structuredClone(active);
+    else delete m.activeAtDr;
+  }
+
+  async close(): Promise<void> {}
 }

@@ -6,8 +6,8 @@
  * 2. `qemu-img convert -t none -T none`: only the data extents (it asks the filesystem where
  *    they are), read and written with O_DIRECT, so the copy costs no page-cache pages. On the CI
  *    machines a 2 GiB image with 1 GiB of data took 1.2–1.4 s this way and 2.6–2.9 s with cp,
- *    whose in-kernel copy goes through newly allocated cache pages (direct-io.ts says why those
- *    are dear);
+ *    whose in-kernel copy goes through newly allocated cache pages (common/direct-io.ts says why
+ *    those are dear);
  * 3. GNU cp --sparse=auto (data extents only, copy_file_range), where qemu-img is missing or the
  *    filesystem refuses O_DIRECT.
  * Images are raw and named by the store (absolute paths), so qemu-img never probes a format or
@@ -19,8 +19,8 @@ import { dirname, join } from 'node:path';
 import { HavenError } from '../../core/errors.ts';
 import { CommandError, exec } from '../../core/exec.ts';
 import type { Logger } from '../../core/log.ts';
+import { fsyncFile, io, isErrno, removeIfExists } from '../common/files.ts';
 import { storeError } from '../errors.ts';
-import { fsyncFile, io, isErrno, removeIfExists } from './files.ts';
 
 export type CopyMethod = 'reflink' | 'qemu-img' | 'cp';
 

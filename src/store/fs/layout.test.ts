@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HavenError } from '../../core/errors.ts';
-import { FsLayout, findNameCollision, imageName, under } from './layout.ts';
+import { findNameCollision, imageName, under } from '../common/names.ts';
+import { FsLayout } from './layout.ts';
 
 test('image names follow DESIGN §4.1 exactly', () => {
   assert.equal(imageName('Web01', 'Web01_0', 1), 'Web01_Web01_0_1');

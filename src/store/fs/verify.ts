@@ -6,33 +6,29 @@
 import { open, stat } from 'node:fs/promises';
 import { chunkDigests, DIGEST_BYTES } from '../../core/digest.ts';
 import { InterruptedError } from '../../core/errors.ts';
+import type { StoreContext } from '../common/context.ts';
+import { listDeltaRecords } from '../common/deltas.ts';
+import { exists, io, isErrno, listDir, readAllAt } from '../common/files.ts';
+import { imageName } from '../common/names.ts';
+import type { ServerView } from '../common/reader-view.ts';
+import type { ManifestFile } from '../common/records.ts';
+import { readSums, sumsLength } from '../common/sums.ts';
 import type { Generation, VerifyOptions, VerifyProblem, VerifyReport } from '../types.ts';
 import { CHUNK_SIZE } from '../types.ts';
-import { exists, io, isErrno, listDir, readAllAt } from './files.ts';
-import { IMAGE_SUFFIX, imageName } from './layout.ts';
-import type { Journal, ManifestFile } from './records.ts';
-import { type FsContext, listDeltaRecords } from './state.ts';
-import { readSums, sumsLength } from './sums.ts';
+import { type FsLayout, IMAGE_SUFFIX } from './layout.ts';
 
 const READ_CHUNKS = 64;
 const MAX_BAD_CHUNKS = 100;
 
-export interface ServerView {
-  manifest: ManifestFile | null;
-  journal: Journal | null;
-  /** The sequence number in a generation's file names right now. */
-  fileSeq: (g: Generation) => number;
-}
-
 export async function verifyServer(
-  ctx: FsContext,
+  ctx: StoreContext,
+  layout: FsLayout,
   server: string,
   view: ServerView,
   options: VerifyOptions,
   report: VerifyReport,
   progress: { done: number; total: number },
 ): Promise<void> {
-  const { layout } = ctx;
   const m = view.manifest;
   const problem = (p: Omit<VerifyProblem, 'server'>) => report.problems.push({ server, ...p });
   if (!m || m.generations.length === 0) {
@@ -89,7 +85,7 @@ export async function verifyServer(
     }
   }
 
-  await checkLeftovers(ctx, server, m, view, problem);
+  await checkLeftovers(ctx, layout, server, m, view, problem);
 
   if (options.readImages === false) return;
   // Images that failed the structural checks are not read; count them as done.
@@ -106,7 +102,7 @@ export async function verifyServer(
         seq: r.g.seq,
         disk: r.disk,
         code: 'STORE_DIGEST_MISMATCH',
-        message: `${imageName(server, r.disk, view.fileSeq(r.g))}: ${bad.count} chunk(s) differ from their digests (first at byte ${bad.chunks[0]! * CHUNK_SIZE})`,
+        message: `${imageName(server, r.disk, view.fileSeq(r.g))}: ${bad.count} chunk(s) differ from their digests (first at byte ${(bad.chunks[0] ?? 0) * CHUNK_SIZE})`,
         badChunks: bad.chunks,
       });
     }
@@ -114,7 +110,7 @@ export async function verifyServer(
 }
 
 async function compareImage(
-  ctx: FsContext,
+  ctx: StoreContext,
   path: string,
   sumsPath: string,
   size: number,
@@ -161,7 +157,8 @@ async function compareImage(
  * `<server>_<disk>_…` with a disk this server uses belongs to this server.
  */
 async function checkLeftovers(
-  ctx: FsContext,
+  ctx: StoreContext,
+  layout: FsLayout,
   server: string,
   m: ManifestFile,
   view: ServerView,
@@ -179,7 +176,7 @@ async function checkLeftovers(
   const named = new Set(
     m.generations.flatMap((g) => g.disks.map((d) => imageName(server, d.name, view.fileSeq(g)))),
   );
-  const files = await listDir(ctx.layout.root);
+  const files = await listDir(layout.root);
   for (const d of disks) {
     const prefix = `${server}_${d}_`;
     for (const f of files) {

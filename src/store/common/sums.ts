@@ -10,6 +10,9 @@ import { DIGEST_BYTES, type DigestAlgorithm, zeroChunkDigest } from '../../core/
 import { CHUNK_SIZE } from '../types.ts';
 import { readAllAt, writeAllAt } from './files.ts';
 
+/** Largest digest range one request (expectedDigests, readDigests) may ask for (32 MiB of answer). */
+export const MAX_DIGEST_REQUEST_CHUNKS = 1 << 20;
+
 /** Chunks per I/O block when streaming through a digest file (1 MiB of digests). */
 export const SUMS_BLOCK_CHUNKS = 32768;
 
@@ -69,19 +72,26 @@ export class SumsOverlay {
 
   async flush(): Promise<void> {
     if (!this.pending.size) return;
-    const chunks = [...this.pending.keys()].sort((a, b) => a - b);
+    const sorted = [...this.pending].sort((a, b) => a[0] - b[0]);
     let batch: Promise<void>[] = [];
-    for (let i = 0; i < chunks.length; ) {
-      let j = i + 1;
-      while (j < chunks.length && chunks[j] === chunks[j - 1]! + 1 && j - i < SUMS_BLOCK_CHUNKS) j++;
-      const run = Buffer.concat(chunks.slice(i, j).map((c) => this.pending.get(c)!));
-      batch.push(writeAllAt(this.fh, run, chunks[i]! * DIGEST_BYTES));
+    let run: Buffer[] = [];
+    let runStart = 0;
+    const writeRun = async () => {
+      batch.push(writeAllAt(this.fh, Buffer.concat(run), runStart * DIGEST_BYTES));
+      run = [];
       if (batch.length >= OVERLAY_WRITES) {
         await Promise.all(batch);
         batch = [];
       }
-      i = j;
+    };
+    for (const [chunk, chunkDigest] of sorted) {
+      // Adjacent chunks go out together, up to a block at a time.
+      if (run.length && (chunk !== runStart + run.length || run.length >= SUMS_BLOCK_CHUNKS))
+        await writeRun();
+      if (!run.length) runStart = chunk;
+      run.push(chunkDigest);
     }
+    if (run.length) await writeRun();
     await Promise.all(batch);
     this.pending.clear();
   }

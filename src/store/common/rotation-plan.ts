@@ -73,8 +73,8 @@ export function planRotation(input: PlanInput): RotationPlan {
   const { generations: gens, copies } = input;
   if (!Number.isInteger(copies) || copies < 1)
     throw new RangeError(`copies must be a positive integer, got ${copies}`);
-  const m = gens.length;
-  if (m === 0) {
+  const [newest] = gens;
+  if (!newest) {
     return {
       dropped: [],
       recycled: null,
@@ -84,9 +84,10 @@ export function planRotation(input: PlanInput): RotationPlan {
       applyProducersOf: [],
     };
   }
-  const keep = Math.min(m, copies - 1);
+  const keep = Math.min(gens.length, copies - 1);
   const survivorGens = gens.slice(0, keep);
-  const recycledGen = m >= copies ? gens[copies - 1]! : null;
+  // Undefined while fewer than `copies` generations exist.
+  const recycledGen = gens[copies - 1];
   const dropped = gens.slice(copies).map((g, i) => ({ ...g, seq: copies + 1 + i }));
   const recycled = recycledGen ? { ...recycledGen, seq: copies } : null;
 
@@ -94,8 +95,8 @@ export function planRotation(input: PlanInput): RotationPlan {
   if (recycled) {
     renames.push({ generationId: recycled.id, from: recycled.seq, to: 'incomplete', disks: recycled.disks });
   }
-  for (let i = keep - 1; i >= 0; i--) {
-    const g = survivorGens[i]!;
+  // Oldest first, so no name is ever taken twice.
+  for (const [i, g] of [...survivorGens.entries()].reverse()) {
     renames.push({ generationId: g.id, from: i + 1, to: i + 2, disks: g.disks });
   }
 
@@ -110,7 +111,6 @@ export function planRotation(input: PlanInput): RotationPlan {
   if (recycled && chainUsable && !clone) {
     slot = { kind: 'recycle', generationId: recycled.id };
   } else {
-    const newest = gens[0]!;
     // The newest generation is a survivor (at `_2` after the renames) unless copies is 1, where
     // it is the recycled one, the chain is always usable and no clone is planned.
     slot = { kind: 'copy', fromGenerationId: newest.id, fromSeq: 2, disks: newest.disks };

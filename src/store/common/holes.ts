@@ -19,7 +19,35 @@ export interface ByteRange {
 }
 
 const BATCH = 256;
-let tool: 'xfs_io' | 'fallocate' | 'none' | undefined;
+
+type PunchTool = 'xfs_io' | 'fallocate';
+
+/** The tools that punch holes, most capable first: how each punches `ranges` of `path`. */
+const PUNCHERS: [PunchTool, (path: string, ranges: ByteRange[]) => Promise<unknown>][] = [
+  [
+    'xfs_io',
+    (path, ranges) =>
+      exec('xfs_io', [...ranges.flatMap((r) => ['-c', `fpunch ${r.offset} ${r.length}`]), path]),
+  ],
+  [
+    'fallocate',
+    async (path, ranges) => {
+      for (const r of ranges) {
+        await exec('fallocate', [
+          '--punch-hole',
+          '--offset',
+          String(r.offset),
+          '--length',
+          String(r.length),
+          path,
+        ]);
+      }
+    },
+  ],
+];
+
+/** The tool found to work (undefined: not tried yet; none: neither is installed). */
+let tool: PunchTool | 'none' | undefined;
 
 function noSpace(path: string, cause: unknown): HavenError {
   return storeError('NO_SPACE', 'resource', `no space left punching holes in ${path}`, {
@@ -33,46 +61,21 @@ function unsupported(err: unknown): boolean {
 }
 
 async function runPunch(path: string, ranges: ByteRange[]): Promise<void> {
-  for (;;) {
-    if (tool === undefined || tool === 'xfs_io') {
-      try {
-        const args = ranges.flatMap((r) => ['-c', `fpunch ${r.offset} ${r.length}`]);
-        await exec('xfs_io', [...args, path]);
-        tool = 'xfs_io';
-        return;
-      } catch (e) {
-        if (e instanceof HavenError && e.code === 'TOOL_MISSING') {
-          tool = 'fallocate';
-          continue;
-        }
-        throw e;
-      }
+  for (const [i, [name, punch]] of PUNCHERS.entries()) {
+    if (tool !== undefined && tool !== name) continue;
+    try {
+      await punch(path, ranges);
+      tool = name;
+      return;
+    } catch (e) {
+      if (!(e instanceof HavenError && e.code === 'TOOL_MISSING')) throw e;
+      // Missing: the next tool from now on.
+      tool = PUNCHERS[i + 1]?.[0] ?? 'none';
     }
-    if (tool === 'fallocate') {
-      try {
-        for (const r of ranges) {
-          await exec('fallocate', [
-            '--punch-hole',
-            '--offset',
-            String(r.offset),
-            '--length',
-            String(r.length),
-            path,
-          ]);
-        }
-        return;
-      } catch (e) {
-        if (e instanceof HavenError && e.code === 'TOOL_MISSING') {
-          tool = 'none';
-          continue;
-        }
-        throw e;
-      }
-    }
-    throw storeError('STORE_CANNOT_PUNCH', 'unavailable', 'neither xfs_io nor fallocate is installed', {
-      hint: 'Install util-linux (fallocate) or xfsprogs (xfs_io) so zero ranges stay sparse.',
-    });
   }
+  throw storeError('STORE_CANNOT_PUNCH', 'unavailable', 'neither xfs_io nor fallocate is installed', {
+    hint: 'Install util-linux (fallocate) or xfsprogs (xfs_io) so zero ranges stay sparse.',
+  });
 }
 
 const ZEROS = Buffer.alloc(1024 * 1024);

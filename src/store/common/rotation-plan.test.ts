@@ -29,7 +29,7 @@ test('copies 3 with 3 generations: the Anvil! sequence (oldest to _incomplete, t
     { id: 'g3', fromSeq: 1, toSeq: 2 },
     { id: 'g2', fromSeq: 2, toSeq: 3 },
   ]);
-  assert.equal(p.renames[0]!.disks, disks);
+  assert.equal(p.renames[0]?.disks, disks);
 });
 
 test('fewer generations than copies: everything shifts and the slot copies the newest', () => {

@@ -68,7 +68,9 @@ export function buildDrDefinition(
       target: d.target,
       source: what,
     });
-    const parent = d.element.parentNode!;
+    // A disk element always sits in <devices>; one without a parent is not in the document.
+    const parent = d.element.parentNode;
+    if (!parent) continue;
     parent.insertBefore(
       xml.doc.createComment(
         commentText(` haven: disk ${d.target} (${what}) is not replicated to this store and was removed `),

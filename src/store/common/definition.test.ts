@@ -49,7 +49,9 @@ test('disks point at the newest raw images, cdroms are ejected, unreplicated dis
       ['sda', 'cdrom', 'file', undefined, undefined],
     ],
   );
-  assert.equal(x.child(disks[0]!.element, 'backingStore'), undefined);
+  const first = disks[0];
+  assert.ok(first);
+  assert.equal(x.child(first.element, 'backingStore'), undefined);
   assert.match(out, /haven: disk vdc \(rbd:pool\/img\) is not replicated/);
   assert.equal(x.name, 'Web01');
 });

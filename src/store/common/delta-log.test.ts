@@ -16,8 +16,17 @@ function digests(n: number, seed: number): Buffer {
   return b;
 }
 
+const firstEntry: IndexEntry = {
+  kind: 'data',
+  disk: 0,
+  offset: 0,
+  length: 3 * 65536,
+  dataPos: 0,
+  digests: digests(3, 1),
+};
+
 const entries: IndexEntry[] = [
-  { kind: 'data', disk: 0, offset: 0, length: 3 * 65536, dataPos: 0, digests: digests(3, 1) },
+  firstEntry,
   { kind: 'zero', disk: 1, offset: 2 ** 40, length: 2 ** 33, dataPos: 0, digests: Buffer.alloc(0) },
   {
     kind: 'data',
@@ -41,7 +50,7 @@ test('entries round-trip, whatever the slicing', () => {
 });
 
 test('a truncated log and garbage are typed errors', () => {
-  const bytes = encodeEntry(entries[0]!);
+  const bytes = encodeEntry(firstEntry);
   const d = new IndexDecoder('x');
   assert.deepEqual(d.push(bytes.subarray(0, bytes.length - 1)), []);
   assert.throws(

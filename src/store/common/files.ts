@@ -38,9 +38,10 @@ export function tmpName(path: string): string {
 /** Temporary files this module leaves behind when a process dies mid-write. */
 export const TMP_PATTERN = /^\..+\.tmp-\d+-[0-9a-f]{8}$/;
 
-export async function fsyncDir(dir: string): Promise<void> {
-  await io(dir, async () => {
-    const fh = await open(dir, 'r');
+/** fsync of a directory (its entries: names created, renamed, removed) or of a file. */
+async function syncPath(path: string, flags: 'r' | 'r+'): Promise<void> {
+  await io(path, async () => {
+    const fh = await open(path, flags);
     try {
       await fh.sync();
     } finally {
@@ -49,15 +50,12 @@ export async function fsyncDir(dir: string): Promise<void> {
   });
 }
 
-export async function fsyncFile(path: string): Promise<void> {
-  await io(path, async () => {
-    const fh = await open(path, 'r+');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  });
+export function fsyncDir(dir: string): Promise<void> {
+  return syncPath(dir, 'r');
+}
+
+export function fsyncFile(path: string): Promise<void> {
+  return syncPath(path, 'r+');
 }
 
 async function writeTmp(path: string, data: string | Buffer, sync = true): Promise<string> {

@@ -1,0 +1,250 @@
+/**
+ * What every store kind does the same way (the Store contract, types.ts), over its images
+ * (images.ts) and its metadata files: readers' consistent view during a rotation, recovery,
+ * opening deltas (checks, server lock, roll-forward, base), digests, and the manifest
+ * bookkeeping of recovery/. A store kind adds what depends on how images are stored: reading one
+ * (openImage) and checking them (verify). fs/fs-store.ts is the filesystem store.
+ */
+
+import { open } from 'node:fs/promises';
+import type { Logger } from '../../core/log.ts';
+import { checkName, isSafeName } from '../../core/names.ts';
+import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../errors.ts';
+import {
+  type DeltaMeta,
+  type DeltaWriter,
+  DIGEST_BYTES,
+  type Generation,
+  type GenerationDisk,
+  type ImageReader,
+  type ServerHold,
+  type ServerManifest,
+  type Store,
+  type StoreDescriptor,
+  type StoreKind,
+  type TestRecord,
+  type VerifyOptions,
+  type VerifyReport,
+} from '../types.ts';
+import { checkBootPriority, findGenerationDisk, isChunkRange } from './checks.ts';
+import { rollForward } from './commit/roll-forward.ts';
+import type { StoreContext } from './context.ts';
+import { validateDeltaMeta } from './delta-meta.ts';
+import { exists, io } from './files.ts';
+import { listServerDirs, readManifest, withManifestLock, writeManifest } from './metadata.ts';
+import { readerView, type ServerView } from './reader-view.ts';
+import { type ManifestFile, manifestView } from './records.ts';
+import { recoverStore } from './recover.ts';
+import { registerDelta } from './register.ts';
+import { lockServer } from './server-lock.ts';
+import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
+import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, readSums } from './sums.ts';
+import { openDeltaWriter } from './writer/open.ts';
+
+export abstract class StoreBase implements Store {
+  abstract readonly kind: StoreKind;
+  readonly descriptor: StoreDescriptor;
+
+  protected constructor(
+    protected readonly ctx: StoreContext,
+    readonly location: string,
+    /** How long a reader waits for a running rotation's short renaming steps. */
+    private readonly busyWaitMs: number,
+  ) {
+    this.descriptor = ctx.descriptor;
+  }
+
+  abstract openImage(server: string, generationId: string, disk: string): Promise<ImageReader>;
+  abstract verify(server?: string, options?: VerifyOptions): Promise<VerifyReport>;
+
+  recover(only?: string): Promise<string[]> {
+    return recoverStore(this.ctx, only);
+  }
+
+  async listServers(): Promise<string[]> {
+    const out: string[] = [];
+    for (const s of await listServerDirs(this.ctx)) {
+      if (isSafeName(s) && (await exists(this.ctx.layout.manifest(s)))) out.push(s);
+    }
+    return out;
+  }
+
+  async manifest(server: string): Promise<ServerManifest | null> {
+    const v = await this.view(server);
+    return v.manifest ? manifestView(v.manifest) : null;
+  }
+
+  /** Loads the XML parser and the rules openDelta checks the source definition with. */
+  expectDelta(_server: string): void {
+    loadDefinitionChecks().catch(() => {});
+  }
+
+  async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
+    validateDeltaMeta(meta);
+    await checkSourceDefinition(meta.server, meta.sourceDefinition);
+    const ctx = this.ctx;
+    const writerLog = (log ?? ctx.log).child({ server: meta.server });
+    const lock = await lockServer(ctx, meta.server, `delta ${meta.pointInTime}`);
+    try {
+      await rollForward(ctx, meta.server, writerLog);
+      const base = await this.checkBase(meta);
+      return await openDeltaWriter({
+        ctx,
+        meta,
+        base,
+        lock,
+        log: writerLog,
+        host: {
+          commit: async (server, commitLog) => {
+            const generation = await rollForward(ctx, server, commitLog);
+            if (!generation)
+              throw storeError('STORE_DELTA_STATE', 'internal', `no sealed delta of ${server} to commit`, {
+                hint: 'This is a bug in Haven; please report it with the log file of this run.',
+              });
+            return generation;
+          },
+        },
+        register: (record) => registerDelta(ctx, record),
+      });
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+  }
+
+  /** The newest generation, which `meta` must apply to; refused while the server runs at the DR site. */
+  private async checkBase(meta: DeltaMeta): Promise<Generation | null> {
+    const manifest = await readManifest(this.ctx, meta.server);
+    if (manifest?.activeAtDr) throw activeAtDrError(meta.server, manifest.activeAtDr);
+    const newest = manifest?.generations[0] ?? null;
+    if ((newest?.id ?? null) === meta.baseGenerationId) return newest;
+    throw storeError(
+      'STORE_BASE_MISMATCH',
+      'conflict',
+      `${meta.server}: the delta applies to ${meta.baseGenerationId ?? 'nothing (first run)'}, but the newest generation is ${newest?.id ?? 'none'}`,
+      {
+        hint: "The sender's idea of the target is out of date; it must start again from the newest generation (checksum resync).",
+        details: {
+          server: meta.server,
+          baseGenerationId: meta.baseGenerationId,
+          newest: newest ? { id: newest.id, pointInTime: newest.pointInTime, seq: newest.seq } : null,
+        },
+      },
+    );
+  }
+
+  async imagePath(server: string, generationId: string, disk: string): Promise<string> {
+    const { view, generation } = await this.findDisk(server, generationId, disk);
+    return this.ctx.images.path(server, disk, view.fileSeq(generation));
+  }
+
+  async readDigests(
+    server: string,
+    generationId: string,
+    disk: string,
+    fromChunk: number,
+    count: number,
+  ): Promise<Buffer> {
+    const found = await this.findDisk(server, generationId, disk);
+    const chunks = chunkCount(found.disk.size);
+    if (!isChunkRange(fromChunk, count, chunks)) {
+      throw storeError(
+        'STORE_BAD_RANGE',
+        'usage',
+        `chunks ${fromChunk}+${count} are outside disk ${disk} (${chunks} chunks) or too many at once`,
+        { hint: `Ask for chunks inside the disk, at most ${MAX_DIGEST_REQUEST_CHUNKS} at a time.` },
+      );
+    }
+    const path = this.ctx.layout.sums(server, generationId, disk);
+    return io(path, async () => {
+      const fh = await open(path, 'r');
+      try {
+        if ((await fh.stat()).size < (fromChunk + count) * DIGEST_BYTES) {
+          throw storeError('STORE_DIGESTS_SIZE', 'integrity', `${path} is shorter than its disk needs`, {
+            hint: 'Run `haven verify`.',
+          });
+        }
+        return await readSums(fh, fromChunk, count);
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  definitionPath(server: string): string {
+    return this.ctx.layout.definition(server);
+  }
+
+  async holdServer(server: string, purpose: string, options: { waitMs?: number } = {}): Promise<ServerHold> {
+    checkName('server', server);
+    // Checked first: taking the lock would create the server's directory.
+    if (!(await exists(this.ctx.layout.manifest(server)))) throw serverNotFound(server);
+    const lock = await lockServer(this.ctx, server, purpose, options.waitMs ?? 0);
+    try {
+      // A server running at the DR site boots from its generations: nothing may rotate them.
+      const manifest = await readManifest(this.ctx, server);
+      if (!manifest?.activeAtDr) await rollForward(this.ctx, server, this.ctx.log);
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    let released: Promise<void> | undefined;
+    return {
+      server,
+      release: () => {
+        released ??= lock.release();
+        return released;
+      },
+    };
+  }
+
+  async recordTest(server: string, generationId: string, record: TestRecord): Promise<void> {
+    await this.updateManifest(server, (m) => {
+      const g = m.generations.find((x) => x.id === generationId);
+      if (!g) throw generationNotFound(server, generationId);
+      g.tests.push(structuredClone(record));
+    });
+  }
+
+  async setBootPriority(server: string, priority: number): Promise<void> {
+    checkBootPriority(priority);
+    await this.updateManifest(server, (m) => {
+      m.bootPriority = priority;
+    });
+  }
+
+  async setActiveAtDr(server: string, active: ServerManifest['activeAtDr'] | null): Promise<void> {
+    await this.updateManifest(server, (m) => {
+      if (active) m.activeAtDr = structuredClone(active);
+      else delete m.activeAtDr;
+    });
+  }
+
+  async close(): Promise<void> {}
+
+  /** The server as readers see it now (reader-view.ts). */
+  protected view(server: string): Promise<ServerView> {
+    return readerView(this.ctx, server, this.busyWaitMs);
+  }
+
+  /** A generation's disk of the server as readers see it now; not-found errors name what is missing. */
+  protected async findDisk(
+    server: string,
+    generationId: string,
+    disk: string,
+  ): Promise<{ view: ServerView; generation: Generation; disk: GenerationDisk }> {
+    const view = await this.view(server);
+    if (!view.manifest) throw serverNotFound(server);
+    return { view, ...findGenerationDisk(view.manifest, generationId, disk) };
+  }
+
+  private async updateManifest(server: string, change: (m: ManifestFile) => void): Promise<void> {
+    if (!(await exists(this.ctx.layout.manifest(server)))) throw serverNotFound(server);
+    await withManifestLock(this.ctx, server, async () => {
+      const manifest = await readManifest(this.ctx, server);
+      if (!manifest) throw serverNotFound(server);
+      change(manifest);
+      await writeManifest(this.ctx, manifest);
+    });
+  }
+}
