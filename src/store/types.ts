@@ -10,7 +10,7 @@
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
 import type { Logger } from '../core/log.ts';
-import type { JournalDeltaMeta, JournalInfo, SegmentWriter } from './journal-types.ts';
+import type { JournalDeltaMeta, JournalInfo, JournalPoint, SegmentRecord, SegmentWriter } from './journal-types.ts';
 
 export type { DigestAlgorithm } from '../core/digest.ts';
 export * from './journal-types.ts';
@@ -312,6 +312,18 @@ export interface Store {
   openSegment?(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter>;
   /** The server's journal as a sender needs to know it; null when the server has none. */
   journalInfo?(server: string): Promise<JournalInfo | null>;
+  /** The journal's points, oldest first (the base point, then every consistent segment). */
+  journalPoints?(server: string): Promise<JournalPoint[]>;
+  /**
+   * Writes the disks as they were at a point into new raw images (disk name → path); the
+   * journal is only read. Resolves with the point.
+   */
+  materialisePoint?(
+    server: string,
+    pointId: string,
+    outputs: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<SegmentRecord>;
 
   /** Recovery bookkeeping, written atomically into the manifest. */
   recordTest(server: string, generationId: string, record: TestRecord): Promise<void>;

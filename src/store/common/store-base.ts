@@ -17,6 +17,11 @@ import {
   type Generation,
   type GenerationDisk,
   type ImageReader,
+  type JournalDeltaMeta,
+  type JournalInfo,
+  type JournalPoint,
+  type SegmentRecord,
+  type SegmentWriter,
   type ServerHold,
   type ServerManifest,
   type Store,
@@ -39,6 +44,7 @@ import { registerDelta } from './register.ts';
 import { lockServer } from './server-lock.ts';
 import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
 import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, readSums } from './sums.ts';
+import { journalInfo, journalPoints, materialisePoint, openSegment } from './journal/journal.ts';
 import { openDeltaWriter } from './writer/open.ts';
 
 export abstract class StoreBase implements Store {
@@ -110,6 +116,27 @@ export abstract class StoreBase implements Store {
       await lock.release();
       throw e;
     }
+  }
+
+  openSegment(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter> {
+    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }));
+  }
+
+  journalInfo(server: string): Promise<JournalInfo | null> {
+    return journalInfo(this.ctx, checkName('server', server));
+  }
+
+  journalPoints(server: string): Promise<JournalPoint[]> {
+    return journalPoints(this.ctx, checkName('server', server));
+  }
+
+  materialisePoint(
+    server: string,
+    pointId: string,
+    outputs: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<SegmentRecord> {
+    return materialisePoint(this.ctx, checkName('server', server), pointId, outputs, signal);
   }
 
   /** The newest generation, which `meta` must apply to; refused while the server runs at the DR site. */
