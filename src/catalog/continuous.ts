@@ -242,9 +242,18 @@ export class ContinuousTable {
     });
   }
 
-  updateSwitchover(server: string, u: { state: SwitchoverState; pointId?: string | null; error?: string | null }): void {
+  updateSwitchover(
+    server: string,
+    u: { state: SwitchoverState; pointId?: string | null; error?: string | null },
+  ): void {
     this.c.write(() =>
-      this.setSwitch.run({ server, state: u.state, pointId: u.pointId ?? null, error: u.error ?? null, at: Date.now() }),
+      this.setSwitch.run({
+        server,
+        state: u.state,
+        pointId: u.pointId ?? null,
+        error: u.error ?? null,
+        at: Date.now(),
+      }),
     );
   }
 

@@ -7,8 +7,8 @@
  * moment a lane's lag passes the job's objective, `rpo.recovered` when it is back within it.
  */
 import type { Catalog } from '../catalog/catalog.ts';
-import { formatDuration } from '../core/units.ts';
 import type { Logger } from '../core/log.ts';
+import { formatDuration } from '../core/units.ts';
 import {
   type ContinuousStateStore,
   type LaneRecord,

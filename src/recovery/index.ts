@@ -44,3 +44,4 @@ export {
 } from './guard.ts';
 export { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 export { type RestoreFormat, type RestoreOptions, type RestoreResult, restoreServer } from './restore.ts';
+export { choosePoint, restorePoint } from './restore-point.ts';

@@ -175,7 +175,7 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
  * console files and sockets in the restore directory under names that start with its name (a
  * directory may hold several restored servers), under the new name with a new UUID if renamed.
  */
-async function restoredXml(
+export async function restoredXml(
   o: RestoreOptions,
   generation: Generation,
   name: string,
@@ -206,7 +206,7 @@ async function restoredXml(
   return booted;
 }
 
-async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {
+export async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {
   try {
     const { state } = await domainState(virsh, name);
     throw recoveryError(
@@ -224,7 +224,7 @@ async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {
   }
 }
 
-async function allocated(path: string): Promise<number> {
+export async function allocated(path: string): Promise<number> {
   const fh = await open(path, 'r');
   try {
     return (await fh.stat()).blocks * 512;

@@ -10,11 +10,17 @@
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
 import type { Logger } from '../core/log.ts';
-import type { JournalDeltaMeta, JournalInfo, JournalPoint, SegmentRecord, SegmentWriter } from './journal-types.ts';
+import type {
+  JournalDeltaMeta,
+  JournalInfo,
+  JournalPoint,
+  SegmentRecord,
+  SegmentWriter,
+} from './journal-types.ts';
 
 export type { DigestAlgorithm } from '../core/digest.ts';
-export * from './journal-types.ts';
 export { DIGEST_BYTES } from '../core/digest.ts';
+export * from './journal-types.ts';
 
 /** On-disk format version of the store (descriptor, manifests, delta records). */
 export const STORE_FORMAT_VERSION = 1;
@@ -312,6 +318,8 @@ export interface Store {
   openSegment?(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter>;
   /** The server's journal as a sender needs to know it; null when the server has none. */
   journalInfo?(server: string): Promise<JournalInfo | null>;
+  /** Servers with a point-in-time journal in this store. */
+  listJournals?(): Promise<string[]>;
   /** The journal's points, oldest first (the base point, then every consistent segment). */
   journalPoints?(server: string): Promise<JournalPoint[]>;
   /**

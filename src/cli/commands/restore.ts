@@ -1,11 +1,13 @@
 /**
  * `haven restore <server> --store PATH --generation K --to DIR [--name NEW] [--format qcow2|raw]`:
- * write a generation back as images and define the server (docs/recovery.md).
+ * write a generation back as images and define the server (docs/recovery.md); with
+ * `--at <time|point>` instead of --generation, a point of the server's journal
+ * (docs/continuous.md).
  */
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration } from '../../core/units.ts';
-import { type RestoreFormat, restoreServer } from '../../recovery/index.ts';
+import { type RestoreFormat, restorePoint, restoreServer } from '../../recovery/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
@@ -14,7 +16,8 @@ import { progressBar } from '../progress-bar.ts';
 
 interface RestoreFlags {
   store: string;
-  generation: string;
+  generation?: string;
+  at?: string;
   to: string;
   name?: string;
   format: string;
@@ -30,7 +33,11 @@ export default function register(program: Command, context: () => CliContext): v
     .description('write a generation back as disk images and define the server')
     .argument('<server>', 'the server in the store')
     .requiredOption('--store <path>', 'the store holding it')
-    .requiredOption('--generation <k>', 'generation: 1 = newest, 2 = the one before, …')
+    .option('--generation <k>', 'generation: 1 = newest, 2 = the one before, …')
+    .option(
+      '--at <time|point>',
+      'a point of the journal: its id, or a time (the newest point at or before it)',
+    )
     .requiredOption(
       '--to <dir>',
       'directory for the images (created if missing; nothing in it is overwritten)',
@@ -43,7 +50,10 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--json', 'print the result as JSON')
     .action(async (server: string, flags: RestoreFlags) => {
       const ctx = context();
-      const seq = Number(flags.generation);
+      if ((flags.generation === undefined) === (flags.at === undefined)) {
+        throw new UsageError('name what to restore: --generation K or --at <time|point> (one of them)');
+      }
+      const seq = Number(flags.generation ?? 1);
       if (!Number.isInteger(seq) || seq < 1) throw new UsageError('--generation must be 1 (newest) or more');
       if (flags.format !== 'raw' && flags.format !== 'qcow2') {
         throw new UsageError(`--format must be raw or qcow2, got ${JSON.stringify(flags.format)}`);
@@ -54,10 +64,11 @@ export default function register(program: Command, context: () => CliContext): v
       try {
         const rules = (await ctx.config()).definitions;
         const r = await interruptible(`restore ${server}`, (signal) =>
-          restoreServer({
+          (flags.at === undefined ? restoreServer : restorePoint)({
             store,
             server,
             generation: seq,
+            at: flags.at ?? '',
             to: flags.to,
             name: flags.name,
             format: flags.format as RestoreFormat,
@@ -76,7 +87,7 @@ export default function register(program: Command, context: () => CliContext): v
           return;
         }
         ctx.print(
-          `${server} generation _${r.generation.seq} (taken ${r.generation.takenAt}) restored in ${formatDuration(r.seconds * 1000)}${r.defined ? `, defined as ${r.name}` : ''}`,
+          `${server} ${flags.at === undefined ? `generation _${r.generation.seq}` : `point ${r.generation.id}`} (taken ${r.generation.takenAt}) restored in ${formatDuration(r.seconds * 1000)}${r.defined ? `, defined as ${r.name}` : ''}`,
         );
         ctx.printTable(
           ['disk', 'image', 'size', 'allocated'],

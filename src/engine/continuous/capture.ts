@@ -118,7 +118,10 @@ export class Capture {
     log: Logger;
   }): Promise<Capture> {
     const checkpoint = newCheckpointName();
-    const socketPath = join(ensureRunDir(o.runDir, 'nbd'), `c-${o.server.uuid.slice(0, 8)}-${process.pid}.sock`);
+    const socketPath = join(
+      ensureRunDir(o.runDir, 'nbd'),
+      `c-${o.server.uuid.slice(0, 8)}-${process.pid}.sock`,
+    );
     const files = await o.scratch.take();
     const wanted = new Set(o.disks.map((d) => d.target));
     const excluded = o.server.disks.filter((d) => !wanted.has(d.target)).map((d) => d.target);
@@ -155,13 +158,22 @@ export class Capture {
     const disks = o.disks.map((d) => {
       const exp = job.exports.find((x) => x.disk === d.target);
       if (!exp) {
-        throw new EngineError('ENGINE_SOURCE_CHANGED', `the backup of ${o.server.name} does not export ${d.target}`, {
-          kind: 'conflict',
-          hint: 'The server’s disks changed; the protector starts over with its disks as they are now.',
-          details: { server: o.server.name, disk: d.target },
-        });
+        throw new EngineError(
+          'ENGINE_SOURCE_CHANGED',
+          `the backup of ${o.server.name} does not export ${d.target}`,
+          {
+            kind: 'conflict',
+            hint: 'The server’s disks changed; the protector starts over with its disks as they are now.',
+            details: { server: o.server.name, disk: d.target },
+          },
+        );
       }
-      return { ...d, socketPath: job.socketPath, exportName: exp.exportName, dirtyContext: exp.bitmapContext };
+      return {
+        ...d,
+        socketPath: job.socketPath,
+        exportName: exp.exportName,
+        dirtyContext: exp.bitmapContext,
+      };
     });
     const finish = async () => {
       await backupAbort(o.virsh, o.server.name);
@@ -218,7 +230,10 @@ export class Capture {
   /** The chunks changed since the base checkpoint; null when some disk has no dirty map. */
   async dirty(chunkSize: number): Promise<DiskChunks | null> {
     if (!this.incremental) return null;
-    const out = new DiskChunks(this.disks.map((d) => [d.name, d.size] as [string, number]), chunkSize);
+    const out = new DiskChunks(
+      this.disks.map((d) => [d.name, d.size] as [string, number]),
+      chunkSize,
+    );
     for (const d of this.disks) {
       const set = out.get(d.name);
       const c = await this.client(d);
@@ -231,7 +246,10 @@ export class Capture {
 
   /** The chunks that may hold data (a first copy's pending set). */
   async allocated(chunkSize: number): Promise<DiskChunks> {
-    const out = new DiskChunks(this.disks.map((d) => [d.name, d.size] as [string, number]), chunkSize);
+    const out = new DiskChunks(
+      this.disks.map((d) => [d.name, d.size] as [string, number]),
+      chunkSize,
+    );
     for (const d of this.disks) {
       const set = out.get(d.name);
       for await (const s of allocationSegments(mapExtents(await this.client(d), CONTEXT_BASE_ALLOCATION))) {
@@ -245,7 +263,12 @@ export class Capture {
    * Reads `selection` into the spool, disk by disk in order, each chunk as data or, where the
    * export reads as zero, as a zero extent. Returns the data bytes read.
    */
-  async read(selection: DiskChunks, spool: Spool, chunkSize: number, tuning = CAPTURE_TUNING): Promise<number> {
+  async read(
+    selection: DiskChunks,
+    spool: Spool,
+    chunkSize: number,
+    tuning = CAPTURE_TUNING,
+  ): Promise<number> {
     let bytes = 0;
     const pool = new BufferPool(tuning.pieceBytes);
     for (const d of this.disks) {
@@ -258,10 +281,15 @@ export class Capture {
       const end = Math.min(d.size, (last.first + last.count) * chunkSize);
       const ranges = (async function* () {
         for (const r of runs) {
-          yield { offset: r.first * chunkSize, length: Math.min(d.size, (r.first + r.count) * chunkSize) - r.first * chunkSize };
+          yield {
+            offset: r.first * chunkSize,
+            length: Math.min(d.size, (r.first + r.count) * chunkSize) - r.first * chunkSize,
+          };
         }
       })();
-      const alloc = allocationSegments(mapExtents(c, CONTEXT_BASE_ALLOCATION, { offset: first, length: end - first }));
+      const alloc = allocationSegments(
+        mapExtents(c, CONTEXT_BASE_ALLOCATION, { offset: first, length: end - first }),
+      );
       const extents = alignToChunks(intersect(ranges, alloc), chunkSize, d.size);
       const pieces = orderedReads(extents, {
         read: async (offset, length) => {

@@ -11,11 +11,14 @@ test('byte ranges become the chunks they touch, runs come out ascending and merg
   s.addBytes(5 * K64, 3 * K64, K64); // 5, 6, 7
   s.addBytes(10 * K64, 100, K64); // the short last chunk
   s.addBytes(3 * K64, 0, K64); // nothing
-  assert.deepEqual([...s.runs()], [
-    { first: 0, count: 2 },
-    { first: 5, count: 3 },
-    { first: 10, count: 1 },
-  ]);
+  assert.deepEqual(
+    [...s.runs()],
+    [
+      { first: 0, count: 2 },
+      { first: 5, count: 3 },
+      { first: 10, count: 1 },
+    ],
+  );
   assert.equal(s.count(), 6);
   assert.ok(s.has(6) && !s.has(4));
 });
@@ -41,14 +44,20 @@ test('union, difference, intersection, head and a round trip through JSON', () =
   const i = a.intersect(b);
   assert.deepEqual([...i.runs()], [{ first: 5, count: 5 }]);
   u.removeAll(i);
-  assert.deepEqual([...u.runs()], [
-    { first: 0, count: 5 },
-    { first: 10, count: 5 },
-  ]);
-  assert.deepEqual([...u.head(7).runs()], [
-    { first: 0, count: 5 },
-    { first: 10, count: 2 },
-  ]);
+  assert.deepEqual(
+    [...u.runs()],
+    [
+      { first: 0, count: 5 },
+      { first: 10, count: 5 },
+    ],
+  );
+  assert.deepEqual(
+    [...u.head(7).runs()],
+    [
+      { first: 0, count: 5 },
+      { first: 10, count: 2 },
+    ],
+  );
   assert.throws(() => a.addAll(new ChunkSet(65)), /do not combine/);
 
   const d = new DiskChunks(

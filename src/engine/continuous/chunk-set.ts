@@ -209,7 +209,8 @@ export class DiskChunks {
   /** Serialised: JSON-safe, one base64 bitmap per disk with its chunk count. */
   toJSON(): Record<string, { chunks: number; bits: string }> {
     const out: Record<string, { chunks: number; bits: string }> = {};
-    for (const [d, s] of this.disks) out[d] = { chunks: s.chunks, bits: Buffer.from(s.toBytes()).toString('base64') };
+    for (const [d, s] of this.disks)
+      out[d] = { chunks: s.chunks, bits: Buffer.from(s.toBytes()).toString('base64') };
     return out;
   }
 

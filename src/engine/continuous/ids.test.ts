@@ -3,7 +3,12 @@ import { test } from 'node:test';
 import type { JournalInfo } from '../../store/types.ts';
 import { adopt, decide, nextGeneration } from './ids.ts';
 
-function journal(current: string, history: string[], tail = 'seg-9', extra: Partial<JournalInfo> = {}): JournalInfo {
+function journal(
+  current: string,
+  history: string[],
+  tail = 'seg-9',
+  extra: Partial<JournalInfo> = {},
+): JournalInfo {
   return {
     windowMs: 7_200_000,
     segments: 9,
@@ -39,13 +44,27 @@ test('an empty target gets a full copy, a periodic store its generation’s chec
 });
 
 test('the same lineage resyncs from the bitmap only when the bitmap is relative to the target', () => {
-  assert.equal(decide({ primary, lane, journal: journal('b', ['a']), newestGeneration: null }).kind, 'bitmap');
+  assert.equal(
+    decide({ primary, lane, journal: journal('b', ['a']), newestGeneration: null }).kind,
+    'bitmap',
+  );
   // The target appended the segment whose answer was lost: the pending set still covers it.
   const sent = { ...lane, tail: 'seg-8', inflight: 'haven-cp-9' };
-  assert.equal(decide({ primary, lane: sent, journal: journal('b', ['a']), newestGeneration: null }).kind, 'bitmap');
-  const other = decide({ primary, lane: { ...lane, tail: 'seg-7' }, journal: journal('b', ['a']), newestGeneration: null });
+  assert.equal(
+    decide({ primary, lane: sent, journal: journal('b', ['a']), newestGeneration: null }).kind,
+    'bitmap',
+  );
+  const other = decide({
+    primary,
+    lane: { ...lane, tail: 'seg-7' },
+    journal: journal('b', ['a']),
+    newestGeneration: null,
+  });
   assert.equal(other.kind, 'checksum');
-  assert.equal(decide({ primary, lane: null, journal: journal('b', ['a']), newestGeneration: null }).kind, 'checksum');
+  assert.equal(
+    decide({ primary, lane: null, journal: journal('b', ['a']), newestGeneration: null }).kind,
+    'checksum',
+  );
 });
 
 test('older lineages resync by checksum; a failed-back lineage is adopted', () => {
@@ -69,6 +88,12 @@ test('newer, diverged and unrelated targets are refused unless the operator over
   assert.equal(split.kind === 'refuse' ? split.code : split.kind, 'CONTINUOUS_SPLIT_BRAIN');
   const unrelated = decide({ primary, lane, journal: journal('z', ['y']), newestGeneration: null });
   assert.equal(unrelated.kind === 'refuse' ? unrelated.code : unrelated.kind, 'CONTINUOUS_UNRELATED');
-  const forced = decide({ primary, lane, journal: journal('z', ['y']), newestGeneration: null, overwrite: true });
+  const forced = decide({
+    primary,
+    lane,
+    journal: journal('z', ['y']),
+    newestGeneration: null,
+    overwrite: true,
+  });
   assert.equal(forced.kind, 'checksum');
 });

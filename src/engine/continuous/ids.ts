@@ -35,7 +35,10 @@ export function mintGenerationId(): string {
 }
 
 /** New identifiers for a side that starts writing on its own: the old current goes into history. */
-export function nextGeneration(ids: GenerationIds | null, writer?: GenerationIds['lastWriter']): GenerationIds {
+export function nextGeneration(
+  ids: GenerationIds | null,
+  writer?: GenerationIds['lastWriter'],
+): GenerationIds {
   const history = ids ? [ids.current, ...ids.history].slice(0, HISTORY_LENGTH) : [];
   return { current: mintGenerationId(), history, ...(writer ? { lastWriter: writer } : {}) };
 }
@@ -89,7 +92,11 @@ export function decide(i: DecideInput): SyncDecision {
     return { kind: 'full', ids };
   }
   if (!i.primary) {
-    return { kind: 'checksum', ids: adopt(null, target.current), reason: 'this host knows no identifiers for the server' };
+    return {
+      kind: 'checksum',
+      ids: adopt(null, target.current),
+      reason: 'this host knows no identifiers for the server',
+    };
   }
   const failedBack = i.journal?.failedBack;
   if (failedBack && failedBack.generationId !== i.primary.current) {
@@ -109,7 +116,11 @@ export function decide(i: DecideInput): SyncDecision {
     if (relative) {
       return { kind: 'bitmap', ids: i.primary };
     }
-    return { kind: 'checksum', ids: i.primary, reason: 'the pending set is not relative to what the target holds' };
+    return {
+      kind: 'checksum',
+      ids: i.primary,
+      reason: 'the pending set is not relative to what the target holds',
+    };
   }
   if (i.overwrite) {
     return { kind: 'checksum', ids: i.primary, reason: 'the operator chose to overwrite the target' };
@@ -132,5 +143,9 @@ export function decide(i: DecideInput): SyncDecision {
       reason: 'both sides wrote after they parted (split brain)',
     };
   }
-  return { kind: 'refuse', code: 'CONTINUOUS_UNRELATED', reason: 'the target’s copy shares no history with this server' };
+  return {
+    kind: 'refuse',
+    code: 'CONTINUOUS_UNRELATED',
+    reason: 'the target’s copy shares no history with this server',
+  };
 }

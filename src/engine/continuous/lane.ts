@@ -189,7 +189,12 @@ export class Lane {
 
   /** Whether a (re)connection is due now. */
   wantsConnect(now = Date.now()): boolean {
-    return this.session === null && this.connecting === null && this.state !== 'stopped' && now >= this.nextConnectAt;
+    return (
+      this.session === null &&
+      this.connecting === null &&
+      this.state !== 'stopped' &&
+      now >= this.nextConnectAt
+    );
   }
 
   /**
@@ -214,7 +219,10 @@ export class Lane {
       const { newest, journal } = await sender.queryJournal(this.o.server);
       const decision = decide({
         primary,
-        lane: this.storeId === sender.store.id ? { generationId: this.baseline, tail: this.tail, inflight: this.inflight } : null,
+        lane:
+          this.storeId === sender.store.id
+            ? { generationId: this.baseline, tail: this.tail, inflight: this.inflight }
+            : null,
         journal,
         newestGeneration: newest?.pointInTime ?? null,
         overwrite: this.o.overwrite,
@@ -225,7 +233,11 @@ export class Lane {
       sender = undefined;
       this.error = null;
       this.backoffMs = BACKOFF_MIN_MS;
-      this.log.info('connected', { decision: decision.kind, tail: this.tail, pendingBytes: this.pendingBytes });
+      this.log.info('connected', {
+        decision: decision.kind,
+        tail: this.tail,
+        pendingBytes: this.pendingBytes,
+      });
       return decision;
     } catch (e) {
       let err = asHavenError(e);
@@ -302,7 +314,12 @@ export class Lane {
     });
   }
 
-  private async shipOnce(sender: StreamSender, cycle: CycleForLane, part: DiskChunks, consistent: boolean): Promise<void> {
+  private async shipOnce(
+    sender: StreamSender,
+    cycle: CycleForLane,
+    part: DiskChunks,
+    consistent: boolean,
+  ): Promise<void> {
     let lastMove = Date.now();
     let seen = sender.bytesOnWire + sender.bytesReceived;
     const watchdog = setInterval(() => {
@@ -426,11 +443,15 @@ export class Lane {
   }
 
   private chunkSizeError(size: number): ContinuousError {
-    return new ContinuousError('CONTINUOUS_CHUNK_SIZE', `the store of ${this.name} uses ${size}-byte chunks`, {
-      kind: 'unavailable',
-      hint: 'Continuous protection needs a store with 64 KiB chunks (every store Haven creates).',
-      details: { target: this.name, chunkSize: size },
-    });
+    return new ContinuousError(
+      'CONTINUOUS_CHUNK_SIZE',
+      `the store of ${this.name} uses ${size}-byte chunks`,
+      {
+        kind: 'unavailable',
+        hint: 'Continuous protection needs a store with 64 KiB chunks (every store Haven creates).',
+        details: { target: this.name, chunkSize: size },
+      },
+    );
   }
 
   private refusal(
@@ -480,25 +501,32 @@ export function refusalError(
     code === 'CONTINUOUS_UNRELATED'
       ? `If the target's copy is not this server's, overwrite it explicitly: \`${overwrite}\`; otherwise point the job at another store.`
       : `Keep the DR site's writes: run \`${failback}\` at the DR site (the primary's writes since the split are lost). Discard them: run \`${discard}\` at the DR site. Replication then resumes by itself.`;
-  return new ContinuousError(code, `${f.server} → ${f.target}: refused, ${f.reason}; the target was ${drSide}; ${primarySide}`, {
-    kind: code === 'CONTINUOUS_DR_NEWER' ? 'refused' : 'conflict',
-    hint,
-    details: {
-      server: f.server,
-      target: f.target,
-      lastWriter: f.dr,
-      primaryLastPoint: f.primaryLastPoint,
-      commands: code === 'CONTINUOUS_UNRELATED' ? { overwrite } : { failback, discard },
-      ...(f.ids ? { ids: f.ids } : {}),
+  return new ContinuousError(
+    code,
+    `${f.server} → ${f.target}: refused, ${f.reason}; the target was ${drSide}; ${primarySide}`,
+    {
+      kind: code === 'CONTINUOUS_DR_NEWER' ? 'refused' : 'conflict',
+      hint,
+      details: {
+        server: f.server,
+        target: f.target,
+        lastWriter: f.dr,
+        primaryLastPoint: f.primaryLastPoint,
+        commands: code === 'CONTINUOUS_UNRELATED' ? { overwrite } : { failback, discard },
+        ...(f.ids ? { ids: f.ids } : {}),
+      },
     },
-  });
+  );
 }
 
 function pointOf(p: { id: string; pointInTime: string; takenAt: string; committedAt: string }): LanePoint {
   return { id: p.id, pointInTime: p.pointInTime, takenAt: p.takenAt, committedAt: p.committedAt };
 }
 
-function sameDisks(json: Record<string, { chunks: number }>, disks: ReadonlyArray<{ name: string; size: number }>): boolean {
+function sameDisks(
+  json: Record<string, { chunks: number }>,
+  disks: ReadonlyArray<{ name: string; size: number }>,
+): boolean {
   const names = Object.keys(json);
   return (
     names.length === disks.length &&

@@ -135,7 +135,11 @@ export class Protector {
       throw new ContinuousError(
         'CONTINUOUS_TOO_MANY_TARGETS',
         `continuous protection takes 1 to ${MAX_TARGETS} targets, not ${o.targets.length}`,
-        { kind: 'usage', hint: `Name at most ${MAX_TARGETS} targets with --to.`, details: { targets: o.targets.length } },
+        {
+          kind: 'usage',
+          hint: `Name at most ${MAX_TARGETS} targets with --to.`,
+          details: { targets: o.targets.length },
+        },
       );
     }
   }
@@ -232,7 +236,9 @@ export class Protector {
       if (this.domain === 'running') this.offlineDone = false;
       const due = this.lastCycleAt + this.o.intervalMs - Date.now();
       const ready = this.lanes.some((l) => l.idle || l.needs !== null);
-      const offlineWanted = this.domain === 'off' && (!this.offlineDone || this.lanes.some((l) => l.idle && !l.pending.isEmpty()));
+      const offlineWanted =
+        this.domain === 'off' &&
+        (!this.offlineDone || this.lanes.some((l) => l.idle && !l.pending.isEmpty()));
       if (!ready || due > 0 || (this.domain === 'off' && !offlineWanted)) {
         await this.sleep(ready && due > 0 ? due : this.domain === 'off' ? 2000 : 500);
         continue;
@@ -290,8 +296,23 @@ export class Protector {
     await this.ending;
     const take = (base: string | undefined) =>
       this.domain === 'off'
-        ? Capture.offline({ virsh: this.o.virsh, server: { ...server, state: 'shut off' }, disks, base, runDir: this.o.runDir, log: this.log })
-        : Capture.live({ virsh: this.o.virsh, server, disks, base, runDir: this.o.runDir, scratch, log: this.log });
+        ? Capture.offline({
+            virsh: this.o.virsh,
+            server: { ...server, state: 'shut off' },
+            disks,
+            base,
+            runDir: this.o.runDir,
+            log: this.log,
+          })
+        : Capture.live({
+            virsh: this.o.virsh,
+            server,
+            disks,
+            base,
+            runDir: this.o.runDir,
+            scratch,
+            log: this.log,
+          });
     try {
       return await take(this.chain);
     } catch (e) {
@@ -327,13 +348,21 @@ export class Protector {
       this.o.state.saveCycle(server.name, {
         ids: this.ids,
         checkpoint: cap.pointInTime,
-        lanes: this.lanes.map((l) => ({ ...l.record(), ...(participants.has(l) ? { inflight: cap.pointInTime } : {}) })),
+        lanes: this.lanes.map((l) => ({
+          ...l.record(),
+          ...(participants.has(l) ? { inflight: cap.pointInTime } : {}),
+        })),
       });
       saved = true;
-      const selection = new DiskChunks(disks.map((d) => [d.name, d.size] as [string, number]), CHUNK_SIZE);
+      const selection = new DiskChunks(
+        disks.map((d) => [d.name, d.size] as [string, number]),
+        CHUNK_SIZE,
+      );
       for (const p of participants.values()) selection.addAll(p.part);
       const dir = ensureRunDir(this.o.runDir, 'spool');
-      spool = await Spool.create(join(dir, `${server.name.slice(0, 40)}-${process.pid}-${cap.pointInTime}.spool`));
+      spool = await Spool.create(
+        join(dir, `${server.name.slice(0, 40)}-${process.pid}-${cap.pointInTime}.spool`),
+      );
       this.readBytes += await cap.read(selection, spool, CHUNK_SIZE);
     } catch (e) {
       await spool?.release();
@@ -412,7 +441,8 @@ export class Protector {
       );
       void lane.shipping?.then(() => this.wake?.());
     }
-    if (participants.size > 0 && [...participants.values()].some((p) => p.consistent)) this.cutRequested = false;
+    if (participants.size > 0 && [...participants.values()].some((p) => p.consistent))
+      this.cutRequested = false;
   }
 }
 

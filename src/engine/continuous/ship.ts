@@ -44,7 +44,12 @@ interface Run {
 }
 
 /** The runs of `set` inside [offset, offset + length), split where `compare` membership changes. */
-function* runsIn(set: ChunkSet, compare: ChunkSet | undefined, e: SpoolExtent, chunkSize: number): Generator<Run> {
+function* runsIn(
+  set: ChunkSet,
+  compare: ChunkSet | undefined,
+  e: SpoolExtent,
+  chunkSize: number,
+): Generator<Run> {
   const first = Math.floor(e.offset / chunkSize);
   const end = Math.ceil((e.offset + e.length) / chunkSize);
   let start = -1;
@@ -170,13 +175,26 @@ async function sendDiffering(
   let runStart = -1;
   for (let i = 0; i <= n; i++) {
     const differs =
-      i < n && digests.compare(expected, i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES, i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES) !== 0;
+      i < n &&
+      digests.compare(
+        expected,
+        i * DIGEST_BYTES,
+        (i + 1) * DIGEST_BYTES,
+        i * DIGEST_BYTES,
+        (i + 1) * DIGEST_BYTES,
+      ) !== 0;
     if (differs && runStart < 0) runStart = i;
     if (!differs && runStart >= 0) {
       const from = runStart * C;
       const to = Math.min(i * C, length);
       if (data) {
-        await sender.sendData(disk, offset + from, data.subarray(from, to), digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES), hold?.());
+        await sender.sendData(
+          disk,
+          offset + from,
+          data.subarray(from, to),
+          digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES),
+          hold?.(),
+        );
         tally.dataBytes += to - from;
       } else {
         await sender.sendZero(disk, offset + from, to - from);

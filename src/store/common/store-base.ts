@@ -36,6 +36,13 @@ import { rollForward } from './commit/roll-forward.ts';
 import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
 import { exists, io } from './files.ts';
+import {
+  journalInfo,
+  journalPoints,
+  listJournals,
+  materialisePoint,
+  openSegment,
+} from './journal/journal.ts';
 import { listServerDirs, readManifest, withManifestLock, writeManifest } from './metadata.ts';
 import { readerView, type ServerView } from './reader-view.ts';
 import { type ManifestFile, manifestView } from './records.ts';
@@ -44,7 +51,6 @@ import { registerDelta } from './register.ts';
 import { lockServer } from './server-lock.ts';
 import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
 import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, readSums } from './sums.ts';
-import { journalInfo, journalPoints, materialisePoint, openSegment } from './journal/journal.ts';
 import { openDeltaWriter } from './writer/open.ts';
 
 export abstract class StoreBase implements Store {
@@ -124,6 +130,10 @@ export abstract class StoreBase implements Store {
 
   journalInfo(server: string): Promise<JournalInfo | null> {
     return journalInfo(this.ctx, checkName('server', server));
+  }
+
+  listJournals(): Promise<string[]> {
+    return listJournals(this.ctx);
   }
 
   journalPoints(server: string): Promise<JournalPoint[]> {

@@ -9,7 +9,11 @@ export type DefinitionSource = Pick<DeltaRecord, 'server'> & {
   meta: Pick<DeltaRecord['meta'], 'sourceDefinition' | 'disks'>;
 };
 
-export async function ensureDefinition(ctx: StoreContext, delta: DefinitionSource, log: Logger): Promise<void> {
+export async function ensureDefinition(
+  ctx: StoreContext,
+  delta: DefinitionSource,
+  log: Logger,
+): Promise<void> {
   const path = ctx.layout.definition(delta.server);
   if (await exists(path)) return;
   // Imported when needed: the XML parser is not loaded at a receiver's start (store-base.ts).

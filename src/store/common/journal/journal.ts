@@ -9,13 +9,20 @@ import { type FileHandle, open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from '../../../core/log.ts';
+import { isSafeName } from '../../../core/names.ts';
 import { activeAtDrError, storeError } from '../../errors.ts';
-import type { JournalDeltaMeta, JournalInfo, JournalPoint, SegmentRecord, SegmentWriter } from '../../types.ts';
+import type {
+  JournalDeltaMeta,
+  JournalInfo,
+  JournalPoint,
+  SegmentRecord,
+  SegmentWriter,
+} from '../../types.ts';
 import { ensureDefinition } from '../commit/definition.ts';
 import type { StoreContext } from '../context.ts';
 import { validateDeltaMeta } from '../delta-meta.ts';
-import { ensureDir, fsyncDir, io, listDir, removeTree } from '../files.ts';
-import { readManifest } from '../metadata.ts';
+import { ensureDir, exists, fsyncDir, io, listDir, removeTree } from '../files.ts';
+import { listServerDirs, readManifest } from '../metadata.ts';
 import { lockServer } from '../server-lock.ts';
 import { checkSourceDefinition } from '../source-definition.ts';
 import { writeZeroSums } from '../sums.ts';
@@ -25,7 +32,11 @@ import { JournalSegmentWriter } from './writer.ts';
 
 const run = promisify(execFile);
 
-export async function openSegment(ctx: StoreContext, meta: JournalDeltaMeta, log: Logger): Promise<SegmentWriter> {
+export async function openSegment(
+  ctx: StoreContext,
+  meta: JournalDeltaMeta,
+  log: Logger,
+): Promise<SegmentWriter> {
   validateDeltaMeta(meta);
   await checkSourceDefinition(meta.server, meta.sourceDefinition);
   const p = new PitLayout(ctx, meta.server);
@@ -62,10 +73,15 @@ function checkDisks(pit: PitFile, meta: JournalDeltaMeta): void {
     pit.disks.length === meta.disks.length &&
     pit.disks.every((d, i) => d.name === meta.disks[i]?.name && d.size === meta.disks[i]?.size);
   if (same) return;
-  throw storeError('STORE_JOURNAL_DISKS', 'conflict', `${meta.server}: the server's disks changed since its journal began`, {
-    hint: `Move the journal away (\`haven forget ${meta.server} --store <store>\` forgets the server) and protect it again.`,
-    details: { journal: pit.disks, sent: meta.disks },
-  });
+  throw storeError(
+    'STORE_JOURNAL_DISKS',
+    'conflict',
+    `${meta.server}: the server's disks changed since its journal began`,
+    {
+      hint: `Move the journal away (\`haven forget ${meta.server} --store <store>\` forgets the server) and protect it again.`,
+      details: { journal: pit.disks, sent: meta.disks },
+    },
+  );
 }
 
 async function createJournal(ctx: StoreContext, p: PitLayout, meta: JournalDeltaMeta): Promise<PitFile> {
@@ -104,7 +120,12 @@ export async function recoverJournal(ctx: StoreContext, p: PitLayout, log: Logge
   if (pit.folding !== undefined) await fold(p, pit, pit.folding, log);
   const tailSeq = (pit.segments.at(-1) ?? pit.base)?.seq ?? 0;
   if (pit.sumsSeq < tailSeq) {
-    await updateSums(ctx, p, pit, pit.segments.filter((s) => s.seq > pit.sumsSeq));
+    await updateSums(
+      ctx,
+      p,
+      pit,
+      pit.segments.filter((s) => s.seq > pit.sumsSeq),
+    );
     pit.sumsSeq = tailSeq;
     await writePit(p, pit);
   }
@@ -115,7 +136,12 @@ export async function recoverJournal(ctx: StoreContext, p: PitLayout, log: Logge
   return pit;
 }
 
-async function updateSums(ctx: StoreContext, p: PitLayout, pit: PitFile, segments: SegmentRecord[]): Promise<void> {
+async function updateSums(
+  ctx: StoreContext,
+  p: PitLayout,
+  pit: PitFile,
+  segments: SegmentRecord[],
+): Promise<void> {
   for (const d of pit.disks) {
     await withFile(p.headSums(d.name), 'r+', async (fh) => {
       for (const s of segments) await applySegmentSums(p, s.id, d, ctx.descriptor.digest, fh);
@@ -139,7 +165,11 @@ async function appendSegment(
   if (record.consistent) {
     pit.ids = {
       ...meta.journal.ids,
-      lastWriter: { side: 'primary', ...(meta.journal.by ? { by: meta.journal.by } : {}), at: record.takenAt },
+      lastWriter: {
+        side: 'primary',
+        ...(meta.journal.by ? { by: meta.journal.by } : {}),
+        at: record.takenAt,
+      },
     };
     delete pit.failedBack;
   }
@@ -200,11 +230,26 @@ export async function journalInfo(ctx: StoreContext, server: string): Promise<Jo
     oldest: points[0] ? asPoint(points[0]) : null,
     newest: points.at(-1) ? asPoint(points.at(-1) as SegmentRecord) : null,
     tail: tail
-      ? { id: tail.id, seq: tail.seq, pointInTime: tail.pointInTime, consistent: tail.consistent, generationId: tail.generationId }
+      ? {
+          id: tail.id,
+          seq: tail.seq,
+          pointInTime: tail.pointInTime,
+          consistent: tail.consistent,
+          generationId: tail.generationId,
+        }
       : null,
     ids: pit.ids,
     ...(pit.failedBack ? { failedBack: pit.failedBack } : {}),
   };
+}
+
+/** Servers that have a journal in this store. */
+export async function listJournals(ctx: StoreContext): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of await listServerDirs(ctx)) {
+    if (isSafeName(s) && (await exists(new PitLayout(ctx, s).file))) out.push(s);
+  }
+  return out;
 }
 
 export async function journalPoints(ctx: StoreContext, server: string): Promise<JournalPoint[]> {

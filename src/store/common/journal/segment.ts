@@ -84,11 +84,17 @@ export async function applySegmentSums(
 ): Promise<void> {
   for (const e of await readIndex(p, id, disk.name)) {
     const first = Math.floor(e.o / CHUNK_SIZE);
-    const digests = e.d !== undefined ? Buffer.from(e.d, 'hex') : zeroRangeDigests(alg, e.o, e.l, CHUNK_SIZE, disk.size);
+    const digests =
+      e.d !== undefined ? Buffer.from(e.d, 'hex') : zeroRangeDigests(alg, e.o, e.l, CHUNK_SIZE, disk.size);
     if (digests.length !== Math.ceil(e.l / CHUNK_SIZE) * DIGEST_BYTES) {
-      throw storeError('STORE_JOURNAL_INVALID', 'integrity', `segment ${id} of ${disk.name}: digests do not cover its extent`, {
-        hint: 'Run `haven verify`; the journal was changed outside Haven.',
-      });
+      throw storeError(
+        'STORE_JOURNAL_INVALID',
+        'integrity',
+        `segment ${id} of ${disk.name}: digests do not cover its extent`,
+        {
+          hint: 'Run `haven verify`; the journal was changed outside Haven.',
+        },
+      );
     }
     await writeSums(sums, first, digests);
   }

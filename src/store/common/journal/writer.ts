@@ -54,7 +54,8 @@ export class JournalSegmentWriter implements SegmentWriter {
     private readonly host: SegmentHost,
     private readonly log: Logger,
   ) {
-    for (const d of meta.disks) this.files.set(d.name, { entries: [], fh: null, size: d.size, dataBytes: 0, zeroBytes: 0 });
+    for (const d of meta.disks)
+      this.files.set(d.name, { entries: [], fh: null, size: d.size, dataBytes: 0, zeroBytes: 0 });
   }
 
   async expectedDigests(disk: string, fromChunk: number, count: number): Promise<Buffer> {
@@ -81,7 +82,12 @@ export class JournalSegmentWriter implements SegmentWriter {
       }
       await writeAllAt(f.fh, data, f.dataBytes);
       const last = f.entries.at(-1);
-      if (last?.at !== undefined && last.o + last.l === offset && last.at + last.l === f.dataBytes && offset % CHUNK_SIZE === 0) {
+      if (
+        last?.at !== undefined &&
+        last.o + last.l === offset &&
+        last.at + last.l === f.dataBytes &&
+        offset % CHUNK_SIZE === 0
+      ) {
         last.l += data.length;
         last.d = `${last.d ?? ''}${chunkDigests.toString('hex')}`;
       } else {
@@ -115,9 +121,14 @@ export class JournalSegmentWriter implements SegmentWriter {
     for (const [name, f] of this.files) {
       const s = summary.disks[name] ?? { dataBytes: 0, zeroBytes: 0 };
       if (s.dataBytes !== f.dataBytes || s.zeroBytes !== f.zeroBytes) {
-        throw storeError('STORE_SUMMARY_MISMATCH', 'integrity', `segment of ${name}: the sender sent ${s.dataBytes}+${s.zeroBytes} bytes, ${f.dataBytes}+${f.zeroBytes} arrived`, {
-          hint: 'The connection lost data; the sender sends the segment again.',
-        });
+        throw storeError(
+          'STORE_SUMMARY_MISMATCH',
+          'integrity',
+          `segment of ${name}: the sender sent ${s.dataBytes}+${s.zeroBytes} bytes, ${f.dataBytes}+${f.zeroBytes} arrived`,
+          {
+            hint: 'The connection lost data; the sender sends the segment again.',
+          },
+        );
       }
     }
     await ensureDir(this.p.segmentDir(this.deltaId));
@@ -186,9 +197,14 @@ export class JournalSegmentWriter implements SegmentWriter {
 
   private inRange(f: DiskFiles, disk: string, offset: number, length: number): void {
     if (offset < 0 || length < 0 || offset + length > f.size) {
-      throw storeError('STORE_BAD_RANGE', 'usage', `${disk}: ${offset}+${length} is outside the disk (${f.size} bytes)`, {
-        hint: 'The sender described the server inconsistently; check its configuration.',
-      });
+      throw storeError(
+        'STORE_BAD_RANGE',
+        'usage',
+        `${disk}: ${offset}+${length} is outside the disk (${f.size} bytes)`,
+        {
+          hint: 'The sender described the server inconsistently; check its configuration.',
+        },
+      );
     }
   }
 }
