@@ -3,11 +3,12 @@
  * continuously until stopped (docs/continuous.md). Ctrl-C or SIGTERM lets every lane finish the
  * segment it ships, records the lanes' state, prints the final status and exits 130.
  */
-import { UsageError } from '../../core/errors.ts';
+import { asHavenError, UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseDuration, parseSize } from '../../core/units.ts';
 import type { ProtectorStatus } from '../../engine/continuous/index.ts';
 import type { ResolvedTarget } from '../../jobs/targets.ts';
 import type { CliContext } from '../context.ts';
+import { exitCodeFor } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
 
 export interface ContinuousFlags {
@@ -127,10 +128,13 @@ export async function protectContinuousCommand(ctx: CliContext, r: ContinuousReq
           }
         },
       });
-      if (r.flags.json) ctx.printJson(status);
+      // Protection ends only when stopped: one result (the final status), and the exit code of
+      // a stopped command (130), so that a supervisor sees it was stopped, not finished.
+      const reason = asHavenError(signal.reason ?? new Error('stopped'));
+      if (r.flags.json) ctx.printJson({ ...status, stopped: reason.message });
       else printStatus(ctx, status);
-      // Protection ends only when stopped: the command ends as a stopped one (exit 130).
-      signal.throwIfAborted();
+      ctx.stderr.write(`haven: [${reason.code}]: ${reason.message}\n`);
+      process.exitCode = exitCodeFor('interrupted');
     });
   } finally {
     virsh.close();
