@@ -200,6 +200,7 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
     '2001-01-01T00:00:00Z',
     '--to',
     join(dir, 'x'),
+    '--no-define',
   ]);
   assert.equal(tooEarly.code, 4, tooEarly.stderr);
   assert.match(tooEarly.stderr, /RECOVERY_POINT_OUTSIDE_WINDOW/);
