@@ -12,6 +12,7 @@ import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
 import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../jobs/index.ts';
 import { buildApi } from './api.ts';
+import { ContinuousJobs } from './continuous-jobs.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { EventHub } from './hub.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
@@ -117,8 +118,19 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   });
   const url = await listenApi(app, o.listen ?? config.daemon.listen, config.daemon.tlsProxy, log, tokenFile);
 
+  // Its own libvirt session: a cycle every few seconds per server asks libvirt several things.
+  const continuousVirsh = new Virsh({ log, session: true });
+  const continuous = new ContinuousJobs({
+    config: () => config,
+    catalog,
+    events: () => events,
+    virsh: continuousVirsh,
+    runDir: o.paths.runDir,
+    log,
+  });
   await rpo.check();
   scheduler.start();
+  continuous.start();
   const timer = setInterval(() => void rpo.check(), o.rpoIntervalMs ?? 60_000);
   timer.unref();
   const maintenance = new MaintenanceTimer({
@@ -142,6 +154,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         config = o.reloadConfig();
         events = new EventLog(catalog, notifier(), log, (e) => hub.publish('event', e));
         scheduler.reload();
+        void continuous.look();
         log.info('configuration reloaded', { file: config.file });
       } catch (e) {
         log.error('the configuration could not be reloaded; keeping the one in use', { err: e });
@@ -152,7 +165,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       scheduler.stop();
       await rpo.stop();
       await maintenance.stop();
-      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs)]);
+      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs), continuous.stopAll()]);
+      continuousVirsh.close();
       hub.close();
       await app.close();
       await events.flush();

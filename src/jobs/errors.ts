@@ -5,6 +5,7 @@ import { HavenError, type HavenErrorOptions } from '../core/errors.ts';
 
 export type JobErrorCode =
   | 'JOB_NOT_FOUND'
+  | 'JOB_CONTINUOUS'
   | 'JOB_ALREADY_RUNNING'
   | 'JOB_NO_SERVERS'
   | 'JOB_SERVER_NOT_FOUND'
@@ -29,5 +30,14 @@ export function jobNotFound(name: string, known: string[]): JobError {
       ? `Configured jobs: ${known.join(', ')}.`
       : 'The configuration defines no jobs; add one under jobs: (docs/jobs.md).',
     details: { job: name, known },
+  });
+}
+
+/** A `mode: continuous` job is run by `haven serve`, not one run at a time. */
+export function jobIsContinuous(name: string): JobError {
+  return new JobError('JOB_CONTINUOUS', `job ${name} is continuous: \`haven serve\` runs it all the time`, {
+    kind: 'usage',
+    hint: 'Start `haven serve` to run it; for one server now, use `haven protect <server> --to <target> --continuous`.',
+    details: { job: name },
   });
 }
