@@ -16,12 +16,12 @@ import { test } from 'node:test';
 import type { RestoreResult } from '../../src/recovery/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
 import type { JournalInfo, JournalPoint, ServerManifest } from '../../src/store/types.ts';
-import { Virsh } from '../../src/virt/index.ts';
+import { activeBackup, Virsh } from '../../src/virt/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, type DiskRead } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
-import { waitFor } from './jobs-helpers.ts';
+import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions, waitForText } from './recovery-helpers.ts';
 
 const PREFIX = 'haven-t-cont';
@@ -215,4 +215,75 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   await virsh.run(['start', '--domain', name]);
   await waitForText(console, `HAVEN seq check OK last=${booted.last}`, 120_000);
   await virsh.run(['destroy', '--domain', name]);
+});
+
+test('serve runs a mode: continuous job to two targets; each holds every acknowledged write', async (t) => {
+  const dir = await testDir(t, `${PREFIX}-serve`);
+  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 16 }, { sizeMiB: 16 }] });
+  t.after(() => destroyDomainsLike(guest.name));
+  const stores = [join(dir, 'dr1'), join(dir, 'dr2')];
+  const port = await freePort();
+  const config = await writeConfig(
+    dir,
+    `targets:\n  dr1:\n    url: ${stores[0]}\n  dr2:\n    url: ${stores[1]}\n` +
+      `jobs:\n  cont:\n    servers: [${guest.name}]\n    targets: [dr1, dr2]\n    mode: continuous\n    interval: 1s\n    journal: 1m\n` +
+      `daemon:\n  listen: 127.0.0.1:${port}\n`,
+  );
+  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
+  const refused = await runHaven(h, ['job', 'run', 'cont']);
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /JOB_CONTINUOUS/);
+
+  await guest.seqStart({ rate: 256 * 1024, block: 65536, nonce: 5, disks: ['vda', 'vdb'] });
+  const newest = async (store: string) => {
+    const s = await openFsStore(store).catch(() => null);
+    try {
+      return (await s?.journalInfo(guest.name))?.newest ?? null;
+    } finally {
+      await s?.close();
+    }
+  };
+  let acked = 0;
+  const done = (async () => {
+    for (const s of stores)
+      await waitFor(`a point in ${s}`, () => newest(s).then((p) => p ?? undefined), 180_000, 500);
+    await new Promise((r) => setTimeout(r, 10_000));
+    acked = await guest.seqStop();
+    const stoppedAt = Date.now();
+    for (const s of stores) {
+      await waitFor(
+        `a point after the writer stopped in ${s}`,
+        async () => {
+          const p = await newest(s);
+          return p && Date.parse(p.takenAt) > stoppedAt + 200 ? p : undefined;
+        },
+        60_000,
+        500,
+      );
+    }
+  })();
+  const r = await runHaven(h, ['serve'], { killOn: done, killSignal: 'SIGTERM', timeoutMs: 400_000 });
+  await done;
+  assert.ok(r.code === 0 || r.code === 130, `serve stopped: ${r.code}\n${r.stderr}`);
+  assert.equal(await activeBackup(guest.virsh, guest.name), null, 'no backup job left behind');
+
+  const size = 16 * 1024 * 1024;
+  for (const [i, store] of stores.entries()) {
+    const p = await newest(store);
+    assert.ok(p);
+    const res = await havenJson<RestoreResult>(h, [
+      'restore',
+      guest.name,
+      '--store',
+      store,
+      '--at',
+      p.id,
+      '--to',
+      join(dir, `r${i}`),
+      '--no-define',
+    ]);
+    const verdict = await checkSeqPrefix(reader(res.disks.map((d) => d.path)), [size, size]);
+    assert.equal(verdict.ok, true, verdict.ok ? '' : verdict.problem);
+    assert.equal(verdict.last, acked, `${store}: every acknowledged write`);
+  }
 });
