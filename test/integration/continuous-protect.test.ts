@@ -10,7 +10,7 @@
  * (age of the newest committed point, sampled every second) is reported.
  */
 import assert from 'node:assert/strict';
-import { open, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { RestoreResult } from '../../src/recovery/index.ts';
@@ -121,12 +121,14 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   assert.match(r.stderr, /\[INTERRUPTED\]: protect --continuous .* stopped by SIGTERM/);
   const final = JSON.parse(r.stdout) as {
     cycles: number;
+    lastCycleMs: number;
     lanes: { state: string; lastPoint: { id: string } }[];
   };
   assert.ok(final.cycles >= 10, `${final.cycles} cycles`);
   assert.equal(final.lanes.length, 1);
 
   lags.sort((a, b) => a - b);
+  t.diagnostic(`cycles: ${final.cycles}, the last took ${final.lastCycleMs} ms (capture to spool)`);
   t.diagnostic(
     `lag over ${lags.length} samples: p50 ${percentile(lags, 50)} ms, p99 ${percentile(lags, 99)} ms, max ${lags.at(-1)} ms; ${acked} writes of 64 KiB in ${Math.round((stoppedAt - started) / 1000)} s`,
   );
@@ -215,6 +217,39 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   await virsh.run(['start', '--domain', name]);
   await waitForText(console, `HAVEN seq check OK last=${booted.last}`, 120_000);
   await virsh.run(['destroy', '--domain', name]);
+
+  // The target written at the DR site (its identifiers descend from the primary's): the lane
+  // refuses, names both sides and the commands, and the journal is left as it was.
+  const pitPath = join(store, '.haven', 'servers', server, 'pit', 'pit.json');
+  const pit = JSON.parse(await readFile(pitPath, 'utf8'));
+  const primaryId = pit.ids.current as string;
+  pit.ids = {
+    current: 'd0d0d0d0d0d0d0d0',
+    history: [primaryId],
+    lastWriter: { side: 'dr', by: 'ops@dr', at: new Date().toISOString() },
+  };
+  await writeFile(pitPath, JSON.stringify(pit));
+  const before = await readFile(pitPath, 'utf8');
+  const again = await runHaven(
+    h,
+    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--json'],
+    {
+      killAfterMs: 20_000,
+      killSignal: 'SIGTERM',
+      timeoutMs: 120_000,
+    },
+  );
+  assert.equal(again.code, 130, again.stderr);
+  const lane = (
+    JSON.parse(again.stdout) as {
+      lanes: { state: string; error: { code: string; message: string } | null }[];
+    }
+  ).lanes[0];
+  assert.equal(lane?.state, 'stopped');
+  assert.equal(lane?.error?.code, 'CONTINUOUS_DR_NEWER', JSON.stringify(lane));
+  assert.match(lane?.error?.message ?? '', /last written at the DR site by ops@dr/);
+  assert.match(lane?.error?.message ?? '', /this primary's newest point there/);
+  assert.equal(await readFile(pitPath, 'utf8'), before, 'the refused target is unchanged');
 });
 
 test('serve runs a mode: continuous job to two targets; each holds every acknowledged write', async (t) => {
