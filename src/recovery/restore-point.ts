@@ -59,7 +59,7 @@ export async function choosePoint(store: Store, server: string, at: string): Pro
 }
 
 /** The point as restore's definition code sees a generation (its disks and its identity). */
-function pointAsGeneration(p: JournalPoint, server: string): Generation {
+export function pointAsGeneration(p: JournalPoint, server: string): Generation {
   return {
     id: p.id,
     seq: p.seq,

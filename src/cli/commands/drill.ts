@@ -25,6 +25,7 @@ interface DrillFlags {
   store?: string;
   drill?: string;
   generation?: string;
+  at?: string;
   marker?: string;
   agent?: boolean;
   timeout?: string;
@@ -100,6 +101,10 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--store <path>', 'the store at this DR site')
     .option('--drill <name>', 'take store, servers, marker and timeouts from this configured drill')
     .option('--generation <k>', 'generation to boot: 1 = newest (default)')
+    .option(
+      '--at <time|point>',
+      'boot a point of the journal instead: its id, or a time (docs/continuous.md)',
+    )
     .option('--marker <text>', 'booted once the serial console shows this text')
     .option('--agent', 'booted once the guest agent answers')
     .option('--timeout <duration>', 'how long a server may take to show its marker (default 5m)')
@@ -117,12 +122,15 @@ export default function register(program: Command, context: () => CliContext): v
         if (!Number.isInteger(generation) || generation < 1)
           throw new UsageError('--generation must be 1 (newest) or more');
       }
+      if (flags.at !== undefined && flags.generation !== undefined) {
+        throw new UsageError('name either --generation K or --at <time|point>, not both');
+      }
       const log = ctx.openRunLog('drill');
       if (servers.length) {
         // Names are checked before anything runs: a typo is not a failed drill.
         const store = await openFsStore(settings.store, { log });
         try {
-          const known = await store.listServers();
+          const known = flags.at === undefined ? await store.listServers() : await store.listJournals();
           for (const s of servers) {
             checkName('server', s);
             if (!known.includes(s)) throw unknownServer(s, store.location, known);
@@ -158,6 +166,7 @@ export default function register(program: Command, context: () => CliContext): v
             ...(marker ? { marker } : {}),
             ...(timeoutMs !== undefined ? { timeoutMs } : {}),
             ...(generation !== undefined ? { generation } : {}),
+            ...(flags.at !== undefined ? { at: flags.at } : {}),
             ...(flags.verify ? { verify: true } : {}),
             signal,
           });
