@@ -6,7 +6,8 @@
  * several chosen at random, selected by id or by time with `haven restore --at` — holds exactly a
  * prefix of the writes on both disks (crash-consistent across disks), the points' prefixes grow
  * with time, and the newest point, taken after the writer stopped, holds every acknowledged
- * write. A restored point, defined and booted, checks its own disks in the guest too. The lag
+ * write. A point booted by `haven drill --at` checks its own disks in the guest too; a target
+ * written at the DR site is refused by name. The lag
  * (age of the newest committed point, sampled every second) is reported.
  */
 import assert from 'node:assert/strict';
@@ -22,7 +23,7 @@ import { checkSeqPrefix, type DiskRead } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
-import { destroyDomainsLike, guestDefinitions, waitForText } from './recovery-helpers.ts';
+import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
 
 const PREFIX = 'haven-t-cont';
 const DISK_MIB = 24;
@@ -207,16 +208,30 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   assert.equal(tooEarly.code, 4, tooEarly.stderr);
   assert.match(tooEarly.stderr, /RECOVERY_POINT_OUTSIDE_WINDOW/);
 
-  // A point restored and defined boots, and the guest finds the same prefix on its disks.
+  // A point restored and defined: its definition names the restored images.
   const name = `${server}-pit`;
   const booted = await restoreAt(points.at(-2)!.id, 'boot', ['--name', name]);
   assert.equal(booted.res.defined, true);
-  const console = booted.res.moved.find((m) => m.to.endsWith('serial0.log'))?.to;
-  assert.ok(console, JSON.stringify(booted.res.moved));
-  const virsh = new Virsh();
-  await virsh.run(['start', '--domain', name]);
-  await waitForText(console, `HAVEN seq check OK last=${booted.last}`, 120_000);
-  await virsh.run(['destroy', '--domain', name]);
+  const xml = await new Virsh().run(['dumpxml', '--domain', name, '--inactive']);
+  for (const d of booted.res.disks) assert.ok(xml.includes(d.path), `the definition uses ${d.path}`);
+  // The same point booted by `haven drill --at`: the guest finds that prefix on its own disks.
+  const drill = await runHaven(h, [
+    'drill',
+    server,
+    '--store',
+    store,
+    '--at',
+    points.at(-2)!.id,
+    '--marker',
+    `HAVEN seq check OK last=${booted.last}`,
+    '--timeout',
+    '3m',
+    '--json',
+  ]);
+  assert.equal(drill.code, 0, drill.stdout + drill.stderr);
+  const report = JSON.parse(drill.stdout) as { results: { result: string; generation: { id: string } }[] };
+  assert.equal(report.results[0]?.result, 'pass');
+  assert.equal(report.results[0]?.generation.id, points.at(-2)!.id);
 
   // The target written at the DR site (its identifiers descend from the primary's): the lane
   // refuses, names both sides and the commands, and the journal is left as it was.
