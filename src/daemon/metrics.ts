@@ -116,6 +116,22 @@ export function createMetrics(o: MetricsOptions): Metrics {
     'job',
   ]);
   const problems = g('haven_open_problems', 'Problems open now (what alerts are about).', []);
+  // Continuous protection (docs/continuous.md): per lane, from the catalog's continuous_lanes.
+  const lag = g(
+    'haven_continuous_lag_seconds',
+    'Continuous protection: age of the newest point the target acknowledged.',
+    pair,
+  );
+  const pending = g(
+    'haven_continuous_pending_bytes',
+    'Continuous protection: bytes the target still lacks.',
+    pair,
+  );
+  const laneState = g(
+    'haven_continuous_lane_state',
+    '1 for the lane’s state (syncing, resyncing, behind, disconnected, refused, …).',
+    [...pair, 'state'],
+  );
 
   // Everything is recomputed at scrape time from the catalog.
   const refresh = () => {
@@ -151,6 +167,14 @@ export function createMetrics(o: MetricsOptions): Metrics {
       if (next) jobNext.set({ job: job.name }, seconds(next.getTime()));
     }
     problems.set(o.catalog.events.openProblems().length);
+    for (const m of [lag, pending, laneState]) m.reset();
+    const now = Date.now();
+    for (const l of o.catalog.continuous.lanes()) {
+      const p = { server: l.server, target: l.target };
+      if (l.lastPointAt) lag.set(p, seconds(Math.max(0, now - l.lastPointAt.getTime())));
+      pending.set(p, l.pendingBytes);
+      laneState.set({ ...p, state: l.state }, 1);
+    }
   };
   return {
     contentType: registry.contentType,

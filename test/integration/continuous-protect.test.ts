@@ -298,6 +298,25 @@ test('serve runs a mode: continuous job to two targets; each holds every acknowl
     for (const s of stores)
       await waitFor(`a point in ${s}`, () => newest(s).then((p) => p ?? undefined), 180_000, 500);
     await new Promise((r) => setTimeout(r, 10_000));
+    // /metrics has each lane's lag and state.
+    const token = (await readFile(join(h.stateDir, 'api-token'), 'utf8')).trim();
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+    ).text();
+    for (const target of ['dr1', 'dr2']) {
+      const m = new RegExp(
+        `^haven_continuous_lag_seconds\\{server="${guest.name}",target="${target}"\\} ([0-9.e+-]+)$`,
+        'm',
+      ).exec(metrics);
+      assert.ok(m, `lag of ${target} in /metrics:\n${metrics}`);
+      assert.ok(Number(m[1]) < 30, `${target}: lag ${m[1]} s`);
+      assert.match(
+        metrics,
+        new RegExp(
+          `haven_continuous_lane_state\\{server="${guest.name}",target="${target}",state="(syncing|behind)"\\} 1`,
+        ),
+      );
+    }
     acked = await guest.seqStop();
     const stoppedAt = Date.now();
     for (const s of stores) {
