@@ -20,6 +20,7 @@ import { ContinuousTable } from './continuous.ts';
 import { CatalogDb } from './db.ts';
 import { CatalogError, catalogError } from './errors.ts';
 import { EventsTable } from './events.ts';
+import { HistoryTable } from './history.ts';
 import { InflightTable } from './inflight.ts';
 import { MaintenanceTable } from './maintenance.ts';
 import { RunsTable } from './runs.ts';
@@ -39,6 +40,7 @@ export type {
 export { CatalogError } from './errors.ts';
 export type { EventFilter, EventInput, EventRecord, Problem, Severity } from './events.ts';
 export { SEVERITIES, severityRank } from './events.ts';
+export type { GoodCopyBefore, HistoryFilter, HistoryResult, SettledRun } from './history.ts';
 export type { InflightDelta, InflightInput } from './inflight.ts';
 export type {
   FinalRunStatus,
@@ -86,6 +88,7 @@ export class Catalog {
   readonly targetStores: TargetStoresTable;
   readonly maintenance: MaintenanceTable;
   readonly continuous: ContinuousTable;
+  readonly history: HistoryTable;
   private readonly c: CatalogDb;
 
   constructor(
@@ -102,6 +105,7 @@ export class Catalog {
     this.events = new EventsTable(this.c);
     this.schedule = new ScheduleTable(this.c);
     this.continuous = new ContinuousTable(this.c);
+    this.history = new HistoryTable(this.c);
   }
 
   /**

@@ -202,6 +202,18 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 3,
+    description: 'the target store’s space with each result; results by finish time',
+    sql: `
+      -- What the receiver reported of its store's space (docs/stream-protocol.md §4.1) after the
+      -- copy: the primary side knows a target's capacity from nothing else. NULL: not told.
+      ALTER TABLE run_servers ADD COLUMN store_total_bytes INTEGER;
+      ALTER TABLE run_servers ADD COLUMN store_free_bytes INTEGER;
+      -- History series (dashboard charts) read results by time.
+      CREATE INDEX run_servers_finished ON run_servers (finished_at);
+    `,
+  },
+  {
+    version: 4,
     description: 'continuous protection: identifiers, checkpoint chain, lanes, switchovers',
     sql: `
       -- Per continuously protected server: its generation identifiers (JSON) and the newest

@@ -13,13 +13,14 @@ import { protectContinuously } from '../jobs/continuous.ts';
 import type { EventLog } from '../jobs/events.ts';
 import { selectJobServers } from '../jobs/servers.ts';
 import { resolveTarget } from '../jobs/targets.ts';
-import type { Virsh } from '../virt/index.ts';
+import { Virsh } from '../virt/index.ts';
 
 export interface ContinuousJobsOptions {
   config: () => HavenConfig;
   catalog: Catalog;
   events: () => EventLog;
-  virsh: Virsh;
+  /** Default: a session of its own (a cycle every few seconds per server asks libvirt several things), closed by stopAll(). */
+  virsh?: Virsh;
   runDir: string;
   log: Logger;
   /** How often servers are matched against the jobs again (default 60 s). */
@@ -51,8 +52,31 @@ export class ContinuousJobs {
   private timer: NodeJS.Timeout | undefined;
   private looking: Promise<void> | null = null;
   private closed = false;
+  private readonly virsh: Virsh;
+  private readonly ownVirsh: boolean;
 
-  constructor(private readonly o: ContinuousJobsOptions) {}
+  constructor(private readonly o: ContinuousJobsOptions) {
+    this.ownVirsh = o.virsh === undefined;
+    this.virsh = o.virsh ?? new Virsh({ log: o.log, session: true });
+  }
+
+  /** The daemon's continuous jobs, started. */
+  static start(
+    runDir: string,
+    catalog: Catalog,
+    log: Logger,
+    live: () => { config: HavenConfig; events: EventLog },
+  ): ContinuousJobs {
+    const jobs = new ContinuousJobs({
+      runDir,
+      catalog,
+      log,
+      config: () => live().config,
+      events: () => live().events,
+    });
+    jobs.start();
+    return jobs;
+  }
 
   start(): void {
     void this.look();
@@ -81,7 +105,7 @@ export class ContinuousJobs {
     for (const job of Object.values(config.jobs)) {
       if (job.mode !== 'continuous') continue;
       try {
-        const selection = await selectJobServers(this.o.virsh, job.servers, this.o.log);
+        const selection = await selectJobServers(this.virsh, job.servers, this.o.log);
         for (const s of selection.selected) {
           wanted.set(`${job.name}/${s.name}`, { job, server: s.name, sig: signature(job, config) });
         }
@@ -109,7 +133,7 @@ export class ContinuousJobs {
           await protectContinuously({
             server,
             targets,
-            virsh: this.o.virsh,
+            virsh: this.virsh,
             runDir: this.o.runDir,
             catalog: this.o.catalog,
             job: job.name,
@@ -147,6 +171,7 @@ export class ContinuousJobs {
     clearInterval(this.timer);
     await this.looking;
     await Promise.all([...this.running].map(([id, r]) => this.stopOne(id, r)));
+    if (this.ownVirsh) this.virsh.close();
   }
 }
 

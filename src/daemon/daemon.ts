@@ -15,6 +15,7 @@ import { buildApi } from './api.ts';
 import { ContinuousJobs } from './continuous-jobs.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { EventHub } from './hub.ts';
+import { listenError } from './listen-check.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
 import { RunManager } from './run-manager.ts';
@@ -114,23 +115,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     hub,
     metrics,
     selections,
+    tokenFile,
     log,
   });
   const url = await listenApi(app, o.listen ?? config.daemon.listen, config.daemon.tlsProxy, log, tokenFile);
 
-  // Its own libvirt session: a cycle every few seconds per server asks libvirt several things.
-  const continuousVirsh = new Virsh({ log, session: true });
-  const continuous = new ContinuousJobs({
-    config: () => config,
-    catalog,
-    events: () => events,
-    virsh: continuousVirsh,
-    runDir: o.paths.runDir,
-    log,
-  });
   await rpo.check();
   scheduler.start();
-  continuous.start();
+  const continuous = ContinuousJobs.start(o.paths.runDir, catalog, log, () => ({ config, events }));
   const timer = setInterval(() => void rpo.check(), o.rpoIntervalMs ?? 60_000);
   timer.unref();
   const maintenance = new MaintenanceTimer({
@@ -166,7 +158,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await rpo.stop();
       await maintenance.stop();
       await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs), continuous.stopAll()]);
-      continuousVirsh.close();
       hub.close();
       await app.close();
       await events.flush();
@@ -186,7 +177,9 @@ async function listenApi(
   log: Logger,
   tokenFile: string,
 ): Promise<string> {
-  await app.listen({ host: listen.host, port: listen.port });
+  await app
+    .listen({ host: listen.host, port: listen.port })
+    .catch((e: unknown) => Promise.reject(listenError(e, listen)));
   const addr = app.server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;

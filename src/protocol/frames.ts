@@ -139,6 +139,16 @@ export interface Hello {
   features?: string[];
 }
 
+/**
+ * Space where the store keeps its images (the filesystem of an fs store), as the receiver saw it
+ * when it answered: the primary side knows nothing else of a target's capacity (§4.1).
+ */
+export interface StoreCapacity {
+  totalBytes: number;
+  /** What an unprivileged writer may still use (statfs f_bavail). */
+  freeBytes: number;
+}
+
 export interface Welcome {
   version: number;
   software: string;
@@ -151,6 +161,8 @@ export interface Welcome {
   maxDigestsPerRequest: number;
   /** Features both sides can use (offered in HELLO and supported here); absent: none. */
   features?: string[];
+  /** Optional (receivers of Haven 0.1.0 and stores that cannot tell send none). */
+  capacity?: StoreCapacity;
 }
 
 export interface Query {
@@ -164,6 +176,9 @@ export interface QueryReply {
   newest: Generation | null;
   /** Asked for with `journal`: the server's journal, null when it has none. */
   journal?: JournalInfo | null;
+  /** Optional: every generation of the server, newest first (its restore points, §4.1). */
+  generations?: Generation[];
+  capacity?: StoreCapacity;
 }
 
 export interface Opened {
@@ -241,6 +256,8 @@ export interface Committed {
   generation?: Generation;
   /** The journal segment appended (§5.5). */
   segment?: SegmentRecord;
+  /** Optional: the store's space after the commit. */
+  capacity?: StoreCapacity;
 }
 
 export interface Abort {

@@ -104,6 +104,7 @@ export const journalInfoSchema = z.looseObject({
   ids: generationIdsSchema.nullable(),
   failedBack: z.object({ generationId: text(100), at: z.string().max(64) }).optional(),
 });
+const capacitySchema = z.object({ totalBytes: count, freeBytes: count }).optional();
 
 export const helloSchema = z.object({
   protocol: z.literal(PROTOCOL_NAME),
@@ -125,6 +126,7 @@ export const welcomeSchema = z.object({
   maxExtentBytes: positive,
   maxDigestsPerRequest: positive,
   features: features.optional(),
+  capacity: capacitySchema,
 });
 
 export const querySchema = z.object({ server: text(100), journal: z.boolean().optional() });
@@ -133,6 +135,8 @@ export const queryReplySchema = z.object({
   server: z.string(),
   newest: generationSchema.nullable(),
   journal: journalInfoSchema.nullable().optional(),
+  generations: z.array(generationSchema).max(1000).optional(),
+  capacity: capacitySchema,
 });
 
 export const deltaMetaSchema = z.object({
@@ -177,7 +181,11 @@ export const endDeltaSchema = z.object({
 export const deltaDurableSchema = z.object({ deltaId: text(200) });
 
 export const committedSchema = z
-  .object({ generation: generationSchema.optional(), segment: segmentRecordSchema.optional() })
+  .object({
+    generation: generationSchema.optional(),
+    segment: segmentRecordSchema.optional(),
+    capacity: capacitySchema,
+  })
   .refine((c) => (c.generation === undefined) !== (c.segment === undefined), 'a generation or a segment');
 
 export const errorSchema = z.object({

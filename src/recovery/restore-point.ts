@@ -5,17 +5,18 @@
  * point, in order); the journal itself is only read. `--at` takes a point's id, or a time: the
  * newest point taken at or before it.
  */
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ioError, UsageError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import type { Generation, JournalPoint, Store } from '../store/types.ts';
 import { defineDomain } from '../virt/index.ts';
+import { summary } from './boot.ts';
 import { recoveryError } from './errors.ts';
 import {
   allocated,
   checkDomainFree,
+  checkRestore,
   type RestoredDisk,
   type RestoreOptions,
   type RestoreResult,
@@ -85,39 +86,46 @@ export async function restorePoint(o: RestoreOptions & { at: string }): Promise<
   const define = o.define !== false;
   if (define) await checkDomainFree(o.virsh, name);
   const point = await choosePoint(o.store, o.server, o.at);
+  const generation = pointAsGeneration(point, o.server);
   const targets = point.disks.map((d) => ({
     disk: d.name,
     size: d.size,
     path: join(dir, `${restoredDiskName(o.server, d.name, o.name)}.raw`),
   }));
-  for (const t of targets) {
-    if (existsSync(t.path)) {
-      throw recoveryError('RESTORE_TARGET_EXISTS', 'conflict', `${t.path} exists; restore never overwrites`, {
-        hint: 'Restore into another directory, or under another name (--name), or move the file away.',
-        details: { path: t.path },
-      });
-    }
-  }
+  const plan = await checkRestore(o, generation, name, dir, targets, log);
+  const result: RestoreResult = {
+    server: o.server,
+    name,
+    uuid: undefined,
+    generation: { id: point.id, seq: point.seq, takenAt: point.takenAt },
+    format: 'raw',
+    disks: targets.map((t) => ({ ...t, allocated: 0 })),
+    defined: false,
+    moved: [],
+    ...(plan ? { definition: summary(plan.report), networks: plan.networks } : {}),
+    dryRun: Boolean(o.dryRun),
+    point: true,
+    seconds: 0,
+  };
+  if (o.dryRun) return result;
   await mkdir(dir, { recursive: true }).catch((e) => Promise.reject(ioError(e, dir)));
   await o.store.materialisePoint(o.server, point.id, new Map(targets.map((t) => [t.disk, t.path])), o.signal);
   const disks: RestoredDisk[] = [];
   for (const t of targets) disks.push({ ...t, allocated: await allocated(t.path) });
+  result.disks = disks;
   log.info('point restored', { point: point.id, takenAt: point.takenAt });
-  const generation = pointAsGeneration(point, o.server);
-  let booted: Awaited<ReturnType<typeof restoredXml>> | undefined;
   if (define) {
-    booted = await restoredXml(o, generation, name, dir, targets, 'raw', log);
-    await defineDomain(o.virsh, booted.xml.toString());
+    const booted = await restoredXml(o, generation, name, dir, targets, 'raw', log);
+    try {
+      await defineDomain(o.virsh, booted.xml.toString());
+    } catch (e) {
+      for (const d of disks) await rm(d.path, { force: true });
+      throw e;
+    }
+    result.uuid = booted.xml.uuid;
+    result.defined = true;
+    result.moved = booted.report.moved;
   }
-  return {
-    server: o.server,
-    name,
-    uuid: booted?.xml.uuid,
-    generation: { id: point.id, seq: point.seq, takenAt: point.takenAt },
-    format: 'raw',
-    disks,
-    defined: define,
-    moved: booted?.report.moved ?? [],
-    seconds: (Date.now() - started) / 1000,
-  };
+  result.seconds = (Date.now() - started) / 1000;
+  return result;
 }

@@ -46,7 +46,7 @@ export async function openSegment(
     if (manifest?.activeAtDr) throw activeAtDrError(meta.server, manifest.activeAtDr);
     let pit = await recoverJournal(ctx, p, log);
     if (!pit) pit = await createJournal(ctx, p, meta);
-    checkDisks(pit, meta);
+    checkDisks(pit, meta, p.dir);
     const tail = pit.segments.at(-1) ?? pit.base;
     if ((tail?.id ?? null) !== meta.journal.base) {
       throw storeError(
@@ -68,7 +68,7 @@ export async function openSegment(
   }
 }
 
-function checkDisks(pit: PitFile, meta: JournalDeltaMeta): void {
+function checkDisks(pit: PitFile, meta: JournalDeltaMeta, dir: string): void {
   const same =
     pit.disks.length === meta.disks.length &&
     pit.disks.every((d, i) => d.name === meta.disks[i]?.name && d.size === meta.disks[i]?.size);
@@ -78,8 +78,8 @@ function checkDisks(pit: PitFile, meta: JournalDeltaMeta): void {
     'conflict',
     `${meta.server}: the server's disks changed since its journal began`,
     {
-      hint: `Move the journal away (\`haven forget ${meta.server} --store <store>\` forgets the server) and protect it again.`,
-      details: { journal: pit.disks, sent: meta.disks },
+      hint: 'The points no longer describe the disks: move the journal directory named in the details away, then protect the server again.',
+      details: { journal: pit.disks, sent: meta.disks, path: dir },
     },
   );
 }
