@@ -11,7 +11,7 @@
  * (age of the newest committed point, sampled every second) is reported.
  */
 import assert from 'node:assert/strict';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { RestoreResult } from '../../src/recovery/index.ts';
@@ -19,7 +19,7 @@ import { openFsStore } from '../../src/store/index.ts';
 import type { JournalInfo, JournalPoint, ServerManifest } from '../../src/store/types.ts';
 import { activeBackup, Virsh } from '../../src/virt/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
-import { checkSeqPrefix, type DiskRead } from '../fixtures/guest/seq.ts';
+import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
@@ -29,19 +29,6 @@ const PREFIX = 'haven-t-cont';
 const DISK_MIB = 24;
 
 type Listed = Omit<ServerManifest, 'sourceDefinition'> & { journal?: JournalInfo; points?: JournalPoint[] };
-
-function reader(paths: string[]): DiskRead {
-  return async (disk, offset, length) => {
-    const fh = await open(paths[disk] as string, 'r');
-    try {
-      const buf = Buffer.alloc(length);
-      await fh.read(buf, 0, length, offset);
-      return buf;
-    } finally {
-      await fh.close();
-    }
-  };
-}
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
@@ -165,7 +152,7 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
       out,
       ...extra,
     ]);
-    const verdict = await checkSeqPrefix(reader(res.disks.map((d) => d.path)), [size, size]);
+    const verdict = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
     assert.equal(verdict.ok, true, `point ${res.generation.id}: ${verdict.ok ? '' : verdict.problem}`);
     return { res, last: verdict.last };
   };
@@ -351,7 +338,7 @@ test('serve runs a mode: continuous job to two targets; each holds every acknowl
       join(dir, `r${i}`),
       '--no-define',
     ]);
-    const verdict = await checkSeqPrefix(reader(res.disks.map((d) => d.path)), [size, size]);
+    const verdict = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
     assert.equal(verdict.ok, true, verdict.ok ? '' : verdict.problem);
     assert.equal(verdict.last, acked, `${store}: every acknowledged write`);
   }
