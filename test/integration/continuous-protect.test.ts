@@ -219,6 +219,20 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   const report = JSON.parse(drill.stdout) as { results: { result: string; generation: { id: string } }[] };
   assert.equal(report.results[0]?.result, 'pass');
   assert.equal(report.results[0]?.generation.id, points.at(-2)!.id);
+  const planned = await havenJson<{ ok: boolean; servers: { generation?: { id: string } }[] }>(h, [
+    'drill',
+    server,
+    '--store',
+    store,
+    '--at',
+    points.at(-1)!.id,
+    '--marker',
+    'x',
+    '--dry-run',
+    '--json',
+  ]);
+  assert.equal(planned.ok, true, JSON.stringify(planned));
+  assert.equal(planned.servers[0]?.generation?.id, points.at(-1)!.id, 'the dry run plans the point');
 
   // The target written at the DR site (its identifiers descend from the primary's): the lane
   // refuses, names both sides and the commands, and the journal is left as it was.
