@@ -11,7 +11,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { asHavenError, HavenError } from '../core/errors.ts';
+import { asHavenError, HavenError, type KindOf } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { activeAtDrError } from '../store/errors.ts';
@@ -420,7 +420,7 @@ export class StreamReceiver {
         // The sender needs the newest generation to plan a checksum resync against it.
         const newest = await this.newest(meta.server).catch(() => null);
         throw new HavenError(err.code, err.message, {
-          kind: err.kind,
+          kind: err.kind as KindOf<'STORE_BASE_MISMATCH'>,
           hint: err.hint,
           cause: err,
           details: { ...err.details, newest },

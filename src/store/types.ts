@@ -10,6 +10,7 @@
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
 import type { Logger } from '../core/log.ts';
+import type { StoreCode } from './errors.ts';
 import type {
   JournalDeltaMeta,
   JournalInfo,
@@ -220,7 +221,8 @@ export interface VerifyProblem {
   generationId?: string;
   seq?: number;
   disk?: string;
-  code: string;
+  /** What is wrong: a store code (error-codes.ts says what to do about each). */
+  code: StoreCode;
   message: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];

@@ -1,21 +1,15 @@
 /**
- * Errors of continuous protection (docs/continuous.md, "Error codes"). Refusals name both sides
- * and the commands that resolve them: a target is never overwritten automatically.
+ * Errors of continuous protection (docs/continuous.md, "Error codes"; the codes are in
+ * engine/error-codes.ts). Refusals name both sides and the commands that resolve them: a target
+ * is never overwritten automatically.
  */
-import { HavenError, type HavenErrorOptions } from '../../core/errors.ts';
+import type { HavenErrorOptions, KindOf } from '../../core/errors.ts';
+import { type EngineCode, EngineError } from '../errors.ts';
 
-export type ContinuousCode =
-  | 'CONTINUOUS_DR_NEWER'
-  | 'CONTINUOUS_SPLIT_BRAIN'
-  | 'CONTINUOUS_UNRELATED'
-  | 'CONTINUOUS_TARGET_UNSUPPORTED'
-  | 'CONTINUOUS_RAW_DISK'
-  | 'CONTINUOUS_TOO_MANY_TARGETS'
-  | 'CONTINUOUS_STALLED'
-  | 'CONTINUOUS_CHUNK_SIZE';
+export type ContinuousCode = Extract<EngineCode, `CONTINUOUS_${string}`>;
 
-export class ContinuousError extends HavenError {
-  constructor(code: ContinuousCode, message: string, options: HavenErrorOptions) {
+export class ContinuousError<C extends ContinuousCode = ContinuousCode> extends EngineError<C> {
+  constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {
     super(code, message, options);
   }
 }
