@@ -25,7 +25,7 @@ import { promtoolCheckMetrics } from '../../src/daemon/test-support/prometheus.t
 import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { launchChromium } from '../helpers/browser.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { havenEnv, runHaven } from '../helpers/haven.ts';
 import { freePort, scratchDir, waitFor, writeConfig } from './jobs-helpers.ts';
 import { guestDefinitions } from './recovery-helpers.ts';
 
