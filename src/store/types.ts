@@ -216,6 +216,8 @@ export interface VerifyProblem {
   message: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];
+  /** What to do about it, where the problem has a way forward of its own. */
+  hint?: string;
 }
 
 export interface VerifyReport {

@@ -14,6 +14,7 @@
  */
 import { describe, type TestContext } from 'node:test';
 import { crashContract } from './contract/crash.ts';
+import { readersContract } from './contract/readers.ts';
 import { recordsContract } from './contract/records.ts';
 import { refusalsContract } from './contract/refusals.ts';
 import { resumeContract } from './contract/resume.ts';
@@ -41,6 +42,9 @@ export function storeConformance(
     resumeContract(fresh);
     refusalsContract(fresh);
     recordsContract(fresh);
-    if (capabilities.crashInjection) crashContract(fresh);
+    if (capabilities.crashInjection) {
+      crashContract(fresh);
+      readersContract(fresh);
+    }
   });
 }

@@ -47,6 +47,14 @@ export class MetadataLayout {
   manifest(server: string): string {
     return join(this.serverDir(server), 'manifest.json');
   }
+  /** The manifest's second copy (issue 13.7): what readers use when `manifest.json` is damaged. */
+  manifestCopy(server: string): string {
+    return join(this.serverDir(server), 'manifest.copy.json');
+  }
+  /** The descriptor's second copy, for the same reason. */
+  get descriptorCopy(): string {
+    return join(this.havenDir, 'haven-store.copy.json');
+  }
   manifestLock(server: string): string {
     return join(this.serverDir(server), 'manifest.lock');
   }
