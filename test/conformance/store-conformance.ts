@@ -14,6 +14,7 @@
  */
 import { describe, type TestContext } from 'node:test';
 import { crashContract } from './contract/crash.ts';
+import { damageContract } from './contract/damage.ts';
 import { readersContract } from './contract/readers.ts';
 import { recordsContract } from './contract/records.ts';
 import { refusalsContract } from './contract/refusals.ts';
@@ -45,6 +46,7 @@ export function storeConformance(
     if (capabilities.crashInjection) {
       crashContract(fresh);
       readersContract(fresh);
+      damageContract(fresh);
     }
   });
 }

@@ -78,7 +78,7 @@ export abstract class StoreBase implements Store {
         'integrity',
         `the image of disk ${disk} of ${server} is missing`,
         {
-          hint: `Run \`haven verify\`; the next \`haven protect ${server}\` resyncs onto the newest good generation.`,
+          hint: `Run \`haven verify --store PATH ${server}\` to see what is missing, and use another generation (\`haven images ${server} --store PATH\` lists them).`,
           details: { server, generationId, disk },
         },
       );

@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../../../core/log.ts';
 import { crashPoint } from '../../crash.ts';
-import { storeError } from '../../errors.ts';
+import { startOverHint, storeError } from '../../errors.ts';
 import type { Generation } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
 import { deltaDataPresent, listDeltaRecords } from '../deltas.ts';
@@ -132,13 +132,13 @@ async function refuseMissingImages(
       'integrity',
       `an image of ${server}'s only generation is missing`,
       {
-        hint: 'Run `haven verify`; with copies 1 the missing image cannot be rebuilt from deltas. Discard the server and replicate it again.',
+        hint: `With copies 1 the missing image cannot be rebuilt from deltas, and nothing was changed. ${startOverHint(server)}`,
       },
     );
   }
   const missing = (what: string) =>
     storeError('STORE_IMAGE_MISSING', 'integrity', `an image of ${what} of ${server} is missing`, {
-      hint: 'Run `haven verify`; nothing was changed. Restore the image, or discard the server and replicate it again.',
+      hint: `Nothing was changed. ${startOverHint(server)}`,
     });
   if (plan.slot.kind === 'fresh' && !(await imagesPresent(ctx, server, 'incomplete', delta.meta.disks))) {
     throw missing('the first run');
