@@ -13,6 +13,7 @@
  * must hold, from a seeded generator.
  */
 import { describe, type TestContext } from 'node:test';
+import { bitrotContract } from './contract/bitrot.ts';
 import { crashContract } from './contract/crash.ts';
 import { damageContract } from './contract/damage.ts';
 import { readersContract } from './contract/readers.ts';
@@ -43,6 +44,7 @@ export function storeConformance(
     resumeContract(fresh);
     refusalsContract(fresh);
     recordsContract(fresh);
+    bitrotContract(fresh);
     if (capabilities.crashInjection) {
       crashContract(fresh);
       readersContract(fresh);

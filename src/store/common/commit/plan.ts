@@ -14,6 +14,7 @@ import type { RotationRoom } from '../images.ts';
 import { writeJournal } from '../metadata.ts';
 import type { DeltaRecord, Journal, ManifestFile } from '../records.ts';
 import { planRotation, type RotationPlan, type Seq } from '../rotation-plan.ts';
+import { checkSlotSource } from './slot-check.ts';
 
 /** What the store holds that the plan depends on. */
 interface Holdings {
@@ -56,6 +57,7 @@ export async function planCommit(
     producerAvailable: (id) => holdings.recycledComplete && producerUsable(holdings, id),
   });
   await refuseMissingImages(ctx, delta, holdings, plan, log);
+  await checkSlotSource(ctx, delta, generations, plan, log);
   const apply =
     generations.length === 0
       ? []
