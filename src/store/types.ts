@@ -15,7 +15,12 @@ export type { DigestAlgorithm } from '../core/digest.ts';
 export { DIGEST_BYTES } from '../core/digest.ts';
 
 /** On-disk format version of the store (descriptor, manifests, delta records). */
-export const STORE_FORMAT_VERSION = 1;
+/**
+ * 2: a generation's digest file may hold all-zero entries, which mean "a zero chunk" (ranges never
+ * written or sent as zero ranges are holes of the file; issue 13.2). A format 1 store is upgraded
+ * when a receiver opens it: every format 1 digest file reads the same under format 2.
+ */
+export const STORE_FORMAT_VERSION = 2;
 
 /**
  * Digest granularity. Every extent the store accepts starts on a multiple of CHUNK_SIZE and is a

@@ -21,6 +21,7 @@ import { recordsContract } from './contract/records.ts';
 import { refusalsContract } from './contract/refusals.ts';
 import { resumeContract } from './contract/resume.ts';
 import { rotationContract } from './contract/rotation.ts';
+import { sizeBombsContract } from './contract/size-bombs.ts';
 import { writingContract } from './contract/writing.ts';
 import type { StoreCapabilities, StoreFactory, StoreUnderTest } from './harness.ts';
 
@@ -49,6 +50,7 @@ export function storeConformance(
       crashContract(fresh);
       readersContract(fresh);
       damageContract(fresh);
+      sizeBombsContract(fresh);
     }
   });
 }

@@ -51,10 +51,6 @@ export class MetadataLayout {
   manifestCopy(server: string): string {
     return join(this.serverDir(server), 'manifest.copy.json');
   }
-  /** The descriptor's second copy, for the same reason. */
-  get descriptorCopy(): string {
-    return join(this.havenDir, 'haven-store.copy.json');
-  }
   manifestLock(server: string): string {
     return join(this.serverDir(server), 'manifest.lock');
   }

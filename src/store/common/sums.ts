@@ -131,7 +131,7 @@ export async function writeZeroSums(
 const CLEAR = Buffer.alloc(SUMS_BLOCK_CHUNKS * DIGEST_BYTES);
 
 /** Cleared runs at least this long are punched as holes rather than written (2 MiB of digests). */
-const PUNCH_MIN_CHUNKS = 65536;
+export const PUNCH_MIN_CHUNKS = 65536;
 
 /**
  * Clears chunks [fromChunk, toChunk) to 32 zero bytes each: "not staged" in a delta's sums, "a
@@ -197,6 +197,11 @@ export class GenerationSums {
     return expandZeroEntries(buf, fromChunk, size, this.alg);
   }
 
+  /** Entries as stored: all zeros for a zero chunk (format 2), for callers that skip those. */
+  readStored(fromChunk: number, count: number): Promise<Buffer> {
+    return io(this.path, () => readSums(this.fh, fromChunk, count));
+  }
+
   /** Null when the file holds exactly one entry per chunk of a disk of `size` bytes, else why not. */
   async checkLength(size: number): Promise<string | null> {
     const length = (await io(this.path, () => this.fh.stat())).size;
@@ -217,27 +222,4 @@ export function openGenerationSums(
   disk: string,
 ): Promise<GenerationSums | null> {
   return GenerationSums.open(ctx.layout.sums(server, generationId, disk), ctx.descriptor.digest);
-}
-
-/** Replaces every "not staged" entry in [fromChunk, chunkCount(size)) with the zero-chunk digest. */
-export async function fillUnstaged(
-  fh: FileHandle,
-  alg: DigestAlgorithm,
-  size: number,
-  fromChunk = 0,
-): Promise<void> {
-  const total = chunkCount(size);
-  for (let c = fromChunk; c < total; ) {
-    const n = Math.min(SUMS_BLOCK_CHUNKS, total - c);
-    const buf = await readSums(fh, c, n);
-    let changed = false;
-    for (let i = 0; i < n; i++) {
-      if (isUnstaged(buf, i)) {
-        zeroChunkDigest(alg, chunkLength(size, c + i)).copy(buf, i * DIGEST_BYTES);
-        changed = true;
-      }
-    }
-    if (changed) await writeSums(fh, c, buf);
-    c += n;
-  }
 }

@@ -9,7 +9,9 @@
  * generation); one that cannot be is harmless when the deltas the slot gets rewrite it. Any other
  * refuses the commit (STORE_DIGEST_MISMATCH): the damage is never copied into a new generation.
  *
- * Cost: one read of the slot's source images per commit, in 4 MiB blocks (bounded memory).
+ * Cost: one read of the slot's source images per commit, in 4 MiB blocks (bounded memory), except
+ * ranges stored as zero chunks (never written, or sent as zero ranges: holes of the image), so a
+ * disk declared huge and barely written costs what it holds, not its size (issue 13.2).
  */
 import { open } from 'node:fs/promises';
 import { alignedBuffer } from '../../../core/aligned-memory.ts';
@@ -25,9 +27,10 @@ import type { ReadableImage } from '../images.ts';
 import { imageName } from '../names.ts';
 import type { DeltaRecord } from '../records.ts';
 import type { RotationPlan } from '../rotation-plan.ts';
-import { isUnstaged, openGenerationSums, readSums } from '../sums.ts';
+import { expandZeroEntries, isUnstaged, openGenerationSums, readSums, SUMS_BLOCK_CHUNKS } from '../sums.ts';
 
 const READ_CHUNKS = 64;
+const NO_DIGESTS = Buffer.alloc(READ_CHUNKS * DIGEST_BYTES);
 
 /** A generation that may lend a chunk: where its images are now, and its digests. */
 interface Donor {
@@ -100,40 +103,45 @@ async function checkDisk(
     await sums?.close();
     return [];
   }
-  const damaged: number[] = [];
+  const total = Math.ceil(size / CHUNK_SIZE);
+  const left: number[] = [];
+  let count = 0;
   try {
     const buf = alignedBuffer(READ_CHUNKS * CHUNK_SIZE);
-    for (let off = 0; off < size; off += buf.length) {
-      const n = Math.min(buf.length, size - off);
-      await image.read(buf, n, off);
-      const got = chunkDigests(ctx.descriptor.digest, buf.subarray(0, n), CHUNK_SIZE);
-      const first = off / CHUNK_SIZE;
-      const want = await sums.read(first, got.length / DIGEST_BYTES, size);
-      if (got.equals(want)) continue;
-      for (let i = 0; i < got.length / DIGEST_BYTES; i++) {
-        const a = i * DIGEST_BYTES;
-        if (got.compare(want, a, a + DIGEST_BYTES, a, a + DIGEST_BYTES) !== 0) damaged.push(first + i);
+    for (let first = 0; first < total; first += SUMS_BLOCK_CHUNKS) {
+      const stored = await sums.readStored(first, Math.min(SUMS_BLOCK_CHUNKS, total - first));
+      for (let i = 0; i * DIGEST_BYTES < stored.length; i += READ_CHUNKS) {
+        const entries = stored.subarray(i * DIGEST_BYTES, (i + READ_CHUNKS) * DIGEST_BYTES);
+        // Ranges never written or sent as zero ranges are holes of the image: nothing to rot.
+        if (entries.equals(NO_DIGESTS.subarray(0, entries.length))) continue;
+        const at = first + i;
+        const n = Math.min((entries.length / DIGEST_BYTES) * CHUNK_SIZE, size - at * CHUNK_SIZE);
+        await image.read(buf, n, at * CHUNK_SIZE);
+        const got = chunkDigests(ctx.descriptor.digest, buf.subarray(0, n), CHUNK_SIZE);
+        const want = expandZeroEntries(Buffer.from(entries), at, size, ctx.descriptor.digest);
+        for (let k = 0; k * DIGEST_BYTES < got.length; k++) {
+          const a = k * DIGEST_BYTES;
+          if (got.compare(want, a, a + DIGEST_BYTES, a, a + DIGEST_BYTES) === 0) continue;
+          count++;
+          const c = at + k;
+          log.warn('a damaged chunk in the generation the new slot starts from', {
+            server,
+            generationId: source.generation.id,
+            disk,
+            chunk: c,
+          });
+          // Repaired first where possible: a copied-from newest stays a generation after the rotation.
+          if (await repair(ctx, server, source, disk, c, size, donors, log)) continue;
+          if (await rewritten(ctx, delta, source, disk, c, donors, slotKind)) continue;
+          if (left.length < READ_CHUNKS) left.push(c);
+        }
       }
     }
   } finally {
     await image.close();
     await sums.close();
   }
-  if (!damaged.length) return [];
-  log.warn('damaged chunks in the generation the new slot starts from', {
-    server,
-    generationId: source.generation.id,
-    disk,
-    chunks: damaged.slice(0, READ_CHUNKS),
-    count: damaged.length,
-  });
-  const left: number[] = [];
-  for (const c of damaged) {
-    // Repaired first where possible: a copied-from newest stays a generation after the rotation.
-    if (await repair(ctx, server, source, disk, c, size, donors, log)) continue;
-    if (await rewritten(ctx, delta, source, disk, c, donors, slotKind)) continue;
-    if (left.length < READ_CHUNKS) left.push(c);
-  }
+  if (count) log.warn('damaged chunks checked', { server, disk, damaged: count, unrepaired: left.length });
   return left;
 }
 
