@@ -1,10 +1,12 @@
 /**
  * A small loop-mounted ext4 filesystem for tests of a full filesystem (store-full-disk.test.ts,
  * store-fault-matrix.test.ts): no reserved blocks, no journal, unmounted and removed afterwards.
+ * An error makes the kernel remount it read-only (errors=remount-ro), which `forceReadOnly` uses.
  */
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { TestContext } from 'node:test';
 
 const ROOT = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
@@ -17,7 +19,7 @@ export async function loopFs(t: TestContext, sizeMiB: number): Promise<string> {
   execFileSync('truncate', ['-s', `${sizeMiB}M`, img]);
   execFileSync('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', img]);
   execFileSync('mkdir', ['-p', mnt]);
-  execFileSync('mount', ['-o', 'loop', img, mnt]);
+  execFileSync('mount', ['-o', 'loop,errors=remount-ro', img, mnt]);
   t.after(async () => {
     try {
       execFileSync('umount', [mnt]);
@@ -43,5 +45,43 @@ export function fill(mnt: string, name: string, leaveBytes: number): string {
     } catch (e) {
       if (want <= 0) throw e;
     }
+  }
+}
+
+/**
+ * Makes the filesystem read-only under whoever writes to it, as the kernel does after an error
+ * (ext4's test hook `trigger_fs_error`, with errors=remount-ro): from now on writes fail with
+ * EROFS. A plain `mount -o remount,ro` is refused while a file is open for writing.
+ */
+export function forceReadOnly(mnt: string): void {
+  const dev = basename(execFileSync('findmnt', ['-n', '-o', 'SOURCE', mnt]).toString().trim());
+  writeFileSync(`/sys/fs/ext4/${dev}/trigger_fs_error`, 'haven fault matrix');
+}
+
+/** What an operator does after such an error: unmount, e2fsck, mount again read-write. */
+export function repairAndRemount(mnt: string): void {
+  const dev = execFileSync('findmnt', ['-n', '-o', 'SOURCE', mnt]).toString().trim();
+  const img = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', dev]).toString().trim();
+  execFileSync('umount', [mnt]);
+  try {
+    execFileSync('e2fsck', ['-fy', img], { stdio: 'pipe' });
+  } catch (e) {
+    // Exit status 1: errors were corrected (e2fsck(8)).
+    if ((e as { status?: number }).status !== 1) throw e;
+  }
+  // -w: fail rather than fall back to read-only, which mount(8) does when the loop device it
+  // picks is still being released.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      execFileSync('mount', ['-w', '-o', 'loop,errors=remount-ro', img, mnt], { stdio: 'pipe' });
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      execFileSync('sleep', ['0.2']);
+      continue;
+    }
+    const options = execFileSync('findmnt', ['-n', '-o', 'OPTIONS', mnt]).toString();
+    if (/^rw,/.test(options) && !options.includes('emergency_ro')) return;
+    execFileSync('umount', [mnt]);
+    if (attempt >= 5) throw new Error(`${mnt} mounts read-only: ${options}`);
   }
 }
