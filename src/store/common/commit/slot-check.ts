@@ -16,6 +16,7 @@
 import { open } from 'node:fs/promises';
 import { alignedBuffer } from '../../../core/aligned-memory.ts';
 import { chunkDigests, DIGEST_BYTES } from '../../../core/digest.ts';
+import { exec } from '../../../core/exec.ts';
 import type { Logger } from '../../../core/log.ts';
 import { startOverHint, storeError } from '../../errors.ts';
 import type { Generation } from '../../types.ts';
@@ -108,32 +109,34 @@ async function checkDisk(
   let count = 0;
   try {
     const buf = alignedBuffer(READ_CHUNKS * CHUNK_SIZE);
-    for (let first = 0; first < total; first += SUMS_BLOCK_CHUNKS) {
-      const stored = await sums.readStored(first, Math.min(SUMS_BLOCK_CHUNKS, total - first));
-      for (let i = 0; i * DIGEST_BYTES < stored.length; i += READ_CHUNKS) {
-        const entries = stored.subarray(i * DIGEST_BYTES, (i + READ_CHUNKS) * DIGEST_BYTES);
-        // Ranges never written or sent as zero ranges are holes of the image: nothing to rot.
-        if (entries.equals(NO_DIGESTS.subarray(0, entries.length))) continue;
-        const at = first + i;
-        const n = Math.min((entries.length / DIGEST_BYTES) * CHUNK_SIZE, size - at * CHUNK_SIZE);
-        await image.read(buf, n, at * CHUNK_SIZE);
-        const got = chunkDigests(ctx.descriptor.digest, buf.subarray(0, n), CHUNK_SIZE);
-        const want = expandZeroEntries(Buffer.from(entries), at, size, ctx.descriptor.digest);
-        for (let k = 0; k * DIGEST_BYTES < got.length; k++) {
-          const a = k * DIGEST_BYTES;
-          if (got.compare(want, a, a + DIGEST_BYTES, a, a + DIGEST_BYTES) === 0) continue;
-          count++;
-          const c = at + k;
-          log.warn('a damaged chunk in the generation the new slot starts from', {
-            server,
-            generationId: source.generation.id,
-            disk,
-            chunk: c,
-          });
-          // Repaired first where possible: a copied-from newest stays a generation after the rotation.
-          if (await repair(ctx, server, source, disk, c, size, donors, log)) continue;
-          if (await rewritten(ctx, delta, source, disk, c, donors, slotKind)) continue;
-          if (left.length < READ_CHUNKS) left.push(c);
+    for (const range of await storedRanges(sums.path, total, log)) {
+      for (let first = range.from; first < range.to; first += SUMS_BLOCK_CHUNKS) {
+        const stored = await sums.readStored(first, Math.min(SUMS_BLOCK_CHUNKS, range.to - first));
+        for (let i = 0; i * DIGEST_BYTES < stored.length; i += READ_CHUNKS) {
+          const entries = stored.subarray(i * DIGEST_BYTES, (i + READ_CHUNKS) * DIGEST_BYTES);
+          // Ranges never written or sent as zero ranges are holes of the image: nothing to rot.
+          if (entries.equals(NO_DIGESTS.subarray(0, entries.length))) continue;
+          const at = first + i;
+          const n = Math.min((entries.length / DIGEST_BYTES) * CHUNK_SIZE, size - at * CHUNK_SIZE);
+          await image.read(buf, n, at * CHUNK_SIZE);
+          const got = chunkDigests(ctx.descriptor.digest, buf.subarray(0, n), CHUNK_SIZE);
+          const want = expandZeroEntries(Buffer.from(entries), at, size, ctx.descriptor.digest);
+          for (let k = 0; k * DIGEST_BYTES < got.length; k++) {
+            const a = k * DIGEST_BYTES;
+            if (got.compare(want, a, a + DIGEST_BYTES, a, a + DIGEST_BYTES) === 0) continue;
+            count++;
+            const c = at + k;
+            log.warn('a damaged chunk in the generation the new slot starts from', {
+              server,
+              generationId: source.generation.id,
+              disk,
+              chunk: c,
+            });
+            // Repaired first where possible: a copied-from newest stays a generation after the rotation.
+            if (await repair(ctx, server, source, disk, c, size, donors, log)) continue;
+            if (await rewritten(ctx, delta, source, disk, c, donors, slotKind)) continue;
+            if (left.length < READ_CHUNKS) left.push(c);
+          }
         }
       }
     }
@@ -245,4 +248,35 @@ async function repair(
 
 function readChunk(image: ReadableImage, buf: Buffer, length: number, c: number): Promise<void> {
   return image.read(buf, length, c * CHUNK_SIZE);
+}
+
+/** Digest files up to this size are scanned whole; larger ones only where they hold data. */
+const SCAN_WHOLE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The chunk ranges [from, to) of a digest file of `total` entries that hold data: holes are zero
+ * chunks, and a disk declared huge and barely written has a digest file that is nearly all hole
+ * (issue 13.2), which even reading costs time in proportion to its size. `qemu-img map` asks the
+ * filesystem (SEEK_DATA/SEEK_HOLE); where it cannot, the whole file is scanned.
+ */
+async function storedRanges(
+  path: string,
+  total: number,
+  log: Logger,
+): Promise<{ from: number; to: number }[]> {
+  const whole = [{ from: 0, to: total }];
+  if (total * DIGEST_BYTES <= SCAN_WHOLE_BYTES) return whole;
+  try {
+    const r = await exec('qemu-img', ['map', '-f', 'raw', '--output=json', path]);
+    const map = JSON.parse(r.stdout) as { start: number; length: number; data: boolean }[];
+    return map
+      .filter((e) => e.data)
+      .map((e) => ({
+        from: Math.floor(e.start / DIGEST_BYTES),
+        to: Math.min(total, Math.ceil((e.start + e.length) / DIGEST_BYTES)),
+      }));
+  } catch (e) {
+    log.debug('no map of the digest file; scanning it whole', { path, err: e });
+    return whole;
+  }
 }
