@@ -1,24 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { HavenError } from '../core/errors.ts';
+import { scratchDir } from '../core/test-support/scratch.ts';
 import { type Catalog, catalogPath, openCatalog, SCHEMA_VERSION } from './catalog.ts';
 import { APPLICATION_ID, MIGRATIONS, migrate } from './schema.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
-function tmpDir(t: TestContext): string {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const dir = mkdtempSync(join(root, 'haven-t-cat-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tmpDir = (t: TestContext): string => scratchDir('haven-t-cat-', t);
 
 function open(t: TestContext, path: string, options?: Parameters<typeof openCatalog>[1]): Catalog {
   const c = openCatalog(path, options);

@@ -19,6 +19,7 @@ import { CheckpointsTable } from './checkpoints.ts';
 import { CatalogDb } from './db.ts';
 import { CatalogError, catalogError } from './errors.ts';
 import { EventsTable } from './events.ts';
+import { HistoryTable } from './history.ts';
 import { InflightTable } from './inflight.ts';
 import { MaintenanceTable } from './maintenance.ts';
 import { RunsTable } from './runs.ts';
@@ -31,6 +32,7 @@ export type { CheckpointInput, CheckpointRecord, Delivery } from './checkpoints.
 export { CatalogError } from './errors.ts';
 export type { EventFilter, EventInput, EventRecord, Problem, Severity } from './events.ts';
 export { SEVERITIES, severityRank } from './events.ts';
+export type { GoodCopyBefore, HistoryFilter, HistoryResult, SettledRun } from './history.ts';
 export type { InflightDelta, InflightInput } from './inflight.ts';
 export type {
   FinalRunStatus,
@@ -77,6 +79,7 @@ export class Catalog {
   readonly status: StatusTable;
   readonly targetStores: TargetStoresTable;
   readonly maintenance: MaintenanceTable;
+  readonly history: HistoryTable;
   private readonly c: CatalogDb;
 
   constructor(
@@ -92,6 +95,7 @@ export class Catalog {
     this.inflight = new InflightTable(this.c, this.targetStores);
     this.events = new EventsTable(this.c);
     this.schedule = new ScheduleTable(this.c);
+    this.history = new HistoryTable(this.c);
   }
 
   /**

@@ -1,21 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { HavenError } from '../core/errors.ts';
-import { type Catalog, openCatalog } from './catalog.ts';
+import type { Catalog } from './catalog.ts';
+import { scratchCatalog } from './test-support.ts';
 
-function catalog(t: TestContext): Catalog {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const dir = mkdtempSync(join(root, 'haven-t-cat-ev-'));
-  const c = openCatalog(join(dir, 'catalog.sqlite'));
-  t.after(() => {
-    c.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return c;
-}
+const catalog = (t: TestContext): Catalog => scratchCatalog(t, 'haven-t-cat-ev-');
 
 function hasCode(code: string) {
   return (e: unknown) => e instanceof HavenError && e.code === code;

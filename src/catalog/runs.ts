@@ -76,6 +76,9 @@ export interface ServerResult {
   errorCode: string | null;
   errorMessage: string | null;
   attempts: number;
+  /** The target store's space after the copy, as its receiver reported it; null when not told. */
+  storeTotalBytes: number | null;
+  storeFreeBytes: number | null;
 }
 
 export interface RunDetail extends Run {
@@ -115,6 +118,8 @@ export interface ServerResultInput {
   errorCode?: string;
   errorMessage?: string;
   attempts?: number;
+  storeTotalBytes?: number;
+  storeFreeBytes?: number;
 }
 
 export interface RunFilter {
@@ -130,7 +135,7 @@ export interface RunFilter {
   limit?: number;
 }
 
-function toRun(r: Row): Run {
+export function toRun(r: Row): Run {
   return {
     id: r.id as number,
     kind: r.kind as RunKind,
@@ -146,7 +151,7 @@ function toRun(r: Row): Run {
   };
 }
 
-function toResult(r: Row): ServerResult {
+export function toResult(r: Row): ServerResult {
   return {
     runId: r.run_id as number,
     server: str(r.server),
@@ -163,6 +168,8 @@ function toResult(r: Row): ServerResult {
     errorCode: strOrNull(r.error_code),
     errorMessage: strOrNull(r.error_message),
     attempts: r.attempts as number,
+    storeTotalBytes: numOrNull(r.store_total_bytes),
+    storeFreeBytes: numOrNull(r.store_free_bytes),
   };
 }
 
@@ -213,14 +220,18 @@ export class RunsTable {
     this.serversOf = c.prepare('SELECT * FROM run_servers WHERE run_id = ? ORDER BY server, target');
     this.upsertResult = c.prepare(`
       INSERT INTO run_servers (run_id, server, target, status, mode, started_at, finished_at, bytes_read,
-        bytes_sent, duration_ms, generation_id, copy_at, error_code, error_message, attempts)
+        bytes_sent, duration_ms, generation_id, copy_at, error_code, error_message, attempts, store_total_bytes,
+        store_free_bytes)
       VALUES (@runId, @server, @target, @status, @mode, @startedAt, @finishedAt, @bytesRead, @bytesSent,
-        @durationMs, @generationId, @copyAt, @errorCode, @errorMessage, @attempts)
+        @durationMs, @generationId, @copyAt, @errorCode, @errorMessage, @attempts, @storeTotalBytes,
+        @storeFreeBytes)
       ON CONFLICT (run_id, server, target) DO UPDATE SET
         status = excluded.status, mode = coalesce(excluded.mode, mode), finished_at = excluded.finished_at,
         bytes_read = excluded.bytes_read, bytes_sent = excluded.bytes_sent, duration_ms = excluded.duration_ms,
         generation_id = coalesce(excluded.generation_id, generation_id), copy_at = coalesce(excluded.copy_at, copy_at),
-        error_code = excluded.error_code, error_message = excluded.error_message, attempts = excluded.attempts
+        error_code = excluded.error_code, error_message = excluded.error_message, attempts = excluded.attempts,
+        store_total_bytes = coalesce(excluded.store_total_bytes, store_total_bytes),
+        store_free_bytes = coalesce(excluded.store_free_bytes, store_free_bytes)
       RETURNING *`);
     this.running = c.prepare(`SELECT * FROM runs WHERE status = 'running' ORDER BY id`);
     this.abandonResults = c.prepare(`
@@ -335,6 +346,10 @@ export class RunsTable {
       errorCode: optionalText('error code', input.errorCode),
       errorMessage: input.errorMessage ?? null,
       attempts: count('attempts', input.attempts ?? 1),
+      storeTotalBytes:
+        input.storeTotalBytes === undefined ? null : count('store total bytes', input.storeTotalBytes),
+      storeFreeBytes:
+        input.storeFreeBytes === undefined ? null : count('store free bytes', input.storeFreeBytes),
     };
     return this.c.write(() => {
       const run = this.one.get(runId) as Row | undefined;

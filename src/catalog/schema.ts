@@ -200,6 +200,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX runs_started ON runs (started_at);
     `,
   },
+  {
+    version: 3,
+    description: 'the target store’s space with each result; results by finish time',
+    sql: `
+      -- What the receiver reported of its store's space (docs/stream-protocol.md §4.1) after the
+      -- copy: the primary side knows a target's capacity from nothing else. NULL: not told.
+      ALTER TABLE run_servers ADD COLUMN store_total_bytes INTEGER;
+      ALTER TABLE run_servers ADD COLUMN store_free_bytes INTEGER;
+      -- History series (dashboard charts) read results by time.
+      CREATE INDEX run_servers_finished ON run_servers (finished_at);
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;

@@ -1,18 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { scratchDir } from '../core/test-support/scratch.ts';
 import { type Catalog, openCatalog } from './catalog.ts';
 import { MIGRATIONS, migrate } from './schema.ts';
 
-function tmpDir(t: TestContext): string {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const dir = mkdtempSync(join(root, 'haven-t-cat-ts-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tmpDir = (t: TestContext): string => scratchDir('haven-t-cat-ts-', t);
 
 function catalog(t: TestContext, path = join(tmpDir(t), 'catalog.sqlite')): Catalog {
   const c = openCatalog(path);

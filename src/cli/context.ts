@@ -7,12 +7,15 @@ import Table from 'cli-table3';
 import type { HavenConfig } from '../core/config.ts';
 import { createLogger, type Level, type RootLogger } from '../core/log.ts';
 import { type HavenPaths, havenPaths } from '../core/paths.ts';
+import type { ProgressMode } from './progress-bar.ts';
 
 export interface GlobalOptions {
   verbose?: boolean;
   debug?: boolean;
   config?: string;
   logFile?: string;
+  /** -q: no progress on stderr (bars or periodic lines); warnings and errors still show. */
+  quiet?: boolean;
 }
 
 export class CliContext {
@@ -58,6 +61,20 @@ export class CliContext {
     return this.loadedConfig;
   }
 
+  /**
+   * The zone listings show times in (cli/when.ts): the configuration's `timezone`, else the
+   * host's. Commands that work from a store alone (a DR host may have no configuration, or a
+   * broken one) use this, so a file they do not need cannot stop them.
+   */
+  async timeZone(): Promise<string | undefined> {
+    try {
+      return (await this.config()).timezone;
+    } catch (e) {
+      this.rootLogger.debug('times in the host’s zone: the configuration could not be read', { err: e });
+      return undefined;
+    }
+  }
+
   get log(): RootLogger {
     return this.rootLogger;
   }
@@ -65,6 +82,15 @@ export class CliContext {
   /** True when stderr is a terminal: progress bars draw only then. */
   get interactive(): boolean {
     return Boolean((this.stderr as NodeJS.WriteStream).isTTY);
+  }
+
+  /**
+   * How long work shows its progress on stderr: a bar on a terminal, periodic lines anywhere
+   * else (a pipe, a log, cron), none with --json (machine output) or -q.
+   */
+  progressMode(json?: boolean): ProgressMode {
+    if (this.options.quiet || json) return 'off';
+    return this.interactive ? 'bar' : 'lines';
   }
 
   /**

@@ -95,8 +95,11 @@ function mentionProblems(text: string, program: Command): string[] {
       }
       cmd = s;
     }
+    // A hidden flag is a deprecated alias (`--uri`): hints name the flag that replaced it.
     const known = new Set(
-      [cmd, program].flatMap((c) => c.options.flatMap((o) => [o.long, o.short])).filter(Boolean),
+      [cmd, program]
+        .flatMap((c) => c.options.filter((o) => !o.hidden).flatMap((o) => [o.long, o.short]))
+        .filter(Boolean),
     );
     known.add('--help');
     for (const flag of words.filter((w) => w.startsWith('-'))) {
@@ -116,6 +119,9 @@ test('the checker finds commands and flags that do not exist', async () => {
   ]);
   assert.deepEqual(mentionProblems('Run haven verify --store PATH --deep.', program), [
     '`haven verify` has no --deep',
+  ]);
+  assert.deepEqual(mentionProblems('Run haven drill --store PATH --uri qemu:///system.', program), [
+    '`haven drill` has no --uri',
   ]);
   assert.deepEqual(
     mentionProblems(

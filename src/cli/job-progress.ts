@@ -1,23 +1,27 @@
 /**
- * The progress display of `haven job run` on a terminal: one bar per server being copied (or
- * staged), with bytes, rate and ETA, and one line per finished server. Nothing is drawn when
- * stderr is not a terminal or the output is JSON.
+ * The progress display of `haven job run`: on a terminal one bar per server being copied (or
+ * staged), with bytes, rate and ETA, and one line per finished server; elsewhere periodic lines
+ * per server (progress-lines.ts) and the same line per finished server; nothing with --json or -q.
  */
 import cliProgress from 'cli-progress';
-import { formatBytes, formatDuration, formatRate } from '../core/units.ts';
 import type { JobUpdate } from '../jobs/index.ts';
+import { BAR_FORMAT, barPayload, type ProgressMode } from './progress-bar.ts';
+import { ProgressLines } from './progress-lines.ts';
 
 export interface JobProgress {
   update(u: JobUpdate): void;
   stop(): void;
 }
 
-export function jobProgress(stream: NodeJS.WritableStream, enabled: boolean): JobProgress {
-  if (!enabled) return { update() {}, stop() {} };
+function finishedLine(u: Extract<JobUpdate, { type: 'server.finished' }>): string {
+  return `${u.server} → ${u.target}: ${u.status}${u.error ? ` [${u.error.code}] ${u.error.message}` : ''}\n`;
+}
+
+function terminalBars(stream: NodeJS.WritableStream): JobProgress {
   const multi = new cliProgress.MultiBar(
     {
       stream: stream as NodeJS.WriteStream,
-      format: '{label} {phase} |{bar}| {percentage}% {done}/{total} {rate} ETA {eta_text}',
+      format: `{label} ${BAR_FORMAT}`,
       hideCursor: true,
       clearOnComplete: false,
       barsize: 20,
@@ -32,14 +36,7 @@ export function jobProgress(stream: NodeJS.WritableStream, enabled: boolean): Jo
         const key = `${u.server}\u0000${u.target}`;
         const p = u.progress;
         const total = Math.max(1, p.bytesTotal);
-        const payload = {
-          label: `${u.server} → ${u.target}`,
-          phase: p.disk ? `${p.phase} ${p.disk}` : p.phase,
-          done: formatBytes(p.bytesDone),
-          total: formatBytes(p.bytesTotal),
-          rate: formatRate(p.rate),
-          eta_text: p.etaMs === undefined ? '?' : formatDuration(p.etaMs),
-        };
+        const payload = { label: `${u.server} → ${u.target}`, ...barPayload(p) };
         const bar = bars.get(key);
         if (!bar) bars.set(key, multi.create(total, Math.min(p.bytesDone, total), payload));
         else {
@@ -53,13 +50,31 @@ export function jobProgress(stream: NodeJS.WritableStream, enabled: boolean): Jo
           multi.remove(bar);
           bars.delete(key);
         }
-        multi.log(
-          `${u.server} → ${u.target}: ${u.status}${u.error ? ` [${u.error.code}] ${u.error.message}` : ''}\n`,
-        );
+        multi.log(finishedLine(u));
       }
     },
     stop() {
       multi.stop();
     },
   };
+}
+
+function periodicLines(stream: NodeJS.WritableStream): JobProgress {
+  const lines = new ProgressLines((l) => stream.write(l));
+  return {
+    update(u) {
+      if (u.type === 'progress') {
+        lines.update(`${u.server}\u0000${u.target}`, `${u.server} → ${u.target}`, u.progress);
+      } else if (u.type === 'server.finished') {
+        lines.done(`${u.server}\u0000${u.target}`);
+        stream.write(finishedLine(u));
+      }
+    },
+    stop() {},
+  };
+}
+
+export function jobProgress(stream: NodeJS.WritableStream, mode: ProgressMode): JobProgress {
+  if (mode === 'off') return { update() {}, stop() {} };
+  return mode === 'bar' ? terminalBars(stream) : periodicLines(stream);
 }

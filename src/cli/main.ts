@@ -12,6 +12,7 @@ import { installPath } from '../core/package-root.ts';
 import { afterRun } from './after-run.ts';
 import { CliContext, type GlobalOptions } from './context.ts';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
+import { commandPath, usageError, VALUE_OPTIONS } from './usage-errors.ts';
 
 /** What a command module exports as default. */
 export type RegisterCommand = (program: Command, context: () => CliContext) => void;
@@ -26,8 +27,6 @@ const COMMAND_MODULE: Record<string, string> = {
   deactivate: 'activate',
   'failback-receive': 'failback',
 };
-/** Global options that take a value in the next argument. */
-const VALUE_OPTIONS = new Set(['-c', '--config', '--log-file']);
 
 /**
  * The module of the command `argv` names, when there is one: only it is loaded, so a command
@@ -82,15 +81,17 @@ export function reportError(ctx: CliContext | undefined, err: HavenError, json: 
   if (ctx?.log.filePath) out.write(`  log: ${ctx.log.filePath}\n`);
 }
 
+/** The program; main() reports commander's errors as Haven's (usage-errors.ts), with a code and a hint. */
 function newProgram(): Command {
   return new Command('haven')
     .description('Disaster recovery for KVM/libvirt servers: consistent, bootable copies at a DR site')
     .version(packageVersion(), '-V, --version')
     .option('-v, --verbose', 'more detail on stderr')
     .option('-d, --debug', 'everything on stderr, including protocol traces')
+    .option('-q, --quiet', 'no progress on stderr (bars on a terminal, periodic lines elsewhere)')
     .option('-c, --config <file>', 'configuration file (default /etc/haven/haven.yaml, or $HAVEN_CONFIG)')
     .option('--log-file <file>', 'write this run’s log here instead of the log directory')
-    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: () => {} })
     .exitOverride();
 }
 
@@ -125,6 +126,9 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
         return EXIT_OK;
       }
+      // A group named without its subcommand: commander has printed the group's help.
+      if (err.code === 'commander.help') return EXIT_CODES.usage;
+      reportError(ctx, usageError(err, commandPath(program, argv)), argv.includes('--json'));
       return EXIT_CODES.usage;
     }
     const he = asHavenError(err);

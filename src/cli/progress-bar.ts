@@ -1,10 +1,13 @@
 /**
- * The terminal progress bar for long work: bytes, rate and ETA, drawn on stderr only when it is
- * a terminal (logs and --json output stay clean).
+ * Progress of long work on stderr: a bar with bytes, rate and ETA on a terminal, periodic lines
+ * elsewhere (progress-lines.ts), nothing with --json or -q (CliContext.progressMode).
  */
 import cliProgress from 'cli-progress';
 import { formatBytes, formatDuration, formatRate } from '../core/units.ts';
 import type { ProgressSnapshot } from '../engine/index.ts';
+import { ProgressLines } from './progress-lines.ts';
+
+export type ProgressMode = 'bar' | 'lines' | 'off';
 
 export interface ProgressBar {
   update(s: ProgressSnapshot): void;
@@ -13,12 +16,29 @@ export interface ProgressBar {
 
 const quiet: ProgressBar = { update() {}, stop() {} };
 
-export function progressBar(stream: NodeJS.WritableStream, enabled: boolean, label: string): ProgressBar {
-  if (!enabled) return quiet;
+/**
+ * The bar's format. Our values go in under names of our own (`done_text`, `total_text`):
+ * cli-progress fills `{value}`, `{total}`, `{percentage}`, `{eta}` itself from the raw numbers,
+ * and its `{total}` wins over a payload field of that name (it printed `13.0 MiB/209715200`).
+ */
+export const BAR_FORMAT = '{phase} |{bar}| {percentage}% {done_text}/{total_text} {rate} ETA {eta_text}';
+
+/** What the bar's own tokens are filled with, from a snapshot. */
+export function barPayload(s: ProgressSnapshot): Record<string, string> {
+  return {
+    phase: s.disk ? `${s.phase} ${s.disk}` : s.phase,
+    done_text: formatBytes(s.bytesDone),
+    total_text: formatBytes(s.bytesTotal),
+    rate: formatRate(s.rate),
+    eta_text: s.etaMs === undefined ? '?' : formatDuration(s.etaMs),
+  };
+}
+
+function terminalBar(stream: NodeJS.WritableStream, label: string): ProgressBar {
   const bar = new cliProgress.SingleBar(
     {
       stream: stream as NodeJS.WriteStream,
-      format: `${label} {phase} |{bar}| {percentage}% {done}/{total} {rate} ETA {eta_text}`,
+      format: `${label} ${BAR_FORMAT}`,
       hideCursor: true,
       clearOnComplete: true,
       barsize: 24,
@@ -29,24 +49,27 @@ export function progressBar(stream: NodeJS.WritableStream, enabled: boolean, lab
   let started = false;
   return {
     update(s) {
-      const payload = {
-        phase: s.disk ? `${s.phase} ${s.disk}` : s.phase,
-        done: formatBytes(s.bytesDone),
-        total: formatBytes(s.bytesTotal),
-        rate: formatRate(s.rate),
-        eta_text: s.etaMs === undefined ? '?' : formatDuration(s.etaMs),
-      };
       const total = Math.max(1, s.bytesTotal);
       if (!started) {
-        bar.start(total, Math.min(s.bytesDone, total), payload);
+        bar.start(total, Math.min(s.bytesDone, total), barPayload(s));
         started = true;
       } else {
         bar.setTotal(total);
-        bar.update(Math.min(s.bytesDone, total), payload);
+        bar.update(Math.min(s.bytesDone, total), barPayload(s));
       }
     },
     stop() {
       if (started) bar.stop();
     },
+  };
+}
+
+export function progressBar(stream: NodeJS.WritableStream, mode: ProgressMode, label: string): ProgressBar {
+  if (mode === 'off') return quiet;
+  if (mode === 'bar') return terminalBar(stream, label);
+  const lines = new ProgressLines((l) => stream.write(l));
+  return {
+    update: (s) => lines.update(label, label, s),
+    stop: () => lines.done(label),
   };
 }

@@ -31,6 +31,7 @@ import {
   ValueProblem,
 } from './config-values.ts';
 import { DEFINITION_ALLOWANCES } from './definition-context.ts';
+import { MAC_POLICIES, type NetworkMapping, parseNetworkRef, refText } from './network-map.ts';
 
 export const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
 export type Severity = (typeof SEVERITIES)[number];
@@ -219,6 +220,50 @@ const drillOverride = mapping('per-server drill settings', {
   timeout: opt((v) => parseDurationValue(v, 1000), undefined),
 });
 
+/** `map:` of a `networks` section: bridge or network names at the primary → at this DR site. */
+function parseNetworkMap(v: unknown): Record<string, string> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new ValueProblem(
+      `expected a mapping from the primary's bridge or network names to this site's, e.g. { prod-br: dr-br }, got ${describeValue(v)}`,
+    );
+  }
+  const out: Record<string, string> = Object.create(null);
+  for (const [from, to] of Object.entries(v)) {
+    try {
+      out[refText(parseNetworkRef(from))] = refText(parseNetworkRef(to));
+    } catch (e) {
+      if (e instanceof ValueProblem) throw new ValueProblem(`${JSON.stringify(from)}: ${e.message}`);
+      throw e;
+    }
+  }
+  return out;
+}
+
+const macPolicy = (v: unknown) => parseEnum(v, MAC_POLICIES);
+
+/** `{ map, mac }`: one layer of network settings (per server, or a drill's own). */
+function parseNetworkMapping(v: unknown): NetworkMapping {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new ValueProblem(
+      `expected network settings { map: {…}, mac: keep|generate }, got ${describeValue(v)}`,
+    );
+  }
+  const { map, mac, ...rest } = v as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length) throw new ValueProblem(`unknown key ${unknown[0]} (keys: map, mac)`);
+  return {
+    map: map === undefined ? Object.create(null) : parseNetworkMap(map),
+    mac: mac === undefined ? undefined : macPolicy(mac),
+  };
+}
+
+/** This DR site's failover network mapping (core/network-map.ts, docs/recovery.md). */
+const networksSchema = mapping('network settings', {
+  map: opt(parseNetworkMap, undefined),
+  mac: opt(macPolicy, undefined),
+  servers: named('server', leaf(parseNetworkMapping)),
+});
+
 export const drillSchema = mapping('drill settings', {
   store: leaf((v) => parseAbsolutePath(v, 'the absolute path of the store on this DR host')),
   servers,
@@ -226,6 +271,11 @@ export const drillSchema = mapping('drill settings', {
   boot_marker: section(bootMarker),
   timeout: opt((v) => parseDurationValue(v, 1000), 300_000),
   overrides: named('server', drillOverride),
+  // isolated (no interfaces, the default), mapped (the site's `networks`), or a mapping of its own.
+  networks: opt(
+    (v) => (typeof v === 'string' ? parseEnum(v, ['isolated', 'mapped'] as const) : parseNetworkMapping(v)),
+    'isolated' as const,
+  ),
 });
 
 const severity = opt((v) => parseEnum(v, SEVERITIES), 'warning' as Severity);
@@ -317,6 +367,7 @@ export const configSchema = mapping('the Haven configuration', {
   ),
   retention: section(retentionSchema),
   definitions: section(definitionsSchema),
+  networks: section(networksSchema),
 });
 
 export type RawConfig = z.output<typeof configSchema>;

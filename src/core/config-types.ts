@@ -9,6 +9,7 @@
 import type { BootMarker, Severity } from './config-schema.ts';
 import type { TargetEndpoint } from './config-values.ts';
 import type { DefinitionRules } from './definition-context.ts';
+import type { DrillNetworks, NetworksConfig } from './network-map.ts';
 
 export type { BootMarker, Severity } from './config-schema.ts';
 export type { TargetEndpoint } from './config-values.ts';
@@ -89,6 +90,8 @@ export interface DrillConfig {
   timeoutMs: number;
   /** Per server name. */
   overrides: Record<string, DrillOverride>;
+  /** What its copies' interfaces join: nothing (isolated), the site's mapping, or its own. */
+  networks: DrillNetworks;
 }
 
 export interface EmailAlertConfig {
@@ -174,6 +177,8 @@ export interface HavenConfig {
    * the definition rules let through beyond the rule (docs/recovery.md).
    */
   definitions: DefinitionRules;
+  /** This DR site's failover network mapping (docs/recovery.md, "Networks at the DR site"). */
+  networks: NetworksConfig;
   /** Valid but suspicious settings (`haven config check` prints them). */
   warnings: ConfigProblem[];
 }

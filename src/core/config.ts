@@ -207,6 +207,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
             { bootMarker: o.boot_marker, timeoutMs: o.timeout },
           ]),
         ),
+        networks: d.networks,
       },
     ]),
   );
@@ -245,6 +246,11 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     definitions: {
       bootFiles: raw.definitions?.boot_files ?? [],
       allow: record(Object.entries(raw.definitions?.allow ?? {})),
+    },
+    networks: {
+      map: raw.networks?.map ?? Object.create(null),
+      mac: raw.networks?.mac,
+      servers: record(Object.entries(raw.networks?.servers ?? {})),
     },
     warnings: [],
   };

@@ -24,3 +24,11 @@ export const PACKAGE_ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
 export function installPath(...parts: string[]): string {
   return join(PACKAGE_ROOT, ...parts);
 }
+
+let version: string | undefined;
+
+/** The `version` of Haven's package.json. */
+export function packageVersion(): string {
+  version ??= (JSON.parse(readFileSync(installPath('package.json'), 'utf8')) as { version: string }).version;
+  return version;
+}

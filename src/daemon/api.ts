@@ -4,22 +4,21 @@
  * without it: 401 API_UNAUTHORIZED. Errors are `{ error: { code, kind, message, hint } }` with
  * the HTTP status of their kind. docs/daemon.md lists the endpoints.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { type Catalog, RUN_STATUSES, type RunStatus, SEVERITIES, type Severity } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { asHavenError, type ErrorKind, HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { installPath } from '../core/package-root.ts';
 import { PeerWarnings, peerAddress, type Refusal } from '../core/peer-limits.ts';
 import { inventory, Virsh } from '../engine/index.ts';
 import { JobError, jobNotFound, resolveTarget, senderFactory, statusRows } from '../jobs/index.ts';
+import { dashboardRoutes } from './dashboard-routes.ts';
 import type { EventHub } from './hub.ts';
 import type { Metrics } from './metrics.ts';
 import type { RunManager } from './run-manager.ts';
 import type { Scheduler } from './scheduler.ts';
 import { authorized } from './token.ts';
+import { loadUi, UI_HEADERS, type UiFile } from './ui-assets.ts';
 
 const STATUS: Record<ErrorKind, number> = {
   usage: 400,
@@ -35,33 +34,6 @@ const STATUS: Record<ErrorKind, number> = {
   interrupted: 503,
   internal: 500,
 };
-
-/** The dashboard (plain files under ./ui, no build step), by the name `/ui/<name>` serves. */
-/** The dashboard's static files, served from the source tree (the bundle holds only code). */
-const UI_DIR = installPath('src', 'daemon', 'ui');
-const UI_TYPES: Record<string, string> = {
-  'index.html': 'text/html; charset=utf-8',
-  'app.js': 'text/javascript; charset=utf-8',
-  'app.css': 'text/css; charset=utf-8',
-};
-/**
- * The page only talks to this origin and runs no inline code, so injected markup could neither
- * run nor send anything away; no framing (clickjacking the Run now button).
- */
-const UI_HEADERS = {
-  'content-security-policy':
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-  'x-frame-options': 'DENY',
-  'cache-control': 'no-cache',
-};
-
-async function loadUi(): Promise<Map<string, Buffer>> {
-  const files = new Map<string, Buffer>();
-  for (const name of Object.keys(UI_TYPES)) files.set(name, await readFile(join(UI_DIR, name)));
-  return files;
-}
 
 /** Routes with `config: { public: true }` are served without the token. */
 declare module 'fastify' {
@@ -79,10 +51,12 @@ export interface ApiOptions {
   hub: EventHub;
   metrics: Metrics;
   selections: () => Map<string, string[]>;
+  /** Where the token is (the dashboard names it to whoever must find it). */
+  tokenFile: string;
   log: Logger;
 }
 
-function intParam(name: string, v: unknown, fallback?: number): number | undefined {
+export function intParam(name: string, v: unknown, fallback?: number): number | undefined {
   if (v === undefined || v === '') return fallback;
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0)
@@ -172,6 +146,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   jobRoutes(app, o);
   runRoutes(app, o);
   progressRoute(app, o);
+  dashboardRoutes(app, o);
   return app;
 }
 
@@ -217,20 +192,17 @@ function guardRoutes(app: FastifyInstance, o: ApiOptions): void {
 }
 
 /** The health check and the dashboard's files: public, they hold no data. */
-function uiRoutes(app: FastifyInstance, ui: Map<string, Buffer>): void {
+function uiRoutes(app: FastifyInstance, ui: Map<string, UiFile>): void {
   app.get('/healthz', { config: { public: true } }, async () => ({ ok: true }));
 
   const sendUi = (reply: FastifyReply, name: string): FastifyReply => {
-    const body = ui.get(name);
-    if (!body) {
+    const file = ui.get(name);
+    if (!file) {
       return reply.code(404).send({
         error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `the dashboard has no file ${name}` },
       });
     }
-    return reply
-      .headers(UI_HEADERS)
-      .type(UI_TYPES[name] ?? 'application/octet-stream')
-      .send(body);
+    return reply.headers(UI_HEADERS).type(file.type).send(file.body);
   };
   app.get('/', { config: { public: true } }, async (_req, reply) => sendUi(reply, 'index.html'));
   app.get<{ Params: { file: string } }>('/ui/:file', { config: { public: true } }, async (req, reply) =>

@@ -14,6 +14,7 @@ import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../j
 import { buildApi } from './api.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { EventHub } from './hub.ts';
+import { listenError } from './listen-check.ts';
 import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
 import { RunManager } from './run-manager.ts';
@@ -113,6 +114,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     hub,
     metrics,
     selections,
+    tokenFile,
     log,
   });
   const url = await listenApi(app, o.listen ?? config.daemon.listen, config.daemon.tlsProxy, log, tokenFile);
@@ -172,7 +174,9 @@ async function listenApi(
   log: Logger,
   tokenFile: string,
 ): Promise<string> {
-  await app.listen({ host: listen.host, port: listen.port });
+  await app
+    .listen({ host: listen.host, port: listen.port })
+    .catch((e: unknown) => Promise.reject(listenError(e, listen)));
   const addr = app.server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;

@@ -130,6 +130,7 @@ export class DrillRunner {
       virsh: new Virsh({ log }),
       runDir: this.o.runDir,
       rules: config.definitions,
+      networks: { site: config.networks },
       log,
       signal: abort.signal,
     });

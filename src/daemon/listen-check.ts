@@ -6,6 +6,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { HavenConfig } from '../core/config.ts';
+import { HavenError } from '../core/errors.ts';
 import { CLEAR_TEXT_FIX, clearTextExposure, isLoopbackHost } from '../core/exposure.ts';
 
 export interface ListenCheck {
@@ -38,4 +39,54 @@ export async function daemonListenCheck(config: HavenConfig): Promise<ListenChec
         ? `${where}, behind the TLS proxy at ${tlsProxy.join(', ')}`
         : `${where} (loopback only)`,
   };
+}
+
+/**
+ * Why the daemon could not listen, in words an operator can act on: another process holds the
+ * address (`DAEMON_ADDRESS_IN_USE`, with how to find it and how to move), the address is not
+ * this host's (`DAEMON_ADDRESS_UNAVAILABLE`), or the port is privileged (`DAEMON_PORT_DENIED`).
+ * Anything else is the operating system's error as it is.
+ */
+export function listenError(e: unknown, listen: { host: string; port: number }): unknown {
+  const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+  const where = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
+  const details = { listen: where, errno };
+  const move = `listen elsewhere with haven serve --listen ${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port + 1}, or set daemon.listen in the configuration`;
+  if (errno === 'EADDRINUSE') {
+    return new HavenError(
+      'DAEMON_ADDRESS_IN_USE',
+      `cannot listen on ${where}: another process listens there`,
+      {
+        kind: 'conflict',
+        cause: e,
+        details,
+        hint: `Find it with \`ss -ltnp 'sport = :${listen.port}'\` (often another haven serve, e.g. the systemd unit: systemctl status haven); stop it, or ${move}.`,
+      },
+    );
+  }
+  if (errno === 'EADDRNOTAVAIL') {
+    return new HavenError(
+      'DAEMON_ADDRESS_UNAVAILABLE',
+      `cannot listen on ${where}: no interface of this host has that address`,
+      {
+        kind: 'unavailable',
+        cause: e,
+        details,
+        hint: `\`ip -br address\` lists this host's addresses; ${move}.`,
+      },
+    );
+  }
+  if (errno === 'EACCES') {
+    return new HavenError(
+      'DAEMON_PORT_DENIED',
+      `cannot listen on ${where}: ports below 1024 need privileges`,
+      {
+        kind: 'io',
+        cause: e,
+        details,
+        hint: `Run as root (or with CAP_NET_BIND_SERVICE), or ${move}.`,
+      },
+    );
+  }
+  return e;
 }

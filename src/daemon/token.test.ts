@@ -1,17 +1,12 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { HavenError } from '../core/errors.ts';
+import { scratchDir } from '../core/test-support/scratch.ts';
 import { authorized, ensureToken } from './token.ts';
 
-function dir(t: TestContext): string {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const d = mkdtempSync(join(root, 'haven-t-daemon-token-'));
-  t.after(() => rmSync(d, { recursive: true, force: true }));
-  return d;
-}
+const dir = (t: TestContext): string => scratchDir('haven-t-daemon-token-', t);
 
 test('the token is created once, 0600, and read back afterwards', async (t) => {
   const state = join(dir(t), 'state');

@@ -4,26 +4,15 @@
  * fails. Email through a real SMTP server is in test/integration/jobs-alerts.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
-import { type Catalog, type EventRecord, openCatalog } from '../catalog/catalog.ts';
+import type { Catalog, EventRecord } from '../catalog/catalog.ts';
+import { scratchCatalog } from '../catalog/test-support.ts';
 import { EventLog } from './events.ts';
 import { formatAlert, Notifier, WebhookChannel } from './notify.ts';
 
-function catalog(t: TestContext): Catalog {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const dir = mkdtempSync(join(root, 'haven-t-jobs-alerts-'));
-  const c = openCatalog(join(dir, 'catalog.sqlite'));
-  t.after(() => {
-    c.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return c;
-}
+const catalog = (t: TestContext): Catalog => scratchCatalog(t, 'haven-t-jobs-alerts-');
 
 async function receiver(t: TestContext, status: () => number) {
   const posts: Array<{ event: EventRecord; subject: string }> = [];

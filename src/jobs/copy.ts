@@ -24,6 +24,7 @@ import {
   type StageHook,
   type Virsh,
 } from '../engine/index.ts';
+import type { StreamSender } from '../protocol/index.ts';
 import { planSessionFactory, senderFactory } from './sender.ts';
 import { sleep } from './sync.ts';
 import type { EarlyConnection, ResolvedTarget } from './targets.ts';
@@ -132,13 +133,25 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
     });
   };
   record('running');
+  // The receiver reports its store's space with each answer (docs/stream-protocol.md §4.1); the
+  // last session's last report goes with the result: the history of a target's capacity.
+  const open = senderFactory(o.target, { log, receiveArgs: o.target.receiveArgs, early: o.early });
+  let session: StreamSender | undefined;
+  const connect = async () => {
+    session = await open();
+    return session;
+  };
+  const capacity = () => {
+    const c = session?.capacity;
+    return c ? { storeTotalBytes: c.totalBytes, storeFreeBytes: c.freeBytes } : {};
+  };
   let attempts = 0;
   for (;;) {
     attempts++;
     try {
       const out = await protectServer({
         server: o.server,
-        connect: senderFactory(o.target, { log, receiveArgs: o.target.receiveArgs, early: o.early }),
+        connect,
         targetLabel: o.target.url,
         virsh: o.virsh,
         runDir: o.runDir,
@@ -166,6 +179,7 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
         generationId: out.generation.id,
         copyAt: new Date(out.takenAt),
         attempts,
+        ...capacity(),
       });
       return {
         server: o.server,
@@ -195,7 +209,7 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
       }
       const status = o.signal?.aborted ? 'cancelled' : 'failed';
       const durationMs = Date.now() - startedAt.getTime();
-      record(status, { durationMs, errorCode: err.code, errorMessage: err.message, attempts });
+      record(status, { durationMs, errorCode: err.code, errorMessage: err.message, attempts, ...capacity() });
       log.error(`copy ${status}`, { attempts, err });
       return { server: o.server, target: o.target.name, status, error: err, attempts, startedAt, durationMs };
     }

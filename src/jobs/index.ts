@@ -1,6 +1,8 @@
 /**
  * The job runner (DESIGN §3 jobs/): what the CLI and the daemon import. docs/jobs.md describes it.
  */
+
+export type { StoreCapacity, TargetView } from '../protocol/index.ts';
 export { type CacheDrive, type Discovery, discoverCacheDrives } from './cache/drives.ts';
 export { type DriveMount, useDrive } from './cache/mounts.ts';
 export { planStaging, type StagingMode, type StagingPlan } from './cache/plan.ts';
@@ -36,7 +38,7 @@ export {
   startJobRun,
 } from './runner.ts';
 export { missedFire } from './schedule.ts';
-export { senderFactory } from './sender.ts';
+export { planSessionFactory, senderFactory } from './sender.ts';
 export { orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
 export { type CheckpointSweep, sweepCheckpoints } from './stale-checkpoints.ts';
 export { nextRuns, type RpoState, rpoState, type StatusRow, statusRows } from './status.ts';

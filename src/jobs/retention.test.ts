@@ -1,29 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { scratchDir } from '../core/test-support/scratch.ts';
 import { claimLogRetention, LOG_STAMP, pruneLogs } from './retention.ts';
 
 const DAY = 86_400_000;
 const NOW = new Date('2026-03-10T12:00:00Z');
 
-function tmpDir(t: TestContext): string {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const dir = mkdtempSync(join(root, 'haven-t-retention-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tmpDir = (t: TestContext): string => scratchDir('haven-t-retention-', t);
 
 /** A pid that belonged to a process that has ended. */
 const deadPid = spawnSync(process.execPath, ['-e', '']).pid;

@@ -1,24 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
-import { type Catalog, openCatalog } from '../catalog/catalog.ts';
+import type { Catalog } from '../catalog/catalog.ts';
+import { scratchCatalog } from '../catalog/test-support.ts';
 import { parseConfig } from '../core/config.ts';
 import { EventLog } from './events.ts';
 import { checkRpo } from './rpo.ts';
 import { rpoState, statusRows } from './status.ts';
 
-function catalog(t: TestContext): Catalog {
-  const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
-  mkdirSync(root, { recursive: true });
-  const dir = mkdtempSync(join(root, 'haven-t-jobs-status-'));
-  const c = openCatalog(join(dir, 'catalog.sqlite'));
-  t.after(() => {
-    c.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return c;
-}
+const catalog = (t: TestContext): Catalog => scratchCatalog(t, 'haven-t-jobs-status-');
 
 const config = parseConfig(
   `timezone: UTC

@@ -5,31 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  NBD_FLAG_FIXED_NEWSTYLE,
-  NBD_FLAG_HAS_FLAGS,
-  NBD_FLAG_NO_ZEROES,
-  NBD_FLAG_READ_ONLY,
-  NBD_FLAG_SEND_DF,
-  NBD_FLAG_SEND_FAST_ZERO,
-  NBD_FLAG_SEND_FLUSH,
-  NBD_FLAG_SEND_WRITE_ZEROES,
-  NBD_INFO_BLOCK_SIZE,
-  NBD_INFO_DESCRIPTION,
-  NBD_OPT_ABORT,
-  NBD_OPT_EXPORT_NAME,
-  NBD_OPT_GO,
-  NBD_OPT_SET_META_CONTEXT,
-  NBD_OPT_STRUCTURED_REPLY,
-  NBD_REP_ACK,
-  NBD_REP_ERR_POLICY,
-  NBD_REP_ERR_SHUTDOWN,
-  NBD_REP_ERR_TLS_REQD,
-  NBD_REP_ERR_UNKNOWN,
-  NBD_REP_ERR_UNSUP,
-  NBD_REP_INFO,
-  NBD_REP_META_CONTEXT,
-} from './constants.ts';
+import * as C from './constants.ts';
 import type { NbdError } from './errors.ts';
 import { Handshake, type HandshakeStep } from './handshake.ts';
 import {
@@ -44,7 +20,7 @@ import {
   optionRequestLength,
 } from './option-codec.ts';
 
-const FLAGS = NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_DF;
+const FLAGS = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_READ_ONLY | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_DF;
 
 /** Splits what the client sent (client flags first, if any) into decoded options. */
 function sentOptions(sent: Buffer, withFlags: boolean) {
@@ -73,23 +49,23 @@ function feedAll(h: Handshake, server: Buffer, sliceSize = server.length) {
 
 function happyServer(noZeroes: boolean) {
   return Buffer.concat([
-    encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | (noZeroes ? NBD_FLAG_NO_ZEROES : 0)),
-    encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK),
+    encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE | (noZeroes ? C.NBD_FLAG_NO_ZEROES : 0)),
+    encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ACK),
     encodeOptionReply(
-      NBD_OPT_SET_META_CONTEXT,
-      NBD_REP_META_CONTEXT,
+      C.NBD_OPT_SET_META_CONTEXT,
+      C.NBD_REP_META_CONTEXT,
       encodeMetaContextReply(2, 'qemu:dirty-bitmap:b0'),
     ),
     encodeOptionReply(
-      NBD_OPT_SET_META_CONTEXT,
-      NBD_REP_META_CONTEXT,
+      C.NBD_OPT_SET_META_CONTEXT,
+      C.NBD_REP_META_CONTEXT,
       encodeMetaContextReply(0, 'base:allocation'),
     ),
-    encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK),
-    encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoString(NBD_INFO_DESCRIPTION, 'Web01 vda')),
-    encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoBlockSize(512, 4096, 1 << 25)),
-    encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoExport(10 * 2 ** 30, FLAGS)),
-    encodeOptionReply(NBD_OPT_GO, NBD_REP_ACK),
+    encodeOptionReply(C.NBD_OPT_SET_META_CONTEXT, C.NBD_REP_ACK),
+    encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoString(C.NBD_INFO_DESCRIPTION, 'Web01 vda')),
+    encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoBlockSize(512, 4096, 1 << 25)),
+    encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoExport(10 * 2 ** 30, FLAGS)),
+    encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ACK),
   ]);
 }
 
@@ -105,13 +81,13 @@ describe('handshake', () => {
         assert.equal(last.error, undefined);
         assert.equal(sent.readUInt32BE(0), noZeroes ? 3 : 1, 'client flags');
         assert.deepEqual(sentOptions(sent, true), [
-          { option: NBD_OPT_STRUCTURED_REPLY, data: Buffer.alloc(0) },
+          { option: C.NBD_OPT_STRUCTURED_REPLY, data: Buffer.alloc(0) },
           {
-            option: NBD_OPT_SET_META_CONTEXT,
+            option: C.NBD_OPT_SET_META_CONTEXT,
             exportName: 'vda',
             queries: ['base:allocation', 'qemu:dirty-bitmap:b0'],
           },
-          { option: NBD_OPT_GO, exportName: 'vda', infos: [NBD_INFO_BLOCK_SIZE] },
+          { option: C.NBD_OPT_GO, exportName: 'vda', infos: [C.NBD_INFO_BLOCK_SIZE] },
         ]);
         const d = last.done!;
         assert.equal(d.size, 10 * 2 ** 30);
@@ -139,10 +115,10 @@ describe('handshake', () => {
   it('passes on bytes that follow the final ACK (they belong to transmission)', () => {
     const h = new Handshake({ exportName: '', metaContexts: [] });
     const server = Buffer.concat([
-      encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE),
-      encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK),
-      encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoExport(4096, NBD_FLAG_HAS_FLAGS)),
-      encodeOptionReply(NBD_OPT_GO, NBD_REP_ACK),
+      encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE),
+      encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ACK),
+      encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoExport(4096, C.NBD_FLAG_HAS_FLAGS)),
+      encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ACK),
       Buffer.from('extra'),
     ]);
     const { sent, last } = feedAll(h, server);
@@ -155,7 +131,7 @@ describe('handshake', () => {
     assert.equal(last.done?.blockSizeAdvertised, false);
     assert.deepEqual(
       sentOptions(sent, true).map((o) => o.option),
-      [NBD_OPT_STRUCTURED_REPLY, NBD_OPT_GO],
+      [C.NBD_OPT_STRUCTURED_REPLY, C.NBD_OPT_GO],
     );
   });
 
@@ -164,14 +140,14 @@ describe('handshake', () => {
     const { last } = feedAll(
       h,
       Buffer.concat([
-        encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE),
-        encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP),
+        encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE),
+        encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ERR_UNSUP),
         encodeOptionReply(
-          NBD_OPT_GO,
-          NBD_REP_INFO,
-          encodeInfoExport(4096, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_DF),
+          C.NBD_OPT_GO,
+          C.NBD_REP_INFO,
+          encodeInfoExport(4096, C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_DF),
         ),
-        encodeOptionReply(NBD_OPT_GO, NBD_REP_ACK),
+        encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ACK),
       ]),
     );
     assert.equal(last.done?.structured, false);
@@ -181,11 +157,11 @@ describe('handshake', () => {
   it('falls back to NBD_OPT_EXPORT_NAME when the server lacks NBD_OPT_GO', () => {
     for (const noZeroes of [true, false]) {
       const h = new Handshake({ exportName: 'old', metaContexts: [] });
-      const f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+      const f = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_WRITE_ZEROES | C.NBD_FLAG_SEND_FAST_ZERO;
       const server = Buffer.concat([
-        encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | (noZeroes ? NBD_FLAG_NO_ZEROES : 0)),
-        encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP),
-        encodeOptionReply(NBD_OPT_GO, NBD_REP_ERR_UNSUP),
+        encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE | (noZeroes ? C.NBD_FLAG_NO_ZEROES : 0)),
+        encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ERR_UNSUP),
+        encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ERR_UNSUP),
         encodeExportNameReply(1 << 30, f, noZeroes),
       ]);
       const { sent, last } = feedAll(h, server, 7);
@@ -193,46 +169,46 @@ describe('handshake', () => {
       assert.equal(last.done?.via, 'export-name');
       assert.equal(last.done?.size, 1 << 30);
       assert.equal(last.done?.flags.canFastZero, true);
-      assert.deepEqual(sentOptions(sent, true).at(-1), { option: NBD_OPT_EXPORT_NAME, exportName: 'old' });
+      assert.deepEqual(sentOptions(sent, true).at(-1), { option: C.NBD_OPT_EXPORT_NAME, exportName: 'old' });
     }
   });
 
   const failing: [string, Buffer[], string, string][] = [
     [
       'unknown export',
-      [encodeOptionReply(NBD_OPT_GO, NBD_REP_ERR_UNKNOWN, Buffer.from('no export'))],
+      [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ERR_UNKNOWN, Buffer.from('no export'))],
       'NBD_NO_SUCH_EXPORT',
       'not-found',
     ],
     [
       'TLS required',
-      [encodeOptionReply(NBD_OPT_GO, NBD_REP_ERR_TLS_REQD)],
+      [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ERR_TLS_REQD)],
       'NBD_TLS_REQUIRED',
       'unavailable',
     ],
-    ['policy', [encodeOptionReply(NBD_OPT_GO, NBD_REP_ERR_POLICY)], 'NBD_EXPORT_REFUSED', 'refused'],
+    ['policy', [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ERR_POLICY)], 'NBD_EXPORT_REFUSED', 'refused'],
     [
       'shutting down',
-      [encodeOptionReply(NBD_OPT_GO, NBD_REP_ERR_SHUTDOWN)],
+      [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ERR_SHUTDOWN)],
       'NBD_SERVER_SHUTTING_DOWN',
       'unavailable',
     ],
-    ['GO without export info', [encodeOptionReply(NBD_OPT_GO, NBD_REP_ACK)], 'NBD_BAD_REPLY', 'protocol'],
+    ['GO without export info', [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ACK)], 'NBD_BAD_REPLY', 'protocol'],
     [
       'reply to another option',
-      [encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK)],
+      [encodeOptionReply(C.NBD_OPT_SET_META_CONTEXT, C.NBD_REP_ACK)],
       'NBD_BAD_REPLY',
       'protocol',
     ],
     [
       'unexpected reply type',
-      [encodeOptionReply(NBD_OPT_GO, NBD_REP_META_CONTEXT, encodeMetaContextReply(1, 'x:y'))],
+      [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_META_CONTEXT, encodeMetaContextReply(1, 'x:y'))],
       'NBD_BAD_REPLY',
       'protocol',
     ],
     [
       'bad block size',
-      [encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoBlockSize(3, 4096, 1 << 20))],
+      [encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoBlockSize(3, 4096, 1 << 20))],
       'NBD_BAD_REPLY',
       'protocol',
     ],
@@ -243,15 +219,15 @@ describe('handshake', () => {
       const { sent, last } = feedAll(
         h,
         Buffer.concat([
-          encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE),
-          encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK),
+          encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE),
+          encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ACK),
           ...replies,
         ]),
       );
       assert.equal(last.error?.code, code);
       assert.equal(last.error?.kind, kind);
       assert.equal(last.error?.connectionUsable, false);
-      assert.equal(sentOptions(sent, true).at(-1)?.option, NBD_OPT_ABORT, 'soft disconnect');
+      assert.equal(sentOptions(sent, true).at(-1)?.option, C.NBD_OPT_ABORT, 'soft disconnect');
       assert.equal(h.state, 'failed');
       assert.deepEqual(h.feed(Buffer.from('more')).send, [], 'a failed handshake ignores further input');
     });
@@ -266,31 +242,31 @@ describe('handshake', () => {
       return feedAll(
         h,
         Buffer.concat([
-          encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE),
-          encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK),
+          encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE),
+          encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ACK),
           ...replies,
         ]),
       ).last;
     };
     const partly = granted([
       encodeOptionReply(
-        NBD_OPT_SET_META_CONTEXT,
-        NBD_REP_META_CONTEXT,
+        C.NBD_OPT_SET_META_CONTEXT,
+        C.NBD_REP_META_CONTEXT,
         encodeMetaContextReply(0, 'base:allocation'),
       ),
-      encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK),
+      encodeOptionReply(C.NBD_OPT_SET_META_CONTEXT, C.NBD_REP_ACK),
     ]);
     assert.equal(partly.error?.code, 'NBD_META_CONTEXT_UNSUPPORTED');
     assert.deepEqual(partly.error?.details?.missing, ['qemu:dirty-bitmap:gone']);
     assert.match(partly.error?.hint ?? '', /bitmap/);
-    const refused = granted([encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_UNSUP)]);
+    const refused = granted([encodeOptionReply(C.NBD_OPT_SET_META_CONTEXT, C.NBD_REP_ERR_UNSUP)]);
     assert.equal(refused.error?.code, 'NBD_META_CONTEXT_UNSUPPORTED');
     const h = new Handshake({ exportName: 'vda', metaContexts: ['base:allocation'] });
     const noStructured = feedAll(
       h,
       Buffer.concat([
-        encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE),
-        encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP),
+        encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE),
+        encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ERR_UNSUP),
       ]),
     ).last;
     assert.equal(noStructured.error?.code, 'NBD_META_CONTEXT_UNSUPPORTED');

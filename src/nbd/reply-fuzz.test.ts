@@ -9,26 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  NBD_CMD_BLOCK_STATUS,
-  NBD_CMD_FLAG_REQ_ONE,
-  NBD_CMD_FLUSH,
-  NBD_CMD_READ,
-  NBD_CMD_TRIM,
-  NBD_CMD_WRITE,
-  NBD_CMD_WRITE_ZEROES,
-  NBD_EIO,
-  NBD_ENOSPC,
-  NBD_EPERM,
-  NBD_FLAG_FIXED_NEWSTYLE,
-  NBD_FLAG_NO_ZEROES,
-  NBD_OPT_GO,
-  NBD_OPT_SET_META_CONTEXT,
-  NBD_OPT_STRUCTURED_REPLY,
-  NBD_REP_ACK,
-  NBD_REP_INFO,
-  NBD_REP_META_CONTEXT,
-} from './constants.ts';
+import * as C from './constants.ts';
 import { NbdError } from './errors.ts';
 import { Handshake } from './handshake.ts';
 import {
@@ -81,13 +62,13 @@ const CONTEXTS = new Map([
 ]);
 const EXPORT_SIZE = 1 << 20;
 const COMMANDS = [
-  NBD_CMD_READ,
-  NBD_CMD_READ,
-  NBD_CMD_BLOCK_STATUS,
-  NBD_CMD_WRITE,
-  NBD_CMD_FLUSH,
-  NBD_CMD_TRIM,
-  NBD_CMD_WRITE_ZEROES,
+  C.NBD_CMD_READ,
+  C.NBD_CMD_READ,
+  C.NBD_CMD_BLOCK_STATUS,
+  C.NBD_CMD_WRITE,
+  C.NBD_CMD_FLUSH,
+  C.NBD_CMD_TRIM,
+  C.NBD_CMD_WRITE_ZEROES,
 ];
 
 interface Req {
@@ -105,10 +86,10 @@ function submitRandom(rng: Rng, tx: Transmission, n: number): Req[] {
   const reqs: Req[] = [];
   for (let i = 0; i < n; i++) {
     const command = rng.pick(COMMANDS);
-    const length = command === NBD_CMD_FLUSH ? 0 : 1 + rng.int(4096);
-    const offset = command === NBD_CMD_FLUSH ? 0 : rng.int(EXPORT_SIZE - length);
-    const flags = command === NBD_CMD_BLOCK_STATUS && rng.bool(0.3) ? NBD_CMD_FLAG_REQ_ONE : 0;
-    const target = command === NBD_CMD_READ ? Buffer.alloc(length) : undefined;
+    const length = command === C.NBD_CMD_FLUSH ? 0 : 1 + rng.int(4096);
+    const offset = command === C.NBD_CMD_FLUSH ? 0 : rng.int(EXPORT_SIZE - length);
+    const flags = command === C.NBD_CMD_BLOCK_STATUS && rng.bool(0.3) ? C.NBD_CMD_FLAG_REQ_ONE : 0;
+    const target = command === C.NBD_CMD_READ ? Buffer.alloc(length) : undefined;
     const s = tx.submit({ command, flags, offset, length, target });
     const r: Req = { cookie: s.cookie, command, flags, offset, length, target, settled: false };
     s.promise.then(
@@ -128,20 +109,20 @@ function submitRandom(rng: Rng, tx: Transmission, n: number): Req[] {
 /** A valid reply (as chunks) for one request; `expectError` says whether it reports an error. */
 function validReply(rng: Rng, r: Req, structured: boolean): { chunks: Buffer[]; expectError: boolean } {
   if (!structured) {
-    if (r.command === NBD_CMD_BLOCK_STATUS)
-      return { chunks: [encodeSimpleReply(r.cookie, NBD_EPERM)], expectError: true };
-    const err = rng.bool(0.2) ? rng.pick([NBD_EIO, NBD_ENOSPC, NBD_EPERM]) : 0;
-    const data = r.command === NBD_CMD_READ && err === 0 ? rng.bytes(r.length) : undefined;
+    if (r.command === C.NBD_CMD_BLOCK_STATUS)
+      return { chunks: [encodeSimpleReply(r.cookie, C.NBD_EPERM)], expectError: true };
+    const err = rng.bool(0.2) ? rng.pick([C.NBD_EIO, C.NBD_ENOSPC, C.NBD_EPERM]) : 0;
+    const data = r.command === C.NBD_CMD_READ && err === 0 ? rng.bytes(r.length) : undefined;
     return { chunks: [encodeSimpleReply(r.cookie, err, data)], expectError: err !== 0 };
   }
   if (rng.bool(0.15)) {
     return {
-      chunks: [encodeErrorChunk(r.cookie, rng.pick([NBD_EIO, NBD_ENOSPC]), rng.bool() ? 'oops' : '')],
+      chunks: [encodeErrorChunk(r.cookie, rng.pick([C.NBD_EIO, C.NBD_ENOSPC]), rng.bool() ? 'oops' : '')],
       expectError: true,
     };
   }
   const chunks: Buffer[] = [];
-  if (r.command === NBD_CMD_READ) {
+  if (r.command === C.NBD_CMD_READ) {
     let pos = r.offset;
     const end = r.offset + r.length;
     const pieces: Buffer[] = [];
@@ -159,20 +140,20 @@ function validReply(rng: Rng, r: Req, structured: boolean): { chunks: Buffer[]; 
     }
     chunks.push(...pieces);
     if (rng.bool(0.1)) {
-      chunks.push(encodeErrorOffsetChunk(r.cookie, NBD_EIO, r.offset + rng.int(r.length)));
+      chunks.push(encodeErrorOffsetChunk(r.cookie, C.NBD_EIO, r.offset + rng.int(r.length)));
       chunks.push(encodeNoneChunk(r.cookie));
       return { chunks, expectError: true };
     }
-  } else if (r.command === NBD_CMD_BLOCK_STATUS) {
+  } else if (r.command === C.NBD_CMD_BLOCK_STATUS) {
     for (const id of CONTEXTS.values()) {
-      const n = r.flags & NBD_CMD_FLAG_REQ_ONE ? 1 : 1 + rng.int(4);
+      const n = r.flags & C.NBD_CMD_FLAG_REQ_ONE ? 1 : 1 + rng.int(4);
       const ext: { length: number; flags: number }[] = [];
       let sum = 0;
       for (let i = 0; i < n && sum < r.length; i++) {
-        const last = i === n - 1 || r.flags & NBD_CMD_FLAG_REQ_ONE;
+        const last = i === n - 1 || r.flags & C.NBD_CMD_FLAG_REQ_ONE;
         const room = r.length - sum;
         const len = last
-          ? 1 + rng.int(r.flags & NBD_CMD_FLAG_REQ_ONE ? room : room + 5000)
+          ? 1 + rng.int(r.flags & C.NBD_CMD_FLAG_REQ_ONE ? room : room + 5000)
           : 1 + rng.int(Math.max(1, room - 1));
         if (!last && sum + len >= r.length) break;
         ext.push({ length: len, flags: rng.int(4) });
@@ -341,17 +322,17 @@ describe(`reply fuzz (seed ${SEED})`, () => {
 describe(`handshake fuzz (seed ${SEED})`, () => {
   function validServerBytes(rng: Rng): Buffer {
     return Buffer.concat([
-      encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | (rng.bool() ? NBD_FLAG_NO_ZEROES : 0)),
-      encodeOptionReply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK),
+      encodeGreeting(C.NBD_FLAG_FIXED_NEWSTYLE | (rng.bool() ? C.NBD_FLAG_NO_ZEROES : 0)),
+      encodeOptionReply(C.NBD_OPT_STRUCTURED_REPLY, C.NBD_REP_ACK),
       encodeOptionReply(
-        NBD_OPT_SET_META_CONTEXT,
-        NBD_REP_META_CONTEXT,
+        C.NBD_OPT_SET_META_CONTEXT,
+        C.NBD_REP_META_CONTEXT,
         encodeMetaContextReply(3, 'base:allocation'),
       ),
-      encodeOptionReply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK),
-      encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoExport(EXPORT_SIZE, 0x3ef)),
-      encodeOptionReply(NBD_OPT_GO, NBD_REP_INFO, encodeInfoBlockSize(1, 4096, 1 << 25)),
-      encodeOptionReply(NBD_OPT_GO, NBD_REP_ACK),
+      encodeOptionReply(C.NBD_OPT_SET_META_CONTEXT, C.NBD_REP_ACK),
+      encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoExport(EXPORT_SIZE, 0x3ef)),
+      encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_INFO, encodeInfoBlockSize(1, 4096, 1 << 25)),
+      encodeOptionReply(C.NBD_OPT_GO, C.NBD_REP_ACK),
     ]);
   }
 

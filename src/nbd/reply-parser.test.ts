@@ -5,21 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  NBD_CMD_BLOCK_STATUS,
-  NBD_CMD_FLAG_REQ_ONE,
-  NBD_CMD_FLUSH,
-  NBD_CMD_READ,
-  NBD_CMD_TRIM,
-  NBD_CMD_WRITE,
-  NBD_CMD_WRITE_ZEROES,
-  NBD_EIO,
-  NBD_ENOSPC,
-  NBD_EPERM,
-  NBD_REPLY_FLAG_DONE,
-  NBD_REPLY_TYPE_NONE,
-  NBD_REPLY_TYPE_OFFSET_DATA,
-} from './constants.ts';
+import * as C from './constants.ts';
 import { NbdError, NbdServerError } from './errors.ts';
 import {
   encodeBlockStatusChunk,
@@ -75,17 +61,17 @@ function structuredScenario() {
   const a = Buffer.alloc(4096, 0xee);
   const b = Buffer.alloc(512, 0xee);
   const c = Buffer.alloc(4096, 0xee);
-  const r1 = tx.submit({ command: NBD_CMD_READ, flags: 0, offset: 0, length: 4096, target: a });
-  const r2 = tx.submit({ command: NBD_CMD_READ, flags: 0, offset: 8192, length: 512, target: b });
-  const r3 = tx.submit({ command: NBD_CMD_BLOCK_STATUS, flags: 0, offset: 0, length: 65536 });
-  const r4 = tx.submit({ command: NBD_CMD_WRITE, flags: 0, offset: 0, length: 4096 });
-  const r5 = tx.submit({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 });
-  const r6 = tx.submit({ command: NBD_CMD_TRIM, flags: 0, offset: 0, length: 8192 });
-  const r7 = tx.submit({ command: NBD_CMD_READ, flags: 0, offset: 4096, length: 4096, target: c });
-  const r8 = tx.submit({ command: NBD_CMD_WRITE_ZEROES, flags: 0, offset: 0, length: 4096 });
+  const r1 = tx.submit({ command: C.NBD_CMD_READ, flags: 0, offset: 0, length: 4096, target: a });
+  const r2 = tx.submit({ command: C.NBD_CMD_READ, flags: 0, offset: 8192, length: 512, target: b });
+  const r3 = tx.submit({ command: C.NBD_CMD_BLOCK_STATUS, flags: 0, offset: 0, length: 65536 });
+  const r4 = tx.submit({ command: C.NBD_CMD_WRITE, flags: 0, offset: 0, length: 4096 });
+  const r5 = tx.submit({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 });
+  const r6 = tx.submit({ command: C.NBD_CMD_TRIM, flags: 0, offset: 0, length: 8192 });
+  const r7 = tx.submit({ command: C.NBD_CMD_READ, flags: 0, offset: 4096, length: 4096, target: c });
+  const r8 = tx.submit({ command: C.NBD_CMD_WRITE_ZEROES, flags: 0, offset: 0, length: 4096 });
   const r9 = tx.submit({
-    command: NBD_CMD_BLOCK_STATUS,
-    flags: NBD_CMD_FLAG_REQ_ONE,
+    command: C.NBD_CMD_BLOCK_STATUS,
+    flags: C.NBD_CMD_FLAG_REQ_ONE,
     offset: 4096,
     length: 4096,
   });
@@ -100,7 +86,7 @@ function structuredScenario() {
     encodeDataChunk(r2.cookie, 8448, pattern(256, 2)),
     encodeHoleChunk(r1.cookie, 1000, 2096),
     encodeSimpleReply(r5.cookie, 0),
-    encodeChunk(r4.cookie, NBD_REPLY_TYPE_NONE, NBD_REPLY_FLAG_DONE),
+    encodeChunk(r4.cookie, C.NBD_REPLY_TYPE_NONE, C.NBD_REPLY_FLAG_DONE),
     encodeDataChunk(r2.cookie, 8192, pattern(256, 4)),
     // The final extent may reach past the request (proto.md), here even past the export's end.
     encodeBlockStatusChunk(
@@ -112,11 +98,11 @@ function structuredScenario() {
       ],
       true,
     ),
-    encodeErrorChunk(r6.cookie, NBD_EIO, 'disk on fire'),
-    encodeErrorOffsetChunk(r7.cookie, NBD_EIO, 5000, 'bad sector'),
+    encodeErrorChunk(r6.cookie, C.NBD_EIO, 'disk on fire'),
+    encodeErrorOffsetChunk(r7.cookie, C.NBD_EIO, 5000, 'bad sector'),
     encodeNoneChunk(r2.cookie),
     encodeDataChunk(r1.cookie, 3096, d3, true),
-    encodeSimpleReply(r8.cookie, NBD_ENOSPC),
+    encodeSimpleReply(r8.cookie, C.NBD_ENOSPC),
     encodeNoneChunk(r7.cookie),
     encodeBlockStatusChunk(r9.cookie, 1, [{ length: 4096, flags: 2 }]),
     encodeBlockStatusChunk(r9.cookie, 7, [{ length: 512, flags: 1 }], true),
@@ -219,7 +205,7 @@ describe('reply parser: structured replies', () => {
     const tx = new Transmission({ structured: true, contexts: new Map(), exportSize: EXPORT_SIZE });
     const target = Buffer.alloc(10000, 0xee);
     const r = tx.submit({
-      command: NBD_CMD_READ,
+      command: C.NBD_CMD_READ,
       flags: 0,
       offset: 4096,
       length: 8192,
@@ -252,13 +238,13 @@ describe('reply parser: simple replies (no structured replies negotiated)', () =
     const tx = new Transmission({ structured: false, contexts: new Map(), exportSize: EXPORT_SIZE });
     const t1 = Buffer.alloc(3000);
     const t2 = Buffer.alloc(100);
-    const r1 = tx.submit({ command: NBD_CMD_READ, flags: 0, offset: 0, length: 3000, target: t1 });
-    const r2 = tx.submit({ command: NBD_CMD_WRITE, flags: 0, offset: 0, length: 10 });
-    const r3 = tx.submit({ command: NBD_CMD_READ, flags: 0, offset: 100, length: 100, target: t2 });
-    const r4 = tx.submit({ command: NBD_CMD_TRIM, flags: 0, offset: 0, length: 10 });
+    const r1 = tx.submit({ command: C.NBD_CMD_READ, flags: 0, offset: 0, length: 3000, target: t1 });
+    const r2 = tx.submit({ command: C.NBD_CMD_WRITE, flags: 0, offset: 0, length: 10 });
+    const r3 = tx.submit({ command: C.NBD_CMD_READ, flags: 0, offset: 100, length: 100, target: t2 });
+    const r4 = tx.submit({ command: C.NBD_CMD_TRIM, flags: 0, offset: 0, length: 10 });
     const stream = Buffer.concat([
       encodeSimpleReply(r2.cookie, 0),
-      encodeSimpleReply(r3.cookie, NBD_EPERM), // an error reply carries no data
+      encodeSimpleReply(r3.cookie, C.NBD_EPERM), // an error reply carries no data
       encodeSimpleReply(r1.cookie, 0, pattern(3000, 5)),
       encodeSimpleReply(r4.cookie, 0),
     ]);
@@ -303,14 +289,14 @@ async function violation(
       flags,
       offset,
       length,
-      target: command === NBD_CMD_READ ? Buffer.alloc(length) : undefined,
+      target: command === C.NBD_CMD_READ ? Buffer.alloc(length) : undefined,
     });
     promises.push(s.promise);
     return s.cookie;
   };
   const stream = build(tx, submit);
   // A bystander request that the violation must fail as well.
-  const bystander = track(tx.submit({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }).promise);
+  const bystander = track(tx.submit({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }).promise);
   tx.feed(stream);
   const results = await Promise.allSettled(promises);
   await settle();
@@ -325,7 +311,7 @@ function assertBroken(v: Awaited<ReturnType<typeof violation>>, code: string) {
   assert.ok(v.tx.brokenBy instanceof NbdError);
   assert.deepEqual(v.bystander, { ok: false, code, usable: false, errorOffset: undefined });
   assert.throws(
-    () => v.tx.submit({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }),
+    () => v.tx.submit({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }),
     (e: NbdError) => e.code === 'NBD_CONNECTION_UNUSABLE' && (e.cause as NbdError).code === code,
   );
 }
@@ -333,7 +319,7 @@ function assertBroken(v: Awaited<ReturnType<typeof violation>>, code: string) {
 describe('reply parser: protocol violations break the connection with typed errors', () => {
   it('bad magic', async () => {
     const v = await violation((_tx, c) => {
-      c(NBD_CMD_READ, 0, 512);
+      c(C.NBD_CMD_READ, 0, 512);
       return Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n');
     });
     assertBroken(v, 'NBD_BAD_MAGIC');
@@ -344,7 +330,7 @@ describe('reply parser: protocol violations break the connection with typed erro
     assertBroken(await violation(() => encodeNoneChunk(999)), 'NBD_UNKNOWN_COOKIE');
     assertBroken(
       await violation((_tx, c) => {
-        const k = c(NBD_CMD_WRITE, 0, 1);
+        const k = c(C.NBD_CMD_WRITE, 0, 1);
         const r = encodeSimpleReply(k, 0);
         r.writeUInt32BE(1, 8); // high word of the cookie
         return r;
@@ -355,7 +341,7 @@ describe('reply parser: protocol violations break the connection with typed erro
 
   it('a reply for a request that already completed', async () => {
     const v = await violation((_tx, c) => {
-      const k = c(NBD_CMD_WRITE, 0, 1);
+      const k = c(C.NBD_CMD_WRITE, 0, 1);
       return Buffer.concat([encodeSimpleReply(k, 0), encodeSimpleReply(k, 0)]);
     });
     assertBroken(v, 'NBD_UNKNOWN_COOKIE');
@@ -366,43 +352,43 @@ describe('reply parser: protocol violations break the connection with typed erro
       (k: number) => encodeDataChunk(k, 4096 + 3584, Buffer.alloc(1024), true),
       (k: number) => encodeDataChunk(k, 0, Buffer.alloc(10), true),
       (k: number) => encodeHoleChunk(k, 4096, 8192, true),
-      (k: number) => encodeErrorOffsetChunk(k, NBD_EIO, 9000, '', true),
+      (k: number) => encodeErrorOffsetChunk(k, C.NBD_EIO, 9000, '', true),
     ]) {
-      const v = await violation((_tx, c) => build(c(NBD_CMD_READ, 4096, 4096)));
+      const v = await violation((_tx, c) => build(c(C.NBD_CMD_READ, 4096, 4096)));
       assertBroken(v, 'NBD_REPLY_OVERRUN');
     }
   });
 
   it('block status describing more than asked (before its final extent) overruns', async () => {
     const v = await violation((_tx, c) =>
-      encodeBlockStatusChunk(c(NBD_CMD_BLOCK_STATUS, 0, 4096), 1, [
+      encodeBlockStatusChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 4096), 1, [
         { length: 4096, flags: 0 },
         { length: 4096, flags: 1 },
       ]),
     );
     assertBroken(v, 'NBD_REPLY_OVERRUN');
     const one = await violation((_tx, c) =>
-      encodeBlockStatusChunk(c(NBD_CMD_BLOCK_STATUS, 0, 4096, NBD_CMD_FLAG_REQ_ONE), 1, [
+      encodeBlockStatusChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 4096, C.NBD_CMD_FLAG_REQ_ONE), 1, [
         { length: 8192, flags: 0 },
       ]),
     );
     assertBroken(one, 'NBD_REPLY_OVERRUN');
     const two = await violation((_tx, c) =>
-      encodeBlockStatusChunk(c(NBD_CMD_BLOCK_STATUS, 0, 8192, NBD_CMD_FLAG_REQ_ONE), 1, [
+      encodeBlockStatusChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 8192, C.NBD_CMD_FLAG_REQ_ONE), 1, [
         { length: 512, flags: 0 },
         { length: 512, flags: 1 },
       ]),
     );
     assertBroken(two, 'NBD_BAD_REPLY');
     const zero = await violation((_tx, c) =>
-      encodeBlockStatusChunk(c(NBD_CMD_BLOCK_STATUS, 0, 8192), 1, [{ length: 0, flags: 0 }]),
+      encodeBlockStatusChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 8192), 1, [{ length: 0, flags: 0 }]),
     );
     assertBroken(zero, 'NBD_BAD_REPLY');
   });
 
   it('a read that ends without all its bytes is a short reply', async () => {
     const v = await violation((_tx, c) => {
-      const k = c(NBD_CMD_READ, 0, 4096);
+      const k = c(C.NBD_CMD_READ, 0, 4096);
       return Buffer.concat([encodeDataChunk(k, 0, Buffer.alloc(1024)), encodeNoneChunk(k)]);
     });
     assertBroken(v, 'NBD_SHORT_REPLY');
@@ -410,7 +396,7 @@ describe('reply parser: protocol violations break the connection with typed erro
 
   it('overlapping read chunks', async () => {
     const v = await violation((_tx, c) => {
-      const k = c(NBD_CMD_READ, 0, 4096);
+      const k = c(C.NBD_CMD_READ, 0, 4096);
       return Buffer.concat([
         encodeDataChunk(k, 2048, Buffer.alloc(2048)),
         encodeHoleChunk(k, 0, 2049),
@@ -422,28 +408,29 @@ describe('reply parser: protocol violations break the connection with typed erro
 
   it('malformed chunks: NONE without DONE or with payload, wrong command, unknown type, short data', async () => {
     const cases: ((c: (cmd: number, o: number, l: number) => number) => Buffer)[] = [
-      (c) => encodeChunk(c(NBD_CMD_WRITE, 0, 1), NBD_REPLY_TYPE_NONE, 0),
-      (c) => encodeChunk(c(NBD_CMD_WRITE, 0, 1), NBD_REPLY_TYPE_NONE, NBD_REPLY_FLAG_DONE, Buffer.alloc(4)),
-      (c) => encodeDataChunk(c(NBD_CMD_WRITE, 0, 4096), 0, Buffer.alloc(16), true),
-      (c) => encodeHoleChunk(c(NBD_CMD_BLOCK_STATUS, 0, 4096), 0, 16, true),
-      (c) => encodeBlockStatusChunk(c(NBD_CMD_READ, 0, 4096), 1, [{ length: 512, flags: 0 }], true),
-      (c) => encodeChunk(c(NBD_CMD_WRITE, 0, 1), 77, NBD_REPLY_FLAG_DONE),
+      (c) => encodeChunk(c(C.NBD_CMD_WRITE, 0, 1), C.NBD_REPLY_TYPE_NONE, 0),
+      (c) =>
+        encodeChunk(c(C.NBD_CMD_WRITE, 0, 1), C.NBD_REPLY_TYPE_NONE, C.NBD_REPLY_FLAG_DONE, Buffer.alloc(4)),
+      (c) => encodeDataChunk(c(C.NBD_CMD_WRITE, 0, 4096), 0, Buffer.alloc(16), true),
+      (c) => encodeHoleChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 4096), 0, 16, true),
+      (c) => encodeBlockStatusChunk(c(C.NBD_CMD_READ, 0, 4096), 1, [{ length: 512, flags: 0 }], true),
+      (c) => encodeChunk(c(C.NBD_CMD_WRITE, 0, 1), 77, C.NBD_REPLY_FLAG_DONE),
       (c) =>
         encodeChunk(
-          c(NBD_CMD_READ, 0, 4096),
-          NBD_REPLY_TYPE_OFFSET_DATA,
-          NBD_REPLY_FLAG_DONE,
+          c(C.NBD_CMD_READ, 0, 4096),
+          C.NBD_REPLY_TYPE_OFFSET_DATA,
+          C.NBD_REPLY_FLAG_DONE,
           Buffer.alloc(8),
         ),
-      (c) => encodeChunk(c(NBD_CMD_READ, 0, 4096), 2, NBD_REPLY_FLAG_DONE, Buffer.alloc(11)),
-      (c) => encodeChunk(c(NBD_CMD_BLOCK_STATUS, 0, 4096), 5, NBD_REPLY_FLAG_DONE, Buffer.alloc(13)),
+      (c) => encodeChunk(c(C.NBD_CMD_READ, 0, 4096), 2, C.NBD_REPLY_FLAG_DONE, Buffer.alloc(11)),
+      (c) => encodeChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 4096), 5, C.NBD_REPLY_FLAG_DONE, Buffer.alloc(13)),
       (c) => {
         // error message longer than the chunk
-        const e = encodeErrorChunk(c(NBD_CMD_WRITE, 0, 1), NBD_EIO, 'abc');
+        const e = encodeErrorChunk(c(C.NBD_CMD_WRITE, 0, 1), C.NBD_EIO, 'abc');
         e.writeUInt16BE(100, 24);
         return e;
       },
-      (c) => encodeChunk(c(NBD_CMD_WRITE, 0, 1), 0x8001, NBD_REPLY_FLAG_DONE, Buffer.alloc(5)),
+      (c) => encodeChunk(c(C.NBD_CMD_WRITE, 0, 1), 0x8001, C.NBD_REPLY_FLAG_DONE, Buffer.alloc(5)),
     ];
     for (const [i, build] of cases.entries()) {
       const v = await violation((_tx, c) => build(c));
@@ -455,28 +442,28 @@ describe('reply parser: protocol violations break the connection with typed erro
   it('reply forms that contradict the negotiation', async () => {
     // structured chunk without structured replies
     assertBroken(
-      await violation((_tx, c) => encodeNoneChunk(c(NBD_CMD_WRITE, 0, 1)), false),
+      await violation((_tx, c) => encodeNoneChunk(c(C.NBD_CMD_WRITE, 0, 1)), false),
       'NBD_BAD_REPLY',
     );
     // simple reply to READ with structured replies
     assertBroken(
-      await violation((_tx, c) => encodeSimpleReply(c(NBD_CMD_READ, 0, 16), 0, Buffer.alloc(16))),
+      await violation((_tx, c) => encodeSimpleReply(c(C.NBD_CMD_READ, 0, 16), 0, Buffer.alloc(16))),
       'NBD_BAD_REPLY',
     );
     // successful simple reply to BLOCK_STATUS
     assertBroken(
-      await violation((_tx, c) => encodeSimpleReply(c(NBD_CMD_BLOCK_STATUS, 0, 16), 0)),
+      await violation((_tx, c) => encodeSimpleReply(c(C.NBD_CMD_BLOCK_STATUS, 0, 16), 0)),
       'NBD_BAD_REPLY',
     );
   });
 
   it('block status for an unknown context, twice for one context, or missing one', async () => {
     const unknown = await violation((_tx, c) =>
-      encodeBlockStatusChunk(c(NBD_CMD_BLOCK_STATUS, 0, 4096), 99, [{ length: 4096, flags: 0 }], true),
+      encodeBlockStatusChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 4096), 99, [{ length: 4096, flags: 0 }], true),
     );
     assertBroken(unknown, 'NBD_BAD_REPLY');
     const twice = await violation((_tx, c) => {
-      const k = c(NBD_CMD_BLOCK_STATUS, 0, 4096);
+      const k = c(C.NBD_CMD_BLOCK_STATUS, 0, 4096);
       return Buffer.concat([
         encodeBlockStatusChunk(k, 1, [{ length: 4096, flags: 0 }]),
         encodeBlockStatusChunk(k, 1, [{ length: 4096, flags: 0 }], true),
@@ -484,7 +471,7 @@ describe('reply parser: protocol violations break the connection with typed erro
     });
     assertBroken(twice, 'NBD_BAD_REPLY');
     const missing = await violation((_tx, c) =>
-      encodeBlockStatusChunk(c(NBD_CMD_BLOCK_STATUS, 0, 4096), 1, [{ length: 4096, flags: 0 }], true),
+      encodeBlockStatusChunk(c(C.NBD_CMD_BLOCK_STATUS, 0, 4096), 1, [{ length: 4096, flags: 0 }], true),
     );
     assertBroken(missing, 'NBD_BAD_REPLY');
   });
@@ -492,7 +479,7 @@ describe('reply parser: protocol violations break the connection with typed erro
   it('the stream ending inside a reply is truncation; with requests pending, a lost connection', async () => {
     const tx = new Transmission({ structured: true, contexts: CONTEXTS, exportSize: EXPORT_SIZE });
     const r = tx.submit({
-      command: NBD_CMD_READ,
+      command: C.NBD_CMD_READ,
       flags: 0,
       offset: 0,
       length: 4096,
@@ -511,7 +498,7 @@ describe('reply parser: protocol violations break the connection with typed erro
     assert.equal(tx.state, 'broken');
 
     const tx2 = new Transmission({ structured: true, contexts: CONTEXTS, exportSize: EXPORT_SIZE });
-    const box2 = track(tx2.submit({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }).promise);
+    const box2 = track(tx2.submit({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }).promise);
     tx2.end();
     await settle();
     assert.deepEqual(box2.outcome, {
@@ -524,12 +511,12 @@ describe('reply parser: protocol violations break the connection with typed erro
     const tx3 = new Transmission({ structured: true, contexts: CONTEXTS, exportSize: EXPORT_SIZE });
     tx3.end();
     assert.equal(tx3.state, 'broken', 'an idle connection closed by the server cannot be used either');
-    assert.throws(() => tx3.submit({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }), NbdError);
+    assert.throws(() => tx3.submit({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 }), NbdError);
   });
 
   it('after a violation further input is ignored and nothing settles twice', async () => {
     const v = await violation((_tx, c) => {
-      const k = c(NBD_CMD_WRITE, 0, 1);
+      const k = c(C.NBD_CMD_WRITE, 0, 1);
       return Buffer.concat([Buffer.from('garbage!'), encodeSimpleReply(k, 0)]);
     });
     assertBroken(v, 'NBD_BAD_MAGIC');
@@ -542,24 +529,24 @@ describe('reply parser: protocol violations break the connection with typed erro
 describe('server error replies leave the connection usable', () => {
   it('an error chunk of unknown type still errors just that request', async () => {
     const tx = new Transmission({ structured: true, contexts: CONTEXTS, exportSize: EXPORT_SIZE });
-    const w = tx.submit({ command: NBD_CMD_WRITE, flags: 0, offset: 0, length: 1 });
+    const w = tx.submit({ command: C.NBD_CMD_WRITE, flags: 0, offset: 0, length: 1 });
     const box = track(w.promise);
     const p = Buffer.alloc(6 + 3);
-    p.writeUInt32BE(NBD_EIO, 0);
+    p.writeUInt32BE(C.NBD_EIO, 0);
     p.writeUInt16BE(3, 4);
     p.write('abc', 6);
-    tx.feed(encodeChunk(w.cookie, 0x8077, NBD_REPLY_FLAG_DONE, p));
+    tx.feed(encodeChunk(w.cookie, 0x8077, C.NBD_REPLY_FLAG_DONE, p));
     await settle();
     assert.deepEqual(box.outcome, { ok: false, code: 'NBD_EIO', usable: true, errorOffset: undefined });
     assert.equal(tx.state, 'open');
-    const f = tx.submit({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 });
+    const f = tx.submit({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 });
     tx.feed(encodeSimpleReply(f.cookie, 0));
     await f.promise;
   });
 
   it('unexpected errno values count as EINVAL; the message and errno are kept', async () => {
     const tx = new Transmission({ structured: true, contexts: CONTEXTS, exportSize: EXPORT_SIZE });
-    const w = tx.submit({ command: NBD_CMD_TRIM, flags: 0, offset: 512, length: 1024 });
+    const w = tx.submit({ command: C.NBD_CMD_TRIM, flags: 0, offset: 512, length: 1024 });
     tx.feed(encodeErrorChunk(w.cookie, 4242, 'strange'));
     const e = (await w.promise.catch((x) => x)) as NbdServerError;
     assert.ok(e instanceof NbdServerError);

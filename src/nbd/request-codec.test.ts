@@ -1,20 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  NBD_CMD_BLOCK_STATUS,
-  NBD_CMD_DISC,
-  NBD_CMD_FLAG_DF,
-  NBD_CMD_FLAG_FAST_ZERO,
-  NBD_CMD_FLAG_FUA,
-  NBD_CMD_FLAG_NO_HOLE,
-  NBD_CMD_FLAG_REQ_ONE,
-  NBD_CMD_FLUSH,
-  NBD_CMD_READ,
-  NBD_CMD_TRIM,
-  NBD_CMD_WRITE,
-  NBD_CMD_WRITE_ZEROES,
-  NBD_REQUEST_MAGIC,
-} from './constants.ts';
+import * as C from './constants.ts';
 import type { NbdError } from './errors.ts';
 import {
   decodeRequest,
@@ -39,10 +25,10 @@ describe('request codec round trips', () => {
         for (const df of [false, true]) {
           const wire = encodeRead(cookie, offset, 65536, { df });
           assert.equal(wire.length, 28);
-          assert.equal(wire.readUInt32BE(0), NBD_REQUEST_MAGIC);
+          assert.equal(wire.readUInt32BE(0), C.NBD_REQUEST_MAGIC);
           assert.deepEqual(decodeRequest(wire), {
-            flags: df ? NBD_CMD_FLAG_DF : 0,
-            command: NBD_CMD_READ,
+            flags: df ? C.NBD_CMD_FLAG_DF : 0,
+            command: C.NBD_CMD_READ,
             cookie,
             offset,
             length: 65536,
@@ -55,8 +41,8 @@ describe('request codec round trips', () => {
   it('WRITE header, with and without FUA', () => {
     for (const fua of [false, true]) {
       assert.deepEqual(decodeRequest(encodeWriteHeader(9, 2 ** 33, 4096, { fua })), {
-        flags: fua ? NBD_CMD_FLAG_FUA : 0,
-        command: NBD_CMD_WRITE,
+        flags: fua ? C.NBD_CMD_FLAG_FUA : 0,
+        command: C.NBD_CMD_WRITE,
         cookie: 9,
         offset: 2 ** 33,
         length: 4096,
@@ -68,12 +54,12 @@ describe('request codec round trips', () => {
     for (let bits = 0; bits < 8; bits++) {
       const o = { fua: (bits & 1) !== 0, noHole: (bits & 2) !== 0, fastZero: (bits & 4) !== 0 };
       const flags =
-        (o.fua ? NBD_CMD_FLAG_FUA : 0) |
-        (o.noHole ? NBD_CMD_FLAG_NO_HOLE : 0) |
-        (o.fastZero ? NBD_CMD_FLAG_FAST_ZERO : 0);
+        (o.fua ? C.NBD_CMD_FLAG_FUA : 0) |
+        (o.noHole ? C.NBD_CMD_FLAG_NO_HOLE : 0) |
+        (o.fastZero ? C.NBD_CMD_FLAG_FAST_ZERO : 0);
       assert.deepEqual(decodeRequest(encodeWriteZeroes(5, 1 << 20, 0xffffffff, o)), {
         flags,
-        command: NBD_CMD_WRITE_ZEROES,
+        command: C.NBD_CMD_WRITE_ZEROES,
         cookie: 5,
         offset: 1 << 20,
         length: 0xffffffff,
@@ -84,22 +70,22 @@ describe('request codec round trips', () => {
   it('FLUSH and DISC have zero offset and length; TRIM and BLOCK_STATUS carry theirs', () => {
     assert.deepEqual(decodeRequest(encodeFlush(3)), {
       flags: 0,
-      command: NBD_CMD_FLUSH,
+      command: C.NBD_CMD_FLUSH,
       cookie: 3,
       offset: 0,
       length: 0,
     });
     assert.deepEqual(decodeRequest(encodeDisconnect(0)), {
       flags: 0,
-      command: NBD_CMD_DISC,
+      command: C.NBD_CMD_DISC,
       cookie: 0,
       offset: 0,
       length: 0,
     });
     for (const fua of [false, true]) {
       assert.deepEqual(decodeRequest(encodeTrim(4, 8192, 1 << 30, { fua })), {
-        flags: fua ? NBD_CMD_FLAG_FUA : 0,
-        command: NBD_CMD_TRIM,
+        flags: fua ? C.NBD_CMD_FLAG_FUA : 0,
+        command: C.NBD_CMD_TRIM,
         cookie: 4,
         offset: 8192,
         length: 1 << 30,
@@ -107,8 +93,8 @@ describe('request codec round trips', () => {
     }
     for (const reqOne of [false, true]) {
       assert.deepEqual(decodeRequest(encodeBlockStatus(6, 2 ** 35, 1 << 30, { reqOne })), {
-        flags: reqOne ? NBD_CMD_FLAG_REQ_ONE : 0,
-        command: NBD_CMD_BLOCK_STATUS,
+        flags: reqOne ? C.NBD_CMD_FLAG_REQ_ONE : 0,
+        command: C.NBD_CMD_BLOCK_STATUS,
         cookie: 6,
         offset: 2 ** 35,
         length: 1 << 30,
@@ -118,12 +104,12 @@ describe('request codec round trips', () => {
 
   it('encodes into a caller buffer at an offset', () => {
     const into = Buffer.alloc(100, 0xee);
-    encodeRequest({ flags: 1, command: NBD_CMD_WRITE, cookie: 77, offset: 42, length: 7 }, into, 50);
+    encodeRequest({ flags: 1, command: C.NBD_CMD_WRITE, cookie: 77, offset: 42, length: 7 }, into, 50);
     assert.equal(into[49], 0xee);
     assert.equal(into[78], 0xee);
     assert.deepEqual(decodeRequest(into, 50), {
       flags: 1,
-      command: NBD_CMD_WRITE,
+      command: C.NBD_CMD_WRITE,
       cookie: 77,
       offset: 42,
       length: 7,

@@ -120,6 +120,16 @@ export interface Hello {
   token?: string;
 }
 
+/**
+ * Space where the store keeps its images (the filesystem of an fs store), as the receiver saw it
+ * when it answered: the primary side knows nothing else of a target's capacity (§4.1).
+ */
+export interface StoreCapacity {
+  totalBytes: number;
+  /** What an unprivileged writer may still use (statfs f_bavail). */
+  freeBytes: number;
+}
+
 export interface Welcome {
   version: number;
   software: string;
@@ -130,6 +140,8 @@ export interface Welcome {
   store: StoreDescriptor;
   maxExtentBytes: number;
   maxDigestsPerRequest: number;
+  /** Optional (receivers of Haven 0.1.0 and stores that cannot tell send none). */
+  capacity?: StoreCapacity;
 }
 
 export interface Query {
@@ -139,6 +151,9 @@ export interface Query {
 export interface QueryReply {
   server: string;
   newest: Generation | null;
+  /** Optional: every generation of the server, newest first (its restore points, §4.1). */
+  generations?: Generation[];
+  capacity?: StoreCapacity;
 }
 
 export interface Opened {
@@ -211,6 +226,8 @@ export interface DeltaDurable {
 
 export interface Committed {
   generation: Generation;
+  /** Optional: the store's space after the commit. */
+  capacity?: StoreCapacity;
 }
 
 export interface Abort {

@@ -10,6 +10,7 @@ export {
   MAX_DIGESTS_PER_REQUEST,
   MAX_EXTENT_BYTES,
   PROTOCOL_VERSIONS,
+  type StoreCapacity,
 } from './frames.ts';
 export { type ReceiverOptions, StreamReceiver } from './receiver.ts';
 export {
@@ -18,4 +19,5 @@ export {
   type SenderOptions,
   type SenderStats,
   StreamSender,
+  type TargetView,
 } from './sender.ts';

@@ -40,6 +40,7 @@ import {
   MAX_DIGESTS_PER_REQUEST,
   MAX_EXTENT_BYTES,
   PROTOCOL_VERSIONS,
+  type StoreCapacity,
 } from './frames.ts';
 import { type ReceiverState, receiverStep } from './state.ts';
 import { SOFTWARE } from './version.ts';
@@ -79,6 +80,11 @@ export interface ReceiverOptions {
    * `haven receive` sets it only from HAVEN_TEST_FAULT (docs/stream-protocol.md, "Test hooks").
    */
   afterCommit?: () => void;
+  /**
+   * The store's space now, for WELCOME, QUERY_REPLY and COMMITTED (§4.1): what the primary side
+   * records per run and graphs. Null, or a failure, sends none.
+   */
+  capacity?: () => Promise<StoreCapacity | null>;
   /**
    * Where the sender's bytes come from, when not from `stream`'s readable side (a socket that
    * reads into one reused buffer: transport/stdio.ts). `stream` still carries the answers.
@@ -291,7 +297,19 @@ export class StreamReceiver {
     }
   }
 
-  private onHello(h: FrameBodies['HELLO']): void {
+  /** `{capacity}` to spread into an answer, or nothing when the store cannot tell. */
+  private async capacity(): Promise<{ capacity?: StoreCapacity }> {
+    if (!this.o.capacity) return {};
+    try {
+      const c = await this.o.capacity();
+      return c ? { capacity: c } : {};
+    } catch (e) {
+      this.log.debug('the store’s capacity could not be read', { err: e });
+      return {};
+    }
+  }
+
+  private async onHello(h: FrameBodies['HELLO']): Promise<void> {
     if (this.o.token !== undefined && !tokenMatches(this.o.token, h.token)) {
       throw protoError('PROTO_AUTH_FAILED', h.token === undefined ? 'a token is required' : 'wrong token');
     }
@@ -325,6 +343,7 @@ export class StreamReceiver {
         store: this.store.descriptor,
         maxExtentBytes: this.maxExtentBytes,
         maxDigestsPerRequest: MAX_DIGESTS_PER_REQUEST,
+        ...(await this.capacity()),
       }),
     ]);
   }
@@ -342,7 +361,15 @@ export class StreamReceiver {
     // Refused here, before the sender takes a point in time it could not deliver.
     const m = await this.store.manifest(server);
     if (m?.activeAtDr) throw activeAtDrError(server, m.activeAtDr);
-    this.out.write([encodeJson('QUERY_REPLY', { server, newest: m?.generations[0] ?? null })]);
+    const generations = m?.generations ?? [];
+    this.out.write([
+      encodeJson('QUERY_REPLY', {
+        server,
+        newest: generations[0] ?? null,
+        generations,
+        ...(await this.capacity()),
+      }),
+    ]);
     // After the answer is out: the sender now takes its point in time, and this side is idle.
     this.store.expectDelta?.(server);
   }
@@ -552,7 +579,7 @@ export class StreamReceiver {
     this.delta = null;
     this.log.info('generation committed', { id: generation.id, pointInTime: generation.pointInTime });
     this.o.afterCommit?.();
-    this.out.write([encodeJson('COMMITTED', { generation })]);
+    this.out.write([encodeJson('COMMITTED', { generation, ...(await this.capacity()) })]);
   }
 
   private async onAbort(discard: boolean): Promise<void> {

@@ -55,6 +55,8 @@ export const resumeStateSchema = z.object({
   staged: z.record(z.string(), totals).optional(),
 });
 
+const capacitySchema = z.object({ totalBytes: count, freeBytes: count }).optional();
+
 export const helloSchema = z.object({
   protocol: z.literal(PROTOCOL_NAME),
   versions: z.array(positive).min(1).max(64),
@@ -73,11 +75,17 @@ export const welcomeSchema = z.object({
   store: storeDescriptorSchema,
   maxExtentBytes: positive,
   maxDigestsPerRequest: positive,
+  capacity: capacitySchema,
 });
 
 export const querySchema = z.object({ server: text(100) });
 
-export const queryReplySchema = z.object({ server: z.string(), newest: generationSchema.nullable() });
+export const queryReplySchema = z.object({
+  server: z.string(),
+  newest: generationSchema.nullable(),
+  generations: z.array(generationSchema).max(1000).optional(),
+  capacity: capacitySchema,
+});
 
 export const deltaMetaSchema = z.object({
   server: text(100),
@@ -112,7 +120,7 @@ export const endDeltaSchema = z.object({
 
 export const deltaDurableSchema = z.object({ deltaId: text(200) });
 
-export const committedSchema = z.object({ generation: generationSchema });
+export const committedSchema = z.object({ generation: generationSchema, capacity: capacitySchema });
 
 export const errorSchema = z.object({
   code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/),

@@ -36,6 +36,7 @@ import {
   MAX_EXTENT_BYTES,
   PROTOCOL_NAME,
   PROTOCOL_VERSIONS,
+  type StoreCapacity,
 } from './frames.ts';
 import { type SenderOp, type SenderState, senderOnFrame, senderOnOp } from './state.ts';
 import { SOFTWARE } from './version.ts';
@@ -60,6 +61,14 @@ export interface OpenResult {
   deltaId: string;
   newest: Generation | null;
   resume: ResumeState | null;
+}
+
+/** What a target says of one server (QUERY): its restore points and the store's space. */
+export interface TargetView {
+  newest: Generation | null;
+  /** Every generation, newest first; null from a receiver that lists only the newest. */
+  generations: Generation[] | null;
+  capacity: StoreCapacity | null;
 }
 
 export interface EndDeltaOptions {
@@ -109,6 +118,7 @@ export class StreamSender {
   private sending = false;
   private compressor: ExtentCompressor | null = null;
   private welcome!: FrameBodies['WELCOME'];
+  private lastCapacity: StoreCapacity | null = null;
   readonly stats: SenderStats = { dataFrames: 0, zeroFrames: 0, dataBytes: 0, zeroBytes: 0, payloadBytes: 0 };
 
   private constructor(
@@ -226,10 +236,24 @@ export class StreamSender {
 
   /** The newest generation of a server on the target, without opening a delta. */
   async query(server: string): Promise<Generation | null> {
+    return (await this.inspect(server)).newest;
+  }
+
+  /** Everything the target says of a server: its generations and the store's space (§4.1). */
+  async inspect(server: string): Promise<TargetView> {
     this.op('query');
     const p = this.request('query');
     this.out.write([encodeJson('QUERY', { server })]);
-    return p.then((b) => (b as FrameBodies['QUERY_REPLY']).newest);
+    const reply = (await p) as FrameBodies['QUERY_REPLY'];
+    return { newest: reply.newest, generations: reply.generations ?? null, capacity: reply.capacity ?? null };
+  }
+
+  /**
+   * The store's space as the receiver last reported it (WELCOME, then each QUERY_REPLY and
+   * COMMITTED); null when it never did (an older receiver).
+   */
+  get capacity(): StoreCapacity | null {
+    return this.lastCapacity;
   }
 
   async open(meta: DeltaMeta): Promise<OpenResult> {
@@ -517,10 +541,12 @@ export class StreamSender {
       case 'WELCOME':
         this.checkWelcome(frame.body);
         this.welcome = frame.body;
+        this.lastCapacity = frame.body.capacity ?? null;
         this.state = next;
         this.settle(frame.body);
         return;
       case 'QUERY_REPLY':
+        this.lastCapacity = frame.body.capacity ?? this.lastCapacity;
         this.state = next;
         this.settle(frame.body);
         return;
@@ -578,6 +604,7 @@ export class StreamSender {
         this.settle(null);
         return;
       case 'COMMITTED':
+        this.lastCapacity = frame.body.capacity ?? this.lastCapacity;
         this.state = next;
         this.resetDelta();
         this.settle(frame.body.generation);

@@ -39,6 +39,7 @@ import type { Relocation } from './definition.ts';
 import { recoveryError, unknownServer } from './errors.ts';
 import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { setGuard } from './guard.ts';
+import { type NetworkRequest, type NicPlan, serverNetworks } from './networks.ts';
 import { makeDir, removeDir } from './overlay.ts';
 import { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 
@@ -69,6 +70,8 @@ export interface ActivateOptions {
   signal?: AbortSignal;
   /** This DR host's settings for definitions (config `definitions`); none: the rule as is. */
   rules?: DefinitionRules;
+  /** The failover network mapping: config `networks` and the flags over it (none: names as they are). */
+  networks?: NetworkRequest;
   log: Logger;
 }
 
@@ -88,6 +91,8 @@ export interface ActivationResult {
   moved: Relocation[];
   /** What the definition rules removed, and what they kept on the operator's word. */
   definition?: DefinitionSummary;
+  /** What each network interface joins at this site (docs/recovery.md, "Networks at the DR site"). */
+  networks?: NicPlan[];
   primary?: PrimaryStatus & { guarded: boolean };
   force: boolean;
   error?: ReturnType<HavenError['toJSON']>;
@@ -196,6 +201,9 @@ export async function activateServers(o: ActivateOptions): Promise<ActivationRep
       const e = asHavenError(err);
       result.status = result.status === 'planned' ? 'refused' : 'failed';
       result.error = e.toJSON();
+      // A refusal for missing networks carries the whole plan: the report shows it too.
+      if (!result.networks && Array.isArray(e.details?.networks))
+        result.networks = e.details.networks as NicPlan[];
       report.firstError ??= e;
       o.log.error(`${server}: ${e.message}`, { code: e.code });
     }
@@ -276,12 +284,14 @@ async function checkActivation(
   await checkGeneration(o.store, server, pre.generation, { full: o.verify });
   await checkNameFree(o.virsh, result.domain);
   // The definition as it will boot; a dry run reports what the rule changes, a real run at start.
-  const { report } = await readSafeDefinition(o.store, server, pre.generation, {
+  const { report, networks } = await readSafeDefinition(o.store, server, pre.generation, {
     rules: o.rules,
     hostFiles: activationHostFiles(o.store.location, server),
+    networks: serverNetworks(o.networks ?? {}, server, o.virsh),
     log: o.dryRun ? log : silentLogger,
   });
   result.definition = summary(report);
+  result.networks = networks;
   result.generation = pick(pre.generation);
   return pre.generation;
 }
@@ -335,7 +345,7 @@ async function startCopy(
   undo.dir = dir;
   await makeDir(dir, 0o755);
   await makeDir(hostFiles.sockets, 0o1777);
-  const { xml, report } = await prepareBoot({
+  const { xml, report, networks } = await prepareBoot({
     purpose: 'activation',
     store,
     server,
@@ -343,6 +353,7 @@ async function startCopy(
     rename: o.name,
     rules: o.rules,
     hostFiles,
+    networks: serverNetworks(o.networks ?? {}, server, virsh),
     log,
     placeDisk: await throughOverlays(store, server, generation, dir, log),
     // The definition's own file only where the operator keeps it and it exists here.
@@ -350,6 +361,7 @@ async function startCopy(
   });
   result.moved = report.moved;
   result.definition = summary(report);
+  result.networks = networks;
   const text = xml.toString();
   await writeFile(join(dir, 'domain.xml'), text);
   result.overlayDir = dir;

@@ -3,7 +3,8 @@
  * (`definitions/<server>.xml`) under the definition rules (core/definition-rules.ts: the file may
  * have been edited, or written by an older Haven, so what was checked when it was received is
  * checked again), each store disk pointed at what the domain boots from, console files and
- * sockets in Haven's own directory, the UEFI variables in a file Haven names, and Haven's marker.
+ * sockets in Haven's own directory, each network interface on what the failover network mapping
+ * names at this site (networks.ts), the UEFI variables in a file Haven names, and Haven's marker.
  * The callers differ only in those places and in what they do with the XML (start it, isolate
  * it for a drill, define it).
  */
@@ -27,6 +28,7 @@ import {
   setOverlaySource,
 } from './definition.ts';
 import { imagePaths, readDefinition } from './generation.ts';
+import { type BootNetworks, checkNetworks, mapInterfaces, type NicPlan } from './networks.ts';
 import { createOverlay, overlayPath } from './overlay.ts';
 
 export type BootPurpose = 'activation' | 'drill' | 'restore';
@@ -42,6 +44,11 @@ export interface SafeDefinitionOptions {
   rules?: DefinitionRules | undefined;
   /** Where console files and sockets go. */
   hostFiles: HostFiles;
+  /**
+   * The failover network mapping, and the libvirt whose networks must exist. undefined: the
+   * interfaces stay as the rule leaves them, unchecked (a drill that removes them).
+   */
+  networks?: BootNetworks | undefined;
   log: Logger;
 }
 
@@ -50,12 +57,15 @@ export interface SafeDefinition {
   /** The definition's disks that are the generation's, by store disk name. */
   mapped: MappedDisk[];
   report: DefinitionReport;
+  /** What each network interface joins at this site (empty without `networks`). */
+  networks: NicPlan[];
 }
 
 /**
- * `definitions/<server>.xml` as the rule leaves it, with its disks matched to the generation's:
- * what every boot starts from, and what a dry run checks. Throws RECOVERY_DEFINITION_MISSING,
- * RECOVERY_DEFINITION_MISMATCH (a store disk it does not use) or DEFINITION_UNSAFE.
+ * `definitions/<server>.xml` as the rule leaves it, with its disks matched to the generation's
+ * and its interfaces mapped to this site's networks: what every boot starts from, and what a dry
+ * run checks. Throws RECOVERY_DEFINITION_MISSING, RECOVERY_DEFINITION_MISMATCH (a store disk it
+ * does not use), DEFINITION_UNSAFE or RECOVERY_NETWORK_MISSING.
  */
 export async function readSafeDefinition(
   store: Store,
@@ -76,7 +86,9 @@ export async function readSafeDefinition(
     hostFiles: o.hostFiles,
   });
   logDefinitionReport(o.log, server, report);
-  return { xml, mapped, report };
+  const networks = o.networks ? mapInterfaces(xml, o.networks) : [];
+  if (o.networks) await checkNetworks(networks, server, o.networks.virsh, o.log);
+  return { xml, mapped, report, networks };
 }
 
 export interface BootRecipe extends SafeDefinitionOptions {
@@ -98,10 +110,11 @@ export interface BootRecipe extends SafeDefinitionOptions {
 export interface PreparedBoot {
   xml: DomainXml;
   report: DefinitionReport;
+  networks: NicPlan[];
 }
 
 export async function prepareBoot(r: BootRecipe): Promise<PreparedBoot> {
-  const { xml, mapped, report } = await readSafeDefinition(r.store, r.server, r.generation, r);
+  const { xml, mapped, report, networks } = await readSafeDefinition(r.store, r.server, r.generation, r);
   if (r.rename !== undefined) {
     xml.name = r.rename;
     xml.newUuid();
@@ -115,7 +128,7 @@ export async function prepareBoot(r: BootRecipe): Promise<PreparedBoot> {
     server: r.server,
     generation: r.generation.id,
   });
-  return { xml, report };
+  return { xml, report, networks };
 }
 
 /**

@@ -15,8 +15,10 @@ import { removeDir } from './overlay.ts';
 export interface DeactivateResult {
   server: string;
   domain: string;
-  /** The copy was still running and was destroyed. */
+  /** The copy was still running and was destroyed (with dryRun: would be). */
   destroyed: boolean;
+  /** Nothing was changed: the checks passed and this is what would be done. */
+  dryRun: boolean;
 }
 
 export async function deactivateServer(o: {
@@ -25,6 +27,8 @@ export async function deactivateServer(o: {
   virsh: Virsh;
   /** Stop the copy if it still runs (its changes are lost). */
   destroy?: boolean;
+  /** Check, and say what would be done; change nothing. */
+  dryRun?: boolean;
   log: Logger;
 }): Promise<DeactivateResult> {
   const m = await o.store.manifest(o.server);
@@ -47,6 +51,7 @@ export async function deactivateServer(o: {
       },
     );
   }
+  if (o.dryRun) return { server: o.server, domain, destroyed: running, dryRun: true };
   const hold = await holdServer(o.store, o.server, 'deactivation', 60_000);
   try {
     if (running) await destroyDomain(o.virsh, domain);
@@ -56,5 +61,5 @@ export async function deactivateServer(o: {
     await hold.release();
   }
   o.log.info('the DR copy was given up', { server: o.server, domain, destroyed: running });
-  return { server: o.server, domain, destroyed: running };
+  return { server: o.server, domain, destroyed: running, dryRun: false };
 }

@@ -180,11 +180,12 @@ export function isolateChardevs(xml: DomainXml, consoleLog: string): void {
 }
 
 /**
- * A drill must not disturb production: no network interfaces, no host devices (a PCI device can
- * be given to one domain only), graphics on a free port.
+ * A drill must not disturb production: no network interfaces (unless the drill maps them to
+ * networks of its own, `keepInterfaces`), no host devices (a PCI device can be given to one
+ * domain only), graphics on a free port.
  */
-export function isolateDevices(xml: DomainXml): void {
-  xml.removeInterfaces();
+export function isolateDevices(xml: DomainXml, o: { keepInterfaces?: boolean } = {}): void {
+  if (!o.keepInterfaces) xml.removeInterfaces();
   for (const el of xml.deviceElements('hostdev')) xml.removeDevice(el);
   for (const el of xml.deviceElements('redirdev')) xml.removeDevice(el);
   for (const g of xml.deviceElements('graphics')) {

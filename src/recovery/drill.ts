@@ -5,7 +5,8 @@
  * A drill holds the server (Store.holdServer: no replication recycles the generation meanwhile),
  * checks the generation (structure always, every digest with `verify`), boots it through
  * throwaway overlays in a temporary directory as `<server>-drill-<id>` with no network
- * interfaces and its console in a file, waits for the boot marker, and records pass or fail with
+ * interfaces (or, where the drill asks for networks, its interfaces mapped to this site's:
+ * networks.ts) and its console in a file, waits for the boot marker, and records pass or fail with
  * the seconds it took in the manifest ("tested at"). Whatever it created is removed, pass or fail.
  * The guest's own check (the marker) catches damage the digests cannot see, such as a
  * generation that was already wrong when it was copied.
@@ -26,6 +27,7 @@ import { isolateChardevs, isolateDevices } from './definition.ts';
 import { recoveryError } from './errors.ts';
 import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { waitForBootMarker } from './marker.ts';
+import { type BootNetworks, drillNetworks, type NetworkRequest, type NicPlan } from './networks.ts';
 import { makeDir, removeDir } from './overlay.ts';
 
 /** Something worth telling the catalog and the alerting (the CLI or the daemon decides how). */
@@ -57,6 +59,8 @@ export interface DrillServerOptions {
   onEvent?: (e: RecoveryEvent) => void;
   /** This DR host's settings for definitions (config `definitions`); none: the rule as is. */
   rules?: DefinitionRules;
+  /** Interfaces kept and mapped to these networks; undefined: none (an isolated drill). */
+  networks?: BootNetworks | undefined;
   log: Logger;
 }
 
@@ -75,6 +79,8 @@ export interface DrillResult {
   recorded: boolean;
   /** What the definition rules removed, and what they kept on the operator's word. */
   definition?: DefinitionSummary;
+  /** What each interface joined (a drill with networks; an isolated drill has none). */
+  networks?: NicPlan[];
 }
 
 export function drillDedupKey(storeId: string, server: string): string {
@@ -83,8 +89,9 @@ export function drillDedupKey(storeId: string, server: string): string {
 
 /**
  * The boot recipe (boot.ts) for a drill: under its own name and UUID, through throwaway overlays
- * in `dir`, its console in `dir/console.log`, isolated from the network and the host's devices
- * (definition.ts `isolateDevices`, `isolateChardevs`).
+ * in `dir`, its console in `dir/console.log`, isolated from the host's devices and, unless the
+ * drill maps its interfaces to networks, from the network (definition.ts `isolateDevices`,
+ * `isolateChardevs`).
  */
 async function drillXml(
   o: DrillServerOptions,
@@ -94,7 +101,7 @@ async function drillXml(
   result: DrillResult,
   log: Logger,
 ): Promise<string> {
-  const { xml, report } = await prepareBoot({
+  const { xml, report, networks } = await prepareBoot({
     purpose: 'drill',
     store: o.store,
     server: o.server,
@@ -102,6 +109,7 @@ async function drillXml(
     rename: domain,
     rules: o.rules,
     hostFiles: { files: dir, sockets: dir },
+    networks: o.networks,
     log,
     placeDisk: await throughOverlays(o.store, o.server, generation, dir, log),
     nvram: async (kept) => {
@@ -113,7 +121,8 @@ async function drillXml(
     },
   });
   result.definition = summary(report);
-  isolateDevices(xml);
+  if (o.networks) result.networks = networks;
+  isolateDevices(xml, { keepInterfaces: o.networks !== undefined });
   isolateChardevs(xml, join(dir, 'console.log'));
   return xml.toString();
 }
@@ -248,6 +257,27 @@ export interface RunDrillDeps {
   timeoutMs?: number;
   /** This DR host's settings for definitions (config `definitions`). */
   rules?: DefinitionRules;
+  /** The site's network mapping and the flags' (used when the drill's `networks` is not isolated). */
+  networks?: NetworkRequest;
+}
+
+/** The marker and timeout of one server: flags, else its override, else the drill's. */
+export function serverDrillSettings(
+  config: DrillConfig,
+  deps: Pick<RunDrillDeps, 'marker' | 'timeoutMs'>,
+  server: string,
+): { marker: BootMarker | undefined; timeoutMs: number } {
+  const override = config.overrides[server];
+  return {
+    marker: deps.marker ?? override?.bootMarker ?? config.bootMarker,
+    timeoutMs: deps.timeoutMs ?? override?.timeoutMs ?? config.timeoutMs,
+  };
+}
+
+export function noMarker(config: DrillConfig, server: string): HavenError {
+  return recoveryError('DRILL_NO_MARKER', 'config', `drill ${config.name} has no boot marker for ${server}`, {
+    hint: `Set drills.${config.name}.boot_marker or drills.${config.name}.overrides.${server}.boot_marker.`,
+  });
 }
 
 /**
@@ -270,19 +300,10 @@ export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise
     };
     for (const server of servers) {
       if (deps.signal?.aborted) break;
-      const override = config.overrides[server];
-      const marker = deps.marker ?? override?.bootMarker ?? config.bootMarker;
-      const timeoutMs = deps.timeoutMs ?? override?.timeoutMs ?? config.timeoutMs;
+      const { marker, timeoutMs } = serverDrillSettings(config, deps, server);
       let r: DrillResult;
       if (!marker) {
-        const err = recoveryError(
-          'DRILL_NO_MARKER',
-          'config',
-          `drill ${config.name} has no boot marker for ${server}`,
-          {
-            hint: `Set drills.${config.name}.boot_marker or drills.${config.name}.overrides.${server}.boot_marker.`,
-          },
-        );
+        const err = noMarker(config, server);
         r = {
           server,
           domain: '',
@@ -314,6 +335,7 @@ export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise
           ...(deps.signal ? { signal: deps.signal } : {}),
           ...(deps.onEvent ? { onEvent: deps.onEvent } : {}),
           ...(deps.rules ? { rules: deps.rules } : {}),
+          networks: drillNetworks(config.networks, deps.networks ?? {}, server, deps.virsh),
         });
       }
       report.results.push(r);

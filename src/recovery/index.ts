@@ -20,6 +20,7 @@ export {
   type RunDrillDeps,
   runDrill,
 } from './drill.ts';
+export { type DrillPlan, type DrillPlanEntry, planDrill } from './drill-plan.ts';
 export { RecoveryError, unknownServer } from './errors.ts';
 export {
   type FailbackOptions,
@@ -42,5 +43,6 @@ export {
   setGuard,
   uninstallHook,
 } from './guard.ts';
+export type { NetworkRequest, NicPlan } from './networks.ts';
 export { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 export { type RestoreFormat, type RestoreOptions, type RestoreResult, restoreServer } from './restore.ts';

@@ -17,15 +17,22 @@ import { dirname, join, resolve } from 'node:path';
 import type { DefinitionRules } from '../core/definition-rules.ts';
 import { chunkDigests, DIGEST_BYTES } from '../core/digest.ts';
 import { ioError, UsageError } from '../core/errors.ts';
-import type { Logger } from '../core/log.ts';
+import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { type ProgressSnapshot, ProgressTracker } from '../engine/progress.ts';
 import { CHUNK_SIZE, type Generation, type Store } from '../store/types.ts';
 import { defineDomain, domainState, qemuToolError, type Virsh, VirtError } from '../virt/index.ts';
-import { type DefinitionSummary, type PreparedBoot, prepareBoot, summary } from './boot.ts';
+import {
+  type DefinitionSummary,
+  type PreparedBoot,
+  prepareBoot,
+  readSafeDefinition,
+  summary,
+} from './boot.ts';
 import { type Relocation, setImageSource } from './definition.ts';
 import { recoveryError } from './errors.ts';
 import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
+import { type NetworkRequest, type NicPlan, serverNetworks } from './networks.ts';
 import { makeDir } from './overlay.ts';
 
 export type RestoreFormat = 'raw' | 'qcow2';
@@ -49,6 +56,10 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** The settings for definitions of the host it runs on (config `definitions`). */
   rules?: DefinitionRules;
+  /** The failover network mapping of the host it is defined on (config `networks`, flags). */
+  networks?: NetworkRequest;
+  /** Check everything and say what would be written and defined; write nothing. */
+  dryRun?: boolean;
   log: Logger;
 }
 
@@ -73,6 +84,10 @@ export interface RestoreResult {
   moved: Relocation[];
   /** What the definition rules removed, and what they kept on the operator's word. */
   definition?: DefinitionSummary;
+  /** What each network interface joins on this host (when defined). */
+  networks?: NicPlan[];
+  /** Nothing was written: `disks` are the images a restore would write (allocated 0). */
+  dryRun: boolean;
   seconds: number;
 }
 
@@ -96,7 +111,7 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
   const define = o.define !== false;
   if (define) await checkDomainFree(o.virsh, name);
 
-  const hold = await holdServer(o.store, o.server, 'restore', 60_000);
+  const hold = o.dryRun ? undefined : await holdServer(o.store, o.server, 'restore', 60_000);
   try {
     const { generation } = await chooseGeneration(o.store, o.server, o.generation);
     await checkGeneration(o.store, o.server, generation);
@@ -105,69 +120,106 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
       size: d.size,
       path: join(dir, `${restoredDiskName(o.server, d.name, o.name)}.${format}`),
     }));
-    for (const t of targets) {
-      if (existsSync(t.path)) {
-        throw recoveryError(
-          'RESTORE_TARGET_EXISTS',
-          'conflict',
-          `${t.path} exists; restore never overwrites`,
-          {
-            hint: 'Restore into another directory, or under another name (--name), or move the file away.',
-            details: { path: t.path },
-          },
-        );
-      }
-    }
-    await mkdir(dir, { recursive: true }).catch((e) => Promise.reject(ioError(e, dir)));
-    const total =
-      targets.reduce((n, t) => n + t.size, 0) * (format === 'qcow2' && o.verify !== false ? 2 : 1);
-    const progress = new ProgressTracker(total, o.server, undefined, o.onProgress);
-    const disks: RestoredDisk[] = [];
-    try {
-      for (const t of targets) {
-        o.signal?.throwIfAborted();
-        if (format === 'raw') await copyRaw(o, generation, t, progress);
-        else await convertQcow2(o, generation, t, progress);
-        disks.push({ ...t, allocated: await allocated(t.path) });
-        log.info('disk restored', { disk: t.disk, path: t.path });
-      }
-    } catch (e) {
-      // A server is restored whole or not at all: the disks done so far go too (they did not
-      // exist before this run).
-      for (const d of disks) await rm(d.path, { force: true });
-      throw e;
-    }
-    progress.setPhase('done');
-
-    let uuid: string | undefined;
-    let booted: PreparedBoot | undefined;
-    if (define) {
-      booted = await restoredXml(o, generation, name, dir, targets, format, log);
-      uuid = booted.xml.uuid;
-      try {
-        await defineDomain(o.virsh, booted.xml.toString());
-      } catch (e) {
-        // Whole or not at all: images of a server that could not be defined go too.
-        for (const d of disks) await rm(d.path, { force: true });
-        throw e;
-      }
-      log.info('server defined', { name, uuid });
-    }
-    return {
+    const plan = await checkRestore(o, generation, name, dir, targets, log);
+    const result: RestoreResult = {
       server: o.server,
       name,
-      uuid,
+      uuid: undefined,
       generation: { id: generation.id, seq: generation.seq, takenAt: generation.takenAt },
       format,
-      disks,
-      defined: define,
-      moved: booted?.report.moved ?? [],
-      ...(booted ? { definition: summary(booted.report) } : {}),
-      seconds: (Date.now() - started) / 1000,
+      disks: targets.map((t) => ({ ...t, allocated: 0 })),
+      defined: false,
+      moved: [],
+      ...(plan ? { definition: summary(plan.report), networks: plan.networks } : {}),
+      dryRun: Boolean(o.dryRun),
+      seconds: 0,
     };
+    if (!o.dryRun) await restoreImages(o, generation, name, dir, targets, format, result, log);
+    result.seconds = (Date.now() - started) / 1000;
+    return result;
   } finally {
-    await hold.release();
+    await hold?.release();
   }
+}
+
+/**
+ * What must hold before anything is written: no image to write exists, and the definition (when
+ * the server is to be defined) passes the rule and finds its networks here. Returns it, checked.
+ */
+async function checkRestore(
+  o: RestoreOptions,
+  generation: Generation,
+  name: string,
+  dir: string,
+  targets: readonly { path: string }[],
+  log: Logger,
+): Promise<{ report: PreparedBoot['report']; networks: NicPlan[] } | undefined> {
+  for (const t of targets) {
+    if (existsSync(t.path)) {
+      throw recoveryError('RESTORE_TARGET_EXISTS', 'conflict', `${t.path} exists; restore never overwrites`, {
+        hint: 'Restore into another directory, or under another name (--name), or move the file away.',
+        details: { path: t.path },
+      });
+    }
+  }
+  if (o.define === false) return undefined;
+  return readSafeDefinition(o.store, o.server, generation, {
+    rules: o.rules,
+    hostFiles: { files: dir, sockets: join(dir, 'sockets'), prefix: `${name}-` },
+    networks: serverNetworks(o.networks ?? {}, o.server, o.virsh),
+    log: o.dryRun ? log : silentLogger,
+  });
+}
+
+/** Writes the images (whole or not at all) and defines the server; fills in `result`. */
+async function restoreImages(
+  o: RestoreOptions,
+  generation: Generation,
+  name: string,
+  dir: string,
+  targets: readonly { disk: string; size: number; path: string }[],
+  format: RestoreFormat,
+  result: RestoreResult,
+  log: Logger,
+): Promise<void> {
+  await mkdir(dir, { recursive: true }).catch((e) => Promise.reject(ioError(e, dir)));
+  const total = targets.reduce((n, t) => n + t.size, 0) * (format === 'qcow2' && o.verify !== false ? 2 : 1);
+  const progress = new ProgressTracker(total, o.server, undefined, o.onProgress);
+  const disks: RestoredDisk[] = [];
+  // A server is restored whole or not at all: what this run wrote goes again on a failure.
+  const undo = async () => {
+    for (const d of disks) await rm(d.path, { force: true });
+  };
+  try {
+    for (const t of targets) {
+      o.signal?.throwIfAborted();
+      if (format === 'raw') await copyRaw(o, generation, t, progress);
+      else await convertQcow2(o, generation, t, progress);
+      disks.push({ ...t, allocated: await allocated(t.path) });
+      log.info('disk restored', { disk: t.disk, path: t.path });
+    }
+  } catch (e) {
+    await undo();
+    throw e;
+  }
+  progress.setPhase('done');
+  result.disks = disks;
+  if (o.define === false) return;
+  const booted = await restoredXml(o, generation, name, dir, targets, format, log);
+  try {
+    await defineDomain(o.virsh, booted.xml.toString());
+  } catch (e) {
+    await undo();
+    throw e;
+  }
+  log.info('server defined', { name, uuid: booted.xml.uuid });
+  Object.assign(result, {
+    uuid: booted.xml.uuid,
+    defined: true,
+    moved: booted.report.moved,
+    definition: summary(booted.report),
+    networks: booted.networks,
+  });
 }
 
 /**
@@ -196,6 +248,7 @@ async function restoredXml(
     rename: renamed ? name : undefined,
     rules: o.rules,
     hostFiles: { files: dir, sockets, prefix: `${name}-` },
+    networks: serverNetworks(o.networks ?? {}, o.server, o.virsh),
     log,
     placeDisk: async (x, m) => setImageSource(x, m.disk, byDisk.get(m.name) ?? '', format),
     // A renamed copy must not share its UEFI variables with the original.

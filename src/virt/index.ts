@@ -8,6 +8,7 @@ export * from './checkpoints.ts';
 export * from './errors.ts';
 export * from './host-check.ts';
 export * from './lifecycle.ts';
+export * from './networks.ts';
 export * from './qemu-img.ts';
 export * from './qemu-nbd.ts';
 export * from './servers.ts';

@@ -28,8 +28,11 @@ function walk(cmd: Command, path: string[] = []): [string[], Command][] {
 const commands = walk(program);
 
 /** The long option names commander accepts for a command (its own; --help included). */
+/** What the pages and scripts must offer: hidden options are deprecated aliases (`--uri`). */
 function longOptions(cmd: Command): string[] {
-  return [...cmd.options.map((o) => o.long), '--help'].filter((n): n is string => Boolean(n));
+  return [...cmd.options.filter((o) => !o.hidden).map((o) => o.long), '--help'].filter((n): n is string =>
+    Boolean(n),
+  );
 }
 
 test('one man page per command, and package.json lists exactly those pages', () => {

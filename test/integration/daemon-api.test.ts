@@ -175,7 +175,7 @@ daemon:
     const samples = parsePrometheus(await r.text());
     const now = Date.now() / 1000;
     for (const g of [g1, g2]) {
-      const labels = { server: g.name, target: 'dr', job: 'every-minute' };
+      const labels = { server: g.name, target: 'dr', haven_job: 'every-minute' };
       const age = samples.find(
         (s) => s.name === 'haven_server_rpo_age_seconds' && s.labels.server === g.name,
       );
@@ -198,13 +198,14 @@ daemon:
         samples.find((s) => s.name === 'haven_server_last_run_success' && s.labels.server === g.name)?.value,
         1,
       );
-      assert.ok(
-        (samples.find((s) => s.name === 'haven_server_last_run_bytes_sent' && s.labels.server === g.name)
-          ?.value ?? 0) >= 0,
+      const sent = samples.find(
+        (s) => s.name === 'haven_server_last_run_sent_bytes' && s.labels.server === g.name,
       );
+      assert.ok(sent && sent.value > 0, 'the last run sent bytes');
     }
     assert.equal(
-      samples.find((s) => s.name === 'haven_job_failures_total' && s.labels.job === 'every-minute')?.value,
+      samples.find((s) => s.name === 'haven_job_failures_total' && s.labels.haven_job === 'every-minute')
+        ?.value,
       0,
     );
   });

@@ -455,8 +455,11 @@ test('a pool over its quota: writers wait until the quota is raised, or until ra
     rbdArgs(ceph, {}, ['export', `${pool}/img`, join(dir, 'e.raw')]),
     10_000,
   );
+  // Whether this one waits depends on when the image's access time was last written
+  // (rbd_atime_update_interval, 60 s by default): it waits in closing the image only when the
+  // interval has passed, which a loaded machine decides. Recorded, not asserted; the reader that
+  // must not wait is the one below.
   report(t, 'rbd export out of the full pool (defaults)', exported);
-  assert.equal(exported.hung, true, 'rbd export waits (in closing the image)');
   const noAtime = { 'rbd-atime-update-interval': 0 };
   const read = await attempt(
     'rbd',

@@ -52,6 +52,10 @@ test('the .deb: fields, dependencies and files', async () => {
     './usr/share/zsh/vendor-completions/_haven',
     './etc/logrotate.d/haven',
     './usr/share/doc/haven/install.md',
+    './usr/lib/haven/src/daemon/ui/charts.js',
+    './usr/lib/haven/node_modules/uplot/dist/uPlot.iife.min.js',
+    './usr/share/doc/haven/examples/prometheus/haven-rules.yml',
+    './usr/share/doc/haven/examples/prometheus/haven-rules.test.yml',
   ]) {
     assert.ok(files.includes(f), `${f} in the package`);
   }

@@ -5,6 +5,7 @@
  * incremental one, byte-checked) with no tsx anywhere it could load it from.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -16,6 +17,7 @@ import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, runHaven } from '../helpers/haven.ts';
 import { builtPackage } from '../helpers/package.ts';
 import { replicationRounds } from '../helpers/rounds.ts';
+import { freePort, waitFor } from './jobs-helpers.ts';
 
 const PREFIX = 'haven-t-pkgnpm';
 const version = (JSON.parse(await readFile(installPath('package.json'), 'utf8')) as { version: string })
@@ -33,6 +35,9 @@ test('the tarball holds the compiled tree, the pages and the dashboard, and no s
     'package/dist/man/man1/haven-protect.1',
     'package/dist/completion/haven.bash',
     'package/src/daemon/ui/index.html',
+    'package/src/daemon/ui/charts.js',
+    'package/src/daemon/ui/panels.js',
+    'package/deploy/prometheus/haven-rules.yml',
     'package/deploy/haven.service',
     'package/docs/install.md',
   ]) {
@@ -86,4 +91,45 @@ test('the installed haven protects a real guest: full, then incremental, byte fo
   const verify = await runHaven(h, ['verify', guest.name, '--store', store, '--json']);
   assert.equal(verify.code, 0, verify.stderr);
   assert.equal((JSON.parse(verify.stdout) as { ok: boolean }).ok, true);
+});
+
+test('the installed daemon serves the dashboard and its charting library from the install', async (t) => {
+  const { prefix } = await builtPackage();
+  const pkg = join(prefix, 'lib', 'node_modules', 'haven');
+  const dir = await testDir(t, `${PREFIX}-serve`);
+  const base = await havenEnv(dir);
+  const { NODE_OPTIONS: _none, HAVEN_CONFIG: _config, ...env } = base.env;
+  const port = await freePort();
+  const daemon = spawn(join(prefix, 'bin', 'haven'), ['serve', '--listen', `127.0.0.1:${port}`], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  daemon.stderr.on('data', (b: Buffer) => {
+    stderr += b.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => daemon.once('exit', resolve));
+  t.after(async () => {
+    if (daemon.exitCode === null) daemon.kill('SIGKILL');
+    await exited;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    'the installed daemon to listen',
+    async () => (await fetch(`${url}/healthz`)).ok || undefined,
+    60_000,
+  );
+  assert.match(await (await fetch(`${url}/`)).text(), /<script src="\/ui\/uPlot\.iife\.min\.js"/);
+  // The library is the one npm installed with the package (a production dependency), not a copy.
+  const uplot = await fetch(`${url}/ui/uPlot.iife.min.js`);
+  assert.equal(uplot.status, 200);
+  assert.deepEqual(
+    Buffer.from(await uplot.arrayBuffer()),
+    await readFile(join(pkg, 'node_modules', 'uplot', 'dist', 'uPlot.iife.min.js')),
+  );
+  for (const file of ['charts.js', 'panels.js', 'app.js', 'uPlot.min.css']) {
+    assert.equal((await fetch(`${url}/ui/${file}`)).status, 200, file);
+  }
+  daemon.kill('SIGTERM');
+  assert.equal(await exited, 0, stderr);
 });

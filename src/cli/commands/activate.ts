@@ -5,47 +5,48 @@
 import type { Command } from 'commander';
 import { type HavenError, UsageError } from '../../core/errors.ts';
 import { formatDuration } from '../../core/units.ts';
-import { type ActivationReport, activateServers, deactivateServer } from '../../recovery/index.ts';
+import {
+  type ActivationReport,
+  activateServers,
+  deactivateServer,
+  unknownServer,
+} from '../../recovery/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { exitCodeFor } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
+import { printNetworks } from '../networks-table.ts';
+import { connectOption, examples, generationOption, networkFlags, networkOptions } from '../options.ts';
+import { formatTime, timeHeader } from '../when.ts';
 
 interface ActivateFlags {
   store: string;
   all?: boolean;
-  generation?: string;
+  generation?: number;
   dryRun?: boolean;
   force?: boolean;
   verify?: boolean;
   name?: string;
   primary?: string;
-  uri?: string;
+  connect?: string;
+  networkMap?: Record<string, string>;
+  mac?: string;
   json?: boolean;
 }
 
-function seqFlag(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 1000) {
-    throw new UsageError(`--generation must be a whole number from 1 (newest) up, got ${JSON.stringify(v)}`);
-  }
-  return n;
-}
-
 /** Prints the report; a refusal or failure sets the exit code of its kind. */
-function finish(ctx: CliContext, report: ActivationReport, json: boolean): void {
+function finish(ctx: CliContext, report: ActivationReport, json: boolean, tz: string | undefined): void {
   if (json) {
     ctx.printJson({ ...report, firstError: undefined, ok: !report.firstError });
   } else {
     ctx.print(`${report.dryRun ? 'Plan (nothing changed)' : 'Activation'} from ${report.store}`);
     ctx.printTable(
-      ['server', 'gen', 'taken at', 'domain', 'status', 'to running', 'note'],
+      ['server', 'gen', timeHeader('taken at', tz), 'domain', 'status', 'to running', 'note'],
       report.servers.map((r) => [
         r.server,
         r.generation ? `_${r.generation.seq}` : '-',
-        r.generation?.takenAt ?? '-',
+        formatTime(r.generation?.takenAt, tz),
         r.domain,
         r.status,
         r.seconds === undefined ? '-' : formatDuration(r.seconds * 1000),
@@ -64,6 +65,7 @@ function finish(ctx: CliContext, report: ActivationReport, json: boolean): void 
               .join('; '),
       ]),
     );
+    printNetworks(ctx, report.servers);
   }
   const e: HavenError | undefined = report.firstError;
   if (e) {
@@ -73,99 +75,167 @@ function finish(ctx: CliContext, report: ActivationReport, json: boolean): void 
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const activate = program
     .command('activate')
     .description('start servers at the DR site from a store, as transient domains, in boot order')
     .argument('[server...]', 'servers to start (or --all)')
     .requiredOption('--store <path>', 'the store at this DR site')
-    .option('--all', 'every server in the store')
-    .option('--generation <k>', 'generation to start: 1 = newest (default), 2 = the one before, …')
-    .option('--dry-run', 'check everything and show the plan; change nothing')
+    .option('--all', 'every server in the store');
+  generationOption(activate, 'start')
+    .option('--dry-run', 'check everything and show the plan (networks included); change nothing')
     .option('--force', 'start even though the primary runs the server (recorded in the manifest)')
     .option('--verify', 'compare every chunk with its digest first (reads the whole generation)')
     .option('--name <domain>', 'run the (single) server under this domain name, with a new UUID')
-    .option('--primary <uri|host>', 'the primary: libvirt URI (qemu+ssh://host/system) or ssh host')
-    .option('--uri <uri>', 'libvirt URI at this site (default qemu:///system, or $HAVEN_LIBVIRT_URI)')
-    .option('--json', 'print the report as JSON')
-    .action(async (servers: string[], flags: ActivateFlags) => {
-      const ctx = context();
-      const log = flags.dryRun ? ctx.log : ctx.openRunLog('activate');
-      const store = await openFsStore(flags.store, { log });
-      try {
-        await interruptible('activate', async (signal) => {
-          const report = await activateServers({
-            store,
-            servers,
-            all: flags.all,
-            generation: seqFlag(flags.generation),
-            dryRun: flags.dryRun,
-            force: flags.force,
-            verify: flags.verify,
-            name: flags.name,
-            primary: flags.primary,
-            virsh: new Virsh({ uri: flags.uri, log }),
-            rules: (await ctx.config()).definitions,
-            signal,
-            log,
-          });
-          // Stopped between servers: what was started is reported, the rest was not touched.
-          finish(ctx, report, Boolean(flags.json));
-          signal.throwIfAborted();
+    .option('--primary <uri|host>', 'the primary: libvirt URI (qemu+ssh://host/system) or ssh host');
+  networkOptions(activate, 'keep');
+  connectOption(activate).option('--json', 'print the report as JSON');
+  examples(activate, [
+    [
+      'haven activate --all --store /srv/haven --dry-run',
+      'check every server in the store and show the plan, networks included',
+    ],
+    [
+      'haven activate --all --store /srv/haven --primary root@primary',
+      'start every server in boot order; guard the primary if it answers',
+    ],
+    [
+      'haven activate web01 --store /srv/haven --network-map prod-br=dr-br',
+      'start web01 with its interfaces on bridge prod-br joining dr-br here',
+    ],
+    [
+      'haven activate web01 --store /srv/haven --generation 2 --name web01-old --mac generate',
+      'run the generation before the newest beside the first copy, with new MAC addresses',
+    ],
+  ]);
+  activate.action(async (servers: string[], flags: ActivateFlags) => {
+    const ctx = context();
+    const log = flags.dryRun ? ctx.log : ctx.openRunLog('activate');
+    const store = await openFsStore(flags.store, { log });
+    try {
+      const config = await ctx.config();
+      await interruptible('activate', async (signal) => {
+        const report = await activateServers({
+          store,
+          servers,
+          all: flags.all,
+          generation: flags.generation,
+          dryRun: flags.dryRun,
+          force: flags.force,
+          verify: flags.verify,
+          name: flags.name,
+          primary: flags.primary,
+          virsh: new Virsh({ uri: flags.connect, log }),
+          rules: config.definitions,
+          networks: { site: config.networks, flags: networkFlags(flags) },
+          signal,
+          log,
         });
-      } finally {
-        await store.close();
-      }
-    });
+        // Stopped between servers: what was started is reported, the rest was not touched.
+        finish(ctx, report, Boolean(flags.json), await ctx.timeZone());
+        signal.throwIfAborted();
+      });
+    } finally {
+      await store.close();
+    }
+  });
+  registerPriority(program, context);
+  registerDeactivate(program, context);
+}
 
-  program
+function registerPriority(program: Command, context: () => CliContext): void {
+  const priority = program
     .command('priority')
     .description('set the order in which `haven activate --all` starts a server (lower first; default 100)')
     .argument('<server>', 'the server in the store')
     .argument('<priority>', 'a whole number from 0 to 100000')
     .requiredOption('--store <path>', 'the store')
-    .action(async (server: string, priority: string, flags: { store: string }) => {
+    .option('--dry-run', 'check the server and show the change; change nothing')
+    .option('--json', 'print the result as JSON');
+  examples(priority, [
+    [
+      'haven priority db01 10 --store /srv/haven',
+      'start db01 before the servers of the default priority (100)',
+    ],
+    [
+      'haven priority web01 200 --store /srv/haven --dry-run',
+      'show what web01 would change from, without changing it',
+    ],
+  ]);
+  priority.action(
+    async (server: string, value: string, flags: { store: string; dryRun?: boolean; json?: boolean }) => {
       const ctx = context();
-      const n = Number(priority);
-      if (!/^\d+$/.test(priority))
-        throw new UsageError(`priority must be a whole number, got ${JSON.stringify(priority)}`);
+      const n = Number(value);
+      if (!/^\d+$/.test(value) || n > 100_000)
+        throw new UsageError(
+          `priority must be a whole number from 0 to 100000, got ${JSON.stringify(value)}`,
+        );
       const store = await openFsStore(flags.store, { log: ctx.log });
       try {
-        await store.setBootPriority(server, n);
-        ctx.print(`${server} boots with priority ${n}`);
+        const m = await store.manifest(server);
+        if (!m) throw unknownServer(server, store.location, await store.listServers());
+        const before = m.bootPriority ?? 100;
+        if (!flags.dryRun) await store.setBootPriority(server, n);
+        if (flags.json) ctx.printJson({ server, priority: n, before, dryRun: Boolean(flags.dryRun) });
+        else
+          ctx.print(`${server} ${flags.dryRun ? 'would boot' : 'boots'} with priority ${n} (was ${before})`);
       } finally {
         await store.close();
       }
-    });
+    },
+  );
+}
 
-  program
+interface DeactivateFlags {
+  store: string;
+  destroy?: boolean;
+  connect?: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+function registerDeactivate(program: Command, context: () => CliContext): void {
+  const deactivate = program
     .command('deactivate')
     .description('give up a DR copy without failing back (its changes since activation are lost)')
     .argument('<server>', 'the server active at the DR site')
     .requiredOption('--store <path>', 'the store at this DR site')
     .option('--destroy', 'stop the copy if it still runs')
-    .option('--uri <uri>', 'libvirt URI at this site')
-    .option('--json', 'print the result as JSON')
-    .action(
-      async (server: string, flags: { store: string; destroy?: boolean; uri?: string; json?: boolean }) => {
-        const ctx = context();
-        const log = ctx.openRunLog('deactivate');
-        const store = await openFsStore(flags.store, { log });
-        try {
-          const r = await deactivateServer({
-            store,
-            server,
-            virsh: new Virsh({ uri: flags.uri, log }),
-            destroy: flags.destroy,
-            log,
-          });
-          if (flags.json) ctx.printJson(r);
-          else
-            ctx.print(
-              `${server}: the DR copy (${r.domain}) was given up${r.destroyed ? ' and stopped' : ''}; replication may continue`,
-            );
-        } finally {
-          await store.close();
-        }
-      },
-    );
+    .option('--dry-run', 'check and say what would be done; change nothing');
+  connectOption(deactivate).option('--json', 'print the result as JSON');
+  examples(deactivate, [
+    [
+      'haven deactivate web01 --store /srv/haven --dry-run',
+      'say whether the DR copy of web01 still runs and what giving it up would do',
+    ],
+    [
+      'haven deactivate web01 --store /srv/haven --destroy',
+      'stop the DR copy of web01 and give it up; replication may continue',
+    ],
+  ]);
+  deactivate.action(async (server: string, flags: DeactivateFlags) => {
+    const ctx = context();
+    const log = flags.dryRun ? ctx.log : ctx.openRunLog('deactivate');
+    const store = await openFsStore(flags.store, { log });
+    try {
+      const r = await deactivateServer({
+        store,
+        server,
+        virsh: new Virsh({ uri: flags.connect, log }),
+        destroy: flags.destroy,
+        dryRun: flags.dryRun,
+        log,
+      });
+      if (flags.json) ctx.printJson(r);
+      else if (r.dryRun)
+        ctx.print(
+          `${server}: the DR copy (${r.domain}) would be given up${r.destroyed ? ' and stopped' : ''} (nothing changed)`,
+        );
+      else
+        ctx.print(
+          `${server}: the DR copy (${r.domain}) was given up${r.destroyed ? ' and stopped' : ''}; replication may continue`,
+        );
+    } finally {
+      await store.close();
+    }
+  });
 }

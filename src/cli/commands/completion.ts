@@ -7,6 +7,7 @@
 import { Argument, type Command } from 'commander';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
+import { examples } from '../options.ts';
 
 const KINDS = ['servers', 'jobs', 'targets', 'drills'] as const;
 type Kind = (typeof KINDS)[number];
@@ -28,8 +29,12 @@ export default function register(program: Command, context: () => CliContext): v
   const completion = program
     .command('completion')
     .description('print the shell completion script (bash or zsh) for haven');
+  examples(completion, [
+    ['haven completion bash > /etc/bash_completion.d/haven', 'install the bash completion for every user'],
+    ['haven completion zsh > ~/.zfunc/_haven', 'the zsh completion, for a directory in $fpath'],
+  ]);
   for (const shell of ['bash', 'zsh'] as const) {
-    completion
+    const command = completion
       .command(shell)
       .description(`print the ${shell} completion script`)
       .action(async () => {
@@ -39,6 +44,7 @@ export default function register(program: Command, context: () => CliContext): v
         const full = await commandTree();
         context().stdout.write(completionScript(full, shell));
       });
+    examples(command, [[`haven completion ${shell}`, `print the ${shell} completion script on stdout`]]);
   }
   completion
     .command('values', { hidden: true })

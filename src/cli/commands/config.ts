@@ -15,12 +15,12 @@ import {
 } from '../../core/config.ts';
 import { formatBytes, formatDuration, formatRate } from '../../core/units.ts';
 import type { CliContext } from '../context.ts';
+import { examples } from '../options.ts';
+import { formatWhenRelative, timeHeader } from '../when.ts';
 
-/** "2026-11-23 01:30" in the schedule's time zone (sv-SE is the locale that prints ISO order). */
+/** "2026-11-23 01:30:00 (in 5h2m)" in the schedule's time zone. */
 function formatWhen(d: Date | null, timeZone: string | undefined, now: Date): string {
-  if (!d) return 'never';
-  const local = d.toLocaleString('sv-SE', { timeZone, hour12: false }).slice(0, 16);
-  return `${local} (in ${formatDuration(d.getTime() - now.getTime())})`;
+  return d ? formatWhenRelative(d, timeZone, now) : 'never';
 }
 
 function marker(m: BootMarker | undefined): string {
@@ -73,7 +73,17 @@ function printSummary(ctx: CliContext, c: HavenConfig, now: Date): void {
   if (jobs.length > 0) {
     ctx.print('\nJobs');
     ctx.printTable(
-      ['name', 'servers', 'targets', 'schedule', 'next run', 'rpo', 'consistency', 'parallel', 'buffer'],
+      [
+        'name',
+        'servers',
+        'targets',
+        'schedule',
+        timeHeader('next run', c.timezone),
+        'rpo',
+        'consistency',
+        'parallel',
+        'buffer',
+      ],
       jobs.map((j) => [
         j.name,
         j.servers.join(' '),
@@ -90,7 +100,7 @@ function printSummary(ctx: CliContext, c: HavenConfig, now: Date): void {
   if (drills.length > 0) {
     ctx.print('\nDrills');
     ctx.printTable(
-      ['name', 'store', 'servers', 'schedule', 'next run', 'boot marker', 'timeout'],
+      ['name', 'store', 'servers', 'schedule', timeHeader('next run', c.timezone), 'boot marker', 'timeout'],
       drills.map((d) => [
         d.name,
         d.store,
@@ -128,17 +138,25 @@ function printWarnings(ctx: CliContext, file: string, warnings: ConfigProblem[])
 
 export default function register(program: Command, context: () => CliContext): void {
   const config = program.command('config').description('inspect the configuration file');
-  config
+  examples(config, [['haven config check', 'check the configuration file and summarise it']]);
+  const check = config
     .command('check')
     .description(
       'validate the configuration file and summarise targets, jobs and drills with their next runs',
     )
-    .option('--json', 'print the checked configuration as JSON')
-    .action((opts: { json?: boolean }) => {
-      const ctx = context();
-      const now = new Date();
-      const c = loadConfig(ctx.paths.config, now);
-      if (opts.json) ctx.printJson(summaryJson(c, now));
-      else printSummary(ctx, c, now);
-    });
+    .option('--json', 'print the checked configuration as JSON');
+  examples(check, [
+    ['haven config check', 'check /etc/haven/haven.yaml (or $HAVEN_CONFIG) and summarise it'],
+    [
+      'haven -c ./haven.yaml config check --json',
+      'check another file and print the result with defaults applied',
+    ],
+  ]);
+  check.action((opts: { json?: boolean }) => {
+    const ctx = context();
+    const now = new Date();
+    const c = loadConfig(ctx.paths.config, now);
+    if (opts.json) ctx.printJson(summaryJson(c, now));
+    else printSummary(ctx, c, now);
+  });
 }

@@ -9,6 +9,7 @@ import { daemonListenCheck } from '../../daemon/index.ts';
 import { checkHost, type HostCheck, hostChecksPassed } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
+import { connectOption, examples } from '../options.ts';
 
 const MARK: Record<HostCheck['status'], string> = { ok: 'ok', warn: 'WARN', fail: 'FAIL' };
 
@@ -29,27 +30,31 @@ async function listenCheck(ctx: CliContext): Promise<HostCheck> {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const doctor = program
     .command('doctor')
     .description('check that this host can run Haven, and say how to fix what is missing')
-    .option('--json', 'print JSON instead of a table')
-    .option('--connect <uri>', 'libvirt URI (default: $HAVEN_LIBVIRT_URI, else qemu:///system)')
-    .action(async (opts: { json?: boolean; connect?: string }) => {
-      const ctx = context();
-      const checks = await checkHost({ uri: opts.connect, runDir: ctx.paths.runDir, log: ctx.log });
-      checks.push(await listenCheck(ctx));
-      const ok = hostChecksPassed(checks);
-      if (opts.json) {
-        ctx.printJson({ ok, checks });
-      } else {
-        ctx.printTable(
-          ['CHECK', 'STATUS', 'DETAIL'],
-          checks.map((c) => [c.title, MARK[c.status], c.detail]),
-        );
-        const fixes = checks.filter((c) => c.status !== 'ok' && c.fix);
-        for (const c of fixes) ctx.print(`${c.status === 'fail' ? 'fix' : 'hint'} (${c.title}): ${c.fix}`);
-        ctx.print(ok ? 'all required checks passed' : 'some required checks failed');
-      }
-      if (!ok) process.exitCode = EXIT_PARTIAL;
-    });
+    .option('--json', 'print JSON instead of a table');
+  connectOption(doctor);
+  examples(doctor, [
+    ['haven doctor', 'check this host and print what to fix'],
+    ['haven doctor --json', 'the same checks as JSON, for monitoring'],
+  ]);
+  doctor.action(async (opts: { json?: boolean; connect?: string }) => {
+    const ctx = context();
+    const checks = await checkHost({ uri: opts.connect, runDir: ctx.paths.runDir, log: ctx.log });
+    checks.push(await listenCheck(ctx));
+    const ok = hostChecksPassed(checks);
+    if (opts.json) {
+      ctx.printJson({ ok, checks });
+    } else {
+      ctx.printTable(
+        ['CHECK', 'STATUS', 'DETAIL'],
+        checks.map((c) => [c.title, MARK[c.status], c.detail]),
+      );
+      const fixes = checks.filter((c) => c.status !== 'ok' && c.fix);
+      for (const c of fixes) ctx.print(`${c.status === 'fail' ? 'fix' : 'hint'} (${c.title}): ${c.fix}`);
+      ctx.print(ok ? 'all required checks passed' : 'some required checks failed');
+    }
+    if (!ok) process.exitCode = EXIT_PARTIAL;
+  });
 }

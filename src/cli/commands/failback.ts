@@ -15,6 +15,7 @@ import { JoinedStream } from '../../transport/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { interruptible } from '../interrupt.ts';
+import { connectOption, examples } from '../options.ts';
 import { progressBar } from '../progress-bar.ts';
 
 interface FailbackFlags {
@@ -27,7 +28,7 @@ interface FailbackFlags {
   forceOff?: boolean;
   sshOption?: string[];
   remoteCommand?: string;
-  uri?: string;
+  connect?: string;
   json?: boolean;
 }
 
@@ -38,7 +39,7 @@ interface ReceiveFlags {
   drPoint?: string;
   final?: boolean;
   start: boolean;
-  uri?: string;
+  connect?: string;
 }
 
 /** stdin/stdout as one Duplex (pipes and sockets as non-blocking sockets, as `haven receive`). */
@@ -57,7 +58,7 @@ function stdioStream(): Duplex {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('failback')
     .description('send what changed at the DR site back to the primary and start the server there')
     .argument('<server>', 'the server active at the DR site')
@@ -69,65 +70,78 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--shutdown-timeout <duration>', 'how long the DR copy may take to shut down', '5m')
     .option('--force-off', 'power the DR copy off if it ignores the shutdown request')
     .option('--ssh-option <opt...>', 'extra ssh arguments')
-    .option('--remote-command <cmd>', 'how to run haven on the primary (default "haven")')
-    .option('--uri <uri>', 'libvirt URI at this site')
-    .option('--json', 'print the result as JSON')
-    .action(async (server: string, flags: FailbackFlags) => {
-      const ctx = context();
-      const compress = Number(flags.compress ?? '3');
-      if (!Number.isInteger(compress) || compress < 0 || compress > 19) {
-        throw new UsageError(`--compress must be 0 to 19, got ${JSON.stringify(flags.compress)}`);
+    .option('--remote-command <cmd>', 'how to run haven on the primary (default "haven")');
+  connectOption(command).option('--json', 'print the result as JSON');
+  examples(command, [
+    [
+      'haven failback web01 --store /srv/haven --to ssh://root@primary',
+      'send what changed at the DR site back to the primary and start web01 there',
+    ],
+    [
+      'haven failback web01 --store /srv/haven --to root@primary --no-start --force-off',
+      'fail back, powering off a DR copy that ignores the shutdown, and leave web01 off',
+    ],
+  ]);
+  command.action(async (server: string, flags: FailbackFlags) => {
+    const ctx = context();
+    const compress = Number(flags.compress ?? '3');
+    if (!Number.isInteger(compress) || compress < 0 || compress > 19) {
+      throw new UsageError(`--compress must be 0 to 19, got ${JSON.stringify(flags.compress)}`);
+    }
+    const log = ctx.openRunLog(`failback-${server}`);
+    const store = await openFsStore(flags.store, { log });
+    const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
+    try {
+      const r = await interruptible(`failback ${server}`, (signal) =>
+        failback({
+          store,
+          server,
+          to: flags.to,
+          virsh: new Virsh({ uri: flags.connect, log }),
+          runDir: ctx.paths.runDir,
+          primaryUri: flags.primaryUri,
+          start: flags.start,
+          compress,
+          shutdownTimeoutMs: parseDuration(flags.shutdownTimeout ?? '5m'),
+          forceOff: flags.forceOff,
+          link: { sshOptions: flags.sshOption, remoteCommand: flags.remoteCommand },
+          onProgress: (s) => bar.update({ ...s, phase: `${s.pass}: ${s.phase}` }),
+          signal,
+          log,
+        }),
+      );
+      bar.stop();
+      if (flags.json) {
+        ctx.printJson(r);
+        return;
       }
-      const log = ctx.openRunLog(`failback-${server}`);
-      const store = await openFsStore(flags.store, { log });
-      const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
-      try {
-        const r = await interruptible(`failback ${server}`, (signal) =>
-          failback({
-            store,
-            server,
-            to: flags.to,
-            virsh: new Virsh({ uri: flags.uri, log }),
-            runDir: ctx.paths.runDir,
-            primaryUri: flags.primaryUri,
-            start: flags.start,
-            compress,
-            shutdownTimeoutMs: parseDuration(flags.shutdownTimeout ?? '5m'),
-            forceOff: flags.forceOff,
-            link: { sshOptions: flags.sshOption, remoteCommand: flags.remoteCommand },
-            onProgress: (s) => bar.update({ ...s, phase: `${s.pass}: ${s.phase}` }),
-            signal,
-            log,
-          }),
-        );
-        bar.stop();
-        if (flags.json) {
-          ctx.printJson(r);
-          return;
-        }
-        ctx.print(
-          `${server}: failed back to ${r.primary} in ${formatDuration(r.seconds * 1000)}, ${formatBytes(r.wireBytes)} on the wire${r.started ? '; running on the primary' : ''}`,
-        );
-        ctx.printTable(
-          ['pass', 'mode', 'data', 'zeroed', 'on the wire', 'time'],
-          r.passes.map((p) => [
-            p.pass,
-            p.mode,
-            formatBytes(p.dataBytes),
-            formatBytes(p.zeroBytes),
-            formatBytes(p.wireBytes),
-            formatDuration(p.durationMs),
-          ]),
-        );
-      } catch (e) {
-        bar.stop();
-        throw e;
-      } finally {
-        await store.close();
-      }
-    });
+      ctx.print(
+        `${server}: failed back to ${r.primary} in ${formatDuration(r.seconds * 1000)}, ${formatBytes(r.wireBytes)} on the wire${r.started ? '; running on the primary' : ''}`,
+      );
+      ctx.printTable(
+        ['pass', 'mode', 'data', 'zeroed', 'on the wire', 'time'],
+        r.passes.map((p) => [
+          p.pass,
+          p.mode,
+          formatBytes(p.dataBytes),
+          formatBytes(p.zeroBytes),
+          formatBytes(p.wireBytes),
+          formatDuration(p.durationMs),
+        ]),
+      );
+    } catch (e) {
+      bar.stop();
+      throw e;
+    } finally {
+      await store.close();
+    }
+  });
 
-  program
+  registerReceive(program, context);
+}
+
+function registerReceive(program: Command, context: () => CliContext): void {
+  const receive = program
     .command('failback-receive')
     .description('(run by `haven failback`) receive a failback pass into a server’s own images')
     .argument('<server>', 'the server’s domain on this host')
@@ -136,31 +150,37 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--since <bitmap>', 'bitmap proving where this host’s images stand')
     .option('--dr-point <checkpoint>', 'the DR checkpoint those images equal')
     .option('--final', 'the last pass: clear the guard and start the server afterwards')
-    .option('--no-start', 'do not start the server after the last pass')
-    .option('--uri <uri>', 'libvirt URI on this host')
-    .action(async (server: string, flags: ReceiveFlags) => {
-      const ctx = context();
-      const log = ctx.openRunLog(`failback-receive-${server}`);
-      const stream = stdioStream();
-      try {
-        await serveFailback(stream, {
-          domain: server,
-          ...(flags.sourceName ? { sourceName: flags.sourceName } : {}),
-          ...(flags.since ? { since: flags.since } : {}),
-          ...(flags.drPoint ? { drPoint: flags.drPoint } : {}),
-          final: Boolean(flags.final),
-          start: flags.start,
-          virsh: new Virsh({ uri: flags.uri, log }),
-          runDir: ctx.paths.runDir,
-          log,
-        });
-      } finally {
-        await new Promise<void>((resolve) => {
-          if (stream.writableFinished || stream.destroyed) return resolve();
-          stream.end(() => resolve());
-          setTimeout(resolve, 5000).unref();
-        });
-        stream.destroy();
-      }
-    });
+    .option('--no-start', 'do not start the server after the last pass');
+  connectOption(receive, 'on this host');
+  examples(receive, [
+    [
+      'haven failback-receive web01 --stdio --since haven-20261205T211500Z-1a2b3c',
+      'what haven failback runs on the primary for a live pass (not for direct use)',
+    ],
+  ]);
+  receive.action(async (server: string, flags: ReceiveFlags) => {
+    const ctx = context();
+    const log = ctx.openRunLog(`failback-receive-${server}`);
+    const stream = stdioStream();
+    try {
+      await serveFailback(stream, {
+        domain: server,
+        ...(flags.sourceName ? { sourceName: flags.sourceName } : {}),
+        ...(flags.since ? { since: flags.since } : {}),
+        ...(flags.drPoint ? { drPoint: flags.drPoint } : {}),
+        final: Boolean(flags.final),
+        start: flags.start,
+        virsh: new Virsh({ uri: flags.connect, log }),
+        runDir: ctx.paths.runDir,
+        log,
+      });
+    } finally {
+      await new Promise<void>((resolve) => {
+        if (stream.writableFinished || stream.destroyed) return resolve();
+        stream.end(() => resolve());
+        setTimeout(resolve, 5000).unref();
+      });
+      stream.destroy();
+    }
+  });
 }

@@ -16,6 +16,7 @@ import { Virsh } from '../../engine/index.ts';
 import { type ForgetRequest, type ForgetResult, forget, JobError } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
+import { connectOption, examples } from '../options.ts';
 
 interface ForgetFlags {
   target?: string;
@@ -75,7 +76,7 @@ function printResult(ctx: CliContext, r: ForgetResult): void {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('forget')
     .description(
       'forget server/target pairs this host no longer copies: catalog records and the checkpoints only they needed (never data at the target)',
@@ -85,33 +86,44 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--all-targets', 'every target of <server>')
     .option('--all-servers', 'every server copied to --target')
     .option('--dry-run', 'show what would be forgotten and deleted, and change nothing')
-    .option('--json', 'print the result as JSON')
-    .action(async (server: string | undefined, flags: ForgetFlags) => {
-      const ctx = context();
-      const req = request(server, flags);
-      const config = await ctx.config();
-      const path = catalogPath(ctx.paths.stateDir);
-      if (!existsSync(path)) {
-        throw new JobError('FORGET_NOT_FOUND', `there is no catalog at ${path}: nothing to forget`, {
-          kind: 'not-found',
-          hint: 'Nothing was copied from this host yet, or HAVEN_STATE_DIR points elsewhere.',
-          details: { path },
-        });
+    .option('--json', 'print the result as JSON');
+  connectOption(command);
+  examples(command, [
+    [
+      'haven forget web01 --target dr1 --dry-run',
+      'show what forgetting the pair web01 \u2192 dr1 would delete',
+    ],
+    [
+      'haven forget --all-servers --target old-dr',
+      'forget every server once copied to the retired target old-dr',
+    ],
+  ]);
+  command.action(async (server: string | undefined, flags: ForgetFlags) => {
+    const ctx = context();
+    const req = request(server, flags);
+    const config = await ctx.config();
+    const path = catalogPath(ctx.paths.stateDir);
+    if (!existsSync(path)) {
+      throw new JobError('FORGET_NOT_FOUND', `there is no catalog at ${path}: nothing to forget`, {
+        kind: 'not-found',
+        hint: 'Nothing was copied from this host yet, or HAVEN_STATE_DIR points elsewhere.',
+        details: { path },
+      });
+    }
+    const log = flags.dryRun ? ctx.log : ctx.openRunLog('forget');
+    const catalog = openCatalog(path, { log });
+    const virsh = new Virsh({ log });
+    try {
+      const result = await forget(req, { config, catalog, virsh, log });
+      if (flags.json) ctx.printJson(result);
+      else printResult(ctx, result);
+      if (result.servers.some((s) => (s.result?.failed.length ?? 0) > 0)) {
+        log.warn('some checkpoints could not be deleted; `haven prune` (or the daemon) tries again');
+        process.exitCode = EXIT_PARTIAL;
       }
-      const log = flags.dryRun ? ctx.log : ctx.openRunLog('forget');
-      const catalog = openCatalog(path, { log });
-      const virsh = new Virsh({ log });
-      try {
-        const result = await forget(req, { config, catalog, virsh, log });
-        if (flags.json) ctx.printJson(result);
-        else printResult(ctx, result);
-        if (result.servers.some((s) => (s.result?.failed.length ?? 0) > 0)) {
-          log.warn('some checkpoints could not be deleted; `haven prune` (or the daemon) tries again');
-          process.exitCode = EXIT_PARTIAL;
-        }
-      } finally {
-        virsh.close();
-        catalog.close();
-      }
-    });
+    } finally {
+      virsh.close();
+      catalog.close();
+    }
+  });
 }

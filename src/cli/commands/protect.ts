@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, type HavenError, UsageError } from '../../core/errors.ts';
+import { timeZoneName } from '../../core/time-format.ts';
 import { formatBytes, formatDuration, parseRate } from '../../core/units.ts';
 import type { ProtectPlan, ProtectResult } from '../../engine/index.ts';
 import type { ServerOutcome } from '../../jobs/copy.ts';
@@ -13,6 +14,8 @@ import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
 import { catalogForDryRun } from '../dry-run.ts';
 import { interruptible } from '../interrupt.ts';
+import { connectOption, examples } from '../options.ts';
+import { formatTime } from '../when.ts';
 
 /**
  * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
@@ -81,13 +84,13 @@ function intFlag(name: string, v: string | undefined, min: number, max: number):
   return n;
 }
 
-function printPlan(ctx: CliContext, plan: ProtectPlan): void {
+function printPlan(ctx: CliContext, plan: ProtectPlan, tz: string | undefined): void {
   ctx.print(
     `Plan for ${plan.server} (${plan.state}) → ${plan.target} [store ${plan.storeId ?? 'none yet: a run creates it'}] — nothing changed`,
   );
   ctx.print(
     plan.newest
-      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${plan.newest.takenAt}`
+      ? `  target's newest copy: _${plan.newest.seq} from ${plan.newest.pointInTime} taken ${formatTime(plan.newest.takenAt, tz)} (${timeZoneName(tz)})`
       : '  target has no copy of this server yet: full copy',
   );
   ctx.print(`  base checkpoint: ${plan.base ?? '(none: full copy or checksum resync)'}`);
@@ -122,7 +125,7 @@ function printResult(ctx: CliContext, r: ProtectResult): void {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('protect')
     .description('replicate one server to a target now: full the first time, incremental after')
     .argument('<server>', 'libvirt domain name')
@@ -144,30 +147,45 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--token-file <file>', 'token a tls:// receiver requires')
     .option('--retries <n>', 'reconnections after a broken connection (default 3)')
     .option('--dry-run', 'show the plan (what would be read and sent) and change nothing')
-    .option('--json', 'print the result as JSON')
-    .action(async (serverName: string, flags: ProtectFlags) => {
-      const ctx = context();
-      const consistency = flags.consistency ?? 'live';
-      if (consistency !== 'live' && consistency !== 'shutdown') {
-        throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
-      }
-      const config = await ctx.config();
-      const target = resolveTarget(flags.to, config, {
-        copies: intFlag('copies', flags.copies, 1, 1000),
-        bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
-        compress: intFlag('compress', flags.compress, 0, 19),
-        ssh: { options: flags.sshOption, command: flags.remoteCommand },
-        tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
-      });
-      const request: Request = {
-        server: serverName,
-        flags,
-        target,
-        consistency,
-        reconnects: intFlag('retries', flags.retries, 0, 100),
-      };
-      await (flags.dryRun ? plan(ctx, request) : run(ctx, request));
+    .option('--json', 'print the result as JSON');
+  connectOption(command);
+  examples(command, [
+    [
+      'haven protect web01 --to /srv/haven',
+      'copy web01 to a local store now: full the first time, incremental after',
+    ],
+    [
+      'haven protect web01 --to ssh://root@dr1/srv/haven --bwlimit 50MiB/s --compress 3',
+      'copy over ssh, at most 50 MiB/s on the wire',
+    ],
+    [
+      'haven protect web01 --to dr1 --dry-run',
+      'show what a copy to the configured target dr1 would read and send',
+    ],
+  ]);
+  command.action(async (serverName: string, flags: ProtectFlags) => {
+    const ctx = context();
+    const consistency = flags.consistency ?? 'live';
+    if (consistency !== 'live' && consistency !== 'shutdown') {
+      throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
+    }
+    const config = await ctx.config();
+    const target = resolveTarget(flags.to, config, {
+      copies: intFlag('copies', flags.copies, 1, 1000),
+      bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
+      compress: intFlag('compress', flags.compress, 0, 19),
+      ssh: { options: flags.sshOption, command: flags.remoteCommand },
+      tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
     });
+    const request: Request = {
+      server: serverName,
+      flags,
+      target,
+      consistency,
+      reconnects: intFlag('retries', flags.retries, 0, 100),
+    };
+    await (flags.dryRun ? plan(ctx, request) : run(ctx, request));
+  });
 }
 
 /** A protect command line, checked. */
@@ -190,7 +208,7 @@ async function run(ctx: CliContext, r: Request): Promise<void> {
     const virsh = new m.Virsh({ log, session: true });
     const catalog = m.openCatalog(m.catalogPath(ctx.paths.stateDir), { log });
     const runId = catalog.runs.start({ kind: 'protect', job: flags.job ?? 'manual', trigger: 'manual' }).id;
-    const bar = m.progressBar(ctx.stderr, ctx.interactive && !flags.json, server);
+    const bar = m.progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
     const finish = (status: 'ok' | 'failed' | 'cancelled', e?: HavenError, generation?: string) =>
       catalog.runs.finish(runId, {
         status,
@@ -276,7 +294,7 @@ async function plan(ctx: CliContext, r: Request): Promise<void> {
     );
     if (out.error) throw out.error;
     if (flags.json) ctx.printJson(out.plan);
-    else printPlan(ctx, out.plan!);
+    else printPlan(ctx, out.plan!, (await ctx.config()).timezone);
   } finally {
     virsh.close();
     catalog?.close();

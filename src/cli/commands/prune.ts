@@ -12,6 +12,7 @@ import { Virsh } from '../../engine/index.ts';
 import { type MaintenanceReport, runMaintenance } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
+import { connectOption, examples } from '../options.ts';
 
 interface PruneFlags {
   dryRun?: boolean;
@@ -51,42 +52,47 @@ function printReport(ctx: CliContext, r: MaintenanceReport, stateDir: string): v
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('prune')
     .description(
       'apply the retention now: old run logs, runs and events, and checkpoints of targets no job uses',
     )
     .option('--no-checkpoints', 'leave libvirt checkpoints alone (logs, runs and events only)')
     .option('--dry-run', 'show what would be deleted, and change nothing')
-    .option('--json', 'print the result as JSON')
-    .action(async (flags: PruneFlags) => {
-      const ctx = context();
-      const config = await ctx.config();
-      const log = flags.dryRun ? ctx.log : ctx.openRunLog('prune');
-      const path = catalogPath(ctx.paths.stateDir);
-      const catalog: Catalog | undefined = existsSync(path) ? openCatalog(path, { log }) : undefined;
-      const virsh = catalog && flags.checkpoints ? new Virsh({ log }) : undefined;
-      try {
-        const report = await runMaintenance({
-          config,
-          logDir: ctx.paths.logDir,
-          catalog,
-          virsh,
-          log,
-          force: true,
-          dryRun: flags.dryRun,
-          keepLogs: log.filePath ? [log.filePath] : [],
-        });
-        if (flags.json) ctx.printJson(report);
-        else printReport(ctx, report, ctx.paths.stateDir);
-        const failed =
-          report.checkpoints &&
-          (report.checkpoints.errors.length > 0 ||
-            report.checkpoints.servers.some((s) => (s.result?.failed.length ?? 0) > 0));
-        if (failed) process.exitCode = EXIT_PARTIAL;
-      } finally {
-        virsh?.close();
-        catalog?.close();
-      }
-    });
+    .option('--json', 'print the result as JSON');
+  connectOption(command);
+  examples(command, [
+    ['haven prune --dry-run', 'show what the retention would delete now'],
+    ['haven prune --no-checkpoints --json', 'delete old logs, runs and events only, and report as JSON'],
+  ]);
+  command.action(async (flags: PruneFlags) => {
+    const ctx = context();
+    const config = await ctx.config();
+    const log = flags.dryRun ? ctx.log : ctx.openRunLog('prune');
+    const path = catalogPath(ctx.paths.stateDir);
+    const catalog: Catalog | undefined = existsSync(path) ? openCatalog(path, { log }) : undefined;
+    const virsh = catalog && flags.checkpoints ? new Virsh({ log }) : undefined;
+    try {
+      const report = await runMaintenance({
+        config,
+        logDir: ctx.paths.logDir,
+        catalog,
+        virsh,
+        log,
+        force: true,
+        dryRun: flags.dryRun,
+        keepLogs: log.filePath ? [log.filePath] : [],
+      });
+      if (flags.json) ctx.printJson(report);
+      else printReport(ctx, report, ctx.paths.stateDir);
+      const failed =
+        report.checkpoints &&
+        (report.checkpoints.errors.length > 0 ||
+          report.checkpoints.servers.some((s) => (s.result?.failed.length ?? 0) > 0));
+      if (failed) process.exitCode = EXIT_PARTIAL;
+    } finally {
+      virsh?.close();
+      catalog?.close();
+    }
+  });
 }

@@ -9,14 +9,19 @@
  * mounted, a pending commit is not completed, and deltas are refused.
  */
 import { statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import { parseDuration, parseSize } from '../../core/units.ts';
 import { targetStaging } from '../../jobs/cache/target.ts';
-import { ProtocolError, type ReceiverOptions, StreamReceiver } from '../../protocol/index.ts';
+import {
+  ProtocolError,
+  type ReceiverOptions,
+  type StoreCapacity,
+  StreamReceiver,
+} from '../../protocol/index.ts';
 import { openFsStore } from '../../store/index.ts';
 import {
   DEFAULT_CONNECTION_LIMITS,
@@ -25,6 +30,16 @@ import {
   TransportError,
 } from '../../transport/index.ts';
 import type { CliContext } from '../context.ts';
+import { examples } from '../options.ts';
+
+/**
+ * The space of the filesystem an fs store lives on, as a sender is told it (docs/stream-protocol.md
+ * §4.1): free is what a non-root writer may still use (f_bavail), as df shows it.
+ */
+async function fsCapacity(dir: string): Promise<StoreCapacity> {
+  const s = await statfs(dir);
+  return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
+}
 
 interface ReceiveFlags {
   stdio?: boolean;
@@ -149,7 +164,7 @@ function checkFlags(f: ReceiveFlags): void {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('receive')
     .description('receive replication streams into a store (target side)')
     .option('--stdio', 'serve one session on stdin/stdout (run by a sender, locally or through ssh)')
@@ -195,59 +210,70 @@ export default function register(program: Command, context: () => CliContext): v
       'with --listen: on SIGINT/SIGTERM, let running sessions end for this long before cutting them',
       '10s',
     )
-    .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing')
-    .action(async (flags: ReceiveFlags) => {
-      checkFlags(flags);
-      checkStorePath(flags.store);
-      const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
-      const checkpointEveryBytes = parseSize(flags.checkpointEvery);
-      const checkpointEveryMs = parseDuration(flags.checkpointInterval);
-      const idleTimeoutMs = parseDuration(flags.idleTimeout);
-      const ctx = context();
-      const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
-      const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
-      const receiverOptions: ReceiverOptions = {
+    .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing');
+  examples(command, [
+    [
+      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --tls-ca /etc/haven/ca.pem',
+      'accept TLS connections from senders whose certificates the CA signed',
+    ],
+    [
+      'haven receive --stdio --store /srv/haven',
+      'what a sender runs on the target through ssh (not for direct use)',
+    ],
+  ]);
+  command.action(async (flags: ReceiveFlags) => {
+    checkFlags(flags);
+    checkStorePath(flags.store);
+    const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
+    const checkpointEveryBytes = parseSize(flags.checkpointEvery);
+    const checkpointEveryMs = parseDuration(flags.checkpointInterval);
+    const idleTimeoutMs = parseDuration(flags.idleTimeout);
+    const ctx = context();
+    const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
+    const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
+    const receiverOptions: ReceiverOptions = {
+      log,
+      checkpointEveryBytes,
+      checkpointEveryMs,
+      idleTimeoutMs,
+      ...(flags.dryRun ? { readOnly: true } : {}),
+      // Crash tests only: die between committing a generation and saying so (the window where
+      // a sender must find out from the store itself that its copy is done).
+      ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
+        ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
+        : {}),
+    };
+    // --staging auto: the largest cache drive of this host (DESIGN §4.6), mounted if need be.
+    const cache =
+      flags.staging === 'auto'
+        ? await targetStaging({
+            signature: (await ctx.config()).cache.signature,
+            runDir: ctx.paths.runDir,
+            log,
+          })
+        : undefined;
+    const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
+    try {
+      const store = await openFsStore(flags.store, {
+        create: !flags.dryRun,
         log,
-        checkpointEveryBytes,
-        checkpointEveryMs,
-        idleTimeoutMs,
-        ...(flags.dryRun ? { readOnly: true } : {}),
-        // Crash tests only: die between committing a generation and saying so (the window where
-        // a sender must find out from the store itself that its copy is done).
-        ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
-          ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
-          : {}),
-      };
-      // --staging auto: the largest cache drive of this host (DESIGN §4.6), mounted if need be.
-      const cache =
-        flags.staging === 'auto'
-          ? await targetStaging({
-              signature: (await ctx.config()).cache.signature,
-              runDir: ctx.paths.runDir,
-              log,
-            })
-          : undefined;
-      const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
+        directIo: flags.directIo,
+        reflinks: flags.reflink,
+        ...(stagingDir ? { stagingDir } : {}),
+        // This DR host's own settings, read when a new server's definition is written.
+        definitionRules: async () => (await ctx.config()).definitions,
+      });
+      const withCapacity = { ...receiverOptions, capacity: () => fsCapacity(store.location) };
       try {
-        const store = await openFsStore(flags.store, {
-          create: !flags.dryRun,
-          log,
-          directIo: flags.directIo,
-          reflinks: flags.reflink,
-          ...(stagingDir ? { stagingDir } : {}),
-          // This DR host's own settings, read when a new server's definition is written.
-          definitionRules: async () => (await ctx.config()).definitions,
-        });
-        try {
-          if (listen) await serveListener(flags, listen, token, store, receiverOptions, log);
-          else await serveStdio(store, receiverOptions, log);
-        } finally {
-          await store.close();
-        }
+        if (listen) await serveListener(flags, listen, token, store, withCapacity, log);
+        else await serveStdio(store, withCapacity, log);
       } finally {
-        await cache?.release();
+        await store.close();
       }
-    });
+    } finally {
+      await cache?.release();
+    }
+  });
 }
 
 async function serveStdio(

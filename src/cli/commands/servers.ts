@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.ts';
 import { getServers, listServers, type Server, Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
+import { connectOption, examples } from '../options.ts';
 
 function source(d: Server['disks'][number]): string {
   if (d.empty) return '(no media)';
@@ -36,30 +37,35 @@ export function serverRows(servers: readonly Server[]): string[][] {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('servers')
     .description('list libvirt servers (domains): state, disks with size and format, cdroms')
     .argument('[name...]', 'only these servers (default: all)')
-    .option('--json', 'print JSON instead of a table')
-    .option('--connect <uri>', 'libvirt URI (default: $HAVEN_LIBVIRT_URI, else qemu:///system)')
-    .action(async (names: string[], opts: { json?: boolean; connect?: string }) => {
-      const ctx = context();
-      const virsh = new Virsh({ uri: opts.connect, log: ctx.log });
-      const servers =
-        names.length > 0
-          ? await getServers(virsh, names, { log: ctx.log })
-          : await listServers(virsh, { log: ctx.log });
-      if (opts.json) {
-        ctx.printJson(servers);
-        return;
-      }
-      if (servers.length === 0) {
-        ctx.print(`no servers defined at ${virsh.uri}`);
-        return;
-      }
-      ctx.printTable(
-        ['SERVER', 'STATE', 'PERSISTENT', 'DEVICE', 'KIND', 'BUS', 'FORMAT', 'SIZE', 'SOURCE', 'STORE NAME'],
-        serverRows(servers),
-      );
-    });
+    .option('--json', 'print JSON instead of a table');
+  connectOption(command);
+  examples(command, [
+    ['haven servers', 'every domain on this host with its disks and their store names'],
+    ['haven servers web01 db01 --json', 'two servers, as JSON'],
+    ['haven servers --connect qemu+ssh://root@kvm2/system', 'the servers of another host'],
+  ]);
+  command.action(async (names: string[], opts: { json?: boolean; connect?: string }) => {
+    const ctx = context();
+    const virsh = new Virsh({ uri: opts.connect, log: ctx.log });
+    const servers =
+      names.length > 0
+        ? await getServers(virsh, names, { log: ctx.log })
+        : await listServers(virsh, { log: ctx.log });
+    if (opts.json) {
+      ctx.printJson(servers);
+      return;
+    }
+    if (servers.length === 0) {
+      ctx.print(`no servers defined at ${virsh.uri}`);
+      return;
+    }
+    ctx.printTable(
+      ['SERVER', 'STATE', 'PERSISTENT', 'DEVICE', 'KIND', 'BUS', 'FORMAT', 'SIZE', 'SOURCE', 'STORE NAME'],
+      serverRows(servers),
+    );
+  });
 }

@@ -8,7 +8,8 @@ import { formatDuration } from '../../core/units.ts';
 import { Virsh } from '../../engine/index.ts';
 import { type StatusRow, selectJobServers, statusRows } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
-import { formatTime, formatWhenRelative } from '../when.ts';
+import { connectOption, examples } from '../options.ts';
+import { formatTime, formatWhenRelative, timeHeader } from '../when.ts';
 
 function rpoText(r: StatusRow): string {
   if (r.rpo === 'none') return r.ageMs === null ? '-' : `${formatDuration(r.ageMs)} (no objective)`;
@@ -17,53 +18,65 @@ function rpoText(r: StatusRow): string {
 }
 
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('status')
     .description('per server and target: newest copy, RPO age against the objective, next run, last result')
-    .option('--json', 'print JSON')
-    .action(async (flags: { json?: boolean }) => {
-      const ctx = context();
-      const config = await ctx.config();
-      const now = new Date();
-      const selections = new Map<string, string[]>();
-      const virsh = new Virsh({ log: ctx.log });
-      let inventoryError: string | undefined;
-      for (const job of Object.values(config.jobs)) {
-        try {
-          selections.set(
-            job.name,
-            (await selectJobServers(virsh, job.servers, ctx.log)).selected.map((s) => s.name),
-          );
-        } catch (e) {
-          inventoryError = (e as Error).message;
-          break;
-        }
-      }
-      const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: ctx.log });
-      let rows: StatusRow[];
+    .option('--json', 'print JSON');
+  connectOption(command);
+  examples(command, [
+    ['haven status', 'newest copy and RPO age of every protected server, per target'],
+    ['haven status --json', 'the same, for scripts and monitoring'],
+  ]);
+  command.action(async (flags: { json?: boolean }) => {
+    const ctx = context();
+    const config = await ctx.config();
+    const now = new Date();
+    const selections = new Map<string, string[]>();
+    const virsh = new Virsh({ log: ctx.log });
+    let inventoryError: string | undefined;
+    for (const job of Object.values(config.jobs)) {
       try {
-        rows = statusRows({ config, catalog, selections, now });
-      } finally {
-        catalog.close();
-      }
-      if (inventoryError)
-        ctx.log.warn(`servers could not be listed (${inventoryError}); showing what the catalog knows`);
-      if (flags.json) ctx.printJson(rows);
-      else if (rows.length === 0)
-        ctx.print('nothing is protected yet: no job selects a server and nothing was copied');
-      else
-        ctx.printTable(
-          ['server', 'target', 'newest copy', 'rpo age / objective', 'next run', 'last result'],
-          rows.map((r) => [
-            r.server,
-            r.target,
-            formatTime(r.lastGoodAt, config.timezone),
-            rpoText(r),
-            formatWhenRelative(r.nextRun, config.timezone, now),
-            r.lastResult
-              ? `${r.lastResult}${r.lastErrorCode ? ` [${r.lastErrorCode}]` : ''} ${formatTime(r.lastRunAt, config.timezone)}`
-              : '-',
-          ]),
+        selections.set(
+          job.name,
+          (await selectJobServers(virsh, job.servers, ctx.log)).selected.map((s) => s.name),
         );
-    });
+      } catch (e) {
+        inventoryError = (e as Error).message;
+        break;
+      }
+    }
+    const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: ctx.log });
+    let rows: StatusRow[];
+    try {
+      rows = statusRows({ config, catalog, selections, now });
+    } finally {
+      catalog.close();
+    }
+    if (inventoryError)
+      ctx.log.warn(`servers could not be listed (${inventoryError}); showing what the catalog knows`);
+    if (flags.json) ctx.printJson(rows);
+    else if (rows.length === 0)
+      ctx.print('nothing is protected yet: no job selects a server and nothing was copied');
+    else
+      ctx.printTable(
+        [
+          'server',
+          'target',
+          timeHeader('newest copy', config.timezone),
+          'rpo age / objective',
+          timeHeader('next run', config.timezone),
+          timeHeader('last result', config.timezone),
+        ],
+        rows.map((r) => [
+          r.server,
+          r.target,
+          formatTime(r.lastGoodAt, config.timezone),
+          rpoText(r),
+          formatWhenRelative(r.nextRun, config.timezone, now),
+          r.lastResult
+            ? `${r.lastResult}${r.lastErrorCode ? ` [${r.lastErrorCode}]` : ''} ${formatTime(r.lastRunAt, config.timezone)}`
+            : '-',
+        ]),
+      );
+  });
 }

@@ -4,68 +4,111 @@
  */
 import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.ts';
-import { openFsStore } from '../../store/index.ts';
+import { openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
+import { examples, parseSeq } from '../options.ts';
 import { progressBar } from '../progress-bar.ts';
 
+type VerifyReport = Awaited<ReturnType<Store['verify']>>;
+
+/**
+ * `store.verify`, with `--generation` as every command reads it: a sequence number (`1`, `_1`)
+ * picks that generation of each server checked, anything else is a generation id.
+ */
+async function verifyStore(
+  store: Store,
+  server: string | undefined,
+  generation: string | undefined,
+  options: Omit<VerifyOptions, 'generationId'>,
+): Promise<VerifyReport> {
+  if (generation === undefined || !/^_?\d+$/.test(generation))
+    return store.verify(server, { ...options, generationId: generation });
+  const seq = parseSeq(generation);
+  const total: VerifyReport = {
+    ok: true,
+    checkedServers: 0,
+    checkedGenerations: 0,
+    checkedBytes: 0,
+    problems: [],
+  };
+  for (const name of server === undefined ? await store.listServers() : [server]) {
+    const id = (await store.manifest(name))?.generations.find((g) => g.seq === seq)?.id;
+    // A server without that generation is reported by the store as an unknown generation.
+    const r = await store.verify(name, { ...options, generationId: id ?? `_${seq}` });
+    total.ok &&= r.ok;
+    total.checkedServers += r.checkedServers;
+    total.checkedGenerations += r.checkedGenerations;
+    total.checkedBytes += r.checkedBytes;
+    total.problems.push(...r.problems);
+  }
+  return total;
+}
+
 export default function register(program: Command, context: () => CliContext): void {
-  program
+  const command = program
     .command('verify')
     .description('re-read the images of a store and check their manifests and digests')
     .argument('[server]', 'only this server')
     .requiredOption('--store <path>', 'the store directory')
-    .option('--generation <id>', 'only this generation (id)')
+    .option(
+      '--generation <k>',
+      'only this generation: 1 = newest, 2 = the one before, … (as haven images lists them), or its id',
+    )
     .option('--quick', 'check structure only (manifests, files, sizes), do not read images')
-    .option('--json', 'print the report as JSON')
-    .action(
-      async (
-        server: string | undefined,
-        flags: { store: string; generation?: string; quick?: boolean; json?: boolean },
-      ) => {
-        const ctx = context();
-        const store = await openFsStore(flags.store, { log: ctx.log });
-        const bar = progressBar(ctx.stderr, ctx.interactive && !flags.json, 'verify');
-        const started = performance.now();
-        let report: Awaited<ReturnType<typeof store.verify>>;
-        try {
-          report = await store.verify(server, {
-            generationId: flags.generation,
-            readImages: !flags.quick,
-            onProgress: (done, total) =>
-              bar.update({
-                phase: 'reading',
-                bytesDone: done,
-                bytesTotal: total,
-                bytesSent: 0,
-                rate: (done / Math.max(1, performance.now() - started)) * 1000,
-                etaMs: undefined,
-                elapsedMs: performance.now() - started,
-              }),
-          });
-        } finally {
-          bar.stop();
-          await store.close();
-        }
-        if (flags.json) ctx.printJson(report);
-        else {
+    .option('--json', 'print the report as JSON');
+  examples(command, [
+    ['haven verify --store /srv/haven', 're-read every image in the store and check every digest'],
+    ['haven verify web01 --store /srv/haven --generation 1', 'check only the newest generation of web01'],
+    ['haven verify --store /srv/haven --quick --json', 'check structure only (no image read), as JSON'],
+  ]);
+  command.action(
+    async (
+      server: string | undefined,
+      flags: { store: string; generation?: string; quick?: boolean; json?: boolean },
+    ) => {
+      const ctx = context();
+      const store = await openFsStore(flags.store, { log: ctx.log });
+      const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), 'verify');
+      const started = performance.now();
+      let report: Awaited<ReturnType<typeof store.verify>>;
+      try {
+        report = await verifyStore(store, server, flags.generation, {
+          readImages: !flags.quick,
+          onProgress: (done, total) =>
+            bar.update({
+              phase: 'reading',
+              bytesDone: done,
+              bytesTotal: total,
+              bytesSent: 0,
+              rate: (done / Math.max(1, performance.now() - started)) * 1000,
+              etaMs: undefined,
+              elapsedMs: performance.now() - started,
+            }),
+        });
+      } finally {
+        bar.stop();
+        await store.close();
+      }
+      if (flags.json) ctx.printJson(report);
+      else {
+        ctx.print(
+          `${report.ok ? 'OK' : 'FAILED'}: ${report.checkedServers} server(s), ${report.checkedGenerations} generation(s), ${formatBytes(report.checkedBytes)} read`,
+        );
+        for (const p of report.problems) {
           ctx.print(
-            `${report.ok ? 'OK' : 'FAILED'}: ${report.checkedServers} server(s), ${report.checkedGenerations} generation(s), ${formatBytes(report.checkedBytes)} read`,
+            `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
           );
-          for (const p of report.problems) {
-            ctx.print(
-              `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
-            );
-          }
         }
-        if (!report.ok) {
-          // The report is already printed (as JSON too), so no second error document: exit 8.
-          ctx.stderr.write(
-            `haven: error [VERIFY_FAILED]: ${report.problems.length} problem(s) found in ${flags.store}\n` +
-              '  The damaged generations are listed. Before a run builds on a damaged generation it repairs each damaged chunk from another generation that holds it intact, and refuses (nothing changed) where none does.\n',
-          );
-          process.exitCode = EXIT_CODES.integrity;
-        }
-      },
-    );
+      }
+      if (!report.ok) {
+        // The report is already printed (as JSON too), so no second error document: exit 8.
+        ctx.stderr.write(
+          `haven: error [VERIFY_FAILED]: ${report.problems.length} problem(s) found in ${flags.store}\n` +
+            '  The damaged generations are listed. Before a run builds on a damaged generation it repairs each damaged chunk from another generation that holds it intact, and refuses (nothing changed) where none does.\n',
+        );
+        process.exitCode = EXIT_CODES.integrity;
+      }
+    },
+  );
 }

@@ -2,7 +2,8 @@
  * The Haven dashboard: plain DOM code, no framework, no build step. Every data call goes to the
  * daemon's API with the bearer token, which comes from the URL fragment (`#token=…`, removed from
  * the address bar at once and kept in sessionStorage for this tab) or from the form. Text reaches
- * the DOM only through textContent and attributes, never as markup.
+ * the DOM only through textContent and attributes, never as markup. Formatting and charts are in
+ * charts.js, the summary tiles, trends and restore points in panels.js.
  */
 
 const TOKEN_KEY = 'haven-token';
@@ -19,6 +20,8 @@ const state = {
   refreshing: false,
   refreshAgain: false,
   refreshSoon: null,
+  /** Where the daemon keeps the token (GET /ui/setup.json), to name it to whoever needs it. */
+  tokenFile: null,
 };
 
 class Unauthorized extends Error {}
@@ -42,41 +45,28 @@ function el(tag, attrs, ...children) {
 }
 
 function fillTable(id, rows, emptyText, columns) {
-  const body = $(id).tBodies[0];
+  const table = $(id);
+  const body = table.tBodies[0];
   if (rows.length === 0) {
     body.replaceChildren(el('tr', { class: 'empty' }, el('td', { colspan: columns }, emptyText)));
-  } else {
-    body.replaceChildren(...rows);
+    return;
   }
+  // Each cell names its column: on a narrow screen rows become cards with these labels (app.css).
+  const headers = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of rows) {
+    [...row.cells].forEach((td, i) => {
+      if (headers[i]) td.dataset.label = headers[i];
+    });
+  }
+  body.replaceChildren(...rows);
 }
 
 // ---- Formatting ---------------------------------------------------------------------------
 
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+const fmtBytes = (n) => havenFormat.bytes(n);
+const fmtDuration = (ms) => havenFormat.duration(ms);
 
-function fmtBytes(n) {
-  if (typeof n !== 'number' || !Number.isFinite(n)) return '–';
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < UNITS.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${UNITS[i]}`;
-}
-
-function fmtDuration(ms) {
-  if (typeof ms !== 'number' || !Number.isFinite(ms)) return '–';
-  const s = Math.round(Math.abs(ms) / 1000);
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${s % 60} s`;
-  const h = Math.floor(m / 60);
-  if (h < 48) return `${h} h ${m % 60} min`;
-  return `${Math.floor(h / 24)} d ${h % 24} h`;
-}
-
-/** A <time> with the exact instant in `datetime` and a local, relative rendering. */
+/** A <time> with the exact instant in `datetime` and Haven's local rendering, how long ago or soon. */
 function fmtTime(iso) {
   if (!iso) return '–';
   const d = new Date(iso);
@@ -84,7 +74,7 @@ function fmtTime(iso) {
   const delta = d.getTime() - Date.now();
   const rel =
     Math.abs(delta) < 1000 ? 'now' : delta > 0 ? `in ${fmtDuration(delta)}` : `${fmtDuration(delta)} ago`;
-  return el('time', { datetime: d.toISOString(), title: d.toISOString() }, `${d.toLocaleString()} (${rel})`);
+  return el('time', { datetime: d.toISOString(), title: d.toISOString() }, `${havenFormat.time(d)} (${rel})`);
 }
 
 function badge(text, kind) {
@@ -124,13 +114,15 @@ async function refresh() {
   }
   state.refreshing = true;
   try {
-    const [status, jobs, runs, problems, events] = await Promise.all([
+    const [status, jobs, runs, problems, events, summary] = await Promise.all([
       api('/api/status'),
       api('/api/jobs'),
       api('/api/runs?limit=20'),
       api('/api/problems'),
       api('/api/events?limit=20'),
+      api('/api/summary'),
     ]);
+    havenPanels.tiles(summary);
     renderStatus(status);
     renderJobs(jobs);
     renderRuns(runs);
@@ -139,11 +131,12 @@ async function refresh() {
     $('data').hidden = false;
     $('token-form').hidden = true;
     $('forget').hidden = false;
-    $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $('updated').textContent = `updated ${havenFormat.time(new Date()).slice(11)}`;
     if (document.body.dataset.state !== 'ready') {
       document.body.dataset.state = 'ready';
       showMessage('');
       startStream();
+      havenPanels.start();
     }
     if ($('message').classList.contains('unreachable')) showMessage('');
   } catch (e) {
@@ -265,6 +258,8 @@ function handleFrame(kind, data) {
     }
     renderProgress();
     if (data.type !== 'progress') refreshSoon();
+    // A finished run adds to the trends and may have written a restore point.
+    if (data.type === 'run.finished') havenPanels.soon();
   } else if (kind === 'event') {
     refreshSoon();
   }
@@ -436,7 +431,7 @@ function renderEvents(events) {
 function renderProgress() {
   const rows = [...state.progress.values()].map((u) => {
     const p = u.progress ?? {};
-    const pct = p.bytesTotal > 0 ? ` (${Math.floor((100 * p.bytesDone) / p.bytesTotal)} %)` : '';
+    const pct = p.bytesTotal > 0 ? Math.min(100, Math.floor((100 * p.bytesDone) / p.bytesTotal)) : null;
     return el(
       'tr',
       { 'data-run-id': u.runId, 'data-server': u.server, 'data-target': u.target },
@@ -444,7 +439,16 @@ function renderProgress() {
       el('td', {}, u.server),
       el('td', {}, u.target),
       el('td', {}, p.disk ? `${p.phase} ${p.disk}` : p.phase),
-      el('td', {}, `${fmtBytes(p.bytesDone)} of ${fmtBytes(p.bytesTotal)}${pct}`),
+      el(
+        'td',
+        { class: 'done' },
+        el('progress', { max: 100, value: pct ?? undefined, 'aria-label': `${u.server} → ${u.target}` }),
+        el(
+          'span',
+          {},
+          `${fmtBytes(p.bytesDone)} of ${fmtBytes(p.bytesTotal)}${pct === null ? '' : ` (${pct} %)`}`,
+        ),
+      ),
       el('td', {}, fmtBytes(p.bytesSent)),
       el('td', {}, `${fmtBytes(p.rate)}/s`),
       el('td', {}, typeof p.etaMs === 'number' ? fmtDuration(p.etaMs) : '–'),
@@ -517,6 +521,7 @@ function stop() {
   clearInterval(state.timer);
   state.timer = null;
   state.progress.clear();
+  havenPanels.stop();
 }
 
 /** Shows the form and no data: none was given, or the daemon refused it. */
@@ -528,14 +533,16 @@ function needToken(refused) {
   $('data').hidden = true;
   for (const id of ['status', 'jobs', 'runs', 'problems', 'events', 'progress'])
     $(id).tBodies[0].replaceChildren();
+  havenPanels.clear();
   $('forget').hidden = true;
   $('updated').textContent = '';
   setConnection('offline', '');
   $('token-form').hidden = false;
+  const file = state.tokenFile ?? 'the api-token file in the daemon’s state directory';
   showMessage(
     refused
-      ? 'The daemon refused this token. The dashboard needs the token from the api-token file in the daemon’s state directory (/var/lib/haven/api-token).'
-      : 'The dashboard needs the token: paste the contents of the api-token file in the daemon’s state directory (/var/lib/haven/api-token), or open the page as /#token=<token>.',
+      ? `The daemon refused this token. The dashboard needs the token in ${file} on the daemon’s host.`
+      : `The dashboard needs the token: paste the contents of ${file} (on the daemon’s host), or open the page as /#token=<token>.`,
     'error needs-token',
   );
   $('token-input').focus();
@@ -548,11 +555,28 @@ function start(token) {
   state.abort = new AbortController();
   document.body.dataset.state = 'loading';
   showMessage('Loading…', 'info');
+  havenPanels.bind(api, () => needToken(true), Unauthorized);
   refresh();
   state.timer = setInterval(refresh, REFRESH_MS);
 }
 
-function boot() {
+/** Where the token is: the daemon says so publicly (it may be under HAVEN_STATE_DIR, not /var/lib/haven). */
+async function loadSetup() {
+  try {
+    const r = await fetch('/ui/setup.json', { cache: 'no-store' });
+    const setup = r.ok ? await r.json() : null;
+    if (typeof setup?.tokenFile === 'string') {
+      state.tokenFile = setup.tokenFile;
+      $('token-input').placeholder = `the contents of ${setup.tokenFile}`;
+    }
+  } catch {
+    // An older daemon, or none: the message names the file in general terms.
+  }
+}
+
+async function boot() {
+  $('zone').textContent = `times in ${havenFormat.zone()}`;
+  await loadSetup();
   document.addEventListener('click', onClick);
   $('token-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -561,6 +585,8 @@ function boot() {
     if (token) start(token);
   });
   $('forget').addEventListener('click', () => needToken(false));
+  $('window').addEventListener('change', () => havenPanels.onWindowChange(Number($('window').value)));
+  $('restore-refresh').addEventListener('click', () => havenPanels.refreshRestorePoints());
   window.addEventListener('hashchange', () => {
     const token = tokenFromFragment();
     if (token) start(token);

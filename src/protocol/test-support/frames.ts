@@ -18,8 +18,8 @@ const generation = {
   tests: [],
 };
 
-export function sampleFrames(): Frame[] {
-  const payload = Buffer.alloc(4096, 0xab);
+/** The opening pair: a HELLO and the WELCOME that answers it. */
+function handshakeFrames(): Frame[] {
   return [
     {
       type: 'HELLO',
@@ -53,6 +53,13 @@ export function sampleFrames(): Frame[] {
         maxDigestsPerRequest: 65536,
       },
     },
+  ];
+}
+
+export function sampleFrames(): Frame[] {
+  const payload = Buffer.alloc(4096, 0xab);
+  return [
+    ...handshakeFrames(),
     { type: 'QUERY', body: { server: 'web' } },
     { type: 'QUERY_REPLY', body: { server: 'web', newest: generation } },
     {

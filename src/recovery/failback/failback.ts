@@ -120,6 +120,17 @@ async function savedCheckpoints(dir: string): Promise<string[]> {
     .map((c) => c.x);
 }
 
+/** One failback in progress: what every pass needs, and where the primary stands. */
+interface FailbackRun {
+  o: FailbackOptions;
+  endpoint: ReturnType<typeof parsePrimaryEndpoint>;
+  drDomain: string;
+  dir: string;
+  log: Logger;
+  result: FailbackResult;
+  base: { since: string | undefined; drPoint: string | undefined };
+}
+
 export async function failback(o: FailbackOptions): Promise<FailbackResult> {
   const t0 = Date.now();
   const endpoint = parsePrimaryEndpoint(o.to);
@@ -129,123 +140,149 @@ export async function failback(o: FailbackOptions): Promise<FailbackResult> {
   const drDomain = active.domain ?? o.server;
   const dir = activeDir(o.store, o.server);
   const generation = manifest.generations.find((g) => g.id === active.generationId);
-  const log = o.log.child({ server: o.server, failback: describeEndpoint(endpoint) });
-  const result: FailbackResult = {
-    server: o.server,
-    drDomain,
-    primary: describeEndpoint(endpoint),
-    passes: [],
-    wireBytes: 0,
-    started: false,
-    seconds: 0,
-  };
   if (o.compress !== undefined && (!Number.isInteger(o.compress) || o.compress < 0 || o.compress > 19)) {
     throw new UsageError(`--compress must be 0 to 19, got ${o.compress}`);
   }
-
-  // Where the primary stands: after an earlier attempt's pass, or at the activated generation.
-  let base: { since: string | undefined; drPoint: string | undefined } = (await readPassState(dir)) ?? {
-    since: generation?.pointInTime,
-    drPoint: active.checkpoint,
-  };
-
-  const pass = async (kind: 'live' | 'final'): Promise<void> => {
-    const opened: StreamSender[] = [];
-    const started = Date.now();
-    const args = (since: string | undefined) => [
-      'failback-receive',
-      o.server,
-      '--stdio',
-      '--source-name',
+  const run: FailbackRun = {
+    o,
+    endpoint,
+    drDomain,
+    dir,
+    log: o.log.child({ server: o.server, failback: describeEndpoint(endpoint) }),
+    result: {
+      server: o.server,
       drDomain,
-      ...(since && base.drPoint ? ['--since', since, '--dr-point', base.drPoint] : []),
-      ...(kind === 'final' ? ['--final'] : []),
-      ...(o.start === false ? ['--no-start'] : []),
-      ...(o.primaryUri ? ['--uri', o.primaryUri] : []),
-    ];
-    const run = (since: string | undefined) =>
-      protectServer({
-        server: drDomain,
-        connect: primarySessions(
-          endpoint,
-          args(since),
-          { ...o.link, log, compress: o.compress ?? 3 },
-          opened,
-        ),
-        targetLabel: `primary ${describeEndpoint(endpoint)}`,
-        virsh: o.virsh,
-        runDir: o.runDir,
-        job: `failback-${kind}`,
-        copies: 1,
-        consistency: 'live',
-        // A paused guest cannot answer its agent.
-        quiesce: kind === 'live',
-        retries: 2,
-        onProgress: (s) => o.onProgress?.({ ...s, pass: kind }),
-        ...(o.signal ? { signal: o.signal } : {}),
-        log,
-      });
-    let r: Awaited<ReturnType<typeof protectServer>>;
-    try {
-      r = await run(base.since);
-    } catch (e) {
-      if (!(asHavenError(e).code === 'STORE_BASE_MISMATCH' && base.since)) throw e;
-      log.warn('the primary is not where this pass starts from: comparing every chunk', {
-        err: asHavenError(e),
-      });
-      r = await run(undefined);
-    }
-    if (!('generation' in r))
-      throw recoveryError('FAILBACK_INTERNAL', 'internal', 'the engine returned a plan');
-    const res = r as ProtectResult;
-    const wire = opened.reduce((n, s) => n + s.bytesOnWire + s.bytesReceived, 0);
-    result.passes.push({
-      pass: kind,
-      mode: res.mode,
-      pointInTime: res.pointInTime,
-      dataBytes: res.disks.reduce((n, d) => n + d.dataBytes, 0),
-      zeroBytes: res.disks.reduce((n, d) => n + d.zeroBytes, 0),
-      wireBytes: wire,
-      attempts: res.attempts,
-      durationMs: Date.now() - started,
-    });
-    result.wireBytes += wire;
-    // Kept for the next pass (or a later attempt): the checkpoint's XML, and where the primary is.
-    await writeFile(
-      join(dir, `checkpoint-${res.pointInTime}.xml`),
-      await checkpointXml(o.virsh, drDomain, res.pointInTime),
-    );
-    base = { since: `${MARKER_PREFIX}${res.pointInTime}`, drPoint: res.pointInTime };
-    if (kind === 'live') await writeFile(join(dir, 'failback.json'), `${JSON.stringify(base)}\n`);
-    log.info(`${kind} pass done`, { mode: res.mode, wireBytes: wire, pointInTime: res.pointInTime });
+      primary: describeEndpoint(endpoint),
+      passes: [],
+      wireBytes: 0,
+      started: false,
+      seconds: 0,
+    },
+    // Where the primary stands: after an earlier attempt's pass, or at the activated generation.
+    base: (await readPassState(dir)) ?? { since: generation?.pointInTime, drPoint: active.checkpoint },
   };
 
   if (await isRunning(o.virsh, drDomain)) {
-    log.info('live pass while the DR copy runs', { domain: drDomain });
-    await pass('live');
-    log.info('shutting the DR copy down', { domain: drDomain });
-    const down = await shutdownDomain(o.virsh, drDomain, { timeoutMs: o.shutdownTimeoutMs ?? 300_000 });
-    if (!down.stopped) {
-      if (!o.forceOff) {
-        throw recoveryError(
-          'FAILBACK_DR_STILL_RUNNING',
-          'unavailable',
-          `the DR copy ${drDomain} did not shut down in time`,
-          {
-            hint: 'Shut it down from inside, or run failback again with --force-off (what its caches hold is then lost). The live pass is kept.',
-            details: { domain: drDomain, state: down.state },
-          },
-        );
-      }
-      log.warn('the DR copy ignored the shutdown request: powering it off', { domain: drDomain });
-      await destroyDomain(o.virsh, drDomain);
-    }
+    run.log.info('live pass while the DR copy runs', { domain: drDomain });
+    await runPass(run, 'live');
+    await stopDrCopy(run);
   }
+  await finalPass(run);
+  run.result.started = o.start !== false;
+  await o.store.setActiveAtDr(o.server, null);
+  await removeDir(dir);
+  run.result.seconds = (Date.now() - t0) / 1000;
+  run.log.info('failback complete', { wireBytes: run.result.wireBytes, passes: run.result.passes.length });
+  return run.result;
+}
 
-  // The final pass reads the stopped copy's overlays through the same engine: the copy is
-  // started again, paused (its guest does not run), with its checkpoints redefined.
-  // Isolated like a drill: a paused reader needs no network, console or sockets, and must not
-  // take them from the server starting on the primary (on a host that is both sites).
+/** The arguments of the primary's `haven failback-receive` for one pass. */
+function receiveArgs(run: FailbackRun, kind: 'live' | 'final', since: string | undefined): string[] {
+  const { o, base } = run;
+  return [
+    'failback-receive',
+    o.server,
+    '--stdio',
+    '--source-name',
+    run.drDomain,
+    ...(since && base.drPoint ? ['--since', since, '--dr-point', base.drPoint] : []),
+    ...(kind === 'final' ? ['--final'] : []),
+    ...(o.start === false ? ['--no-start'] : []),
+    ...(o.primaryUri ? ['--connect', o.primaryUri] : []),
+  ];
+}
+
+/** One pass through the engine, from the DR copy to the primary; records it and moves the base. */
+async function runPass(run: FailbackRun, kind: 'live' | 'final'): Promise<void> {
+  const { o, log, result } = run;
+  const opened: StreamSender[] = [];
+  const started = Date.now();
+  const send = (since: string | undefined) =>
+    protectServer({
+      server: run.drDomain,
+      connect: primarySessions(
+        run.endpoint,
+        receiveArgs(run, kind, since),
+        { ...o.link, log, compress: o.compress ?? 3 },
+        opened,
+      ),
+      targetLabel: `primary ${describeEndpoint(run.endpoint)}`,
+      virsh: o.virsh,
+      runDir: o.runDir,
+      job: `failback-${kind}`,
+      copies: 1,
+      consistency: 'live',
+      // A paused guest cannot answer its agent.
+      quiesce: kind === 'live',
+      retries: 2,
+      onProgress: (s) => o.onProgress?.({ ...s, pass: kind }),
+      ...(o.signal ? { signal: o.signal } : {}),
+      log,
+    });
+  let r: Awaited<ReturnType<typeof protectServer>>;
+  try {
+    r = await send(run.base.since);
+  } catch (e) {
+    if (!(asHavenError(e).code === 'STORE_BASE_MISMATCH' && run.base.since)) throw e;
+    log.warn('the primary is not where this pass starts from: comparing every chunk', {
+      err: asHavenError(e),
+    });
+    r = await send(undefined);
+  }
+  if (!('generation' in r))
+    throw recoveryError('FAILBACK_INTERNAL', 'internal', 'the engine returned a plan');
+  const res = r as ProtectResult;
+  const wire = opened.reduce((n, s) => n + s.bytesOnWire + s.bytesReceived, 0);
+  result.passes.push({
+    pass: kind,
+    mode: res.mode,
+    pointInTime: res.pointInTime,
+    dataBytes: res.disks.reduce((n, d) => n + d.dataBytes, 0),
+    zeroBytes: res.disks.reduce((n, d) => n + d.zeroBytes, 0),
+    wireBytes: wire,
+    attempts: res.attempts,
+    durationMs: Date.now() - started,
+  });
+  result.wireBytes += wire;
+  // Kept for the next pass (or a later attempt): the checkpoint's XML, and where the primary is.
+  await writeFile(
+    join(run.dir, `checkpoint-${res.pointInTime}.xml`),
+    await checkpointXml(o.virsh, run.drDomain, res.pointInTime),
+  );
+  run.base = { since: `${MARKER_PREFIX}${res.pointInTime}`, drPoint: res.pointInTime };
+  if (kind === 'live') await writeFile(join(run.dir, 'failback.json'), `${JSON.stringify(run.base)}\n`);
+  log.info(`${kind} pass done`, { mode: res.mode, wireBytes: wire, pointInTime: res.pointInTime });
+}
+
+/** Shuts the DR copy down after the live pass; powers it off only when told to. */
+async function stopDrCopy(run: FailbackRun): Promise<void> {
+  const { o, drDomain, log } = run;
+  log.info('shutting the DR copy down', { domain: drDomain });
+  const down = await shutdownDomain(o.virsh, drDomain, { timeoutMs: o.shutdownTimeoutMs ?? 300_000 });
+  if (down.stopped) return;
+  if (!o.forceOff) {
+    throw recoveryError(
+      'FAILBACK_DR_STILL_RUNNING',
+      'unavailable',
+      `the DR copy ${drDomain} did not shut down in time`,
+      {
+        hint: 'Shut it down from inside, or run failback again with --force-off (what its caches hold is then lost). The live pass is kept.',
+        details: { domain: drDomain, state: down.state },
+      },
+    );
+  }
+  log.warn('the DR copy ignored the shutdown request: powering it off', { domain: drDomain });
+  await destroyDomain(o.virsh, drDomain);
+}
+
+/**
+ * The final pass reads the stopped copy's overlays through the same engine: the copy is
+ * started again, paused (its guest does not run), with its checkpoints redefined.
+ * Isolated like a drill: a paused reader needs no network, console or sockets, and must not
+ * take them from the server starting on the primary (on a host that is both sites).
+ */
+async function finalPass(run: FailbackRun): Promise<void> {
+  const { o, drDomain, dir, log } = run;
   const xml = DomainXml.parse(await readFile(join(dir, 'domain.xml'), 'utf8'));
   isolateDevices(xml);
   isolateChardevs(xml, join(dir, 'final-pass-console.log'));
@@ -258,17 +295,11 @@ export async function failback(o: FailbackOptions): Promise<FailbackResult> {
         }),
       );
     }
-    await pass('final');
+    await runPass(run, 'final');
   } finally {
     await destroyDomain(o.virsh, drDomain).catch(() => false);
     await waitForState(o.virsh, drDomain, 'shut off', { timeoutMs: 30_000 }).catch(() => 'shut off');
   }
-  result.started = o.start !== false;
-  await o.store.setActiveAtDr(o.server, null);
-  await removeDir(dir);
-  result.seconds = (Date.now() - t0) / 1000;
-  log.info('failback complete', { wireBytes: result.wireBytes, passes: result.passes.length });
-  return result;
 }
 
 async function isRunning(virsh: Virsh, domain: string): Promise<boolean> {
