@@ -63,25 +63,35 @@ export function repairAndRemount(mnt: string): void {
   const dev = execFileSync('findmnt', ['-n', '-o', 'SOURCE', mnt]).toString().trim();
   const img = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', dev]).toString().trim();
   execFileSync('umount', [mnt]);
-  try {
-    execFileSync('e2fsck', ['-fy', img], { stdio: 'pipe' });
-  } catch (e) {
-    // Exit status 1: errors were corrected (e2fsck(8)).
-    if ((e as { status?: number }).status !== 1) throw e;
-  }
-  // -w: fail rather than fall back to read-only, which mount(8) does when the loop device it
-  // picks is still being released.
+  // The old mount's superblock may still be released (and write its error state) after umount
+  // returns: wait for its loop device to go, check the filesystem, and mount it again, until it
+  // comes up read-write (-w: never the read-only fallback of mount(8)).
   for (let attempt = 1; ; attempt++) {
+    waitDetached(img);
+    try {
+      execFileSync('e2fsck', ['-fy', img], { stdio: 'pipe' });
+    } catch (e) {
+      // Exit status 1: errors were corrected (e2fsck(8)).
+      if ((e as { status?: number }).status !== 1) throw e;
+    }
+    let options = '';
     try {
       execFileSync('mount', ['-w', '-o', 'loop,errors=remount-ro', img, mnt], { stdio: 'pipe' });
+      options = execFileSync('findmnt', ['-n', '-o', 'OPTIONS', mnt]).toString();
+      if (/^rw,/.test(options) && !options.includes('emergency_ro')) return;
+      execFileSync('umount', [mnt]);
     } catch (e) {
-      if (attempt >= 5) throw e;
-      execFileSync('sleep', ['0.2']);
-      continue;
+      if (attempt >= 8) throw e;
     }
-    const options = execFileSync('findmnt', ['-n', '-o', 'OPTIONS', mnt]).toString();
-    if (/^rw,/.test(options) && !options.includes('emergency_ro')) return;
-    execFileSync('umount', [mnt]);
-    if (attempt >= 5) throw new Error(`${mnt} mounts read-only: ${options}`);
+    if (attempt >= 8) throw new Error(`${mnt} mounts read-only: ${options}`);
+    execFileSync('sleep', ['0.5']);
+  }
+}
+
+/** Waits (up to 5 s) until no loop device is attached to `img`. */
+function waitDetached(img: string): void {
+  for (let i = 0; i < 50; i++) {
+    if (!execFileSync('losetup', ['-j', img]).toString().trim()) return;
+    execFileSync('sleep', ['0.1']);
   }
 }
