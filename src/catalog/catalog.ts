@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import { ioError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { CheckpointsTable } from './checkpoints.ts';
+import { ContinuousTable } from './continuous.ts';
 import { CatalogDb } from './db.ts';
 import { CatalogError, catalogError } from './errors.ts';
 import { EventsTable } from './events.ts';
@@ -29,6 +30,13 @@ import { StatusTable } from './status.ts';
 import { TargetStoresTable } from './target-stores.ts';
 
 export type { CheckpointInput, CheckpointRecord, Delivery } from './checkpoints.ts';
+export type {
+  ContinuousLane,
+  ContinuousLaneInput,
+  ContinuousServer,
+  Switchover,
+  SwitchoverState,
+} from './continuous.ts';
 export { CatalogError } from './errors.ts';
 export type { EventFilter, EventInput, EventRecord, Problem, Severity } from './events.ts';
 export { SEVERITIES, severityRank } from './events.ts';
@@ -79,6 +87,7 @@ export class Catalog {
   readonly status: StatusTable;
   readonly targetStores: TargetStoresTable;
   readonly maintenance: MaintenanceTable;
+  readonly continuous: ContinuousTable;
   readonly history: HistoryTable;
   private readonly c: CatalogDb;
 
@@ -95,6 +104,7 @@ export class Catalog {
     this.inflight = new InflightTable(this.c, this.targetStores);
     this.events = new EventsTable(this.c);
     this.schedule = new ScheduleTable(this.c);
+    this.continuous = new ContinuousTable(this.c);
     this.history = new HistoryTable(this.c);
   }
 

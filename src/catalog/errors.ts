@@ -3,13 +3,22 @@
  * (https://sqlite.org/rescode.html); the ones an operator can act on get their own code here,
  * the rest are bugs.
  */
-import { HavenError, type HavenErrorOptions, InternalError } from '../core/errors.ts';
+import { HavenError, type HavenErrorOptions, InternalError, type KindOf } from '../core/errors.ts';
+import type { CATALOG_CODES } from './error-codes.ts';
 
-export class CatalogError extends HavenError {
-  constructor(code: string, message: string, options: HavenErrorOptions) {
+export type CatalogCode = keyof typeof CATALOG_CODES;
+
+export class CatalogError<C extends CatalogCode = CatalogCode> extends HavenError<C> {
+  constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {
     super(code, message, options);
   }
 }
+
+const NOT_FOUND = {
+  checkpoint: 'CATALOG_CHECKPOINT_NOT_FOUND',
+  event: 'CATALOG_EVENT_NOT_FOUND',
+  run: 'CATALOG_RUN_NOT_FOUND',
+} as const satisfies Record<string, CatalogCode>;
 
 /** A value a caller passed that the catalog cannot store (unknown kind, empty name). */
 export function badValue(what: string, value: unknown, expected: string): CatalogError {
@@ -23,15 +32,15 @@ export function badValue(what: string, value: unknown, expected: string): Catalo
   );
 }
 
-export function notFound(what: string, key: string, details: Record<string, unknown>): CatalogError {
-  return new CatalogError(
-    `CATALOG_${what.toUpperCase().replace(/ /g, '_')}_NOT_FOUND`,
-    `${what} ${key} is not in the catalog`,
-    {
-      kind: 'not-found',
-      details,
-    },
-  );
+export function notFound(
+  what: keyof typeof NOT_FOUND,
+  key: string,
+  details: Record<string, unknown>,
+): CatalogError {
+  return new CatalogError(NOT_FOUND[what], `${what} ${key} is not in the catalog`, {
+    kind: 'not-found',
+    details,
+  });
 }
 
 /** Turns what better-sqlite3 throws into a HavenError that names the catalog file. */

@@ -271,7 +271,7 @@ test('status: a good copy sets the newest good time; failures keep it and record
     server: 'web01',
     target: 'dr1',
     status: 'failed',
-    errorCode: 'DRILL_TIMEOUT',
+    errorCode: 'DRILL_NO_BOOT_MARKER',
   });
   assert.equal(c.status.get('web01', 'dr1')?.lastErrorCode, null);
 

@@ -212,6 +212,51 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX run_servers_finished ON run_servers (finished_at);
     `,
   },
+  {
+    version: 4,
+    description: 'continuous protection: identifiers, checkpoint chain, lanes, switchovers',
+    sql: `
+      -- Per continuously protected server: its generation identifiers (JSON) and the newest
+      -- checkpoint of its chain, which every lane's pending set covers (docs/continuous.md).
+      CREATE TABLE continuous (
+        server     TEXT PRIMARY KEY,
+        ids        TEXT,
+        checkpoint TEXT,
+        job        TEXT,
+        pid        INTEGER,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      -- Per lane: the engine's record (pending sets as bitmaps, what they are relative to) and
+      -- what status and metrics show without reading it.
+      CREATE TABLE continuous_lanes (
+        server        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        store_id      TEXT,
+        state         TEXT NOT NULL,
+        record        TEXT NOT NULL,
+        pending_bytes INTEGER NOT NULL DEFAULT 0,
+        last_point_id TEXT,
+        last_point_at INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        pid           INTEGER,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (server, target)
+      ) WITHOUT ROWID;
+
+      -- A planned switchover asked of whichever process protects the server.
+      CREATE TABLE switchovers (
+        server       TEXT PRIMARY KEY,
+        target       TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('requested', 'draining', 'drained', 'failed')),
+        point_id     TEXT,
+        error        TEXT,
+        requested_at INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;

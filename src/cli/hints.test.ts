@@ -1,9 +1,10 @@
 /**
  * Every hint names only real commands (issue 13, item 10): each `haven <command> [sub] [--flag]`
  * a hint mentions must be a command the CLI defines (cli/main.ts, cli/commands/), with every flag
- * it gives. Hints are found in the source as it is written: the value of any `hint` property, and
- * the hint argument of `new UsageError(message, hint)`. (When error codes become a typed
- * catalogue, feed its hints to `mentionProblems` instead of scanning.)
+ * it gives. Hints are found in the source as it is written: the value of any `hint` property, of
+ * any `action` property (what the catalogues of error codes, src/<component>/error-codes.ts, tell
+ * the operator to do; some are the hints of their codes too), and the hint argument of
+ * `new UsageError(message, hint)`.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -63,7 +64,9 @@ function hintsIn(file: string): Hint[] {
     for (const text of strings(node, consts)) found.push({ where: `${relative(SRC, file)}:${line}`, text });
   };
   const visit = (node: ts.Node) => {
-    if (ts.isPropertyAssignment(node) && node.name.getText(sf) === 'hint') add(node.initializer);
+    if (ts.isPropertyAssignment(node) && ['hint', 'action'].includes(node.name.getText(sf))) {
+      add(node.initializer);
+    }
     if (ts.isNewExpression(node) && node.expression.getText(sf) === 'UsageError' && node.arguments?.[1]) {
       add(node.arguments[1]);
     }

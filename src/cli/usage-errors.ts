@@ -7,9 +7,12 @@
  */
 import type { Command, CommanderError } from 'commander';
 import { HavenError } from '../core/errors.ts';
+import type { CLI_CODES } from './error-codes.ts';
 
-/** commander's error codes → Haven's (docs/cli.md lists them). */
-export const USAGE_CODES: Readonly<Record<string, string>> = {
+type CliCode = keyof typeof CLI_CODES;
+
+/** commander's error codes → Haven's (error-codes.ts lists them, and so docs/errors.md). */
+export const USAGE_CODES: Readonly<Record<string, CliCode>> = {
   'commander.unknownOption': 'USAGE_UNKNOWN_OPTION',
   'commander.unknownCommand': 'USAGE_UNKNOWN_COMMAND',
   'commander.missingArgument': 'USAGE_MISSING_ARGUMENT',
@@ -53,7 +56,7 @@ export function usageError(err: CommanderError, path: readonly string[]): HavenE
   const help = `\`haven ${[...path, '--help'].join(' ')}\``;
   const what = path.length ? 'the options and examples' : 'the commands';
   const hint = `${suggestion ? `${suggestion} ` : ''}Run ${help} for ${what}.`;
-  const code = USAGE_CODES[err.code] ?? 'USAGE_ERROR';
+  const code: CliCode = USAGE_CODES[err.code] ?? 'USAGE_ERROR';
   return new HavenError(code, first.trim(), {
     kind: 'usage',
     hint,

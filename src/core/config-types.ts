@@ -54,6 +54,15 @@ export interface JobConfig {
   targets: string[];
   /** Five-field cron expression; undefined = run only on demand. */
   schedule: string | undefined;
+  /**
+   * `continuous`: `haven serve` protects the job's servers continuously (docs/continuous.md);
+   * `schedule` then plays no part.
+   */
+  mode: 'periodic' | 'continuous';
+  /** Continuous: a point at most this often (ms). */
+  intervalMs: number;
+  /** Continuous: how long the targets keep points (ms). */
+  windowMs: number;
   consistency: Consistency;
   /** Alert when the newest good copy is older than this (ms); undefined = no objective. */
   rpoMs: number | undefined;

@@ -4,7 +4,13 @@
  * Every failure Haven reports is a HavenError: `code` is stable (operators script against it and
  * docs/errors.md lists it), `kind` decides the CLI exit code (cli/exit-codes.ts is the one place
  * that maps kinds to numbers), and `hint` tells the caller what to do next.
+ *
+ * The codes form a catalogue: each component lists its own in its error-codes.ts (kind, meaning,
+ * what the operator should do), all of them join HavenCodeRegistry below, and so a code that no
+ * catalogue lists, or a kind that disagrees with the catalogue, does not compile;
+ * docs/errors.md is generated from the catalogues (scripts/gen-errors).
  */
+import type { CORE_CODES } from './error-codes.ts';
 
 /** The families of failure. Each maps to one documented exit code. */
 export type ErrorKind =
@@ -21,8 +27,60 @@ export type ErrorKind =
   | 'interrupted' // cancelled by signal or by the operator
   | 'internal'; // a bug: Haven reached a state it should not
 
-export interface HavenErrorOptions {
-  kind: ErrorKind;
+/** Every kind, for the codes that carry the kind of the failure they report (docs/errors.md). */
+export const ERROR_KINDS = [
+  'usage',
+  'config',
+  'not-found',
+  'unavailable',
+  'refused',
+  'conflict',
+  'integrity',
+  'resource',
+  'protocol',
+  'io',
+  'interrupted',
+  'internal',
+] as const satisfies readonly ErrorKind[];
+
+/**
+ * One catalogue entry. `kind` is a list only where one code is reported with several kinds (the
+ * kind of the failure it wraps, say); docs/errors.md shows every exit code it can lead to.
+ */
+export interface CodeEntry {
+  kind: ErrorKind | readonly [ErrorKind, ...ErrorKind[]];
+  /** What happened, in one sentence. */
+  meaning: string;
+  /** What the operator should do, naming only real commands. */
+  action: string;
+}
+
+type CoreCatalogue = typeof CORE_CODES;
+
+export type CoreCode = keyof CoreCatalogue;
+
+/**
+ * Every code Haven may report, code → catalogue entry: core's own here; src/cli/error-catalogue.ts,
+ * the one module that imports every component's catalogue, adds theirs by declaration merging
+ * (`declare module '../core/errors.ts'`), so core names none of them and the arrows of DESIGN §3
+ * still point down.
+ */
+export interface HavenCodeRegistry extends CoreCatalogue {}
+
+export type HavenCode = keyof HavenCodeRegistry & string;
+
+type KindsOf<E> = E extends readonly (infer K)[] ? K : E;
+
+/** The kinds the catalogue allows for `C` (for a union of codes, the union of their kinds). */
+export type KindOf<C extends HavenCode> = KindsOf<HavenCodeRegistry[C]['kind']>;
+
+/** The codes the catalogue allows to be reported with kind `K`. */
+export type CodeOfKind<K extends ErrorKind> = {
+  [C in HavenCode]: K extends KindOf<C> ? C : never;
+}[HavenCode];
+
+export interface HavenErrorOptions<K extends ErrorKind = ErrorKind> {
+  kind: K;
   /** What the caller should do about it, in one sentence. */
   hint?: string;
   cause?: unknown;
@@ -30,13 +88,17 @@ export interface HavenErrorOptions {
   details?: Record<string, unknown>;
 }
 
-export class HavenError extends Error {
-  readonly code: string;
+/**
+ * `C` is inferred from the code a throw site writes, so `new HavenError('NO_SPACE', …, { kind:
+ * 'io' })` fails to compile: the catalogue says NO_SPACE is 'resource'.
+ */
+export class HavenError<C extends HavenCode = HavenCode> extends Error {
+  readonly code: C;
   readonly kind: ErrorKind;
   readonly hint: string | undefined;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, message: string, options: HavenErrorOptions) {
+  constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -57,7 +119,7 @@ export class HavenError extends Error {
 }
 
 export class UsageError extends HavenError {
-  constructor(message: string, hint?: string, code = 'USAGE') {
+  constructor(message: string, hint?: string, code: CodeOfKind<'usage'> = 'USAGE') {
     super(code, message, { kind: 'usage', hint });
   }
 }

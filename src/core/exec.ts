@@ -4,7 +4,7 @@
  * 'unavailable' error, a non-zero exit becomes whatever the caller's classifier says.
  */
 import { spawn } from 'node:child_process';
-import { HavenError } from './errors.ts';
+import { type CodeOfKind, HavenError } from './errors.ts';
 
 export interface ExecOptions {
   input?: string | Buffer;
@@ -26,7 +26,7 @@ export class CommandError extends HavenError {
     readonly command: string,
     readonly args: readonly string[],
     readonly result: ExecResult,
-    code = 'COMMAND_FAILED',
+    code: CodeOfKind<'io'> = 'COMMAND_FAILED',
   ) {
     const detail = result.stderr.trim() || result.stdout.trim() || `exit code ${result.code}`;
     super(code, `${command} ${args.join(' ')} failed: ${detail}`, {

@@ -26,7 +26,7 @@ const SIZE_UNITS: Record<string, number> = {
 };
 
 export class UnitError extends HavenError {
-  constructor(code: string, message: string, hint: string) {
+  constructor(code: 'BAD_SIZE' | 'BAD_DURATION' | 'BAD_RATE', message: string, hint: string) {
     super(code, message, { kind: 'usage', hint });
   }
 }

@@ -124,15 +124,13 @@ function streamRefused(reply: FastifyReply, refusal: Refusal): void {
     .code(perClient ? 429 : 503)
     .header('retry-after', '30')
     .send({
-      error: {
-        code: 'API_TOO_MANY_STREAMS',
+      error: new HavenError('API_TOO_MANY_STREAMS', `no more progress streams: ${refusal.message}`, {
         kind: 'resource',
-        message: `no more progress streams: ${refusal.message}`,
         hint: perClient
           ? 'Close other dashboards or streams from this address, or raise daemon.progress_streams_per_client.'
           : 'Wait for other streams to close, or raise daemon.progress_streams.',
         details: { limit: perClient ? 'client' : 'total' },
-      },
+      }).toJSON(),
     });
 }
 
@@ -161,12 +159,10 @@ function guardRoutes(app: FastifyInstance, o: ApiOptions): void {
         .code(401)
         .header('www-authenticate', 'Bearer realm="haven"')
         .send({
-          error: {
-            code: 'API_UNAUTHORIZED',
+          error: new HavenError('API_UNAUTHORIZED', 'this API needs the bearer token', {
             kind: 'refused',
-            message: 'this API needs the bearer token',
             hint: 'Send "Authorization: Bearer <token>"; the token is in the api-token file of the daemon’s state directory.',
-          },
+          }).toJSON(),
         });
     }
   });
@@ -174,9 +170,9 @@ function guardRoutes(app: FastifyInstance, o: ApiOptions): void {
   app.setErrorHandler((err, _req, reply: FastifyReply) => {
     const fastifyStatus = (err as { statusCode?: number }).statusCode;
     if (!(err instanceof HavenError) && fastifyStatus && fastifyStatus < 500) {
-      reply
-        .code(fastifyStatus)
-        .send({ error: { code: 'API_BAD_REQUEST', kind: 'usage', message: (err as Error).message } });
+      reply.code(fastifyStatus).send({
+        error: new HavenError('API_BAD_REQUEST', (err as Error).message, { kind: 'usage' }).toJSON(),
+      });
       return;
     }
     const he = asHavenError(err);
@@ -186,7 +182,9 @@ function guardRoutes(app: FastifyInstance, o: ApiOptions): void {
 
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send({
-      error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `no endpoint ${req.method} ${req.url}` },
+      error: new HavenError('API_NOT_FOUND', `no endpoint ${req.method} ${req.url}`, {
+        kind: 'not-found',
+      }).toJSON(),
     });
   });
 }
@@ -199,7 +197,9 @@ function uiRoutes(app: FastifyInstance, ui: Map<string, UiFile>): void {
     const file = ui.get(name);
     if (!file) {
       return reply.code(404).send({
-        error: { code: 'API_NOT_FOUND', kind: 'not-found', message: `the dashboard has no file ${name}` },
+        error: new HavenError('API_NOT_FOUND', `the dashboard has no file ${name}`, {
+          kind: 'not-found',
+        }).toJSON(),
       });
     }
     return reply.headers(UI_HEADERS).type(file.type).send(file.body);

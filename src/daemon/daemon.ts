@@ -12,6 +12,7 @@ import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
 import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../jobs/index.ts';
 import { buildApi } from './api.ts';
+import { ContinuousJobs } from './continuous-jobs.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { EventHub } from './hub.ts';
 import { listenError } from './listen-check.ts';
@@ -121,6 +122,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   await rpo.check();
   scheduler.start();
+  const continuous = ContinuousJobs.start(o.paths.runDir, catalog, log, () => ({ config, events }));
   const timer = setInterval(() => void rpo.check(), o.rpoIntervalMs ?? 60_000);
   timer.unref();
   const maintenance = new MaintenanceTimer({
@@ -144,6 +146,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         config = o.reloadConfig();
         events = new EventLog(catalog, notifier(), log, (e) => hub.publish('event', e));
         scheduler.reload();
+        void continuous.look();
         log.info('configuration reloaded', { file: config.file });
       } catch (e) {
         log.error('the configuration could not be reloaded; keeping the one in use', { err: e });
@@ -154,7 +157,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       scheduler.stop();
       await rpo.stop();
       await maintenance.stop();
-      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs)]);
+      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs), continuous.stopAll()]);
       hub.close();
       await app.close();
       await events.flush();

@@ -1,18 +1,11 @@
-import { HavenError, type HavenErrorOptions } from '../core/errors.ts';
+/** The engine's errors; its codes, with what they mean and what to do, are in error-codes.ts. */
+import { HavenError, type HavenErrorOptions, type KindOf } from '../core/errors.ts';
+import type { ENGINE_CODES } from './error-codes.ts';
 
-export type EngineCode =
-  | 'ENGINE_NO_DISKS'
-  | 'ENGINE_DISK_UNSUPPORTED'
-  | 'ENGINE_DISK_NAME_CLASH'
-  | 'ENGINE_FOREIGN_BACKUP'
-  | 'ENGINE_SERVER_BUSY'
-  | 'ENGINE_SHUTDOWN_TIMEOUT'
-  | 'ENGINE_TRANSIENT_SHUTDOWN'
-  | 'ENGINE_SOURCE_CHANGED'
-  | 'ENGINE_GAVE_UP';
+export type EngineCode = keyof typeof ENGINE_CODES;
 
-export class EngineError extends HavenError {
-  constructor(code: EngineCode, message: string, options: HavenErrorOptions) {
+export class EngineError<C extends EngineCode = EngineCode> extends HavenError<C> {
+  constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {
     super(code, message, options);
   }
 }

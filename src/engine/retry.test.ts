@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type ErrorKind, HavenError, InterruptedError } from '../core/errors.ts';
+import { type ErrorKind, type HavenCode, HavenError, InterruptedError } from '../core/errors.ts';
 import { silentLogger } from '../core/log.ts';
 import { canReconnect, canRetryLater, isFinal, withReconnects } from './retry.ts';
 
-const err = (code: string, kind: ErrorKind, o: { details?: Record<string, unknown>; cause?: unknown } = {}) =>
-  new HavenError(code, `${code} happened`, { kind, ...o });
+const err = (
+  code: HavenCode,
+  kind: ErrorKind,
+  o: { details?: Record<string, unknown>; cause?: unknown } = {},
+) => new HavenError(code, `${code} happened`, { kind, ...o });
 
 test('what no attempt changes is final at both levels', () => {
   for (const e of [
@@ -43,7 +46,7 @@ test('a broken connection is reconnected; the source’s failures and lasting co
     assert.equal(canRetryLater(e), true, e.code);
   }
   for (const e of [
-    err('NBD_DISCONNECTED', 'unavailable'),
+    err('NBD_TIMEOUT', 'unavailable'),
     err('VIRT_BACKUP_ACTIVE', 'conflict'),
     err('ENGINE_SERVER_BUSY', 'conflict'),
     err('NO_SPACE', 'resource'),

@@ -1,23 +1,14 @@
 /**
- * The job runner's errors. Codes are stable (JOB_*, CACHE_*, FORGET_*); `kind` decides the exit code.
+ * The job runner's errors. Codes are stable (JOB_*, CACHE_*, FORGET_*, listed in error-codes.ts);
+ * `kind` decides the exit code.
  */
-import { HavenError, type HavenErrorOptions } from '../core/errors.ts';
+import { HavenError, type HavenErrorOptions, type KindOf } from '../core/errors.ts';
+import type { JOB_CODES } from './error-codes.ts';
 
-export type JobErrorCode =
-  | 'JOB_NOT_FOUND'
-  | 'JOB_ALREADY_RUNNING'
-  | 'JOB_NO_SERVERS'
-  | 'JOB_SERVER_NOT_FOUND'
-  | 'JOB_FAILED'
-  | 'JOB_RUN_NOT_FOUND'
-  | 'FORGET_NOT_FOUND'
-  | 'FORGET_RUN_IN_PROGRESS'
-  | 'CACHE_NO_DRIVE'
-  | 'CACHE_MOUNT_FAILED'
-  | 'CACHE_LOCKED';
+export type JobCode = keyof typeof JOB_CODES;
 
-export class JobError extends HavenError {
-  constructor(code: JobErrorCode, message: string, options: HavenErrorOptions) {
+export class JobError<C extends JobCode = JobCode> extends HavenError<C> {
+  constructor(code: C, message: string, options: HavenErrorOptions<KindOf<C>>) {
     super(code, message, options);
   }
 }
@@ -29,5 +20,14 @@ export function jobNotFound(name: string, known: string[]): JobError {
       ? `Configured jobs: ${known.join(', ')}.`
       : 'The configuration defines no jobs; add one under jobs: (docs/jobs.md).',
     details: { job: name, known },
+  });
+}
+
+/** A `mode: continuous` job is run by `haven serve`, not one run at a time. */
+export function jobIsContinuous(name: string): JobError {
+  return new JobError('JOB_CONTINUOUS', `job ${name} is continuous: \`haven serve\` runs it all the time`, {
+    kind: 'usage',
+    hint: 'Start `haven serve` to run it; for one server now, use `haven protect <server> --to <target> --continuous`.',
+    details: { job: name },
   });
 }

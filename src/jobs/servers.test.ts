@@ -35,7 +35,8 @@ test('retries: back-off doubles up to an hour; final kinds are not retried', () 
     [60_000, 120_000, 240_000, 480_000],
   );
   assert.equal(backoffMs(60_000, 30), 3_600_000);
-  const e = (kind: HavenError['kind']) => new HavenError('X', 'x', { kind });
+  // STORE_DELTA_FAILED carries the kind of the failure it reports: any kind (src/store/error-codes.ts).
+  const e = (kind: HavenError['kind']) => new HavenError('STORE_DELTA_FAILED', 'x', { kind });
   assert.equal(retryable(e('unavailable')), true);
   assert.equal(retryable(e('conflict')), true);
   assert.equal(retryable(e('integrity')), true);

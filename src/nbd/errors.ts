@@ -5,7 +5,7 @@
  * reply that overruns its request, a truncated stream) or a failed negotiation leaves it unusable,
  * and every request pending on it fails with the same error.
  */
-import { type ErrorKind, HavenError } from '../core/errors.ts';
+import { type CodeOfKind, type ErrorKind, HavenError, type KindOf } from '../core/errors.ts';
 import {
   NBD_EINVAL,
   NBD_EIO,
@@ -16,20 +16,23 @@ import {
   NBD_EPERM,
   NBD_ESHUTDOWN,
 } from './constants.ts';
+import { NBD_CODES } from './error-codes.ts';
 
-export interface NbdErrorOptions {
-  kind: ErrorKind;
+export type NbdCode = keyof typeof NBD_CODES;
+
+export interface NbdErrorOptions<K extends ErrorKind = ErrorKind> {
+  kind: K;
   connectionUsable: boolean;
   hint?: string;
   cause?: unknown;
   details?: Record<string, unknown>;
 }
 
-export class NbdError extends HavenError {
+export class NbdError<C extends NbdCode = NbdCode> extends HavenError<C> {
   /** False when the connection must be dropped (and every pending request failed). */
   readonly connectionUsable: boolean;
 
-  constructor(code: string, message: string, options: NbdErrorOptions) {
+  constructor(code: C, message: string, options: NbdErrorOptions<KindOf<C>>) {
     super(code, message, options);
     this.connectionUsable = options.connectionUsable;
   }
@@ -40,9 +43,8 @@ export class NbdError extends HavenError {
 }
 
 interface ErrnoInfo {
-  code: string;
+  code: NbdCode;
   name: string;
-  kind: ErrorKind;
   hint: string;
 }
 
@@ -50,49 +52,41 @@ const ERRNO: Record<number, ErrnoInfo> = {
   [NBD_EPERM]: {
     code: 'NBD_EPERM',
     name: 'EPERM',
-    kind: 'refused',
     hint: 'The NBD server refused the operation; check that the export is writable.',
   },
   [NBD_EIO]: {
     code: 'NBD_EIO',
     name: 'EIO',
-    kind: 'io',
     hint: 'The NBD server hit an I/O error on its image; check the source disk and the server log.',
   },
   [NBD_ENOMEM]: {
     code: 'NBD_ENOMEM',
     name: 'ENOMEM',
-    kind: 'resource',
     hint: 'The NBD server ran out of memory; use smaller requests or fewer in flight.',
   },
   [NBD_EINVAL]: {
     code: 'NBD_EINVAL',
     name: 'EINVAL',
-    kind: 'protocol',
     hint: 'The NBD server rejected the request as invalid (range, alignment or flags).',
   },
   [NBD_ENOSPC]: {
     code: 'NBD_ENOSPC',
     name: 'ENOSPC',
-    kind: 'resource',
     hint: 'The NBD server has no space left for this write; free space behind the export.',
   },
   [NBD_EOVERFLOW]: {
     code: 'NBD_EOVERFLOW',
     name: 'EOVERFLOW',
-    kind: 'protocol',
     hint: 'The request was too large for an unfragmented reply; use smaller reads.',
   },
   [NBD_ENOTSUP]: {
     code: 'NBD_ENOTSUP',
     name: 'ENOTSUP',
-    kind: 'unavailable',
     hint: 'The NBD server does not support this operation here (e.g. fast zeroing); use the slow path.',
   },
   [NBD_ESHUTDOWN]: {
     code: 'NBD_ESHUTDOWN',
     name: 'ESHUTDOWN',
-    kind: 'unavailable',
     hint: 'The NBD server is shutting down; reconnect when it is back.',
   },
 };
@@ -121,7 +115,7 @@ export class NbdServerError extends NbdError {
       info.code,
       `NBD server failed ${command} [${range.offset}, +${range.length})${where} with ${info.name}${text}`,
       {
-        kind: info.kind,
+        kind: NBD_CODES[info.code].kind,
         connectionUsable: errno !== NBD_ESHUTDOWN,
         hint: info.hint,
         details: {
@@ -140,7 +134,11 @@ export class NbdServerError extends NbdError {
 }
 
 /** The server broke the protocol: the stream can no longer be trusted. */
-export function protocolError(code: string, message: string, details?: Record<string, unknown>): NbdError {
+export function protocolError(
+  code: NbdCode & CodeOfKind<'protocol'>,
+  message: string,
+  details?: Record<string, unknown>,
+): NbdError {
   return new NbdError(code, message, {
     kind: 'protocol',
     connectionUsable: false,
@@ -155,8 +153,7 @@ export function requestError(
   message: string,
   details?: Record<string, unknown>,
 ): NbdError {
-  const kind: ErrorKind =
-    code === 'NBD_UNSUPPORTED' ? 'unavailable' : code === 'NBD_READ_ONLY' ? 'refused' : 'usage';
+  const kind = NBD_CODES[code].kind;
   const hint =
     code === 'NBD_BAD_RANGE'
       ? 'Keep requests inside the export and aligned to its minimum block size.'
@@ -205,13 +202,13 @@ export function timeoutError(ms: number, pending: number): NbdError {
 }
 
 /** Negotiation failed: the connection never reached the transmission phase. */
-export function handshakeError(
-  code: string,
+export function handshakeError<C extends NbdCode>(
+  code: C,
   message: string,
-  kind: ErrorKind,
+  kind: KindOf<C>,
   hint: string,
   details?: Record<string, unknown>,
-): NbdError {
+): NbdError<C> {
   return new NbdError(code, message, { kind, connectionUsable: false, hint, details });
 }
 

@@ -83,9 +83,9 @@ describe('transmission state machine', () => {
   it('fail() rejects everything pending once, and later failures change nothing', async () => {
     const tx = make();
     const ps = [tx.submit(flush), tx.submit(flush)].map((s) => s.promise.catch((e) => e));
-    const first = new NbdError('NBD_TEST_A', 'a', { kind: 'io', connectionUsable: false });
+    const first = new NbdError('NBD_CONNECTION_LOST', 'a', { kind: 'io', connectionUsable: false });
     tx.fail(first);
-    tx.fail(new NbdError('NBD_TEST_B', 'b', { kind: 'io', connectionUsable: false }));
+    tx.fail(new NbdError('NBD_TRUNCATED', 'b', { kind: 'io', connectionUsable: false }));
     for (const e of await Promise.all(ps)) assert.equal(e, first);
     assert.equal(tx.brokenBy, first);
     assert.equal(tx.pendingCount, 0);

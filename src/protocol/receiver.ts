@@ -11,11 +11,11 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { asHavenError, HavenError } from '../core/errors.ts';
+import { asHavenError, HavenError, type KindOf } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { activeAtDrError } from '../store/errors.ts';
-import type { DeltaWriter, Generation, Store } from '../store/types.ts';
+import type { DeltaWriter, Generation, SegmentWriter, Store } from '../store/types.ts';
 import { BufferPool } from './buffer-pool.ts';
 import {
   decodeFrame,
@@ -93,7 +93,9 @@ export interface ReceiverOptions {
 }
 
 interface OpenDelta {
-  writer: DeltaWriter;
+  writer: DeltaWriter | SegmentWriter;
+  /** The same writer when the delta is a journal segment (feature `journal`). */
+  segment: SegmentWriter | null;
   tracker: DeltaTracker;
   /**
    * Store writes in flight, oldest first, each with the pooled buffers it uses (returned when it
@@ -132,6 +134,8 @@ export class StreamReceiver {
   private lastServer: string | undefined;
   /** The sender offered zstd in HELLO; without that, zstd payloads are refused. */
   private zstdAgreed = false;
+  /** Features agreed in the handshake (offered by the sender, supported here). */
+  private features: string[] = [];
 
   constructor(
     private readonly stream: Duplex,
@@ -266,7 +270,7 @@ export class StreamReceiver {
       case 'HELLO':
         return this.onHello(frame.body);
       case 'QUERY':
-        return this.onQuery(frame.body.server);
+        return this.onQuery(frame.body.server, frame.body.journal === true);
       case 'OPEN':
         return this.onOpen(frame.body);
       case 'EXTENT':
@@ -333,6 +337,8 @@ export class StreamReceiver {
     }
     this.zstdAgreed = h.compression.includes('zstd');
     const compression: CompressionAlgorithm[] = this.zstdAgreed ? ['zstd', 'none'] : ['none'];
+    const mine = this.store.openSegment && this.store.journalInfo ? ['journal'] : [];
+    this.features = mine.filter((f) => h.features?.includes(f));
     this.log.info('session started', { peer: h.software, version, compression: h.compression });
     this.out.write([
       encodeJson('WELCOME', {
@@ -343,6 +349,7 @@ export class StreamReceiver {
         store: this.store.descriptor,
         maxExtentBytes: this.maxExtentBytes,
         maxDigestsPerRequest: MAX_DIGESTS_PER_REQUEST,
+        ...(this.features.length ? { features: this.features } : {}),
         ...(await this.capacity()),
       }),
     ]);
@@ -353,7 +360,7 @@ export class StreamReceiver {
     return m?.generations[0] ?? null;
   }
 
-  private async onQuery(server: string): Promise<void> {
+  private async onQuery(server: string, journal: boolean): Promise<void> {
     checkName('server', server);
     // A delta sealed by an earlier session but not committed (the target filled up at commit,
     // the receiver died) becomes the newest generation now, so the sender plans against it.
@@ -362,11 +369,16 @@ export class StreamReceiver {
     const m = await this.store.manifest(server);
     if (m?.activeAtDr) throw activeAtDrError(server, m.activeAtDr);
     const generations = m?.generations ?? [];
+    const journalInfo =
+      journal && this.features.includes('journal')
+        ? { journal: (await this.store.journalInfo?.(server)) ?? null }
+        : {};
     this.out.write([
       encodeJson('QUERY_REPLY', {
         server,
         newest: generations[0] ?? null,
         generations,
+        ...journalInfo,
         ...(await this.capacity()),
       }),
     ]);
@@ -385,16 +397,30 @@ export class StreamReceiver {
     checkName('server', meta.server);
     checkName('job', meta.job);
     for (const d of meta.disks) checkName('disk', d.name);
-    let writer: DeltaWriter;
+    let writer: DeltaWriter | SegmentWriter;
+    let segment: SegmentWriter | null = null;
     try {
-      writer = await this.store.openDelta(meta, this.log.child({ server: meta.server }));
+      const log = this.log.child({ server: meta.server });
+      const journal = meta.journal;
+      if (journal) {
+        if (!this.features.includes('journal') || !this.store.openSegment) {
+          throw new HavenError('RECEIVE_JOURNAL_UNSUPPORTED', 'this receiver keeps no journal', {
+            kind: 'refused',
+            hint: 'Offer the journal feature first (HELLO features); upgrade Haven on the target.',
+          });
+        }
+        segment = await this.store.openSegment({ ...meta, journal }, log);
+        writer = segment;
+      } else {
+        writer = await this.store.openDelta(meta, log);
+      }
     } catch (e) {
       const err = asHavenError(e);
       if (err.code === 'STORE_BASE_MISMATCH') {
         // The sender needs the newest generation to plan a checksum resync against it.
         const newest = await this.newest(meta.server).catch(() => null);
         throw new HavenError(err.code, err.message, {
-          kind: err.kind,
+          kind: err.kind as KindOf<'STORE_BASE_MISMATCH'>,
           hint: err.hint,
           cause: err,
           details: { ...err.details, newest },
@@ -415,6 +441,7 @@ export class StreamReceiver {
       const newest = await this.newest(meta.server);
       this.delta = {
         writer,
+        segment,
         tracker,
         writes: [],
         writeError: null,
@@ -422,8 +449,9 @@ export class StreamReceiver {
         dataBytes: 0,
         dirty: false,
       };
-      this.log.info('delta opened', {
+      this.log[segment ? 'verbose' : 'info']('delta opened', {
         server: meta.server,
+        ...(segment ? { journal: meta.journal?.base ?? 'start' } : {}),
         deltaId: writer.deltaId,
         mode: meta.mode,
         pointInTime: meta.pointInTime,
@@ -551,8 +579,12 @@ export class StreamReceiver {
     for (const [name, hex] of Object.entries(end.imageDigests ?? {})) {
       await this.verifyImage(d, name, hex);
     }
+    d.segment?.setConsistent(end.consistent === true);
     await d.writer.seal(end.summary);
-    this.log.info('delta durable', { deltaId: d.writer.deltaId, dataBytes: d.dataBytes });
+    this.log[d.segment ? 'verbose' : 'info']('delta durable', {
+      deltaId: d.writer.deltaId,
+      dataBytes: d.dataBytes,
+    });
     this.out.write([encodeJson('DELTA_DURABLE', { deltaId: d.writer.deltaId })]);
   }
 
@@ -575,7 +607,19 @@ export class StreamReceiver {
 
   private async onCommit(): Promise<void> {
     const d = this.requireDelta();
-    const generation = await d.writer.commit();
+    if (d.segment) {
+      const segment = await d.segment.append();
+      this.delta = null;
+      this.log.verbose('journal segment appended', {
+        id: segment.id,
+        seq: segment.seq,
+        consistent: segment.consistent,
+        pointInTime: segment.pointInTime,
+      });
+      this.out.write([encodeJson('COMMITTED', { segment })]);
+      return;
+    }
+    const generation = await (d.writer as DeltaWriter).commit();
     this.delta = null;
     this.log.info('generation committed', { id: generation.id, pointInTime: generation.pointInTime });
     this.o.afterCommit?.();

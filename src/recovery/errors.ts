@@ -1,17 +1,20 @@
 /**
  * Errors of recovery/ (activation, drills, restore, failback, the primary guard). Every code is
- * stable and listed in docs/recovery.md with what to do about it.
+ * stable and listed in error-codes.ts (and so docs/errors.md) with what to do about it.
  */
-import { type ErrorKind, HavenError } from '../core/errors.ts';
+import { HavenError, type KindOf } from '../core/errors.ts';
+import type { RECOVERY_CODES } from './error-codes.ts';
 
-export class RecoveryError extends HavenError {}
+export type RecoveryCode = keyof typeof RECOVERY_CODES;
 
-export function recoveryError(
-  code: string,
-  kind: ErrorKind,
+export class RecoveryError<C extends RecoveryCode = RecoveryCode> extends HavenError<C> {}
+
+export function recoveryError<C extends RecoveryCode>(
+  code: C,
+  kind: KindOf<C>,
   message: string,
   options: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
-): RecoveryError {
+): RecoveryError<C> {
   return new RecoveryError(code, message, { kind, ...options });
 }
 

@@ -46,3 +46,4 @@ export {
 export type { NetworkRequest, NicPlan } from './networks.ts';
 export { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 export { type RestoreFormat, type RestoreOptions, type RestoreResult, restoreServer } from './restore.ts';
+export { choosePoint, restorePoint } from './restore-point.ts';

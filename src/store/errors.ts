@@ -1,10 +1,15 @@
 /**
- * Store errors. Every code here is stable (operators and the receiver's ERROR frames carry it);
- * docs/store-format.md lists them with what to do.
+ * Store errors. Every code is stable (operators and the receiver's ERROR frames carry it) and
+ * listed in error-codes.ts (and so docs/errors.md) with what to do.
  */
-import { type ErrorKind, HavenError } from '../core/errors.ts';
 
-export class StoreError extends HavenError {}
+import { type CodeOfKind, type CoreCode, HavenError, type KindOf } from '../core/errors.ts';
+import type { STORE_CODES } from './error-codes.ts';
+
+export type StoreCode = keyof typeof STORE_CODES;
+
+/** Store codes, and the core codes the store reports as its own (NO_SPACE). */
+export class StoreError<C extends StoreCode | CoreCode = StoreCode | CoreCode> extends HavenError<C> {}
 
 export interface StoreErrorOptions {
   hint?: string;
@@ -12,12 +17,12 @@ export interface StoreErrorOptions {
   cause?: unknown;
 }
 
-export function storeError(
-  code: string,
-  kind: ErrorKind,
+export function storeError<C extends StoreCode | CoreCode>(
+  code: C,
+  kind: KindOf<C>,
   message: string,
   options: StoreErrorOptions = {},
-): StoreError {
+): StoreError<C> {
   return new StoreError(code, message, { kind, ...options });
 }
 
@@ -72,7 +77,11 @@ export function serverNotFound(server: string): StoreError {
 }
 
 /** Bad arguments from the receiver (a frame out of range, a call in the wrong state). */
-export function badRequest(code: string, message: string, details?: Record<string, unknown>): StoreError {
+export function badRequest(
+  code: StoreCode & CodeOfKind<'protocol'>,
+  message: string,
+  details?: Record<string, unknown>,
+): StoreError {
   return storeError(code, 'protocol', message, {
     hint: 'The sender sent something the store cannot accept; the delta was not changed by this request.',
     details,

@@ -9,10 +9,20 @@
  * generation is renamed (§4.2).
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
+import type { HavenCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import type { StoreCode } from './errors.ts';
+import type {
+  JournalDeltaMeta,
+  JournalInfo,
+  JournalPoint,
+  SegmentRecord,
+  SegmentWriter,
+} from './journal-types.ts';
 
 export type { DigestAlgorithm } from '../core/digest.ts';
 export { DIGEST_BYTES } from '../core/digest.ts';
+export * from './journal-types.ts';
 
 /** On-disk format version of the store (descriptor, manifests, delta records). */
 /**
@@ -217,7 +227,11 @@ export interface VerifyProblem {
   generationId?: string;
   seq?: number;
   disk?: string;
-  code: string;
+  /**
+   * What is wrong: a store code (error-codes.ts says what to do about each), or for a server that
+   * cannot be checked at all, the code of the error that stopped it (an I/O error, say).
+   */
+  code: StoreCode | HavenCode;
   message: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];
@@ -308,6 +322,29 @@ export interface Store {
    * a server without a manifest. Optional: recovery/ refuses stores that lack it.
    */
   holdServer?(server: string, purpose: string, options?: { waitMs?: number }): Promise<ServerHold>;
+
+  /**
+   * Continuous replication (journal-types.ts, docs/continuous.md): opens a segment of the
+   * server's point-in-time journal. Optional: a receiver whose store lacks it does not offer the
+   * `journal` feature, and senders refuse to protect continuously to it.
+   */
+  openSegment?(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter>;
+  /** The server's journal as a sender needs to know it; null when the server has none. */
+  journalInfo?(server: string): Promise<JournalInfo | null>;
+  /** Servers with a point-in-time journal in this store. */
+  listJournals?(): Promise<string[]>;
+  /** The journal's points, oldest first (the base point, then every consistent segment). */
+  journalPoints?(server: string): Promise<JournalPoint[]>;
+  /**
+   * Writes the disks as they were at a point into new raw images (disk name → path); the
+   * journal is only read. Resolves with the point.
+   */
+  materialisePoint?(
+    server: string,
+    pointId: string,
+    outputs: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<SegmentRecord>;
 
   /** Recovery bookkeeping, written atomically into the manifest. */
   recordTest(server: string, generationId: string, record: TestRecord): Promise<void>;

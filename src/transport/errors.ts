@@ -1,21 +1,13 @@
 /** Errors of the transports (target URLs, child processes, ssh, TLS), with stable codes. */
-import { type ErrorKind, HavenError } from '../core/errors.ts';
+import { HavenError, type KindOf } from '../core/errors.ts';
+import type { TRANSPORT_CODES } from './error-codes.ts';
 
-export type TransportCode =
-  | 'TRANSPORT_BAD_URL'
-  | 'TRANSPORT_BAD_OPTION'
-  | 'TRANSPORT_NO_AUTH'
-  | 'TRANSPORT_CHILD_FAILED'
-  | 'TRANSPORT_SSH_FAILED'
-  | 'TRANSPORT_REMOTE_COMMAND_MISSING'
-  | 'TRANSPORT_CONNECT_FAILED'
-  | 'TRANSPORT_TLS_FAILED'
-  | 'TRANSPORT_LISTEN_FAILED';
+export type TransportCode = keyof typeof TRANSPORT_CODES;
 
-export class TransportError extends HavenError {
+export class TransportError<C extends TransportCode = TransportCode> extends HavenError<C> {
   constructor(
-    code: TransportCode,
-    kind: ErrorKind,
+    code: C,
+    kind: KindOf<C>,
     message: string,
     o: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
   ) {

@@ -4,80 +4,11 @@
  * often generic, "failed to get domain 'x'", the next the libvirt error itself); the whole text
  * stays in `details.message` so nothing is lost when a pattern below is too coarse.
  */
-import { type ErrorKind, HavenError } from '../core/errors.ts';
+import { HavenError } from '../core/errors.ts';
+import { VIRT_CODES } from './error-codes.ts';
 
-export type VirtErrorCode =
-  | 'VIRT_NO_LIBVIRTD'
-  | 'VIRT_DOMAIN_NOT_FOUND'
-  | 'VIRT_DOMAIN_EXISTS'
-  | 'VIRT_DOMAIN_NOT_RUNNING'
-  | 'VIRT_DOMAIN_RUNNING'
-  | 'VIRT_CHECKPOINT_NOT_FOUND'
-  | 'VIRT_BITMAP_INCONSISTENT'
-  | 'VIRT_BACKUP_ACTIVE'
-  | 'VIRT_NO_BACKUP_JOB'
-  | 'VIRT_AGENT_UNAVAILABLE'
-  | 'VIRT_UNSUPPORTED'
-  | 'VIRT_XML_INVALID'
-  | 'VIRT_BAD_ARGUMENT'
-  | 'VIRT_TIMEOUT'
-  | 'VIRT_IMAGE_NOT_FOUND'
-  | 'VIRT_IMAGE_IN_USE'
-  | 'VIRT_QEMU_IMG_FAILED'
-  | 'VIRT_QEMU_NBD_FAILED'
-  | 'VIRT_COMMAND_FAILED';
-
-const KIND: Record<VirtErrorCode, ErrorKind> = {
-  VIRT_NO_LIBVIRTD: 'unavailable',
-  VIRT_DOMAIN_NOT_FOUND: 'not-found',
-  VIRT_DOMAIN_EXISTS: 'conflict',
-  VIRT_DOMAIN_NOT_RUNNING: 'conflict',
-  VIRT_DOMAIN_RUNNING: 'conflict',
-  VIRT_CHECKPOINT_NOT_FOUND: 'not-found',
-  VIRT_BITMAP_INCONSISTENT: 'integrity',
-  VIRT_BACKUP_ACTIVE: 'conflict',
-  VIRT_NO_BACKUP_JOB: 'not-found',
-  VIRT_AGENT_UNAVAILABLE: 'unavailable',
-  VIRT_UNSUPPORTED: 'unavailable',
-  VIRT_XML_INVALID: 'usage',
-  VIRT_BAD_ARGUMENT: 'usage',
-  VIRT_TIMEOUT: 'unavailable',
-  VIRT_IMAGE_NOT_FOUND: 'not-found',
-  VIRT_IMAGE_IN_USE: 'conflict',
-  VIRT_QEMU_IMG_FAILED: 'io',
-  VIRT_QEMU_NBD_FAILED: 'unavailable',
-  VIRT_COMMAND_FAILED: 'io',
-};
-
-const HINT: Record<VirtErrorCode, string> = {
-  VIRT_NO_LIBVIRTD:
-    'Start libvirtd (`systemctl start libvirtd`, or `libvirtd -d` without systemd) and check the URI; `haven doctor` shows what is wrong.',
-  VIRT_DOMAIN_NOT_FOUND: 'Check the server name with `haven servers` (or `virsh list --all`).',
-  VIRT_DOMAIN_EXISTS:
-    'A domain with this name or UUID is already defined; pick another name or undefine the old one.',
-  VIRT_DOMAIN_NOT_RUNNING: 'Start the server first, or use the offline path for a shut-off server.',
-  VIRT_DOMAIN_RUNNING: 'The server is running; shut it down first if this operation needs it off.',
-  VIRT_CHECKPOINT_NOT_FOUND:
-    'libvirt has no such checkpoint: redefine it from the saved checkpoint XML, or start over with a full copy.',
-  VIRT_BITMAP_INCONSISTENT:
-    'The dirty bitmap cannot be trusted; the next run falls back to a checksum resync (only differing chunks are sent).',
-  VIRT_BACKUP_ACTIVE:
-    'A backup job already runs on this server: wait for it, or end it with `virsh domjobabort <server>` if it was left behind.',
-  VIRT_NO_BACKUP_JOB: 'No backup job runs on this server; start one first.',
-  VIRT_AGENT_UNAVAILABLE:
-    'Install and start qemu-guest-agent in the guest and give the domain an org.qemu.guest_agent.0 channel.',
-  VIRT_UNSUPPORTED: 'This libvirt/QEMU does not support the operation; run `haven doctor` to see versions.',
-  VIRT_XML_INVALID: 'The XML was rejected by libvirt; the message says which element.',
-  VIRT_BAD_ARGUMENT: 'Fix the argument named in the message.',
-  VIRT_TIMEOUT:
-    'libvirt did not answer in time; another job may hold the domain. Try again, or check libvirtd.',
-  VIRT_IMAGE_NOT_FOUND: 'Check the disk image path in the domain definition.',
-  VIRT_IMAGE_IN_USE:
-    'The image is open by a running QEMU; use a live backup (backup-begin) or shut the server down first.',
-  VIRT_QEMU_IMG_FAILED: 'See the message from qemu-img; check the image with `qemu-img check`.',
-  VIRT_QEMU_NBD_FAILED: 'See the message from qemu-nbd; check the image path, format and the run directory.',
-  VIRT_COMMAND_FAILED: 'See the message from virsh; the libvirtd log may say more.',
-};
+/** The codes a VirtError carries (error-codes.ts lists them). */
+export type VirtErrorCode = keyof typeof VIRT_CODES;
 
 export class VirtError extends HavenError {
   declare readonly code: VirtErrorCode;
@@ -88,8 +19,8 @@ export class VirtError extends HavenError {
     options: { details?: Record<string, unknown>; cause?: unknown; hint?: string } = {},
   ) {
     super(code, message, {
-      kind: KIND[code],
-      hint: options.hint ?? HINT[code],
+      kind: VIRT_CODES[code].kind,
+      hint: options.hint ?? VIRT_CODES[code].action,
       cause: options.cause,
       details: options.details,
     });

@@ -76,7 +76,9 @@ function copyRun(
       bytesSent: sentMiB * MiB,
       durationMs: 120_000,
       ...(status === 'ok' ? { copyAt: new Date(o.at), generationId: `${server}-${target}-${o.at}` } : {}),
-      ...(status === 'failed' ? { errorCode: 'TRANSPORT_CONNECT', errorMessage: 'connection refused' } : {}),
+      ...(status === 'failed'
+        ? { errorCode: 'TRANSPORT_CONNECT_FAILED', errorMessage: 'connection refused' }
+        : {}),
       ...(freeMiB === undefined ? {} : { storeTotalBytes: 1024 * 1024 * MiB, storeFreeBytes: freeMiB * MiB }),
     });
   }

@@ -17,6 +17,11 @@ import {
   type Generation,
   type GenerationDisk,
   type ImageReader,
+  type JournalDeltaMeta,
+  type JournalInfo,
+  type JournalPoint,
+  type SegmentRecord,
+  type SegmentWriter,
   type ServerHold,
   type ServerManifest,
   type Store,
@@ -32,6 +37,13 @@ import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
 import { exists, io } from './files.ts';
 import { imageReader } from './image-reader.ts';
+import {
+  journalInfo,
+  journalPoints,
+  listJournals,
+  materialisePoint,
+  openSegment,
+} from './journal/journal.ts';
 import { listServerDirs, manifestExists, readManifest, withManifestLock, writeManifest } from './metadata.ts';
 import { openStable, readerView, type ServerView } from './reader-view.ts';
 import { type ManifestFile, manifestView } from './records.ts';
@@ -144,6 +156,31 @@ export abstract class StoreBase implements Store {
       await lock.release();
       throw e;
     }
+  }
+
+  openSegment(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter> {
+    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }));
+  }
+
+  journalInfo(server: string): Promise<JournalInfo | null> {
+    return journalInfo(this.ctx, checkName('server', server));
+  }
+
+  listJournals(): Promise<string[]> {
+    return listJournals(this.ctx);
+  }
+
+  journalPoints(server: string): Promise<JournalPoint[]> {
+    return journalPoints(this.ctx, checkName('server', server));
+  }
+
+  materialisePoint(
+    server: string,
+    pointId: string,
+    outputs: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<SegmentRecord> {
+    return materialisePoint(this.ctx, checkName('server', server), pointId, outputs, signal);
   }
 
   /** The newest generation, which `meta` must apply to; refused while the server runs at the DR site. */
