@@ -176,6 +176,15 @@ export function ioError(e: NodeJS.ErrnoException, what?: string): HavenError {
       details: { errno: e.code, path: e.path },
     });
   }
+  if (e.code === 'EROFS') {
+    // A filesystem the kernel made read-only after an error (errors=remount-ro), or mounted so.
+    return new HavenError('READ_ONLY_FILESYSTEM', `${subject}: the filesystem is read-only`, {
+      kind: 'io',
+      cause: e,
+      hint: 'Find out why the filesystem went read-only (dmesg), repair it (e2fsck, xfs_repair) and mount it read-write; the next run completes the pending commit.',
+      details: { errno: e.code, path: e.path },
+    });
+  }
   return new HavenError('IO_ERROR', `${subject}: ${e.message}`, {
     kind: 'io',
     cause: e,

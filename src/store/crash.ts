@@ -39,6 +39,14 @@ export const CRASH_STEPS = [
 
 export type CrashStep = (typeof CRASH_STEPS)[number];
 
+/**
+ * With `HAVEN_STORE_STOP_AT=<step>`, the store stops its own process (SIGSTOP) at that step
+ * instead: the fault matrix (test/integration/store-fault-matrix.test.ts) fills the filesystem
+ * while it is stopped, then lets it go on (SIGCONT) into the fault.
+ */
+export const STOP_ENV = 'HAVEN_STORE_STOP_AT';
+
 export function crashPoint(step: CrashStep): void {
   if (process.env[CRASH_ENV] === step) process.kill(process.pid, 'SIGKILL');
+  if (process.env[STOP_ENV] === step) process.kill(process.pid, 'SIGSTOP');
 }

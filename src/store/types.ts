@@ -9,6 +9,7 @@
  * generation is renamed (§4.2).
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
+import type { HavenCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { StoreCode } from './errors.ts';
 import type {
@@ -24,7 +25,12 @@ export { DIGEST_BYTES } from '../core/digest.ts';
 export * from './journal-types.ts';
 
 /** On-disk format version of the store (descriptor, manifests, delta records). */
-export const STORE_FORMAT_VERSION = 1;
+/**
+ * 2: a generation's digest file may hold all-zero entries, which mean "a zero chunk" (ranges never
+ * written or sent as zero ranges are holes of the file; issue 13.2). A format 1 store is upgraded
+ * when a receiver opens it: every format 1 digest file reads the same under format 2.
+ */
+export const STORE_FORMAT_VERSION = 2;
 
 /**
  * Digest granularity. Every extent the store accepts starts on a multiple of CHUNK_SIZE and is a
@@ -221,11 +227,16 @@ export interface VerifyProblem {
   generationId?: string;
   seq?: number;
   disk?: string;
-  /** What is wrong: a store code (error-codes.ts says what to do about each). */
-  code: StoreCode;
+  /**
+   * What is wrong: a store code (error-codes.ts says what to do about each), or for a server that
+   * cannot be checked at all, the code of the error that stopped it (an I/O error, say).
+   */
+  code: StoreCode | HavenCode;
   message: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];
+  /** What to do about it, where the problem has a way forward of its own. */
+  hint?: string;
 }
 
 export interface VerifyReport {

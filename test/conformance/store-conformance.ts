@@ -13,11 +13,15 @@
  * must hold, from a seeded generator.
  */
 import { describe, type TestContext } from 'node:test';
+import { bitrotContract } from './contract/bitrot.ts';
 import { crashContract } from './contract/crash.ts';
+import { damageContract } from './contract/damage.ts';
+import { readersContract } from './contract/readers.ts';
 import { recordsContract } from './contract/records.ts';
 import { refusalsContract } from './contract/refusals.ts';
 import { resumeContract } from './contract/resume.ts';
 import { rotationContract } from './contract/rotation.ts';
+import { sizeBombsContract } from './contract/size-bombs.ts';
 import { writingContract } from './contract/writing.ts';
 import type { StoreCapabilities, StoreFactory, StoreUnderTest } from './harness.ts';
 
@@ -41,6 +45,12 @@ export function storeConformance(
     resumeContract(fresh);
     refusalsContract(fresh);
     recordsContract(fresh);
-    if (capabilities.crashInjection) crashContract(fresh);
+    bitrotContract(fresh);
+    if (capabilities.crashInjection) {
+      crashContract(fresh);
+      readersContract(fresh);
+      damageContract(fresh);
+      sizeBombsContract(fresh);
+    }
   });
 }

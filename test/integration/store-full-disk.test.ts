@@ -4,46 +4,18 @@
  * definition intact, and the run completes once space is freed.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type TestContext, test } from 'node:test';
+import { test } from 'node:test';
 import { HavenError } from '../../src/core/errors.ts';
 import { openFsStore } from '../../src/store/fs/index.ts';
 import type { DeltaWriter } from '../../src/store/types.ts';
 import { type Prepared, ServerSim } from '../conformance/harness.ts';
 import { sendExtents, withStaged } from '../conformance/model.ts';
+import { fill, loopFs } from './loop-fs.ts';
 
 const ROOT = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 const MiB = 1024 * 1024;
-
-async function loopFs(t: TestContext, sizeMiB: number): Promise<string> {
-  await mkdir(ROOT, { recursive: true });
-  const dir = await mkdtemp(join(ROOT, 'full-disk-'));
-  const img = join(dir, 'fs.img');
-  const mnt = join(dir, 'mnt');
-  execFileSync('truncate', ['-s', `${sizeMiB}M`, img]);
-  execFileSync('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', img]);
-  execFileSync('mkdir', ['-p', mnt]);
-  execFileSync('mount', ['-o', 'loop', img, mnt]);
-  t.after(async () => {
-    try {
-      execFileSync('umount', [mnt]);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-  return mnt;
-}
-
-/** Fills the filesystem with a file until `leaveBytes` remain free. */
-function fill(mnt: string, name: string, leaveBytes: number): string {
-  const path = join(mnt, name);
-  const fs = execFileSync('stat', ['-f', '-c', '%a %S', mnt]).toString().trim().split(' ').map(Number);
-  const free = fs[0]! * fs[1]!;
-  execFileSync('fallocate', ['-l', String(Math.max(0, free - leaveBytes)), path]);
-  return path;
-}
 
 async function sendUntilFull(w: DeltaWriter, sim: ServerSim, p: Prepared): Promise<{ err: HavenError }> {
   try {

@@ -33,6 +33,20 @@ export interface WritableImage {
   close(): Promise<void>;
 }
 
+/** An image open for reading (verify, the commit's checks of kept chunks). */
+export interface ReadableImage {
+  /** The image's path, as errors and logs name it. */
+  readonly path: string;
+  /** The image's size in bytes when it was opened. */
+  readonly size: number;
+  /**
+   * Reads `length` bytes at `position` into `buf` (past the page cache where `buf` is aligned
+   * memory and the storage allows it); bytes past the image's end read as zeroes.
+   */
+  read(buf: Buffer, length: number, position: number): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface OpenWritableOptions {
   /** `always`: a new empty image replaces any; `never`: it must exist; `if-missing`: either. */
   create: 'always' | 'never' | 'if-missing';
@@ -67,6 +81,13 @@ export interface ImageVolumes {
   /** Makes every creation, rename and removal so far durable (a directory fsync for files). */
   syncNames(): Promise<void>;
   openWritable(server: string, disk: string, seq: Seq, options: OpenWritableOptions): Promise<WritableImage>;
+  /**
+   * Opens one image for reading; null when it does not exist. What is open stays the same image
+   * when it is renamed (a file descriptor; an open block device).
+   */
+  openRead(server: string, disk: string, seq: Seq): Promise<ReadableImage | null>;
+  /** The sequence numbers (and `incomplete`) of the images of `server`'s disk `disk` that exist. */
+  list(server: string, disk: string): Promise<Seq[]>;
   /** Reads `length` bytes at `position` into `buf`; bytes past the image's end read as zeroes. */
   read(server: string, disk: string, seq: Seq, buf: Buffer, length: number, position: number): Promise<void>;
   /**

@@ -47,6 +47,10 @@ export class MetadataLayout {
   manifest(server: string): string {
     return join(this.serverDir(server), 'manifest.json');
   }
+  /** The manifest's second copy (issue 13.7): what readers use when `manifest.json` is damaged. */
+  manifestCopy(server: string): string {
+    return join(this.serverDir(server), 'manifest.copy.json');
+  }
   manifestLock(server: string): string {
     return join(this.serverDir(server), 'manifest.lock');
   }
