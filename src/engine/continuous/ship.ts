@@ -5,9 +5,11 @@
  * from what the target's journal holds (`expectedDigests`), as in engine/transfer.ts; the others
  * go whole. Memory: a few pieces of at most `pieceBytes`, whatever the segment's size.
  */
+
 import { chunkDigests, DIGEST_BYTES, zeroRangeDigests } from '../../core/digest.ts';
 import { BufferPool, type StreamSender } from '../../protocol/index.ts';
 import type { JournalDeltaMeta, SegmentRecord } from '../../store/types.ts';
+import { differingRuns, runBytes } from '../differing-runs.ts';
 import type { TokenBucket } from '../rate-limit.ts';
 import type { ChunkSet, DiskChunks } from './chunk-set.ts';
 import type { Spool, SpoolExtent } from './spool.ts';
@@ -172,36 +174,23 @@ async function sendDiffering(
   const C = sender.chunkSize;
   const n = digests.length / DIGEST_BYTES;
   const expected = await sender.expectedDigests(disk, Math.floor(offset / C), n);
-  let runStart = -1;
-  for (let i = 0; i <= n; i++) {
-    const differs =
-      i < n &&
-      digests.compare(
-        expected,
-        i * DIGEST_BYTES,
-        (i + 1) * DIGEST_BYTES,
-        i * DIGEST_BYTES,
-        (i + 1) * DIGEST_BYTES,
-      ) !== 0;
-    if (differs && runStart < 0) runStart = i;
-    if (!differs && runStart >= 0) {
-      const from = runStart * C;
-      const to = Math.min(i * C, length);
-      if (data) {
-        await sender.sendData(
-          disk,
-          offset + from,
-          data.subarray(from, to),
-          digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES),
-          hold?.(),
-        );
-        tally.dataBytes += to - from;
-      } else {
-        await sender.sendZero(disk, offset + from, to - from);
-        tally.zeroBytes += to - from;
-      }
-      runStart = -1;
+  let sentBytes = 0;
+  for (const run of differingRuns(digests, expected)) {
+    const { from, to } = runBytes(run, C, length);
+    if (data) {
+      await sender.sendData(
+        disk,
+        offset + from,
+        data.subarray(from, to),
+        digests.subarray(run.first * DIGEST_BYTES, run.end * DIGEST_BYTES),
+        hold?.(),
+      );
+      tally.dataBytes += to - from;
+    } else {
+      await sender.sendZero(disk, offset + from, to - from);
+      tally.zeroBytes += to - from;
     }
-    if (!differs && i < n) tally.skippedBytes += Math.min(C, length - i * C);
+    sentBytes += to - from;
   }
+  tally.skippedBytes += length - sentBytes;
 }
