@@ -19,7 +19,7 @@ test('runs of consecutive differing chunks, at the start, in the middle and at t
   assert.deepEqual(differingRuns(digests([9, 9, 9, 9, 9, 9, 9]), expected), [{ first: 0, end: 7 }]);
   // One differing byte at the end of a digest is a difference.
   const last = digests([1, 2, 3, 4, 5, 6, 7]);
-  last[4 * DIGEST_BYTES - 1] ^= 1;
+  last.writeUInt8(last.readUInt8(4 * DIGEST_BYTES - 1) ^ 1, 4 * DIGEST_BYTES - 1);
   assert.deepEqual(differingRuns(last, expected), [{ first: 3, end: 4 }]);
 });
 

@@ -57,6 +57,12 @@ export type Fresh = (t: TestContext) => Promise<StoreUnderTest>;
 export interface StoreCapabilities {
   /** A writer killed in a child process at each step (HAVEN_STORE_CRASH_AT) leaves a store recover() completes. */
   crashInjection: boolean;
+  /**
+   * A commit reads the generation its new slot starts from and repairs or refuses damage there
+   * (store/common/commit/slot-check.ts). Every real store does; the in-memory test store keeps
+   * its bytes in the process, where nothing rots, and stands in only for the protocol's peer.
+   */
+  slotCheck: boolean;
 }
 
 /** Flips a bit of a byte in an image file (StoreUnderTest.damageImage for stores of files). */

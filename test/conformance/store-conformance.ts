@@ -25,7 +25,7 @@ import { sizeBombsContract } from './contract/size-bombs.ts';
 import { writingContract } from './contract/writing.ts';
 import type { StoreCapabilities, StoreFactory, StoreUnderTest } from './harness.ts';
 
-const EVERY_CAPABILITY: StoreCapabilities = { crashInjection: true };
+const EVERY_CAPABILITY: StoreCapabilities = { crashInjection: true, slotCheck: true };
 
 export function storeConformance(
   name: string,
@@ -37,7 +37,11 @@ export function storeConformance(
     t.after(() => sut.cleanup());
     return sut;
   }
-  const without = capabilities.crashInjection ? '' : ' (no crash injection: one process only)';
+  const lacks = [
+    ...(capabilities.crashInjection ? [] : ['no crash injection: one process only']),
+    ...(capabilities.slotCheck ? [] : ['no slot check: nothing rots in memory']),
+  ];
+  const without = lacks.length ? ` (${lacks.join('; ')})` : '';
 
   describe(`store conformance: ${name}${without}`, () => {
     rotationContract(fresh);
@@ -45,7 +49,7 @@ export function storeConformance(
     resumeContract(fresh);
     refusalsContract(fresh);
     recordsContract(fresh);
-    bitrotContract(fresh);
+    if (capabilities.slotCheck) bitrotContract(fresh);
     if (capabilities.crashInjection) {
       crashContract(fresh);
       readersContract(fresh);
