@@ -1,7 +1,7 @@
 /**
  * The primary side's catalog: one SQLite file (`<stateDir>/catalog.sqlite`) holding runs,
  * checkpoints and their deliveries, in-flight deltas, events and alert state, schedule state and
- * per-server status. The DR side never needs it (DESIGN §4.4): losing it costs history and
+ * per-server status. The DR side never needs it (docs/design.md §4.4): losing it costs history and
  * incremental bases (the next copy is a checksum resync), never data.
  *
  * The daemon and CLI runs open the same file at once, so: WAL (readers never block the writer),

@@ -62,7 +62,7 @@ export type CoreCode = keyof CoreCatalogue;
 /**
  * Every code Haven may report, code → catalogue entry: core's own here; src/cli/error-catalogue.ts,
  * the one module that imports every component's catalogue, adds theirs by declaration merging
- * (`declare module '../core/errors.ts'`), so core names none of them and the arrows of DESIGN §3
+ * (`declare module '../core/errors.ts'`), so core names none of them and the arrows of docs/design.md §3
  * still point down.
  */
 export interface HavenCodeRegistry extends CoreCatalogue {}

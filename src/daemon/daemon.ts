@@ -1,6 +1,6 @@
 /**
  * `haven serve`: the scheduler, the HTTP API with live progress and /metrics, and the RPO checks,
- * in one process (DESIGN §3 daemon/). Runs happen in this process; their alerts go through the
+ * in one process (docs/design.md §3 daemon/). Runs happen in this process; their alerts go through the
  * same notifier as `haven job run`'s.
  */
 import type { AddressInfo } from 'node:net';

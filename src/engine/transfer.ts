@@ -4,7 +4,7 @@
  *
  * In compare mode (checksum resync, or resuming a delta under a new point in time) every chunk's
  * digest is checked against what the target will hold (`expectedDigests`, fetched alongside each
- * read) and only differing chunks go over the wire: "never a silent full re-send" (DESIGN §6).
+ * read) and only differing chunks go over the wire: "never a silent full re-send" (docs/design.md §6).
  */
 import { chunkDigests, DIGEST_BYTES, type DigestAlgorithm, zeroRangeDigests } from '../core/digest.ts';
 import type { Extent } from '../core/extent.ts';

@@ -1,5 +1,5 @@
 /**
- * Running a job (DESIGN §3 jobs/): its servers, largest first, to each of its targets in turn;
+ * Running a job (docs/design.md §3 jobs/): its servers, largest first, to each of its targets in turn;
  * at most `parallel` servers at once; a server that fails does not stop the others, and is tried
  * again after a back-off; a result per server and target in the catalog; events for the start,
  * the end and every failure; staging on primary cache drives when the job asks for it

@@ -1,6 +1,6 @@
 /**
  * The frames of the Haven replication stream, version 1 (docs/stream-protocol.md is the
- * specification; DESIGN §5 the requirements). This module holds only definitions: type codes,
+ * specification; docs/design.md §5 the requirements). This module holds only definitions: type codes,
  * limits and the shape of each frame's body. codec.ts turns them into bytes and back.
  */
 import type { DigestAlgorithm } from '../core/digest.ts';

@@ -2,7 +2,7 @@
  * The receiving end of the replication stream: reads frames from a byte stream, checks each
  * against the state table (state.ts) and the delta rules (delta-tracker.ts), verifies digests and
  * writes through the store's DeltaWriter. Answers DELTA_DURABLE only after seal() and COMMITTED
- * only after commit() returned (DESIGN §5).
+ * only after commit() returned (docs/design.md §5).
  *
  * A frame that breaks the framing or the rules ends the session with a fatal ERROR frame; the
  * delta is closed, not sealed, so the store keeps its generations and the partial delta as of its

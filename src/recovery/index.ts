@@ -1,5 +1,5 @@
 /**
- * Recovery (DESIGN §3, docs/recovery.md): activation at the DR site, drills, restore, failback,
+ * Recovery (docs/design.md §3, docs/recovery.md): activation at the DR site, drills, restore, failback,
  * and the guard that keeps the primary's stale copy from starting while the DR copy runs.
  */
 export {

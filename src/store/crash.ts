@@ -5,7 +5,7 @@
  * SIGKILL when it reaches that step of a commit: no cleanup, no buffered writes flushed by
  * Node, exactly what a power cut or an OOM kill leaves behind (minus the page cache, which the
  * kernel still writes). The conformance suite runs a writer in a child process at every step and
- * then checks that `recover()` rolls the rotation forward (DESIGN §4.2, §4.3).
+ * then checks that `recover()` rolls the rotation forward (docs/design.md §4.2, §4.3).
  *
  * Every store implementation passes through the same named steps, in this order; steps that do
  * not apply to a commit (no renames in a first run) are simply not reached.

@@ -7,7 +7,7 @@
  * time, bootable and verifiable. Segments of a resync sent in parts end inconsistent; the last
  * consistent point stays the one to boot until the resync completes.
  *
- * Generation identifiers (DESIGN §7, DRBD's algorithm) say which lineage of writes the journal's
+ * Generation identifiers (docs/design.md §7, DRBD's algorithm) say which lineage of writes the journal's
  * data belongs to; the sender decides from them, and from what the store says here, whether a
  * bitmap resync is right, a checksum resync is needed, or the run must refuse.
  */

@@ -1,5 +1,5 @@
 /**
- * The store contract (DESIGN §4). Every store (filesystem now, LVM later) implements `Store` and
+ * The store contract (docs/design.md §4). Every store (filesystem now, LVM later) implements `Store` and
  * passes test/conformance/store-conformance.ts. The receiver (protocol/) writes through
  * `DeltaWriter`; recovery/ reads manifests and images; nothing else touches store files.
  *
@@ -55,7 +55,7 @@ export interface StoreDescriptor {
 }
 
 export interface DiskSpec {
-  /** The `<disk>` part of image names: the source volume's base name (DESIGN §4.1). */
+  /** The `<disk>` part of image names: the source volume's base name (docs/design.md §4.1). */
   name: string;
   /** Virtual size in bytes. */
   size: number;
@@ -96,7 +96,7 @@ export interface Generation {
   tests: TestRecord[];
 }
 
-/** Per-server manifest: what readers trust (DESIGN §4.2: "readers trust only manifests"). */
+/** Per-server manifest: what readers trust (docs/design.md §4.2: "readers trust only manifests"). */
 export interface ServerManifest {
   server: string;
   copies: number;
@@ -206,12 +206,12 @@ export interface DeltaWriter {
    */
   checkpoint(watermarks: Record<string, number>): Promise<void>;
   /**
-   * DESIGN §4.2 step 1: makes the whole delta durable and records it as received. After this
+   * docs/design.md §4.2 step 1: makes the whole delta durable and records it as received. After this
    * returns, the next generation will exist even if the process dies now (roll-forward).
    * Rejects (and keeps the partial for resume) if the summary disagrees with what was staged.
    */
   seal(summary: DeltaSummary): Promise<void>;
-  /** DESIGN §4.2 steps 2–4: rotation, apply, manifest, rename. Only after seal(). */
+  /** docs/design.md §4.2 steps 2–4: rotation, apply, manifest, rename. Only after seal(). */
   commit(): Promise<Generation>;
   /**
    * Stops without sealing; what was checkpointed stays for a later resume. A store may keep
@@ -270,7 +270,7 @@ export interface Store {
   readonly descriptor: StoreDescriptor;
 
   /**
-   * Rolls forward every interrupted rotation and every sealed but uncommitted delta (DESIGN
+   * Rolls forward every interrupted rotation and every sealed but uncommitted delta (docs/design.md
    * §4.2) and removes leftovers no manifest references; only for `server` when given (a receiver
    * does this before telling a sender what the server's newest generation is). Idempotent.
    */

@@ -137,7 +137,7 @@ export interface ServerSimOptions {
   copies: number;
   /** Seeds the server's content: the same seed, the same bytes on every run of the suite. */
   seed: number;
-  /** The store's image names, to check them against DESIGN §4.1 (StoreUnderTest.listImages). */
+  /** The store's image names, to check them against docs/design.md §4.1 (StoreUnderTest.listImages). */
   listImages?: () => Promise<string[]>;
 }
 

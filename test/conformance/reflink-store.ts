@@ -2,7 +2,7 @@
  * The store conformance suite against the filesystem store on a filesystem with reflinks (XFS,
  * as an operator's RHEL-style target has, or btrfs; loop-mounted), where every rotation clones
  * the newest generation and writes only the new delta instead of replaying the deltas the oldest
- * missed (DESIGN §4.2, last paragraph). Every crash step of the suite then exercises the cloned
+ * missed (docs/design.md §4.2, last paragraph). Every crash step of the suite then exercises the cloned
  * slot. Plus what only such a filesystem shows: the images share their unchanged blocks, and no
  * committed delta is kept for replays that will not happen. One test file per filesystem.
  */

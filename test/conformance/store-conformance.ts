@@ -1,6 +1,6 @@
 /**
  * The store conformance suite: what every Store implementation must do, written against the
- * Store / DeltaWriter interface only (DESIGN §3: "one conformance test suite run against every
+ * Store / DeltaWriter interface only (docs/design.md §3: "one conformance test suite run against every
  * implementation"). A store's test file calls `storeConformance(name, factory)`; the factory
  * returns a fresh, empty store plus the few hooks the interface does not expose (harness.ts).
  *

@@ -1,6 +1,6 @@
 /**
  * `haven images [server] --store PATH [--points]`: the generations a store holds, read from the
- * store's own manifests (DESIGN §4.4: works at the DR site with nothing else), and the
+ * store's own manifests (docs/design.md §4.4: works at the DR site with nothing else), and the
  * point-in-time journal of servers protected continuously (docs/continuous.md): its window
  * (oldest and newest point, count), and with --points every point `--at` can select.
  */

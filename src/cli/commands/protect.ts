@@ -1,5 +1,5 @@
 /**
- * `haven protect <server> --to <target>`: one replication run of one server (DESIGN §4–§6).
+ * `haven protect <server> --to <target>`: one replication run of one server (docs/design.md §4–§6).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,5 +1,5 @@
 /**
- * Generation identifiers (DESIGN §7), after DRBD's (anvil-drbd-datakeeper.md §2): every replica
+ * Generation identifiers (docs/design.md §7), after DRBD's (anvil-drbd-datakeeper.md §2): every replica
  * says which lineage of writes its data belongs to (`current`) and which lineages it descends
  * from (`history`). A lineage is minted when a side starts writing on its own: a server's first
  * continuous protection, an activation at the DR site, the end of a switchover. When a lane

@@ -159,7 +159,7 @@ async function sendRun(
 
 /**
  * Sends only the chunks of [offset, offset + length) whose digest differs from the target's
- * (a checksum resync, DESIGN §6), as runs of consecutive differing chunks.
+ * (a checksum resync, docs/design.md §6), as runs of consecutive differing chunks.
  */
 async function sendDiffering(
   sender: StreamSender,

@@ -1,5 +1,5 @@
 /**
- * The store descriptor (`haven-store.json`, DESIGN §4.4): read, or written once when a store is
+ * The store descriptor (`haven-store.json`, docs/design.md §4.4): read, or written once when a store is
  * created, and checked to be a store of this kind, format and chunk size. Fixed at creation.
  */
 import { randomUUID } from 'node:crypto';

@@ -4,7 +4,7 @@
  * - `writeFileDurable`: write a temporary file, fsync it, rename it over the target, fsync the
  *   directory. Readers see the old or the new content, never a mix, also after a power cut.
  * - `createFileOnce`: the same, but `link()` instead of `rename()`, so an existing file is never
- *   replaced (definitions, DESIGN §4.5; lock files).
+ *   replaced (definitions, docs/design.md §4.5; lock files).
  * OS errors become HavenErrors through core/errors ioError (ENOSPC → NO_SPACE).
  */
 import { randomBytes } from 'node:crypto';

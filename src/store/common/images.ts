@@ -5,7 +5,7 @@
  * locks — is plain files in a metadata directory for every kind (metadata-layout.ts) and is
  * written by common/ code alone.
  *
- * The commit (DESIGN §4.2 steps 2–4) and the first run's direct writes reach images only through
+ * The commit (docs/design.md §4.2 steps 2–4) and the first run's direct writes reach images only through
  * this interface, in the order common/ calls it; an implementation adds no ordering of its own
  * beyond what each method says is durable when it returns.
  */
@@ -97,7 +97,7 @@ export interface ImageVolumes {
   copy(server: string, disk: string, from: Seq, to: Seq, log: Logger): Promise<string>;
   /**
    * Whether a rotation keeping `copies` generations clones the newest instead of replaying the
-   * deltas the oldest missed (DESIGN §4.2: "the store may clone instead of replaying").
+   * deltas the oldest missed (docs/design.md §4.2: "the store may clone instead of replaying").
    */
   rotationClones(copies: number, log: Logger): Promise<boolean>;
   /** Throws NO_SPACE when the rotation described cannot finish for lack of room. */

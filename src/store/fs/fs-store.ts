@@ -1,5 +1,5 @@
 /**
- * The filesystem store: raw image files named exactly as DESIGN §4.1, with Haven's metadata
+ * The filesystem store: raw image files named exactly as docs/design.md §4.1, with Haven's metadata
  * beside them in the same directory (docs/store-format.md). What every store kind does alike is
  * common/store-base.ts; here: opening and creating a store directory (its images are files:
  * images.ts).

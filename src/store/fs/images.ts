@@ -1,5 +1,5 @@
 /**
- * Images as raw files in the store's directory (DESIGN §4.1: `<server>_<disk>_<seq>.raw`), for the
+ * Images as raw files in the store's directory (docs/design.md §4.1: `<server>_<disk>_<seq>.raw`), for the
  * shared write path (common/images.ts). Renames and removals are made durable by fsyncing the
  * directory; copies are reflinks where the filesystem has them (copy.ts); holes are punched.
  */

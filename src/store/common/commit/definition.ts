@@ -1,4 +1,4 @@
-/** The DR definition, written at a server's first commit (DESIGN §4.5): when missing, never overwritten. */
+/** The DR definition, written at a server's first commit (docs/design.md §4.5): when missing, never overwritten. */
 import type { Logger } from '../../../core/log.ts';
 import type { StoreContext } from '../context.ts';
 import { createFileOnce, ensureDir, exists } from '../files.ts';

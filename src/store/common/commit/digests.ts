@@ -1,5 +1,5 @@
 /**
- * The new generation's digest files (DESIGN §4.2 step 4), without reading images back (except
+ * The new generation's digest files (docs/design.md §4.2 step 4), without reading images back (except
  * one chunk per resized disk whose size was not a multiple of a chunk). Store format 2: an
  * all-zero entry is a zero chunk (sums.ts), so nothing is written for ranges that were never
  * written or were sent as zero ranges (issue 13.2):

@@ -1,5 +1,5 @@
 /**
- * Planning a commit (DESIGN §4.2 steps 2–4): from the sealed delta, the manifest and what is
+ * Planning a commit (docs/design.md §4.2 steps 2–4): from the sealed delta, the manifest and what is
  * still on disk, the rotation plan (rotation-plan.ts), the deltas the new slot must replay, a
  * check that everything needed is there and fits, and the journal that drives the rest
  * (roll-forward.ts). Nothing is renamed here: a refusal leaves the store as it was.

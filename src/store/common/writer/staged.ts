@@ -1,5 +1,5 @@
 /**
- * The staged kind of delta (every run after the first, DESIGN §4.2 step 1): the bytes of data
+ * The staged kind of delta (every run after the first, docs/design.md §4.2 step 1): the bytes of data
  * extents go into the delta's `data` file back to back (at aligned positions, for O_DIRECT), each
  * extent is logged in its `index` with its chunk digests (delta-log.ts), and the per-disk `.sums`
  * files hold the staged digests by position so expectedDigests answers without scanning the log.
