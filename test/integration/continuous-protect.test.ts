@@ -197,6 +197,7 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
 
   // A point restored and defined: its definition names the restored images.
   const name = `${server}-pit`;
+  t.after(() => new Virsh().run(['undefine', '--domain', name]).catch(() => undefined));
   const booted = await restoreAt(points.at(-2)!.id, 'boot', ['--name', name]);
   assert.equal(booted.res.defined, true);
   const xml = await new Virsh().run(['dumpxml', '--domain', name, '--inactive']);
