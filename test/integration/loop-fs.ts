@@ -88,10 +88,19 @@ export function repairAndRemount(mnt: string): void {
   }
 }
 
-/** Waits (up to 5 s) until no loop device is attached to `img`. */
+/**
+ * Waits until no loop device is attached to `img`: e2fsck on an image the old mount still writes
+ * (its error state, on a loaded machine seconds after umount) corrupts it, which then shows as
+ * EUCLEAN or as a mount that comes up emergency_ro. A loop device still attached after 30 s is
+ * detached by force.
+ */
 function waitDetached(img: string): void {
-  for (let i = 0; i < 50; i++) {
+  for (let i = 0; i < 300; i++) {
     if (!execFileSync('losetup', ['-j', img]).toString().trim()) return;
     execFileSync('sleep', ['0.1']);
+  }
+  for (const line of execFileSync('losetup', ['-j', img]).toString().trim().split('\n')) {
+    const dev = line.split(':')[0];
+    if (dev) execFileSync('losetup', ['-d', dev], { stdio: 'pipe' });
   }
 }
