@@ -26,7 +26,15 @@
  *
  *   node --import tsx bench/replicate.ts [--full-reps 3] [--inc-reps 5] [--copies 3]
  *        [--disk-size 2GiB] [--data-size 1GiB] [--change 2] [--target-fs local|xfs] [--profile]
- *        [--keep] [--json]
+ *        [--baseline <checkout>] [--haven-only] [--keep] [--json]
+ *
+ * `--baseline <checkout>` times another checkout's Haven (`<checkout>/bin/haven.mjs`, a before
+ * of some change) in the same reps, doing exactly what this checkout's Haven does with a state
+ * directory and a store of its own, the two in alternating order per rep; its copies are checked
+ * too, and the report gives both medians and the median per-rep ratio (this / baseline). Both
+ * checkouts are built first (scripts/build), so both start from their compiled tree.
+ * `--haven-only` leaves the peers (virtnbdbackup, qemu-img, rsync, the floor) out: the guest
+ * then stays running through the incremental reps.
  *
  * `--target-fs xfs` puts every tool's copies (Haven's store too) on a fresh loop-mounted XFS with
  * reflinks, where Haven's rotation clones the newest generation instead of replaying deltas.
@@ -42,12 +50,13 @@ import {
   rmSync,
 } from 'node:fs';
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
 import { parseSize } from '../src/core/units.ts';
 import { HAVEN_BIN } from '../src/transport/index.ts';
+import { type BeforeAfter, beforeAfter, formatBeforeAfter } from './lib/before-after.ts';
 import {
   type BenchGuest,
   checkpointNames,
@@ -85,6 +94,8 @@ const { values: args } = parseArgs({
     change: { type: 'string', default: '2' },
     'target-fs': { type: 'string', default: 'local' },
     profile: { type: 'boolean', default: false },
+    baseline: { type: 'string' },
+    'haven-only': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
@@ -108,6 +119,20 @@ for (const [name, v] of [
 if (dataSize > diskSize || diskSize % (1024 * 1024) !== 0) {
   throw new Error('--disk-size must be whole MiB and at least --data-size');
 }
+/** This checkout: the one whose bench runs (src/transport HAVEN_BIN is its bin/haven.mjs). */
+const CURRENT_REPO = resolve(HAVEN_BIN, '..', '..');
+const baselineRepo = args.baseline === undefined ? undefined : resolve(args.baseline);
+if (baselineRepo !== undefined) {
+  if (!existsSync(join(baselineRepo, 'bin', 'haven.mjs'))) {
+    throw new Error(`--baseline ${args.baseline}: no bin/haven.mjs there (give a checkout of Haven)`);
+  }
+  if (baselineRepo === CURRENT_REPO) throw new Error('--baseline names this checkout itself');
+}
+if (baselineRepo !== undefined && (fullReps % 2 !== 0 || incReps % 2 !== 0)) {
+  process.stderr.write('note: with an odd rep count this checkout runs first once more than the baseline\n');
+}
+/** Whether virtnbdbackup, qemu-img, rsync and the floor are measured beside Haven. */
+const peers = !args['haven-only'];
 
 const GOALS = { fullVsVirtnbdbackup: 1.5, fullVsQemuImg: 0.8, incVsVirtnbdbackup: 3, incVsRsync: 20 };
 /** Progress and the report go to stderr, also with --json (stdout then holds only the JSON). */
@@ -142,7 +167,8 @@ interface HavenRun {
 /** Log messages that start each phase of a run (the sender's run log, receiver events included). */
 const MARKERS: Array<[string, RegExp]> = [
   ['process start, module loading', /^run log opened$/],
-  ['catalog, inventory, virsh', /^starting receiver$/],
+  // "starting receiver" until issue 14's reshaping: --baseline may run a Haven from before it.
+  ['catalog, inventory, virsh', /^starting (the )?receiver$/],
   ['receiver start', /^target: session started/],
   ['checkpoint + backup-begin', /^point in time taken$/],
   ['delta open, NBD connect', /^nbd: connected$/],
@@ -192,12 +218,18 @@ function findProfile(dir: string, pid: number): string | undefined {
 
 // ------------------------------------------------------------------------------------------------
 
+/** The Havens timed: this checkout's, and with --baseline another checkout's. */
+type HavenKey = 'haven' | 'baseline';
+
 interface FullRep {
   order: string[];
   haven: HavenRun;
-  virtnbdbackup: { backup: number; restore: number; total: number; peakRss: number; cpuSeconds: number };
+  /** With --baseline: the other checkout's Haven, same run. */
+  baseline?: HavenRun;
+  /** The peers (absent with --haven-only). */
+  virtnbdbackup?: { backup: number; restore: number; total: number; peakRss: number; cpuSeconds: number };
   /** `flushSeconds`: fdatasync of qemu-img's output afterwards (qemu-img itself never flushes). */
-  qemuImg: { seconds: number; flushSeconds: number; peakRss: number; cpuSeconds: number };
+  qemuImg?: { seconds: number; flushSeconds: number; peakRss: number; cpuSeconds: number };
   checks: Record<string, boolean>;
 }
 
@@ -207,7 +239,8 @@ interface IncRep {
   /** The Haven generation's slot: a whole copy of the newest (fewer than N generations) or recycled. */
   havenSlot: 'copy' | 'recycle';
   haven: HavenRun;
-  virtnbdbackup: {
+  baseline?: HavenRun;
+  virtnbdbackup?: {
     backup: number;
     restore: number;
     total: number;
@@ -216,7 +249,7 @@ interface IncRep {
     cpuSeconds: number;
   };
   /** `deltaFlushSeconds`: fdatasync of the --no-whole-file copy right after it (rsync never flushes). */
-  rsync: {
+  rsync?: {
     deltaSeconds: number;
     deltaFlushSeconds: number;
     wholeFileSeconds: number;
@@ -228,9 +261,18 @@ interface IncRep {
    * libvirt starting the incremental pull backup (bench-guest.ts `timeBackupBegin`), and Haven's
    * changed bytes written once, sequentially and durably (peers.ts `durableWriteFloor`).
    */
-  floor: { nodeStartSeconds: number; backupBeginSeconds: number; writeSeconds: number; bytes: number };
+  floor?: { nodeStartSeconds: number; backupBeginSeconds: number; writeSeconds: number; bytes: number };
   checks: Record<string, boolean>;
 }
+
+/** A rep in which the peers ran (not --haven-only). */
+type WithPeers<T, K extends keyof T> = T & Required<Pick<T, K>>;
+type FullPeerRep = WithPeers<FullRep, 'virtnbdbackup' | 'qemuImg'>;
+type IncPeerRep = WithPeers<IncRep, 'virtnbdbackup' | 'rsync' | 'floor'>;
+const fullHasPeers = (r: FullRep): r is FullPeerRep =>
+  r.virtnbdbackup !== undefined && r.qemuImg !== undefined;
+const incHasPeers = (r: IncRep): r is IncPeerRep =>
+  r.virtnbdbackup !== undefined && r.rsync !== undefined && r.floor !== undefined;
 
 interface FullStats {
   reps: number;
@@ -279,8 +321,8 @@ interface IncStats {
 }
 
 /** Medians of times, and medians of the per-rep ratios (each rep's tools saw the same change). */
-function incStats(reps: IncRep[]): IncStats {
-  const m = (f: (r: IncRep) => number) => median(reps.map(f));
+function incStats(reps: IncPeerRep[]): IncStats {
+  const m = (f: (r: IncPeerRep) => number) => median(reps.map(f));
   return {
     reps: reps.length,
     havenSeconds: m((r) => r.haven.seconds),
@@ -303,7 +345,36 @@ function incStats(reps: IncRep[]): IncStats {
   };
 }
 
-const floorOf = (r: IncRep) => r.floor.nodeStartSeconds + r.floor.backupBeginSeconds + r.floor.writeSeconds;
+const floorOf = (r: IncPeerRep) =>
+  r.floor.nodeStartSeconds + r.floor.backupBeginSeconds + r.floor.writeSeconds;
+
+function fullStatsOf(reps: FullPeerRep[]): FullStats {
+  const m = (f: (r: FullPeerRep) => number) => median(reps.map(f));
+  return {
+    reps: reps.length,
+    havenSeconds: m((r) => r.haven.seconds),
+    virtnbdbackupSeconds: m((r) => r.virtnbdbackup.total),
+    virtnbdbackupBackupSeconds: m((r) => r.virtnbdbackup.backup),
+    virtnbdbackupRestoreSeconds: m((r) => r.virtnbdbackup.restore),
+    qemuImgSeconds: m((r) => r.qemuImg.seconds),
+    qemuImgDurableSeconds: m((r) => r.qemuImg.seconds + r.qemuImg.flushSeconds),
+    vsVirtnbdbackup: m((r) => r.virtnbdbackup.total / r.haven.seconds),
+    throughputVsQemuImg: m((r) => r.qemuImg.seconds / r.haven.seconds),
+    throughputVsQemuImgDurable: m((r) => (r.qemuImg.seconds + r.qemuImg.flushSeconds) / r.haven.seconds),
+  };
+}
+
+/** Haven against its peers: full reps, and incremental over all reps and the steady-state ones. */
+interface PeerStats {
+  full: FullStats;
+  all: IncStats;
+  steady: IncStats;
+}
+
+function peerStatsOf(full: FullPeerRep[], inc: IncPeerRep[]): PeerStats {
+  const steady = inc.filter((r) => r.havenSlot === 'recycle');
+  return { full: fullStatsOf(full), all: incStats(inc), steady: incStats(steady.length ? steady : inc) };
+}
 
 async function main(): Promise<void> {
   const root = benchDir('replicate');
@@ -316,15 +387,27 @@ async function main(): Promise<void> {
     chmodSync(d, 0o1777);
     return d;
   };
-  const havenState = join(work, 'haven-state');
-  const havenRunDir = dir('haven-run');
-  const havenLogs = dir('haven-log');
   const peerRun = dir('peer-run');
   const profiles = dir('profiles');
   // Room for every tool's copies: Haven's generations, virtnbdbackup's chain and restore,
-  // qemu-img's copy and rsync's two.
-  const targets = targetDir(work, targetFs, Math.max(16 * 1024 * MiB, 10 * diskSize));
-  const store = join(targets.dir, 'haven-store');
+  // qemu-img's copy and rsync's two; the baseline's generations besides.
+  const targetBytes = Math.max(16 * 1024 * MiB, 10 * diskSize) + (baselineRepo ? (copies + 1) * diskSize : 0);
+  const targets = targetDir(work, targetFs, targetBytes);
+  /** Each Haven timed has its own state (catalog), run and log directories and its own store. */
+  const havenUnderTest = (key: HavenKey, repo: string) => ({
+    key,
+    repo,
+    bin: join(repo, 'bin', 'haven.mjs'),
+    state: join(work, `${key}-state`),
+    runDir: dir(`${key}-run`),
+    logs: dir(`${key}-log`),
+    store: join(targets.dir, `${key}-store`),
+  });
+  type HavenUnderTest = ReturnType<typeof havenUnderTest>;
+  const havens: HavenUnderTest[] = [
+    havenUnderTest('haven', CURRENT_REPO),
+    ...(baselineRepo ? [havenUnderTest('baseline', baselineRepo)] : []),
+  ];
   const vnbDir = join(targets.dir, 'vnb-backup');
   const vnbRestore = join(targets.dir, 'vnb-restore');
   const qemuImgOut = join(targets.dir, 'qemu-img.raw');
@@ -357,6 +440,8 @@ async function main(): Promise<void> {
 
   const versions = {
     node: process.version,
+    haven: await gitDescribe(CURRENT_REPO),
+    ...(baselineRepo ? { baseline: await gitDescribe(baselineRepo) } : {}),
     qemuImg: await toolVersion('qemu-img'),
     virtnbdbackup: await toolVersion('virtnbdbackup', ['-V']),
     rsync: await toolVersion('rsync'),
@@ -369,41 +454,47 @@ async function main(): Promise<void> {
     const { guest, image } = bg;
     const domain = guest.name;
     say(`guest ${domain} running; image ${image}; copies go to ${targets.dir} (${targets.fs})`);
-    // Loads every module once, so the first measured run does not pay tsx's first compile.
-    await mustRun(process.execPath, [HAVEN_BIN, '--version']);
+    for (const h of havens) {
+      // Compared checkouts both start from their compiled tree (bin/haven.mjs runs dist/ while
+      // it is newer than every source file): one compiled and one through tsx would measure
+      // start-up, not the change.
+      if (baselineRepo) await mustRun(join(h.repo, 'scripts', 'build'), [], { cwd: h.repo });
+      // Loads every module once, so the first measured run does not pay tsx's first compile.
+      await mustRun(process.execPath, [h.bin, '--version']);
+    }
 
-    const havenEnv = (label: string): NodeJS.ProcessEnv => ({
+    const havenEnv = (h: HavenUnderTest, label: string): NodeJS.ProcessEnv => ({
       ...process.env,
-      HAVEN_STATE_DIR: havenState,
-      HAVEN_RUN_DIR: havenRunDir,
-      HAVEN_LOG_DIR: havenLogs,
+      HAVEN_STATE_DIR: h.state,
+      HAVEN_RUN_DIR: h.runDir,
+      HAVEN_LOG_DIR: h.logs,
       ...(args.profile
         ? {
             NODE_OPTIONS: `--import ${PROFILE_PRELOAD}`,
-            HAVEN_BENCH_PROFILE_DIR: join(profiles, label),
+            HAVEN_BENCH_PROFILE_DIR: join(profiles, h.key, label),
           }
         : {}),
     });
 
-    const havenProtect = async (label: string): Promise<HavenRun> => {
-      const logFile = join(havenLogs, `${label}.log`);
+    const havenProtect = async (h: HavenUnderTest, label: string): Promise<HavenRun> => {
+      const logFile = join(h.logs, `${label}.log`);
       const r = await runMeasured(
         process.execPath,
         [
-          HAVEN_BIN,
+          h.bin,
           '--log-file',
           logFile,
           'protect',
           domain,
           '--to',
-          store,
+          h.store,
           '--copies',
           String(copies),
           '--json',
         ],
-        { env: havenEnv(label) },
+        { env: havenEnv(h, label) },
       );
-      if (r.code !== 0) throw new Error(`haven protect (${label}) failed: ${r.stderr.trim()}`);
+      if (r.code !== 0) throw new Error(`${h.key} protect (${label}) failed: ${r.stderr.trim()}`);
       const out = JSON.parse(r.stdout) as {
         mode: string;
         bytesSent: number;
@@ -424,13 +515,12 @@ async function main(): Promise<void> {
         phases: phasesOf(logFile, r.startedAt, r.seconds),
       };
       if (args.profile) {
-        const pdir = join(profiles, label);
+        const pdir = join(profiles, h.key, label);
         const sender = findProfile(pdir, r.procs[0]?.pid ?? -1);
         const recv = receiver && findProfile(pdir, receiver.pid);
-        const repo = join(HAVEN_BIN, '..', '..');
         run.profiles = {
-          ...(sender ? { sender: summarizeProfile(sender, repo) } : {}),
-          ...(recv ? { receiver: summarizeProfile(recv, repo) } : {}),
+          ...(sender ? { sender: summarizeProfile(sender, h.repo) } : {}),
+          ...(recv ? { receiver: summarizeProfile(recv, h.repo) } : {}),
         };
       }
       return run;
@@ -465,10 +555,10 @@ async function main(): Promise<void> {
         };
       });
 
-    const havenNewest = () => {
-      const f = readdirSync(store).find((n) => n.endsWith('_1.raw'));
-      if (!f) throw new Error(`no newest generation (_1.raw) in ${store}`);
-      return join(store, f);
+    const havenNewest = (h: HavenUnderTest) => {
+      const f = readdirSync(h.store).find((n) => n.endsWith('_1.raw'));
+      if (!f) throw new Error(`no newest generation (_1.raw) in ${h.store}`);
+      return join(h.store, f);
     };
     const vnbImage = () => {
       const f = readdirSync(vnbRestore).find((n) => n.endsWith('.qcow2'));
@@ -491,21 +581,38 @@ async function main(): Promise<void> {
     };
 
     // ---------------------------------------------------------------------------------------------
-    say(`\nfull copies: ${fullReps} repetitions, order rotating`);
+    /** The Havens of rep `n`, back to back: with --baseline in alternating order per rep. */
+    const havenOrder = (n: number): HavenKey[] =>
+      (n % 2 === 0 ? havens : [...havens].reverse()).map((h) => h.key);
+    const havenOf = (tool: string) => havens.find((h) => h.key === tool);
+
+    say(
+      `\nfull copies: ${fullReps} repetitions, order rotating${baselineRepo ? '; haven and baseline alternating' : ''}`,
+    );
     const full: FullRep[] = [];
-    const tools = ['haven', 'virtnbdbackup', 'qemu-img'];
     for (let i = 0; i < fullReps; i++) {
-      const order = [...tools.slice(i % 3), ...tools.slice(0, i % 3)];
+      const pair = havenOrder(i);
+      const units = [pair, ...(peers ? [['virtnbdbackup'], ['qemu-img']] : [])];
+      const order = [...units.slice(i % units.length), ...units.slice(0, i % units.length)].flat();
       const rep: Partial<FullRep> = { order, checks: {} };
       for (const tool of order) {
-        await settle();
-        if (tool === 'haven') {
-          // Each full run starts from a server never protected: no checkpoint, catalog or store.
+        const h = havenOf(tool);
+        // Each full run starts from a server never protected: no checkpoint, catalog or store.
+        // With --baseline both Havens' go before the first of the pair (so the second sees the
+        // first's checkpoint: Haven ignores checkpoints its catalog does not hold, each in turn),
+        // and before the sync: the first must not pay for the writeback of both deletions.
+        if (tool === pair[0]) {
           await deleteCheckpoints(domain, 'haven-');
-          rmSync(havenState, { recursive: true, force: true });
-          rmSync(store, { recursive: true, force: true });
-          rep.haven = await havenProtect(`full-${i + 1}`);
-          if (rep.haven.mode !== 'full') throw new Error(`haven's first run was ${rep.haven.mode}, not full`);
+          for (const x of havens) {
+            rmSync(x.state, { recursive: true, force: true });
+            rmSync(x.store, { recursive: true, force: true });
+          }
+        }
+        await settle();
+        if (h) {
+          const run = await havenProtect(h, `full-${i + 1}`);
+          if (run.mode !== 'full') throw new Error(`${h.key}'s first run was ${run.mode}, not full`);
+          rep[h.key] = run;
         } else if (tool === 'virtnbdbackup') {
           const v = await vnbToBootable('full');
           const { chain: _, ...v2 } = v;
@@ -522,40 +629,31 @@ async function main(): Promise<void> {
           };
         }
       }
-      rep.checks!.haven = await sameContent(havenNewest(), 'raw', true);
-      rep.checks!.virtnbdbackup = await sameContent(vnbImage(), 'qcow2', true);
-      rmSync(qemuImgOut, { force: true });
+      for (const h of havens) rep.checks![h.key] = await sameContent(havenNewest(h), 'raw', true);
+      if (peers) {
+        rep.checks!.virtnbdbackup = await sameContent(vnbImage(), 'qcow2', true);
+        rmSync(qemuImgOut, { force: true });
+      }
       const r = rep as FullRep;
       full.push(r);
+      const times = havens.map((h) => `${h.key} ${secs(r[h.key]!.seconds)}`);
+      if (fullHasPeers(r)) {
+        times.push(
+          `virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore ${secs(r.virtnbdbackup.restore)}`,
+          `qemu-img ${secs(r.qemuImg.seconds)} + fdatasync ${secs(r.qemuImg.flushSeconds)}`,
+        );
+      }
+      const checks = Object.entries(r.checks).map(([k, v]) => `${k} ${v}`);
       say(
-        `rep ${i + 1} (${order.join(', ')}): haven ${secs(r.haven.seconds)}, virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore ${secs(r.virtnbdbackup.restore)}, qemu-img ${secs(r.qemuImg.seconds)} + fdatasync ${secs(r.qemuImg.flushSeconds)}; copies equal the source: haven ${r.checks.haven}, virtnbdbackup ${r.checks.virtnbdbackup}`,
+        `rep ${i + 1} (${order.join(', ')}): ${times.join(', ')}; copies equal the source: ${checks.join(', ')}`,
       );
     }
 
-    // ---------------------------------------------------------------------------------------------
-    say(`\nincremental: ${incReps} repetitions, ~${changePercent}% changed by the guest each time`);
-    // rsync's previous copies: the image as it was after the last full runs, taken while stopped.
-    await guest.poweroff();
-    cpSync(image, rsyncDelta);
-    cpSync(image, rsyncWhole);
-    await guest.start();
-    const inc: IncRep[] = [];
-    for (let j = 0; j < incReps; j++) {
-      const guestWrites = await guestChange(guest, changeBlocks);
-      const order = j % 2 === 0 ? ['haven', 'virtnbdbackup'] : ['virtnbdbackup', 'haven'];
-      const rep: Partial<IncRep> = { order, guestWrites, checks: {} };
-      rep.havenSlot = j + 1 < copies ? 'copy' : 'recycle';
-      for (const tool of order) {
-        await settle();
-        if (tool === 'haven') {
-          rep.haven = await havenProtect(`inc-${j + 1}`);
-          if (rep.haven.mode !== 'incremental') {
-            throw new Error(`haven's run ${j + 1} after the full was ${rep.haven.mode}, not incremental`);
-          }
-        } else {
-          rep.virtnbdbackup = await vnbToBootable('inc');
-        }
-      }
+    /**
+     * The peers' part of incremental rep `j`, after the Havens and virtnbdbackup: the floor, then
+     * rsync of the stopped image (the domain stays off for the checks; the caller starts it).
+     */
+    const incPeerPart = async (j: number, rep: Partial<IncRep>): Promise<void> => {
       await settle();
       const floorFrom = (await checkpointNames(domain)).filter((n) => n.startsWith('haven-')).at(-1);
       if (!floorFrom) throw new Error('no haven checkpoint after an incremental run');
@@ -569,7 +667,7 @@ async function main(): Promise<void> {
       // rsync copies a stopped image; the domain is off only for it and the checks.
       await guest.poweroff();
       const rsyncOrder = j % 2 === 0 ? [false, true] : [true, false];
-      const rs: Partial<IncRep['rsync']> = {};
+      const rs: Partial<NonNullable<IncRep['rsync']>> = {};
       for (const whole of rsyncOrder) {
         await settle();
         const r = await rsyncInplace(image, whole ? rsyncWhole : rsyncDelta, whole);
@@ -592,32 +690,71 @@ async function main(): Promise<void> {
         bytes: floorBytes,
       };
       rmSync(floorFile, { force: true });
-      rep.checks!.haven = await sameContent(havenNewest(), 'raw', false);
-      rep.checks!.virtnbdbackup = await sameContent(vnbImage(), 'qcow2', false);
-      for (const [name, f] of [
-        ['rsyncDelta', rsyncDelta],
-        ['rsyncWholeFile', rsyncWhole],
-      ] as const) {
-        rep.checks![name] = (await runMeasured('cmp', ['-s', image, f])).code === 0;
+    };
+
+    // ---------------------------------------------------------------------------------------------
+    say(`\nincremental: ${incReps} repetitions, ~${changePercent}% changed by the guest each time`);
+    if (peers) {
+      // rsync's previous copies: the image as it was after the last full runs, taken while stopped.
+      await guest.poweroff();
+      cpSync(image, rsyncDelta);
+      cpSync(image, rsyncWhole);
+      await guest.start();
+    }
+    const inc: IncRep[] = [];
+    for (let j = 0; j < incReps; j++) {
+      const guestWrites = await guestChange(guest, changeBlocks);
+      const units = [havenOrder(j), ...(peers ? [['virtnbdbackup']] : [])];
+      const order = (j % 2 === 0 ? units : units.reverse()).flat();
+      const rep: Partial<IncRep> = { order, guestWrites, checks: {} };
+      rep.havenSlot = j + 1 < copies ? 'copy' : 'recycle';
+      for (const tool of order) {
+        await settle();
+        const h = havenOf(tool);
+        if (h) {
+          const run = await havenProtect(h, `inc-${j + 1}`);
+          if (run.mode !== 'incremental') {
+            throw new Error(`${h.key}'s run ${j + 1} after the full was ${run.mode}, not incremental`);
+          }
+          rep[h.key] = run;
+        } else {
+          rep.virtnbdbackup = await vnbToBootable('inc');
+        }
       }
-      if (j + 1 < incReps) await guest.start();
+      if (peers) await incPeerPart(j, rep);
+      // With the peers the guest is off now (rsync's turn); with --haven-only it runs on, as in
+      // the full reps' checks.
+      for (const h of havens) rep.checks![h.key] = await sameContent(havenNewest(h), 'raw', !peers);
+      if (peers) {
+        rep.checks!.virtnbdbackup = await sameContent(vnbImage(), 'qcow2', false);
+        for (const [name, f] of [
+          ['rsyncDelta', rsyncDelta],
+          ['rsyncWholeFile', rsyncWhole],
+        ] as const) {
+          rep.checks![name] = (await runMeasured('cmp', ['-s', image, f])).code === 0;
+        }
+        if (j + 1 < incReps) await guest.start();
+      }
       const r = rep as IncRep;
       inc.push(r);
+      const times = havens.map(
+        (h) => `${h.key} ${secs(r[h.key]!.seconds)} (${(r[h.key]!.bytesSent / MiB).toFixed(1)} MiB)`,
+      );
+      if (incHasPeers(r)) {
+        times.push(
+          `virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore of ${r.virtnbdbackup.chain} files ${secs(r.virtnbdbackup.restore)}`,
+          `rsync --no-whole-file ${secs(r.rsync.deltaSeconds)} + fdatasync ${secs(r.rsync.deltaFlushSeconds)}`,
+          `--whole-file ${secs(r.rsync.wholeFileSeconds)}`,
+          `floor ${secs(floorOf(r))} = node ${secs(r.floor.nodeStartSeconds)} + backup-begin ${secs(r.floor.backupBeginSeconds)} + durable write ${secs(r.floor.writeSeconds)}`,
+        );
+      }
       say(
-        `rep ${j + 1} (${order.join(', ')}; guest wrote ${guestWrites} blocks; haven slot ${r.havenSlot}): haven ${secs(r.haven.seconds)} (${(r.haven.bytesSent / MiB).toFixed(1)} MiB), virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore of ${r.virtnbdbackup.chain} files ${secs(r.virtnbdbackup.restore)}, rsync --no-whole-file ${secs(r.rsync.deltaSeconds)} + fdatasync ${secs(r.rsync.deltaFlushSeconds)}, --whole-file ${secs(r.rsync.wholeFileSeconds)}, floor ${secs(floorOf(r))} = node ${secs(r.floor.nodeStartSeconds)} + backup-begin ${secs(r.floor.backupBeginSeconds)} + durable write ${secs(r.floor.writeSeconds)}; checks ${JSON.stringify(r.checks)}`,
+        `rep ${j + 1} (${order.join(', ')}; guest wrote ${guestWrites} blocks; haven slot ${r.havenSlot}): ${times.join(', ')}; checks ${JSON.stringify(r.checks)}`,
       );
     }
     load.push(loadavg());
 
     // ---------------------------------------------------------------------------------------------
-    const fullRatios = {
-      vsVirtnbdbackup: median(full.map((r) => r.virtnbdbackup.total / r.haven.seconds)),
-      throughputVsQemuImg: median(full.map((r) => r.qemuImg.seconds / r.haven.seconds)),
-      throughputVsQemuImgDurable: median(
-        full.map((r) => (r.qemuImg.seconds + r.qemuImg.flushSeconds) / r.haven.seconds),
-      ),
-    };
-    const steady = inc.filter((r) => r.havenSlot === 'recycle');
     const allHaven = [...full.map((r) => r.haven), ...inc.map((r) => r.haven)];
     const memory = {
       senderPeakRss: Math.max(...allHaven.map((h) => h.senderPeakRss)),
@@ -625,19 +762,11 @@ async function main(): Promise<void> {
       goal: 300 * MiB,
     };
     const checksOk = [...full, ...inc].every((r) => Object.values(r.checks).every(Boolean));
-    const incSteady = incStats(steady.length ? steady : inc);
-    const fullStats: FullStats = {
-      reps: full.length,
-      havenSeconds: median(full.map((r) => r.haven.seconds)),
-      virtnbdbackupSeconds: median(full.map((r) => r.virtnbdbackup.total)),
-      virtnbdbackupBackupSeconds: median(full.map((r) => r.virtnbdbackup.backup)),
-      virtnbdbackupRestoreSeconds: median(full.map((r) => r.virtnbdbackup.restore)),
-      qemuImgSeconds: median(full.map((r) => r.qemuImg.seconds)),
-      qemuImgDurableSeconds: median(full.map((r) => r.qemuImg.seconds + r.qemuImg.flushSeconds)),
-      ...fullRatios,
-    };
+    const peerStats = peers ? peerStatsOf(full.filter(fullHasPeers), inc.filter(incHasPeers)) : undefined;
+    const comparison = baselineRepo ? beforeAfter(full, inc) : undefined;
     const met = (v: number, goal: number) => ({ goal, value: v, met: v >= goal });
     const peak = Math.max(memory.senderPeakRss, memory.receiverPeakRss);
+    const memoryGoal = { goal: memory.goal, value: peak, met: peak < memory.goal };
     const result = {
       bench: 'replicate',
       config: {
@@ -650,27 +779,32 @@ async function main(): Promise<void> {
         copies,
         targetFs: targets.fs,
         profile: args.profile,
+        havenOnly: !peers,
+        ...(baselineRepo ? { baseline: baselineRepo } : {}),
       },
       versions,
       loadAverage: load,
-      full: { ...fullStats, reps: full },
-      incremental: { reps: inc, all: incStats(inc), steady: incSteady },
+      full: peerStats ? { ...peerStats.full, reps: full } : { reps: full },
+      incremental: peerStats ? { reps: inc, all: peerStats.all, steady: peerStats.steady } : { reps: inc },
       memory,
       checksOk,
-      goals: {
-        fullVsVirtnbdbackup: met(fullRatios.vsVirtnbdbackup, GOALS.fullVsVirtnbdbackup),
-        fullVsQemuImg: met(fullRatios.throughputVsQemuImg, GOALS.fullVsQemuImg),
-        fullVsQemuImgDurable: met(fullRatios.throughputVsQemuImgDurable, GOALS.fullVsQemuImg),
-        incVsVirtnbdbackup: met(incSteady.vsVirtnbdbackup, GOALS.incVsVirtnbdbackup),
-        incVsRsync: met(incSteady.vsRsync, GOALS.incVsRsync),
-        /** Whether this machine allows the rsync goal at all: rsync's time over a perfect tool's. */
-        incVsRsyncFloor: met(incSteady.rsyncOverFloor, GOALS.incVsRsync),
-        memory: { goal: memory.goal, value: peak, met: peak < memory.goal },
-      },
+      goals: peerStats
+        ? {
+            fullVsVirtnbdbackup: met(peerStats.full.vsVirtnbdbackup, GOALS.fullVsVirtnbdbackup),
+            fullVsQemuImg: met(peerStats.full.throughputVsQemuImg, GOALS.fullVsQemuImg),
+            fullVsQemuImgDurable: met(peerStats.full.throughputVsQemuImgDurable, GOALS.fullVsQemuImg),
+            incVsVirtnbdbackup: met(peerStats.steady.vsVirtnbdbackup, GOALS.incVsVirtnbdbackup),
+            incVsRsync: met(peerStats.steady.vsRsync, GOALS.incVsRsync),
+            /** Whether this machine allows the rsync goal at all: rsync's time over a perfect tool's. */
+            incVsRsyncFloor: met(peerStats.steady.rsyncOverFloor, GOALS.incVsRsync),
+            memory: memoryGoal,
+          }
+        : { memory: memoryGoal },
+      ...(comparison ? { beforeAfter: comparison } : {}),
     };
 
     if (args.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-    report({ full: fullStats, steady: incSteady, memory, load, diskSize }, full, inc);
+    report({ peers: peerStats, comparison, memory, load, diskSize }, full, inc);
     if (!checksOk) {
       process.exitCode = 1;
       say('A COPY DIFFERED FROM ITS SOURCE: the figures above are not valid.');
@@ -684,8 +818,10 @@ async function main(): Promise<void> {
 
 function report(
   r: {
-    full: FullStats;
-    steady: IncStats;
+    /** Absent with --haven-only. */
+    peers?: PeerStats;
+    /** With --baseline. */
+    comparison?: BeforeAfter;
     memory: { senderPeakRss: number; receiverPeakRss: number };
     load: number[][];
     diskSize: number;
@@ -701,101 +837,115 @@ function report(
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
   };
   const t = new Table({ head: ['median of reps', 'time', 'Haven ratio', 'goal', 'met'], ...compact });
-  const f = r.full;
-  const s = r.steady;
+  const p = r.peers;
   const steadyReps = inc.filter((i) => i.havenSlot === 'recycle');
+  const incReps = steadyReps.length ? steadyReps : inc;
+  const havenFull = median(full.map((i) => i.haven.seconds));
   t.push(
     [`full copy, ${full.length} reps`, '', '', '', ''],
-    ['  haven protect', secs(f.havenSeconds), '', '', ''],
-    [
-      '  virtnbdbackup full + restore',
-      `${secs(f.virtnbdbackupSeconds)} = ${f.virtnbdbackupBackupSeconds.toFixed(2)} + ${f.virtnbdbackupRestoreSeconds.toFixed(2)}`,
-      `${x(f.vsVirtnbdbackup)} faster`,
-      '≥ 1.5×',
-      ok(f.vsVirtnbdbackup, GOALS.fullVsVirtnbdbackup),
-    ],
-    [
-      '  qemu-img convert -U',
-      secs(f.qemuImgSeconds),
-      `${x(f.throughputVsQemuImg)} throughput`,
-      '≥ 0.8×',
-      ok(f.throughputVsQemuImg, GOALS.fullVsQemuImg),
-    ],
-    [
-      '  qemu-img convert -U + fdatasync',
-      secs(f.qemuImgDurableSeconds),
-      `${x(f.throughputVsQemuImgDurable)} throughput`,
-      '(≥ 0.8×)',
-      ok(f.throughputVsQemuImgDurable, GOALS.fullVsQemuImg),
-    ],
-    [
-      `incremental, ${s.reps} reps${steadyReps.length ? ' (steady state)' : ' (Haven filling its copies)'}`,
-      '',
-      '',
-      '',
-      '',
-    ],
-    ['  haven protect', secs(s.havenSeconds), '', '', ''],
-    [
-      '  virtnbdbackup inc + restore',
-      `${secs(s.virtnbdbackupSeconds)} = ${s.virtnbdbackupBackupSeconds.toFixed(2)} + ${s.virtnbdbackupRestoreSeconds.toFixed(2)}`,
-      `${x(s.vsVirtnbdbackup)} faster`,
-      '≥ 3×',
-      ok(s.vsVirtnbdbackup, GOALS.incVsVirtnbdbackup),
-    ],
-    [
-      '  rsync --no-whole-file --inplace',
-      secs(s.rsyncDeltaSeconds),
-      `${x(s.vsRsync)} faster`,
-      '≥ 20×',
-      ok(s.vsRsync, GOALS.incVsRsync),
-    ],
-    [
-      '  rsync --no-whole-file --inplace + fdatasync',
-      secs(s.rsyncDeltaDurableSeconds),
-      `${x(s.vsRsyncDurable)} faster`,
-      '',
-      '',
-    ],
-    [
-      '  rsync --whole-file --inplace',
-      secs(s.rsyncWholeFileSeconds),
-      `${x(s.vsRsyncWholeFile)} faster`,
-      '',
-      '',
-    ],
-    [
-      '  floor: a perfect tool (the three below)',
-      secs(s.floorSeconds),
-      `rsync / floor ${x(s.rsyncOverFloor)}`,
-      '(≥ 20× allows the goal)',
-      s.rsyncOverFloor >= GOALS.incVsRsync ? 'yes' : 'NO',
-    ],
-    [
-      '    process start (node -e 0)',
-      secs(s.floorNodeStartSeconds),
-      `without it ${x(s.rsyncOverFloorRunning)}`,
-      '',
-      '',
-    ],
-    ['    virsh backup-begin, incremental pull', secs(s.floorBackupBeginSeconds), '', '', ''],
-    ['    changed bytes: one sequential durable write', secs(s.floorWriteSeconds), '', '', ''],
-    [
-      'peak memory, sender / receiver',
-      `${mib(r.memory.senderPeakRss)} / ${mib(r.memory.receiverPeakRss)}`,
-      '',
-      '< 300 MiB',
-      Math.max(r.memory.senderPeakRss, r.memory.receiverPeakRss) < 300 * MiB ? 'yes' : 'NO',
-    ],
+    ['  haven protect', secs(havenFull), '', '', ''],
   );
+  /** A peer's ratio cells: "1.23× faster", the goal, whether it is met. */
+  const vs = (v: number, how: string, goalText = '', goal?: number) => [
+    `${x(v)} ${how}`,
+    goalText,
+    goal === undefined ? '' : ok(v, goal),
+  ];
+  const sum = (total: number, a: number, b: number) => `${secs(total)} = ${a.toFixed(2)} + ${b.toFixed(2)}`;
+  if (p) {
+    const f = p.full;
+    t.push(
+      [
+        '  virtnbdbackup full + restore',
+        sum(f.virtnbdbackupSeconds, f.virtnbdbackupBackupSeconds, f.virtnbdbackupRestoreSeconds),
+        ...vs(f.vsVirtnbdbackup, 'faster', '≥ 1.5×', GOALS.fullVsVirtnbdbackup),
+      ],
+      [
+        '  qemu-img convert -U',
+        secs(f.qemuImgSeconds),
+        ...vs(f.throughputVsQemuImg, 'throughput', '≥ 0.8×', GOALS.fullVsQemuImg),
+      ],
+      [
+        '  qemu-img convert -U + fdatasync',
+        secs(f.qemuImgDurableSeconds),
+        ...vs(f.throughputVsQemuImgDurable, 'throughput', '(≥ 0.8×)', GOALS.fullVsQemuImg),
+      ],
+    );
+  }
+  const steadyTitle = steadyReps.length ? ' (steady state)' : ' (Haven filling its copies)';
+  t.push(
+    [`incremental, ${incReps.length} reps${steadyTitle}`, '', '', '', ''],
+    ['  haven protect', secs(median(incReps.map((i) => i.haven.seconds))), '', '', ''],
+  );
+  if (p) {
+    const s = p.steady;
+    t.push(
+      [
+        '  virtnbdbackup inc + restore',
+        sum(s.virtnbdbackupSeconds, s.virtnbdbackupBackupSeconds, s.virtnbdbackupRestoreSeconds),
+        ...vs(s.vsVirtnbdbackup, 'faster', '≥ 3×', GOALS.incVsVirtnbdbackup),
+      ],
+      [
+        '  rsync --no-whole-file --inplace',
+        secs(s.rsyncDeltaSeconds),
+        ...vs(s.vsRsync, 'faster', '≥ 20×', GOALS.incVsRsync),
+      ],
+      [
+        '  rsync --no-whole-file --inplace + fdatasync',
+        secs(s.rsyncDeltaDurableSeconds),
+        ...vs(s.vsRsyncDurable, 'faster'),
+      ],
+      ['  rsync --whole-file --inplace', secs(s.rsyncWholeFileSeconds), ...vs(s.vsRsyncWholeFile, 'faster')],
+      [
+        '  floor: a perfect tool (the three below)',
+        secs(s.floorSeconds),
+        `rsync / floor ${x(s.rsyncOverFloor)}`,
+        '(≥ 20× allows the goal)',
+        s.rsyncOverFloor >= GOALS.incVsRsync ? 'yes' : 'NO',
+      ],
+      [
+        '    process start (node -e 0)',
+        secs(s.floorNodeStartSeconds),
+        `without it ${x(s.rsyncOverFloorRunning)}`,
+        '',
+        '',
+      ],
+      ['    virsh backup-begin, incremental pull', secs(s.floorBackupBeginSeconds), '', '', ''],
+      ['    changed bytes: one sequential durable write', secs(s.floorWriteSeconds), '', '', ''],
+    );
+  }
+  t.push([
+    'peak memory, sender / receiver',
+    `${mib(r.memory.senderPeakRss)} / ${mib(r.memory.receiverPeakRss)}`,
+    '',
+    '< 300 MiB',
+    Math.max(r.memory.senderPeakRss, r.memory.receiverPeakRss) < 300 * MiB ? 'yes' : 'NO',
+  ]);
   say(`\n${t.toString()}`);
-  say(
-    `full-copy throughput over the ${mib(r.diskSize)} disk: haven ${formatRate(r.diskSize / f.havenSeconds)}, qemu-img ${formatRate(r.diskSize / f.qemuImgSeconds)}`,
-  );
+  if (p) {
+    say(
+      `full-copy throughput over the ${mib(r.diskSize)} disk: haven ${formatRate(r.diskSize / havenFull)}, qemu-img ${formatRate(r.diskSize / p.full.qemuImgSeconds)}`,
+    );
+  }
   const cpu = (v: number[]) => median(v).toFixed(2);
-  const incCpuReps = steadyReps.length ? steadyReps : inc;
+  const havenCpu = (reps: Array<FullRep | IncRep>) =>
+    `haven sender ${cpu(reps.map((i) => i.haven.senderCpuSeconds))} + receiver ${cpu(reps.map((i) => i.haven.receiverCpuSeconds))} (whole tree ${cpu(reps.map((i) => i.haven.cpuSeconds))})`;
+  const fullCpu = [havenCpu(full)];
+  const incCpu = [havenCpu(incReps)];
+  if (p) {
+    const fp = full.filter(fullHasPeers);
+    const ip = incReps.filter(incHasPeers);
+    fullCpu.push(
+      `virtnbdbackup + restore ${cpu(fp.map((i) => i.virtnbdbackup.cpuSeconds))}`,
+      `qemu-img ${cpu(fp.map((i) => i.qemuImg.cpuSeconds))}`,
+    );
+    incCpu.push(
+      `virtnbdbackup + restore ${cpu(ip.map((i) => i.virtnbdbackup.cpuSeconds))}`,
+      `rsync --no-whole-file ${cpu(ip.map((i) => i.rsync.deltaCpuSeconds))}`,
+    );
+  }
   say(
-    `CPU seconds, median (QEMU's NBD server is in neither tool's figure): full: haven sender ${cpu(full.map((i) => i.haven.senderCpuSeconds))} + receiver ${cpu(full.map((i) => i.haven.receiverCpuSeconds))} (whole tree ${cpu(full.map((i) => i.haven.cpuSeconds))}), virtnbdbackup + restore ${cpu(full.map((i) => i.virtnbdbackup.cpuSeconds))}, qemu-img ${cpu(full.map((i) => i.qemuImg.cpuSeconds))}; incremental: haven sender ${cpu(incCpuReps.map((i) => i.haven.senderCpuSeconds))} + receiver ${cpu(incCpuReps.map((i) => i.haven.receiverCpuSeconds))} (whole tree ${cpu(incCpuReps.map((i) => i.haven.cpuSeconds))}), virtnbdbackup + restore ${cpu(incCpuReps.map((i) => i.virtnbdbackup.cpuSeconds))}, rsync --no-whole-file ${cpu(incCpuReps.map((i) => i.rsync.deltaCpuSeconds))}`,
+    `CPU seconds, median (QEMU's NBD server is in neither tool's figure): full: ${fullCpu.join(', ')}; incremental: ${incCpu.join(', ')}`,
   );
   const filling = inc.filter((i) => i.havenSlot === 'copy');
   if (filling.length) {
@@ -803,21 +953,9 @@ function report(
       `incremental reps while Haven fills its copies (new slot = whole copy of the newest generation): haven ${filling.map((i) => secs(i.haven.seconds)).join(', ')}`,
     );
   }
+  if (r.comparison) say(formatBeforeAfter(r.comparison, compact));
   say(`load average at start / end: ${r.load.map((l) => l.map((v) => v.toFixed(2)).join(' ')).join(' / ')}`);
-
-  const incRuns = (steadyReps.length ? steadyReps : inc).map((i) => i.haven);
-  const fullRuns = full.map((i) => i.haven);
-  const names = [...new Set([...fullRuns, ...incRuns].flatMap((h) => h.phases.map((p) => p.name)))];
-  const phase = (runs: HavenRun[], n: string) =>
-    runs.length ? median(runs.map((h) => h.phases.find((p) => p.name === n)?.seconds ?? 0)).toFixed(2) : '';
-  const pt = new Table({ head: ["where Haven's time goes (median s)", 'full', 'incremental'], ...compact });
-  for (const n of names) pt.push([n, phase(fullRuns, n), phase(incRuns, n)]);
-  pt.push([
-    'total',
-    median(fullRuns.map((h) => h.seconds)).toFixed(2),
-    incRuns.length ? median(incRuns.map((h) => h.seconds)).toFixed(2) : '',
-  ]);
-  say(pt.toString());
+  say(phaseTable(full, incReps, r.comparison !== undefined, compact));
 
   const last = [full.at(-1)?.haven, inc.at(-1)?.haven];
   for (const [k, h] of last.entries()) {
@@ -826,6 +964,41 @@ function report(
     if (h.profiles.sender) say(formatProfile(h.profiles.sender, `${which}, sender`).join('\n'));
     if (h.profiles.receiver) say(formatProfile(h.profiles.receiver, `${which}, receiver`).join('\n'));
   }
+}
+
+/** Where Haven's time goes, per phase of its run log; with --baseline the baseline's beside it. */
+function phaseTable(
+  full: FullRep[],
+  inc: IncRep[],
+  withBaseline: boolean,
+  style: ConstructorParameters<typeof Table>[0],
+): string {
+  const keys: HavenKey[] = withBaseline ? ['haven', 'baseline'] : ['haven'];
+  const runsOf = (reps: Array<FullRep | IncRep>, k: HavenKey) =>
+    reps.flatMap((i) => (i[k] === undefined ? [] : [i[k]]));
+  const columns = [
+    ...keys.map((k) => ({ head: withBaseline ? `full, ${k}` : 'full', runs: runsOf(full, k) })),
+    ...keys.map((k) => ({ head: withBaseline ? `incremental, ${k}` : 'incremental', runs: runsOf(inc, k) })),
+  ];
+  const names = [...new Set(columns.flatMap((c) => c.runs.flatMap((h) => h.phases.map((p) => p.name))))];
+  const phase = (runs: HavenRun[], n: string) =>
+    runs.length ? median(runs.map((h) => h.phases.find((p) => p.name === n)?.seconds ?? 0)).toFixed(2) : '';
+  const pt = new Table({
+    ...style,
+    head: ["where Haven's time goes (median s)", ...columns.map((c) => c.head)],
+  });
+  for (const n of names) pt.push([n, ...columns.map((c) => phase(c.runs, n))]);
+  pt.push([
+    'total',
+    ...columns.map((c) => (c.runs.length ? median(c.runs.map((h) => h.seconds)).toFixed(2) : '')),
+  ]);
+  return pt.toString();
+}
+
+/** `git describe` of a checkout, to name in the report what was compared. */
+async function gitDescribe(repo: string): Promise<string> {
+  const r = await runMeasured('git', ['-C', repo, 'describe', '--always', '--dirty']);
+  return r.code === 0 ? r.stdout.trim() : 'unknown';
 }
 
 await main();

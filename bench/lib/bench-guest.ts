@@ -1,5 +1,5 @@
 /**
- * The live guest the replication benchmark copies: the test guest (TCG, DESIGN §8) with one
+ * The live guest the replication benchmark copies: the test guest (TCG, docs/design.md §8) with one
  * qcow2 disk whose first part holds random data, written into the image before boot (the guest's
  * own writes are slow under TCG), and changed later by the guest itself, so that incremental
  * runs find the change through the dirty bitmap of a running domain.

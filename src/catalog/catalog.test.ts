@@ -132,6 +132,33 @@ test('a failing migration leaves the file at its old version with nothing half-a
   assert.deepEqual(migrate(db, path, next), { from: SCHEMA_VERSION + 1, to: SCHEMA_VERSION + 1 });
 });
 
+test('a catalog at version 4 (continuous protection) gains host runs and keeps its schedules and lanes', (t) => {
+  const path = join(tmpDir(t), 'catalog.sqlite');
+  const db = new Database(path);
+  db.pragma(`application_id = ${APPLICATION_ID}`);
+  assert.deepEqual(
+    migrate(
+      db,
+      path,
+      MIGRATIONS.filter((m) => m.version <= 4),
+    ),
+    { from: 0, to: 4 },
+  );
+  db.exec(`INSERT INTO schedule_state (kind, name, next_run_at, updated_at) VALUES ('job', 'nightly', 5000, 1);
+    INSERT INTO continuous (server, updated_at) VALUES ('web01', 1);`);
+  db.close();
+
+  const c = open(t, path);
+  assert.equal(c.schemaVersion, 5);
+  assert.equal(c.schedule.get('job', 'nightly')?.nextRunAt?.getTime(), 5000);
+  c.schedule.update('host', 'node1', { nextRunAt: new Date(7000) });
+  assert.equal(c.schedule.get('host', 'node1')?.nextRunAt?.getTime(), 7000);
+  const raw = new Database(path, { readonly: true });
+  t.after(() => raw.close());
+  assert.equal((raw.prepare('SELECT count(*) AS n FROM continuous').get() as { n: number }).n, 1);
+  assert.equal((raw.prepare('SELECT count(*) AS n FROM host_runs').get() as { n: number }).n, 0);
+});
+
 test('a catalog from a newer Haven is refused and left alone', (t) => {
   const path = join(tmpDir(t), 'catalog.sqlite');
   open(t, path).close();

@@ -1,7 +1,7 @@
 /**
  * The primary side's catalog: one SQLite file (`<stateDir>/catalog.sqlite`) holding runs,
  * checkpoints and their deliveries, in-flight deltas, events and alert state, schedule state and
- * per-server status. The DR side never needs it (DESIGN §4.4): losing it costs history and
+ * per-server status. The DR side never needs it (docs/design.md §4.4): losing it costs history and
  * incremental bases (the next copy is a checksum resync), never data.
  *
  * The daemon and CLI runs open the same file at once, so: WAL (readers never block the writer),
@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import { ioError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { CheckpointsTable } from './checkpoints.ts';
+import { ContinuousTable } from './continuous.ts';
 import { CatalogDb } from './db.ts';
 import { CatalogError, catalogError } from './errors.ts';
 import { EventsTable } from './events.ts';
@@ -30,6 +31,13 @@ import { StatusTable } from './status.ts';
 import { TargetStoresTable } from './target-stores.ts';
 
 export type { CheckpointInput, CheckpointRecord, Delivery } from './checkpoints.ts';
+export type {
+  ContinuousLane,
+  ContinuousLaneInput,
+  ContinuousServer,
+  Switchover,
+  SwitchoverState,
+} from './continuous.ts';
 export { CatalogError } from './errors.ts';
 export type { EventFilter, EventInput, EventRecord, Problem, Severity } from './events.ts';
 export { SEVERITIES, severityRank } from './events.ts';
@@ -82,6 +90,7 @@ export class Catalog {
   readonly status: StatusTable;
   readonly targetStores: TargetStoresTable;
   readonly maintenance: MaintenanceTable;
+  readonly continuous: ContinuousTable;
   readonly history: HistoryTable;
   readonly hostRuns: HostRunsTable;
   private readonly c: CatalogDb;
@@ -99,6 +108,7 @@ export class Catalog {
     this.inflight = new InflightTable(this.c, this.targetStores);
     this.events = new EventsTable(this.c);
     this.schedule = new ScheduleTable(this.c);
+    this.continuous = new ContinuousTable(this.c);
     this.history = new HistoryTable(this.c);
     this.hostRuns = new HostRunsTable(this.c);
   }

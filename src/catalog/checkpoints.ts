@@ -1,5 +1,5 @@
 /**
- * Which libvirt checkpoint each generation came from (DESIGN §6). An incremental copy to a target
+ * Which libvirt checkpoint each generation came from (docs/design.md §6). An incremental copy to a target
  * starts from the checkpoint last delivered there, so that checkpoint must outlive every other;
  * the full checkpoint XML is kept so it can be redefined (`checkpoint-create --redefine`) when
  * libvirt lost its metadata (a transient domain restarted, a host reinstalled).

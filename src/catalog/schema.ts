@@ -214,6 +214,51 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 4,
+    description: 'continuous protection: identifiers, checkpoint chain, lanes, switchovers',
+    sql: `
+      -- Per continuously protected server: its generation identifiers (JSON) and the newest
+      -- checkpoint of its chain, which every lane's pending set covers (docs/continuous.md).
+      CREATE TABLE continuous (
+        server     TEXT PRIMARY KEY,
+        ids        TEXT,
+        checkpoint TEXT,
+        job        TEXT,
+        pid        INTEGER,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      -- Per lane: the engine's record (pending sets as bitmaps, what they are relative to) and
+      -- what status and metrics show without reading it.
+      CREATE TABLE continuous_lanes (
+        server        TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        store_id      TEXT,
+        state         TEXT NOT NULL,
+        record        TEXT NOT NULL,
+        pending_bytes INTEGER NOT NULL DEFAULT 0,
+        last_point_id TEXT,
+        last_point_at INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        pid           INTEGER,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (server, target)
+      ) WITHOUT ROWID;
+
+      -- A planned switchover asked of whichever process protects the server.
+      CREATE TABLE switchovers (
+        server       TEXT PRIMARY KEY,
+        target       TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('requested', 'draining', 'drained', 'failed')),
+        point_id     TEXT,
+        error        TEXT,
+        requested_at INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
+  {
+    version: 5,
     description: 'host backups and host drills (issue 16); host schedules',
     sql: `
       -- One row per host backup or host drill: what it stored or proved, how long it took.
@@ -242,7 +287,7 @@ export const MIGRATIONS: readonly Migration[] = [
 
       -- The scheduler's state gains a kind for host backups (a CHECK cannot be altered in place;
       -- the table has no foreign keys, so it is copied).
-      CREATE TABLE schedule_state_v4 (
+      CREATE TABLE schedule_state_v5 (
         kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'host')),
         name         TEXT NOT NULL,
         last_run_at  INTEGER,
@@ -252,10 +297,10 @@ export const MIGRATIONS: readonly Migration[] = [
         updated_at   INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
       ) WITHOUT ROWID;
-      INSERT INTO schedule_state_v4 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
+      INSERT INTO schedule_state_v5 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
         FROM schedule_state;
       DROP TABLE schedule_state;
-      ALTER TABLE schedule_state_v4 RENAME TO schedule_state;
+      ALTER TABLE schedule_state_v5 RENAME TO schedule_state;
     `,
   },
 ];

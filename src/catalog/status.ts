@@ -65,6 +65,7 @@ function toStatus(r: Row): ServerStatus {
 
 export class StatusTable {
   private readonly upsert;
+  private readonly point;
   private readonly one;
   private readonly all;
   private readonly byServer;
@@ -97,6 +98,14 @@ export class StatusTable {
         last_duration_ms = excluded.last_duration_ms,
         last_error_code = excluded.last_error_code,
         last_error_message = excluded.last_error_message`);
+    // A continuous lane's newest point: the copy's age without a run per point.
+    this.point = c.prepare(`
+      INSERT INTO server_status (server, target, job, last_good_at, last_good_generation, last_result, last_mode)
+      VALUES (@server, @target, @job, @at, @point, 'ok', 'incremental')
+      ON CONFLICT (server, target) DO UPDATE SET job = excluded.job,
+        last_good_generation = CASE WHEN last_good_at IS NULL OR excluded.last_good_at >= last_good_at
+          THEN excluded.last_good_generation ELSE last_good_generation END,
+        last_good_at = max(coalesce(last_good_at, 0), excluded.last_good_at)`);
     this.one = c.prepare('SELECT * FROM server_status WHERE server = ? AND target = ?');
     this.all = c.prepare('SELECT * FROM server_status ORDER BY server, target');
     this.byServer = c.prepare('SELECT * FROM server_status WHERE server = ? ORDER BY target');
@@ -107,6 +116,11 @@ export class StatusTable {
   /** Called by RunsTable inside its transaction. */
   apply(u: StatusUpdate): void {
     this.upsert.run(u);
+  }
+
+  /** A point of continuous protection reached the target (docs/continuous.md). */
+  notePoint(server: string, target: string, job: string | null, at: Date, pointId: string): void {
+    this.c.write(() => this.point.run({ server, target, job, at: at.getTime(), point: pointId }));
   }
 
   get(server: string, target: string): ServerStatus | undefined {

@@ -50,7 +50,7 @@ export interface Catalogue {
   codes: Readonly<Record<string, CodeEntry>>;
 }
 
-/** In the order docs/errors.md lists them: from the bottom of DESIGN §3 to the top. */
+/** In the order docs/errors.md lists them: from the bottom of docs/design.md §3 to the top. */
 export const CATALOGUES: readonly Catalogue[] = [
   {
     component: 'core',

@@ -259,7 +259,7 @@ export function longestGapMs(
 export function configWarnings(config: HavenConfig, now = new Date()): PathProblem[] {
   const warnings: PathProblem[] = [];
   for (const job of Object.values(config.jobs)) {
-    if (job.rpoMs === undefined || job.schedule === undefined) continue;
+    if (job.rpoMs === undefined || job.schedule === undefined || job.mode === 'continuous') continue;
     const gap = longestGapMs(job.schedule, config.timezone, now);
     if (gap >= job.rpoMs) {
       warnings.push({

@@ -183,6 +183,10 @@ export const jobSchema = mapping('job settings', {
     }),
   ),
   schedule: opt(parseCron, undefined),
+  // Continuous protection (docs/continuous.md): run by `haven serve` until it stops.
+  mode: opt((v) => parseEnum(v, ['periodic', 'continuous'] as const), 'periodic'),
+  interval: opt((v) => parseDurationValue(v, 500), 2000),
+  journal: opt((v) => parseDurationValue(v, 1000), 2 * 3600_000),
   consistency: opt((v) => parseEnum(v, ['live', 'shutdown'] as const), 'live'),
   rpo: opt((v) => parseDurationValue(v, 1000), undefined),
   parallel: opt((v) => parseInteger(v, 1, 64), 1),

@@ -29,7 +29,7 @@ export interface TargetConfig {
   ssh: { options: string[]; command: string } | undefined;
   /**
    * Where the target stages deltas (`haven receive --staging`): 'auto' = its largest cache drive
-   * (DESIGN §4.6), a directory, or undefined = inside the store. Not for tls:// targets, whose
+   * (docs/design.md §4.6), a directory, or undefined = inside the store. Not for tls:// targets, whose
    * listener is started with its own flags.
    */
   staging: string | undefined;
@@ -54,6 +54,15 @@ export interface JobConfig {
   targets: string[];
   /** Five-field cron expression; undefined = run only on demand. */
   schedule: string | undefined;
+  /**
+   * `continuous`: `haven serve` protects the job's servers continuously (docs/continuous.md);
+   * `schedule` then plays no part.
+   */
+  mode: 'periodic' | 'continuous';
+  /** Continuous: a point at most this often (ms). */
+  intervalMs: number;
+  /** Continuous: how long the targets keep points (ms). */
+  windowMs: number;
   consistency: Consistency;
   /** Alert when the newest good copy is older than this (ms); undefined = no objective. */
   rpoMs: number | undefined;
@@ -64,7 +73,7 @@ export interface JobConfig {
   retryBackoffMs: number;
   /** Overrides each target's `copies` for this job's servers. */
   copies: number | undefined;
-  /** Stage images on a primary cache drive (DESIGN §4.6). */
+  /** Stage images on a primary cache drive (docs/design.md §4.6). */
   cache: boolean;
   /**
    * Bytes one server's transfer may hold in memory at once (read-ahead, compression, frames in
@@ -157,7 +166,7 @@ export interface AlertsConfig {
 }
 
 export interface CacheConfig {
-  /** File name at a cache drive's root that marks it as one (DESIGN §4.6). */
+  /** File name at a cache drive's root that marks it as one (docs/design.md §4.6). */
   signature: string;
 }
 

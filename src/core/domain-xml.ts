@@ -3,7 +3,7 @@
  * that every element Haven does not understand survives a round trip untouched: an operator's
  * tuning, metadata from other tools, devices we never heard of.
  *
- * Shared by virt/ (listing disks), store/ (writing DR definitions, DESIGN §4.5) and recovery/
+ * Shared by virt/ (listing disks), store/ (writing DR definitions, docs/design.md §4.5) and recovery/
  * (drills and activation rewrite names, networks and disk sources), which is why it lives in
  * core/: those components may not import each other.
  */
@@ -176,7 +176,7 @@ export class DomainXml {
 
   /**
    * Ejects every optical drive: removes its `<source>` so the DR copy boots even though the ISO
-   * it had inserted does not exist at the DR site (DESIGN §4.5).
+   * it had inserted does not exist at the DR site (docs/design.md §4.5).
    */
   ejectOpticalDrives(): number {
     let n = 0;

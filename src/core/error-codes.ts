@@ -37,6 +37,13 @@ export const CORE_CODES = {
     meaning: 'The operating system refused access to a path (EACCES, EPERM).',
     action: 'Run as root, or give the Haven user access to the path in the message.',
   },
+  READ_ONLY_FILESYSTEM: {
+    kind: 'io',
+    meaning:
+      'A write failed because the filesystem is read-only (EROFS): the kernel remounts one so after an error.',
+    action:
+      'Find out why the filesystem went read-only (`dmesg`), repair it (e2fsck, xfs_repair) and mount it read-write; the next run completes the pending commit.',
+  },
   IO_ERROR: {
     kind: 'io',
     meaning: 'Another operating-system I/O error; `details.errno` names it.',

@@ -62,7 +62,7 @@ export type CoreCode = keyof CoreCatalogue;
 /**
  * Every code Haven may report, code → catalogue entry: core's own here; src/cli/error-catalogue.ts,
  * the one module that imports every component's catalogue, adds theirs by declaration merging
- * (`declare module '../core/errors.ts'`), so core names none of them and the arrows of DESIGN §3
+ * (`declare module '../core/errors.ts'`), so core names none of them and the arrows of docs/design.md §3
  * still point down.
  */
 export interface HavenCodeRegistry extends CoreCatalogue {}
@@ -173,6 +173,15 @@ export function ioError(e: NodeJS.ErrnoException, what?: string): HavenError {
       kind: 'io',
       cause: e,
       hint: 'Run as root, or give the Haven user access to this path.',
+      details: { errno: e.code, path: e.path },
+    });
+  }
+  if (e.code === 'EROFS') {
+    // A filesystem the kernel made read-only after an error (errors=remount-ro), or mounted so.
+    return new HavenError('READ_ONLY_FILESYSTEM', `${subject}: the filesystem is read-only`, {
+      kind: 'io',
+      cause: e,
+      hint: 'Find out why the filesystem went read-only (dmesg), repair it (e2fsck, xfs_repair) and mount it read-write; the next run completes the pending commit.',
       details: { errno: e.code, path: e.path },
     });
   }

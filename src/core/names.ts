@@ -1,6 +1,6 @@
 /**
  * Names that come from outside (server names, disk names, job and target names) end up in file
- * names and LV names on the DR target. They must never escape the store root (DESIGN §4.3) and
+ * names and LV names on the DR target. They must never escape the store root (docs/design.md §4.3) and
  * must be valid LVM names so both stores accept the same set: letters, digits and `+_.-`, not
  * starting with `-` or `.`, at most 100 characters.
  */

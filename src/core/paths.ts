@@ -3,7 +3,7 @@
  * tests and unprivileged trials run in a scratch directory.
  *
  * The run directory holds NBD sockets and backup scratch files: QEMU runs as `libvirt-qemu` and
- * must be able to create files there (DESIGN §8), so it is created world-writable with the
+ * must be able to create files there (docs/design.md §8), so it is created world-writable with the
  * sticky bit, like /tmp.
  */
 import { chmodSync, mkdirSync } from 'node:fs';

@@ -1,6 +1,6 @@
 /**
  * `haven serve`: the scheduler, the HTTP API with live progress and /metrics, and the RPO checks,
- * in one process (DESIGN §3 daemon/). Runs happen in this process; their alerts go through the
+ * in one process (docs/design.md §3 daemon/). Runs happen in this process; their alerts go through the
  * same notifier as `haven job run`'s.
  */
 import type { AddressInfo } from 'node:net';
@@ -14,6 +14,7 @@ import { Virsh } from '../engine/index.ts';
 import { checkHostRpo } from '../hosts/index.ts';
 import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../jobs/index.ts';
 import { buildApi } from './api.ts';
+import { ContinuousJobs } from './continuous-jobs.ts';
 import { DrillRunner } from './drill-runs.ts';
 import { HostRunner } from './host-runs.ts';
 import { EventHub } from './hub.ts';
@@ -130,6 +131,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   await rpo.check();
   scheduler.start();
+  const continuous = ContinuousJobs.start(o.paths.runDir, catalog, log, () => ({ config, events }));
   const timer = setInterval(() => void rpo.check(), o.rpoIntervalMs ?? 60_000);
   timer.unref();
   const maintenance = new MaintenanceTimer({
@@ -153,6 +155,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         config = o.reloadConfig();
         events = new EventLog(catalog, notifier(), log, (e) => hub.publish('event', e));
         scheduler.reload();
+        void continuous.look();
         log.info('configuration reloaded', { file: config.file });
       } catch (e) {
         log.error('the configuration could not be reloaded; keeping the one in use', { err: e });
@@ -163,7 +166,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       scheduler.stop();
       await rpo.stop();
       await maintenance.stop();
-      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs), hosts.stopAll(timeoutMs)]);
+      await Promise.all([
+        manager.stopAll(timeoutMs),
+        drills.stopAll(timeoutMs),
+        hosts.stopAll(timeoutMs),
+        continuous.stopAll(),
+      ]);
       hub.close();
       await app.close();
       await events.flush();

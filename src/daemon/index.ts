@@ -1,5 +1,5 @@
 /**
- * The daemon (DESIGN §3): scheduler, HTTP API, live progress, metrics, alerts, web UI, the
+ * The daemon (docs/design.md §3): scheduler, HTTP API, live progress, metrics, alerts, web UI, the
  * recorded drill runs it shares with `haven drill`, and `haven doctor`'s look at its listen
  * address. What cli/ may use of it.
  */

@@ -35,6 +35,40 @@ export interface Metrics {
   scrape(): Promise<string>;
 }
 
+/** Continuous protection (docs/continuous.md): per lane, from the catalog's continuous_lanes. */
+function continuousGauges(registry: client.Registry, catalog: Catalog) {
+  const g = (name: string, help: string, labelNames: readonly string[]) =>
+    new client.Gauge({ name, help, labelNames, registers: [registry] });
+  const pair = ['server', 'target'] as const;
+  const lag = g(
+    'haven_continuous_lag_seconds',
+    'Continuous protection: age of the newest point the target acknowledged.',
+    pair,
+  );
+  const pending = g(
+    'haven_continuous_pending_bytes',
+    'Continuous protection: bytes the target still lacks.',
+    pair,
+  );
+  const state = g(
+    'haven_continuous_lane_state',
+    '1 for the lane’s state (syncing, resyncing, behind, disconnected, refused, …).',
+    [...pair, 'state'],
+  );
+  return {
+    refresh(): void {
+      for (const m of [lag, pending, state]) m.reset();
+      const now = Date.now();
+      for (const l of catalog.continuous.lanes()) {
+        const p = { server: l.server, target: l.target };
+        if (l.lastPointAt) lag.set(p, Math.max(0, now - l.lastPointAt.getTime()) / 1000);
+        pending.set(p, l.pendingBytes);
+        state.set({ ...p, state: l.state }, 1);
+      }
+    },
+  };
+}
+
 /** The gauges of each server and target's state now, from the status rows. */
 function pairGauges(registry: client.Registry) {
   const g = (name: string, help: string, labelNames: readonly string[]) =>
@@ -113,6 +147,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
     'haven_job',
   ]);
   const problems = g('haven_open_problems', 'Problems open now (what alerts are about).', []);
+  const lanes = continuousGauges(registry, o.catalog);
   const history = runHistoryMetrics(registry, o.catalog);
   const hosts = hostGauges(registry, o.catalog);
 
@@ -148,6 +183,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
     }
     problems.set(o.catalog.events.openProblems().length);
     hosts(config);
+    lanes.refresh();
     history.refresh();
   };
   return {

@@ -36,7 +36,8 @@ interface Entry {
 function scheduled(config: HavenConfig): Entry[] {
   const out: Entry[] = [];
   for (const j of Object.values(config.jobs)) {
-    if (j.schedule) out.push({ kind: 'job', name: j.name, schedule: j.schedule });
+    // A continuous job runs all the time (continuous-jobs.ts): nothing to schedule.
+    if (j.schedule && j.mode !== 'continuous') out.push({ kind: 'job', name: j.name, schedule: j.schedule });
   }
   for (const d of Object.values(config.drills)) {
     if (d.schedule) out.push({ kind: 'drill', name: d.name, schedule: d.schedule });

@@ -1,5 +1,5 @@
 /**
- * The checkpoint an incremental run starts from (DESIGN §6). The target's newest generation names
+ * The checkpoint an incremental run starts from (docs/design.md §6). The target's newest generation names
  * the checkpoint it came from; the run is incremental from exactly that one when libvirt still has
  * it (or it can be redefined from the catalog) and its bitmaps are consistent. Anything else is a
  * checksum resync, and the log says why.
@@ -33,7 +33,7 @@ export interface BaseOptions {
 
 /**
  * The checkpoint the target's newest generation came from, if its bitmaps can be trusted.
- * Checkpoint metadata libvirt lost is redefined from the catalog first (DESIGN §6).
+ * Checkpoint metadata libvirt lost is redefined from the catalog first (docs/design.md §6).
  */
 export async function trustedBase(
   virsh: Virsh,

@@ -27,7 +27,7 @@ export interface TransferTuning {
 export interface DeliveryRequest {
   server: string;
   source: Source;
-  /** The source's libvirt definition, sent with the delta (DESIGN §4.5). */
+  /** The source's libvirt definition, sent with the delta (docs/design.md §4.5). */
   definition: string;
   /** The target's newest generation when the run began: the delta's base. */
   newest: Generation | null;

@@ -48,4 +48,44 @@ export const ENGINE_CODES = {
     meaning: 'The server’s disks changed while its backup was running.',
     action: 'Run again.',
   },
+  CONTINUOUS_DR_NEWER: {
+    kind: 'refused',
+    meaning:
+      'Continuous protection refused a target that was written at the DR site after this primary’s lineage (it runs or ran there).',
+    action:
+      'Keep the DR site’s writes with `haven failback`, or discard them with `haven deactivate <server> --store <store> --destroy`; the commands in the message are exact.',
+  },
+  CONTINUOUS_SPLIT_BRAIN: {
+    kind: 'conflict',
+    meaning: 'Both the primary and the target’s copy were written after they parted (split brain).',
+    action:
+      'Choose which side wins: `haven failback` keeps the DR site’s writes, `haven deactivate <server> --store <store> --destroy` discards them.',
+  },
+  CONTINUOUS_UNRELATED: {
+    kind: 'conflict',
+    meaning: 'The target’s copy of the server shares no history with this server.',
+    action:
+      'Point the job at another store, or overwrite the copy explicitly with `haven protect <server> --to <target> --continuous --overwrite-target`.',
+  },
+  CONTINUOUS_TARGET_UNSUPPORTED: {
+    kind: 'unavailable',
+    meaning: 'The target’s receiver keeps no point-in-time journal (an older Haven).',
+    action: 'Upgrade Haven on the target host; meanwhile protect the server with scheduled runs.',
+  },
+  CONTINUOUS_RAW_DISK: {
+    kind: 'usage',
+    meaning: 'A disk of the server is not qcow2, so it cannot track changes with persistent dirty bitmaps.',
+    action:
+      'Convert the disk to qcow2 (`qemu-img convert -O qcow2`), or protect the server with scheduled runs.',
+  },
+  CONTINUOUS_TOO_MANY_TARGETS: {
+    kind: 'usage',
+    meaning: 'Continuous protection takes 1 to 7 targets.',
+    action: 'Name at most 7 targets with --to (or in the job’s targets).',
+  },
+  CONTINUOUS_CHUNK_SIZE: {
+    kind: 'unavailable',
+    meaning: 'The target store does not use 64 KiB chunks, which continuous protection needs.',
+    action: 'Protect the server to a store Haven created (every one uses 64 KiB chunks).',
+  },
 } as const satisfies Record<string, CodeEntry>;

@@ -1,4 +1,4 @@
-/** The replication engine (DESIGN §3): one server to one target per run. */
+/** The replication engine (docs/design.md §3): one server to one target per run. */
 export {
   type CheckpointCleanup,
   deleteCheckpoints,

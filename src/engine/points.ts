@@ -1,7 +1,7 @@
 /**
  * Points in time. A generation in the store records the point in time it was copied from; for
  * Haven that is the name of the libvirt checkpoint created at that instant, so the target itself
- * says which checkpoint the next incremental run starts from (DESIGN §6). Names are unique per
+ * says which checkpoint the next incremental run starts from (docs/design.md §6). Names are unique per
  * run (time plus randomness): reusing a name is what breaks other tools' chains ("Bitmap
  * already exists", virtnbdbackup #9).
  */

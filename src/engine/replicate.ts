@@ -1,5 +1,5 @@
 /**
- * One run for one server to one target (DESIGN §4–§6): decide what the target already has,
+ * One run for one server to one target (docs/design.md §4–§6): decide what the target already has,
  * take a point in time, send the delta over the replication stream, wait until it is durable
  * and committed, then record in the catalog which checkpoint the new generation came from.
  *
@@ -87,7 +87,7 @@ export interface ProtectOptions {
   onProgress?: (p: ProgressSnapshot) => void;
   signal?: AbortSignal;
   log: Logger;
-  /** Stage the point in time on a primary cache drive before the transfer (DESIGN §4.6). */
+  /** Stage the point in time on a primary cache drive before the transfer (docs/design.md §4.6). */
   stage?: StageHook;
 }
 
@@ -193,7 +193,7 @@ export function protectedDisks(server: Server): ProtectedDisk[] {
         `${server.name}: disks ${other} and ${d.target} would both be stored as "${d.name}"`,
         {
           kind: 'usage',
-          hint: 'Store names come from image file names (DESIGN §4.1); rename one of the images.',
+          hint: 'Store names come from image file names (docs/design.md §4.1); rename one of the images.',
           details: { server: server.name, disks: [other, d.target], name: d.name },
         },
       );

@@ -1,7 +1,7 @@
 /**
  * The point-in-time source of a run: one NBD export per disk showing every disk of the server
  * as it was at one instant, plus, where a trustworthy checkpoint exists, the map of what changed
- * since it (DESIGN §6).
+ * since it (docs/design.md §6).
  *
  * - live: libvirt pull-mode backup while the guest runs; the checkpoint for the next run is
  *   created at the same instant. With a guest agent, filesystems are frozen around that instant.
@@ -44,7 +44,7 @@ import { newCheckpointName } from './points.ts';
 /** A disk Haven protects: a block device of the server with an image and a store name. */
 export interface ProtectedDisk {
   target: string;
-  /** The `<disk>` part of image names (DESIGN §4.1). */
+  /** The `<disk>` part of image names (docs/design.md §4.1). */
   name: string;
   size: number;
   format: string;

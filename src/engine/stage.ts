@@ -1,5 +1,5 @@
 /**
- * Primary-side staging on a cache drive (DESIGN §4.6): the point in time is copied to the cache
+ * Primary-side staging on a cache drive (docs/design.md §4.6): the point in time is copied to the cache
  * at local disk speed, the backup job (or the offline export) is ended, and the transfer then
  * reads the staged copy instead, at whatever pace the link allows.
  *

@@ -4,13 +4,14 @@
  *
  * In compare mode (checksum resync, or resuming a delta under a new point in time) every chunk's
  * digest is checked against what the target will hold (`expectedDigests`, fetched alongside each
- * read) and only differing chunks go over the wire: "never a silent full re-send" (DESIGN §6).
+ * read) and only differing chunks go over the wire: "never a silent full re-send" (docs/design.md §6).
  */
 import { chunkDigests, DIGEST_BYTES, type DigestAlgorithm, zeroRangeDigests } from '../core/digest.ts';
 import type { Extent } from '../core/extent.ts';
 import type { Logger } from '../core/log.ts';
 import { CONTEXT_BASE_ALLOCATION, mapExtents, type NbdClient } from '../nbd/index.ts';
 import { BufferPool, type StreamSender } from '../protocol/index.ts';
+import { differingRuns, runBytes } from './differing-runs.ts';
 import { orderedReads, type Piece } from './ordered-reads.ts';
 import { clipBelow, type PlanMode, planDisk, planTotals } from './plan.ts';
 import type { ProgressTracker } from './progress.ts';
@@ -163,34 +164,20 @@ async function sendPiece(
     return;
   }
   const expected = piece.companion!;
-  const n = digests.length / DIGEST_BYTES;
-  let runStart = -1;
-  for (let i = 0; i <= n; i++) {
-    const differs =
-      i < n &&
-      digests.compare(
-        expected,
-        i * DIGEST_BYTES,
-        (i + 1) * DIGEST_BYTES,
-        i * DIGEST_BYTES,
-        (i + 1) * DIGEST_BYTES,
-      ) !== 0;
-    if (differs && runStart < 0) runStart = i;
-    if (!differs && runStart >= 0) {
-      const off = runStart * o.chunkSize;
-      const end = Math.min(i * o.chunkSize, extent.length);
-      await send(
-        o,
-        { offset: extent.offset + off, length: end - off, kind: extent.kind },
-        data?.subarray(off, end),
-        digests.subarray(runStart * DIGEST_BYTES, i * DIGEST_BYTES),
-        result,
-        hold,
-      );
-      runStart = -1;
-    }
-    if (!differs && i < n) result.skippedBytes += Math.min(o.chunkSize, extent.length - i * o.chunkSize);
+  let sentBytes = 0;
+  for (const run of differingRuns(digests, expected)) {
+    const { from, to } = runBytes(run, o.chunkSize, extent.length);
+    await send(
+      o,
+      { offset: extent.offset + from, length: to - from, kind: extent.kind },
+      data?.subarray(from, to),
+      digests.subarray(run.first * DIGEST_BYTES, run.end * DIGEST_BYTES),
+      result,
+      hold,
+    );
+    sentBytes += to - from;
   }
+  result.skippedBytes += extent.length - sentBytes;
 }
 
 async function send(

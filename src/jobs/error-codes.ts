@@ -82,4 +82,11 @@ export const JOB_CODES = {
       'Rolls back the catalog transaction of `haven forget --dry-run`; it is caught inside and never reported.',
     action: 'None: if it is ever reported, it is a bug; report it with the log.',
   },
+  JOB_CONTINUOUS: {
+    kind: 'usage',
+    meaning:
+      '`haven job run` was asked to run a `mode: continuous` job, which `haven serve` runs all the time.',
+    action:
+      'Start `haven serve` to run it; for one server now, use `haven protect <server> --to <target> --continuous`.',
+  },
 } as const satisfies Record<string, CodeEntry>;

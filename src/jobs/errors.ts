@@ -22,3 +22,12 @@ export function jobNotFound(name: string, known: string[]): JobError {
     details: { job: name, known },
   });
 }
+
+/** A `mode: continuous` job is run by `haven serve`, not one run at a time. */
+export function jobIsContinuous(name: string): JobError {
+  return new JobError('JOB_CONTINUOUS', `job ${name} is continuous: \`haven serve\` runs it all the time`, {
+    kind: 'usage',
+    hint: 'Start `haven serve` to run it; for one server now, use `haven protect <server> --to <target> --continuous`.',
+    details: { job: name },
+  });
+}

@@ -1,5 +1,5 @@
 /**
- * The job runner (DESIGN §3 jobs/): what the CLI and the daemon import. docs/jobs.md describes it.
+ * The job runner (docs/design.md §3 jobs/): what the CLI and the daemon import. docs/jobs.md describes it.
  */
 
 export type { StoreCapacity, TargetView } from '../protocol/index.ts';

@@ -1,5 +1,5 @@
 /**
- * Running a job (DESIGN §3 jobs/): its servers, largest first, to each of its targets in turn;
+ * Running a job (docs/design.md §3 jobs/): its servers, largest first, to each of its targets in turn;
  * at most `parallel` servers at once; a server that fails does not stop the others, and is tried
  * again after a back-off; a result per server and target in the catalog; events for the start,
  * the end and every failure; staging on primary cache drives when the job asks for it
@@ -27,7 +27,7 @@ import { type CacheDrive, discoverCacheDrives } from './cache/drives.ts';
 import { type DriveMount, useDrive } from './cache/mounts.ts';
 import { planStaging, type StagingMode } from './cache/plan.ts';
 import { copyServer, type ServerOutcome } from './copy.ts';
-import { JobError, jobNotFound } from './errors.ts';
+import { JobError, jobIsContinuous, jobNotFound } from './errors.ts';
 import { dedupKeys, type EventLog } from './events.ts';
 import { checkRpo } from './rpo.ts';
 import { type Selection, selectJobServers } from './servers.ts';
@@ -174,6 +174,7 @@ class JobRun {
   constructor(private readonly o: RunJobOptions) {
     const job = o.config.jobs[o.job];
     if (!job) throw jobNotFound(o.job, Object.keys(o.config.jobs));
+    if (job.mode === 'continuous') throw jobIsContinuous(job.name);
     this.job = job;
     if (!o.catalog && !o.dryRun) throw new InternalError('a job run needs the catalog');
     // One virsh process serves the run's libvirt calls (a caller's Virsh is the caller's to close).

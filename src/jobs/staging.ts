@@ -1,5 +1,5 @@
 /**
- * Cache drive staging for one target of a job run (DESIGN §4.6), as hooks into the engine
+ * Cache drive staging for one target of a job run (docs/design.md §4.6), as hooks into the engine
  * (engine/replicate.ts StageHook, engine/stage.ts):
  *
  * - all at once: every server takes its point in time and stages it, one after another, largest

@@ -1,5 +1,5 @@
 /**
- * Starting and stopping a qemu-nbd export: how Haven reads an offline server's image (DESIGN §6),
+ * Starting and stopping a qemu-nbd export: how Haven reads an offline server's image (docs/design.md §6),
  * and how tests and benchmarks get a real NBD server.
  *
  * qemu-nbd runs as our child process (so it is reaped, and stop() signals only it). Readiness

@@ -114,4 +114,9 @@ export const PROTOCOL_CODES = {
     meaning: 'A receiver that answers a dry run was asked to take a delta.',
     action: 'Run the sender without --dry-run.',
   },
+  RECEIVE_JOURNAL_UNSUPPORTED: {
+    kind: 'refused',
+    meaning: 'A sender opened a journal segment without the `journal` feature agreed in the handshake.',
+    action: 'Upgrade Haven on the sending side; it offers the feature and checks that the receiver agreed.',
+  },
 } as const satisfies Record<string, CodeEntry>;

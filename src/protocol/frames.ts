@@ -1,11 +1,20 @@
 /**
  * The frames of the Haven replication stream, version 1 (docs/stream-protocol.md is the
- * specification; DESIGN §5 the requirements). This module holds only definitions: type codes,
+ * specification; docs/design.md §5 the requirements). This module holds only definitions: type codes,
  * limits and the shape of each frame's body. codec.ts turns them into bytes and back.
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
 import type { HostFileMeta, HostGeneration, HostManifest } from '../store/host/types.ts';
-import type { DeltaMeta, DeltaSummary, Generation, ResumeState, StoreDescriptor } from '../store/types.ts';
+import type {
+  DeltaMeta,
+  DeltaSummary,
+  Generation,
+  JournalInfo,
+  ResumeState,
+  SegmentMeta,
+  SegmentRecord,
+  StoreDescriptor,
+} from '../store/types.ts';
 
 /** First two bytes of every frame: "HV". */
 export const MAGIC = 0x4856;
@@ -21,6 +30,15 @@ export const MAX_JSON_BYTES = 4 * 1024 * 1024;
 export const MAX_DIGESTS_PER_REQUEST = 65536;
 /** Disks per server (OPEN), bounded so that STAGED and per-disk tables stay small. */
 export const MAX_DISKS = 256;
+
+/**
+ * Features a peer may offer beyond version 1 (HELLO and WELCOME `features`; §4.1). A sender uses
+ * one only when WELCOME lists it: an older receiver ignores the key and lists none.
+ * - `journal`: journal segments (continuous replication, §5.5).
+ * - `host-files`: hosts' rescue media and backup archives (HOST_QUERY, FILE_*; §4.7).
+ */
+export const FEATURES = ['journal', 'host-files'] as const;
+export type Feature = (typeof FEATURES)[number];
 
 /** Bytes of an EXTENT body before the digest: disk, kind, encoding, offset, length. */
 export const EXTENT_FIXED_BYTES = 20;
@@ -59,8 +77,8 @@ export const FRAME = {
   FILE_COMMITTED: 0x1a,
 } as const;
 
-/** Optional capabilities named in HELLO and WELCOME (§4.1). */
-export const FEATURE_HOST_FILES = 'host-files';
+/** The feature that carries host files (FEATURES). */
+export const FEATURE_HOST_FILES: Feature = 'host-files';
 
 export type FrameName = keyof typeof FRAME;
 export const FRAME_NAMES = Object.keys(FRAME) as FrameName[];
@@ -146,7 +164,7 @@ export interface Hello {
   digests: DigestAlgorithm[];
   /** Shared secret when the receiver requires one (TLS listener with --token-file). */
   token?: string;
-  /** Optional capabilities the sender may use (FEATURE_*); unknown ones are ignored. */
+  /** Features the sender can use (FEATURES); absent from older senders, unknown ones ignored. */
   features?: string[];
 }
 
@@ -170,19 +188,23 @@ export interface Welcome {
   store: StoreDescriptor;
   maxExtentBytes: number;
   maxDigestsPerRequest: number;
+  /** Features both sides can use (offered in HELLO and supported here); absent: none. */
+  features?: string[];
   /** Optional (receivers of Haven 0.1.0 and stores that cannot tell send none). */
   capacity?: StoreCapacity;
-  /** The capabilities of HELLO's `features` this receiver serves (absent: none; older receivers). */
-  features?: string[];
 }
 
 export interface Query {
   server: string;
+  /** Also tell the server's journal (feature `journal`). */
+  journal?: boolean;
 }
 
 export interface QueryReply {
   server: string;
   newest: Generation | null;
+  /** Asked for with `journal`: the server's journal, null when it has none. */
+  journal?: JournalInfo | null;
   /** Optional: every generation of the server, newest first (its restore points, §4.1). */
   generations?: Generation[];
   capacity?: StoreCapacity;
@@ -250,6 +272,8 @@ export interface EndDelta {
    * checks the generation-to-be against it before sealing.
    */
   imageDigests?: Record<string, string>;
+  /** Journal segments only: the segment ends consistent (a point; §5.5). */
+  consistent?: boolean;
 }
 
 export interface DeltaDurable {
@@ -257,7 +281,10 @@ export interface DeltaDurable {
 }
 
 export interface Committed {
-  generation: Generation;
+  /** The new generation; absent when a journal segment was appended. */
+  generation?: Generation;
+  /** The journal segment appended (§5.5). */
+  segment?: SegmentRecord;
   /** Optional: the store's space after the commit. */
   capacity?: StoreCapacity;
 }
@@ -311,7 +338,8 @@ export interface FrameBodies {
   WELCOME: Welcome;
   QUERY: Query;
   QUERY_REPLY: QueryReply;
-  OPEN: DeltaMeta;
+  /** A journal segment when `journal` is set (feature `journal`). */
+  OPEN: DeltaMeta & { journal?: SegmentMeta };
   OPENED: Opened;
   DIGESTS_REQ: DigestsRequest;
   DIGESTS: DigestsReply;

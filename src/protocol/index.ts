@@ -1,5 +1,5 @@
 /**
- * The Haven replication stream (DESIGN §5, docs/stream-protocol.md): a framed binary protocol
+ * The Haven replication stream (docs/design.md §5, docs/stream-protocol.md): a framed binary protocol
  * over any byte stream. The engine drives a StreamSender; `haven receive` runs a StreamReceiver
  * over the store.
  */

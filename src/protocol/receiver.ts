@@ -2,7 +2,7 @@
  * The receiving end of the replication stream: reads frames from a byte stream, checks each
  * against the state table (state.ts) and the delta rules (delta-tracker.ts), verifies digests and
  * writes through the store's DeltaWriter. Answers DELTA_DURABLE only after seal() and COMMITTED
- * only after commit() returned (DESIGN §5).
+ * only after commit() returned (docs/design.md §5).
  *
  * A frame that breaks the framing or the rules ends the session with a fatal ERROR frame; the
  * delta is closed, not sealed, so the store keeps its generations and the partial delta as of its
@@ -15,7 +15,7 @@ import { asHavenError, HavenError, type KindOf } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { activeAtDrError } from '../store/errors.ts';
-import type { DeltaWriter, Generation, Store } from '../store/types.ts';
+import type { DeltaWriter, Generation, SegmentWriter, Store } from '../store/types.ts';
 import { BufferPool } from './buffer-pool.ts';
 import {
   decodeFrame,
@@ -36,6 +36,7 @@ import {
   EXTENT_DATA_HEADER_BYTES,
   type ExtentFrame,
   FEATURE_HOST_FILES,
+  type Feature,
   type Frame,
   type FrameBodies,
   MAX_DIGESTS_PER_REQUEST,
@@ -95,7 +96,9 @@ export interface ReceiverOptions {
 }
 
 interface OpenDelta {
-  writer: DeltaWriter;
+  writer: DeltaWriter | SegmentWriter;
+  /** The same writer when the delta is a journal segment (feature `journal`). */
+  segment: SegmentWriter | null;
   tracker: DeltaTracker;
   /**
    * Store writes in flight, oldest first, each with the pooled buffers it uses (returned when it
@@ -136,6 +139,8 @@ export class StreamReceiver {
   private zstdAgreed = false;
   /** Host files (§4.7): rescue media and backup archives sent into the store's host area. */
   private readonly files: HostFileSession;
+  /** Features agreed in the handshake (offered by the sender, supported here). */
+  private features: Feature[] = [];
 
   constructor(
     private readonly stream: Duplex,
@@ -274,7 +279,7 @@ export class StreamReceiver {
       case 'HELLO':
         return this.onHello(frame.body);
       case 'QUERY':
-        return this.onQuery(frame.body.server);
+        return this.onQuery(frame.body.server, frame.body.journal === true);
       case 'OPEN':
         return this.onOpen(frame.body);
       case 'EXTENT':
@@ -364,8 +369,11 @@ export class StreamReceiver {
     }
     this.zstdAgreed = h.compression.includes('zstd');
     const compression: CompressionAlgorithm[] = this.zstdAgreed ? ['zstd', 'none'] : ['none'];
-    const features =
-      h.features?.includes(FEATURE_HOST_FILES) && this.files.available ? [FEATURE_HOST_FILES] : [];
+    const mine: Feature[] = [
+      ...(this.store.openSegment && this.store.journalInfo ? (['journal'] as const) : []),
+      ...(this.files.available ? [FEATURE_HOST_FILES] : []),
+    ];
+    this.features = mine.filter((f) => h.features?.includes(f));
     this.log.info('session started', { peer: h.software, version, compression: h.compression });
     this.out.write([
       encodeJson('WELCOME', {
@@ -376,8 +384,8 @@ export class StreamReceiver {
         store: this.store.descriptor,
         maxExtentBytes: this.maxExtentBytes,
         maxDigestsPerRequest: MAX_DIGESTS_PER_REQUEST,
+        ...(this.features.length ? { features: this.features } : {}),
         ...(await this.capacity()),
-        ...(features.length ? { features } : {}),
       }),
     ]);
   }
@@ -387,7 +395,7 @@ export class StreamReceiver {
     return m?.generations[0] ?? null;
   }
 
-  private async onQuery(server: string): Promise<void> {
+  private async onQuery(server: string, journal: boolean): Promise<void> {
     checkName('server', server);
     // A delta sealed by an earlier session but not committed (the target filled up at commit,
     // the receiver died) becomes the newest generation now, so the sender plans against it.
@@ -396,11 +404,16 @@ export class StreamReceiver {
     const m = await this.store.manifest(server);
     if (m?.activeAtDr) throw activeAtDrError(server, m.activeAtDr);
     const generations = m?.generations ?? [];
+    const journalInfo =
+      journal && this.features.includes('journal')
+        ? { journal: (await this.store.journalInfo?.(server)) ?? null }
+        : {};
     this.out.write([
       encodeJson('QUERY_REPLY', {
         server,
         newest: generations[0] ?? null,
         generations,
+        ...journalInfo,
         ...(await this.capacity()),
       }),
     ]);
@@ -419,9 +432,23 @@ export class StreamReceiver {
     checkName('server', meta.server);
     checkName('job', meta.job);
     for (const d of meta.disks) checkName('disk', d.name);
-    let writer: DeltaWriter;
+    let writer: DeltaWriter | SegmentWriter;
+    let segment: SegmentWriter | null = null;
     try {
-      writer = await this.store.openDelta(meta, this.log.child({ server: meta.server }));
+      const log = this.log.child({ server: meta.server });
+      const journal = meta.journal;
+      if (journal) {
+        if (!this.features.includes('journal') || !this.store.openSegment) {
+          throw new HavenError('RECEIVE_JOURNAL_UNSUPPORTED', 'this receiver keeps no journal', {
+            kind: 'refused',
+            hint: 'Offer the journal feature first (HELLO features); upgrade Haven on the target.',
+          });
+        }
+        segment = await this.store.openSegment({ ...meta, journal }, log);
+        writer = segment;
+      } else {
+        writer = await this.store.openDelta(meta, log);
+      }
     } catch (e) {
       const err = asHavenError(e);
       if (err.code === 'STORE_BASE_MISMATCH') {
@@ -449,6 +476,7 @@ export class StreamReceiver {
       const newest = await this.newest(meta.server);
       this.delta = {
         writer,
+        segment,
         tracker,
         writes: [],
         writeError: null,
@@ -456,8 +484,9 @@ export class StreamReceiver {
         dataBytes: 0,
         dirty: false,
       };
-      this.log.info('delta opened', {
+      this.log[segment ? 'verbose' : 'info']('delta opened', {
         server: meta.server,
+        ...(segment ? { journal: meta.journal?.base ?? 'start' } : {}),
         deltaId: writer.deltaId,
         mode: meta.mode,
         pointInTime: meta.pointInTime,
@@ -585,8 +614,12 @@ export class StreamReceiver {
     for (const [name, hex] of Object.entries(end.imageDigests ?? {})) {
       await this.verifyImage(d, name, hex);
     }
+    d.segment?.setConsistent(end.consistent === true);
     await d.writer.seal(end.summary);
-    this.log.info('delta durable', { deltaId: d.writer.deltaId, dataBytes: d.dataBytes });
+    this.log[d.segment ? 'verbose' : 'info']('delta durable', {
+      deltaId: d.writer.deltaId,
+      dataBytes: d.dataBytes,
+    });
     this.out.write([encodeJson('DELTA_DURABLE', { deltaId: d.writer.deltaId })]);
   }
 
@@ -609,7 +642,19 @@ export class StreamReceiver {
 
   private async onCommit(): Promise<void> {
     const d = this.requireDelta();
-    const generation = await d.writer.commit();
+    if (d.segment) {
+      const segment = await d.segment.append();
+      this.delta = null;
+      this.log.verbose('journal segment appended', {
+        id: segment.id,
+        seq: segment.seq,
+        consistent: segment.consistent,
+        pointInTime: segment.pointInTime,
+      });
+      this.out.write([encodeJson('COMMITTED', { segment })]);
+      return;
+    }
+    const generation = await (d.writer as DeltaWriter).commit();
     this.delta = null;
     this.log.info('generation committed', { id: generation.id, pointInTime: generation.pointInTime });
     this.o.afterCommit?.();

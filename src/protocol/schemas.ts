@@ -55,6 +55,55 @@ export const resumeStateSchema = z.object({
   staged: z.record(z.string(), totals).optional(),
 });
 
+const features = z.array(z.string().max(64)).max(32);
+
+const diskSpecs = z
+  .array(z.object({ name: text(100), size: positive }))
+  .min(1)
+  .max(MAX_DISKS)
+  .refine((d) => new Set(d.map((x) => x.name)).size === d.length, 'disk names must be unique');
+
+const generationIdsSchema = z.object({
+  current: text(100),
+  history: z.array(text(100)).max(64),
+  lastWriter: z
+    .object({ side: z.enum(['primary', 'dr']), by: z.string().max(300).optional(), at: z.string().max(64) })
+    .optional(),
+});
+
+export const segmentRecordSchema = z.looseObject({
+  id: text(200),
+  seq: positive,
+  pointInTime: text(256),
+  takenAt: z.string().max(64),
+  committedAt: z.string().max(64),
+  consistent: z.boolean(),
+  generationId: text(100),
+  disks: diskSpecs,
+  dataBytes: count,
+  zeroBytes: count,
+});
+
+const journalPointSchema = segmentRecordSchema.omit({ consistent: true, dataBytes: true, zeroBytes: true });
+
+export const journalInfoSchema = z.looseObject({
+  windowMs: count,
+  segments: count,
+  points: count,
+  oldest: journalPointSchema.nullable(),
+  newest: journalPointSchema.nullable(),
+  tail: z
+    .object({
+      id: text(200),
+      seq: positive,
+      pointInTime: text(256),
+      consistent: z.boolean(),
+      generationId: text(100),
+    })
+    .nullable(),
+  ids: generationIdsSchema.nullable(),
+  failedBack: z.object({ generationId: text(100), at: z.string().max(64) }).optional(),
+});
 const capacitySchema = z.object({ totalBytes: count, freeBytes: count }).optional();
 
 export const helloSchema = z.object({
@@ -65,7 +114,7 @@ export const helloSchema = z.object({
   compressionLevel: z.number().int().min(-131072).max(22).optional(),
   digests: z.array(digestAlg).min(1).max(8),
   token: z.string().max(4096).optional(),
-  features: z.array(z.string().max(64)).max(64).optional(),
+  features: features.optional(),
 });
 
 export const welcomeSchema = z.object({
@@ -76,15 +125,16 @@ export const welcomeSchema = z.object({
   store: storeDescriptorSchema,
   maxExtentBytes: positive,
   maxDigestsPerRequest: positive,
+  features: features.optional(),
   capacity: capacitySchema,
-  features: z.array(z.string().max(64)).max(64).optional(),
 });
 
-export const querySchema = z.object({ server: text(100) });
+export const querySchema = z.object({ server: text(100), journal: z.boolean().optional() });
 
 export const queryReplySchema = z.object({
   server: z.string(),
   newest: generationSchema.nullable(),
+  journal: journalInfoSchema.nullable().optional(),
   generations: z.array(generationSchema).max(1000).optional(),
   capacity: capacitySchema,
 });
@@ -93,16 +143,23 @@ export const deltaMetaSchema = z.object({
   server: text(100),
   job: text(200),
   copies: z.number().int().min(1).max(1000),
-  disks: z
-    .array(z.object({ name: text(100), size: positive }))
-    .min(1)
-    .max(MAX_DISKS)
-    .refine((d) => new Set(d.map((x) => x.name)).size === d.length, 'disk names must be unique'),
+  disks: diskSpecs,
   sourceDefinition: z.string(),
   pointInTime: text(256),
   takenAt: z.string().max(64),
   baseGenerationId: text(200).nullable(),
   mode: z.enum(['full', 'incremental', 'resync']),
+  /** A journal segment (feature `journal`, docs/stream-protocol.md §5.5). */
+  journal: z
+    .object({
+      base: text(200).nullable(),
+      generationId: text(100),
+      ids: generationIdsSchema,
+      windowMs: count,
+      by: z.string().max(300).optional(),
+      cut: z.boolean().optional(),
+    })
+    .optional(),
 });
 
 export const openedSchema = z.object({
@@ -118,11 +175,18 @@ export const endDeltaSchema = z.object({
     digest: hex32,
   }),
   imageDigests: z.record(z.string(), hex32).optional(),
+  consistent: z.boolean().optional(),
 });
 
 export const deltaDurableSchema = z.object({ deltaId: text(200) });
 
-export const committedSchema = z.object({ generation: generationSchema, capacity: capacitySchema });
+export const committedSchema = z
+  .object({
+    generation: generationSchema.optional(),
+    segment: segmentRecordSchema.optional(),
+    capacity: capacitySchema,
+  })
+  .refine((c) => (c.generation === undefined) !== (c.segment === undefined), 'a generation or a segment');
 
 export const errorSchema = z.object({
   code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/),

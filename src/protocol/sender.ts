@@ -14,7 +14,16 @@ import { createHasher, DIGEST_ALGORITHMS, type Hasher, rootDigest } from '../cor
 import { HavenError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import type { HostFileMeta, HostGeneration, HostManifest } from '../store/host/types.ts';
-import type { DeltaMeta, DeltaSummary, Generation, ResumeState, StoreDescriptor } from '../store/types.ts';
+import type {
+  DeltaMeta,
+  DeltaSummary,
+  Generation,
+  JournalDeltaMeta,
+  JournalInfo,
+  ResumeState,
+  SegmentRecord,
+  StoreDescriptor,
+} from '../store/types.ts';
 import {
   decodeFrame,
   encodeAbort,
@@ -33,7 +42,8 @@ import { ProtocolError, protoError, RemoteError } from './errors.ts';
 import { FrameWriter } from './frame-io.ts';
 import {
   type CompressionAlgorithm,
-  FEATURE_HOST_FILES,
+  FEATURES,
+  type Feature,
   type Frame,
   type FrameBodies,
   MAX_EXTENT_BYTES,
@@ -77,6 +87,8 @@ export interface TargetView {
 export interface EndDeltaOptions {
   /** Per disk, rootDigest over all chunk digests of the source disk (full copy or resync). */
   imageDigests?: Record<string, Buffer>;
+  /** A journal segment: whether it ends consistent (a point). */
+  consistent?: boolean;
 }
 
 export interface SenderStats {
@@ -183,8 +195,8 @@ export class StreamSender {
           compression: compression.algorithm === 'zstd' ? ['zstd', 'none'] : ['none'],
           compressionLevel: compression.level,
           digests: o.digest ? [o.digest] : [...DIGEST_ALGORITHMS],
-          features: [FEATURE_HOST_FILES],
           ...(o.token !== undefined ? { token: o.token } : {}),
+          features: [...FEATURES],
         }),
       ]);
       await welcome;
@@ -206,11 +218,6 @@ export class StreamSender {
       compression: s.compressor ? `zstd:${compression.level}` : 'none',
     });
     return s;
-  }
-
-  /** Whether the receiver serves an optional capability (WELCOME's `features`, §4.1). */
-  supports(feature: string): boolean {
-    return this.welcome.features?.includes(feature) ?? false;
   }
 
   /** The receiver's store (from WELCOME). */
@@ -246,6 +253,11 @@ export class StreamSender {
     return this.decoder.bytesIn;
   }
 
+  /** Whether the receiver agreed to `feature` in WELCOME (older receivers agree to none). */
+  supports(feature: Feature): boolean {
+    return this.welcome.features?.includes(feature) ?? false;
+  }
+
   /** The newest generation of a server on the target, without opening a delta. */
   async query(server: string): Promise<Generation | null> {
     return (await this.inspect(server)).newest;
@@ -268,7 +280,17 @@ export class StreamSender {
     return this.lastCapacity;
   }
 
-  async open(meta: DeltaMeta): Promise<OpenResult> {
+  /** The newest generation and the journal of a server (feature `journal`). */
+  async queryJournal(server: string): Promise<{ newest: Generation | null; journal: JournalInfo | null }> {
+    this.op('query');
+    const p = this.request('query');
+    this.out.write([encodeJson('QUERY', { server, journal: true })]);
+    const reply = (await p) as FrameBodies['QUERY_REPLY'];
+    return { newest: reply.newest, journal: reply.journal ?? null };
+  }
+
+  /** Opens a delta, or a journal segment when `meta.journal` is set (feature `journal`). */
+  async open(meta: DeltaMeta | JournalDeltaMeta): Promise<OpenResult> {
     this.op('open');
     const p = this.request('open');
     this.meta = meta;
@@ -449,6 +471,7 @@ export class StreamSender {
         summary,
         attempt,
         ...(imageDigests ? { imageDigests } : {}),
+        ...(options.consistent !== undefined ? { consistent: options.consistent } : {}),
       }),
     ]);
     await p;
@@ -456,10 +479,23 @@ export class StreamSender {
 
   /** Commits the sealed delta; resolves with the new generation once it is committed. */
   async commit(): Promise<Generation> {
+    const c = await this.commitAny();
+    if (!c.generation) throw protoError('PROTO_BAD_FRAME', 'COMMITTED names no generation');
+    return c.generation;
+  }
+
+  /** Appends the sealed journal segment; resolves with its record once it is in the journal. */
+  async commitSegment(): Promise<SegmentRecord> {
+    const c = await this.commitAny();
+    if (!c.segment) throw protoError('PROTO_BAD_FRAME', 'COMMITTED names no journal segment');
+    return c.segment;
+  }
+
+  private async commitAny(): Promise<FrameBodies['COMMITTED']> {
     this.op('commit');
     const p = this.request('commit');
     this.out.write([encodeEmpty('COMMIT')]);
-    return (await p) as Generation;
+    return (await p) as FrameBodies['COMMITTED'];
   }
 
   /**
@@ -553,6 +589,15 @@ export class StreamSender {
       this.fail(protoError('PROTO_CONNECTION_LOST', 'session closed by the sender'), false);
     }
     await this.out.end();
+  }
+
+  /**
+   * Ends the session at once (a link that stopped moving): every waiting call rejects with
+   * PROTO_CONNECTION_LOST and the stream is destroyed. close() still releases the transport.
+   */
+  cut(reason: string): void {
+    this.fail(protoError('PROTO_CONNECTION_LOST', reason), false);
+    this.stream.destroy();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -676,7 +721,7 @@ export class StreamSender {
         this.lastCapacity = frame.body.capacity ?? this.lastCapacity;
         this.state = next;
         this.resetDelta();
-        this.settle(frame.body.generation);
+        this.settle(frame.body);
         return;
       case 'ABORTED':
         this.state = next;

@@ -1,6 +1,6 @@
 /**
  * `haven activate`: start servers at the DR site from nothing but the store's own files and
- * libvirt (DESIGN §4.4), as transient domains (§4.5), in boot order, each running before the
+ * libvirt (docs/design.md §4.4), as transient domains (§4.5), in boot order, each running before the
  * next starts.
  *
  * Every disk boots through a qcow2 overlay in `<store>/.haven/active/<server>/`, backed by the

@@ -1,5 +1,5 @@
 /**
- * Rewriting a DR definition (`definitions/<server>.xml`, DESIGN §4.5) into the domain XML that
+ * Rewriting a DR definition (`definitions/<server>.xml`, docs/design.md §4.5) into the domain XML that
  * activation, a drill or a restore starts or defines (the recipe is boot.ts; what the definition
  * may hold at all is core/definition-rules.ts). Pure: XML in, XML out.
  *

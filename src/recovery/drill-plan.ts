@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { type BootMarker, type DrillConfig, selectServers } from '../core/config.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import { openFsStore } from '../store/index.ts';
-import type { Generation } from '../store/types.ts';
+import type { Generation, Store } from '../store/types.ts';
 import { type DefinitionSummary, readSafeDefinition, summary } from './boot.ts';
 import { noMarker, type RunDrillDeps, serverDrillSettings } from './drill.ts';
 import { checkGeneration, chooseGeneration } from './generation.ts';
 import { drillNetworks, type NicPlan } from './networks.ts';
+import { choosePoint, pointAsGeneration } from './restore-point.ts';
 
 export interface DrillPlanEntry {
   server: string;
@@ -36,10 +37,19 @@ export interface DrillPlan {
   ok: boolean;
 }
 
+/** The generation a drill would boot, checked; or the journal point `--at` names. */
+async function plannedCopy(store: Store, server: string, deps: RunDrillDeps): Promise<Generation> {
+  if (deps.at !== undefined) return pointAsGeneration(await choosePoint(store, server, deps.at), server);
+  const { generation } = await chooseGeneration(store, server, deps.generation);
+  await checkGeneration(store, server, generation, { full: deps.verify, signal: deps.signal });
+  return generation;
+}
+
 export async function planDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillPlan> {
   const store = await openFsStore(config.store, { log: deps.log });
   try {
-    const servers = deps.servers ?? selectServers(config.servers, await store.listServers());
+    const inStore = deps.at === undefined ? await store.listServers() : await store.listJournals();
+    const servers = deps.servers ?? selectServers(config.servers, inStore);
     const plan: DrillPlan = {
       drill: config.name,
       store: store.location,
@@ -59,9 +69,8 @@ export async function planDrill(config: DrillConfig, deps: RunDrillDeps): Promis
       plan.servers.push(entry);
       try {
         if (!marker) throw noMarker(config, server);
-        const { generation } = await chooseGeneration(store, server, deps.generation);
+        const generation = await plannedCopy(store, server, deps);
         entry.generation = { id: generation.id, seq: generation.seq, takenAt: generation.takenAt };
-        await checkGeneration(store, server, generation, { full: deps.verify, signal: deps.signal });
         const dir = join(deps.runDir, 'drills', server.slice(0, 40));
         const safe = await readSafeDefinition(store, server, generation, {
           rules: deps.rules,

@@ -16,19 +16,33 @@ import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BootMarker, type DrillConfig, selectServers } from '../core/config.ts';
 import type { DefinitionRules } from '../core/definition-rules.ts';
-import { asHavenError, type HavenError } from '../core/errors.ts';
+import { asHavenError, type HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { ensureRunDir } from '../core/paths.ts';
 import { openFsStore } from '../store/index.ts';
 import type { Generation, ServerHold, Store, TestRecord } from '../store/types.ts';
 import { createTransient, destroyDomain, type Virsh, VirtError, waitForState } from '../virt/index.ts';
-import { type DefinitionSummary, prepareBoot, summary, throughOverlays } from './boot.ts';
-import { isolateChardevs, isolateDevices } from './definition.ts';
+import { type BootRecipe, type DefinitionSummary, prepareBoot, summary, throughOverlays } from './boot.ts';
+import { isolateChardevs, isolateDevices, setImageSource } from './definition.ts';
 import { recoveryError } from './errors.ts';
 import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
 import { waitForBootMarker } from './marker.ts';
 import { type BootNetworks, drillNetworks, type NetworkRequest, type NicPlan } from './networks.ts';
 import { makeDir, removeDir } from './overlay.ts';
+import { choosePoint, pointAsGeneration } from './restore-point.ts';
+
+/** The disk step of a drill of a journal point: raw images of the point, in `dir`. */
+async function materialisedDisks(
+  o: DrillServerOptions,
+  pointId: string,
+  disks: readonly { name: string }[],
+  dir: string,
+): Promise<BootRecipe['placeDisk']> {
+  const outputs = new Map(disks.map((d) => [d.name, join(dir, `${d.name}.raw`)]));
+  if (!o.store.materialisePoint) throw new UsageError('this store keeps no journal of points');
+  await o.store.materialisePoint(o.server, pointId, outputs, o.signal);
+  return async (xml, m) => setImageSource(xml, m.disk, outputs.get(m.name) ?? '', 'raw');
+}
 
 /** Something worth telling the catalog and the alerting (the CLI or the daemon decides how). */
 export interface RecoveryEvent {
@@ -46,6 +60,8 @@ export interface DrillServerOptions {
   server: string;
   /** Sequence number (1 = newest, the default). */
   generation?: number;
+  /** A point of the server's journal instead (its id, or a time): docs/continuous.md. */
+  at?: string;
   marker: BootMarker;
   timeoutMs: number;
   /** Compare every chunk with its digest before booting. */
@@ -100,6 +116,7 @@ async function drillXml(
   dir: string,
   result: DrillResult,
   log: Logger,
+  placeDisk?: BootRecipe['placeDisk'],
 ): Promise<string> {
   const { xml, report, networks } = await prepareBoot({
     purpose: 'drill',
@@ -111,7 +128,7 @@ async function drillXml(
     hostFiles: { files: dir, sockets: dir },
     networks: o.networks,
     log,
-    placeDisk: await throughOverlays(o.store, o.server, generation, dir, log),
+    placeDisk: placeDisk ?? (await throughOverlays(o.store, o.server, generation, dir, log)),
     nvram: async (kept) => {
       const copy = join(dir, 'nvram.fd');
       // The UEFI variables the definition names, where the operator keeps them and this site
@@ -138,13 +155,23 @@ export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
   let created = false;
   let hold: ServerHold | undefined;
   try {
-    hold = await holdServer(o.store, o.server, 'drill', o.lockWaitMs ?? 600_000);
-    generation = (await chooseGeneration(o.store, o.server, o.generation)).generation;
-    result.generation = { id: generation.id, seq: generation.seq, takenAt: generation.takenAt };
-    await checkGeneration(o.store, o.server, generation, { full: o.verify, signal: o.signal });
-
-    dir = await makeDir(join(ensureRunDir(o.runDir, 'drills'), `${o.server.slice(0, 40)}-${id}`), 0o1777);
-    const xml = await drillXml(o, domain, generation, dir, result, log);
+    let placeDisk: BootRecipe['placeDisk'] | undefined;
+    if (o.at !== undefined) {
+      // A journal point: materialised into the drill's directory (the journal is only read), and
+      // nothing recorded in a manifest (a point is no generation).
+      const point = await choosePoint(o.store, o.server, o.at);
+      result.generation = { id: point.id, seq: point.seq, takenAt: point.takenAt };
+      dir = await makeDir(join(ensureRunDir(o.runDir, 'drills'), `${o.server.slice(0, 40)}-${id}`), 0o1777);
+      placeDisk = await materialisedDisks(o, point.id, point.disks, dir);
+      generation = pointAsGeneration(point, o.server);
+    } else {
+      hold = await holdServer(o.store, o.server, 'drill', o.lockWaitMs ?? 600_000);
+      generation = (await chooseGeneration(o.store, o.server, o.generation)).generation;
+      result.generation = { id: generation.id, seq: generation.seq, takenAt: generation.takenAt };
+      await checkGeneration(o.store, o.server, generation, { full: o.verify, signal: o.signal });
+      dir = await makeDir(join(ensureRunDir(o.runDir, 'drills'), `${o.server.slice(0, 40)}-${id}`), 0o1777);
+    }
+    const xml = await drillXml(o, domain, generation, dir, result, log, placeDisk);
     const consoleLog = join(dir, 'console.log');
     log.info('booting the generation in isolation', { seq: generation.seq, generation: generation.id });
     await createTransient(o.virsh, xml);
@@ -192,7 +219,7 @@ export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
       await removeDir(dir).catch((e) =>
         log.warn('could not remove the drill directory', { dir, err: asHavenError(e) }),
       );
-    if (generation) {
+    if (generation && o.at === undefined) {
       const record: TestRecord = {
         at: new Date(t0).toISOString(),
         kind: 'drill',
@@ -250,6 +277,8 @@ export interface RunDrillDeps {
   signal?: AbortSignal;
   /** Overrides for what the configuration says (CLI flags). */
   generation?: number;
+  /** A journal point (id or time) instead of a generation. */
+  at?: string;
   verify?: boolean;
   /** Only these servers (they must be in the store); default what the drill selects. */
   servers?: string[];
@@ -289,7 +318,7 @@ export function noMarker(config: DrillConfig, server: string): HavenError {
 export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillReport> {
   const store = await openFsStore(config.store, { log: deps.log });
   try {
-    const inStore = await store.listServers();
+    const inStore = deps.at === undefined ? await store.listServers() : await store.listJournals();
     const servers = deps.servers ?? selectServers(config.servers, inStore);
     const report: DrillReport = {
       drill: config.name,
@@ -331,6 +360,7 @@ export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise
           runDir: deps.runDir,
           log: deps.log,
           ...(deps.generation !== undefined ? { generation: deps.generation } : {}),
+          ...(deps.at !== undefined ? { at: deps.at } : {}),
           ...(deps.verify !== undefined ? { verify: deps.verify } : {}),
           ...(deps.signal ? { signal: deps.signal } : {}),
           ...(deps.onEvent ? { onEvent: deps.onEvent } : {}),

@@ -145,4 +145,16 @@ export const RECOVERY_CODES = {
     meaning: 'libvirtd could not be told to load the new hook (no pid file, or the signal failed).',
     action: 'Reload libvirtd yourself (`systemctl reload libvirtd`, or `kill -HUP` its pid).',
   },
+  RECOVERY_NO_JOURNAL: {
+    kind: 'not-found',
+    meaning: '`--at` names a point, but the store holds no journal of points for the server.',
+    action:
+      'Points exist for servers protected with `haven protect --continuous`; use --generation K for the others.',
+  },
+  RECOVERY_POINT_OUTSIDE_WINDOW: {
+    kind: 'not-found',
+    meaning: '`--at` names a time before the oldest point the journal keeps.',
+    action:
+      'List the points with `haven images <server> --store <store> --points` and pick one in the window.',
+  },
 } as const satisfies Record<string, CodeEntry>;

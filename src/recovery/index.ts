@@ -1,5 +1,5 @@
 /**
- * Recovery (DESIGN §3, docs/recovery.md): activation at the DR site, drills, restore, failback,
+ * Recovery (docs/design.md §3, docs/recovery.md): activation at the DR site, drills, restore, failback,
  * and the guard that keeps the primary's stale copy from starting while the DR copy runs.
  */
 export {
@@ -47,3 +47,4 @@ export { FileFollower, type MarkerResult, TextMatcher, waitForBootMarker } from 
 export type { NetworkRequest, NicPlan } from './networks.ts';
 export { type PrimaryStatus, primaryStatus, primaryUri } from './primary.ts';
 export { type RestoreFormat, type RestoreOptions, type RestoreResult, restoreServer } from './restore.ts';
+export { choosePoint, restorePoint } from './restore-point.ts';

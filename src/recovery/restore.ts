@@ -88,6 +88,8 @@ export interface RestoreResult {
   networks?: NicPlan[];
   /** Nothing was written: `disks` are the images a restore would write (allocated 0). */
   dryRun: boolean;
+  /** A point of the journal was restored (`--at`); `generation` then names the point. */
+  point?: boolean;
   seconds: number;
 }
 
@@ -146,7 +148,7 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
  * What must hold before anything is written: no image to write exists, and the definition (when
  * the server is to be defined) passes the rule and finds its networks here. Returns it, checked.
  */
-async function checkRestore(
+export async function checkRestore(
   o: RestoreOptions,
   generation: Generation,
   name: string,
@@ -227,7 +229,7 @@ async function restoreImages(
  * console files and sockets in the restore directory under names that start with its name (a
  * directory may hold several restored servers), under the new name with a new UUID if renamed.
  */
-async function restoredXml(
+export async function restoredXml(
   o: RestoreOptions,
   generation: Generation,
   name: string,
@@ -259,7 +261,7 @@ async function restoredXml(
   return booted;
 }
 
-async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {
+export async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {
   try {
     const { state } = await domainState(virsh, name);
     throw recoveryError(
@@ -277,7 +279,7 @@ async function checkDomainFree(virsh: Virsh, name: string): Promise<void> {
   }
 }
 
-async function allocated(path: string): Promise<number> {
+export async function allocated(path: string): Promise<number> {
   const fh = await open(path, 'r');
   try {
     return (await fh.stat()).blocks * 512;

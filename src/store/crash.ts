@@ -5,7 +5,7 @@
  * SIGKILL when it reaches that step of a commit: no cleanup, no buffered writes flushed by
  * Node, exactly what a power cut or an OOM kill leaves behind (minus the page cache, which the
  * kernel still writes). The conformance suite runs a writer in a child process at every step and
- * then checks that `recover()` rolls the rotation forward (DESIGN §4.2, §4.3).
+ * then checks that `recover()` rolls the rotation forward (docs/design.md §4.2, §4.3).
  *
  * Every store implementation passes through the same named steps, in this order; steps that do
  * not apply to a commit (no renames in a first run) are simply not reached.
@@ -39,6 +39,14 @@ export const CRASH_STEPS = [
 
 export type CrashStep = (typeof CRASH_STEPS)[number];
 
+/**
+ * With `HAVEN_STORE_STOP_AT=<step>`, the store stops its own process (SIGSTOP) at that step
+ * instead: the fault matrix (test/integration/store-fault-matrix.test.ts) fills the filesystem
+ * while it is stopped, then lets it go on (SIGCONT) into the fault.
+ */
+export const STOP_ENV = 'HAVEN_STORE_STOP_AT';
+
 export function crashPoint(step: CrashStep): void {
   if (process.env[CRASH_ENV] === step) process.kill(process.pid, 'SIGKILL');
+  if (process.env[STOP_ENV] === step) process.kill(process.pid, 'SIGSTOP');
 }

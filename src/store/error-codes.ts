@@ -274,4 +274,26 @@ export const STORE_CODES = {
     action:
       'Remove the file the message names (after checking it is no copy you want); the generations are not affected.',
   },
+  STORE_JOURNAL_TAIL: {
+    kind: 'conflict',
+    meaning:
+      'A journal segment does not follow the newest segment of the server’s point-in-time journal (continuous protection).',
+    action: 'Nothing: the sender asks the target again and resyncs by checksum (docs/continuous.md).',
+  },
+  STORE_JOURNAL_DISKS: {
+    kind: 'conflict',
+    meaning: 'The server’s disks changed (names or sizes) since its point-in-time journal began.',
+    action:
+      'Move the journal directory named in the details away, then protect the server again (docs/continuous.md).',
+  },
+  STORE_JOURNAL_INVALID: {
+    kind: 'integrity',
+    meaning: 'A point-in-time journal record (pit.json or a segment index) is damaged.',
+    action: 'Run `haven verify`; the journal was changed outside Haven.',
+  },
+  STORE_POINT_NOT_FOUND: {
+    kind: 'not-found',
+    meaning: 'The server’s journal holds no point with that id.',
+    action: 'List the points with `haven images <server> --store <store> --points`.',
+  },
 } as const satisfies Record<string, CodeEntry>;

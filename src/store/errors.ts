@@ -39,6 +39,15 @@ export function activeAtDrError(server: string, activeAtDr: { since: string }): 
   );
 }
 
+/**
+ * The way forward when a generation a run must build on lost an image and nothing else in the
+ * store can stand in for it (issue 13.7): start the server's copies again. Only that server's
+ * files go; every other server of the store is untouched.
+ */
+export function startOverHint(server: string): string {
+  return `Run \`haven verify --store PATH ${server}\` to see what is missing; restore the image if you can. Otherwise start ${server}'s copies again: remove .haven/servers/${server} and the images named ${server}_*_<n> in the store, and the next \`haven protect ${server}\` sends a full copy.`;
+}
+
 /** A file Haven wrote (descriptor, manifest, journal, delta record) does not parse. */
 export function invalidFile(path: string, reason: string, cause?: unknown): StoreError {
   return storeError('STORE_FILE_INVALID', 'integrity', `${path} is not a valid Haven store file: ${reason}`, {

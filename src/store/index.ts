@@ -1,4 +1,4 @@
-/** Target-side storage (DESIGN §3, §4): the Store contract and its implementations. */
+/** Target-side storage (docs/design.md §3, §4): the Store contract and its implementations. */
 
 export { CRASH_ENV, CRASH_STEPS, type CrashStep } from './crash.ts';
 export { StoreError } from './errors.ts';

@@ -1,5 +1,5 @@
 /**
- * The store contract (DESIGN §4). Every store (filesystem now, LVM later) implements `Store` and
+ * The store contract (docs/design.md §4). Every store (filesystem now, LVM later) implements `Store` and
  * passes test/conformance/store-conformance.ts. The receiver (protocol/) writes through
  * `DeltaWriter`; recovery/ reads manifests and images; nothing else touches store files.
  *
@@ -9,14 +9,28 @@
  * generation is renamed (§4.2).
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
+import type { HavenCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { StoreCode } from './errors.ts';
+import type {
+  JournalDeltaMeta,
+  JournalInfo,
+  JournalPoint,
+  SegmentRecord,
+  SegmentWriter,
+} from './journal-types.ts';
 
 export type { DigestAlgorithm } from '../core/digest.ts';
 export { DIGEST_BYTES } from '../core/digest.ts';
+export * from './journal-types.ts';
 
 /** On-disk format version of the store (descriptor, manifests, delta records). */
-export const STORE_FORMAT_VERSION = 1;
+/**
+ * 2: a generation's digest file may hold all-zero entries, which mean "a zero chunk" (ranges never
+ * written or sent as zero ranges are holes of the file; issue 13.2). A format 1 store is upgraded
+ * when a receiver opens it: every format 1 digest file reads the same under format 2.
+ */
+export const STORE_FORMAT_VERSION = 2;
 
 /**
  * Digest granularity. Every extent the store accepts starts on a multiple of CHUNK_SIZE and is a
@@ -41,7 +55,7 @@ export interface StoreDescriptor {
 }
 
 export interface DiskSpec {
-  /** The `<disk>` part of image names: the source volume's base name (DESIGN §4.1). */
+  /** The `<disk>` part of image names: the source volume's base name (docs/design.md §4.1). */
   name: string;
   /** Virtual size in bytes. */
   size: number;
@@ -82,7 +96,7 @@ export interface Generation {
   tests: TestRecord[];
 }
 
-/** Per-server manifest: what readers trust (DESIGN §4.2: "readers trust only manifests"). */
+/** Per-server manifest: what readers trust (docs/design.md §4.2: "readers trust only manifests"). */
 export interface ServerManifest {
   server: string;
   copies: number;
@@ -192,12 +206,12 @@ export interface DeltaWriter {
    */
   checkpoint(watermarks: Record<string, number>): Promise<void>;
   /**
-   * DESIGN §4.2 step 1: makes the whole delta durable and records it as received. After this
+   * docs/design.md §4.2 step 1: makes the whole delta durable and records it as received. After this
    * returns, the next generation will exist even if the process dies now (roll-forward).
    * Rejects (and keeps the partial for resume) if the summary disagrees with what was staged.
    */
   seal(summary: DeltaSummary): Promise<void>;
-  /** DESIGN §4.2 steps 2–4: rotation, apply, manifest, rename. Only after seal(). */
+  /** docs/design.md §4.2 steps 2–4: rotation, apply, manifest, rename. Only after seal(). */
   commit(): Promise<Generation>;
   /**
    * Stops without sealing; what was checkpointed stays for a later resume. A store may keep
@@ -213,11 +227,16 @@ export interface VerifyProblem {
   generationId?: string;
   seq?: number;
   disk?: string;
-  /** What is wrong: a store code (error-codes.ts says what to do about each). */
-  code: StoreCode;
+  /**
+   * What is wrong: a store code (error-codes.ts says what to do about each), or for a server that
+   * cannot be checked at all, the code of the error that stopped it (an I/O error, say).
+   */
+  code: StoreCode | HavenCode;
   message: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];
+  /** What to do about it, where the problem has a way forward of its own. */
+  hint?: string;
 }
 
 export interface VerifyReport {
@@ -251,7 +270,7 @@ export interface Store {
   readonly descriptor: StoreDescriptor;
 
   /**
-   * Rolls forward every interrupted rotation and every sealed but uncommitted delta (DESIGN
+   * Rolls forward every interrupted rotation and every sealed but uncommitted delta (docs/design.md
    * §4.2) and removes leftovers no manifest references; only for `server` when given (a receiver
    * does this before telling a sender what the server's newest generation is). Idempotent.
    */
@@ -303,6 +322,29 @@ export interface Store {
    * a server without a manifest. Optional: recovery/ refuses stores that lack it.
    */
   holdServer?(server: string, purpose: string, options?: { waitMs?: number }): Promise<ServerHold>;
+
+  /**
+   * Continuous replication (journal-types.ts, docs/continuous.md): opens a segment of the
+   * server's point-in-time journal. Optional: a receiver whose store lacks it does not offer the
+   * `journal` feature, and senders refuse to protect continuously to it.
+   */
+  openSegment?(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter>;
+  /** The server's journal as a sender needs to know it; null when the server has none. */
+  journalInfo?(server: string): Promise<JournalInfo | null>;
+  /** Servers with a point-in-time journal in this store. */
+  listJournals?(): Promise<string[]>;
+  /** The journal's points, oldest first (the base point, then every consistent segment). */
+  journalPoints?(server: string): Promise<JournalPoint[]>;
+  /**
+   * Writes the disks as they were at a point into new raw images (disk name → path); the
+   * journal is only read. Resolves with the point.
+   */
+  materialisePoint?(
+    server: string,
+    pointId: string,
+    outputs: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<SegmentRecord>;
 
   /** Recovery bookkeeping, written atomically into the manifest. */
   recordTest(server: string, generationId: string, record: TestRecord): Promise<void>;

@@ -1,5 +1,5 @@
 /**
- * Byte streams to targets (DESIGN §3): a child process (`haven receive --stdio`, locally or over
+ * Byte streams to targets (docs/design.md §3): a child process (`haven receive --stdio`, locally or over
  * ssh) or TCP with TLS. `openTarget` picks the transport from the target URL; `spawnPeer` starts
  * any haven command as a peer the same way (failback's receiver on the primary).
  */

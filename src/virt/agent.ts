@@ -1,6 +1,6 @@
 /**
  * The QEMU guest agent: freeze filesystems around a checkpoint so the copy is consistent at the
- * filesystem level (DESIGN §6). A server without a working agent is normal, not a failure: the
+ * filesystem level (docs/design.md §6). A server without a working agent is normal, not a failure: the
  * copy is then crash-consistent, and the result says why the agent was not used.
  */
 import { HavenError } from '../core/errors.ts';

@@ -1,7 +1,7 @@
 /**
  * libvirt checkpoints (https://libvirt.org/formatcheckpoint.html): named points in time, each
  * backed by a persistent dirty bitmap per qcow2 disk, from which the next incremental backup
- * reads only what changed (DESIGN §6).
+ * reads only what changed (docs/design.md §6).
  *
  * The engine keeps each checkpoint's full XML (`checkpointXml`, which embeds the domain) in its
  * catalog so it can redefine the checkpoint when libvirt lost its metadata (a transient domain

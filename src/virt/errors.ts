@@ -27,7 +27,7 @@ export class VirtError extends HavenError {
   }
 }
 
-/** True for the errors after which the engine must not trust a dirty bitmap (DESIGN §6). */
+/** True for the errors after which the engine must not trust a dirty bitmap (docs/design.md §6). */
 export function needsResync(err: unknown): boolean {
   return err instanceof VirtError && err.code === 'VIRT_BITMAP_INCONSISTENT';
 }

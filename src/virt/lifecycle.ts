@@ -1,6 +1,6 @@
 /**
  * Domain lifecycle: define/undefine, start, transient create (DR activation and drills boot
- * DR copies this way, DESIGN §4.5), clean shutdown with a deadline, destroy, and waiting for a
+ * DR copies this way, docs/design.md §4.5), clean shutdown with a deadline, destroy, and waiting for a
  * state.
  */
 import { DomainXml } from '../core/domain-xml.ts';

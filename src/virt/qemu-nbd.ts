@@ -1,6 +1,6 @@
 /**
  * Offline images: a shut-off server's disk served by `qemu-nbd` on a unix socket, so the engine
- * reads it through the same NBD path as a live backup (DESIGN §3, §6). With `bitmap`, the export
+ * reads it through the same NBD path as a live backup (docs/design.md §3, §6). With `bitmap`, the export
  * also offers the `qemu:dirty-bitmap:<name>` meta context (qemu-nbd -B).
  */
 import { type ChildProcess, spawn } from 'node:child_process';

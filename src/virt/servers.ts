@@ -1,6 +1,6 @@
 /**
  * Servers (libvirt domains) and their disks, as Haven sees them: state, persistence, and for
- * every disk its device kind, source, format, virtual size and the store disk name (DESIGN §4.1).
+ * every disk its device kind, source, format, virtual size and the store disk name (docs/design.md §4.1).
  *
  * All facts for all domains come from three batched virsh runs (names; dominfo + dumpxml per
  * domain; vol-path per volume disk), so listing a large host stays quick. Virtual sizes come from
@@ -37,7 +37,7 @@ export interface ServerDisk {
   empty: boolean;
   /**
    * The name this disk's images carry in a store: the image file's base name without its
-   * extension, or the LV's name (DESIGN §4.1). Undefined for removable media.
+   * extension, or the LV's name (docs/design.md §4.1). Undefined for removable media.
    */
   storeName: string | undefined;
 }

@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chunkDigests } from '../../src/core/digest.ts';
 import { HavenError } from '../../src/core/errors.ts';
-import { CRASH_ENV, type CrashStep } from '../../src/store/crash.ts';
+import { CRASH_ENV, type CrashStep, STOP_ENV } from '../../src/store/crash.ts';
 import type { DeltaMeta, DeltaMode, DiskSpec, Generation, Store } from '../../src/store/types.ts';
 import { CHUNK_SIZE } from '../../src/store/types.ts';
 import type { ChildJob } from './delta-child.ts';
@@ -57,6 +57,12 @@ export type Fresh = (t: TestContext) => Promise<StoreUnderTest>;
 export interface StoreCapabilities {
   /** A writer killed in a child process at each step (HAVEN_STORE_CRASH_AT) leaves a store recover() completes. */
   crashInjection: boolean;
+  /**
+   * A commit reads the generation its new slot starts from and repairs or refuses damage there
+   * (store/common/commit/slot-check.ts). Every real store does; the in-memory test store keeps
+   * its bytes in the process, where nothing rots, and stands in only for the protocol's peer.
+   */
+  slotCheck: boolean;
 }
 
 /** Flips a bit of a byte in an image file (StoreUnderTest.damageImage for stores of files). */
@@ -131,7 +137,7 @@ export interface ServerSimOptions {
   copies: number;
   /** Seeds the server's content: the same seed, the same bytes on every run of the suite. */
   seed: number;
-  /** The store's image names, to check them against DESIGN §4.1 (StoreUnderTest.listImages). */
+  /** The store's image names, to check them against docs/design.md §4.1 (StoreUnderTest.listImages). */
   listImages?: () => Promise<string[]>;
 }
 
@@ -331,7 +337,13 @@ export async function runChild(
   p: Prepared,
   extents: Extent[],
   summary: ChildJob['summary'],
-  options: { crashAt?: CrashStep; checkpointAfter?: number; killAfter?: number },
+  options: {
+    crashAt?: CrashStep;
+    /** Stop the child at this step (STOP_ENV), run `whileStopped`, then let it go on. */
+    stopAt?: { step: CrashStep; whileStopped: () => Promise<void> };
+    checkpointAfter?: number;
+    killAfter?: number;
+  },
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   assert.ok(sut.child, 'crash tests need a store a child process can open');
   const dir = await scratch(t);
@@ -360,6 +372,8 @@ export async function runChild(
   const env = { ...process.env };
   delete env[CRASH_ENV];
   if (options.crashAt) env[CRASH_ENV] = options.crashAt;
+  delete env[STOP_ENV];
+  if (options.stopAt) env[STOP_ENV] = options.stopAt.step;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, join(dir, 'job.json')], {
       env,
@@ -376,11 +390,41 @@ export async function runChild(
       reject(new Error(`the delta child did not finish within 60 s: ${stderr}`));
     }, 60_000);
     child.on('error', reject);
+    if (options.stopAt) {
+      const { whileStopped } = options.stopAt;
+      whenStopped(child.pid ?? 0)
+        .then(async (stopped) => {
+          if (!stopped) return;
+          try {
+            await whileStopped();
+          } finally {
+            child.kill('SIGCONT');
+          }
+        })
+        .catch(reject);
+    }
     child.on('close', (c, signal) => {
       clearTimeout(timer);
       resolve({ code: c, signal, stderr });
     });
   });
+}
+
+/** Resolves true once process `pid` is stopped (state T in /proc), false once it is gone. */
+async function whenStopped(pid: number): Promise<boolean> {
+  for (;;) {
+    let stat: string;
+    try {
+      stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return false;
+    }
+    // The state follows the command name, which is in parentheses (proc(5)).
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'T') return true;
+    if (state === 'Z' || state === 'X') return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 export const WEB01_DISKS: DiskSpec[] = [

@@ -1,6 +1,6 @@
 /**
  * The store conformance suite: what every Store implementation must do, written against the
- * Store / DeltaWriter interface only (DESIGN §3: "one conformance test suite run against every
+ * Store / DeltaWriter interface only (docs/design.md §3: "one conformance test suite run against every
  * implementation"). A store's test file calls `storeConformance(name, factory)`; the factory
  * returns a fresh, empty store plus the few hooks the interface does not expose (harness.ts).
  *
@@ -13,15 +13,19 @@
  * must hold, from a seeded generator.
  */
 import { describe, type TestContext } from 'node:test';
+import { bitrotContract } from './contract/bitrot.ts';
 import { crashContract } from './contract/crash.ts';
+import { damageContract } from './contract/damage.ts';
+import { readersContract } from './contract/readers.ts';
 import { recordsContract } from './contract/records.ts';
 import { refusalsContract } from './contract/refusals.ts';
 import { resumeContract } from './contract/resume.ts';
 import { rotationContract } from './contract/rotation.ts';
+import { sizeBombsContract } from './contract/size-bombs.ts';
 import { writingContract } from './contract/writing.ts';
 import type { StoreCapabilities, StoreFactory, StoreUnderTest } from './harness.ts';
 
-const EVERY_CAPABILITY: StoreCapabilities = { crashInjection: true };
+const EVERY_CAPABILITY: StoreCapabilities = { crashInjection: true, slotCheck: true };
 
 export function storeConformance(
   name: string,
@@ -33,7 +37,11 @@ export function storeConformance(
     t.after(() => sut.cleanup());
     return sut;
   }
-  const without = capabilities.crashInjection ? '' : ' (no crash injection: one process only)';
+  const lacks = [
+    ...(capabilities.crashInjection ? [] : ['no crash injection: one process only']),
+    ...(capabilities.slotCheck ? [] : ['no slot check: nothing rots in memory']),
+  ];
+  const without = lacks.length ? ` (${lacks.join('; ')})` : '';
 
   describe(`store conformance: ${name}${without}`, () => {
     rotationContract(fresh);
@@ -41,6 +49,12 @@ export function storeConformance(
     resumeContract(fresh);
     refusalsContract(fresh);
     recordsContract(fresh);
-    if (capabilities.crashInjection) crashContract(fresh);
+    if (capabilities.slotCheck) bitrotContract(fresh);
+    if (capabilities.crashInjection) {
+      crashContract(fresh);
+      readersContract(fresh);
+      damageContract(fresh);
+      sizeBombsContract(fresh);
+    }
   });
 }

@@ -1,6 +1,6 @@
 /**
  * The replication check shared by the local, ssh and TLS tests: the guest writes known blocks,
- * `haven protect` runs, and then the store must hold exactly DESIGN §4.1's names, every
+ * `haven protect` runs, and then the store must hold exactly docs/design.md §4.1's names, every
  * generation must equal an independent model of the guest's disks at its run, incremental runs
  * must send exactly the blocks the guest changed, and the definition must be written once with
  * optical drives ejected (an operator's edit survives later runs).
@@ -76,7 +76,7 @@ export async function replicationRounds(o: RoundsOptions): Promise<ProtectResult
       }
     }
 
-    // Names exactly as DESIGN §4.1: _1 newest … _N oldest, all disks together, nothing else.
+    // Names exactly as docs/design.md §4.1: _1 newest … _N oldest, all disks together, nothing else.
     const gens = Math.min(round + 1, o.copies);
     const want: string[] = [];
     for (let seq = 1; seq <= gens; seq++) for (const d of guest.disks) want.push(image(d.target, seq));

@@ -25,8 +25,9 @@ import { promtoolCheckMetrics } from '../../src/daemon/test-support/prometheus.t
 import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { launchChromium } from '../helpers/browser.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { havenEnv, runHaven } from '../helpers/haven.ts';
 import { freePort, scratchDir, waitFor, writeConfig } from './jobs-helpers.ts';
+import { guestDefinitions } from './recovery-helpers.ts';
 
 const PREFIX = 'haven-t-ui';
 const ZONE = 'Europe/Berlin';
@@ -174,6 +175,7 @@ drills:
     servers: ["${guest.name}"]
     boot_marker: { serial: "HAVEN ready" }
     # A guest under TCG boots in seconds, but a test host shared by many can make it minutes.
+    # Its kernel boots only from a directory the DR host allows (guestDefinitions below).
     timeout: 10m
   never:
     store: ${store}
@@ -182,7 +184,7 @@ drills:
     timeout: 10s
 daemon:
   listen: 127.0.0.1:${port}
-`,
+${guestDefinitions(guest)}`,
   );
   const h = await havenEnv(dir, { HAVEN_CONFIG: config });
   for (const seed of [1, 2]) {

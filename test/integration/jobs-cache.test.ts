@@ -1,5 +1,5 @@
 /**
- * Issue 4, first must-show: primary cache drives (DESIGN §4.6) with real guests and loop devices.
+ * Issue 4, first must-show: primary cache drives (docs/design.md §4.6) with real guests and loop devices.
  *
  * Run 1: three servers, one cache drive (not mounted) too small for all three together: staging
  * goes one at a time, largest first (each server staged, sent and removed before the next one's

@@ -1,5 +1,5 @@
 /**
- * Cache drive discovery and mounting against real loop devices (DESIGN §4.6): only filesystems
+ * Cache drive discovery and mounting against real loop devices (docs/design.md §4.6): only filesystems
  * with the signature at their root, mounted or not; largest first, equal sizes by device path;
  * free space of an unmounted drive as the mounted filesystem will report it; Haven mounts what is
  * not mounted under its run directory (read-write) and unmounts it when the last user is done,

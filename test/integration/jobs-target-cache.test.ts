@@ -1,5 +1,5 @@
 /**
- * Target-side cache drives (issue 4, Build 3; DESIGN §4.2, §4.6): a target with `staging: auto`
+ * Target-side cache drives (issue 4, Build 3; docs/design.md §4.2, §4.6): a target with `staging: auto`
  * runs `haven receive --staging auto`, which stages every delta on the largest signed cache drive
  * of the target host, mounting it under Haven's run directory and unmounting it when the session
  * ends. The deltas a store keeps for rotation stay on that drive, at the same path every session,

@@ -9,10 +9,11 @@
  *   relaxes the DR host's confinement is removed or renamed in `definitions/<server>.xml`, and
  *   reported; what the DR host's own configuration allows for one server is kept, and logged;
  *   a definition no removal can make safe is refused before anything is staged.
- * Further sections (size bombs, a sender that stops reading) use the same harness.
+ * - size bombs (issue 13.2): disks declared huge and sent as zero extents cost the receiver what
+ *   was sent: digest files and images stay sparse.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { DEFAULT_BOOT_DIRS, isInside } from '../../src/core/definition-rules.ts';
@@ -305,5 +306,41 @@ describe('the DR host decides, the sender does not', () => {
     }
     assert.deepEqual((await readdir(join(r.store, 'definitions'))).sort(), ['web01.xml']);
     assert.deepEqual((await readdir(join(r.store, '.haven', 'servers'))).sort(), ['web01']);
+  });
+});
+
+// --- size bombs (issue 13.2) ---------------------------------------------------------------
+
+/** Allocated bytes of every file under `dir`. */
+async function allocatedUnder(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).blocks * 512;
+  }
+  return total;
+}
+
+describe('size bombs: a declared size costs the receiver what is sent, not what is declared', () => {
+  // 15 TiB: ext4 refuses files of 16 TiB (EFBIG) with 4 KiB blocks.
+  it('15 TiB disks sent as 20-byte zero extents, first run and incremental', async (t) => {
+    const r = await hostileReceiver(t, 'size-bomb');
+    const TiB15 = 15 * 2 ** 40;
+    const disks = [0, 1, 2, 3].map((i) => ({ name: `bomb_${i}`, size: TiB15 }));
+    const zeros = disks.map((d) => ({ disk: d.name, kind: 'zero' as const, offset: 0, length: TiB15 }));
+    const started = performance.now();
+    const m1 = makeMeta('bomb', disks);
+    await r.sender.open(m1);
+    const g1 = await sendDelta(r.sender, m1, {}, zeros);
+    assert.ok(g1);
+    const m2 = makeMeta('bomb', disks, { pointInTime: 'p2', baseGenerationId: g1.id, mode: 'incremental' });
+    await r.sender.open(m2);
+    const g2 = await sendDelta(r.sender, m2, {}, zeros);
+    assert.ok(g2);
+    const seconds = (performance.now() - started) / 1000;
+    await r.close();
+    const allocated = await allocatedUnder(r.store);
+    // Dense digest files alone would be 8 GiB per disk and generation.
+    assert.ok(allocated < 16 * 1024 * 1024, `the receiver allocated ${allocated} bytes for 60 TiB of zeros`);
+    assert.ok(seconds < 120, `two runs took ${seconds.toFixed(1)} s`);
   });
 });

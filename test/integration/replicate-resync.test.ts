@@ -4,7 +4,7 @@
  * it reads everything but sends only chunks whose digests differ from the target's newest
  * generation, and the result verifies and equals the guest's disk. When only libvirt's metadata
  * is gone but the catalog kept the checkpoint's XML and the bitmap is intact, Haven redefines
- * the checkpoint and stays incremental (DESIGN §6).
+ * the checkpoint and stays incremental (docs/design.md §6).
  */
 import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';

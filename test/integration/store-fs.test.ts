@@ -305,3 +305,21 @@ test('a store is refused when it is not one, is newer, or uses another digest', 
   await writeFile(join(dir, 'haven-store.json'), '{"format": "haven-store"');
   await assert.rejects(openFsStore(dir), code('STORE_FILE_INVALID'));
 });
+
+test('a format 1 store is upgraded to format 2 by a receiver, and only by one', async (t) => {
+  const dir = await mkdtemp(join(ROOT, 'store-upgrade-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const s = await openFsStore(dir, { create: true });
+  await s.close();
+  const path = join(dir, 'haven-store.json');
+  const desc = JSON.parse(await readFile(path, 'utf8'));
+  assert.equal(desc.version, 2, 'a new store is format 2');
+  await writeFile(path, JSON.stringify({ ...desc, version: 1 }));
+  const reader = await openFsStore(dir);
+  assert.equal(reader.descriptor.version, 1, 'a reader changes nothing');
+  await reader.close();
+  const receiver = await openFsStore(dir, { create: true });
+  assert.equal(receiver.descriptor.version, 2);
+  await receiver.close();
+  assert.deepEqual(JSON.parse(await readFile(path, 'utf8')), { ...desc, version: 2 });
+});

@@ -4,10 +4,9 @@
  * definition intact, and the run completes once space is freed.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type TestContext, test } from 'node:test';
+import { test } from 'node:test';
 import { HavenError } from '../../src/core/errors.ts';
 import { openFsStore } from '../../src/store/fs/index.ts';
 import type { DeltaWriter } from '../../src/store/types.ts';

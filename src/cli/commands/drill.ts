@@ -33,6 +33,8 @@ interface DrillFlags {
   store?: string;
   drill?: string;
   generation?: number;
+  /** A journal point (its id, or a time) instead of a generation: docs/continuous.md. */
+  at?: string;
   marker?: string;
   agent?: boolean;
   timeout?: string;
@@ -132,11 +134,16 @@ function printPlan(ctx: CliContext, p: DrillPlan): void {
 }
 
 /** Names given on the command line must be in the store: a typo is not a failed drill. */
-async function checkServers(store: string, servers: string[], log: CliContext['log']): Promise<void> {
+async function checkServers(
+  store: string,
+  servers: string[],
+  journals: boolean,
+  log: CliContext['log'],
+): Promise<void> {
   if (!servers.length) return;
   const s = await openFsStore(store, { log });
   try {
-    const known = await s.listServers();
+    const known = journals ? await s.listJournals() : await s.listServers();
     for (const name of servers) {
       checkName('server', name);
       if (!known.includes(name)) throw unknownServer(name, s.location, known);
@@ -163,7 +170,10 @@ async function runDrillCommand(ctx: CliContext, servers: string[], flags: DrillF
   const marker = markerFlag(flags);
   const timeoutMs = flags.timeout === undefined ? undefined : parseDuration(flags.timeout);
   const log = flags.dryRun ? ctx.log : ctx.openRunLog('drill');
-  await checkServers(settings.store, servers, log);
+  if (flags.at !== undefined && flags.generation !== undefined) {
+    throw new UsageError('name either --generation K or --at <time|point>, not both');
+  }
+  await checkServers(settings.store, servers, flags.at !== undefined, log);
   checkMarker(settings, servers, marker);
   const deps: RunDrillDeps = {
     virsh: new Virsh({ uri: flags.connect, log }),
@@ -175,6 +185,7 @@ async function runDrillCommand(ctx: CliContext, servers: string[], flags: DrillF
     ...(marker ? { marker } : {}),
     ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     ...(flags.generation !== undefined ? { generation: flags.generation } : {}),
+    ...(flags.at !== undefined ? { at: flags.at } : {}),
     ...(flags.verify ? { verify: true } : {}),
   };
   if (flags.dryRun) {
@@ -220,6 +231,10 @@ export default function register(program: Command, context: () => CliContext): v
       'take store, servers, marker, timeouts and networks from this configured drill',
     );
   generationOption(drill, 'boot')
+    .option(
+      '--at <time|point>',
+      'boot a point of the journal instead: its id, or a time (docs/continuous.md)',
+    )
     .option('--marker <text>', 'booted once the serial console shows this text')
     .option('--agent', 'booted once the guest agent answers')
     .option('--timeout <duration>', 'how long a server may take to show its marker (default 5m)')

@@ -1,5 +1,5 @@
 /**
- * `haven protect <server> --to <target>`: one replication run of one server (DESIGN §4–§6).
+ * `haven protect <server> --to <target>`: one replication run of one server (docs/design.md §4–§6).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { catalogForDryRun } from '../dry-run.ts';
 import { interruptible } from '../interrupt.ts';
 import { connectOption, examples } from '../options.ts';
 import { formatTime } from '../when.ts';
+import { type ContinuousFlags, protectContinuousCommand } from './protect-continuous.ts';
 
 /**
  * Whether a receiver started before anything was checked (EarlyConnection) changes nothing when
@@ -56,8 +57,9 @@ async function loadRunModules() {
   };
 }
 
-interface ProtectFlags {
-  to: string;
+interface ProtectFlags extends ContinuousFlags {
+  to: string[];
+  continuous?: boolean;
   copies?: string;
   bwlimit?: string;
   compress?: string;
@@ -131,7 +133,8 @@ export default function register(program: Command, context: () => CliContext): v
     .argument('<server>', 'libvirt domain name')
     .requiredOption(
       '--to <target>',
-      'target: a configured target name, a store path (absolute, or ./relative), ssh://[user@]host[:port]/path or tls://host:port',
+      'target: a configured target name, a store path (absolute, or ./relative), ssh://[user@]host[:port]/path or tls://host:port; repeat with --continuous for several',
+      (v: string, prev: string[] = []) => [...prev, v],
     )
     .option('--copies <n>', 'generations to keep at the target (default 3, or the target’s setting)')
     .option('--bwlimit <rate>', 'bandwidth limit on the wire, e.g. 50MiB/s (default unlimited)')
@@ -146,6 +149,11 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--tls-key <file>', 'client key for a tls:// receiver')
     .option('--token-file <file>', 'token a tls:// receiver requires')
     .option('--retries <n>', 'reconnections after a broken connection (default 3)')
+    .option('--continuous', 'replicate continuously until stopped: a journal of points at each target')
+    .option('--interval <duration>', 'continuous: a point at most this often (default 2s)')
+    .option('--journal <duration>', 'continuous: how long the targets keep points (default 2h)')
+    .option('--segment <size>', 'continuous: most data one segment carries (default 64MiB)')
+    .option('--overwrite-target', 'continuous: overwrite a target that holds another lineage')
     .option('--dry-run', 'show the plan (what would be read and sent) and change nothing')
     .option('--json', 'print the result as JSON');
   connectOption(command);
@@ -170,13 +178,28 @@ export default function register(program: Command, context: () => CliContext): v
       throw new UsageError(`--consistency must be live or shutdown, got ${JSON.stringify(consistency)}`);
     }
     const config = await ctx.config();
-    const target = resolveTarget(flags.to, config, {
-      copies: intFlag('copies', flags.copies, 1, 1000),
-      bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
-      compress: intFlag('compress', flags.compress, 0, 19),
-      ssh: { options: flags.sshOption, command: flags.remoteCommand },
-      tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
-    });
+    if (flags.to.length > 1 && !flags.continuous) {
+      throw new UsageError('only --continuous protects to several targets at once; name one --to');
+    }
+    const resolve = (to: string) =>
+      resolveTarget(to, config, {
+        copies: intFlag('copies', flags.copies, 1, 1000),
+        bandwidth: flags.bwlimit === undefined ? undefined : parseRate(flags.bwlimit),
+        compress: intFlag('compress', flags.compress, 0, 19),
+        ssh: { options: flags.sshOption, command: flags.remoteCommand },
+        tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
+      });
+    if (flags.continuous) {
+      const targets = flags.to.map(resolve);
+      await protectContinuousCommand(ctx, {
+        server: serverName,
+        targets,
+        copies: targets[0]?.copies ?? 3,
+        flags,
+      });
+      return;
+    }
+    const target = resolve(flags.to[0] ?? '');
     const request: Request = {
       server: serverName,
       flags,

@@ -243,7 +243,7 @@ export default function register(program: Command, context: () => CliContext): v
         ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
         : {}),
     };
-    // --staging auto: the largest cache drive of this host (DESIGN §4.6), mounted if need be.
+    // --staging auto: the largest cache drive of this host (docs/design.md §4.6), mounted if need be.
     const cache =
       flags.staging === 'auto'
         ? await targetStaging({

@@ -144,7 +144,7 @@ export default function register(program: Command, context: () => CliContext): v
         // The report is already printed (as JSON too), so no second error document: exit 8.
         ctx.stderr.write(
           `haven: error [VERIFY_FAILED]: ${report.problems.length + (hosts?.problems.length ?? 0)} problem(s) found in ${flags.store}\n` +
-            '  The damaged generations are listed; the next run of an affected server does a checksum resync.\n',
+            '  The damaged generations are listed. Before a run builds on a damaged generation it repairs each damaged chunk from another generation that holds it intact, and refuses (nothing changed) where none does.\n',
         );
         process.exitCode = EXIT_CODES.integrity;
       }

@@ -1,5 +1,5 @@
 /**
- * Cache drive discovery (DESIGN §4.6): every filesystem whose root holds the signature file
+ * Cache drive discovery (docs/design.md §4.6): every filesystem whose root holds the signature file
  * (`.dr_cache` unless configured otherwise), mounted or not. Block devices and their filesystem
  * types come from `blkid` (it probes the devices itself, so freshly attached drives and loop
  * devices are seen without udev); where each is mounted from /proc/self/mountinfo. An unmounted

@@ -1,5 +1,5 @@
 /**
- * Which cache drive each server of a job is staged on, and whether all at once (DESIGN §4.6):
+ * Which cache drive each server of a job is staged on, and whether all at once (docs/design.md §4.6):
  *
  * - drives are used largest first, equal sizes by device path in alphabetical order;
  * - when every server fits (first fit, largest server first, onto the drives in that order), all

@@ -1,5 +1,5 @@
 /**
- * Target-side cache drives (`haven receive --staging auto`, DESIGN §4.6): staged deltas go to
+ * Target-side cache drives (`haven receive --staging auto`, docs/design.md §4.6): staged deltas go to
  * the largest signed cache drive of the target (equal sizes: by device path), mounted by Haven
  * under its run directory when it is not mounted, and unmounted when the session (or listener)
  * ends and no other Haven process uses it. Without one, deltas are staged inside the store.

@@ -7,7 +7,7 @@
  * second process, so the suite's crash injection does not apply to it. A checkpoint is what it
  * keeps: `close()` without seal drops what arrived since.
  *
- * Definitions (DESIGN §4.5) are kept only when `definitionsDir` is given: then source definitions
+ * Definitions (docs/design.md §4.5) are kept only when `definitionsDir` is given: then source definitions
  * are checked as a real store checks them and the DR definition is written there as a file, as
  * recovery/ reads it. Without it (the protocol's unit tests, which send stub domain XML no real
  * store would take) a source definition only has to parse, and none is written.
@@ -310,7 +310,7 @@ export class MemoryStore implements Store {
     return this.definitionsDir ? join(this.definitionsDir, `${server}.xml`) : `memory:${server}.xml`;
   }
 
-  /** DESIGN §4.5: written at the first commit, never overwritten. */
+  /** docs/design.md §4.5: written at the first commit, never overwritten. */
   async ensureDefinition(meta: DeltaMeta): Promise<void> {
     const dir = this.definitionsDir;
     if (!dir || this.definitions.has(meta.server)) return;

@@ -1,5 +1,5 @@
 /**
- * The DR definition of a server (DESIGN §4.5): the source domain XML with every replicated disk
+ * The DR definition of a server (docs/design.md §4.5): the source domain XML with every replicated disk
  * pointing at its newest DR image (raw, absolute path, no backing chain). A disk that was not
  * replicated (a network disk, a disk left out of the job) would point at a path that does not
  * exist at the DR site and stop the boot too, so it is removed and an XML comment says so.
@@ -20,7 +20,7 @@ import { type DomainDisk, DomainXml } from '../../core/domain-xml.ts';
 import type { Logger } from '../../core/log.ts';
 
 /**
- * The store disk name of a domain disk (DESIGN §4.1): the image file's base name without its
+ * The store disk name of a domain disk (docs/design.md §4.1): the image file's base name without its
  * extension, or the LV's or volume's name. Both spellings are offered, so `web.data` (an LV with
  * a dot) and `Web01_0.qcow2` (a file) both match what the sender used.
  */

@@ -1,6 +1,6 @@
 /**
  * The index of a staged delta: a log of what arrived, in order. Applying the log in order is
- * idempotent block writes (DESIGN §4.2 step 3), so a crash mid-apply is repaired by applying it
+ * idempotent block writes (docs/design.md §4.2 step 3), so a crash mid-apply is repaired by applying it
  * again; a later entry overrides an earlier one for the same chunk (a resumed delta may resend).
  *
  * File: a 16-byte header (magic `HVNDLTA1`, u32 version, u32 zero), then entries. Entry: a 32-byte

@@ -1,5 +1,5 @@
 /**
- * A delta as stored, underneath the three steps that use it (DESIGN §4.2: receiving, committing,
+ * A delta as stored, underneath the three steps that use it (docs/design.md §4.2: receiving, committing,
  * applying): its record (`delta.json`), where its staged files are, reading its index, whether
  * its staged data is still there (a cache drive may be gone), and removing it with everything it
  * owns.

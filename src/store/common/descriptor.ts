@@ -1,5 +1,5 @@
 /**
- * The store descriptor (`haven-store.json`, DESIGN §4.4): read, or written once when a store is
+ * The store descriptor (`haven-store.json`, docs/design.md §4.4): read, or written once when a store is
  * created, and checked to be a store of this kind, format and chunk size. Fixed at creation.
  */
 import { randomUUID } from 'node:crypto';
@@ -7,7 +7,7 @@ import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/digest.ts';
 import type { Logger } from '../../core/log.ts';
 import { storeError } from '../errors.ts';
 import { CHUNK_SIZE, STORE_FORMAT_VERSION, type StoreDescriptor, type StoreKind } from '../types.ts';
-import { createFileOnce, ensureDir, readJson } from './files.ts';
+import { createFileOnce, ensureDir, readJson, writeFileDurable } from './files.ts';
 import type { MetadataLayout } from './metadata-layout.ts';
 import { parseDescriptor, toJson } from './records.ts';
 
@@ -50,6 +50,18 @@ export async function openDescriptor(
   }
   for (const d of [layout.havenDir, layout.serversDir, layout.locksDir, layout.definitionsDir])
     await ensureDir(d);
+  if (descriptor.version < STORE_FORMAT_VERSION && options.create) {
+    // Before anything of the newer format is written, so an older Haven refuses the store
+    // (STORE_FORMAT_UNSUPPORTED) rather than misreading zero entries as digests.
+    const upgraded = { ...descriptor, version: STORE_FORMAT_VERSION };
+    await writeFileDurable(layout.descriptor, toJson(upgraded));
+    options.log.info('store format upgraded', {
+      path: layout.root,
+      from: descriptor.version,
+      to: upgraded.version,
+    });
+    return upgraded;
+  }
   return descriptor;
 }
 

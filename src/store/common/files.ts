@@ -4,7 +4,7 @@
  * - `writeFileDurable`: write a temporary file, fsync it, rename it over the target, fsync the
  *   directory. Readers see the old or the new content, never a mix, also after a power cut.
  * - `createFileOnce`: the same, but `link()` instead of `rename()`, so an existing file is never
- *   replaced (definitions, DESIGN §4.5; lock files).
+ *   replaced (definitions, docs/design.md §4.5; lock files).
  * OS errors become HavenErrors through core/errors ioError (ENOSPC → NO_SPACE).
  */
 import { randomBytes } from 'node:crypto';
@@ -131,7 +131,18 @@ export async function removeTree(path: string): Promise<void> {
 }
 
 export async function ensureDir(path: string): Promise<void> {
-  await io(path, () => mkdir(path, { recursive: true }));
+  await io(path, async () => {
+    try {
+      await mkdir(path, { recursive: true });
+    } catch (e) {
+      // Node's recursive mkdir reports ENOENT for the last level whatever stopped it (on a full
+      // filesystem, ENOSPC): where the parent exists, a plain mkdir tells the real reason.
+      if (!isErrno(e, 'ENOENT') || !(await exists(dirname(path)))) throw e;
+      await mkdir(path).catch((again: unknown) => {
+        if (!isErrno(again, 'EEXIST')) throw again;
+      });
+    }
+  });
 }
 
 export async function listDir(path: string): Promise<string[]> {

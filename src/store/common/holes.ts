@@ -1,5 +1,5 @@
 /**
- * Zero ranges over existing data become holes, so images stay sparse (DESIGN §4.2). Node has no
+ * Zero ranges over existing data become holes, so images stay sparse (docs/design.md §4.2). Node has no
  * fallocate(2), so this runs util-linux tools: `xfs_io` (xfsprogs) takes many `fpunch` commands
  * in one process, which matters when a delta carries thousands of zero ranges; `fallocate
  * --punch-hole` (util-linux) does one range per process. Where the filesystem cannot punch

@@ -5,7 +5,7 @@
  * locks — is plain files in a metadata directory for every kind (metadata-layout.ts) and is
  * written by common/ code alone.
  *
- * The commit (DESIGN §4.2 steps 2–4) and the first run's direct writes reach images only through
+ * The commit (docs/design.md §4.2 steps 2–4) and the first run's direct writes reach images only through
  * this interface, in the order common/ calls it; an implementation adds no ordering of its own
  * beyond what each method says is durable when it returns.
  */
@@ -30,6 +30,20 @@ export interface WritableImage {
   datasync(): Promise<void>;
   /** Makes everything written so far durable. */
   sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** An image open for reading (verify, the commit's checks of kept chunks). */
+export interface ReadableImage {
+  /** The image's path, as errors and logs name it. */
+  readonly path: string;
+  /** The image's size in bytes when it was opened. */
+  readonly size: number;
+  /**
+   * Reads `length` bytes at `position` into `buf` (past the page cache where `buf` is aligned
+   * memory and the storage allows it); bytes past the image's end read as zeroes.
+   */
+  read(buf: Buffer, length: number, position: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -67,6 +81,13 @@ export interface ImageVolumes {
   /** Makes every creation, rename and removal so far durable (a directory fsync for files). */
   syncNames(): Promise<void>;
   openWritable(server: string, disk: string, seq: Seq, options: OpenWritableOptions): Promise<WritableImage>;
+  /**
+   * Opens one image for reading; null when it does not exist. What is open stays the same image
+   * when it is renamed (a file descriptor; an open block device).
+   */
+  openRead(server: string, disk: string, seq: Seq): Promise<ReadableImage | null>;
+  /** The sequence numbers (and `incomplete`) of the images of `server`'s disk `disk` that exist. */
+  list(server: string, disk: string): Promise<Seq[]>;
   /** Reads `length` bytes at `position` into `buf`; bytes past the image's end read as zeroes. */
   read(server: string, disk: string, seq: Seq, buf: Buffer, length: number, position: number): Promise<void>;
   /**
@@ -76,7 +97,7 @@ export interface ImageVolumes {
   copy(server: string, disk: string, from: Seq, to: Seq, log: Logger): Promise<string>;
   /**
    * Whether a rotation keeping `copies` generations clones the newest instead of replaying the
-   * deltas the oldest missed (DESIGN §4.2: "the store may clone instead of replaying").
+   * deltas the oldest missed (docs/design.md §4.2: "the store may clone instead of replaying").
    */
   rotationClones(copies: number, log: Logger): Promise<boolean>;
   /** Throws NO_SPACE when the rotation described cannot finish for lack of room. */

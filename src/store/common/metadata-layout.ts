@@ -1,12 +1,12 @@
 /**
- * Where a store's own plain files live (DESIGN §4.4, docs/store-format.md): the descriptor,
+ * Where a store's own plain files live (docs/design.md §4.4, docs/store-format.md): the descriptor,
  * definitions, and under `.haven/` the per-server manifests, journals, digest files, delta records
  * and locks. Every store kind keeps these as files in a directory: a filesystem store in its own
  * root, beside the images; a block-device store (LVM, RBD) in a metadata directory on the DR host.
  * Images are not here: they are the store kind's own (fs/layout.ts for files).
  *
  * Every path built from a name passes through `under()`, which refuses anything that would leave
- * the root (DESIGN §4.3), on top of core/names.ts having refused unsafe names already.
+ * the root (docs/design.md §4.3), on top of core/names.ts having refused unsafe names already.
  */
 import { join, resolve } from 'node:path';
 import { checkName } from '../../core/names.ts';
@@ -46,6 +46,10 @@ export class MetadataLayout {
   }
   manifest(server: string): string {
     return join(this.serverDir(server), 'manifest.json');
+  }
+  /** The manifest's second copy (issue 13.7): what readers use when `manifest.json` is damaged. */
+  manifestCopy(server: string): string {
+    return join(this.serverDir(server), 'manifest.copy.json');
   }
   manifestLock(server: string): string {
     return join(this.serverDir(server), 'manifest.lock');

@@ -1,5 +1,5 @@
 /**
- * Names every store kind shares (DESIGN §4.1, §4.3): image names (`<server>_<disk>_<seq>`, the
+ * Names every store kind shares (docs/design.md §4.1, §4.3): image names (`<server>_<disk>_<seq>`, the
  * file name without `.raw` in a filesystem store, the LV or RBD image name in the others), the ids
  * Haven generates, the collision rule between servers, and `under()`, which refuses any path built
  * from a name that would leave the store's directory.
@@ -8,7 +8,7 @@ import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { storeError } from '../errors.ts';
 import type { Seq } from './rotation-plan.ts';
 
-/** DESIGN §4.1: `<server>_<disk>_<sequence>`, or `_incomplete` while written. */
+/** docs/design.md §4.1: `<server>_<disk>_<sequence>`, or `_incomplete` while written. */
 export function imageName(server: string, disk: string, seq: Seq): string {
   return `${server}_${disk}_${seq}`;
 }

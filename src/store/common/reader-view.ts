@@ -97,3 +97,43 @@ function rotatingView(manifest: ManifestFile | null, journal: Journal): ServerVi
     }));
   return { manifest: { ...manifest, generations }, journal, fileSeq };
 }
+
+/** The generation as the view has it, unless it left (or a running rotation is retiring it). */
+export function liveIn(v: ServerView, id: string): Generation | undefined {
+  return v.manifest?.generations.find((g) => g.id === id);
+}
+
+/** Times a generation's images are opened again because a rotation renamed them meanwhile. */
+const REOPEN_TRIES = 50;
+
+/**
+ * Opens what belongs to generation `id` (`open` gets the sequence number its images carry now)
+ * under a view that still names it the same way once it is open: a rotation renaming images
+ * between the view and the open would otherwise hand over another generation's image. What is
+ * open stays that generation's even if it is renamed later (a file descriptor). Null when the
+ * generation left meanwhile.
+ */
+export async function openStable<T>(
+  viewOf: (server: string) => Promise<ServerView>,
+  server: string,
+  id: string,
+  open: (seq: number) => Promise<T>,
+  close: (opened: T) => Promise<void>,
+): Promise<{ value: T; seq: number } | null> {
+  for (let i = 0; i < REOPEN_TRIES; i++) {
+    const before = await viewOf(server);
+    const g = liveIn(before, id);
+    if (!g) return null;
+    const seq = before.fileSeq(g);
+    const value = await open(seq);
+    const after = await viewOf(server);
+    const still = liveIn(after, id);
+    if (still && after.fileSeq(still) === seq) return { value, seq };
+    await close(value);
+    if (!still) return null;
+  }
+  throw storeError('STORE_BUSY', 'conflict', `${server}: its images kept moving while they were opened`, {
+    hint: "Replications keep rotating this server's images; try again in a moment.",
+    details: { server, generationId: id },
+  });
+}

@@ -1,5 +1,5 @@
 /**
- * `recover()` (DESIGN §4.2: "a run interrupted anywhere … is rolled forward on the next start"):
+ * `recover()` (docs/design.md §4.2: "a run interrupted anywhere … is rolled forward on the next start"):
  * per server not held by a live writer, the pending commit completed and what no generation needs
  * pruned; then temporary files and staged data no delta record refers to removed. Partial deltas
  * are kept: they are resumable.

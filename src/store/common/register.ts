@@ -1,6 +1,6 @@
 /**
  * Registering a new delta (Store.openDelta): its image names checked against every other
- * server's, committed or partial (DESIGN §4.1: `<server>_<disk>` prefixes must differ), and its
+ * server's, committed or partial (docs/design.md §4.1: `<server>_<disk>` prefixes must differ), and its
  * first record written, under a short store-wide lock so two new servers cannot race.
  */
 import { isSafeName } from '../../core/names.ts';

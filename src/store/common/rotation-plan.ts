@@ -1,10 +1,10 @@
 /**
- * The rotation of DESIGN §4.2 as a pure plan: which generation is dropped, which becomes
+ * The rotation of docs/design.md §4.2 as a pure plan: which generation is dropped, which becomes
  * `_incomplete`, which are renamed `_k` → `_k+1` (in what order), where the new slot's starting
  * content comes from, and which staged deltas bring it up to date. Shared by every store kind, so
  * the filesystem and LVM stores rotate names identically; the stores only execute the plan.
  *
- * Naming (DESIGN §4.1, the Anvil! DR convention): with N copies `_1` is the newest and `_N` the
+ * Naming (docs/design.md §4.1, the Anvil! DR convention): with N copies `_1` is the newest and `_N` the
  * oldest. A run renames the oldest `_N` to `_incomplete`, every other `_k` to `_k+1` (oldest
  * first, so no name is ever taken twice), brings `_incomplete` up to date and renames it `_1`.
  * All disks of a generation move together.
@@ -63,7 +63,7 @@ export interface PlanInput {
   producerAvailable: (generationId: string) => boolean;
   /**
    * The store can clone the newest generation instead of replaying deltas onto the oldest
-   * (DESIGN §4.2: "where the filesystem supports reflinks, the store may clone instead of
+   * (docs/design.md §4.2: "where the filesystem supports reflinks, the store may clone instead of
    * replaying"): a clone shares every unchanged block, so only the new delta is written.
    */
   cloneNewest?: boolean;
@@ -128,7 +128,7 @@ export function planRotation(input: PlanInput): RotationPlan {
 
 /**
  * Generations whose producing deltas must be kept after a commit: the next rotation recycles
- * `_N` and replays the deltas of `_N-1` … `_1` (DESIGN §4.2 step 3: "the last N−1 deltas").
+ * `_N` and replays the deltas of `_N-1` … `_1` (docs/design.md §4.2 step 3: "the last N−1 deltas").
  * A store that clones the newest generation instead (`cloneNewest`) replays none of them.
  */
 export function generationsNeedingProducers(

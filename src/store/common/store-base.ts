@@ -17,6 +17,11 @@ import {
   type Generation,
   type GenerationDisk,
   type ImageReader,
+  type JournalDeltaMeta,
+  type JournalInfo,
+  type JournalPoint,
+  type SegmentRecord,
+  type SegmentWriter,
   type ServerHold,
   type ServerManifest,
   type Store,
@@ -31,14 +36,23 @@ import { rollForward } from './commit/roll-forward.ts';
 import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
 import { exists, io } from './files.ts';
-import { listServerDirs, readManifest, withManifestLock, writeManifest } from './metadata.ts';
-import { readerView, type ServerView } from './reader-view.ts';
+import { imageReader } from './image-reader.ts';
+import {
+  journalInfo,
+  journalPoints,
+  listJournals,
+  materialisePoint,
+  openSegment,
+} from './journal/journal.ts';
+import { listServerDirs, manifestExists, readManifest, withManifestLock, writeManifest } from './metadata.ts';
+import { openStable, readerView, type ServerView } from './reader-view.ts';
 import { type ManifestFile, manifestView } from './records.ts';
 import { recoverStore } from './recover.ts';
 import { registerDelta } from './register.ts';
 import { lockServer } from './server-lock.ts';
 import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
-import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, readSums } from './sums.ts';
+import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, openGenerationSums } from './sums.ts';
+import { verifyStore } from './verify.ts';
 import { openDeltaWriter } from './writer/open.ts';
 
 export abstract class StoreBase implements Store {
@@ -54,8 +68,40 @@ export abstract class StoreBase implements Store {
     this.descriptor = ctx.descriptor;
   }
 
-  abstract openImage(server: string, generationId: string, disk: string): Promise<ImageReader>;
-  abstract verify(server?: string, options?: VerifyOptions): Promise<VerifyReport>;
+  /**
+   * Reads one image of a generation as it is now: opened under a reader view that still names it
+   * the same way once it is open (reader-view.ts openStable), so a rotation renaming images
+   * meanwhile cannot hand over another generation's image.
+   */
+  async openImage(server: string, generationId: string, disk: string): Promise<ImageReader> {
+    const { disk: d } = await this.findDisk(server, generationId, disk);
+    const opened = await openStable(
+      (s) => this.view(s),
+      server,
+      generationId,
+      (seq) => this.ctx.images.openRead(server, disk, seq),
+      async (image) => image?.close(),
+    );
+    if (!opened) throw generationNotFound(server, generationId);
+    const image = opened.value;
+    if (!image) {
+      throw storeError(
+        'STORE_IMAGE_MISSING',
+        'integrity',
+        `the image of disk ${disk} of ${server} is missing`,
+        {
+          hint: `Run \`haven verify --store PATH ${server}\` to see what is missing, and use another generation (\`haven images ${server} --store PATH\` lists them).`,
+          details: { server, generationId, disk },
+        },
+      );
+    }
+    return imageReader(image, d.size);
+  }
+
+  async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+    const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
+    return verifyStore(this.ctx, servers, (s) => this.view(s), options);
+  }
 
   recover(only?: string): Promise<string[]> {
     return recoverStore(this.ctx, only);
@@ -64,7 +110,7 @@ export abstract class StoreBase implements Store {
   async listServers(): Promise<string[]> {
     const out: string[] = [];
     for (const s of await listServerDirs(this.ctx)) {
-      if (isSafeName(s) && (await exists(this.ctx.layout.manifest(s)))) out.push(s);
+      if (isSafeName(s) && (await manifestExists(this.ctx, s))) out.push(s);
     }
     return out;
   }
@@ -112,6 +158,31 @@ export abstract class StoreBase implements Store {
     }
   }
 
+  openSegment(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter> {
+    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }));
+  }
+
+  journalInfo(server: string): Promise<JournalInfo | null> {
+    return journalInfo(this.ctx, checkName('server', server));
+  }
+
+  listJournals(): Promise<string[]> {
+    return listJournals(this.ctx);
+  }
+
+  journalPoints(server: string): Promise<JournalPoint[]> {
+    return journalPoints(this.ctx, checkName('server', server));
+  }
+
+  materialisePoint(
+    server: string,
+    pointId: string,
+    outputs: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<SegmentRecord> {
+    return materialisePoint(this.ctx, checkName('server', server), pointId, outputs, signal);
+  }
+
   /** The newest generation, which `meta` must apply to; refused while the server runs at the DR site. */
   private async checkBase(meta: DeltaMeta): Promise<Generation | null> {
     const manifest = await readManifest(this.ctx, meta.server);
@@ -155,20 +226,28 @@ export abstract class StoreBase implements Store {
         { hint: `Ask for chunks inside the disk, at most ${MAX_DIGEST_REQUEST_CHUNKS} at a time.` },
       );
     }
-    const path = this.ctx.layout.sums(server, generationId, disk);
-    return io(path, async () => {
-      const fh = await open(path, 'r');
-      try {
-        if ((await fh.stat()).size < (fromChunk + count) * DIGEST_BYTES) {
-          throw storeError('STORE_DIGESTS_SIZE', 'integrity', `${path} is shorter than its disk needs`, {
-            hint: 'Run `haven verify`.',
-          });
-        }
-        return await readSums(fh, fromChunk, count);
-      } finally {
-        await fh.close();
+    const sums = await openGenerationSums(this.ctx, server, generationId, disk);
+    if (!sums) {
+      throw storeError(
+        'STORE_DIGESTS_MISSING',
+        'integrity',
+        `the digests of ${disk} of ${server} are missing`,
+        {
+          hint: 'Run `haven verify`.',
+          details: { server, generationId, disk },
+        },
+      );
+    }
+    try {
+      if (await sums.checkLength(found.disk.size)) {
+        throw storeError('STORE_DIGESTS_SIZE', 'integrity', `${sums.path} is shorter than its disk needs`, {
+          hint: 'Run `haven verify`.',
+        });
       }
-    });
+      return await sums.read(fromChunk, count, found.disk.size);
+    } finally {
+      await sums.close();
+    }
   }
 
   definitionPath(server: string): string {
@@ -178,7 +257,7 @@ export abstract class StoreBase implements Store {
   async holdServer(server: string, purpose: string, options: { waitMs?: number } = {}): Promise<ServerHold> {
     checkName('server', server);
     // Checked first: taking the lock would create the server's directory.
-    if (!(await exists(this.ctx.layout.manifest(server)))) throw serverNotFound(server);
+    if (!(await manifestExists(this.ctx, server))) throw serverNotFound(server);
     const lock = await lockServer(this.ctx, server, purpose, options.waitMs ?? 0);
     try {
       // A server running at the DR site boots from its generations: nothing may rotate them.
@@ -239,7 +318,7 @@ export abstract class StoreBase implements Store {
   }
 
   private async updateManifest(server: string, change: (m: ManifestFile) => void): Promise<void> {
-    if (!(await exists(this.ctx.layout.manifest(server)))) throw serverNotFound(server);
+    if (!(await manifestExists(this.ctx, server))) throw serverNotFound(server);
     await withManifestLock(this.ctx, server, async () => {
       const manifest = await readManifest(this.ctx, server);
       if (!manifest) throw serverNotFound(server);

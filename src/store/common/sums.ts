@@ -2,13 +2,22 @@
  * Digest files (`.sums`): DIGEST_BYTES per chunk, chunk i at byte i × 32, nothing else. They are
  * only ever read and written at positions, in bounded blocks: a 1 TiB disk has 512 MiB of them.
  *
- * In a delta's own sums file, 32 zero bytes mean "not staged" (holes read as zeros, so a fresh
- * sparse file starts all unstaged). No real digest is 32 zero bytes.
+ * 32 zero bytes are no real digest. In a delta's own sums file they mean "not staged" (holes read
+ * as zeros, so a fresh sparse file starts all unstaged). In a generation's sums file (store format
+ * 2, docs/store-format.md "Digest files") they mean "a zero chunk": ranges that were never written
+ * or were sent as zero ranges are holes of the digest file, so a disk's declared size costs
+ * nothing until data arrives (issue 13.2). Readers of generation digests go through
+ * `GenerationSums` (or `expandZeroEntries`), which answers those entries with the zero chunk's
+ * digest; a format 1 file, all of whose entries are real digests, reads the same.
  */
 import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { DIGEST_BYTES, type DigestAlgorithm, zeroChunkDigest } from '../../core/digest.ts';
+import type { Logger } from '../../core/log.ts';
 import { CHUNK_SIZE } from '../types.ts';
-import { readAllAt, writeAllAt } from './files.ts';
+import type { StoreContext } from './context.ts';
+import { io, isErrno, readAllAt, writeAllAt } from './files.ts';
+import { punchHoles } from './holes.ts';
 
 /** Largest digest range one request (expectedDigests, readDigests) may ask for (32 MiB of answer). */
 export const MAX_DIGEST_REQUEST_CHUNKS = 1 << 20;
@@ -121,8 +130,25 @@ export async function writeZeroSums(
 
 const CLEAR = Buffer.alloc(SUMS_BLOCK_CHUNKS * DIGEST_BYTES);
 
-/** Marks chunks [fromChunk, toChunk) "not staged" again. */
-export async function clearSums(fh: FileHandle, fromChunk: number, toChunk: number): Promise<void> {
+/** Cleared runs at least this long are punched as holes rather than written (2 MiB of digests). */
+export const PUNCH_MIN_CHUNKS = 65536;
+
+/**
+ * Clears chunks [fromChunk, toChunk) to 32 zero bytes each: "not staged" in a delta's sums, "a
+ * zero chunk" in a generation's. A long run becomes a hole of the file (`punch` names the file
+ * and the log for holes.ts), so clearing costs the same whatever the range's size.
+ */
+export async function clearSums(
+  fh: FileHandle,
+  fromChunk: number,
+  toChunk: number,
+  punch?: { path: string; log: Logger },
+): Promise<void> {
+  if (punch && toChunk - fromChunk >= PUNCH_MIN_CHUNKS) {
+    const range = { offset: fromChunk * DIGEST_BYTES, length: (toChunk - fromChunk) * DIGEST_BYTES };
+    await punchHoles(fh, punch.path, [range], punch.log);
+    return;
+  }
   for (let c = fromChunk; c < toChunk; ) {
     const n = Math.min(SUMS_BLOCK_CHUNKS, toChunk - c);
     await writeSums(fh, c, CLEAR.subarray(0, n * DIGEST_BYTES));
@@ -130,25 +156,70 @@ export async function clearSums(fh: FileHandle, fromChunk: number, toChunk: numb
   }
 }
 
-/** Replaces every "not staged" entry in [fromChunk, chunkCount(size)) with the zero-chunk digest. */
-export async function fillUnstaged(
-  fh: FileHandle,
-  alg: DigestAlgorithm,
+/**
+ * A generation's digests as stored (format 2) made real: every all-zero entry of `buf`, which
+ * holds chunks from `fromChunk` of a disk of `size` bytes, becomes the zero chunk's digest.
+ */
+export function expandZeroEntries(
+  buf: Buffer,
+  fromChunk: number,
   size: number,
-  fromChunk = 0,
-): Promise<void> {
-  const total = chunkCount(size);
-  for (let c = fromChunk; c < total; ) {
-    const n = Math.min(SUMS_BLOCK_CHUNKS, total - c);
-    const buf = await readSums(fh, c, n);
-    let changed = false;
-    for (let i = 0; i < n; i++) {
-      if (isUnstaged(buf, i)) {
-        zeroChunkDigest(alg, chunkLength(size, c + i)).copy(buf, i * DIGEST_BYTES);
-        changed = true;
-      }
-    }
-    if (changed) await writeSums(fh, c, buf);
-    c += n;
+  alg: DigestAlgorithm,
+): Buffer {
+  for (let i = 0; i * DIGEST_BYTES < buf.length; i++) {
+    if (isUnstaged(buf, i))
+      zeroChunkDigest(alg, chunkLength(size, fromChunk + i)).copy(buf, i * DIGEST_BYTES);
   }
+  return buf;
+}
+
+/** A generation's digest file open for reading; zero entries are answered as zero chunks. */
+export class GenerationSums {
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly alg: DigestAlgorithm,
+  ) {}
+
+  /** The file, or null when it does not exist. */
+  static async open(path: string, alg: DigestAlgorithm): Promise<GenerationSums | null> {
+    try {
+      return new GenerationSums(path, await open(path, 'r'), alg);
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) return null;
+      return io(path, () => Promise.reject(e));
+    }
+  }
+
+  /** Digests of chunks [fromChunk, +count) of a disk of `size` bytes. */
+  async read(fromChunk: number, count: number, size: number): Promise<Buffer> {
+    const buf = await io(this.path, () => readSums(this.fh, fromChunk, count));
+    return expandZeroEntries(buf, fromChunk, size, this.alg);
+  }
+
+  /** Entries as stored: all zeros for a zero chunk (format 2), for callers that skip those. */
+  readStored(fromChunk: number, count: number): Promise<Buffer> {
+    return io(this.path, () => readSums(this.fh, fromChunk, count));
+  }
+
+  /** Null when the file holds exactly one entry per chunk of a disk of `size` bytes, else why not. */
+  async checkLength(size: number): Promise<string | null> {
+    const length = (await io(this.path, () => this.fh.stat())).size;
+    return length === sumsLength(size)
+      ? null
+      : `${this.path} is ${length} bytes, expected ${sumsLength(size)}`;
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+export function openGenerationSums(
+  ctx: StoreContext,
+  server: string,
+  generationId: string,
+  disk: string,
+): Promise<GenerationSums | null> {
+  return GenerationSums.open(ctx.layout.sums(server, generationId, disk), ctx.descriptor.digest);
 }

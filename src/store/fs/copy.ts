@@ -1,5 +1,5 @@
 /**
- * Whole-image copies for a new slot (DESIGN §4.2): while fewer than N generations exist, and on
+ * Whole-image copies for a new slot (docs/design.md §4.2): while fewer than N generations exist, and on
  * every rotation where the filesystem clones files (`clonesImages`). The cheapest way the target
  * allows:
  * 1. a reflink (XFS, btrfs: instant, no space used);

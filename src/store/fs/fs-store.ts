@@ -1,25 +1,19 @@
 /**
- * The filesystem store: raw image files named exactly as DESIGN §4.1, with Haven's metadata
+ * The filesystem store: raw image files named exactly as docs/design.md §4.1, with Haven's metadata
  * beside them in the same directory (docs/store-format.md). What every store kind does alike is
- * common/store-base.ts; here: opening and creating a store directory, and what depends on images
- * being files — reading one, and verify.
+ * common/store-base.ts; here: opening and creating a store directory (its images are files:
+ * images.ts).
  */
-import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
-import { checkName } from '../../core/names.ts';
-import { emptyVerifyReport, isWithin } from '../common/checks.ts';
 import type { StoreContext } from '../common/context.ts';
 import { openDescriptor } from '../common/descriptor.ts';
-import { ensureDir, io, readAllAt } from '../common/files.ts';
+import { ensureDir } from '../common/files.ts';
 import { StoreBase } from '../common/store-base.ts';
-import { storeError } from '../errors.ts';
-import type { ImageReader, VerifyOptions, VerifyReport } from '../types.ts';
 import { FsImages } from './images.ts';
 import { FsLayout } from './layout.ts';
-import { verifyServer } from './verify.ts';
 
 export interface FsStoreOptions {
   /** Initialise the directory as a store if it holds none yet. */
@@ -47,9 +41,6 @@ export interface FsStoreOptions {
    */
   definitionRules?: () => Promise<DefinitionRules>;
 }
-
-/** Largest single ImageReader.read (memory is the caller's, but bounded here). */
-const MAX_READ_BYTES = 64 * 1024 * 1024;
 
 export async function openFsStore(dir: string, options: FsStoreOptions = {}): Promise<FsStore> {
   const layout = new FsLayout(dir);
@@ -86,67 +77,10 @@ export class FsStore extends StoreBase {
   readonly kind = 'fs' as const;
 
   constructor(
-    private readonly layout: FsLayout,
+    readonly layout: FsLayout,
     ctx: StoreContext,
     busyWaitMs: number,
   ) {
     super(ctx, layout.root, busyWaitMs);
-  }
-
-  async openImage(server: string, generationId: string, disk: string): Promise<ImageReader> {
-    const found = await this.findDisk(server, generationId, disk);
-    const path = this.layout.image(server, disk, found.view.fileSeq(found.generation));
-    const fh = await io(path, () => open(path, 'r'));
-    const size = found.disk.size;
-    const st = await fh.stat();
-    if (st.size !== size) {
-      await fh.close();
-      throw storeError(
-        'STORE_SIZE_MISMATCH',
-        'integrity',
-        `${path} is ${st.size} bytes, the manifest says ${size}`,
-        {
-          hint: 'Run `haven verify`; the image was changed outside Haven.',
-        },
-      );
-    }
-    return {
-      size,
-      async read(offset: number, length: number): Promise<Buffer> {
-        if (!isWithin(offset, length, size) || length > MAX_READ_BYTES) {
-          throw storeError(
-            'STORE_BAD_RANGE',
-            'usage',
-            `read ${offset}+${length} is outside the image (${size} bytes) or over ${MAX_READ_BYTES} bytes`,
-            { hint: 'Read inside the image, in pieces of at most 64 MiB.' },
-          );
-        }
-        const buf = Buffer.allocUnsafe(length);
-        await io(path, () => readAllAt(fh, buf, length, offset));
-        return buf;
-      },
-      close: () => fh.close(),
-    };
-  }
-
-  async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-    const report = emptyVerifyReport();
-    const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
-    // Views first, so progress has its total from the start.
-    const views = [];
-    for (const s of servers) views.push({ s, v: await this.view(s) });
-    const progress = { done: 0, total: 0 };
-    if (options.readImages !== false) {
-      for (const { v } of views) {
-        for (const g of v.manifest?.generations ?? []) {
-          if (!options.generationId || g.id === options.generationId) {
-            progress.total += g.disks.reduce((n, d) => n + d.size, 0);
-          }
-        }
-      }
-    }
-    for (const { s, v } of views) await verifyServer(this.ctx, this.layout, s, v, options, report, progress);
-    report.ok = report.problems.length === 0;
-    return report;
   }
 }

@@ -1,16 +1,23 @@
 /**
- * Images as raw files in the store's directory (DESIGN §4.1: `<server>_<disk>_<seq>.raw`), for the
+ * Images as raw files in the store's directory (docs/design.md §4.1: `<server>_<disk>_<seq>.raw`), for the
  * shared write path (common/images.ts). Renames and removals are made durable by fsyncing the
  * directory; copies are reflinks where the filesystem has them (copy.ts); holes are punched.
  */
 import { open, rename } from 'node:fs/promises';
 import type { Logger } from '../../core/log.ts';
 import { DirectFile } from '../common/direct-file.ts';
-import { exists, fsyncDir, io, readAllAt, removeIfExists } from '../common/files.ts';
-import type { ImageVolumes, OpenWritableOptions, RotationRoom, WritableImage } from '../common/images.ts';
+import { DirectReads } from '../common/direct-io.ts';
+import { exists, fsyncDir, io, isErrno, listDir, readAllAt, removeIfExists } from '../common/files.ts';
+import type {
+  ImageVolumes,
+  OpenWritableOptions,
+  ReadableImage,
+  RotationRoom,
+  WritableImage,
+} from '../common/images.ts';
 import type { Seq } from '../common/rotation-plan.ts';
 import { clonesImages, copyImage } from './copy.ts';
-import type { FsLayout } from './layout.ts';
+import { type FsLayout, IMAGE_SUFFIX } from './layout.ts';
 import { checkRoom } from './space.ts';
 
 export interface FsImageOptions {
@@ -52,6 +59,57 @@ export class FsImages implements ImageVolumes {
 
   openWritable(server: string, disk: string, seq: Seq, options: OpenWritableOptions): Promise<WritableImage> {
     return DirectFile.open(this.path(server, disk, seq), { ...options, directIo: this.options.directIo });
+  }
+
+  async openRead(server: string, disk: string, seq: Seq): Promise<ReadableImage | null> {
+    const path = this.path(server, disk, seq);
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) return null;
+      return io(path, () => Promise.reject(e));
+    }
+    const handle = fh;
+    try {
+      const { size } = await handle.stat();
+      // The direct handle reopens the same inode (through /proc), not the name: a rotation may
+      // have renamed another image to this name since.
+      const direct = await DirectReads.open(`/proc/self/fd/${handle.fd}`, handle, this.options.directIo);
+      return {
+        path,
+        size,
+        read: (buf, length, position) =>
+          io(path, async () => {
+            let done = 0;
+            while (done < length) {
+              const n = await direct.read(buf.subarray(done), length - done, position + done);
+              if (n === 0) break;
+              done += n;
+            }
+            buf.fill(0, done, length);
+          }),
+        close: async () => {
+          await direct.close();
+          await handle.close();
+        },
+      };
+    } catch (e) {
+      await handle.close();
+      return io(path, () => Promise.reject(e));
+    }
+  }
+
+  async list(server: string, disk: string): Promise<Seq[]> {
+    const prefix = `${server}_${disk}_`;
+    const out: Seq[] = [];
+    for (const f of await listDir(this.layout.root)) {
+      if (!f.startsWith(prefix) || !f.endsWith(IMAGE_SUFFIX)) continue;
+      const seq = f.slice(prefix.length, -IMAGE_SUFFIX.length);
+      if (seq === 'incomplete') out.push(seq);
+      else if (/^[1-9]\d*$/.test(seq)) out.push(Number(seq));
+    }
+    return out;
   }
 
   async read(

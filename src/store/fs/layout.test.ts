@@ -4,7 +4,7 @@ import { HavenError } from '../../core/errors.ts';
 import { findNameCollision, imageName, under } from '../common/names.ts';
 import { FsLayout } from './layout.ts';
 
-test('image names follow DESIGN §4.1 exactly', () => {
+test('image names follow docs/design.md §4.1 exactly', () => {
   assert.equal(imageName('Web01', 'Web01_0', 1), 'Web01_Web01_0_1');
   assert.equal(imageName('Web01', 'Web01_1', 3), 'Web01_Web01_1_3');
   assert.equal(imageName('Web01', 'Web01_1', 'incomplete'), 'Web01_Web01_1_incomplete');

@@ -1,5 +1,5 @@
 /**
- * Where images live in a filesystem store: `<root>/<server>_<disk>_<seq>.raw` (DESIGN §4.1), in
+ * Where images live in a filesystem store: `<root>/<server>_<disk>_<seq>.raw` (docs/design.md §4.1), in
  * the same directory as the store's metadata (common/metadata-layout.ts), so the whole store is
  * one directory an operator can move.
  */

@@ -1,5 +1,5 @@
 /**
- * The store contract: Crash safety (DESIGN §4.3), by killing a writer in a child process: mid-stage, and at every named step of a commit (crash.ts), after which recover() completes the rotation. Needs StoreCapabilities.crashInjection.
+ * The store contract: Crash safety (docs/design.md §4.3), by killing a writer in a child process: mid-stage, and at every named step of a commit (crash.ts), after which recover() completes the rotation. Needs StoreCapabilities.crashInjection.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

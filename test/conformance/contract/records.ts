@@ -1,5 +1,5 @@
 /**
- * The store contract: What the store keeps beside its images: the definition (DESIGN §4.5), digests that verify checks, and the bookkeeping of recovery/ in the manifest.
+ * The store contract: What the store keeps beside its images: the definition (docs/design.md §4.5), digests that verify checks, and the bookkeeping of recovery/ in the manifest.
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';

@@ -1,5 +1,5 @@
 /**
- * The store contract: Refusals (DESIGN §4.3, §5): each is its own subtest, and none changes a stored generation.
+ * The store contract: Refusals (docs/design.md §4.3, §5): each is its own subtest, and none changes a stored generation.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';

@@ -1,5 +1,5 @@
 /**
- * The store contract: Rotation and naming (DESIGN §4.1, §4.2): every generation holds exactly its point in time, named `<server>_<disk>_<seq>`, whatever the deltas, disk sets and `copies` between runs.
+ * The store contract: Rotation and naming (docs/design.md §4.1, §4.2): every generation holds exactly its point in time, named `<server>_<disk>_<seq>`, whatever the deltas, disk sets and `copies` between runs.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -8,7 +8,7 @@ import { disksFor, type Fresh, ServerSim, WEB01_DISKS } from '../harness.ts';
 import { dataChunks, extentsForChunks, resyncExtents, sendExtents, summaryOf, withStaged } from '../model.ts';
 
 export function rotationContract(fresh: Fresh): void {
-  test('names and rotation follow DESIGN §4.1 for copies 1, 2 and 3 over 6 runs of a two-disk server', async (t) => {
+  test('names and rotation follow docs/design.md §4.1 for copies 1, 2 and 3 over 6 runs of a two-disk server', async (t) => {
     const sut = await fresh(t);
     const sims = [3, 2, 1].map((copies, i) =>
       ServerSim.on(sut, {
@@ -32,7 +32,7 @@ export function rotationContract(fresh: Fresh): void {
         assert.ok(!(await sim.images()).some((n) => n.endsWith('_incomplete')), 'no _incomplete left behind');
       }
       if (run === 3) {
-        // The worked example of DESIGN §4.1 and the Anvil! DR page, literally.
+        // The worked example of docs/design.md §4.1 and the Anvil! DR page, literally.
         assert.deepEqual(await sims[0]!.images(), [
           'Web01_Web01_0_1',
           'Web01_Web01_0_2',

@@ -1,5 +1,5 @@
 /**
- * Applying a staged delta to the `_incomplete` images (DESIGN §4.2 step 3): the index in order,
+ * Applying a staged delta to the `_incomplete` images (docs/design.md §4.2 step 3): the index in order,
  * data entries as positioned writes, zero entries as punched holes. Idempotent: applying again
  * after a crash gives the same images. Memory: two read windows and a bounded list of pending
  * holes.

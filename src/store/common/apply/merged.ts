@@ -1,5 +1,5 @@
 /**
- * Several deltas applied in one pass (DESIGN §4.2 step 3 for a recycled slot): the newest delta
+ * Several deltas applied in one pass (docs/design.md §4.2 step 3 for a recycled slot): the newest delta
  * first, whole; then each older one without the ranges a newer one writes (range-set.ts). The
  * result is what replaying them in order gives (every byte ends as the newest delta that touches
  * it left it), but a block the guest rewrote in each run is written once, not once per delta.

@@ -1,10 +1,19 @@
-/** The DR definition, written at a server's first commit (DESIGN §4.5): when missing, never overwritten. */
+/** The DR definition, written at a server's first commit (docs/design.md §4.5): when missing, never overwritten. */
 import type { Logger } from '../../../core/log.ts';
 import type { StoreContext } from '../context.ts';
 import { createFileOnce, ensureDir, exists } from '../files.ts';
 import type { DeltaRecord } from '../records.ts';
 
-export async function ensureDefinition(ctx: StoreContext, delta: DeltaRecord, log: Logger): Promise<void> {
+/** What writing the definition needs of a delta (or of a journal segment). */
+export type DefinitionSource = Pick<DeltaRecord, 'server'> & {
+  meta: Pick<DeltaRecord['meta'], 'sourceDefinition' | 'disks'>;
+};
+
+export async function ensureDefinition(
+  ctx: StoreContext,
+  delta: DefinitionSource,
+  log: Logger,
+): Promise<void> {
   const path = ctx.layout.definition(delta.server);
   if (await exists(path)) return;
   // Imported when needed: the XML parser is not loaded at a receiver's start (store-base.ts).

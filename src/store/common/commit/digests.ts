@@ -1,29 +1,25 @@
 /**
- * The new generation's digest files (DESIGN §4.2 step 4), without reading images back (except
- * one chunk per resized disk whose size was not a multiple of a chunk):
- * - a first run: the delta's own `.sums`, with unstaged chunks filled in as zero chunks;
- * - later runs: the base generation's digests (cloned), resized, overlaid with the delta's chunk
- *   digests in index order.
+ * The new generation's digest files (docs/design.md §4.2 step 4), without reading images back (except
+ * one chunk per resized disk whose size was not a multiple of a chunk). Store format 2: an
+ * all-zero entry is a zero chunk (sums.ts), so nothing is written for ranges that were never
+ * written or were sent as zero ranges (issue 13.2):
+ * - a first run: the delta's own `.sums` as it is (unstaged chunks are holes of the image);
+ * - later runs: the base generation's digests (cloned, or copied keeping holes), resized (grown
+ *   chunks are holes), overlaid with the delta's chunk digests in index order, zero ranges
+ *   cleared (long ones punched).
  */
 import { constants as fsConstants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { copyFile, open, rename } from 'node:fs/promises';
+import { copyFile, open, rename, stat } from 'node:fs/promises';
 import { digest } from '../../../core/digest.ts';
+import { exec } from '../../../core/exec.ts';
 import { CHUNK_SIZE, type DiskSpec, type Generation } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
 import { readIndexEntries, stagedFiles } from '../deltas.ts';
 import { ensureDir, exists, fsyncDir, io, removeIfExists, tmpName } from '../files.ts';
 import { readManifest } from '../metadata.ts';
 import type { DeltaRecord, Journal } from '../records.ts';
-import {
-  chunkCount,
-  chunkLength,
-  fillUnstaged,
-  SumsOverlay,
-  sumsLength,
-  writeSums,
-  writeZeroSums,
-} from '../sums.ts';
+import { chunkCount, chunkLength, clearSums, SumsOverlay, sumsLength, writeSums } from '../sums.ts';
 
 export async function writeGenerationDigests(
   ctx: StoreContext,
@@ -47,7 +43,6 @@ export async function writeGenerationDigests(
 
 /** A first run's digests are the delta's own: moved into place, "not staged" read as zero chunks. */
 async function adoptFirstRunDigests(ctx: StoreContext, journal: Journal, delta: DeltaRecord): Promise<void> {
-  const alg = ctx.descriptor.digest;
   for (const d of delta.meta.disks) {
     const src = stagedFiles(delta.dataDir).sums(d.name);
     const dst = ctx.layout.sums(journal.server, journal.generationId, d.name);
@@ -56,7 +51,6 @@ async function adoptFirstRunDigests(ctx: StoreContext, journal: Journal, delta: 
       const fh = await open(dst, 'r+');
       try {
         await fh.truncate(sumsLength(d.size));
-        await fillUnstaged(fh, alg, d.size);
         await fh.sync();
       } finally {
         await fh.close();
@@ -112,22 +106,18 @@ async function startNewSums(
   base: Generation | undefined,
   files: NewSums[],
 ): Promise<void> {
-  const alg = ctx.descriptor.digest;
   const dst = ctx.layout.sums(journal.server, journal.generationId, disk.name);
   const tmp = tmpName(dst);
   const baseDisk = base?.disks.find((x) => x.name === disk.name);
-  if (base && baseDisk) {
-    const src = ctx.layout.sums(journal.server, base.id, disk.name);
-    await io(src, () => copyFile(src, tmp, fsConstants.COPYFILE_FICLONE));
-  }
+  if (base && baseDisk) await copySparse(ctx.layout.sums(journal.server, base.id, disk.name), tmp);
   const fh = await io(tmp, () => open(tmp, baseDisk ? 'r+' : 'w+'));
   const file: NewSums = { disk, fh, tmp, dst, overlay: new SumsOverlay(fh), boundary: undefined };
   files.push(file);
+  // Grown chunks are holes, which read as zero chunks.
   await io(tmp, () => fh.truncate(sumsLength(disk.size)));
-  const oldChunks = baseDisk ? chunkCount(baseDisk.size) : 0;
-  if (oldChunks < chunkCount(disk.size))
-    await writeZeroSums(fh, alg, disk.size, oldChunks, chunkCount(disk.size));
   if (baseDisk && baseDisk.size !== disk.size) {
+    // The base's last chunk may have been short: as a hole it was a zero chunk of that length, and
+    // the boundary chunk's digest is worked out below whatever it held.
     const shorter = Math.min(baseDisk.size, disk.size);
     if (shorter % CHUNK_SIZE !== 0) file.boundary = Math.floor(shorter / CHUNK_SIZE);
   }
@@ -135,7 +125,6 @@ async function startNewSums(
 
 /** The delta's index in order: data entries' digests overlaid, zero ranges as zero chunks. */
 async function overlayIndex(ctx: StoreContext, delta: DeltaRecord, files: NewSums[]): Promise<void> {
-  const alg = ctx.descriptor.digest;
   const indexPath = stagedFiles(delta.dataDir).index;
   const index = await io(indexPath, () => open(indexPath, 'r'));
   try {
@@ -146,9 +135,10 @@ async function overlayIndex(ctx: StoreContext, delta: DeltaRecord, files: NewSum
       const end = chunkCount(e.offset + e.length);
       if (e.kind === 'data') await f.overlay.add(first, e.digests);
       else {
-        // A zero range may span millions of chunks: written directly, after what came before.
+        // A zero range may span millions of chunks: cleared directly (long ones punched), after
+        // what came before.
         await f.overlay.flush();
-        await writeZeroSums(f.fh, alg, f.disk.size, first, end);
+        await io(f.tmp, () => clearSums(f.fh, first, end, { path: f.tmp, log: ctx.log }));
       }
       if (f.boundary !== undefined && f.boundary >= first && f.boundary < end) f.boundary = undefined;
     }
@@ -156,6 +146,22 @@ async function overlayIndex(ctx: StoreContext, delta: DeltaRecord, files: NewSum
   } finally {
     await index.close();
   }
+}
+
+/** Files up to this size are copied by Node; larger ones by `cp`, which keeps their holes. */
+const SMALL_SUMS = 4 * 1024 * 1024;
+
+/**
+ * A digest file copied: a reflink where the filesystem has them, else with its holes kept (a
+ * disk declared huge and never written has a huge, empty digest file: issue 13.2).
+ */
+async function copySparse(src: string, dst: string): Promise<void> {
+  const size = (await io(src, () => stat(src))).size;
+  if (size <= SMALL_SUMS) {
+    await io(src, () => copyFile(src, dst, fsConstants.COPYFILE_FICLONE));
+    return;
+  }
+  await exec('cp', ['--reflink=auto', '--sparse=always', '--', src, dst]);
 }
 
 /** The boundary chunk's digest, read from the slot image (its bytes were cut or padded, not sent). */

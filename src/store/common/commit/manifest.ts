@@ -1,4 +1,4 @@
-/** The manifest a commit writes (DESIGN §4.2 step 4): the new generation first, then the survivors renumbered. */
+/** The manifest a commit writes (docs/design.md §4.2 step 4): the new generation first, then the survivors renumbered. */
 import { storeError } from '../../errors.ts';
 import type { Generation } from '../../types.ts';
 import { MANIFEST_VERSION } from '../metadata.ts';

@@ -1,12 +1,12 @@
 /**
- * Planning a commit (DESIGN §4.2 steps 2–4): from the sealed delta, the manifest and what is
+ * Planning a commit (docs/design.md §4.2 steps 2–4): from the sealed delta, the manifest and what is
  * still on disk, the rotation plan (rotation-plan.ts), the deltas the new slot must replay, a
  * check that everything needed is there and fits, and the journal that drives the rest
  * (roll-forward.ts). Nothing is renamed here: a refusal leaves the store as it was.
  */
 import type { Logger } from '../../../core/log.ts';
 import { crashPoint } from '../../crash.ts';
-import { storeError } from '../../errors.ts';
+import { startOverHint, storeError } from '../../errors.ts';
 import type { Generation } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
 import { deltaDataPresent, listDeltaRecords } from '../deltas.ts';
@@ -14,6 +14,7 @@ import type { RotationRoom } from '../images.ts';
 import { writeJournal } from '../metadata.ts';
 import type { DeltaRecord, Journal, ManifestFile } from '../records.ts';
 import { planRotation, type RotationPlan, type Seq } from '../rotation-plan.ts';
+import { checkSlotSource } from './slot-check.ts';
 
 /** What the store holds that the plan depends on. */
 interface Holdings {
@@ -56,6 +57,7 @@ export async function planCommit(
     producerAvailable: (id) => holdings.recycledComplete && producerUsable(holdings, id),
   });
   await refuseMissingImages(ctx, delta, holdings, plan, log);
+  await checkSlotSource(ctx, delta, generations, plan, log);
   const apply =
     generations.length === 0
       ? []
@@ -132,13 +134,13 @@ async function refuseMissingImages(
       'integrity',
       `an image of ${server}'s only generation is missing`,
       {
-        hint: 'Run `haven verify`; with copies 1 the missing image cannot be rebuilt from deltas. Discard the server and replicate it again.',
+        hint: `With copies 1 the missing image cannot be rebuilt from deltas, and nothing was changed. ${startOverHint(server)}`,
       },
     );
   }
   const missing = (what: string) =>
     storeError('STORE_IMAGE_MISSING', 'integrity', `an image of ${what} of ${server} is missing`, {
-      hint: 'Run `haven verify`; nothing was changed. Restore the image, or discard the server and replicate it again.',
+      hint: `Nothing was changed. ${startOverHint(server)}`,
     });
   if (plan.slot.kind === 'fresh' && !(await imagesPresent(ctx, server, 'incomplete', delta.meta.disks))) {
     throw missing('the first run');

@@ -1,5 +1,5 @@
 /**
- * DESIGN §4.2 step 4, the journal's phase `committing`: the manifest (what readers trust), then
+ * docs/design.md §4.2 step 4, the journal's phase `committing`: the manifest (what readers trust), then
  * `_incomplete` → `_1`, the delta marked committed (or removed), the journal removed, what no
  * generation needs pruned. Order of durability: data, delta record (seal), manifest, rename.
  */

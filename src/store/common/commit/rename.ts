@@ -1,5 +1,5 @@
 /**
- * DESIGN §4.2 step 2, the journal's phase `planned`: generations beyond a shrunk `copies` are
+ * docs/design.md §4.2 step 2, the journal's phase `planned`: generations beyond a shrunk `copies` are
  * deleted, then the rename groups run in order (`_N` → `_incomplete`, `_k` → `_k+1`, all disks of
  * a generation together, oldest first so no name is ever taken twice), the names made durable and
  * the journal's counter advanced after each group. A group is redone only where its source name

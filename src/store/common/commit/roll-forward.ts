@@ -1,5 +1,5 @@
 /**
- * Committing a sealed delta: DESIGN §4.2 steps 2–4, driven by a journal so that a crash anywhere
+ * Committing a sealed delta: docs/design.md §4.2 steps 2–4, driven by a journal so that a crash anywhere
  * is rolled forward by running the same code again (`rollForward`, from commit(), recover(),
  * openDelta and readers).
  *

@@ -1,5 +1,5 @@
 /**
- * DESIGN §4.2 step 3, the first part of the journal's phase `renamed`: the new slot
+ * docs/design.md §4.2 step 3, the first part of the journal's phase `renamed`: the new slot
  * (`_incomplete`) gets its starting content — a copy of the newest generation, or the recycled
  * oldest as it is — and then every delta it missed, in order (each idempotent; the journal's
  * counter advances after each). When a delta the recycled generation missed has vanished since

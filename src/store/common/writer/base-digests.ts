@@ -10,7 +10,7 @@ import { DIGEST_BYTES, digest, zeroChunkDigest } from '../../../core/digest.ts';
 import { CHUNK_SIZE, type Generation, type GenerationDisk } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
 import { io } from '../files.ts';
-import { chunkCount, chunkLength, isUnstaged, readSums } from '../sums.ts';
+import { chunkCount, chunkLength, expandZeroEntries, isUnstaged, readSums } from '../sums.ts';
 import type { DeltaDisk } from './disk.ts';
 
 export class BaseDigests {
@@ -75,7 +75,14 @@ export class BaseDigests {
       fh = await io(path, () => open(path, 'r'));
       this.sumsFiles.set(disk.name, fh);
     }
-    return readSums(fh, fromChunk, count);
+    // The base's size: its digest file's all-zero entries are zero chunks of the base (sums.ts).
+    const baseSize = this.base.disks.find((x) => x.name === disk.name)?.size ?? disk.size;
+    return expandZeroEntries(
+      await readSums(fh, fromChunk, count),
+      fromChunk,
+      baseSize,
+      this.ctx.descriptor.digest,
+    );
   }
 
   async close(): Promise<void> {

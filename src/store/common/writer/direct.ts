@@ -1,5 +1,5 @@
 /**
- * The direct kind of delta (a first run, no generation yet; DESIGN §4.2): data goes straight into
+ * The direct kind of delta (a first run, no generation yet; docs/design.md §4.2): data goes straight into
  * the `_incomplete` images (new and sparse, so zero ranges over nothing written stay holes), the
  * chunk digests into the delta's own `.sums` files. There is nothing older to protect, so the full
  * copy is written once.

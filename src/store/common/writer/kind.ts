@@ -1,5 +1,5 @@
 /**
- * The two kinds of delta a writer receives (DESIGN §4.2), behind one interface so that the
+ * The two kinds of delta a writer receives (docs/design.md §4.2), behind one interface so that the
  * writer's lifecycle (writer.ts: the serial queue, state, checkpoints, seal) exists once:
  * - staged.ts: every later run: data appended to the delta's `data` file, each extent logged in
  *   its `index`; the generations are untouched until commit.

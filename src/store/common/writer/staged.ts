@@ -1,5 +1,5 @@
 /**
- * The staged kind of delta (every run after the first, DESIGN §4.2 step 1): the bytes of data
+ * The staged kind of delta (every run after the first, docs/design.md §4.2 step 1): the bytes of data
  * extents go into the delta's `data` file back to back (at aligned positions, for O_DIRECT), each
  * extent is logged in its `index` with its chunk digests (delta-log.ts), and the per-disk `.sums`
  * files hold the staged digests by position so expectedDigests answers without scanning the log.
@@ -7,10 +7,17 @@
  *
  * Resume: `data` and `index` are cut back to their checkpointed lengths and the `.sums` files,
  * a cache, rebuilt from the index, so whatever arrived after the checkpoint is gone.
+ *
+ * A long zero range (PUNCH_MIN_CHUNKS or more: 4 GiB of disk) is not written into the `.sums` as
+ * zero-chunk digests, which would make a 20-byte frame cost 1/2048 of the range it names (issue
+ * 13.2): its digests are cleared (a hole) and the range is kept in `longZeros`. Lookup: a staged
+ * digest wins (written after the range, or it would have been cleared), then `longZeros`, then
+ * the base. The set holds at most one entry per 4 GiB of disk and is rebuilt from the index.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { alignUp } from '../../../core/aligned-memory.ts';
+import { DIGEST_BYTES, zeroChunkDigest } from '../../../core/digest.ts';
 import type { Logger } from '../../../core/log.ts';
 import { CHUNK_SIZE, type Generation } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
@@ -18,8 +25,18 @@ import { encodeEntry, encodeIndexHeader } from '../delta-log.ts';
 import { readIndexEntries, stagedFiles } from '../deltas.ts';
 import { DirectFile } from '../direct-file.ts';
 import { io, writeAllAt } from '../files.ts';
+import { RangeSet } from '../range-set.ts';
 import type { DeltaRecord } from '../records.ts';
-import { chunkCount, sumsLength, writeSums, writeZeroSums } from '../sums.ts';
+import {
+  chunkCount,
+  chunkLength,
+  clearSums,
+  isUnstaged,
+  PUNCH_MIN_CHUNKS,
+  sumsLength,
+  writeSums,
+  writeZeroSums,
+} from '../sums.ts';
 import { BaseDigests } from './base-digests.ts';
 import { type DeltaDisk, deltaDisk, openDigestFile, partialDamaged, type Track } from './disk.ts';
 import type { DataTarget, DeltaKind } from './kind.ts';
@@ -36,6 +53,8 @@ export class StagedDelta implements DeltaKind<StagedDisk> {
   private indexLength: number;
   private indexBuf: Buffer[] = [];
   private indexBufBytes = 0;
+  /** Per disk index: chunk ranges staged as long zero ranges (see above). */
+  private readonly longZeros = new Map<number, RangeSet>();
 
   private constructor(
     private readonly ctx: StoreContext,
@@ -109,15 +128,54 @@ export class StagedDelta implements DeltaKind<StagedDisk> {
   async stageZero(disk: DeltaDisk<StagedDisk>, offset: number, length: number): Promise<void> {
     this.appendIndex(encodeEntry({ kind: 'zero', disk: disk.index, offset, length, dataPos: 0 }));
     if (this.indexBufBytes >= INDEX_FLUSH_BYTES) await this.flushIndex();
-    const alg = this.ctx.descriptor.digest;
-    await io('delta digests', () =>
-      writeZeroSums(disk.sums, alg, disk.size, offset / CHUNK_SIZE, chunkCount(offset + length)),
-    );
+    await this.zeroSums(disk, offset, length);
     this.dirty = true;
   }
 
-  fillUnstaged(disk: DeltaDisk<StagedDisk>, fromChunk: number, count: number, out: Buffer): Promise<void> {
-    return this.baseDigests.fill(disk, fromChunk, count, out);
+  /** The digests of a staged zero range: zero-chunk digests, or for a long one, `longZeros`. */
+  private async zeroSums(disk: DeltaDisk<StagedDisk>, offset: number, length: number): Promise<void> {
+    const first = offset / CHUNK_SIZE;
+    const end = chunkCount(offset + length);
+    if (end - first < PUNCH_MIN_CHUNKS) {
+      const alg = this.ctx.descriptor.digest;
+      await io(this.sumsWhat, () => writeZeroSums(disk.sums, alg, disk.size, first, end));
+      return;
+    }
+    const path = stagedFiles(this.record.dataDir).sums(disk.name);
+    await io(path, () => clearSums(disk.sums, first, end, { path, log: this.ctx.log }));
+    let set = this.longZeros.get(disk.index);
+    if (!set) {
+      set = new RangeSet();
+      this.longZeros.set(disk.index, set);
+    }
+    set.add(first, end - first);
+  }
+
+  async fillUnstaged(
+    disk: DeltaDisk<StagedDisk>,
+    fromChunk: number,
+    count: number,
+    out: Buffer,
+  ): Promise<void> {
+    const zeros = this.longZeros.get(disk.index);
+    if (zeros?.count) {
+      const alg = this.ctx.descriptor.digest;
+      // Chunks outside every gap of the set lie in a long zero range.
+      let at = fromChunk;
+      const mark = (to: number) => {
+        for (; at < to; at++) {
+          const i = at - fromChunk;
+          if (isUnstaged(out, i))
+            zeroChunkDigest(alg, chunkLength(disk.size, at)).copy(out, i * DIGEST_BYTES);
+        }
+      };
+      for (const gap of zeros.gaps(fromChunk, count)) {
+        mark(gap.offset);
+        at = gap.offset + gap.length;
+      }
+      mark(fromChunk + count);
+    }
+    await this.baseDigests.fill(disk, fromChunk, count, out);
   }
 
   flush(): Promise<void> {
@@ -145,13 +203,12 @@ export class StagedDelta implements DeltaKind<StagedDisk> {
       await d.sums.truncate(0);
       await d.sums.truncate(sumsLength(d.size));
     }
-    const alg = this.ctx.descriptor.digest;
+    this.longZeros.clear();
     for await (const e of readIndexEntries(this.index, r.indexLength, stagedFiles(r.dataDir).index)) {
       const d = disks[e.disk];
       if (!d || e.offset + e.length > d.size) throw partialDamaged(r, 'index entry out of range');
-      const first = e.offset / CHUNK_SIZE;
-      if (e.kind === 'data') await writeSums(d.sums, first, e.digests);
-      else await writeZeroSums(d.sums, alg, d.size, first, chunkCount(e.offset + e.length));
+      if (e.kind === 'data') await writeSums(d.sums, e.offset / CHUNK_SIZE, e.digests);
+      else await this.zeroSums(d, e.offset, e.length);
     }
     this.dirty = true;
   }

@@ -1,5 +1,5 @@
 /**
- * Receiving one delta (DeltaWriter, DESIGN §4.2 step 1): the lifecycle every kind shares — calls
+ * Receiving one delta (DeltaWriter, docs/design.md §4.2 step 1): the lifecycle every kind shares — calls
  * checked and run in call order, the writer's state, checkpoints, seal, commit, close, discard —
  * over a kind that keeps the files (kind.ts: staged.ts or direct.ts). Opening, resuming and
  * creating a delta: open.ts.
@@ -40,7 +40,7 @@ import { WritesInFlight } from './writes-in-flight.ts';
 type State = 'open' | 'sealed' | 'committed' | 'closed' | 'failed';
 
 export interface WriterHost {
-  /** Runs DESIGN §4.2 steps 2–4 for this server (the caller holds the server lock). */
+  /** Runs docs/design.md §4.2 steps 2–4 for this server (the caller holds the server lock). */
   commit(server: string, log: Logger): Promise<Generation>;
 }
 
