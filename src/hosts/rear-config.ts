@@ -13,7 +13,12 @@
  * - the media's default boot entry boots the local disk (ISO_DEFAULT=boothd): booting them by
  *   mistake must not recover over a running host;
  * - at recovery, the archive comes from a medium labelled HAVEN-BACKUP (`haven host medium`),
- *   mounted where BACKUP_URL points, unless something is mounted there already;
+ *   unless it is in the backup directory already. ReaR mounts it itself, through
+ *   BACKUP_MOUNTCMD, at its own mount point (BUILD_DIR/outputfs): at the end of `rear recover`
+ *   ReaR 2.7 removes that directory and stops with a BugError if anything is left in it, and
+ *   its restore stage creates `outputfs/<NETFS_PREFIX>` for every scheme, `file://` too, which
+ *   only an unmount ReaR does itself takes away (restore/NETFS/default/400_restore_backup.sh,
+ *   cleanup_build_area_and_end_program in lib/_input-output-functions.sh);
  * - a drill (kernel option `haven.drill`) takes every prompt's default after 3 s and rebuilds the
  *   initramfs only when ReaR finds the storage drivers changed: the drill VM has the host's
  *   virtual hardware, and the recovered system boots the host's own initramfs.
@@ -103,16 +108,19 @@ USER_INPUT_TIMEOUT=${Math.max(1, Math.round(host.rear.userInputTimeoutMs / 1000)
 ${host.rear.firmware ? '' : "FIRMWARE_FILES=( 'no' )\n"}BACKUP_PROG_EXCLUDE+=( ${excludes.map(q).join(' ')} )
 ${restoreSignatures.map((l) => `${l}\n`).join('')}
 # At recovery the archive comes from a medium labelled ${MEDIUM_LABEL} (haven host medium),
-# unless something already provides ${BACKUP_DIR}/${ARCHIVE_PREFIX}/backup.tar.gz.
+# unless ${BACKUP_DIR}/${ARCHIVE_PREFIX}/backup.tar.gz is there already. ReaR mounts it at its
+# own mount point through BACKUP_MOUNTCMD and unmounts it there when done.
 haven_mount_backup_medium() {
-  local dir=${BACKUP_DIR} dev=/dev/disk/by-label/${MEDIUM_LABEL} i
-  test -e "$dir/${ARCHIVE_PREFIX}/backup.tar.gz" && return 0
+  local mnt=$1 dev=/dev/disk/by-label/${MEDIUM_LABEL} i
+  if test -e ${BACKUP_DIR}/${ARCHIVE_PREFIX}/backup.tar.gz; then mount --bind ${BACKUP_DIR} "$mnt"; return; fi
   for i in $(seq 1 30); do test -e "$dev" && break; sleep 1; done
-  test -e "$dev" || Error "No backup archive: attach the medium labelled ${MEDIUM_LABEL} (haven host medium) or mount the archive's directory at $dir"
-  mkdir -p "$dir" && mount -o ro "$dev" "$dir" || Error "Cannot mount $dev at $dir"
-  LogPrint "Backup archive from $dev"
+  test -e "$dev" || Error "No backup archive: attach the medium labelled ${MEDIUM_LABEL} (haven host medium) or put the archive at ${BACKUP_DIR}/${ARCHIVE_PREFIX}/backup.tar.gz"
+  mount -o ro "$dev" "$mnt" && LogPrint "Backup archive from $dev"
 }
-PRE_RECOVERY_COMMANDS+=( 'haven_mount_backup_medium' )
+if test -f /etc/rear-release; then
+  BACKUP_MOUNTCMD=haven_mount_backup_medium
+  BACKUP_UMOUNTCMD=umount
+fi
 
 # A drill: prompts take their defaults at once; the initramfs is rebuilt only for new drivers.
 if test -f /etc/rear-release && grep -qw ${DRILL_KERNEL_OPTION} /proc/cmdline 2>/dev/null; then
