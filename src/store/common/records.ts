@@ -22,7 +22,8 @@ const descriptorSchema = z.looseObject({
   digest: z.enum(DIGEST_ALGORITHMS as ['blake3', 'sha256']),
 });
 
-const testRecord = z.looseObject({
+/** A drill or activation result kept with a generation (server and host manifests alike). */
+export const testRecord = z.looseObject({
   at: z.string(),
   kind: z.enum(['drill', 'activation']),
   result: z.enum(['pass', 'fail']),

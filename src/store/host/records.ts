@@ -5,19 +5,12 @@
  */
 import { z } from 'zod';
 import { DIGEST_ALGORITHMS } from '../../core/digest.ts';
+import { testRecord } from '../common/records.ts';
 import { invalidFile } from '../errors.ts';
 import type { HostGeneration, HostManifest } from './types.ts';
 
 const int = z.number().int().nonnegative();
 const hex = z.string().regex(/^[0-9a-f]{64}$/);
-
-const testRecord = z.looseObject({
-  at: z.string(),
-  kind: z.enum(['drill', 'activation']),
-  result: z.enum(['pass', 'fail']),
-  seconds: z.number(),
-  detail: z.string().optional(),
-});
 
 export const hostDiskSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.!-]{0,63}$/),
