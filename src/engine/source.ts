@@ -71,6 +71,11 @@ export interface Source {
   /** Guest filesystems were frozen through the agent at the instant of the copy. */
   quiesced: boolean;
   disks: SourceDisk[];
+  /**
+   * The source holds only what its incremental disks changed (a staged copy, stage.ts): those
+   * disks cannot be read whole, so a checksum resync needs a new point in time.
+   */
+  partial?: boolean;
   /** The backup socket (live sources), recorded so a crashed run's successor can reuse the job. */
   socketPath: string | undefined;
   /** Ends the backup job or stops the exports. Safe to call twice. */

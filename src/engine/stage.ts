@@ -243,6 +243,7 @@ export async function stageSource(source: Source, o: StageOptions): Promise<Stag
     return {
       ...source,
       disks,
+      partial: true,
       // No backup socket any more: a crashed run's successor takes a new point in time.
       socketPath: undefined,
       stagedBytes,

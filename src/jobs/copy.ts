@@ -65,6 +65,8 @@ export interface CopyServerOptions {
   reconnects?: number;
   tuning?: Partial<ProtectTuning>;
   dryRun?: boolean;
+  /** Compare every chunk's digest with the target's and send what differs (`--resync`). */
+  resync?: boolean;
   /** A staging hook for each attempt (jobs/staging.ts). */
   stage?: () => StageHook | undefined;
   /** Called after each attempt, whatever happened. */
@@ -108,6 +110,7 @@ async function planServer(o: CopyServerOptions): Promise<ServerOutcome> {
       retries: reconnectsOf(o),
       signal: o.signal,
       log,
+      resync: o.resync,
     });
     return { ...outcome, status: 'planned', plan, durationMs: Date.now() - startedAt.getTime() };
   } catch (e) {
@@ -164,6 +167,7 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
         runId: o.runId,
         retries: reconnectsOf(o),
         tuning: o.tuning,
+        resync: o.resync,
         stage: o.stage?.(),
         onProgress: o.onProgress,
         signal: o.signal,

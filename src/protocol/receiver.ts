@@ -380,6 +380,7 @@ export class StreamReceiver {
         generations,
         ...journalInfo,
         ...(await this.capacity()),
+        ...((await this.store.needsResync?.(server)) ? { resync: true } : {}),
       }),
     ]);
     // After the answer is out: the sender now takes its point in time, and this side is idle.
@@ -457,7 +458,10 @@ export class StreamReceiver {
         pointInTime: meta.pointInTime,
         resumed: resume ? { pointInTime: resume.pointInTime, watermarks: resume.watermarks } : null,
       });
-      this.out.write([encodeJson('OPENED', { deltaId: writer.deltaId, newest, resume })]);
+      const resync = !segment && (await this.store.needsResync?.(meta.server)) === true;
+      this.out.write([
+        encodeJson('OPENED', { deltaId: writer.deltaId, newest, resume, ...(resync ? { resync } : {}) }),
+      ]);
     } catch (e) {
       this.delta = null;
       await writer.close().catch(() => {});

@@ -72,6 +72,8 @@ export interface OpenResult {
   deltaId: string;
   newest: Generation | null;
   resume: ResumeState | null;
+  /** The target wants a checksum resync: its base holds damaged chunks (QUERY_REPLY `resync`). */
+  resync?: boolean;
 }
 
 /** What a target says of one server (QUERY): its restore points and the store's space. */
@@ -80,6 +82,8 @@ export interface TargetView {
   /** Every generation, newest first; null from a receiver that lists only the newest. */
   generations: Generation[] | null;
   capacity: StoreCapacity | null;
+  /** The newest generation holds damaged chunks only the source can repair (checksum resync). */
+  resync: boolean;
 }
 
 export interface EndDeltaOptions {
@@ -264,7 +268,12 @@ export class StreamSender {
     const p = this.request('query');
     this.out.write([encodeJson('QUERY', { server })]);
     const reply = (await p) as FrameBodies['QUERY_REPLY'];
-    return { newest: reply.newest, generations: reply.generations ?? null, capacity: reply.capacity ?? null };
+    return {
+      newest: reply.newest,
+      generations: reply.generations ?? null,
+      capacity: reply.capacity ?? null,
+      resync: reply.resync === true,
+    };
   }
 
   /**

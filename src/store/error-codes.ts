@@ -197,6 +197,13 @@ export const STORE_CODES = {
     meaning: 'Chunks of an image differ from their digests (the details list them).',
     action: VERIFY_PROBLEM,
   },
+  STORE_RESEND_NEEDED: {
+    kind: 'integrity',
+    meaning:
+      'A commit was refused: the generation the new one starts from holds damaged chunks that no other generation holds intact. They are marked to be sent again from the source, and the delta was discarded.',
+    action:
+      'Run `haven protect <server>` again (a run does so by itself): it sends those chunks again from the source (checksum resync).',
+  },
   STORE_DEFINITION_MISSING: {
     kind: 'integrity',
     meaning: 'The server’s definition file is missing from the store.',

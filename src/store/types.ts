@@ -287,6 +287,13 @@ export interface Store {
   manifest(server: string): Promise<ServerManifest | null>;
 
   /**
+   * Whether the server's newest generation holds chunks to be sent again from the source
+   * (damage no other generation holds intact; store/common/resend.ts): the next delta should be a
+   * checksum resync. Absent: never.
+   */
+  needsResync?(server: string): Promise<boolean>;
+
+  /**
    * Opens a delta for a server. Continues the server's partial delta if one exists (see
    * DeltaWriter.resumed); fails with STORE_BASE_MISMATCH when meta.baseGenerationId is not the
    * newest generation, STORE_LOCKED while another writer holds the server, BAD_NAME for names

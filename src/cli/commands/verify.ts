@@ -105,7 +105,7 @@ export default function register(program: Command, context: () => CliContext): v
         // The report is already printed (as JSON too), so no second error document: exit 8.
         ctx.stderr.write(
           `haven: error [VERIFY_FAILED]: ${report.problems.length} problem(s) found in ${flags.store}\n` +
-            '  The damaged generations are listed. Before a run builds on a damaged generation it repairs each damaged chunk from another generation that holds it intact, and refuses (nothing changed) where none does.\n',
+            '  The damaged generations are listed. The next `haven protect` of a damaged newest generation does a checksum resync that sends its damaged chunks again from the source; before a run builds on any damaged generation it repairs each damaged chunk from another generation that holds it intact, or has the source send it again.\n',
         );
         process.exitCode = EXIT_CODES.integrity;
       }

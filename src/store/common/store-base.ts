@@ -49,6 +49,7 @@ import { openStable, readerView, type ServerView } from './reader-view.ts';
 import { type ManifestFile, manifestView } from './records.ts';
 import { recoverStore } from './recover.ts';
 import { registerDelta } from './register.ts';
+import { hasResendMarks } from './resend.ts';
 import { lockServer } from './server-lock.ts';
 import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
 import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, openGenerationSums } from './sums.ts';
@@ -118,6 +119,10 @@ export abstract class StoreBase implements Store {
   async manifest(server: string): Promise<ServerManifest | null> {
     const v = await this.view(server);
     return v.manifest ? manifestView(v.manifest) : null;
+  }
+
+  needsResync(server: string): Promise<boolean> {
+    return hasResendMarks(this.ctx, checkName('server', server));
   }
 
   /** Loads the XML parser and the rules openDelta checks the source definition with. */
