@@ -138,6 +138,11 @@ const tlsOptions = mapping('TLS settings', {
   token_file: opt((v) => parseAbsolutePath(v, 'the absolute path of a file holding the token'), undefined),
 });
 
+/** Per-server settings of a target: the server's quota there. */
+const targetServer = mapping('server settings at the target', {
+  quota: opt(parseSizeValue, undefined),
+});
+
 export const targetSchema = mapping('target settings', {
   url: leaf(parseTargetUrl),
   copies: opt((v) => parseInteger(v, 1, 100), 3),
@@ -158,6 +163,9 @@ export const targetSchema = mapping('target settings', {
           ),
     undefined,
   ),
+  // The most the store may hold (all servers), and per server: `haven receive --quota`.
+  quota: opt(parseSizeValue, undefined),
+  servers: named('server', targetServer),
 });
 
 export const jobSchema = mapping('job settings', {

@@ -38,6 +38,12 @@ export interface TargetConfig {
    * that could share their blocks. Not for tls:// targets (the listener's own flag).
    */
   reflink: boolean;
+  /**
+   * The most the target's store may hold, all servers together (`haven receive --quota`), and
+   * per server (`--server-quota`), in bytes. Not for tls:// targets (the listener's own flags).
+   */
+  quota: number | undefined;
+  serverQuotas: Record<string, number>;
   /** Only (and always) for tls:// targets. */
   tls:
     | { ca: string; cert: string | undefined; key: string | undefined; tokenFile: string | undefined }

@@ -166,6 +166,12 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         ssh: t.url.kind === 'ssh' ? (t.ssh ?? { options: [], command: 'haven' }) : undefined,
         staging: t.staging,
         reflink: t.reflink,
+        quota: t.quota,
+        serverQuotas: record(
+          Object.entries(t.servers ?? {}).flatMap(([server, st]): [string, number][] =>
+            st.quota === undefined ? [] : [[server, st.quota]],
+          ),
+        ),
         tls: t.tls
           ? { ca: t.tls.ca, cert: t.tls.cert, key: t.tls.key, tokenFile: t.tls.token_file }
           : undefined,

@@ -114,6 +114,13 @@ export const PROTOCOL_CODES = {
     meaning: 'A receiver that answers a dry run was asked to take a delta.',
     action: 'Run the sender without --dry-run.',
   },
+  RECEIVE_QUOTA_EXCEEDED: {
+    kind: 'refused',
+    meaning:
+      'The delta would take the store or the server past its quota (the disks it declares, or the data it writes); refused before anything beyond the quota was stored.',
+    action:
+      'Raise the target’s `quota` or `servers: {<server>: {quota}}` (`haven receive --quota`, `--server-quota`), or keep fewer generations there (`haven protect --copies`, a job’s `copies`).',
+  },
   RECEIVE_JOURNAL_UNSUPPORTED: {
     kind: 'refused',
     meaning: 'A sender opened a journal segment without the `journal` feature agreed in the handshake.',

@@ -42,6 +42,7 @@ import {
   PROTOCOL_VERSIONS,
   type StoreCapacity,
 } from './frames.ts';
+import { checkQuotaWrite, deltaBudget, type Quota } from './quota.ts';
 import { type ReceiverState, receiverStep } from './state.ts';
 import { SOFTWARE } from './version.ts';
 
@@ -85,6 +86,8 @@ export interface ReceiverOptions {
    * records per run and graphs. Null, or a failure, sends none.
    */
   capacity?: () => Promise<StoreCapacity | null>;
+  /** Limits on what the store may hold, per store and per server (quota.ts). */
+  quota?: Quota;
   /**
    * Where the sender's bytes come from, when not from `stream`'s readable side (a socket that
    * reads into one reused buffer: transport/stdio.ts). `stream` still carries the answers.
@@ -105,6 +108,8 @@ interface OpenDelta {
   writeError: unknown;
   lastCheckpoint: number;
   dataBytes: number;
+  /** Data bytes this delta may write before a quota is reached (Infinity: no quota). */
+  budget: number;
   /** Extents or marks arrived since the last checkpoint. */
   dirty: boolean;
 }
@@ -398,6 +403,8 @@ export class StreamReceiver {
     checkName('server', meta.server);
     checkName('job', meta.job);
     for (const d of meta.disks) checkName('disk', d.name);
+    // Refused before the store stages anything.
+    const budget = await deltaBudget(this.store, this.o.quota, meta.server, meta.disks);
     let writer: DeltaWriter | SegmentWriter;
     let segment: SegmentWriter | null = null;
     try {
@@ -448,6 +455,7 @@ export class StreamReceiver {
         writeError: null,
         lastCheckpoint: Date.now(),
         dataBytes: 0,
+        budget,
         dirty: false,
       };
       this.log[segment ? 'verbose' : 'info']('delta opened', {
@@ -509,6 +517,7 @@ export class StreamReceiver {
       this.startWrite(d, d.writer.writeZero(disk.name, e.offset, e.length), []);
       return;
     }
+    checkQuotaWrite(this.lastServer ?? disk.name, d.budget, d.dataBytes, e.length);
     const where = { disk: disk.name, offset: e.offset, length: e.length };
     let data = e.payload!;
     if (e.encoding === 'zstd') {

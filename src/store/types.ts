@@ -294,6 +294,12 @@ export interface Store {
   needsResync?(server: string): Promise<boolean>;
 
   /**
+   * Bytes the store's files take for `server` (allocated blocks of its images and staged deltas;
+   * holes are free), or for every server when none is given: what quotas are checked against.
+   */
+  spaceUsed?(server?: string): Promise<number>;
+
+  /**
    * Opens a delta for a server. Continues the server's partial delta if one exists (see
    * DeltaWriter.resumed); fails with STORE_BASE_MISMATCH when meta.baseGenerationId is not the
    * newest generation, STORE_LOCKED while another writer holds the server, BAD_NAME for names

@@ -53,6 +53,7 @@ import { hasResendMarks } from './resend.ts';
 import { lockServer } from './server-lock.ts';
 import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
 import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, openGenerationSums } from './sums.ts';
+import { serverSpaceUsed } from './usage.ts';
 import { verifyStore } from './verify.ts';
 import { openDeltaWriter } from './writer/open.ts';
 
@@ -119,6 +120,13 @@ export abstract class StoreBase implements Store {
   async manifest(server: string): Promise<ServerManifest | null> {
     const v = await this.view(server);
     return v.manifest ? manifestView(v.manifest) : null;
+  }
+
+  async spaceUsed(server?: string): Promise<number> {
+    const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
+    let used = 0;
+    for (const s of servers) used += await serverSpaceUsed(this.ctx, s);
+    return used;
   }
 
   needsResync(server: string): Promise<boolean> {
