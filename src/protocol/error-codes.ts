@@ -99,6 +99,13 @@ export const PROTOCOL_CODES = {
     meaning: 'No HELLO, WELCOME or BYE came in time, or a sender stayed idle too long inside a delta.',
     action: 'The peer did not answer in time; check the network and the peer’s log.',
   },
+  PROTO_PEER_NOT_READING: {
+    kind: 'unavailable',
+    meaning:
+      'The sender stopped reading the receiver’s answers while it kept asking (for the idle timeout): the receiver ended the session rather than buffer them without bound.',
+    action:
+      'Check the sending side (a stuck process, a network path that carries only one direction) and its log; the next run resumes the delta.',
+  },
   PROTO_SENDER_MISUSE: {
     kind: 'internal',
     meaning: 'The engine called the stream sender out of order (local, never on the wire): a bug.',

@@ -215,6 +215,8 @@ export class StreamReceiver {
       for (;;) {
         let next: Awaited<ReturnType<FrameQueue['next']>>;
         try {
+          // A frame may ask for an answer: none is read while the sender leaves the last ones unread.
+          await this.repliesRead();
           waitingSince = Date.now();
           next = await frames.next();
           waitingSince = null;
@@ -303,6 +305,40 @@ export class StreamReceiver {
       }
       default:
         throw new HavenError('INTERNAL', `no handler for ${frame.type}`, { kind: 'internal' });
+    }
+  }
+
+  /**
+   * Waits while the answers queued for the sender are over their budget (maxQueuedBytes). A
+   * sender that stops reading them must neither make this side buffer without bound (every frame
+   * it sends may ask for an answer, so no frame is read meanwhile) nor hold its delta, and with it
+   * the server's store lock, forever: after the idle timeout without progress the session ends
+   * with PROTO_PEER_NOT_READING (the open delta is checkpointed and closed, as after any failure).
+   */
+  private async repliesRead(): Promise<void> {
+    if (!this.out.full) return;
+    const ms = this.o.idleTimeoutMs ?? 600_000;
+    const ready = this.out.ready();
+    ready.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = protoError(
+          'PROTO_PEER_NOT_READING',
+          `the sender read none of the answers for ${Math.round(ms / 1000)} s`,
+          { server: this.lastServer },
+        );
+        this.log.error(`rejected: ${err.message}`, { code: err.code, server: this.lastServer });
+        // Nothing more can reach a peer that does not read: the connection goes, the delta is
+        // checkpointed and closed on the way out (connectionEnded).
+        this.stream.destroy(err);
+        reject(err);
+      }, ms);
+    });
+    try {
+      await Promise.race([ready, stalled]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -581,8 +617,8 @@ export class StreamReceiver {
         },
       );
     }
+    // Backpressure: the main loop reads no further frame while the answers wait unread.
     this.out.write([encodeDigestsHead(r.id, digests.length), digests]);
-    await this.out.ready();
   }
 
   private async onEndDelta(end: FrameBodies['END_DELTA']): Promise<void> {
