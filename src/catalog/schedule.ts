@@ -1,10 +1,10 @@
 /**
- * Scheduler state per job and drill, so the daemon knows after a restart what already ran and
+ * Scheduler state per job, drill and scrub, so the daemon knows after a restart what already ran and
  * what it missed: the last run, the last fire time it acted on, and the next one it computed.
  */
 import { type CatalogDb, dateOrNull, ms, nonEmpty, numOrNull, oneOf, type Row, str } from './db.ts';
 
-export const SCHEDULE_KINDS = ['job', 'drill'] as const;
+export const SCHEDULE_KINDS = ['job', 'drill', 'scrub'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 export interface ScheduleState {

@@ -257,6 +257,27 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 5,
+    description: 'scheduled scrubs (haven verify by the daemon) in the schedule state',
+    sql: `
+      -- SQLite cannot change a CHECK constraint in place: the table is rebuilt with the new kind.
+      CREATE TABLE schedule_state_new (
+        kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'scrub')),
+        name         TEXT NOT NULL,
+        last_run_at  INTEGER,
+        last_fire_at INTEGER,
+        next_run_at  INTEGER,
+        last_run_id  INTEGER,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+      ) WITHOUT ROWID;
+      INSERT INTO schedule_state_new SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
+        FROM schedule_state;
+      DROP TABLE schedule_state;
+      ALTER TABLE schedule_state_new RENAME TO schedule_state;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;

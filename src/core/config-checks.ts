@@ -37,7 +37,7 @@ export function crossCheck(raw: unknown): PathProblem[] {
   const problems: PathProblem[] = [];
   if (!isObj(raw)) return problems;
 
-  for (const section of ['targets', 'jobs', 'drills'] as const) {
+  for (const section of ['targets', 'jobs', 'drills', 'scrubs'] as const) {
     const what = section.slice(0, -1);
     for (const [name] of entries(raw[section])) {
       if (!isSafeName(name)) {

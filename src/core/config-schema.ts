@@ -290,6 +290,12 @@ export const drillSchema = mapping('drill settings', {
   ),
 });
 
+/** A scheduled `haven verify` of a store on this DR host (a scrub, like ZFS's). */
+export const scrubSchema = mapping('scrub settings', {
+  store: leaf((v) => parseAbsolutePath(v, 'the absolute path of the store on this DR host')),
+  schedule: leaf(parseCron),
+});
+
 const severity = opt((v) => parseEnum(v, SEVERITIES), 'warning' as Severity);
 
 const emailAlerts = mapping('email alert settings', {
@@ -365,6 +371,7 @@ export const configSchema = mapping('the Haven configuration', {
   targets: named('target', targetSchema),
   jobs: named('job', jobSchema),
   drills: named('drill', drillSchema),
+  scrubs: named('scrub', scrubSchema),
   alerts: section(
     mapping('alert settings', { email: section(emailAlerts), webhook: section(webhookAlerts) }),
   ),

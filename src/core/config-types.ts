@@ -175,6 +175,13 @@ export interface ConfigProblem {
   column: number | undefined;
 }
 
+/** A store on this DR host that the daemon verifies on a schedule (`scrubs.<name>`). */
+export interface ScrubConfig {
+  name: string;
+  store: string;
+  schedule: string;
+}
+
 export interface HavenConfig {
   /** The file it came from; null when no file exists and everything came from defaults. */
   file: string | null;
@@ -183,6 +190,7 @@ export interface HavenConfig {
   targets: Record<string, TargetConfig>;
   jobs: Record<string, JobConfig>;
   drills: Record<string, DrillConfig>;
+  scrubs: Record<string, ScrubConfig>;
   alerts: AlertsConfig;
   cache: CacheConfig;
   daemon: DaemonConfig;

@@ -19,6 +19,7 @@ import type {
   HavenConfig,
   JobConfig,
   RetentionConfig,
+  ScrubConfig,
   TargetConfig,
 } from './config-types.ts';
 import { cronFor } from './config-values.ts';
@@ -220,6 +221,12 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
       },
     ]),
   );
+  const scrubs = record(
+    Object.entries(raw.scrubs ?? {}).map(([name, sc]): [string, ScrubConfig] => [
+      name,
+      { name, store: sc.store, schedule: sc.schedule },
+    ]),
+  );
   const email = raw.alerts?.email;
   const webhook = raw.alerts?.webhook;
   return {
@@ -228,6 +235,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     targets,
     jobs,
     drills,
+    scrubs,
     alerts: {
       email: email
         ? {

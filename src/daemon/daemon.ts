@@ -20,6 +20,7 @@ import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
 import { RunManager } from './run-manager.ts';
 import { Scheduler } from './scheduler.ts';
+import { ScrubRunner } from './scrub-runs.ts';
 import { ensureToken } from './token.ts';
 
 export interface DaemonOptions {
@@ -83,6 +84,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     consoleLevel: o.consoleLevel ?? 'info',
     log,
   });
+  const scrubs = new ScrubRunner({ config: () => config, catalog, events: () => events, log });
   const scheduler = new Scheduler({
     config: () => config,
     catalog,
@@ -90,8 +92,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       return events;
     },
     start: (kind, name, trigger) =>
-      kind === 'drill' ? drills.start(name, trigger) : manager.start(name, trigger),
-    isRunning: (kind, name) => (kind === 'drill' ? drills.isRunning(name) : manager.isRunning(name)),
+      kind === 'drill'
+        ? drills.start(name, trigger)
+        : kind === 'scrub'
+          ? scrubs.start(name, trigger)
+          : manager.start(name, trigger),
+    isRunning: (kind, name) =>
+      kind === 'drill'
+        ? drills.isRunning(name)
+        : kind === 'scrub'
+          ? scrubs.isRunning(name)
+          : manager.isRunning(name),
     log,
   } as ConstructorParameters<typeof Scheduler>[0]);
 
@@ -157,7 +168,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       scheduler.stop();
       await rpo.stop();
       await maintenance.stop();
-      await Promise.all([manager.stopAll(timeoutMs), drills.stopAll(timeoutMs), continuous.stopAll()]);
+      await Promise.all([
+        manager.stopAll(timeoutMs),
+        drills.stopAll(timeoutMs),
+        scrubs.stopAll(timeoutMs),
+        continuous.stopAll(),
+      ]);
       hub.close();
       await app.close();
       await events.flush();

@@ -32,7 +32,7 @@ interface Entry {
   schedule: string;
 }
 
-/** What the configuration schedules: jobs and drills with a `schedule`. */
+/** What the configuration schedules: jobs and drills with a `schedule`, and every scrub. */
 function scheduled(config: HavenConfig): Entry[] {
   const out: Entry[] = [];
   for (const j of Object.values(config.jobs)) {
@@ -42,6 +42,8 @@ function scheduled(config: HavenConfig): Entry[] {
   for (const d of Object.values(config.drills)) {
     if (d.schedule) out.push({ kind: 'drill', name: d.name, schedule: d.schedule });
   }
+  for (const sc of Object.values(config.scrubs))
+    out.push({ kind: 'scrub', name: sc.name, schedule: sc.schedule });
   return out;
 }
 
