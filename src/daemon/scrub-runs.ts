@@ -52,12 +52,12 @@ export async function runRecordedScrub(
       recordServer(settings, run.id, server, byServer.get(server) ?? [], o);
     catalog.runs.finish(run.id, {
       status: report.ok ? 'ok' : 'failed',
-      ...(report.ok
-        ? {}
-        : {
-            errorCode: 'VERIFY_FAILED',
-            errorMessage: `${report.problems.length} problem(s) in ${settings.store}`,
-          }),
+      ...(report.problems[0]
+        ? {
+            errorCode: report.problems[0].code,
+            errorMessage: `${report.problems.length} problem(s) in ${settings.store}, first: ${report.problems[0].message}`,
+          }
+        : {}),
       summary: { store: settings.store, problems: report.problems.length, checkedBytes: report.checkedBytes },
     });
     return { runId: run.id, ok: report.ok, problems: report.problems.length };
