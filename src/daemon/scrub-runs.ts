@@ -13,6 +13,7 @@ import { asHavenError, HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { EventLog } from '../jobs/index.ts';
 import { openFsStore, type VerifyProblem } from '../store/index.ts';
+import { RunSlots } from './run-slots.ts';
 
 export interface ScrubRunnerOptions {
   config: () => HavenConfig;
@@ -129,12 +130,12 @@ function recordServer(
 
 /** The daemon's scheduled scrubs: one run of a scrub at a time. */
 export class ScrubRunner {
-  private readonly running = new Map<string, { abort: AbortController; done: Promise<unknown> }>();
+  private readonly slots = new RunSlots();
 
   constructor(private readonly o: ScrubRunnerOptions) {}
 
   isRunning(name: string): boolean {
-    return this.running.has(name);
+    return this.slots.isRunning(name);
   }
 
   start(name: string, trigger: RunTrigger): Promise<ScrubResult> {
@@ -157,26 +158,19 @@ export class ScrubRunner {
       signal: abort.signal,
       log,
     });
-    this.running.set(name, { abort, done });
-    void done
-      .then(
-        (r) =>
-          log.info(
-            `scrub ${name} (run #${r.runId}): ${r.ok ? 'the store verifies' : `${r.problems} problem(s)`}`,
-          ),
-        (e) => log.error(`scrub ${name} could not run`, { err: e }),
-      )
-      .finally(() => this.running.delete(name));
+    this.slots.hold(name, abort, done);
+    void done.then(
+      (r) =>
+        log.info(
+          `scrub ${name} (run #${r.runId}): ${r.ok ? 'the store verifies' : `${r.problems} problem(s)`}`,
+        ),
+      (e) => log.error(`scrub ${name} could not run`, { err: e }),
+    );
     return done;
   }
 
   /** Stops every scrub and waits at most `timeoutMs`. */
-  async stopAll(timeoutMs: number): Promise<void> {
-    const all = [...this.running.values()];
-    for (const r of all) r.abort.abort();
-    await Promise.race([
-      Promise.allSettled(all.map((r) => r.done)),
-      new Promise((resolve) => setTimeout(resolve, timeoutMs).unref()),
-    ]);
+  stopAll(timeoutMs: number): Promise<void> {
+    return this.slots.stopAll(timeoutMs);
   }
 }

@@ -7,17 +7,16 @@
  * the next replication to send again from the source.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Run, ServerResult } from '../../src/catalog/catalog.ts';
 import { StreamSender } from '../../src/protocol/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
-import { HAVEN_BIN, openTarget } from '../../src/transport/index.ts';
+import { openTarget } from '../../src/transport/index.ts';
 import { havenEnv, havenJson } from '../helpers/haven.ts';
 import { smtpServer } from '../helpers/smtp.ts';
-import { freePort, parsePrometheus, waitFor, writeConfig } from './jobs-helpers.ts';
+import { freePort, parsePrometheus, startDaemon, waitFor, writeConfig } from './jobs-helpers.ts';
 import { C, content, makeMeta, scratch, sendDelta } from './protocol-helpers.ts';
 
 type RunView = Run & { servers: ServerResult[] };
@@ -72,20 +71,7 @@ daemon:
 `,
   );
   const h = await havenEnv(dir, { HAVEN_CONFIG: config });
-  const daemon: ChildProcess = spawn(process.execPath, [HAVEN_BIN, 'serve'], {
-    env: h.env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let daemonErr = '';
-  daemon.stderr?.on('data', (b: Buffer) => {
-    daemonErr += b.toString();
-  });
-  const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()));
-  t.after(async () => {
-    if (daemon.exitCode === null) daemon.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-    if (daemon.exitCode === null) daemon.kill('SIGKILL');
-  });
+  const daemon = startDaemon(t, h.env);
 
   const run = await waitFor(
     'a scheduled scrub to finish',
@@ -96,7 +82,7 @@ daemon:
     150_000,
     2000,
   ).catch((e) => {
-    throw new Error(`${(e as Error).message}\ndaemon stderr:\n${daemonErr}`);
+    throw new Error(`${(e as Error).message}\ndaemon stderr:\n${daemon.stderr()}`);
   });
   assert.equal(run.job, 'weekly');
   assert.equal(run.status, 'failed');

@@ -7,33 +7,19 @@
  */
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ProtectPlan, ProtectResult } from '../../src/engine/index.ts';
-import { createTestGuest } from '../fixtures/guest/index.ts';
+import type { ProtectPlan, } from '../../src/engine/index.ts';
 import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
-import { testDir } from '../fixtures/guest/tools.ts';
-import { DiskModel, firstDifference } from '../helpers/disk-model.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { havenJson, runHaven } from '../helpers/haven.ts';
+import { guestStore } from './guest-store.ts';
 
 const PREFIX = 'haven-t-repair';
 
-async function setup(t: Parameters<typeof testDir>[0], name: string) {
-  const dir = await testDir(t, `${PREFIX}-${name}`);
-  const h = await havenEnv(dir);
-  const store = join(dir, 'store');
-  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 64 }] });
-  const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
-  const image = join(store, `${guest.name}_${guest.disks[0]!.storeName}_1.raw`);
-  const protect = (...extra: string[]): Promise<ProtectResult> =>
-    havenJson<ProtectResult>(h, ['protect', guest.name, '--to', store, '--copies', '1', ...extra]);
-  const write = async (seed: number, count: number) => {
-    await guest.writePattern('vda', seed, count);
-    return new Set(await model.writePattern(seed, count));
-  };
+async function setup(t: Parameters<typeof guestStore>[0], name: string) {
+  const s = await guestStore(t, { prefix: PREFIX, name, copies: 1 });
   /** Flips one byte of `_1` inside pattern block `block` (a chunk the guest holds data in). */
   const flip = async (block: number) => {
-    const fh = await open(image, 'r+');
+    const fh = await open(s.image, 'r+');
     try {
       const b = Buffer.alloc(1);
       const at = block * PATTERN_BLOCK_SIZE + 4321;
@@ -45,15 +31,9 @@ async function setup(t: Parameters<typeof testDir>[0], name: string) {
       await fh.close();
     }
   };
-  const verify = () => runHaven(h, ['verify', '--store', store, '--json']);
-  const checkCopy = async (when: string) => {
-    assert.equal(await firstDifference(image, model.path), -1, `${when}: _1 equals the guest's disk`);
-    const v = await verify();
-    assert.equal(v.code, 0, `${when}: the store verifies\n${v.stdout}`);
-  };
-  const first = await write(1, 120);
-  assert.equal((await protect()).mode, 'full');
-  return { h, store, guest, model, protect, write, flip, verify, checkCopy, first: [...first] };
+  const first = await s.write(1, 120);
+  assert.equal((await s.protect()).mode, 'full');
+  return { ...s, flip, first: [...first] };
 }
 
 test('copies 1, a flipped byte found by the slot check: the same run sends the chunk again', async (t) => {
@@ -106,7 +86,7 @@ test('haven protect --resync compares every chunk and sends what differs; --dry-
   assert.equal(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /checksum resync \(--resync\): every chunk would be read and compared/);
   assert.match(dry.stdout, /nothing changed/);
-  const r = await s.protect('--resync');
+  const r = await s.protect(s.store, '--resync');
   assert.equal(r.mode, 'resync');
   const d = r.disks[0]!;
   assert.equal(d.dataBytes, changed.size * PATTERN_BLOCK_SIZE, 'only what changed was sent');
