@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { test } from 'node:test';
-import type { ProtectPlan, } from '../../src/engine/index.ts';
+import type { ProtectPlan } from '../../src/engine/index.ts';
 import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
 import { havenJson, runHaven } from '../helpers/haven.ts';
 import { guestStore } from './guest-store.ts';

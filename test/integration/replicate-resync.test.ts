@@ -11,7 +11,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { deleteCheckpoint, listCheckpoints, waitForState } from '../../src/virt/index.ts';
-import { type TestGuest } from '../fixtures/guest/index.ts';
+import type { TestGuest } from '../fixtures/guest/index.ts';
 import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
 import { guestStore } from './guest-store.ts';
 
