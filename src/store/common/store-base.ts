@@ -123,7 +123,11 @@ export abstract class StoreBase implements Store {
   }
 
   async spaceUsed(server?: string): Promise<number> {
-    const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
+    // Every server directory, committed or not: a first run's partial takes space too.
+    const servers =
+      server === undefined
+        ? (await listServerDirs(this.ctx)).filter(isSafeName)
+        : [checkName('server', server)];
     let used = 0;
     for (const s of servers) used += await serverSpaceUsed(this.ctx, s);
     return used;
