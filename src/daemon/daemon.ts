@@ -4,7 +4,7 @@
  * same notifier as `haven job run`'s.
  */
 import type { AddressInfo } from 'node:net';
-import { type Catalog, catalogPath, openCatalog } from '../catalog/catalog.ts';
+import { type Catalog, catalogPath, openCatalog, type ScheduleKind } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
@@ -50,6 +50,19 @@ export interface Daemon {
   close(timeoutMs?: number): Promise<void>;
 }
 
+/** Where the scheduler's fire times go: jobs to the run manager, drills and scrubs to theirs. */
+function byKind(
+  manager: RunManager,
+  drills: DrillRunner,
+  scrubs: ScrubRunner,
+): Pick<ConstructorParameters<typeof Scheduler>[0], 'start' | 'isRunning'> {
+  const runner = (kind: ScheduleKind) => (kind === 'drill' ? drills : kind === 'scrub' ? scrubs : manager);
+  return {
+    start: (kind, name, trigger) => runner(kind).start(name, trigger),
+    isRunning: (kind, name) => runner(kind).isRunning(name),
+  };
+}
+
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const log = o.log;
   let config = o.config;
@@ -91,18 +104,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     get events() {
       return events;
     },
-    start: (kind, name, trigger) =>
-      kind === 'drill'
-        ? drills.start(name, trigger)
-        : kind === 'scrub'
-          ? scrubs.start(name, trigger)
-          : manager.start(name, trigger),
-    isRunning: (kind, name) =>
-      kind === 'drill'
-        ? drills.isRunning(name)
-        : kind === 'scrub'
-          ? scrubs.isRunning(name)
-          : manager.isRunning(name),
+    ...byKind(manager, drills, scrubs),
     log,
   } as ConstructorParameters<typeof Scheduler>[0]);
 

@@ -184,6 +184,24 @@ function checkFlags(f: ReceiveFlags): void {
   }
 }
 
+/** The examples at the end of `haven receive --help`. */
+function receiveExamples(command: Command): void {
+  examples(command, [
+    [
+      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --tls-ca /etc/haven/ca.pem',
+      'accept TLS connections from senders whose certificates the CA signed',
+    ],
+    [
+      'haven receive --stdio --store /srv/haven',
+      'what a sender runs on the target through ssh (not for direct use)',
+    ],
+    [
+      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-ca /etc/haven/ca.pem --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --quota 2TiB --server-quota web01=200GiB',
+      'a listener that refuses deltas beyond 2 TiB in all, or 200 GiB for web01',
+    ],
+  ]);
+}
+
 export default function register(program: Command, context: () => CliContext): void {
   const command = program
     .command('receive')
@@ -238,20 +256,7 @@ export default function register(program: Command, context: () => CliContext): v
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing');
-  examples(command, [
-    [
-      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --tls-ca /etc/haven/ca.pem',
-      'accept TLS connections from senders whose certificates the CA signed',
-    ],
-    [
-      'haven receive --stdio --store /srv/haven',
-      'what a sender runs on the target through ssh (not for direct use)',
-    ],
-    [
-      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-ca /etc/haven/ca.pem --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --quota 2TiB --server-quota web01=200GiB',
-      'a listener that refuses deltas beyond 2 TiB in all, or 200 GiB for web01',
-    ],
-  ]);
+  receiveExamples(command);
   command.action(async (flags: ReceiveFlags) => {
     checkFlags(flags);
     checkStorePath(flags.store);
