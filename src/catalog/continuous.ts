@@ -37,17 +37,8 @@ export interface ContinuousLane {
   updatedAt: Date;
 }
 
-export interface ContinuousLaneInput {
-  target: string;
-  storeId: string | null;
-  state: string;
-  record: unknown;
-  pendingBytes: number;
-  lastPointId: string | null;
-  lastPointAt: Date | null;
-  errorCode: string | null;
-  errorMessage: string | null;
-}
+/** What the protector records for a lane; the catalog adds its server, pid and time. */
+export type ContinuousLaneInput = Omit<ContinuousLane, 'server' | 'pid' | 'updatedAt'>;
 
 export type SwitchoverState = 'requested' | 'draining' | 'drained' | 'failed';
 

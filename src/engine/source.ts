@@ -84,6 +84,24 @@ export function connectSourceDisk(
   });
 }
 
+/** The export of `disk` in a pull-mode backup job; a disk it lacks means the domain changed. */
+export function backupExport(
+  job: BackupJob,
+  server: string,
+  disk: string,
+  then: string,
+): BackupJob['exports'][number] {
+  const exp = job.exports.find((e) => e.disk === disk);
+  if (!exp) {
+    throw new EngineError('ENGINE_SOURCE_CHANGED', `the backup of ${server} does not export ${disk}`, {
+      kind: 'conflict',
+      hint: `The server’s disks changed${then}`,
+      details: { server, disk },
+    });
+  }
+  return exp;
+}
+
 export type SourceKind = 'live' | 'shutdown' | 'offline' | 'reused';
 
 export interface Source {
@@ -149,18 +167,7 @@ function socketPathFor(runDir: string, server: string, what: string): string {
 
 function fromJob(req: SourceRequest, job: BackupJob): SourceDisk[] {
   return req.disks.map((d) => {
-    const exp = job.exports.find((e) => e.disk === d.target);
-    if (!exp) {
-      throw new EngineError(
-        'ENGINE_SOURCE_CHANGED',
-        `the backup of ${req.server.name} does not export ${d.target}`,
-        {
-          kind: 'conflict',
-          hint: 'The server’s disks changed while a backup was running; run again.',
-          details: { server: req.server.name, disk: d.target },
-        },
-      );
-    }
+    const exp = backupExport(job, req.server.name, d.target, ' while a backup was running; run again.');
     const incremental = exp.mode === 'incremental' && exp.bitmapContext !== undefined;
     return {
       ...d,

@@ -21,12 +21,17 @@ import {
   type Server,
   type Virsh,
 } from '../../virt/index.ts';
-import { EngineError } from '../errors.ts';
 import { orderedReads } from '../ordered-reads.ts';
 import { alignToChunks, allocationSegments, dirtyRanges, intersect } from '../plan.ts';
 import { newCheckpointName } from '../points.ts';
 import { pooledReader } from '../pooled-reader.ts';
-import { acquireSource, connectSourceDisk, type ProtectedDisk, type Source } from '../source.ts';
+import {
+  acquireSource,
+  backupExport,
+  connectSourceDisk,
+  type ProtectedDisk,
+  type Source,
+} from '../source.ts';
 import { DiskChunks } from './chunk-set.ts';
 import type { Spool } from './spool.ts';
 
@@ -157,18 +162,12 @@ export class Capture {
     }
     const takenAt = new Date();
     const disks = o.disks.map((d) => {
-      const exp = job.exports.find((x) => x.disk === d.target);
-      if (!exp) {
-        throw new EngineError(
-          'ENGINE_SOURCE_CHANGED',
-          `the backup of ${o.server.name} does not export ${d.target}`,
-          {
-            kind: 'conflict',
-            hint: 'The server’s disks changed; the protector starts over with its disks as they are now.',
-            details: { server: o.server.name, disk: d.target },
-          },
-        );
-      }
+      const exp = backupExport(
+        job,
+        o.server.name,
+        d.target,
+        '; the protector starts over with its disks as they are now.',
+      );
       return {
         ...d,
         socketPath: job.socketPath,
