@@ -12,14 +12,14 @@
  *
  *   node --import tsx bench/activate.ts [--servers 10] [--reps 3] [--json]
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { exec } from '../src/core/exec.ts';
 import type { ActivationReport } from '../src/recovery/activate.ts';
 import { havenEnv, havenJson, runHaven } from '../test/helpers/haven.ts';
 import { guestDefinitions } from '../test/integration/recovery-helpers.ts';
-import { BENCH_ROOT } from './lib/fixtures.ts';
+import { guestFleet } from './lib/guest-fleet.ts';
 import { median, timed } from './lib/stats.ts';
 
 const { values: args } = parseArgs({
@@ -36,16 +36,8 @@ const say = (line: string) => {
 };
 
 const PREFIX = 'haven-t-bact';
-const work = join(BENCH_ROOT, 'activate');
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-process.env.HAVEN_TEST_ROOT ??= join(BENCH_ROOT, 'guests');
-mkdirSync(process.env.HAVEN_TEST_ROOT, { recursive: true });
-// Loaded only now: the fixture reads HAVEN_TEST_ROOT when it is first imported.
-const { createTestGuest } = await import('../test/fixtures/guest/index.ts');
-
-const after: Array<() => unknown> = [];
-const hook = { after: (fn: () => unknown) => void after.push(fn) };
+const fleet = await guestFleet('activate');
+const { work } = fleet;
 const names = Array.from({ length: count }, (_, i) => `${PREFIX}-${String(i).padStart(2, '0')}`);
 
 async function running(): Promise<string[]> {
@@ -57,19 +49,14 @@ async function destroyAll(): Promise<void> {
   for (const n of await running())
     await exec('virsh', ['-c', 'qemu:///system', 'destroy', n]).catch(() => {});
 }
-
-const cleanup = async () => {
-  await destroyAll();
-  for (const fn of after.reverse()) await Promise.resolve(fn()).catch(() => {});
-  rmSync(work, { recursive: true, force: true });
-};
-process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+// Registered first, so it runs last: the domains of the last activation, if one was interrupted.
+fleet.onCleanup(destroyAll);
 
 try {
   say(`making ${count} shut-off servers with 16 MiB disks`);
   const guests = [];
   for (const name of names) {
-    guests.push(await createTestGuest(hook, { prefix: name, disks: [{ sizeMiB: 16 }], start: false }));
+    guests.push(await fleet.guest({ prefix: name, disks: [{ sizeMiB: 16 }], start: false }));
   }
   const config = join(work, 'haven.yaml');
   writeFileSync(config, guestDefinitions(guests[0]!));
@@ -133,5 +120,6 @@ try {
     );
   }
 } finally {
-  await cleanup();
+  await destroyAll();
+  await fleet.cleanup();
 }

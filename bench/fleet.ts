@@ -15,13 +15,13 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { exec } from '../src/core/exec.ts';
 import { HAVEN_BIN } from '../src/transport/index.ts';
 import { havenEnv, runHaven } from '../test/helpers/haven.ts';
-import { BENCH_ROOT } from './lib/fixtures.ts';
+import { guestFleet } from './lib/guest-fleet.ts';
 import { median, timed } from './lib/stats.ts';
 
 const { values: args } = parseArgs({
@@ -40,25 +40,15 @@ const say = (line: string) => {
 };
 
 const PREFIX = 'haven-t-bfleet';
-const work = join(BENCH_ROOT, 'fleet');
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-process.env.HAVEN_TEST_ROOT ??= join(BENCH_ROOT, 'guests');
-mkdirSync(process.env.HAVEN_TEST_ROOT, { recursive: true });
-const { createTestGuest } = await import('../test/fixtures/guest/index.ts');
+const fleet = await guestFleet('fleet');
+const { work } = fleet;
 // Commands run from the compiled tree, as an installed Haven does (bin/haven.mjs runs dist/ only
 // while it is newer than the sources).
 await exec(join(import.meta.dirname, '..', 'scripts', 'build'), []);
-
-const after: Array<() => unknown> = [];
-const hook = { after: (fn: () => unknown) => void after.push(fn) };
 let daemonPid: number | undefined;
-const cleanup = async () => {
+fleet.onCleanup(() => {
   if (daemonPid) process.kill(daemonPid, 'SIGTERM');
-  for (const fn of after.reverse()) await Promise.resolve(fn()).catch(() => {});
-  rmSync(work, { recursive: true, force: true });
-};
-process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+});
 
 const storeA = join(work, 'store-a');
 const storeB = join(work, 'store-b');
@@ -142,7 +132,7 @@ try {
   say(`making ${count} shut-off servers with 16 MiB disks`);
   const names: string[] = [];
   for (let i = 0; i < count; i++) {
-    const g = await createTestGuest(hook, {
+    const g = await fleet.guest({
       prefix: `${PREFIX}-${String(i).padStart(2, '0')}`,
       disks: [{ sizeMiB: 16 }],
       start: false,
@@ -233,5 +223,5 @@ try {
     say(`daemon peak memory: ${daemonPeakMiB.toFixed(0)} MiB`);
   }
 } finally {
-  await cleanup();
+  await fleet.cleanup();
 }
