@@ -465,10 +465,11 @@ async function main(): Promise<void> {
     const domain = guest.name;
     say(`guest ${domain} running; image ${image}; copies go to ${targets.dir} (${targets.fs})`);
     for (const h of havens) {
-      // Compared checkouts both start from their compiled tree (bin/haven.mjs runs dist/ while
-      // it is newer than every source file): one compiled and one through tsx would measure
+      // Every Haven measured starts from its compiled tree, as an installed one does (bin/haven.mjs
+      // runs dist/ only while it is newer than every source file): through tsx, process and
+      // receiver start would take most of an incremental, and two checkouts would compare
       // start-up, not the change.
-      if (baselineRepo) await mustRun(join(h.repo, 'scripts', 'build'), [], { cwd: h.repo });
+      await mustRun(join(h.repo, 'scripts', 'build'), [], { cwd: h.repo });
       // Loads every module once, so the first measured run does not pay tsx's first compile.
       await mustRun(process.execPath, [h.bin, '--version']);
     }
