@@ -216,7 +216,10 @@ test('journal: verify checks every point, names what damage spoils, server by se
   // The base damaged: every point of the journal is spoiled.
   await flip(join(pitDir(SERVER), 'base', `${DISK.name}.img`), (6 * 16 * C) / 16 + 5);
   const base = await store.verify(SERVER);
-  assert.deepEqual(base.journals[0]?.damaged, points.map((p) => p.id));
+  assert.deepEqual(
+    base.journals[0]?.damaged,
+    points.map((p) => p.id),
+  );
   assert.equal(base.problems[0]?.code, 'STORE_JOURNAL_DAMAGED');
   assert.match(base.problems[0]?.message ?? '', /the base of pit01_0: 1 chunk\(s\) differ/);
   await flip(join(pitDir(SERVER), 'base', `${DISK.name}.img`), (6 * 16 * C) / 16 + 5);
