@@ -5,6 +5,7 @@
  * the copy boots through qcow2 overlays over them, as over a generation, so the persistent
  * bitmap in each overlay gives `haven failback` its map of what the DR copy changed.
  */
+import { chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -53,6 +54,9 @@ export async function pointOverlays(
   if (!store.materialisePoint) throw new UsageError('this store keeps no journal of points');
   const images = new Map(point.disks.map((d) => [d.name, join(dir, `${d.name}.point.raw`)]));
   await store.materialisePoint(server, point.id, images, signal);
+  // QEMU runs as its own user and opens backing files as they are (libvirt relabels only the
+  // overlay it writes): readable, as a generation's images are.
+  for (const image of images.values()) await chmod(image, 0o644);
   log.info('point materialised', { point: point.id, takenAt: point.takenAt });
   return async (xml, m) => {
     const overlay = overlayPath(dir, m.name);
