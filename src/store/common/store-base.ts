@@ -178,7 +178,9 @@ export abstract class StoreBase implements Store {
   }
 
   openSegment(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter> {
-    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }));
+    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }), (m, l) =>
+      this.openDelta(m, l),
+    );
   }
 
   journalInfo(server: string): Promise<JournalInfo | null> {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
+import { asHavenError } from '../../../core/errors.ts';
 import type { Logger } from '../../../core/log.ts';
 import { isSafeName } from '../../../core/names.ts';
 import { activeAtDrError, storeError } from '../../errors.ts';
@@ -26,9 +27,10 @@ import { listServerDirs, readManifest } from '../metadata.ts';
 import { lockServer } from '../server-lock.ts';
 import { checkSourceDefinition } from '../source-definition.ts';
 import { chunkCount, writeSums, writeZeroSums } from '../sums.ts';
+import { cutGeneration, type OpenDelta } from './cut.ts';
 import { emptyPit, type PitFile, PitLayout, pointsOf, readPit, writePit } from './file.ts';
 import { applySegment, applySegmentSums, eachImageDigests } from './segment.ts';
-import { JournalSegmentWriter } from './writer.ts';
+import { JournalSegmentWriter, type SegmentHost } from './writer.ts';
 
 const run = promisify(execFile);
 
@@ -36,6 +38,7 @@ export async function openSegment(
   ctx: StoreContext,
   meta: JournalDeltaMeta,
   log: Logger,
+  openDelta?: OpenDelta,
 ): Promise<SegmentWriter> {
   validateDeltaMeta(meta);
   await checkSourceDefinition(meta.server, meta.sourceDefinition);
@@ -60,7 +63,19 @@ export async function openSegment(
       );
     }
     const deltaId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-    const host = { append: (f: PitFile, r: SegmentRecord) => appendSegment(ctx, p, f, r, meta, log) };
+    const host: SegmentHost = { append: (f, r) => appendSegment(ctx, p, f, r, meta, log) };
+    // The job's schedule came: the point becomes the newest generation (cut.ts). A failed cut
+    // leaves the segment appended; the next schedule cuts again.
+    if (meta.journal.cut && openDelta) {
+      host.appended = async (r) => {
+        if (!r.consistent) return;
+        const materialise = (out: ReadonlyMap<string, string>) =>
+          materialisePoint(ctx, meta.server, r.id, out);
+        await cutGeneration(ctx, openDelta, materialise, meta, r, log).catch((e: unknown) =>
+          log.error('no generation cut from the journal', { point: r.id, err: asHavenError(e) }),
+        );
+      };
+    }
     return new JournalSegmentWriter(ctx, p, pit, meta, deltaId, lock, host, log);
   } catch (e) {
     await lock.release();
