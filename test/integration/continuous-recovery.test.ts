@@ -10,7 +10,9 @@
  *   and protecting again is refused (CONTINUOUS_DR_NEWER) until `haven deactivate` gives the
  *   copy up, which leaves the store as it was;
  * - a target whose lineage diverged from the primary's (split brain) and one with no common
- *   history are refused with their codes, naming both sides, and nothing stored changes.
+ *   history are refused with their codes, naming both sides, and nothing stored changes;
+ * - failback after an activation at a point: the primary equals the DR copy, and continuous
+ *   protection resumes with a point that equals it too.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -18,7 +20,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { catalogPath, openCatalog } from '../../src/catalog/catalog.ts';
-import type { ActivationReport, RestoreResult } from '../../src/recovery/index.ts';
+import { exec } from '../../src/core/exec.ts';
+import type { ActivationReport, FailbackResult, RestoreResult } from '../../src/recovery/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
 import type { JournalInfo, JournalPoint, VerifyReport } from '../../src/store/types.ts';
 import { domainState, Virsh } from '../../src/virt/index.ts';
@@ -283,4 +286,138 @@ test('a journal verified, a point activated and given up, diverged targets refus
     { current: 'c3c3c3c3c3c3c3c3', history: ['d4d4d4d4d4d4d4d4'], lastWriter: writer },
     'CONTINUOUS_UNRELATED',
   );
+});
+
+test('failback after an activation at a point: the primary takes the DR writes, the journal follows', async (t) => {
+  const dir = await testDir(t, `${PREFIX}-fb`);
+  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: DISK_MIB }] });
+  t.after(() => destroyDomainsLike(guest.name));
+  const config = join(dir, 'haven.yaml');
+  await writeFile(config, guestDefinitions(guest));
+  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
+  const store = join(dir, 'store');
+  const server = guest.name;
+  const disk = guest.disks[0]!;
+  const newest = async () => {
+    const s = await openFsStore(store).catch(() => null);
+    try {
+      return (await s?.journalInfo(server))?.newest ?? undefined;
+    } finally {
+      await s?.close();
+    }
+  };
+  await guest.writePattern('vda', 23, 20);
+  const first = (async () => {
+    await waitFor('a first point', newest, 180_000, 500);
+    await new Promise((r) => setTimeout(r, 4000));
+  })();
+  const r1 = await runHaven(
+    h,
+    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--json'],
+    {
+      killOn: first,
+      killSignal: 'SIGTERM',
+      timeoutMs: 300_000,
+    },
+  );
+  await first;
+  assert.equal(r1.code, 130, r1.stderr);
+  const point = await newest();
+  assert.ok(point);
+
+  // The primary stops; the point runs at the DR site and writes there.
+  await guest.destroy();
+  const dr = `${server}-dr`;
+  const act = await havenJson<ActivationReport>(h, [
+    'activate',
+    server,
+    '--store',
+    store,
+    '--at',
+    point.id,
+    '--name',
+    dr,
+    '--primary',
+    'qemu:///system',
+  ]);
+  t.after(() => destroyDomainsLike(dr));
+  const a = act.servers[0]!;
+  assert.equal(a.status, 'running', JSON.stringify(a));
+  assert.equal(a.primary?.guarded, true);
+  const copy = guest.runningAs(dr, {
+    serialLog: join(a.overlayDir!, 'serial0.log'),
+    controlSocket: join(a.overlayDir!, 'sockets', 'serial1.sock'),
+  });
+  await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
+  const count = 48;
+  assert.equal(await copy.command(`random start vda 0 ${count}`), 'ok');
+  await waitForText(copy.serialLog, `HAVEN random done disk=vda writes=${count}`, 120_000);
+  assert.equal(await copy.command('sync'), 'ok');
+  const drCopy = join(dir, 'dr-copy.raw');
+  await exec('qemu-img', [
+    'convert',
+    '-U',
+    '-O',
+    'raw',
+    join(a.overlayDir!, `${disk.storeName}.qcow2`),
+    drCopy,
+  ]);
+
+  // Failback: with no generation to start from, every chunk is compared; the primary then
+  // equals the DR copy, and the activation's record (a manifest of its own) is gone.
+  const fb = await havenJson<FailbackResult>(h, ['failback', server, '--store', store, '--to', 'local']);
+  assert.equal(fb.started, true);
+  assert.ok(fb.passes.length >= 1);
+  const cmp = await exec('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'raw', disk.path, drCopy], {
+    okCodes: [0, 1],
+  });
+  assert.equal(cmp.code, 0, cmp.stdout);
+  const m = await openFsStore(store).then(async (s) => {
+    try {
+      return await s.manifest(server);
+    } finally {
+      await s.close();
+    }
+  });
+  assert.equal(m, null, 'no manifest left: the store holds the journal only, as before');
+
+  // Continuous protection resumes by itself from the primary's bitmap: its next point is the
+  // DR copy, byte for byte.
+  const resumedAt = Date.now();
+  const next = (async () =>
+    waitFor(
+      'a point after failback',
+      async () => {
+        const n = await newest();
+        return n && Date.parse(n.takenAt) > resumedAt + 1000 ? n : undefined;
+      },
+      180_000,
+      500,
+    ))();
+  const r2 = await runHaven(
+    h,
+    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--json'],
+    {
+      killOn: next,
+      killSignal: 'SIGTERM',
+      timeoutMs: 300_000,
+    },
+  );
+  const after = await next;
+  assert.equal(r2.code, 130, r2.stderr);
+  const lane = (JSON.parse(r2.stdout) as { lanes: Lane[] }).lanes[0];
+  assert.equal(lane?.error ?? null, null, JSON.stringify(lane));
+  const restored = await havenJson<RestoreResult>(h, [
+    'restore',
+    server,
+    '--store',
+    store,
+    '--at',
+    after.id,
+    '--to',
+    join(dir, 'after'),
+    '--no-define',
+  ]);
+  const same = await exec('cmp', [restored.disks[0]!.path, drCopy], { okCodes: [0, 1] });
+  assert.equal(same.code, 0, `the newest point equals the DR copy: ${same.stdout}`);
 });
