@@ -22,7 +22,7 @@
  *   node --import tsx bench/continuous.ts [--duration 60s] [--rate 1MiB] [--interval 1s]
  *        [--disk-size 64MiB] [--reps 1] [--throughput] [--throughput-seconds 15] [--json]
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseSize } from '../src/core/units.ts';
@@ -87,12 +87,15 @@ async function newestAge(store: string, server: string, mode: Mode): Promise<num
 }
 
 function havenEnv(dir: string): NodeJS.ProcessEnv {
+  mkdirSync(dir, { recursive: true });
+  // An empty configuration: the commands' flags say everything.
+  writeFileSync(join(dir, 'haven.yaml'), '');
   return {
     ...process.env,
     HAVEN_STATE_DIR: join(dir, 'state'),
     HAVEN_RUN_DIR: join(dir, 'run'),
     HAVEN_LOG_DIR: join(dir, 'log'),
-    HAVEN_CONFIG: join(dir, 'no-config.yaml'),
+    HAVEN_CONFIG: join(dir, 'haven.yaml'),
   };
 }
 
@@ -113,9 +116,13 @@ async function lagRun(
   const runs: MeasuredRun[] = [];
   const t0 = Date.now();
   let stop = false;
+  let failed: MeasuredRun | undefined;
   const sampler = (async () => {
     // The first copy (a full one) is not the steady state: sampling starts once one exists.
-    while (!stop && (await newestAge(store, server, mode)) === undefined) await sleep(500);
+    while (!stop && (await newestAge(store, server, mode)) === undefined) {
+      if (failed) throw new Error(`haven protect failed:\n${failed.stderr.split('\n').slice(-8).join('\n')}`);
+      await sleep(500);
+    }
     const from = Date.now();
     while (!stop && Date.now() - from < durationMs) {
       const age = await newestAge(store, server, mode);
@@ -129,16 +136,20 @@ async function lagRun(
       process.execPath,
       [HAVEN_BIN, 'protect', server, '--to', store, '--continuous', '--interval', args.interval, '--json'],
       { env },
-    );
+    ).then((r) => {
+      if (!stop) failed = r;
+      return r;
+    });
     await sampler;
     await killRunning('SIGTERM');
     runs.push(await run);
   } else {
     const loop = (async () => {
-      while (!stop)
-        runs.push(
-          await runMeasured(process.execPath, [HAVEN_BIN, 'protect', server, '--to', store], { env }),
-        );
+      while (!stop) {
+        const r = await runMeasured(process.execPath, [HAVEN_BIN, 'protect', server, '--to', store], { env });
+        runs.push(r);
+        if (r.code !== 0) failed = r;
+      }
     })();
     await sampler;
     await loop;
@@ -220,6 +231,17 @@ async function main(): Promise<void> {
   const { createTestGuest } = await import('../test/fixtures/guest/index.ts');
   const after: Array<() => unknown> = [];
   const dir = mkdtempSync(join(BENCH_ROOT, 'continuous-'));
+  // Stopped by a signal: the guest and the directory go as after a normal end.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      void (async () => {
+        await killRunning('SIGTERM');
+        for (const fn of after.reverse()) await fn();
+        rmSync(dir, { recursive: true, force: true });
+        process.exit(130);
+      })();
+    });
+  }
   const results: LagRun[] = [];
   const tp: Record<string, number> = {};
   try {

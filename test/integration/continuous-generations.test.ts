@@ -13,25 +13,20 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { RestoreResult } from '../../src/recovery/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
-import type { JournalPoint, ServerManifest, VerifyReport } from '../../src/store/types.ts';
-import { createTestGuest } from '../fixtures/guest/index.ts';
+import type { JournalPoint, VerifyReport } from '../../src/store/types.ts';
 import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { seqGuest, storedManifest } from './continuous-helpers.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
-import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
+import { guestDefinitions } from './recovery-helpers.ts';
 
 const PREFIX = 'haven-t-contg';
 const DISK_MIB = 16;
 
 test('serve cuts the rotating generations from the journal on the job schedule', async (t) => {
   const dir = await testDir(t, PREFIX);
-  const guest = await createTestGuest(t, {
-    prefix: PREFIX,
-    disks: [{ sizeMiB: DISK_MIB }, { sizeMiB: DISK_MIB }],
-  });
-  t.after(() => destroyDomainsLike(guest.name));
-  await guest.setWorkload({ name: 'seq-check', disks: ['vda', 'vdb'] });
+  const guest = await seqGuest(t, PREFIX, DISK_MIB);
   const server = guest.name;
   const store = join(dir, 'dr1');
   const port = await freePort();
@@ -44,14 +39,7 @@ test('serve cuts the rotating generations from the journal on the job schedule',
       guestDefinitions(guest),
   );
   const h = await havenEnv(dir, { HAVEN_CONFIG: config });
-  const manifest = async (): Promise<ServerManifest | null> => {
-    const s = await openFsStore(store).catch(() => null);
-    try {
-      return (await s?.manifest(server)) ?? null;
-    } finally {
-      await s?.close();
-    }
-  };
+  const manifest = () => storedManifest(store, server);
 
   await guest.seqStart({ rate: 256 * 1024, block: 65536, nonce: 9, disks: ['vda', 'vdb'] });
   const done = (async () => {

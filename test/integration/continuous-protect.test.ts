@@ -22,6 +22,7 @@ import { createTestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { pointAfter } from './continuous-helpers.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
 
@@ -89,15 +90,7 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
     }
     acked = await guest.seqStop();
     stoppedAt = Date.now();
-    await waitFor(
-      'a point after the writer stopped',
-      async () => {
-        const n = (await journal())?.newest;
-        return n && Date.parse(n.takenAt) > stoppedAt + 200 ? n : undefined;
-      },
-      60_000,
-      500,
-    );
+    await pointAfter(store, server, stoppedAt, 'a point after the writer stopped');
   })();
   const r = await runHaven(
     h,

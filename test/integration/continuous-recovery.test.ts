@@ -22,13 +22,13 @@ import { test } from 'node:test';
 import { catalogPath, openCatalog } from '../../src/catalog/catalog.ts';
 import { exec } from '../../src/core/exec.ts';
 import type { ActivationReport, FailbackResult, RestoreResult } from '../../src/recovery/index.ts';
-import { openFsStore } from '../../src/store/index.ts';
-import type { JournalInfo, JournalPoint, VerifyReport } from '../../src/store/types.ts';
+import type { JournalPoint, VerifyReport } from '../../src/store/types.ts';
 import { domainState, Virsh } from '../../src/virt/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { newestPoint, pointAfter, seqGuest, storedManifest } from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions, snapshot, waitForText } from './recovery-helpers.ts';
 
@@ -62,43 +62,20 @@ async function protectOnce(
 
 test('a journal verified, a point activated and given up, diverged targets refused', async (t) => {
   const dir = await testDir(t, PREFIX);
-  const guest = await createTestGuest(t, {
-    prefix: PREFIX,
-    disks: [{ sizeMiB: DISK_MIB }, { sizeMiB: DISK_MIB }],
-  });
-  t.after(() => destroyDomainsLike(guest.name));
   // A copy that boots checks its disks and prints the prefix it found on its console.
-  await guest.setWorkload({ name: 'seq-check', disks: ['vda', 'vdb'] });
+  const guest = await seqGuest(t, PREFIX, DISK_MIB);
   const config = join(dir, 'haven.yaml');
   await writeFile(config, guestDefinitions(guest));
   const h = await havenEnv(dir, { HAVEN_CONFIG: config });
   const store = join(dir, 'store');
   const server = guest.name;
-  const journal = async (): Promise<JournalInfo | null> => {
-    const s = await openFsStore(store).catch(() => null);
-    try {
-      return (await s?.journalInfo(server)) ?? null;
-    } finally {
-      await s?.close();
-    }
-  };
-
   await guest.seqStart({ rate: 256 * 1024, block: 65536, nonce: 7, disks: ['vda', 'vdb'] });
   let acked = 0;
   const done = (async () => {
-    await waitFor('a first point', async () => (await journal())?.newest ?? undefined, 180_000, 500);
+    await waitFor('a first point', () => newestPoint(store, server), 180_000, 500);
     await new Promise((r) => setTimeout(r, 12_000));
     acked = await guest.seqStop();
-    const stoppedAt = Date.now();
-    await waitFor(
-      'a point after the writer stopped',
-      async () => {
-        const n = (await journal())?.newest;
-        return n && Date.parse(n.takenAt) > stoppedAt + 200 ? n : undefined;
-      },
-      60_000,
-      500,
-    );
+    await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
   })();
   const r = await runHaven(
     h,
@@ -217,13 +194,7 @@ test('a journal verified, a point activated and given up, diverged targets refus
   for (const [f, v] of before) {
     if (f.includes('/pit/')) assert.equal(s1.get(f), v, `${f} unchanged by the activation`);
   }
-  const m = await openFsStore(store).then(async (s) => {
-    try {
-      return await s.manifest(server);
-    } finally {
-      await s.close();
-    }
-  });
+  const m = await storedManifest(store, server);
   assert.equal(m?.activeAtDr?.generationId, point.id);
   assert.equal(m?.activeAtDr?.domain, name);
   assert.deepEqual(m?.generations, [], 'no generation was written');
@@ -298,14 +269,7 @@ test('failback after an activation at a point: the primary takes the DR writes, 
   const store = join(dir, 'store');
   const server = guest.name;
   const disk = guest.disks[0]!;
-  const newest = async () => {
-    const s = await openFsStore(store).catch(() => null);
-    try {
-      return (await s?.journalInfo(server))?.newest ?? undefined;
-    } finally {
-      await s?.close();
-    }
-  };
+  const newest = () => newestPoint(store, server);
   await guest.writePattern('vda', 23, 20);
   const first = (async () => {
     await waitFor('a first point', newest, 180_000, 500);
@@ -372,28 +336,16 @@ test('failback after an activation at a point: the primary takes the DR writes, 
     okCodes: [0, 1],
   });
   assert.equal(cmp.code, 0, cmp.stdout);
-  const m = await openFsStore(store).then(async (s) => {
-    try {
-      return await s.manifest(server);
-    } finally {
-      await s.close();
-    }
-  });
+  const m = await storedManifest(store, server);
   assert.equal(m, null, 'no manifest left: the store holds the journal only, as before');
 
   // Continuous protection resumes by itself from the primary's bitmap: its next point is the
   // DR copy, byte for byte.
   const resumedAt = Date.now();
-  const next = (async () =>
-    waitFor(
-      'a point after failback',
-      async () => {
-        const n = await newest();
-        return n && Date.parse(n.takenAt) > resumedAt + 1000 ? n : undefined;
-      },
-      180_000,
-      500,
-    ))();
+  const next = pointAfter(store, server, resumedAt, 'a point after failback', {
+    marginMs: 1000,
+    timeoutMs: 180_000,
+  });
   const r2 = await runHaven(
     h,
     ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--json'],
