@@ -22,7 +22,7 @@
  *   node --import tsx bench/continuous.ts [--duration 60s] [--rate 1MiB] [--interval 1s]
  *        [--disk-size 64MiB] [--reps 1] [--throughput] [--throughput-seconds 15] [--json]
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseSize } from '../src/core/units.ts';
@@ -119,7 +119,10 @@ async function lagRun(
   let failed: MeasuredRun | undefined;
   const sampler = (async () => {
     // The first copy (a full one) is not the steady state: sampling starts once one exists.
+    const deadline = Date.now() + 180_000;
     while (!stop && (await newestAge(store, server, mode)) === undefined) {
+      if (Date.now() > deadline)
+        throw new Error(`no first copy in ${store} within 3 min: see the logs in ${dir}`);
       if (failed) throw new Error(`haven protect failed:\n${failed.stderr.split('\n').slice(-8).join('\n')}`);
       await sleep(500);
     }
@@ -231,6 +234,8 @@ async function main(): Promise<void> {
   const { createTestGuest } = await import('../test/fixtures/guest/index.ts');
   const after: Array<() => unknown> = [];
   const dir = mkdtempSync(join(BENCH_ROOT, 'continuous-'));
+  // QEMU, running as its own user, creates the backups' scratch files in the run directories.
+  chmodSync(dir, 0o755);
   // Stopped by a signal: the guest and the directory go as after a normal end.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
@@ -269,6 +274,7 @@ async function main(): Promise<void> {
       });
     }
   } finally {
+    await killRunning('SIGTERM');
     for (const fn of after.reverse()) await fn();
     rmSync(dir, { recursive: true, force: true });
   }
