@@ -15,6 +15,7 @@
  *   protection resumes with a point that equals it too.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -271,6 +272,10 @@ test('failback after an activation at a point: the primary takes the DR writes, 
   const disk = guest.disks[0]!;
   const newest = () => newestPoint(store, server);
   await guest.writePattern('vda', 23, 20);
+  // A copy that boots writes 48 random blocks at once (the definition the store keeps is the
+  // persistent one, which carries this workload; the running primary is not restarted).
+  const count = 48;
+  await guest.setWorkload({ name: 'random', disk: 'vda', rate: 0, count });
   const first = (async () => {
     await waitFor('a first point', newest, 180_000, 500);
     await new Promise((r) => setTimeout(r, 4000));
@@ -291,6 +296,8 @@ test('failback after an activation at a point: the primary takes the DR writes, 
 
   // The primary stops; the point runs at the DR site and writes there.
   await guest.destroy();
+  // When failback starts the primary again, it boots idle.
+  await guest.setWorkload({ name: 'idle' });
   const dr = `${server}-dr`;
   const act = await havenJson<ActivationReport>(h, [
     'activate',
@@ -301,46 +308,39 @@ test('failback after an activation at a point: the primary takes the DR writes, 
     point.id,
     '--name',
     dr,
-    '--primary',
-    'qemu:///system',
   ]);
   t.after(() => destroyDomainsLike(dr));
   const a = act.servers[0]!;
   assert.equal(a.status, 'running', JSON.stringify(a));
-  assert.equal(a.primary?.guarded, true);
-  const copy = guest.runningAs(dr, {
-    serialLog: join(a.overlayDir!, 'serial0.log'),
-    controlSocket: join(a.overlayDir!, 'sockets', 'serial1.sock'),
-  });
-  await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
-  const count = 48;
-  assert.equal(await copy.command(`random start vda 0 ${count}`), 'ok');
-  await waitForText(copy.serialLog, `HAVEN random done disk=vda writes=${count}`, 120_000);
-  assert.equal(await copy.command('sync'), 'ok');
-  const drCopy = join(dir, 'dr-copy.raw');
-  await exec('qemu-img', [
-    'convert',
-    '-U',
-    '-O',
-    'raw',
-    join(a.overlayDir!, `${disk.storeName}.qcow2`),
-    drCopy,
-  ]);
+  const serialLog = a.moved.find((m) => m.from === guest.serialLog)?.to ?? guest.serialLog;
+  await waitForText(serialLog, `HAVEN random done disk=vda writes=${count}`, 180_000);
+  // Each block the copy wrote, with the MD5 of what it wrote last there.
+  const blocks = new Map<number, string>();
+  for (const w of (await readFile(serialLog, 'latin1')).matchAll(
+    /^HAVEN random disk=vda block=(\d+) md5=(\w+)$/gm,
+  ))
+    blocks.set(Number(w[1]), w[2]!);
+  assert.ok(blocks.size > count / 2, `${blocks.size} blocks written at the DR site`);
 
-  // Failback: with no generation to start from, every chunk is compared; the primary then
-  // equals the DR copy, and the activation's record (a manifest of its own) is gone.
+  // Failback: with no generation to start from, every chunk is compared; the primary then holds
+  // every block the DR copy wrote, and the activation's record (a manifest of its own) is gone.
   const fb = await havenJson<FailbackResult>(h, ['failback', server, '--store', store, '--to', 'local']);
   assert.equal(fb.started, true);
   assert.ok(fb.passes.length >= 1);
-  const cmp = await exec('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'raw', disk.path, drCopy], {
-    okCodes: [0, 1],
-  });
-  assert.equal(cmp.code, 0, cmp.stdout);
+  const primaryRaw = join(dir, 'primary.raw');
+  await exec('qemu-img', ['convert', '-U', '-O', 'raw', disk.path, primaryRaw]);
+  const image = await readFile(primaryRaw);
+  for (const [b, md5] of blocks) {
+    const got = createHash('md5')
+      .update(image.subarray(b * 65536, (b + 1) * 65536))
+      .digest('hex');
+    assert.equal(got, md5, `block ${b} written at the DR site is on the primary`);
+  }
   const m = await storedManifest(store, server);
   assert.equal(m, null, 'no manifest left: the store holds the journal only, as before');
 
   // Continuous protection resumes by itself from the primary's bitmap: its next point is the
-  // DR copy, byte for byte.
+  // primary as failback left it, byte for byte.
   const resumedAt = Date.now();
   const next = pointAfter(store, server, resumedAt, 'a point after failback', {
     marginMs: 1000,
@@ -370,6 +370,6 @@ test('failback after an activation at a point: the primary takes the DR writes, 
     join(dir, 'after'),
     '--no-define',
   ]);
-  const same = await exec('cmp', [restored.disks[0]!.path, drCopy], { okCodes: [0, 1] });
-  assert.equal(same.code, 0, `the newest point equals the DR copy: ${same.stdout}`);
+  const same = await exec('cmp', [restored.disks[0]!.path, primaryRaw], { okCodes: [0, 1] });
+  assert.equal(same.code, 0, `the newest point equals the primary: ${same.stdout}`);
 });
