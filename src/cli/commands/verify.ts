@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.ts';
-import { openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
+import { emptyVerifyReport, openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
 import { examples, parseSeq } from '../options.ts';
@@ -26,15 +26,7 @@ async function verifyStore(
   if (generation === undefined || !/^_?\d+$/.test(generation))
     return store.verify(server, { ...options, generationId: generation });
   const seq = parseSeq(generation);
-  const total: VerifyReport = {
-    ok: true,
-    checkedServers: 0,
-    checkedGenerations: 0,
-    checkedPoints: 0,
-    checkedBytes: 0,
-    problems: [],
-    journals: [],
-  };
+  const total: VerifyReport = emptyVerifyReport();
   for (const name of server === undefined ? await store.listServers() : [server]) {
     const id = (await store.manifest(name))?.generations.find((g) => g.seq === seq)?.id;
     // A server without that generation is reported by the store as an unknown generation.
