@@ -11,13 +11,12 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { RestoreResult } from '../../src/recovery/index.ts';
 import { openFsStore } from '../../src/store/index.ts';
-import type { JournalPoint, VerifyReport } from '../../src/store/types.ts';
+import type { VerifyReport } from '../../src/store/types.ts';
 import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
-import { seqGuest, storedManifest } from './continuous-helpers.ts';
+import { drillSeq, listPoints, restoreAt, seqGuest, storedManifest } from './continuous-helpers.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
 import { guestDefinitions } from './recovery-helpers.ts';
 
@@ -75,32 +74,16 @@ test('serve cuts the rotating generations from the journal on the job schedule',
   }
 
   // Each generation is byte-identical to the journal point it was cut from.
-  const [listed] = await havenJson<{ points?: JournalPoint[] }[]>(h, [
-    'images',
-    server,
-    '--store',
-    store,
-    '--points',
-  ]);
+  const points = await listPoints(h, server, store);
   const size = DISK_MIB * 1024 * 1024;
   const prefixes: number[] = [];
   const s = await openFsStore(store);
   try {
     for (const g of m.generations) {
-      const point = listed?.points?.find((p) => p.pointInTime === g.pointInTime);
+      const point = points.find((p) => p.pointInTime === g.pointInTime);
       assert.ok(point, `generation _${g.seq} was cut from a point in the journal (${g.pointInTime})`);
       assert.equal(point.takenAt, g.takenAt);
-      const restored = await havenJson<RestoreResult>(h, [
-        'restore',
-        server,
-        '--store',
-        store,
-        '--at',
-        point.id,
-        '--to',
-        join(dir, `p${g.seq}`),
-        '--no-define',
-      ]);
+      const restored = await restoreAt(h, server, store, point.id, join(dir, `p${g.seq}`));
       const images: string[] = [];
       for (const [i, d] of g.disks.entries()) {
         const image = await s.imagePath(server, g.id, d.name);
@@ -126,21 +109,6 @@ test('serve cuts the rotating generations from the journal on the job schedule',
   assert.ok(v.checkedPoints >= 2);
 
   // The newest generation boots, and its guest finds the same prefix on its own disks.
-  const drill = await runHaven(h, [
-    'drill',
-    server,
-    '--store',
-    store,
-    '--generation',
-    '1',
-    '--marker',
-    `HAVEN seq check OK last=${prefixes[0]}`,
-    '--timeout',
-    '3m',
-    '--json',
-  ]);
-  assert.equal(drill.code, 0, drill.stdout + drill.stderr);
-  const report = JSON.parse(drill.stdout) as { results: { result: string; generation: { id: string } }[] };
-  assert.equal(report.results[0]?.result, 'pass');
-  assert.equal(report.results[0]?.generation.id, m.generations[0]!.id);
+  const drilled = await drillSeq(h, server, store, ['--generation', '1'], prefixes[0]!);
+  assert.equal(drilled.id, m.generations[0]!.id);
 });

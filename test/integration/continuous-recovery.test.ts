@@ -22,14 +22,22 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { catalogPath, openCatalog } from '../../src/catalog/catalog.ts';
 import { exec } from '../../src/core/exec.ts';
-import type { ActivationReport, FailbackResult, RestoreResult } from '../../src/recovery/index.ts';
-import type { JournalPoint, VerifyReport } from '../../src/store/types.ts';
+import type { ActivationReport, FailbackResult } from '../../src/recovery/index.ts';
+import type { VerifyReport } from '../../src/store/types.ts';
 import { domainState, Virsh } from '../../src/virt/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
-import { newestPoint, pointAfter, seqGuest, storedManifest } from './continuous-helpers.ts';
+import {
+  activateAt,
+  listPoints,
+  newestPoint,
+  pointAfter,
+  restoreAt,
+  seqGuest,
+  storedManifest,
+} from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions, snapshot, waitForText } from './recovery-helpers.ts';
 
@@ -85,14 +93,7 @@ test('a journal verified, a point activated and given up, diverged targets refus
   );
   await done;
   assert.equal(r.code, 130, r.stderr);
-  const [listed] = await havenJson<{ points?: JournalPoint[] }[]>(h, [
-    'images',
-    server,
-    '--store',
-    store,
-    '--points',
-  ]);
-  const points = listed?.points ?? [];
+  const points = await listPoints(h, server, store);
   assert.ok(points.length >= 5, `${points.length} points`);
 
   // verify: every point of the window checked, the journal reported by server.
@@ -113,17 +114,7 @@ test('a journal verified, a point activated and given up, diverged targets refus
   // The point to activate, and the prefix of writes it holds (restore --at, byte-exact).
   const size = DISK_MIB * 1024 * 1024;
   const point = points.at(-3)!;
-  const restored = await havenJson<RestoreResult>(h, [
-    'restore',
-    server,
-    '--store',
-    store,
-    '--at',
-    point.id,
-    '--to',
-    join(dir, 'restored'),
-    '--no-define',
-  ]);
+  const restored = await restoreAt(h, server, store, point.id, join(dir, 'restored'));
   const expected = await checkSeqPrefix(fileReader(restored.disks.map((d) => d.path)), [size, size]);
   assert.equal(expected.ok, true, expected.ok ? '' : expected.problem);
   assert.ok(
@@ -168,19 +159,7 @@ test('a journal verified, a point activated and given up, diverged targets refus
   assert.equal(both.code, 2, both.stderr);
 
   // Activated at the point: the copy checks its own disks and finds exactly that prefix.
-  const report = await havenJson<ActivationReport>(h, [
-    'activate',
-    server,
-    '--store',
-    store,
-    '--at',
-    point.id,
-    '--name',
-    name,
-  ]);
-  t.after(() => destroyDomainsLike(name));
-  const act = report.servers[0]!;
-  assert.equal(act.status, 'running', JSON.stringify(act));
+  const act = await activateAt(t, h, server, store, point.id, name);
   assert.equal(act.generation?.id, point.id);
   assert.match(act.checkpoint ?? '', /^haven-dr-/, 'failback has its checkpoint');
   const activeDir = join(store, '.haven', 'active', server);
@@ -299,19 +278,7 @@ test('failback after an activation at a point: the primary takes the DR writes, 
   // When failback starts the primary again, it boots idle.
   await guest.setWorkload({ name: 'idle' });
   const dr = `${server}-dr`;
-  const act = await havenJson<ActivationReport>(h, [
-    'activate',
-    server,
-    '--store',
-    store,
-    '--at',
-    point.id,
-    '--name',
-    dr,
-  ]);
-  t.after(() => destroyDomainsLike(dr));
-  const a = act.servers[0]!;
-  assert.equal(a.status, 'running', JSON.stringify(a));
+  const a = await activateAt(t, h, server, store, point.id, dr);
   // The store's definition already names the console in the activation's directory.
   const serialLog = join(a.overlayDir!, 'serial0.log');
   await waitForText(serialLog, `HAVEN random done disk=vda writes=${count}`, 180_000);
@@ -360,17 +327,7 @@ test('failback after an activation at a point: the primary takes the DR writes, 
   assert.equal(r2.code, 130, r2.stderr);
   const lane = (JSON.parse(r2.stdout) as { lanes: Lane[] }).lanes[0];
   assert.equal(lane?.error ?? null, null, JSON.stringify(lane));
-  const restored = await havenJson<RestoreResult>(h, [
-    'restore',
-    server,
-    '--store',
-    store,
-    '--at',
-    after.id,
-    '--to',
-    join(dir, 'after'),
-    '--no-define',
-  ]);
+  const restored = await restoreAt(h, server, store, after.id, join(dir, 'after'));
   const same = await exec('cmp', [restored.disks[0]!.path, primaryRaw], { okCodes: [0, 1] });
   assert.equal(same.code, 0, `the newest point equals the primary: ${same.stdout}`);
 });
