@@ -416,6 +416,8 @@ async function main(): Promise<void> {
   const floorFile = join(targets.dir, 'floor.bin');
 
   let bg: BenchGuest | undefined;
+  // The guest's cleanup from the moment it is being made (bg is set only once it runs).
+  let guestCleanup: (() => Promise<void>) | undefined;
   let hidden: string[] = [];
   const cleanup = async () => {
     if (bg && hidden.length) await restoreCheckpoints(bg.guest.name, hidden, peerRun).catch(() => {});
@@ -424,7 +426,8 @@ async function main(): Promise<void> {
       say(`kept: ${work}${bg ? ` and domain ${bg.guest.name}` : ''}`);
       return;
     }
-    await bg?.cleanup();
+    await guestCleanup?.();
+    guestCleanup = undefined;
     bg = undefined;
     targets.release();
     rmSync(work, { recursive: true, force: true });
@@ -450,7 +453,14 @@ async function main(): Promise<void> {
   try {
     const source = ensureRandomImage(`random-${dataSize}.raw`, dataSize, say);
     say(`creating the guest: ${args['disk-size']} qcow2 with ${args['data-size']} of random data`);
-    bg = await createBenchGuest({ prefix: 'haven-t-bench', diskSize, randomSource: source });
+    bg = await createBenchGuest({
+      prefix: 'haven-t-bench',
+      diskSize,
+      randomSource: source,
+      onCleanup: (c) => {
+        guestCleanup = c;
+      },
+    });
     const { guest, image } = bg;
     const domain = guest.name;
     say(`guest ${domain} running; image ${image}; copies go to ${targets.dir} (${targets.fs})`);

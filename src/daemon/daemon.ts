@@ -10,7 +10,7 @@ import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
 import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
-import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../jobs/index.ts';
+import { checkRpo, EventLog, jobSelections, Notifier, statusRows } from '../jobs/index.ts';
 import { buildApi } from './api.ts';
 import { ContinuousJobs } from './continuous-jobs.ts';
 import { DrillRunner } from './drill-runs.ts';
@@ -205,14 +205,7 @@ function rpoChecks(o: {
   let closing = false;
   let checking: Promise<void> | undefined;
   const refreshSelections = async () => {
-    const next = new Map<string, string[]>();
-    for (const job of Object.values(o.config().jobs)) {
-      next.set(
-        job.name,
-        (await selectJobServers(virsh, job.servers, log)).selected.map((s) => s.name),
-      );
-    }
-    selections = next;
+    selections = await jobSelections(virsh, Object.values(o.config().jobs));
   };
   const run = async () => {
     try {

@@ -7,14 +7,14 @@
  */
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Logger } from '../core/log.ts';
-import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
+import type { NbdClient } from '../nbd/index.ts';
 import type { OpenResult, StreamSender } from '../protocol/index.ts';
 import type { DeltaMode, DeltaSummary, Generation } from '../store/types.ts';
 import type { PlanMode } from './plan.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { TokenBucket } from './rate-limit.ts';
 import { type RetryPolicy, withReconnects } from './retry.ts';
-import type { Source, SourceDisk } from './source.ts';
+import { connectSourceDisk, type Source, type SourceDisk } from './source.ts';
 import { type DiskTransferResult, diskPlanTotals, transferDisk } from './transfer.ts';
 
 export interface TransferTuning {
@@ -214,14 +214,7 @@ async function sendDisks(
     // Totals first (block status only, no data), so progress has an ETA.
     let total = 0;
     for (const disk of source.disks) {
-      const client = await NbdClient.connect({
-        socketPath: disk.socketPath,
-        exportName: disk.exportName,
-        metaContexts: disk.dirtyContext
-          ? [CONTEXT_BASE_ALLOCATION, disk.dirtyContext]
-          : [CONTEXT_BASE_ALLOCATION],
-        log,
-      });
+      const client = await connectSourceDisk(disk, log);
       clients.set(disk.name, client);
       const t = await diskPlanTotals({
         client,

@@ -21,6 +21,7 @@ import {
   decodeFrame,
   encodeDigestsHead,
   encodeEmpty,
+  encodeError,
   encodeJson,
   encodeStaged,
   FrameDecoder,
@@ -672,16 +673,7 @@ export class StreamReceiver {
   }
 
   private sendError(err: HavenError, fatal: boolean): void {
-    this.out.write([
-      encodeJson('ERROR', {
-        code: err.code,
-        kind: err.kind,
-        message: err.message.slice(0, 8000),
-        ...(err.hint ? { hint: err.hint } : {}),
-        ...(err.details ? { details: jsonSafe(err.details) } : {}),
-        fatal,
-      }),
-    ]);
+    this.out.write([encodeError(err, fatal, true)]);
   }
 
   /** The stream ended or broke: close the delta; only an end outside a delta is clean. */
@@ -730,12 +722,4 @@ function tokenMatches(expected: string, got: string | undefined): boolean {
   const a = createHash('sha256').update(expected, 'utf8').digest();
   const b = createHash('sha256').update(got, 'utf8').digest();
   return timingSafeEqual(a, b);
-}
-
-function jsonSafe(v: Record<string, unknown>): Record<string, unknown> {
-  try {
-    return JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
-  } catch {
-    return {};
-  }
 }

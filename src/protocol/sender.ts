@@ -28,6 +28,7 @@ import {
   encodeAbort,
   encodeDigestsRequest,
   encodeEmpty,
+  encodeError,
   encodeExtentHead,
   encodeJson,
   encodeMark,
@@ -744,15 +745,7 @@ export class StreamSender {
     if (wasClosing) this.log.debug(`session ended while closing: ${err.message}`);
     else this.log.debug(`session failed: ${err.message}`, { code: err.code });
     if (tell && !this.stream.destroyed && !this.stream.writableEnded) {
-      this.out.write([
-        encodeJson('ERROR', {
-          code: err.code,
-          kind: err.kind,
-          message: err.message.slice(0, 8000),
-          ...(err.hint ? { hint: err.hint } : {}),
-          fatal: true,
-        }),
-      ]);
+      this.out.write([encodeError(err, true)]);
     }
     this.out.fail(err);
     this.settle(null, err);

@@ -9,7 +9,7 @@ import { emptyVerifyReport, openFsStore, type Store, type VerifyOptions } from '
 import type { CliContext } from '../context.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
 import { examples, parseSeq } from '../options.ts';
-import { progressBar } from '../progress-bar.ts';
+import { progressBar, readingSnapshot } from '../progress-bar.ts';
 
 type VerifyReport = Awaited<ReturnType<Store['verify']>>;
 
@@ -70,16 +70,7 @@ export default function register(program: Command, context: () => CliContext): v
       try {
         report = await verifyStore(store, server, flags.generation, {
           readImages: !flags.quick,
-          onProgress: (done, total) =>
-            bar.update({
-              phase: 'reading',
-              bytesDone: done,
-              bytesTotal: total,
-              bytesSent: 0,
-              rate: (done / Math.max(1, performance.now() - started)) * 1000,
-              etaMs: undefined,
-              elapsedMs: performance.now() - started,
-            }),
+          onProgress: (done, total) => bar.update(readingSnapshot(done, total, performance.now() - started)),
         });
       } finally {
         bar.stop();

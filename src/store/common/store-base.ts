@@ -6,36 +6,33 @@
  * (openImage) and checking them (verify). fs/fs-store.ts is the filesystem store.
  */
 
-import { open } from 'node:fs/promises';
 import type { Logger } from '../../core/log.ts';
 import { checkName, isSafeName } from '../../core/names.ts';
 import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../errors.ts';
-import {
-  type DeltaMeta,
-  type DeltaWriter,
-  DIGEST_BYTES,
-  type Generation,
-  type GenerationDisk,
-  type ImageReader,
-  type JournalDeltaMeta,
-  type JournalInfo,
-  type JournalPoint,
-  type SegmentRecord,
-  type SegmentWriter,
-  type ServerHold,
-  type ServerManifest,
-  type Store,
-  type StoreDescriptor,
-  type StoreKind,
-  type TestRecord,
-  type VerifyOptions,
-  type VerifyReport,
+import type {
+  DeltaMeta,
+  DeltaWriter,
+  Generation,
+  GenerationDisk,
+  ImageReader,
+  JournalDeltaMeta,
+  JournalInfo,
+  JournalPoint,
+  SegmentRecord,
+  SegmentWriter,
+  ServerHold,
+  ServerManifest,
+  Store,
+  StoreDescriptor,
+  StoreKind,
+  TestRecord,
+  VerifyOptions,
+  VerifyReport,
 } from '../types.ts';
 import { checkBootPriority, findGenerationDisk, isChunkRange } from './checks.ts';
 import { rollForward } from './commit/roll-forward.ts';
 import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
-import { exists, io } from './files.ts';
 import { imageReader } from './image-reader.ts';
 import { dropActivationManifest, recordJournalActivation } from './journal/activation.ts';
 import {

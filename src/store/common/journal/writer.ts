@@ -47,7 +47,7 @@ export class JournalSegmentWriter implements SegmentWriter {
   private done = false;
 
   constructor(
-    private readonly ctx: StoreContext,
+    readonly _ctx: StoreContext,
     private readonly p: PitLayout,
     private readonly pit: PitFile,
     private readonly meta: JournalDeltaMeta,
