@@ -22,13 +22,13 @@
  *   node --import tsx bench/continuous.ts [--duration 60s] [--rate 1MiB] [--interval 1s]
  *        [--disk-size 64MiB] [--reps 1] [--throughput] [--throughput-seconds 15] [--json]
  */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseSize } from '../src/core/units.ts';
 import { openFsStore } from '../src/store/index.ts';
 import { HAVEN_BIN } from '../src/transport/index.ts';
-import { BENCH_ROOT } from './lib/fixtures.ts';
+import { guestFleet } from './lib/guest-fleet.ts';
 import { cpuOf, killRunning, type MeasuredRun, type ProcPeak, peakOf, runMeasured } from './lib/proc.ts';
 
 const args = parseArgs({
@@ -229,32 +229,18 @@ function sleep(ms: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  process.env.HAVEN_TEST_ROOT ??= join(BENCH_ROOT, 'guests');
-  mkdirSync(process.env.HAVEN_TEST_ROOT, { recursive: true });
-  const { createTestGuest } = await import('../test/fixtures/guest/index.ts');
-  const after: Array<() => unknown> = [];
-  const dir = mkdtempSync(join(BENCH_ROOT, 'continuous-'));
+  const fleet = await guestFleet('continuous');
+  const dir = fleet.work;
   // QEMU, running as its own user, creates the backups' scratch files in the run directories.
   chmodSync(dir, 0o755);
-  // Stopped by a signal: the guest and the directory go as after a normal end.
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      void (async () => {
-        await killRunning('SIGTERM');
-        for (const fn of after.reverse()) await fn();
-        rmSync(dir, { recursive: true, force: true });
-        process.exit(130);
-      })();
-    });
-  }
+  // Stopped (Ctrl-C, or the end): Haven's processes first, then the guest and the directory.
+  fleet.onCleanup(() => killRunning('SIGTERM'));
+  process.once('SIGTERM', () => void fleet.cleanup().finally(() => process.exit(130)));
   const results: LagRun[] = [];
   const tp: Record<string, number> = {};
   try {
     const mib = diskSize / 2 ** 20;
-    const guest = await createTestGuest(
-      { after: (fn) => after.push(fn) },
-      { prefix: 'haven-b-cont', disks: [{ sizeMiB: mib }, { sizeMiB: mib }] },
-    );
+    const guest = await fleet.guest({ prefix: 'haven-b-cont', disks: [{ sizeMiB: mib }, { sizeMiB: mib }] });
     log(`guest ${guest.name}: two ${mib} MiB disks, seqw at ${args.rate}/s, ${args.duration} per run`);
     for (let rep = 0; rep < Number(args.reps); rep++) {
       const order: Mode[] = rep % 2 === 0 ? ['continuous', 'periodic'] : ['periodic', 'continuous'];
@@ -275,8 +261,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await killRunning('SIGTERM');
-    for (const fn of after.reverse()) await fn();
-    rmSync(dir, { recursive: true, force: true });
+    await fleet.cleanup();
   }
   const median = (mode: Mode, k: 'p50' | 'p99' | 'cpuPerGiB' | 'peakRssMiB') => {
     const v = results
