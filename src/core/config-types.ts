@@ -62,7 +62,7 @@ export interface JobConfig {
   schedule: string | undefined;
   /**
    * `continuous`: `haven serve` protects the job's servers continuously (docs/continuous.md);
-   * `schedule` then plays no part.
+   * `schedule` then says when a generation is cut from the journal (none: the journal only).
    */
   mode: 'periodic' | 'continuous';
   /** Continuous: a point at most this often (ms). */

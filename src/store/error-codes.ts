@@ -238,6 +238,13 @@ export const STORE_CODES = {
     meaning: 'A point-in-time journal record (pit.json or a segment index) is damaged.',
     action: 'Run `haven verify`; the journal was changed outside Haven.',
   },
+  STORE_JOURNAL_DAMAGED: {
+    kind: 'integrity',
+    meaning:
+      'A piece of a point-in-time journal (the base, a segment, the head digests) differs from its digests or is missing; `haven verify` names the points it spoils.',
+    action:
+      'Restore or drill from a point `haven verify` does not list as damaged, or a generation; protecting the server again with `haven protect --continuous` adds sound points after the damage, and the window folds the damaged ones away.',
+  },
   STORE_POINT_NOT_FOUND: {
     kind: 'not-found',
     meaning: 'The server’s journal holds no point with that id.',

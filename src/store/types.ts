@@ -233,18 +233,36 @@ export interface VerifyProblem {
    */
   code: StoreCode | HavenCode;
   message: string;
+  /** The journal segment a journal problem is in (its points from there on are spoiled). */
+  pointId?: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];
   /** What to do about it, where the problem has a way forward of its own. */
   hint?: string;
 }
 
+/** A server's point-in-time journal as `verify` found it (docs/continuous.md). */
+export interface JournalVerdict {
+  server: string;
+  /** Points in the window, all checked. */
+  points: number;
+  oldest: string | null;
+  newest: string | null;
+  /** Ids of the points a damaged piece spoils (the base: every one; segment k: k and after). */
+  damaged: string[];
+  ok: boolean;
+}
+
 export interface VerifyReport {
   ok: boolean;
   checkedServers: number;
   checkedGenerations: number;
+  /** Journal points checked (every point in each journal's window). */
+  checkedPoints: number;
   checkedBytes: number;
   problems: VerifyProblem[];
+  /** Per server with a journal, its verdict. */
+  journals: JournalVerdict[];
 }
 
 export interface VerifyOptions {

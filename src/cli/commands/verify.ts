@@ -1,10 +1,11 @@
 /**
  * `haven verify [server] --store PATH`: re-reads every image and checks it against the chunk
- * digests in its manifest. Exit code 8 (integrity) on any mismatch.
+ * digests in its manifest, and every point of every point-in-time journal (docs/continuous.md).
+ * Exit code 8 (integrity) on any mismatch.
  */
 import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.ts';
-import { openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
+import { emptyVerifyReport, openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
 import { examples, parseSeq } from '../options.ts';
@@ -25,13 +26,7 @@ async function verifyStore(
   if (generation === undefined || !/^_?\d+$/.test(generation))
     return store.verify(server, { ...options, generationId: generation });
   const seq = parseSeq(generation);
-  const total: VerifyReport = {
-    ok: true,
-    checkedServers: 0,
-    checkedGenerations: 0,
-    checkedBytes: 0,
-    problems: [],
-  };
+  const total: VerifyReport = emptyVerifyReport();
   for (const name of server === undefined ? await store.listServers() : [server]) {
     const id = (await store.manifest(name))?.generations.find((g) => g.seq === seq)?.id;
     // A server without that generation is reported by the store as an unknown generation.
@@ -48,7 +43,7 @@ async function verifyStore(
 export default function register(program: Command, context: () => CliContext): void {
   const command = program
     .command('verify')
-    .description('re-read the images of a store and check their manifests and digests')
+    .description('re-read the images and journals of a store and check their manifests and digests')
     .argument('[server]', 'only this server')
     .requiredOption('--store <path>', 'the store directory')
     .option(
@@ -84,11 +79,16 @@ export default function register(program: Command, context: () => CliContext): v
       if (flags.json) ctx.printJson(report);
       else {
         ctx.print(
-          `${report.ok ? 'OK' : 'FAILED'}: ${report.checkedServers} server(s), ${report.checkedGenerations} generation(s), ${formatBytes(report.checkedBytes)} read`,
+          `${report.ok ? 'OK' : 'FAILED'}: ${report.checkedServers} server(s), ${report.checkedGenerations} generation(s), ${report.checkedPoints} journal point(s), ${formatBytes(report.checkedBytes)} read`,
         );
+        for (const j of report.journals) {
+          ctx.print(
+            `  journal ${j.server}: ${j.points} point(s) ${j.oldest ?? '-'} … ${j.newest ?? '-'}, ${j.damaged.length ? `${j.damaged.length} damaged (from ${j.damaged[0]})` : 'all sound'}`,
+          );
+        }
         for (const p of report.problems) {
           ctx.print(
-            `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
+            `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.pointId ? ` point ${p.pointId}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
           );
         }
       }

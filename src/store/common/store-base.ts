@@ -34,6 +34,7 @@ import { rollForward } from './commit/roll-forward.ts';
 import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
 import { imageReader } from './image-reader.ts';
+import { dropActivationManifest, recordJournalActivation } from './journal/activation.ts';
 import {
   journalInfo,
   journalPoints,
@@ -41,6 +42,7 @@ import {
   materialisePoint,
   openSegment,
 } from './journal/journal.ts';
+import { verifyJournals } from './journal/verify.ts';
 import { listServerDirs, manifestExists, readManifest, withManifestLock, writeManifest } from './metadata.ts';
 import { openStable, readerView, type ServerView } from './reader-view.ts';
 import { type ManifestFile, manifestView } from './records.ts';
@@ -97,9 +99,26 @@ export abstract class StoreBase implements Store {
     return imageReader(image, d.size);
   }
 
+  /**
+   * The generations of every server with a manifest, and (unless one generation is asked for)
+   * every point of every journal. A server with a journal and no generation (only protected
+   * continuously; its manifest, if any, only records an activation) has its journal checked only.
+   */
   async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-    const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
-    return verifyStore(this.ctx, servers, (s) => this.view(s), options);
+    const named = server === undefined ? undefined : checkName('server', server);
+    const journals = (await this.listJournals()).filter((s) => named === undefined || s === named);
+    const journalOnly = new Set<string>();
+    for (const s of journals) {
+      if (((await this.manifest(s).catch(() => null))?.generations.length ?? 0) === 0) journalOnly.add(s);
+    }
+    const servers = (named === undefined ? await this.listServers() : [named]).filter(
+      (s) => !journalOnly.has(s),
+    );
+    const report = await verifyStore(this.ctx, servers, (s) => this.view(s), options);
+    if (options.generationId !== undefined) return report;
+    report.checkedServers += journalOnly.size;
+    await verifyJournals(this.ctx, journals, options, report);
+    return report;
   }
 
   recover(only?: string): Promise<string[]> {
@@ -173,7 +192,9 @@ export abstract class StoreBase implements Store {
   }
 
   openSegment(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter> {
-    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }));
+    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }), (m, l) =>
+      this.openDelta(m, l),
+    );
   }
 
   journalInfo(server: string): Promise<JournalInfo | null> {
@@ -307,10 +328,13 @@ export abstract class StoreBase implements Store {
   }
 
   async setActiveAtDr(server: string, active: ServerManifest['activeAtDr'] | null): Promise<void> {
+    // A server kept only as a journal gets a manifest for the record (journal/activation.ts).
+    if (active && (await recordJournalActivation(this.ctx, checkName('server', server), active))) return;
     await this.updateManifest(server, (m) => {
       if (active) m.activeAtDr = structuredClone(active);
       else delete m.activeAtDr;
     });
+    if (!active) await dropActivationManifest(this.ctx, server);
   }
 
   async close(): Promise<void> {}
