@@ -416,6 +416,8 @@ async function main(): Promise<void> {
   const floorFile = join(targets.dir, 'floor.bin');
 
   let bg: BenchGuest | undefined;
+  // The guest's cleanup from the moment it is being made (bg is set only once it runs).
+  let guestCleanup: (() => Promise<void>) | undefined;
   let hidden: string[] = [];
   const cleanup = async () => {
     if (bg && hidden.length) await restoreCheckpoints(bg.guest.name, hidden, peerRun).catch(() => {});
@@ -424,7 +426,8 @@ async function main(): Promise<void> {
       say(`kept: ${work}${bg ? ` and domain ${bg.guest.name}` : ''}`);
       return;
     }
-    await bg?.cleanup();
+    await guestCleanup?.();
+    guestCleanup = undefined;
     bg = undefined;
     targets.release();
     rmSync(work, { recursive: true, force: true });
@@ -450,15 +453,23 @@ async function main(): Promise<void> {
   try {
     const source = ensureRandomImage(`random-${dataSize}.raw`, dataSize, say);
     say(`creating the guest: ${args['disk-size']} qcow2 with ${args['data-size']} of random data`);
-    bg = await createBenchGuest({ prefix: 'haven-t-bench', diskSize, randomSource: source });
+    bg = await createBenchGuest({
+      prefix: 'haven-t-bench',
+      diskSize,
+      randomSource: source,
+      onCleanup: (c) => {
+        guestCleanup = c;
+      },
+    });
     const { guest, image } = bg;
     const domain = guest.name;
     say(`guest ${domain} running; image ${image}; copies go to ${targets.dir} (${targets.fs})`);
     for (const h of havens) {
-      // Compared checkouts both start from their compiled tree (bin/haven.mjs runs dist/ while
-      // it is newer than every source file): one compiled and one through tsx would measure
+      // Every Haven measured starts from its compiled tree, as an installed one does (bin/haven.mjs
+      // runs dist/ only while it is newer than every source file): through tsx, process and
+      // receiver start would take most of an incremental, and two checkouts would compare
       // start-up, not the change.
-      if (baselineRepo) await mustRun(join(h.repo, 'scripts', 'build'), [], { cwd: h.repo });
+      await mustRun(join(h.repo, 'scripts', 'build'), [], { cwd: h.repo });
       // Loads every module once, so the first measured run does not pay tsx's first compile.
       await mustRun(process.execPath, [h.bin, '--version']);
     }

@@ -30,6 +30,8 @@ export async function createBenchGuest(o: {
   prefix: string;
   diskSize: number;
   randomSource: string;
+  /** Receives the cleanup at once, so an interrupt while the guest is made still removes it. */
+  onCleanup?: (cleanup: () => Promise<void>) => void;
 }): Promise<BenchGuest> {
   process.env.HAVEN_TEST_ROOT ??= join(BENCH_ROOT, 'guests');
   mkdirSync(process.env.HAVEN_TEST_ROOT, { recursive: true });
@@ -40,6 +42,7 @@ export async function createBenchGuest(o: {
     for (const fn of after.reverse()) await fn();
     after.length = 0;
   };
+  o.onCleanup?.(cleanup);
   try {
     const guest = await createTestGuest(
       { after: (fn) => after.push(fn) },

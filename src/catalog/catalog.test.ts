@@ -132,7 +132,7 @@ test('a failing migration leaves the file at its old version with nothing half-a
   assert.deepEqual(migrate(db, path, next), { from: SCHEMA_VERSION + 1, to: SCHEMA_VERSION + 1 });
 });
 
-test('a catalog at version 4 (continuous protection) gains host runs and keeps its schedules and lanes', (t) => {
+test('a catalog at version 5 (scrub schedules) gains host runs and keeps its schedules and lanes', (t) => {
   const path = join(tmpDir(t), 'catalog.sqlite');
   const db = new Database(path);
   db.pragma(`application_id = ${APPLICATION_ID}`);
@@ -140,17 +140,19 @@ test('a catalog at version 4 (continuous protection) gains host runs and keeps i
     migrate(
       db,
       path,
-      MIGRATIONS.filter((m) => m.version <= 4),
+      MIGRATIONS.filter((m) => m.version <= 5),
     ),
-    { from: 0, to: 4 },
+    { from: 0, to: 5 },
   );
   db.exec(`INSERT INTO schedule_state (kind, name, next_run_at, updated_at) VALUES ('job', 'nightly', 5000, 1);
+    INSERT INTO schedule_state (kind, name, next_run_at, updated_at) VALUES ('scrub', 'weekly', 6000, 1);
     INSERT INTO continuous (server, updated_at) VALUES ('web01', 1);`);
   db.close();
 
   const c = open(t, path);
-  assert.equal(c.schemaVersion, 5);
+  assert.equal(c.schemaVersion, 6);
   assert.equal(c.schedule.get('job', 'nightly')?.nextRunAt?.getTime(), 5000);
+  assert.equal(c.schedule.get('scrub', 'weekly')?.nextRunAt?.getTime(), 6000);
   c.schedule.update('host', 'node1', { nextRunAt: new Date(7000) });
   assert.equal(c.schedule.get('host', 'node1')?.nextRunAt?.getTime(), 7000);
   const raw = new Database(path, { readonly: true });

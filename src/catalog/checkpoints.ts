@@ -6,18 +6,7 @@
  *
  * `target` is whatever stable key the engine uses for a target (its URL or its store id).
  */
-import {
-  type CatalogDb,
-  date,
-  fromJson,
-  ms,
-  nonEmpty,
-  optionalText,
-  type Row,
-  str,
-  strOrNull,
-  toJson,
-} from './db.ts';
+import { type CatalogDb, date, ms, nonEmpty, optionalText, type Row, rowReader, str, toJson } from './db.ts';
 import { badValue, CatalogError, notFound } from './errors.ts';
 
 export interface CheckpointRecord {
@@ -52,18 +41,9 @@ export interface Delivery {
   deliveredAt: Date;
 }
 
-function toCheckpoint(r: Row): CheckpointRecord {
-  return {
-    server: str(r.server),
-    name: str(r.name),
-    domainUuid: str(r.domain_uuid),
-    createdAt: date(r.created_at),
-    parent: strOrNull(r.parent),
-    disks: fromJson(r.disks) as string[],
-    xml: str(r.xml),
-    recordedAt: date(r.recorded_at),
-  };
-}
+const toCheckpoint = rowReader<CheckpointRecord>(
+  'server name domain_uuid created_at:date parent disks:json xml recorded_at:date',
+);
 
 /** Rows of `checkpoints` joined with a delivery as d_target, d_generation, d_at. */
 function toDelivery(r: Row): Delivery {

@@ -8,18 +8,7 @@
  *
  * The lane's record is the engine's, kept as JSON: the catalog does not interpret it.
  */
-import {
-  type CatalogDb,
-  date,
-  dateOrNull,
-  fromJson,
-  nonEmpty,
-  numOrNull,
-  type Row,
-  str,
-  strOrNull,
-  toJson,
-} from './db.ts';
+import { type CatalogDb, nonEmpty, type Row, rowReader, toJson } from './db.ts';
 
 export interface ContinuousServer {
   server: string;
@@ -48,17 +37,8 @@ export interface ContinuousLane {
   updatedAt: Date;
 }
 
-export interface ContinuousLaneInput {
-  target: string;
-  storeId: string | null;
-  state: string;
-  record: unknown;
-  pendingBytes: number;
-  lastPointId: string | null;
-  lastPointAt: Date | null;
-  errorCode: string | null;
-  errorMessage: string | null;
-}
+/** What the protector records for a lane; the catalog adds its server, pid and time. */
+export type ContinuousLaneInput = Omit<ContinuousLane, 'server' | 'pid' | 'updatedAt'>;
 
 export type SwitchoverState = 'requested' | 'draining' | 'drained' | 'failed';
 
@@ -73,45 +53,15 @@ export interface Switchover {
   updatedAt: Date;
 }
 
-function toServer(r: Row): ContinuousServer {
-  return {
-    server: str(r.server),
-    ids: fromJson(r.ids),
-    checkpoint: strOrNull(r.checkpoint),
-    job: strOrNull(r.job),
-    pid: numOrNull(r.pid),
-    updatedAt: date(r.updated_at),
-  };
-}
+const toServer = rowReader<ContinuousServer>('server ids:json checkpoint job pid updated_at:date');
 
-function toLane(r: Row): ContinuousLane {
-  return {
-    server: str(r.server),
-    target: str(r.target),
-    storeId: strOrNull(r.store_id),
-    state: str(r.state),
-    record: fromJson(r.record),
-    pendingBytes: (r.pending_bytes as number) ?? 0,
-    lastPointId: strOrNull(r.last_point_id),
-    lastPointAt: dateOrNull(r.last_point_at),
-    errorCode: strOrNull(r.error_code),
-    errorMessage: strOrNull(r.error_message),
-    pid: numOrNull(r.pid),
-    updatedAt: date(r.updated_at),
-  };
-}
+const toLane = rowReader<ContinuousLane>(
+  'server target store_id state record:json pending_bytes last_point_id last_point_at:date error_code error_message pid updated_at:date',
+);
 
-function toSwitchover(r: Row): Switchover {
-  return {
-    server: str(r.server),
-    target: str(r.target),
-    state: str(r.state) as SwitchoverState,
-    pointId: strOrNull(r.point_id),
-    error: strOrNull(r.error),
-    requestedAt: date(r.requested_at),
-    updatedAt: date(r.updated_at),
-  };
-}
+const toSwitchover = rowReader<Switchover>(
+  'server target state point_id error requested_at:date updated_at:date',
+);
 
 export class ContinuousTable {
   private readonly getServer;

@@ -73,6 +73,35 @@ export function numOrNull(v: unknown): number | null {
   return v === null || v === undefined ? null : (v as number);
 }
 
+/**
+ * A reader from a row to a record, declared by its columns: `'server updated_at:date record:json'`.
+ * Each column becomes the camelCase key (`updated_at` → `updatedAt`); `:date` turns stored
+ * milliseconds into a Date and `:json` parses a TEXT column; NULL (or a column the query did not
+ * select) becomes null. Only the listed columns are read, so `SELECT *` may return more.
+ */
+export function rowReader<T>(columns: string): (r: Row) => T {
+  const fields = columns
+    .split(/\s+/)
+    .filter((c) => c !== '')
+    .map((spec) => {
+      const [column = spec, type] = spec.split(':');
+      const key = column.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+      return { column, key, convert: columnConverter(spec, type) };
+    });
+  return (r) => {
+    const record: Record<string, unknown> = {};
+    for (const f of fields) record[f.key] = f.convert(r[f.column]);
+    return record as T;
+  };
+}
+
+function columnConverter(spec: string, type: string | undefined): (v: unknown) => unknown {
+  if (type === undefined) return (v) => v ?? null;
+  if (type === 'date') return dateOrNull;
+  if (type === 'json') return fromJson;
+  throw new Error(`rowReader: ${JSON.stringify(spec)} has an unknown type (date or json)`);
+}
+
 /** JSON for a TEXT column; bigints become strings so nothing is lost silently. */
 export function toJson(v: unknown): string | null {
   if (v === undefined) return null;

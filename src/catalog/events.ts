@@ -11,18 +11,13 @@
  */
 import {
   type CatalogDb,
-  date,
-  dateOrNull,
-  fromJson,
   limit,
   ms,
   nonEmpty,
-  numOrNull,
   oneOf,
   optionalText,
   type Row,
-  str,
-  strOrNull,
+  rowReader,
   toJson,
 } from './db.ts';
 import { badValue, notFound } from './errors.ts';
@@ -94,36 +89,13 @@ export interface Problem {
   alertedSeverity: Severity | null;
 }
 
-function toEvent(r: Row): EventRecord {
-  return {
-    id: r.id as number,
-    at: date(r.at),
-    severity: r.severity as Severity,
-    type: str(r.type),
-    server: strOrNull(r.server),
-    job: strOrNull(r.job),
-    target: strOrNull(r.target),
-    runId: numOrNull(r.run_id),
-    message: str(r.message),
-    data: fromJson(r.data),
-    dedupKey: strOrNull(r.dedup_key),
-    alertedAt: dateOrNull(r.alerted_at),
-  };
-}
+const toEvent = rowReader<EventRecord>(
+  'id at:date severity type server job target run_id message data:json dedup_key alerted_at:date',
+);
 
-function toProblem(r: Row): Problem {
-  return {
-    dedupKey: str(r.dedup_key),
-    openedAt: date(r.opened_at),
-    firstEventId: r.first_event_id as number,
-    lastEventId: r.last_event_id as number,
-    lastSeenAt: date(r.last_seen_at),
-    occurrences: r.occurrences as number,
-    severity: r.severity as Severity,
-    alertedAt: dateOrNull(r.alerted_at),
-    alertedSeverity: strOrNull(r.alerted_severity) as Severity | null,
-  };
-}
+const toProblem = rowReader<Problem>(
+  'dedup_key opened_at:date first_event_id last_event_id last_seen_at:date occurrences severity alerted_at:date alerted_severity',
+);
 
 export class EventsTable {
   private readonly insert;

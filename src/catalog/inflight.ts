@@ -6,17 +6,7 @@
  * Setting a different delta for a pair that already has one is refused: two runs must never
  * send to the same server's store at once.
  */
-import {
-  type CatalogDb,
-  date,
-  ms,
-  nonEmpty,
-  numOrNull,
-  optionalText,
-  type Row,
-  str,
-  strOrNull,
-} from './db.ts';
+import { type CatalogDb, ms, nonEmpty, optionalText, type Row, rowReader } from './db.ts';
 import { CatalogError } from './errors.ts';
 import type { TargetStoresTable } from './target-stores.ts';
 
@@ -43,19 +33,9 @@ export interface InflightInput {
   startedAt?: Date;
 }
 
-function toInflight(r: Row): InflightDelta {
-  return {
-    server: str(r.server),
-    target: str(r.target),
-    deltaId: str(r.delta_id),
-    checkpoint: str(r.checkpoint),
-    incrementalFrom: strOrNull(r.incremental_from),
-    socket: strOrNull(r.socket),
-    runId: numOrNull(r.run_id),
-    startedAt: date(r.started_at),
-    updatedAt: date(r.updated_at),
-  };
-}
+const toInflight = rowReader<InflightDelta>(
+  'server target delta_id checkpoint incremental_from socket run_id started_at:date',
+);
 
 export class InflightTable {
   private readonly one;

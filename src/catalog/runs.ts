@@ -6,9 +6,6 @@
 import {
   type CatalogDb,
   count,
-  date,
-  dateOrNull,
-  fromJson,
   limit,
   ms,
   nonEmpty,
@@ -16,7 +13,7 @@ import {
   oneOf,
   optionalText,
   type Row,
-  str,
+  rowReader,
   strOrNull,
   toJson,
 } from './db.ts';
@@ -135,43 +132,13 @@ export interface RunFilter {
   limit?: number;
 }
 
-export function toRun(r: Row): Run {
-  return {
-    id: r.id as number,
-    kind: r.kind as RunKind,
-    job: strOrNull(r.job),
-    trigger: r.trigger as RunTrigger,
-    status: r.status as RunStatus,
-    startedAt: date(r.started_at),
-    finishedAt: dateOrNull(r.finished_at),
-    pid: numOrNull(r.pid),
-    summary: fromJson(r.summary),
-    errorCode: strOrNull(r.error_code),
-    errorMessage: strOrNull(r.error_message),
-  };
-}
+export const toRun = rowReader<Run>(
+  'id kind job trigger status started_at:date finished_at:date pid summary:json error_code error_message',
+);
 
-export function toResult(r: Row): ServerResult {
-  return {
-    runId: r.run_id as number,
-    server: str(r.server),
-    target: str(r.target),
-    status: r.status as ServerResultStatus,
-    mode: strOrNull(r.mode) as TransferMode | null,
-    startedAt: date(r.started_at),
-    finishedAt: dateOrNull(r.finished_at),
-    bytesRead: r.bytes_read as number,
-    bytesSent: r.bytes_sent as number,
-    durationMs: numOrNull(r.duration_ms),
-    generationId: strOrNull(r.generation_id),
-    copyAt: dateOrNull(r.copy_at),
-    errorCode: strOrNull(r.error_code),
-    errorMessage: strOrNull(r.error_message),
-    attempts: r.attempts as number,
-    storeTotalBytes: numOrNull(r.store_total_bytes),
-    storeFreeBytes: numOrNull(r.store_free_bytes),
-  };
-}
+export const toResult = rowReader<ServerResult>(
+  'run_id server target status mode started_at:date finished_at:date bytes_read bytes_sent duration_ms generation_id copy_at:date error_code error_message attempts store_total_bytes store_free_bytes',
+);
 
 /** True when a process with this pid exists on this host. */
 export function pidAlive(pid: number): boolean {

@@ -1,10 +1,10 @@
 /**
- * Scheduler state per job, drill and host backup, so the daemon knows after a restart what already ran and
- * what it missed: the last run, the last fire time it acted on, and the next one it computed.
+ * Scheduler state per job, drill, scrub and host backup, so the daemon knows after a restart what
+ * already ran and what it missed: the last run, the last fire time it acted on, and the next one it computed.
  */
-import { type CatalogDb, dateOrNull, ms, nonEmpty, numOrNull, oneOf, type Row, str } from './db.ts';
+import { type CatalogDb, ms, nonEmpty, oneOf, type Row, rowReader } from './db.ts';
 
-export const SCHEDULE_KINDS = ['job', 'drill', 'host'] as const;
+export const SCHEDULE_KINDS = ['job', 'drill', 'scrub', 'host'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 export interface ScheduleState {
@@ -26,17 +26,9 @@ export interface ScheduleUpdate {
   lastRunId?: number | null;
 }
 
-function toState(r: Row): ScheduleState {
-  return {
-    kind: r.kind as ScheduleKind,
-    name: str(r.name),
-    lastRunAt: dateOrNull(r.last_run_at),
-    lastFireAt: dateOrNull(r.last_fire_at),
-    nextRunAt: dateOrNull(r.next_run_at),
-    lastRunId: numOrNull(r.last_run_id),
-    updatedAt: new Date(r.updated_at as number),
-  };
-}
+const toState = rowReader<ScheduleState>(
+  'kind name last_run_at:date last_fire_at:date next_run_at:date last_run_id updated_at:date',
+);
 
 function keep(flag: unknown): number {
   return flag === undefined ? 1 : 0;

@@ -259,6 +259,27 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 5,
+    description: 'scheduled scrubs (haven verify by the daemon) in the schedule state',
+    sql: `
+      -- SQLite cannot change a CHECK constraint in place: the table is rebuilt with the new kind.
+      CREATE TABLE schedule_state_new (
+        kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'scrub')),
+        name         TEXT NOT NULL,
+        last_run_at  INTEGER,
+        last_fire_at INTEGER,
+        next_run_at  INTEGER,
+        last_run_id  INTEGER,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+      ) WITHOUT ROWID;
+      INSERT INTO schedule_state_new SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
+        FROM schedule_state;
+      DROP TABLE schedule_state;
+      ALTER TABLE schedule_state_new RENAME TO schedule_state;
+    `,
+  },
+  {
+    version: 6,
     description: 'host backups and host drills (issue 16); host schedules',
     sql: `
       -- One row per host backup or host drill: what it stored or proved, how long it took.
@@ -287,8 +308,8 @@ export const MIGRATIONS: readonly Migration[] = [
 
       -- The scheduler's state gains a kind for host backups (a CHECK cannot be altered in place;
       -- the table has no foreign keys, so it is copied).
-      CREATE TABLE schedule_state_v5 (
-        kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'host')),
+      CREATE TABLE schedule_state_v6 (
+        kind         TEXT NOT NULL CHECK (kind IN ('job', 'drill', 'scrub', 'host')),
         name         TEXT NOT NULL,
         last_run_at  INTEGER,
         last_fire_at INTEGER,
@@ -297,10 +318,10 @@ export const MIGRATIONS: readonly Migration[] = [
         updated_at   INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
       ) WITHOUT ROWID;
-      INSERT INTO schedule_state_v5 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
+      INSERT INTO schedule_state_v6 SELECT kind, name, last_run_at, last_fire_at, next_run_at, last_run_id, updated_at
         FROM schedule_state;
       DROP TABLE schedule_state;
-      ALTER TABLE schedule_state_v5 RENAME TO schedule_state;
+      ALTER TABLE schedule_state_v6 RENAME TO schedule_state;
     `,
   },
 ];

@@ -3,7 +3,7 @@
  * own table, updated in the same transaction as each final per-server result of a protect or
  * job run, so `haven status` and /metrics read one row per pair instead of scanning history.
  */
-import { type CatalogDb, dateOrNull, numOrNull, type Row, str, strOrNull } from './db.ts';
+import { type CatalogDb, type Row, rowReader } from './db.ts';
 import type { ServerResultStatus, TransferMode } from './runs.ts';
 
 export interface ServerStatus {
@@ -44,24 +44,9 @@ export interface StatusUpdate {
   goodGeneration: string | null;
 }
 
-function toStatus(r: Row): ServerStatus {
-  return {
-    server: str(r.server),
-    target: str(r.target),
-    job: strOrNull(r.job),
-    lastGoodAt: dateOrNull(r.last_good_at),
-    lastGoodGeneration: strOrNull(r.last_good_generation),
-    lastRunId: numOrNull(r.last_run_id),
-    lastRunAt: dateOrNull(r.last_run_at),
-    lastResult: strOrNull(r.last_result) as ServerResultStatus | null,
-    lastMode: strOrNull(r.last_mode) as TransferMode | null,
-    lastBytesRead: numOrNull(r.last_bytes_read),
-    lastBytesSent: numOrNull(r.last_bytes_sent),
-    lastDurationMs: numOrNull(r.last_duration_ms),
-    lastErrorCode: strOrNull(r.last_error_code),
-    lastErrorMessage: strOrNull(r.last_error_message),
-  };
-}
+const toStatus = rowReader<ServerStatus>(
+  'server target job last_good_at:date last_good_generation last_run_id last_run_at:date last_result last_mode last_bytes_read last_bytes_sent last_duration_ms last_error_code last_error_message',
+);
 
 export class StatusTable {
   private readonly upsert;

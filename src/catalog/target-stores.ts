@@ -8,7 +8,7 @@
  * ids are UUIDs); an in-flight delta names its run, whose only result for that server names the
  * target. Migration 2 filled it from the history there was.
  */
-import { type CatalogDb, date, type Row, str } from './db.ts';
+import { type CatalogDb, type Row, rowReader } from './db.ts';
 
 export interface TargetStore {
   server: string;
@@ -18,14 +18,7 @@ export interface TargetStore {
   seenAt: Date;
 }
 
-function toTargetStore(r: Row): TargetStore {
-  return {
-    server: str(r.server),
-    target: str(r.target),
-    storeId: str(r.store_id),
-    seenAt: date(r.seen_at),
-  };
-}
+const toTargetStore = rowReader<TargetStore>('server target store_id seen_at:date');
 
 export class TargetStoresTable {
   private readonly fromGeneration;

@@ -73,3 +73,13 @@ export function progressBar(stream: NodeJS.WritableStream, mode: ProgressMode, l
     stop: () => lines.done(label),
   };
 }
+
+/**
+ * Progress of work that only reads (verify): the rate so far, and what is left at that rate (no
+ * estimate before the first byte).
+ */
+export function readingSnapshot(done: number, total: number, elapsedMs: number): ProgressSnapshot {
+  const rate = (done / Math.max(1, elapsedMs)) * 1000;
+  const etaMs = done > 0 ? (Math.max(0, total - done) / rate) * 1000 : undefined;
+  return { phase: 'reading', bytesDone: done, bytesTotal: total, bytesSent: 0, rate, etaMs, elapsedMs };
+}

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ProgressSnapshot } from '../engine/index.ts';
-import { barPayload } from './progress-bar.ts';
+import { barPayload, readingSnapshot } from './progress-bar.ts';
 import { describeProgress, LINE_EVERY_MS, ProgressLines, percentDone } from './progress-lines.ts';
 
 const MiB = 1024 * 1024;
@@ -79,4 +79,13 @@ test('the bar’s payload has no field cli-progress fills itself', () => {
   }
   assert.equal(payload.total_text, '200 MiB');
   assert.equal(payload.done_text, '13.0 MiB');
+});
+
+test('a verify’s progress has an ETA once it has read something', () => {
+  assert.equal(readingSnapshot(0, 1000, 500).etaMs, undefined);
+  const s = readingSnapshot(250, 1000, 1000);
+  assert.equal(s.rate, 250);
+  assert.equal(s.etaMs, 3000);
+  assert.equal(barPayload(s).eta_text === '?', false);
+  assert.equal(readingSnapshot(1000, 1000, 2000).etaMs, 0);
 });

@@ -105,7 +105,6 @@ function walk(cmd: Command, prefix: string[] = []): Entry[] {
 }
 
 const leaves = (all: Entry[]) => all.filter((e) => e.cmd.commands.length === 0);
-const visible = (cmd: Command) => cmd.options.filter((o) => !o.hidden);
 const has = (cmd: Command, long: string) => cmd.options.some((o: Option) => o.long === long && !o.hidden);
 
 /** What `haven <path> --help` prints, with the texts added after it. */

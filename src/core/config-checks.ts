@@ -37,7 +37,7 @@ export function crossCheck(raw: unknown): PathProblem[] {
   const problems: PathProblem[] = [];
   if (!isObj(raw)) return problems;
 
-  for (const section of ['targets', 'jobs', 'drills', 'hosts'] as const) {
+  for (const section of ['targets', 'jobs', 'drills', 'scrubs', 'hosts'] as const) {
     const what = section.slice(0, -1);
     for (const [name] of entries(raw[section])) {
       if (!isSafeName(name)) {

@@ -148,6 +148,11 @@ const tlsOptions = mapping('TLS settings', {
   token_file: opt((v) => parseAbsolutePath(v, 'the absolute path of a file holding the token'), undefined),
 });
 
+/** Per-server settings of a target: the server's quota there. */
+const targetServer = mapping('server settings at the target', {
+  quota: opt(parseSizeValue, undefined),
+});
+
 export const targetSchema = mapping('target settings', {
   url: leaf(parseTargetUrl),
   copies: opt((v) => parseInteger(v, 1, 100), 3),
@@ -168,6 +173,9 @@ export const targetSchema = mapping('target settings', {
           ),
     undefined,
   ),
+  // The most the store may hold (all servers), and per server: `haven receive --quota`.
+  quota: opt(parseSizeValue, undefined),
+  servers: named('server', targetServer),
 });
 
 export const jobSchema = mapping('job settings', {
@@ -333,6 +341,12 @@ export const hostSchema = mapping('host settings', {
   rear: z.preprocess((v) => v ?? {}, rearSettings),
 });
 
+/** A scheduled `haven verify` of a store on this DR host (a scrub, like ZFS's). */
+export const scrubSchema = mapping('scrub settings', {
+  store: leaf((v) => parseAbsolutePath(v, 'the absolute path of the store on this DR host')),
+  schedule: leaf(parseCron),
+});
+
 const severity = opt((v) => parseEnum(v, SEVERITIES), 'warning' as Severity);
 
 const emailAlerts = mapping('email alert settings', {
@@ -409,6 +423,7 @@ export const configSchema = mapping('the Haven configuration', {
   jobs: named('job', jobSchema),
   drills: named('drill', drillSchema),
   hosts: named('host', hostSchema),
+  scrubs: named('scrub', scrubSchema),
   alerts: section(
     mapping('alert settings', { email: section(emailAlerts), webhook: section(webhookAlerts) }),
   ),

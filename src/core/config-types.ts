@@ -38,6 +38,12 @@ export interface TargetConfig {
    * that could share their blocks. Not for tls:// targets (the listener's own flag).
    */
   reflink: boolean;
+  /**
+   * The most the target's store may hold, all servers together (`haven receive --quota`), and
+   * per server (`--server-quota`), in bytes. Not for tls:// targets (the listener's own flags).
+   */
+  quota: number | undefined;
+  serverQuotas: Record<string, number>;
   /** Only (and always) for tls:// targets. */
   tls:
     | { ca: string; cert: string | undefined; key: string | undefined; tokenFile: string | undefined }
@@ -56,7 +62,7 @@ export interface JobConfig {
   schedule: string | undefined;
   /**
    * `continuous`: `haven serve` protects the job's servers continuously (docs/continuous.md);
-   * `schedule` then plays no part.
+   * `schedule` then says when a generation is cut from the journal (none: the journal only).
    */
   mode: 'periodic' | 'continuous';
   /** Continuous: a point at most this often (ms). */
@@ -211,6 +217,13 @@ export interface ConfigProblem {
   column: number | undefined;
 }
 
+/** A store on this DR host that the daemon verifies on a schedule (`scrubs.<name>`). */
+export interface ScrubConfig {
+  name: string;
+  store: string;
+  schedule: string;
+}
+
 export interface HavenConfig {
   /** The file it came from; null when no file exists and everything came from defaults. */
   file: string | null;
@@ -220,6 +233,7 @@ export interface HavenConfig {
   jobs: Record<string, JobConfig>;
   drills: Record<string, DrillConfig>;
   hosts: Record<string, HostConfig>;
+  scrubs: Record<string, ScrubConfig>;
   alerts: AlertsConfig;
   cache: CacheConfig;
   daemon: DaemonConfig;

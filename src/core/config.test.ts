@@ -688,3 +688,23 @@ test('retention: defaults, values, off, and bad values', () => {
   rejects(`${BASE}retention: { logs: { max_files: 3 } }\n`, 'retention.logs.max_files', /from 10 to/);
   rejects(`${BASE}retention: { keep: 1d }\n`, 'retention.keep', /^unknown key/);
 });
+
+test('scrubs: a store on this host verified on a schedule (issue 13.5)', () => {
+  const c = parseConfig(
+    'scrubs:\n  weekly:\n    store: /srv/haven\n    schedule: "0 3 * * 0"\n',
+    'test.yaml',
+    NOW,
+  );
+  assert.deepEqual({ ...c.scrubs.weekly }, { name: 'weekly', store: '/srv/haven', schedule: '0 3 * * 0' });
+  rejects('scrubs:\n  weekly:\n    store: /srv/haven\n', 'scrubs.weekly.schedule', /required/);
+  rejects(
+    'scrubs:\n  weekly:\n    store: srv/haven\n    schedule: "0 3 * * 0"\n',
+    'scrubs.weekly.store',
+    /absolute/,
+  );
+  rejects(
+    'scrubs:\n  weekly:\n    store: /srv/haven\n    schedule: "every sunday"\n',
+    'scrubs.weekly.schedule',
+    /cron/,
+  );
+});

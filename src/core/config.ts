@@ -20,6 +20,7 @@ import type {
   HostConfig,
   JobConfig,
   RetentionConfig,
+  ScrubConfig,
   TargetConfig,
 } from './config-types.ts';
 import { cronFor } from './config-values.ts';
@@ -191,6 +192,12 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
         ssh: t.url.kind === 'ssh' ? (t.ssh ?? { options: [], command: 'haven' }) : undefined,
         staging: t.staging,
         reflink: t.reflink,
+        quota: t.quota,
+        serverQuotas: record(
+          Object.entries(t.servers ?? {}).flatMap(([server, st]): [string, number][] =>
+            st.quota === undefined ? [] : [[server, st.quota]],
+          ),
+        ),
         tls: t.tls
           ? { ca: t.tls.ca, cert: t.tls.cert, key: t.tls.key, tokenFile: t.tls.token_file }
           : undefined,
@@ -247,6 +254,12 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     ]),
   );
   const hosts = hostsOf(raw.hosts);
+  const scrubs = record(
+    Object.entries(raw.scrubs ?? {}).map(([name, sc]): [string, ScrubConfig] => [
+      name,
+      { name, store: sc.store, schedule: sc.schedule },
+    ]),
+  );
   const email = raw.alerts?.email;
   const webhook = raw.alerts?.webhook;
   return {
@@ -256,6 +269,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
     jobs,
     drills,
     hosts,
+    scrubs,
     alerts: {
       email: email
         ? {

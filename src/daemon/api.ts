@@ -11,12 +11,13 @@ import { asHavenError, type ErrorKind, HavenError, UsageError } from '../core/er
 import type { Logger } from '../core/log.ts';
 import { PeerWarnings, peerAddress, type Refusal } from '../core/peer-limits.ts';
 import { inventory, Virsh } from '../engine/index.ts';
-import { JobError, jobNotFound, resolveTarget, senderFactory, statusRows } from '../jobs/index.ts';
+import { JobError, jobNotFound, statusRows } from '../jobs/index.ts';
 import { dashboardRoutes } from './dashboard-routes.ts';
 import type { EventHub } from './hub.ts';
 import type { Metrics } from './metrics.ts';
 import type { RunManager } from './run-manager.ts';
 import type { Scheduler } from './scheduler.ts';
+import { targetGenerations } from './target-generations.ts';
 import { authorized } from './token.ts';
 import { loadUi, UI_HEADERS, type UiFile } from './ui-assets.ts';
 
@@ -74,47 +75,6 @@ function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]
 
 function iso(d: Date | null | undefined): string | null {
   return d ? d.toISOString() : null;
-}
-
-/** Asks each target what it holds: the newest generation of every server asked about. */
-async function targetGenerations(
-  config: HavenConfig,
-  pairs: Array<{ server: string; target: string }>,
-  log: Logger,
-): Promise<Map<string, unknown>> {
-  const out = new Map<string, unknown>();
-  const byTarget = new Map<string, string[]>();
-  for (const p of pairs) byTarget.set(p.target, [...(byTarget.get(p.target) ?? []), p.server]);
-  await Promise.all(
-    [...byTarget].map(async ([target, servers]) => {
-      try {
-        const connect = senderFactory(resolveTarget(target, config), { log });
-        const sender = await Promise.race([
-          connect(),
-          new Promise<never>((_, reject) =>
-            setTimeout(
-              () =>
-                reject(
-                  new HavenError('API_TARGET_TIMEOUT', `target ${target} did not answer in time`, {
-                    kind: 'unavailable',
-                  }),
-                ),
-              30_000,
-            ).unref(),
-          ),
-        ]);
-        try {
-          for (const s of servers) out.set(`${s}\u0000${target}`, { newest: await sender.query(s) });
-        } finally {
-          await sender.close().catch(() => {});
-        }
-      } catch (e) {
-        const err = asHavenError(e).toJSON();
-        for (const s of servers) out.set(`${s}\u0000${target}`, { error: err });
-      }
-    }),
-  );
-  return out;
 }
 
 /** A refused progress stream: 429 when the client holds its share, 503 when all are taken. */

@@ -4,8 +4,13 @@
  * started again when the job's settings change on a reload, and stopped cleanly (each lane
  * finishes the segment it ships) when the daemon stops. A server that matches the job's
  * patterns later (defined after the start) is picked up at the next look, every minute.
+ *
+ * A job with a `schedule` has a generation cut from the journal at each of its times (the next
+ * consistent point each target receives becomes its `_1`, rotated by `copies`: store
+ * journal/cut.ts), so the store keeps the rotating generations of a periodic job as well.
  */
 import type { Catalog } from '../catalog/catalog.ts';
+import { nextRun } from '../core/config.ts';
 import type { HavenConfig, JobConfig } from '../core/config-types.ts';
 import type { Logger } from '../core/log.ts';
 import type { ProtectorStatus } from '../engine/continuous/index.ts';
@@ -41,6 +46,7 @@ function signature(job: JobConfig, config: HavenConfig): string {
   return JSON.stringify({
     targets: job.targets.map((t) => config.targets[t] ?? t),
     copies: job.copies,
+    schedule: job.schedule,
     intervalMs: job.intervalMs,
     windowMs: job.windowMs,
     rpoMs: job.rpoMs,
@@ -142,6 +148,7 @@ export class ContinuousJobs {
             windowMs: job.windowMs,
             segmentBytes: 64 * 1024 * 1024,
             ...(job.rpoMs !== undefined ? { rpoMs: job.rpoMs } : {}),
+            ...(job.schedule !== undefined ? { cutDue: cutSchedule(job.schedule, config.timezone) } : {}),
             events: this.o.events(),
             signal: abort.signal,
             log,
@@ -173,6 +180,24 @@ export class ContinuousJobs {
     await Promise.all([...this.running].map(([id, r]) => this.stopOne(id, r)));
     if (this.ownVirsh) this.virsh.close();
   }
+}
+
+/**
+ * True once each time the schedule's next time has come (asked every cycle by the protector); a
+ * time missed while the protector was down is not made up, the next one cuts.
+ */
+export function cutSchedule(
+  schedule: string,
+  timeZone: string | undefined,
+  now = () => new Date(),
+): () => boolean {
+  let due = nextRun(schedule, timeZone, now());
+  return () => {
+    const t = now();
+    if (!due || t < due) return false;
+    due = nextRun(schedule, timeZone, t);
+    return true;
+  };
 }
 
 function pause(ms: number, signal: AbortSignal): Promise<void> {

@@ -4,15 +4,20 @@
  * same notifier as `haven job run`'s.
  */
 import type { AddressInfo } from 'node:net';
-import { type Catalog, catalogPath, openCatalog, type RunTrigger } from '../catalog/catalog.ts';
-import type { ScheduleKind } from '../catalog/schedule.ts';
+import {
+  type Catalog,
+  catalogPath,
+  openCatalog,
+  type RunTrigger,
+  type ScheduleKind,
+} from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { CLEAR_TEXT_FIX, clearTextExposure } from '../core/exposure.ts';
 import type { Level, Logger } from '../core/log.ts';
 import type { HavenPaths } from '../core/paths.ts';
 import { Virsh } from '../engine/index.ts';
 import { checkHostRpo } from '../hosts/index.ts';
-import { checkRpo, EventLog, Notifier, selectJobServers, statusRows } from '../jobs/index.ts';
+import { checkRpo, EventLog, jobSelections, Notifier, statusRows } from '../jobs/index.ts';
 import { buildApi } from './api.ts';
 import { ContinuousJobs } from './continuous-jobs.ts';
 import { DrillRunner } from './drill-runs.ts';
@@ -23,6 +28,7 @@ import { MaintenanceTimer } from './maintenance-timer.ts';
 import { createMetrics } from './metrics.ts';
 import { RunManager } from './run-manager.ts';
 import { Scheduler } from './scheduler.ts';
+import { ScrubRunner } from './scrub-runs.ts';
 import { ensureToken } from './token.ts';
 
 export interface DaemonOptions {
@@ -50,6 +56,29 @@ export interface Daemon {
   scheduler: Scheduler;
   reload(): void;
   close(timeoutMs?: number): Promise<void>;
+}
+
+/** Where the scheduler's fire times go: jobs to the run manager, drills and scrubs to theirs. */
+function byKind(
+  manager: RunManager,
+  drills: DrillRunner,
+  scrubs: ScrubRunner,
+  hosts: HostRunner,
+): Pick<ConstructorParameters<typeof Scheduler>[0], 'start' | 'isRunning'> {
+  const kinds: Record<
+    ScheduleKind,
+    { start(name: string, trigger: RunTrigger): Promise<unknown>; isRunning(name: string): boolean }
+  > = {
+    job: manager,
+    drill: drills,
+    scrub: scrubs,
+    host: hosts,
+  };
+  const runner = (kind: ScheduleKind) => kinds[kind];
+  return {
+    start: (kind, name, trigger) => runner(kind).start(name, trigger),
+    isRunning: (kind, name) => runner(kind).isRunning(name),
+  };
 }
 
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
@@ -94,13 +123,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     consoleLevel: o.consoleLevel ?? 'info',
     log,
   });
+  const scrubs = new ScrubRunner({ config: () => config, catalog, events: () => events, log });
   const scheduler = new Scheduler({
     config: () => config,
     catalog,
     get events() {
       return events;
     },
-    ...runners(manager, drills, hosts),
+    ...byKind(manager, drills, scrubs, hosts),
     log,
   } as ConstructorParameters<typeof Scheduler>[0]);
 
@@ -170,6 +200,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         manager.stopAll(timeoutMs),
         drills.stopAll(timeoutMs),
         hosts.stopAll(timeoutMs),
+        scrubs.stopAll(timeoutMs),
         continuous.stopAll(),
       ]);
       hub.close();
@@ -204,14 +235,6 @@ async function listenApi(
 }
 
 /** What the scheduler starts for each kind: job runs, drills, host backups. */
-function runners(manager: RunManager, drills: DrillRunner, hosts: HostRunner) {
-  const of = (kind: ScheduleKind) => (kind === 'drill' ? drills : kind === 'host' ? hosts : manager);
-  return {
-    start: (kind: ScheduleKind, name: string, trigger: RunTrigger) => of(kind).start(name, trigger),
-    isRunning: (kind: ScheduleKind, name: string) => of(kind).isRunning(name),
-  };
-}
-
 /**
  * The RPO checks: each refreshes which servers the jobs select (libvirt's list), then raises and
  * resolves `rpo.*` events. One at a time; stop() waits for the running one.
@@ -228,14 +251,7 @@ function rpoChecks(o: {
   let closing = false;
   let checking: Promise<void> | undefined;
   const refreshSelections = async () => {
-    const next = new Map<string, string[]>();
-    for (const job of Object.values(o.config().jobs)) {
-      next.set(
-        job.name,
-        (await selectJobServers(virsh, job.servers, log)).selected.map((s) => s.name),
-      );
-    }
-    selections = next;
+    selections = await jobSelections(virsh, Object.values(o.config().jobs));
   };
   const run = async () => {
     try {

@@ -12,6 +12,7 @@ import { createLogger, type Level, type Logger } from '../core/log.ts';
 import type { EventLog } from '../jobs/index.ts';
 import { type DrillReport, type RecoveryEvent, type RunDrillDeps, runDrill } from '../recovery/index.ts';
 import { Virsh } from '../virt/index.ts';
+import { RunSlots } from './run-slots.ts';
 
 export interface RecordedDrillOptions extends Omit<RunDrillDeps, 'onEvent'> {
   settings: DrillConfig;
@@ -96,12 +97,12 @@ export interface DrillRunnerOptions {
 
 /** The daemon's scheduled drills: one run of a drill at a time, each with its own log file. */
 export class DrillRunner {
-  private readonly running = new Map<string, { abort: AbortController; done: Promise<unknown> }>();
+  private readonly slots = new RunSlots();
 
   constructor(private readonly o: DrillRunnerOptions) {}
 
   isRunning(name: string): boolean {
-    return this.running.has(name);
+    return this.slots.isRunning(name);
   }
 
   start(name: string, trigger: RunTrigger): Promise<RecordedDrill> {
@@ -134,23 +135,20 @@ export class DrillRunner {
       log,
       signal: abort.signal,
     });
-    this.running.set(name, { abort, done });
+    this.slots.hold(name, abort, done);
     void done
       .then(
         ({ runId, report }) =>
           this.o.log.info(`drill ${name} (run #${runId}): ${report.passed} passed, ${report.failed} failed`),
         (e) => this.o.log.error(`drill ${name} could not run`, { err: e }),
       )
-      .finally(() => {
-        this.running.delete(name);
-        root.close();
-      });
+      .finally(() => root.close());
     return done;
   }
 
   /** Stops every drill (its domains are removed by the drill itself) and waits at most `timeoutMs`. */
   stopAll(timeoutMs: number): Promise<void> {
-    return stopRuns(this.running, timeoutMs);
+    return this.slots.stopAll(timeoutMs);
   }
 }
 

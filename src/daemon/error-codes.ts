@@ -60,4 +60,9 @@ export const DAEMON_CODES = {
     meaning: 'The configuration defines no drill of this name.',
     action: 'Configure drills under drills: in the configuration; reload the daemon after adding one.',
   },
+  SCRUB_NOT_FOUND: {
+    kind: 'not-found',
+    meaning: 'The configuration defines no scrub of this name.',
+    action: 'Configure scrubs under scrubs: in the configuration; reload the daemon after adding one.',
+  },
 } as const satisfies Record<string, CodeEntry>;

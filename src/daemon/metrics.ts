@@ -130,6 +130,22 @@ function hostGauges(registry: client.Registry, catalog: Catalog) {
   };
 }
 
+/** Each configured scrub's last finished run (kind verify, job = its name). */
+function scrubGauges(catalog: Catalog, config: HavenConfig, found: client.Gauge, at: client.Gauge): void {
+  found.reset();
+  at.reset();
+  for (const sc of Object.values(config.scrubs)) {
+    const last = catalog.runs
+      .list({ kind: 'verify', job: sc.name, limit: 10 })
+      .find((r) => r.status !== 'running');
+    if (!last) continue;
+    const label = { scrub: sc.name, store: sc.store };
+    const n = Number((last.summary as { problems?: unknown } | null)?.problems);
+    found.set(label, Number.isFinite(n) ? n : last.status === 'ok' ? 0 : 1);
+    if (last.finishedAt) at.set(label, seconds(last.finishedAt.getTime()));
+  }
+}
+
 export function createMetrics(o: MetricsOptions): Metrics {
   const registry = new client.Registry();
   const g = (name: string, help: string, labelNames: readonly string[]) =>
@@ -147,6 +163,15 @@ export function createMetrics(o: MetricsOptions): Metrics {
     'haven_job',
   ]);
   const problems = g('haven_open_problems', 'Problems open now (what alerts are about).', []);
+  const scrubProblems = g(
+    'haven_scrub_problems',
+    'Problems the last finished scrub (scheduled haven verify) of the store found; 0: it verifies.',
+    ['scrub', 'store'],
+  );
+  const scrubLast = g('haven_scrub_last_run_timestamp_seconds', 'When the last scrub finished (unix time).', [
+    'scrub',
+    'store',
+  ]);
   const lanes = continuousGauges(registry, o.catalog);
   const history = runHistoryMetrics(registry, o.catalog);
   const hosts = hostGauges(registry, o.catalog);
@@ -181,6 +206,7 @@ export function createMetrics(o: MetricsOptions): Metrics {
       const next = o.nextRun(job.name);
       if (next) jobNext.set(label, seconds(next.getTime()));
     }
+    scrubGauges(o.catalog, config, scrubProblems, scrubLast);
     problems.set(o.catalog.events.openProblems().length);
     hosts(config);
     lanes.refresh();

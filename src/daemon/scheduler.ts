@@ -32,7 +32,7 @@ interface Entry {
   schedule: string;
 }
 
-/** What the configuration schedules: jobs, drills and host backups with a `schedule`. */
+/** What the configuration schedules: jobs, drills and host backups with a `schedule`, and every scrub. */
 function scheduled(config: HavenConfig): Entry[] {
   const out: Entry[] = [];
   for (const j of Object.values(config.jobs)) {
@@ -45,6 +45,8 @@ function scheduled(config: HavenConfig): Entry[] {
   for (const h of Object.values(config.hosts)) {
     if (h.schedule) out.push({ kind: 'host', name: h.name, schedule: h.schedule });
   }
+  for (const sc of Object.values(config.scrubs))
+    out.push({ kind: 'scrub', name: sc.name, schedule: sc.schedule });
   return out;
 }
 

@@ -28,7 +28,8 @@ export function retryPolicy(
 }
 
 /**
- * The first contact: a session and the target's newest generation of the server. Retried like
+ * The first contact: a session, the target's newest generation of the server and whether the
+ * target asks for a checksum resync (damage only the source can repair). Retried like
  * the transfer: a receiver that dies while starting is the same broken connection as one that
  * dies mid-delta.
  */
@@ -36,14 +37,15 @@ export async function firstContact<S extends StreamSender | null>(
   connect: () => Promise<S>,
   server: string,
   policy: RetryPolicy,
-): Promise<{ sender: S; newest: Generation | null }> {
+): Promise<{ sender: S; newest: Generation | null; resync: boolean }> {
   let sender: S | undefined;
   return withReconnects(
     policy,
     'cannot reach the target; trying again',
     async () => {
       sender = await connect();
-      return { sender, newest: sender ? await sender.query(server) : null };
+      const view = sender ? await sender.inspect(server) : null;
+      return { sender, newest: view?.newest ?? null, resync: view?.resync ?? false };
     },
     async () => {
       await sender?.close().catch(() => {});

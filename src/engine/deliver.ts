@@ -7,14 +7,15 @@
  */
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Logger } from '../core/log.ts';
-import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
+import type { NbdClient } from '../nbd/index.ts';
 import type { OpenResult, StreamSender } from '../protocol/index.ts';
 import type { DeltaMode, DeltaSummary, Generation } from '../store/types.ts';
+import { EngineError } from './errors.ts';
 import type { PlanMode } from './plan.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { TokenBucket } from './rate-limit.ts';
 import { type RetryPolicy, withReconnects } from './retry.ts';
-import type { Source, SourceDisk } from './source.ts';
+import { connectSourceDisk, type Source, type SourceDisk } from './source.ts';
 import { type DiskTransferResult, diskPlanTotals, transferDisk } from './transfer.ts';
 
 export interface TransferTuning {
@@ -41,6 +42,11 @@ export interface DeliveryRequest {
   progress: ProgressTracker;
   signal: AbortSignal | undefined;
   log: Logger;
+  /**
+   * Read every chunk of the incremental disks too and compare (checksum resync): the operator
+   * asked (`--resync`), or the target did (damaged chunks only the source can repair).
+   */
+  resync?: boolean;
 }
 
 export interface AttemptRecord {
@@ -65,6 +71,9 @@ export interface Delivery {
   modes: Map<string, PlanMode>;
 }
 
+/** What the attempts share: the delivery so far, and whether the target asked for a resync. */
+type Attempts = Omit<Delivery, 'generation' | 'attempts'> & { resync: boolean };
+
 export function deltaMode(disks: { mode: PlanMode }[]): DeltaMode {
   if (disks.some((d) => d.mode === 'resync')) return 'resync';
   if (disks.every((d) => d.mode === 'full')) return 'full';
@@ -82,12 +91,13 @@ export async function deliver(
   policy: RetryPolicy,
 ): Promise<Delivery> {
   let sender: StreamSender | undefined = first;
-  const d: Omit<Delivery, 'generation' | 'attempts'> = {
+  const d: Attempts = {
     attemptLog: [],
     resumedBytes: 0,
     wireBytes: 0,
     tallies: new Map(),
     modes: new Map(),
+    resync: req.resync === true,
   };
   const sent = (ts: DiskTransferResult[]) => ts.reduce((n, x) => n + x.dataBytes + x.zeroBytes, 0);
   let current: DiskTransferResult[] = [];
@@ -107,6 +117,8 @@ export async function deliver(
       async (e) => {
         const record = d.attemptLog[d.attemptLog.length - 1]!;
         record.error = e.code;
+        // The target discarded the delta and marked what only the source can repair.
+        if (e.code === 'STORE_RESEND_NEEDED') d.resync = true;
         record.sentBytes = sent(current);
         d.wireBytes += sender?.bytesOnWire ?? 0;
         await sender?.close().catch(() => {});
@@ -114,7 +126,8 @@ export async function deliver(
       },
     );
     d.wireBytes += sender?.bytesOnWire ?? 0;
-    return { ...d, generation, attempts };
+    const { resync: _, ...delivery } = d;
+    return { ...delivery, generation, attempts };
   } finally {
     await sender?.close().catch(() => {});
   }
@@ -131,7 +144,7 @@ async function attemptOnce(
   attempt: number,
   record: AttemptRecord,
   tallies: DiskTransferResult[],
-  d: Omit<Delivery, 'generation' | 'attempts'>,
+  d: Attempts,
 ): Promise<Generation> {
   const { source, log } = req;
   if (attempt > 1) {
@@ -152,8 +165,15 @@ async function attemptOnce(
     pointInTime: source.pointInTime,
     takenAt: source.takenAt.toISOString(),
     baseGenerationId: req.newest?.id ?? null,
-    mode: deltaMode(source.disks),
+    mode: deltaMode(source.disks.map((x) => ({ mode: modeOf(x, false, d.resync) }))),
   });
+  if (opened.resync && !d.resync) {
+    log.warn('the target holds damaged chunks only the source can repair: checksum resync', {
+      delta: opened.deltaId,
+    });
+    d.resync = true;
+  }
+  refuseResyncOfPartial(req, d.resync);
   const resume = opened.resume;
   if (resume) {
     const samePoint = resume.pointInTime === source.pointInTime;
@@ -192,9 +212,28 @@ function recordInflight(req: DeliveryRequest, deltaId: string): void {
   });
 }
 
-/** How a disk is read in this attempt: a partial delta from another point in time is compared. */
-function modeOf(disk: SourceDisk, compareAll: boolean): PlanMode {
+/**
+ * How a disk is read in this attempt: a partial delta from another point in time is compared, and
+ * a resync reads and compares every chunk of an incremental disk too (the point in time's export
+ * serves the whole disk; its dirty bitmap only says what changed).
+ */
+function modeOf(disk: SourceDisk, compareAll: boolean, resync: boolean): PlanMode {
+  if (resync && disk.mode === 'incremental') return 'resync';
   return compareAll && disk.mode === 'full' ? 'resync' : disk.mode;
+}
+
+/** A staged copy holds only what changed: a resync of its incremental disks needs a new run. */
+function refuseResyncOfPartial(req: DeliveryRequest, resync: boolean): void {
+  if (!resync || !req.source.partial || !req.source.disks.some((x) => x.mode === 'incremental')) return;
+  throw new EngineError(
+    'ENGINE_RESYNC_NEEDED',
+    `${req.server}: the target needs a checksum resync, and the staged copy holds only what changed`,
+    {
+      kind: 'integrity',
+      hint: `Run \`haven protect ${req.server}\` again: the target asks for a checksum resync, so the next run stages and compares every chunk.`,
+      details: { server: req.server },
+    },
+  );
 }
 
 async function sendDisks(
@@ -202,7 +241,7 @@ async function sendDisks(
   sender: StreamSender,
   opened: OpenResult,
   tallies: DiskTransferResult[],
-  d: Omit<Delivery, 'generation' | 'attempts'>,
+  d: Attempts,
 ): Promise<Generation> {
   const { source, progress, log } = req;
   const resume = opened.resume;
@@ -214,18 +253,11 @@ async function sendDisks(
     // Totals first (block status only, no data), so progress has an ETA.
     let total = 0;
     for (const disk of source.disks) {
-      const client = await NbdClient.connect({
-        socketPath: disk.socketPath,
-        exportName: disk.exportName,
-        metaContexts: disk.dirtyContext
-          ? [CONTEXT_BASE_ALLOCATION, disk.dirtyContext]
-          : [CONTEXT_BASE_ALLOCATION],
-        log,
-      });
+      const client = await connectSourceDisk(disk, log);
       clients.set(disk.name, client);
       const t = await diskPlanTotals({
         client,
-        mode: modeOf(disk, compareAll),
+        mode: modeOf(disk, compareAll, d.resync),
         dirtyContext: disk.dirtyContext,
         chunkSize: sender.chunkSize,
         size: disk.size,
@@ -238,7 +270,7 @@ async function sendDisks(
     const summary: DeltaSummary = { disks: {} };
     for (const disk of source.disks) {
       const staged = resume?.staged?.[disk.name] ?? { dataBytes: 0, zeroBytes: 0 };
-      const mode = modeOf(disk, compareAll);
+      const mode = modeOf(disk, compareAll, d.resync);
       progress.setPhase('sending', disk.name);
       const tally: DiskTransferResult = { dataBytes: 0, zeroBytes: 0, readBytes: 0, skippedBytes: 0 };
       tallies.push(tally);

@@ -32,6 +32,12 @@ export const ENGINE_CODES = {
     meaning: 'Another run on this host replicates the server right now (one run per server at a time).',
     action: 'Wait for that run to finish (`haven runs` lists it) or stop it, then run again.',
   },
+  ENGINE_RESYNC_NEEDED: {
+    kind: 'integrity',
+    meaning:
+      'The target asked for a checksum resync (its newest generation holds damaged chunks only the source can repair), and the run’s staged copy holds only what changed.',
+    action: 'Run `haven protect <server>` again: the next run stages and compares every chunk.',
+  },
   ENGINE_SHUTDOWN_TIMEOUT: {
     kind: 'unavailable',
     meaning: 'For a shutdown-consistent copy the guest was asked to shut down but kept running.',

@@ -8,7 +8,14 @@ export {
   serverPresence,
 } from './checkpoint-cleanup.ts';
 export { EngineError } from './errors.ts';
-export { type DomainState, inventory, type ServerSummary, serverState, Virsh } from './inventory.ts';
+export {
+  type DomainState,
+  inventory,
+  listServerNames,
+  type ServerSummary,
+  serverState,
+  Virsh,
+} from './inventory.ts';
 export { checkpointOf, isHavenCheckpoint, newCheckpointName } from './points.ts';
 export type { ProgressSnapshot } from './progress.ts';
 export { planProtect } from './protect-plan.ts';

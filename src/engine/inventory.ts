@@ -4,10 +4,11 @@
  * of virsh calls (virt/servers.ts), so a host with hundreds of servers answers quickly.
  */
 import type { Logger } from '../core/log.ts';
-import { type DomainState, domainState, listServers, type Virsh } from '../virt/index.ts';
+import { type DomainState, domainState, listServerNames, listServers, type Virsh } from '../virt/index.ts';
 
 export type { DomainState } from '../virt/index.ts';
 export { Virsh } from '../virt/index.ts';
+export { listServerNames };
 
 export interface ServerSummary {
   name: string;

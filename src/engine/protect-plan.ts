@@ -7,7 +7,7 @@ import { checkName } from '../core/names.ts';
 import { getServer } from '../virt/index.ts';
 import { trustedBase } from './base.ts';
 import { firstContact, inflightOf, retryPolicy } from './contact.ts';
-import { type PlanOptions, type ProtectPlan, protectedDisks } from './replicate.ts';
+import { type PlanOptions, type ProtectPlan, protectedDisks, resyncReason } from './replicate.ts';
 import { diskMode } from './source.ts';
 
 /** Dry run: what a run would read and send, and from which base. Changes nothing anywhere. */
@@ -16,11 +16,14 @@ export async function planProtect(o: PlanOptions): Promise<ProtectPlan> {
   checkName('server', o.server);
   const server = await getServer(o.virsh, o.server, { log });
   const disks = protectedDisks(server);
-  const { sender, newest } = await firstContact(o.connect, server.name, retryPolicy(o, log));
+  const { sender, newest, resync: asked } = await firstContact(o.connect, server.name, retryPolicy(o, log));
   const storeId = sender?.store.id ?? null;
   await sender?.close();
   const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
-  const base = await trustedBase(o.virsh, server, newest, { catalog: o.catalog, log, readOnly: true });
+  const resync = resyncReason(o, newest, asked, log);
+  const base = resync
+    ? undefined
+    : await trustedBase(o.virsh, server, newest, { catalog: o.catalog, log, readOnly: true });
   return {
     server: server.name,
     target: o.targetLabel,
@@ -34,6 +37,7 @@ export async function planProtect(o: PlanOptions): Promise<ProtectPlan> {
       takenAt: newest.takenAt,
     },
     base: base?.name,
+    ...(resync ? { resync } : {}),
     disks: disks.map((d) => ({
       name: d.name,
       target: d.target,

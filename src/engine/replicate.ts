@@ -89,6 +89,8 @@ export interface ProtectOptions {
   log: Logger;
   /** Stage the point in time on a primary cache drive before the transfer (docs/design.md §4.6). */
   stage?: StageHook;
+  /** Compare every chunk's digest with the target's and send what differs (`--resync`). */
+  resync?: boolean;
 }
 
 export interface DiskReport {
@@ -115,6 +117,7 @@ export interface PlanOptions
     | 'retryBackoffMs'
     | 'signal'
     | 'log'
+    | 'resync'
   > {
   /** Opens a session to ask the target; resolves to null when the target holds no store yet. */
   connect: () => Promise<StreamSender | null>;
@@ -129,6 +132,8 @@ export interface ProtectPlan {
   consistency: 'live' | 'shutdown';
   newest: Pick<Generation, 'id' | 'seq' | 'pointInTime' | 'takenAt'> | null;
   base: string | undefined;
+  /** Why every chunk is compared whatever the base: `--resync`, or the target asks (damage). */
+  resync?: 'operator' | 'target';
   disks: Array<{ name: string; target: string; size: number; format: string; mode: PlanMode }>;
   resumeJob: boolean;
 }
@@ -255,14 +260,17 @@ async function protectLocked(
 ): Promise<ProtectResult> {
   const likely = o.catalog ? likelyBase(o.virsh, server, o.catalog) : undefined;
   const policy = retryPolicy(o, log);
-  const { sender, newest } = await firstContact(o.connect, server.name, policy);
+  const { sender, newest, resync: asked } = await firstContact(o.connect, server.name, policy);
   let owned: StreamSender | undefined = sender;
   let source: Source | undefined;
   let result: ProtectResult;
   try {
     const storeId = sender.store.id;
     const previous = new Map((newest?.disks ?? []).map((d) => [d.name, d.size]));
-    const base = await trustedBase(o.virsh, server, newest, { catalog: o.catalog, log, likely });
+    const resync = resyncReason(o, newest, asked, log);
+    const base = resync
+      ? undefined
+      : await trustedBase(o.virsh, server, newest, { catalog: o.catalog, log, likely });
     const reuse = settleInflight(o.catalog, server.name, storeId, newest);
     const consistency = o.consistency ?? 'live';
     source = await takeSource(
@@ -296,6 +304,7 @@ async function protectLocked(
         progress: new ProgressTracker(0, server.name, undefined, o.onProgress),
         signal: o.signal,
         log,
+        resync: resync !== undefined,
       },
       sender,
       o.connect,
@@ -311,6 +320,27 @@ async function protectLocked(
   // the previous checkpoint's bitmaps cannot be removed under it.
   if (o.catalog) await pruneUnneededCheckpoints(o.virsh, server.name, o.catalog, log);
   return result;
+}
+
+/**
+ * Why this run is a checksum resync whatever its base: the operator asked (`--resync`), or the
+ * target did (its newest generation holds damaged chunks only the source can repair). Undefined
+ * when neither did, or there is nothing to compare with yet (a first run is a full copy).
+ */
+export function resyncReason(
+  o: { resync?: boolean },
+  newest: Generation | null,
+  asked: boolean,
+  log: Logger,
+): 'operator' | 'target' | undefined {
+  if (!newest) return undefined;
+  const reason = o.resync ? 'operator' : asked ? 'target' : undefined;
+  if (reason === 'operator') log.info('checksum resync asked for (--resync): every chunk is compared');
+  if (reason === 'target')
+    log.warn('the target holds damaged chunks only the source can repair: checksum resync', {
+      generation: newest.id,
+    });
+  return reason;
 }
 
 /** The checkpoint of a new point in time, kept so it can be redefined if libvirt loses it. */

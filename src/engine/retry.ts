@@ -41,8 +41,12 @@ export function isFinal(e: HavenError): boolean {
   return e.code === 'TRANSPORT_SSH_FAILED' && SSH_FINAL.test(String(e.details?.stderr ?? e.message));
 }
 
-/** Codes of other kinds that a new connection resumes from: a cut stream, a busy server lock. */
+/**
+ * Codes of other kinds that a new connection resumes from: a cut stream, a busy server lock, a
+ * commit refused until damaged chunks are sent again (the next attempt is a checksum resync).
+ */
 const RECONNECT_CODES = new Set([
+  'STORE_RESEND_NEEDED',
   'PROTO_TRUNCATED',
   'PROTO_DIGEST_MISMATCH',
   'PROTO_DELTA_MISMATCH',

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { ensureRunDir } from '../core/paths.ts';
+import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
 import {
   activeBackup,
   type BackupJob,
@@ -59,6 +60,48 @@ export interface SourceDisk extends ProtectedDisk {
   mode: PlanMode;
 }
 
+/** A disk as its NBD export serves it: the socket, the export name and the dirty map, if any. */
+export function servedBy<D extends object>(
+  d: D,
+  exp: ImageExport,
+): D & Pick<SourceDisk, 'socketPath' | 'exportName' | 'dirtyContext'> {
+  return { ...d, socketPath: exp.socketPath, exportName: exp.exportName, dirtyContext: exp.bitmapContext };
+}
+
+/**
+ * A connection to a source disk's export that can map its allocation and, for an incremental
+ * disk, the blocks changed since the base checkpoint (the dirty bitmap's meta context).
+ */
+export function connectSourceDisk(
+  d: Pick<SourceDisk, 'socketPath' | 'exportName' | 'dirtyContext'>,
+  log: Logger,
+): Promise<NbdClient> {
+  return NbdClient.connect({
+    socketPath: d.socketPath,
+    exportName: d.exportName,
+    metaContexts: d.dirtyContext ? [CONTEXT_BASE_ALLOCATION, d.dirtyContext] : [CONTEXT_BASE_ALLOCATION],
+    log,
+  });
+}
+
+/** The export of `disk` in a pull-mode backup job; a disk it lacks means the domain changed. */
+export function backupExport(
+  job: BackupJob,
+  server: string,
+  disk: string,
+  then: string,
+): BackupJob['exports'][number] {
+  const exp = job.exports.find((e) => e.disk === disk);
+  if (!exp) {
+    throw new EngineError('ENGINE_SOURCE_CHANGED', `the backup of ${server} does not export ${disk}`, {
+      kind: 'conflict',
+      hint: `The server’s disks changed${then}`,
+      details: { server, disk },
+    });
+  }
+  return exp;
+}
+
 export type SourceKind = 'live' | 'shutdown' | 'offline' | 'reused';
 
 export interface Source {
@@ -71,6 +114,11 @@ export interface Source {
   /** Guest filesystems were frozen through the agent at the instant of the copy. */
   quiesced: boolean;
   disks: SourceDisk[];
+  /**
+   * The source holds only what its incremental disks changed (a staged copy, stage.ts): those
+   * disks cannot be read whole, so a checksum resync needs a new point in time.
+   */
+  partial?: boolean;
   /** The backup socket (live sources), recorded so a crashed run's successor can reuse the job. */
   socketPath: string | undefined;
   /** Ends the backup job or stops the exports. Safe to call twice. */
@@ -124,18 +172,7 @@ function socketPathFor(runDir: string, server: string, what: string): string {
 
 function fromJob(req: SourceRequest, job: BackupJob): SourceDisk[] {
   return req.disks.map((d) => {
-    const exp = job.exports.find((e) => e.disk === d.target);
-    if (!exp) {
-      throw new EngineError(
-        'ENGINE_SOURCE_CHANGED',
-        `the backup of ${req.server.name} does not export ${d.target}`,
-        {
-          kind: 'conflict',
-          hint: 'The server’s disks changed while a backup was running; run again.',
-          details: { server: req.server.name, disk: d.target },
-        },
-      );
-    }
+    const exp = backupExport(job, req.server.name, d.target, ' while a backup was running; run again.');
     const incremental = exp.mode === 'incremental' && exp.bitmapContext !== undefined;
     return {
       ...d,
@@ -304,13 +341,7 @@ async function offlineSource(req: SourceRequest): Promise<Source> {
         log,
       });
       exports.push(exp);
-      disks.push({
-        ...d,
-        socketPath: exp.socketPath,
-        exportName: exp.exportName,
-        dirtyContext: exp.bitmapContext,
-        mode: diskMode(d, req.previous, exp.bitmapContext !== undefined),
-      });
+      disks.push({ ...servedBy(d, exp), mode: diskMode(d, req.previous, exp.bitmapContext !== undefined) });
     }
     return {
       kind: 'offline',

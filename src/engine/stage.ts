@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { exec } from '../core/exec.ts';
 import type { Logger } from '../core/log.ts';
 import { ensureRunDir } from '../core/paths.ts';
-import { CONTEXT_BASE_ALLOCATION, NbdClient } from '../nbd/index.ts';
+import { NbdClient } from '../nbd/index.ts';
 import {
   bitmapAdd,
   exportImage,
@@ -35,7 +35,7 @@ import { orderedReads } from './ordered-reads.ts';
 import { type ProgressSnapshot, ProgressTracker } from './progress.ts';
 import type { ProtectPlan } from './replicate.ts';
 import { protectedDisks } from './replicate.ts';
-import type { Source, SourceDisk } from './source.ts';
+import { connectSourceDisk, type Source, type SourceDisk, servedBy } from './source.ts';
 import { diskPlan, diskPlanTotals } from './transfer.ts';
 
 /** Name of the bitmap in staged images (offered as qemu:dirty-bitmap:haven-stage). */
@@ -99,13 +99,7 @@ async function stageDisk(
     log: o.log,
   });
   exports.push(writable);
-  const contexts = d.dirtyContext ? [CONTEXT_BASE_ALLOCATION, d.dirtyContext] : [CONTEXT_BASE_ALLOCATION];
-  const src = await NbdClient.connect({
-    socketPath: d.socketPath,
-    exportName: d.exportName,
-    metaContexts: contexts,
-    log: o.log,
-  });
+  const src = await connectSourceDisk(d, o.log);
   let dst: NbdClient | undefined;
   let staged = 0;
   try {
@@ -177,12 +171,7 @@ export async function stageSource(source: Source, o: StageOptions): Promise<Stag
   try {
     let total = 0;
     for (const d of source.disks) {
-      const client = await NbdClient.connect({
-        socketPath: d.socketPath,
-        exportName: d.exportName,
-        metaContexts: d.dirtyContext ? [CONTEXT_BASE_ALLOCATION, d.dirtyContext] : [CONTEXT_BASE_ALLOCATION],
-        log,
-      });
+      const client = await connectSourceDisk(d, log);
       try {
         const t = await diskPlanTotals({
           client,
@@ -232,17 +221,13 @@ export async function stageSource(source: Source, o: StageOptions): Promise<Stag
         log,
       });
       exports.push(exp);
-      disks.push({
-        ...d,
-        socketPath: exp.socketPath,
-        exportName: exp.exportName,
-        dirtyContext: exp.bitmapContext,
-      });
+      disks.push(servedBy(d, exp));
     }
     let released: Promise<void> | undefined;
     return {
       ...source,
       disks,
+      partial: true,
       // No backup socket any more: a crashed run's successor takes a new point in time.
       socketPath: undefined,
       stagedBytes,

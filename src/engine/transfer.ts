@@ -14,6 +14,7 @@ import { BufferPool, type StreamSender } from '../protocol/index.ts';
 import { differingRuns, runBytes } from './differing-runs.ts';
 import { orderedReads, type Piece } from './ordered-reads.ts';
 import { clipBelow, type PlanMode, planDisk, planTotals } from './plan.ts';
+import { pooledReader } from './pooled-reader.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { TokenBucket } from './rate-limit.ts';
 
@@ -91,15 +92,7 @@ export async function transferDisk(o: DiskTransferOptions): Promise<DiskTransfer
   // buffer per read made the garbage collector the sender's largest cost (bench/README.md).
   const pool = new BufferPool(o.pieceBytes);
   const pieces = orderedReads<Buffer>(plan, {
-    read: async (offset, length) => {
-      const buf = pool.take(length);
-      const parts: Promise<void>[] = [];
-      for (let at = 0; at < length; at += o.requestBytes) {
-        parts.push(client.readInto(offset + at, buf, at, Math.min(o.requestBytes, length - at)));
-      }
-      await Promise.all(parts);
-      return buf;
-    },
+    read: pooledReader(client, pool, o.requestBytes),
     inflight: o.inflight,
     maxBytes: o.inflight * o.requestBytes,
     maxPiece: o.pieceBytes,
@@ -116,14 +109,7 @@ export async function transferDisk(o: DiskTransferOptions): Promise<DiskTransfer
       : zeroRangeDigests(o.digest, extent.offset, extent.length, chunkSize, o.size);
     if (data) result.readBytes += data.length;
     // One reference for this loop, one per send until the stream released it.
-    let refs = 1;
-    const drop = () => {
-      if (--refs === 0) pool.release(data);
-    };
-    const hold = () => {
-      refs++;
-      return drop;
-    };
+    const { hold, drop } = pool.share(data);
 
     try {
       await sendPiece(o, piece, digests, result, hold);

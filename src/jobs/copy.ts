@@ -1,28 +1,14 @@
-/**
- * One server to one target, as `haven protect` and every job run do it: the engine's
- * protectServer, retried with exponential back-off when the failure may pass, and the per-server
- * result recorded in the catalog (a `running` row at the start, so a crash leaves a trace, then
- * the final one, which also updates the server's status). A dry run asks the engine for a plan
- * and records nothing.
- *
- * Results are recorded under the target's name as the operator wrote it (a configured name, or
- * the URL given on the command line), so `haven status` shows names people know.
- */
-import type { Catalog } from '../catalog/catalog.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
-import type { Logger } from '../core/log.ts';
 import {
   canRetryLater,
   DEFAULT_RECONNECTS,
   interruption,
-  type ProgressSnapshot,
+  type ProtectOptions,
   type ProtectPlan,
   type ProtectResult,
-  type ProtectTuning,
   planProtect,
   protectServer,
   type StageHook,
-  type Virsh,
 } from '../engine/index.ts';
 import type { StreamSender } from '../protocol/index.ts';
 import { planSessionFactory, senderFactory } from './sender.ts';
@@ -42,20 +28,27 @@ export function backoffMs(base: number, failedAttempts: number): number {
   return Math.min(3_600_000, base * 2 ** Math.max(0, failedAttempts - 1));
 }
 
-export interface CopyServerOptions {
-  server: string;
+/** The engine's options that a job passes through as they are. */
+type PassedToEngine =
+  | 'server'
+  | 'virsh'
+  | 'runDir'
+  | 'job'
+  | 'copies'
+  | 'consistency'
+  | 'quiesce'
+  | 'catalog'
+  | 'runId'
+  | 'retryBackoffMs'
+  | 'tuning'
+  | 'onProgress'
+  | 'signal'
+  | 'log';
+
+export interface CopyServerOptions extends Pick<ProtectOptions, PassedToEngine> {
   target: ResolvedTarget;
-  virsh: Virsh;
-  runDir: string;
-  job?: string;
-  copies: number;
-  consistency?: 'live' | 'shutdown';
-  quiesce?: boolean;
-  catalog?: Catalog;
-  runId?: number;
-  /** Further attempts after a failed one (job `retries`), and the first wait between them. */
+  /** Further attempts after a failed one (job `retries`); `retryBackoffMs` is the first wait. */
   retries?: number;
-  retryBackoffMs?: number;
   /** A connection to the target opened ahead (protect.ts); the first session uses it. */
   early?: EarlyConnection;
   /**
@@ -63,16 +56,14 @@ export interface CopyServerOptions {
    * `retries` when that is given, so a job's `retries: 0` tries nothing again.
    */
   reconnects?: number;
-  tuning?: Partial<ProtectTuning>;
   dryRun?: boolean;
+  /** Compare every chunk's digest with the target's and send what differs (`--resync`). */
+  resync?: boolean;
   /** A staging hook for each attempt (jobs/staging.ts). */
   stage?: () => StageHook | undefined;
   /** Called after each attempt, whatever happened. */
   afterAttempt?: () => void;
   onRetry?: (attempt: number, error: HavenError, waitMs: number) => void;
-  onProgress?: (p: ProgressSnapshot) => void;
-  signal?: AbortSignal;
-  log: Logger;
 }
 
 export interface ServerOutcome {
@@ -108,6 +99,7 @@ async function planServer(o: CopyServerOptions): Promise<ServerOutcome> {
       retries: reconnectsOf(o),
       signal: o.signal,
       log,
+      resync: o.resync,
     });
     return { ...outcome, status: 'planned', plan, durationMs: Date.now() - startedAt.getTime() };
   } catch (e) {
@@ -164,6 +156,7 @@ export async function copyServer(o: CopyServerOptions): Promise<ServerOutcome> {
         runId: o.runId,
         retries: reconnectsOf(o),
         tuning: o.tuning,
+        resync: o.resync,
         stage: o.stage?.(),
         onProgress: o.onProgress,
         signal: o.signal,

@@ -39,7 +39,7 @@ export {
 } from './runner.ts';
 export { missedFire } from './schedule.ts';
 export { planSessionFactory, senderFactory } from './sender.ts';
-export { orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
+export { jobSelections, orderBySize, type Selection, selectFrom, selectJobServers } from './servers.ts';
 export { type CheckpointSweep, sweepCheckpoints } from './stale-checkpoints.ts';
 export { nextRuns, type RpoState, rpoState, type StatusRow, statusRows } from './status.ts';
 export { DEFAULT_COPIES, EarlyConnection, type ResolvedTarget, resolveTarget } from './targets.ts';

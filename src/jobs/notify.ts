@@ -54,12 +54,18 @@ async function readSecret(path: string, what: string): Promise<string> {
   }
 }
 
-export class EmailChannel implements AlertChannel {
-  readonly name = 'email';
+/** A channel of the configuration: its settings, and the least severity it is told about. */
+abstract class ConfiguredChannel<C extends { minSeverity: Severity }> implements AlertChannel {
+  abstract readonly name: string;
   readonly minSeverity: Severity;
-  constructor(private readonly c: EmailAlertConfig) {
+  constructor(protected readonly c: C) {
     this.minSeverity = c.minSeverity;
   }
+  abstract send(event: EventRecord, host: string): Promise<void>;
+}
+
+export class EmailChannel extends ConfiguredChannel<EmailAlertConfig> {
+  readonly name = 'email';
 
   async send(event: EventRecord, host: string): Promise<void> {
     const url = new URL(this.c.smtp);
@@ -88,12 +94,8 @@ export class EmailChannel implements AlertChannel {
   }
 }
 
-export class WebhookChannel implements AlertChannel {
+export class WebhookChannel extends ConfiguredChannel<WebhookAlertConfig> {
   readonly name = 'webhook';
-  readonly minSeverity: Severity;
-  constructor(private readonly c: WebhookAlertConfig) {
-    this.minSeverity = c.minSeverity;
-  }
 
   async send(event: EventRecord, host: string): Promise<void> {
     const token = this.c.tokenFile ? await readSecret(this.c.tokenFile, 'webhook token file') : undefined;

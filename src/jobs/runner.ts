@@ -470,18 +470,7 @@ class JobRun {
     for (const s of servers) {
       let bytes: number;
       try {
-        const out = await copyServer({
-          server: s.name,
-          target: ctx.target,
-          virsh: this.virsh,
-          runDir: this.o.runDir,
-          job: this.job.name,
-          copies: ctx.copies,
-          consistency: this.job.consistency,
-          catalog: this.o.catalog,
-          dryRun: true,
-          log,
-        });
+        const out = await copyServer({ ...this.copyBase(ctx, s), dryRun: true, log });
         if (!out.plan) throw out.error ?? new Error('no plan');
         bytes = await estimateStaging(this.virsh, out.plan, log);
       } catch (e) {
@@ -564,20 +553,27 @@ class JobRun {
     }
   }
 
+  /** What every copy of this job's server to this target is told, planned or done. */
+  private copyBase(ctx: TargetContext, s: ServerSummary) {
+    const { virsh, job, o } = this;
+    const base = {
+      server: s.name,
+      target: ctx.target,
+      virsh,
+      runDir: o.runDir,
+      job: job.name,
+      copies: ctx.copies,
+    };
+    return { ...base, consistency: job.consistency, catalog: o.catalog };
+  }
+
   private async copyOne(ctx: TargetContext, s: ServerSummary): Promise<void> {
     const { log } = this.o;
     const target = ctx.target.name;
     this.update({ type: 'server.started', runId: this.runId, job: this.job.name, server: s.name, target });
     const coordinator = ctx.coordinator;
     const out: ServerOutcome = await copyServer({
-      server: s.name,
-      target: ctx.target,
-      virsh: this.virsh,
-      runDir: this.o.runDir,
-      job: this.job.name,
-      copies: ctx.copies,
-      consistency: this.job.consistency,
-      catalog: this.o.catalog,
+      ...this.copyBase(ctx, s),
       ...(this.runId !== null ? { runId: this.runId } : {}),
       retries: this.job.retries,
       retryBackoffMs: this.job.retryBackoffMs,

@@ -8,7 +8,7 @@
 import { selectServers } from '../core/config.ts';
 import { isLiteralServer } from '../core/config-patterns.ts';
 import type { Logger } from '../core/log.ts';
-import { inventory, type ServerSummary, type Virsh } from '../engine/index.ts';
+import { inventory, listServerNames, type ServerSummary, type Virsh } from '../engine/index.ts';
 
 export function orderBySize<T extends { name: string; sizeBytes: number }>(servers: readonly T[]): T[] {
   return [...servers].sort(
@@ -42,4 +42,16 @@ export async function selectJobServers(
   log?: Logger,
 ): Promise<Selection> {
   return selectFrom(patterns, await inventory(virsh, log));
+}
+
+/**
+ * Which servers each job selects, by name only (no disks read, no order): what the status views
+ * need, from one listing of libvirt's domains however many jobs there are.
+ */
+export async function jobSelections(
+  virsh: Virsh,
+  jobs: readonly { name: string; servers: readonly string[] }[],
+): Promise<Map<string, string[]>> {
+  const names = await listServerNames(virsh);
+  return new Map(jobs.map((j) => [j.name, selectServers(j.servers, names)]));
 }

@@ -10,8 +10,10 @@
  *
  * Staged copies live in `<drive>/haven-primary/<server>.<pid>` and are removed once sent.
  */
+
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pidAlive } from '../catalog/catalog.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import {
@@ -49,21 +51,12 @@ export interface StagingProblem {
   error: HavenError;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes staged copies that crashed runs left on a drive. */
 export async function cleanStaleStaging(mountPath: string, log: Logger): Promise<void> {
   const dir = join(mountPath, PRIMARY_STAGING_DIR);
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const pid = Number(/\.(\d+)$/.exec(name)?.[1]);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !pidAlive(pid)) {
       await rm(join(dir, name), { recursive: true, force: true });
       log.info('removed a staged copy left by an earlier run', { path: join(dir, name) });
     }

@@ -53,3 +53,23 @@ test('a bare word names a configured target; a local path must look like one', (
     (e: HavenError) => /No target is configured/.test(e.hint ?? ''),
   );
 });
+
+test('a target’s quotas become the receiver’s --quota and --server-quota (issue 13.2)', () => {
+  const c = config(
+    '    url: ssh://dr1/srv/haven\n    quota: 500GiB\n    servers:\n      web01: { quota: 100GiB }\n',
+  );
+  assert.deepEqual(resolveTarget('t', c).receiveArgs, [
+    '--quota',
+    String(500 * 1024 ** 3),
+    '--server-quota',
+    `web01=${100 * 1024 ** 3}`,
+  ]);
+  // A TLS listener enforces its own flags.
+  const tls = config('    url: tls://dr1:8471\n    quota: 1GiB\n    tls: { ca: /ca, token_file: /t }\n');
+  assert.deepEqual(resolveTarget('t', tls).receiveArgs, []);
+  assert.throws(
+    () => config('    url: /srv/haven\n    quota: lots\n'),
+    (e: HavenError) =>
+      /targets\.t\.quota/.test(e.message) || /targets\.t\.quota/.test(JSON.stringify(e.details)),
+  );
+});

@@ -97,8 +97,21 @@ export function resolveTarget(spec: string, config: HavenConfig, over: TargetOve
     ssh,
     tls,
     staging,
-    receiveArgs: [...(staging ? ['--staging', staging] : []), ...(noReflink ? ['--no-reflink'] : [])],
+    receiveArgs: [
+      ...(staging ? ['--staging', staging] : []),
+      ...(noReflink ? ['--no-reflink'] : []),
+      ...(endpoint.kind === 'tls' ? [] : quotaArgs(configured)),
+    ],
   };
+}
+
+/** The configured quotas as `haven receive` flags (sizes in bytes). */
+function quotaArgs(t: TargetConfig | undefined): string[] {
+  if (!t) return [];
+  return [
+    ...(t.quota === undefined ? [] : ['--quota', String(t.quota)]),
+    ...Object.entries(t.serverQuotas).flatMap(([server, q]) => ['--server-quota', `${server}=${q}`]),
+  ];
 }
 
 function unknownTarget(spec: string, names: string[]): HavenError {

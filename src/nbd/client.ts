@@ -30,7 +30,14 @@ import {
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
 } from './constants.ts';
-import { connectionLost, connectionUnusable, NbdError, requestError, timeoutError } from './errors.ts';
+import {
+  checkTargetBuffer,
+  connectionLost,
+  connectionUnusable,
+  NbdError,
+  requestError,
+  timeoutError,
+} from './errors.ts';
 import { type BlockSize, Handshake, type NegotiatedExport, type TransmissionFlags } from './handshake.ts';
 import { type BlockStatusResult, type SubmitRequest, Transmission } from './transmission.ts';
 
@@ -280,12 +287,7 @@ export class NbdClient {
     targetOffset = 0,
     length = target.length - targetOffset,
   ): Promise<void> {
-    if (targetOffset < 0 || length < 0 || targetOffset + length > target.length) {
-      throw requestError(
-        'NBD_BAD_RANGE',
-        `target buffer of ${target.length} bytes cannot take ${length} bytes at ${targetOffset}`,
-      );
-    }
+    checkTargetBuffer(target, targetOffset, length);
     this.checkRange('read', offset, length);
     if (length === 0) return;
     await this.split(offset, length, this.maxRequest, (off, len) =>

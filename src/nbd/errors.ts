@@ -215,3 +215,13 @@ export function handshakeError<C extends NbdCode>(
 export function isNbdError(e: unknown): e is NbdError {
   return e instanceof NbdError;
 }
+
+/** A read into a caller's buffer must fit in it (readInto's targetOffset and length). */
+export function checkTargetBuffer(target: Buffer, targetOffset: number, length: number): void {
+  if (targetOffset < 0 || length < 0 || targetOffset + length > target.length) {
+    throw requestError(
+      'NBD_BAD_RANGE',
+      `target buffer of ${target.length} bytes cannot take ${length} bytes at ${targetOffset}`,
+    );
+  }
+}

@@ -9,7 +9,7 @@
  */
 import type { NbdConnectOptions } from './client.ts';
 import { NbdClient } from './client.ts';
-import { connectionUnusable, requestError } from './errors.ts';
+import { checkTargetBuffer, connectionUnusable, requestError } from './errors.ts';
 import type { BlockSize, TransmissionFlags } from './handshake.ts';
 import type { BlockStatusResult } from './transmission.ts';
 
@@ -101,12 +101,7 @@ export class NbdPool {
     targetOffset = 0,
     length = target.length - targetOffset,
   ): Promise<void> {
-    if (targetOffset < 0 || length < 0 || targetOffset + length > target.length) {
-      throw requestError(
-        'NBD_BAD_RANGE',
-        `target buffer of ${target.length} bytes cannot take ${length} bytes at ${targetOffset}`,
-      );
-    }
+    checkTargetBuffer(target, targetOffset, length);
     await this.spread(offset, length, (c, off, len) =>
       c.readInto(off, target, targetOffset + (off - offset), len),
     );

@@ -62,19 +62,8 @@ export function encodeRead(cookie: number, offset: number, length: number, o: { 
 }
 
 /** The header only: the caller sends the data right after it (no copy of the payload). */
-export function encodeWriteHeader(
-  cookie: number,
-  offset: number,
-  length: number,
-  o: { fua?: boolean } = {},
-): Buffer {
-  return encodeRequest({
-    flags: o.fua ? NBD_CMD_FLAG_FUA : 0,
-    command: NBD_CMD_WRITE,
-    cookie,
-    offset,
-    length,
-  });
+export function encodeWriteHeader(cookie: number, offset: number, length: number, o: { fua?: boolean } = {}) {
+  return encodeFuaRequest(NBD_CMD_WRITE, cookie, offset, length, o);
 }
 
 export function encodeWriteZeroes(
@@ -95,19 +84,19 @@ export function encodeFlush(cookie: number): Buffer {
   return encodeRequest({ flags: 0, command: NBD_CMD_FLUSH, cookie, offset: 0, length: 0 });
 }
 
-export function encodeTrim(
+export function encodeTrim(cookie: number, offset: number, length: number, o: { fua?: boolean } = {}) {
+  return encodeFuaRequest(NBD_CMD_TRIM, cookie, offset, length, o);
+}
+
+/** WRITE and TRIM know one flag, FUA (proto.md, "Request message" and "Command flags"). */
+function encodeFuaRequest(
+  command: number,
   cookie: number,
   offset: number,
   length: number,
-  o: { fua?: boolean } = {},
+  o: { fua?: boolean },
 ): Buffer {
-  return encodeRequest({
-    flags: o.fua ? NBD_CMD_FLAG_FUA : 0,
-    command: NBD_CMD_TRIM,
-    cookie,
-    offset,
-    length,
-  });
+  return encodeRequest({ flags: o.fua ? NBD_CMD_FLAG_FUA : 0, command, cookie, offset, length });
 }
 
 export function encodeBlockStatus(

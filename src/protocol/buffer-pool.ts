@@ -49,6 +49,24 @@ export class BufferPool {
     if (b && !this.free.includes(b)) this.free.push(b);
   }
 
+  /**
+   * Shares `view` between its reader and the sends that still hold it: `drop` is the reader's
+   * reference, and each `hold()` adds one whose returned function drops it. The buffer goes back
+   * to the pool when the last reference is dropped, so a send the stream has not yet written
+   * never sees it reused.
+   */
+  share(view: Buffer | undefined): { hold: () => () => void; drop: () => void } {
+    let refs = 1;
+    const drop = () => {
+      if (--refs === 0) this.release(view);
+    };
+    const hold = () => {
+      refs++;
+      return drop;
+    };
+    return { hold, drop };
+  }
+
   /** Buffers allocated so far (in use or free). */
   get allocated(): number {
     return this.owned.size;

@@ -10,6 +10,7 @@
  * arrived in one slice is returned as a view of that slice, without a copy.
  */
 import type { z } from 'zod';
+import type { HavenError } from '../core/errors.ts';
 import { ProtocolError, protoError } from './errors.ts';
 import {
   BODY_LIMITS,
@@ -103,6 +104,30 @@ export function encodeJson<K extends JsonFrameName>(type: K, body: FrameBodies[K
   writeHeader(out, type, json.length);
   json.copy(out, HEADER_BYTES);
   return out;
+}
+
+/**
+ * The ERROR frame telling the peer why this side stops (fatal) or refuses one request. The
+ * message is cut to what the frame allows; details go along only where the caller says they
+ * help the peer (the receiver's refusals), and only what JSON can carry.
+ */
+export function encodeError(err: HavenError, fatal: boolean, withDetails = false): Buffer {
+  return encodeJson('ERROR', {
+    code: err.code,
+    kind: err.kind,
+    message: err.message.slice(0, 8000),
+    ...(err.hint ? { hint: err.hint } : {}),
+    ...(withDetails && err.details ? { details: jsonSafe(err.details) } : {}),
+    fatal,
+  });
+}
+
+function jsonSafe(v: Record<string, unknown>): Record<string, unknown> {
+  try {
+    return JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
 }
 
 export function encodeEmpty(type: 'COMMIT' | 'ABORTED' | 'BYE'): Buffer {

@@ -99,6 +99,13 @@ export const PROTOCOL_CODES = {
     meaning: 'No HELLO, WELCOME or BYE came in time, or a sender stayed idle too long inside a delta.',
     action: 'The peer did not answer in time; check the network and the peer’s log.',
   },
+  PROTO_PEER_NOT_READING: {
+    kind: 'unavailable',
+    meaning:
+      'The sender stopped reading the receiver’s answers while it kept asking (for the idle timeout): the receiver ended the session rather than buffer them without bound.',
+    action:
+      'Check the sending side (a stuck process, a network path that carries only one direction) and its log; the next run resumes the delta.',
+  },
   PROTO_SENDER_MISUSE: {
     kind: 'internal',
     meaning: 'The engine called the stream sender out of order (local, never on the wire): a bug.',
@@ -113,6 +120,13 @@ export const PROTOCOL_CODES = {
     kind: 'refused',
     meaning: 'A receiver that answers a dry run was asked to take a delta.',
     action: 'Run the sender without --dry-run.',
+  },
+  RECEIVE_QUOTA_EXCEEDED: {
+    kind: 'refused',
+    meaning:
+      'The delta would take the store or the server past its quota (the disks it declares, or the data it writes); refused before anything beyond the quota was stored.',
+    action:
+      'Raise the target’s `quota` or `servers: {<server>: {quota}}` (`haven receive --quota`, `--server-quota`), or keep fewer generations there (`haven protect --copies`, a job’s `copies`).',
   },
   RECEIVE_JOURNAL_UNSUPPORTED: {
     kind: 'refused',

@@ -53,6 +53,11 @@ export class FrameWriter {
     this.stream.uncork();
   }
 
+  /** More than the budget waits in the stream (the peer reads slower than this side writes). */
+  get full(): boolean {
+    return this.queued >= this.maxQueued;
+  }
+
   /** Resolves once the queue is below its budget; rejects if the stream failed. */
   ready(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);

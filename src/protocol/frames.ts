@@ -208,12 +208,19 @@ export interface QueryReply {
   /** Optional: every generation of the server, newest first (its restore points, §4.1). */
   generations?: Generation[];
   capacity?: StoreCapacity;
+  /**
+   * Optional: the newest generation holds damaged chunks only the source can repair; the next
+   * delta should be a checksum resync (its expected digests for them match nothing, §4.2).
+   */
+  resync?: boolean;
 }
 
 export interface Opened {
   deltaId: string;
   newest: Generation | null;
   resume: ResumeState | null;
+  /** Optional: as QUERY_REPLY's `resync`, for this delta's base. */
+  resync?: boolean;
 }
 
 export interface DigestsRequest {

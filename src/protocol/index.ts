@@ -13,6 +13,7 @@ export {
   PROTOCOL_VERSIONS,
   type StoreCapacity,
 } from './frames.ts';
+export type { Quota } from './quota.ts';
 export { type ReceiverOptions, StreamReceiver } from './receiver.ts';
 export {
   type EndDeltaOptions,

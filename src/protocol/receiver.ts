@@ -21,6 +21,7 @@ import {
   decodeFrame,
   encodeDigestsHead,
   encodeEmpty,
+  encodeError,
   encodeJson,
   encodeStaged,
   FrameDecoder,
@@ -45,6 +46,7 @@ import {
   type StoreCapacity,
 } from './frames.ts';
 import { HostFileSession } from './host-files.ts';
+import { checkQuotaWrite, deltaBudget, type Quota } from './quota.ts';
 import { type ReceiverState, receiverStep } from './state.ts';
 import { SOFTWARE } from './version.ts';
 
@@ -88,6 +90,8 @@ export interface ReceiverOptions {
    * records per run and graphs. Null, or a failure, sends none.
    */
   capacity?: () => Promise<StoreCapacity | null>;
+  /** Limits on what the store may hold, per store and per server (quota.ts). */
+  quota?: Quota;
   /**
    * Where the sender's bytes come from, when not from `stream`'s readable side (a socket that
    * reads into one reused buffer: transport/stdio.ts). `stream` still carries the answers.
@@ -108,6 +112,8 @@ interface OpenDelta {
   writeError: unknown;
   lastCheckpoint: number;
   dataBytes: number;
+  /** Data bytes this delta may write before a quota is reached (Infinity: no quota). */
+  budget: number;
   /** Extents or marks arrived since the last checkpoint. */
   dirty: boolean;
 }
@@ -219,6 +225,8 @@ export class StreamReceiver {
       for (;;) {
         let next: Awaited<ReturnType<FrameQueue['next']>>;
         try {
+          // A frame may ask for an answer: none is read while the sender leaves the last ones unread.
+          await this.repliesRead();
           waitingSince = Date.now();
           next = await frames.next();
           waitingSince = null;
@@ -333,6 +341,40 @@ export class StreamReceiver {
     }
   }
 
+  /**
+   * Waits while the answers queued for the sender are over their budget (maxQueuedBytes). A
+   * sender that stops reading them must neither make this side buffer without bound (every frame
+   * it sends may ask for an answer, so no frame is read meanwhile) nor hold its delta, and with it
+   * the server's store lock, forever: after the idle timeout without progress the session ends
+   * with PROTO_PEER_NOT_READING (the open delta is checkpointed and closed, as after any failure).
+   */
+  private async repliesRead(): Promise<void> {
+    if (!this.out.full) return;
+    const ms = this.o.idleTimeoutMs ?? 600_000;
+    const ready = this.out.ready();
+    ready.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = protoError(
+          'PROTO_PEER_NOT_READING',
+          `the sender read none of the answers for ${Math.round(ms / 1000)} s`,
+          { server: this.lastServer },
+        );
+        this.log.error(`rejected: ${err.message}`, { code: err.code, server: this.lastServer });
+        // Nothing more can reach a peer that does not read: the connection goes, the delta is
+        // checkpointed and closed on the way out (connectionEnded).
+        this.stream.destroy(err);
+        reject(err);
+      }, ms);
+    });
+    try {
+      await Promise.race([ready, stalled]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** `{capacity}` to spread into an answer, or nothing when the store cannot tell. */
   private async capacity(): Promise<{ capacity?: StoreCapacity }> {
     if (!this.o.capacity) return {};
@@ -415,6 +457,7 @@ export class StreamReceiver {
         generations,
         ...journalInfo,
         ...(await this.capacity()),
+        ...((await this.store.needsResync?.(server)) ? { resync: true } : {}),
       }),
     ]);
     // After the answer is out: the sender now takes its point in time, and this side is idle.
@@ -432,6 +475,8 @@ export class StreamReceiver {
     checkName('server', meta.server);
     checkName('job', meta.job);
     for (const d of meta.disks) checkName('disk', d.name);
+    // Refused before the store stages anything.
+    const budget = await deltaBudget(this.store, this.o.quota, meta.server, meta.disks);
     let writer: DeltaWriter | SegmentWriter;
     let segment: SegmentWriter | null = null;
     try {
@@ -482,6 +527,7 @@ export class StreamReceiver {
         writeError: null,
         lastCheckpoint: Date.now(),
         dataBytes: 0,
+        budget,
         dirty: false,
       };
       this.log[segment ? 'verbose' : 'info']('delta opened', {
@@ -492,7 +538,10 @@ export class StreamReceiver {
         pointInTime: meta.pointInTime,
         resumed: resume ? { pointInTime: resume.pointInTime, watermarks: resume.watermarks } : null,
       });
-      this.out.write([encodeJson('OPENED', { deltaId: writer.deltaId, newest, resume })]);
+      const resync = !segment && (await this.store.needsResync?.(meta.server)) === true;
+      this.out.write([
+        encodeJson('OPENED', { deltaId: writer.deltaId, newest, resume, ...(resync ? { resync } : {}) }),
+      ]);
     } catch (e) {
       this.delta = null;
       await writer.close().catch(() => {});
@@ -540,6 +589,7 @@ export class StreamReceiver {
       this.startWrite(d, d.writer.writeZero(disk.name, e.offset, e.length), []);
       return;
     }
+    checkQuotaWrite(this.lastServer ?? disk.name, d.budget, d.dataBytes, e.length);
     const where = { disk: disk.name, offset: e.offset, length: e.length };
     let data = e.payload!;
     if (e.encoding === 'zstd') {
@@ -603,8 +653,8 @@ export class StreamReceiver {
         },
       );
     }
+    // Backpressure: the main loop reads no further frame while the answers wait unread.
     this.out.write([encodeDigestsHead(r.id, digests.length), digests]);
-    await this.out.ready();
   }
 
   private async onEndDelta(end: FrameBodies['END_DELTA']): Promise<void> {
@@ -709,16 +759,7 @@ export class StreamReceiver {
   }
 
   private sendError(err: HavenError, fatal: boolean): void {
-    this.out.write([
-      encodeJson('ERROR', {
-        code: err.code,
-        kind: err.kind,
-        message: err.message.slice(0, 8000),
-        ...(err.hint ? { hint: err.hint } : {}),
-        ...(err.details ? { details: jsonSafe(err.details) } : {}),
-        fatal,
-      }),
-    ]);
+    this.out.write([encodeError(err, fatal, true)]);
   }
 
   /** The stream ended or broke: close the delta; only an end outside a delta is clean. */
@@ -767,12 +808,4 @@ function tokenMatches(expected: string, got: string | undefined): boolean {
   const a = createHash('sha256').update(expected, 'utf8').digest();
   const b = createHash('sha256').update(got, 'utf8').digest();
   return timingSafeEqual(a, b);
-}
-
-function jsonSafe(v: Record<string, unknown>): Record<string, unknown> {
-  try {
-    return JSON.parse(JSON.stringify(v)) as Record<string, unknown>;
-  } catch {
-    return {};
-  }
 }

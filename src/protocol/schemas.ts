@@ -137,6 +137,7 @@ export const queryReplySchema = z.object({
   journal: journalInfoSchema.nullable().optional(),
   generations: z.array(generationSchema).max(1000).optional(),
   capacity: capacitySchema,
+  resync: z.boolean().optional(),
 });
 
 export const deltaMetaSchema = z.object({
@@ -166,6 +167,7 @@ export const openedSchema = z.object({
   deltaId: text(200),
   newest: generationSchema.nullable(),
   resume: resumeStateSchema.nullable(),
+  resync: z.boolean().optional(),
 });
 
 export const endDeltaSchema = z.object({

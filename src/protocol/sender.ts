@@ -29,6 +29,7 @@ import {
   encodeAbort,
   encodeDigestsRequest,
   encodeEmpty,
+  encodeError,
   encodeExtentHead,
   encodeFileDataHead,
   encodeJson,
@@ -74,6 +75,8 @@ export interface OpenResult {
   deltaId: string;
   newest: Generation | null;
   resume: ResumeState | null;
+  /** The target wants a checksum resync: its base holds damaged chunks (QUERY_REPLY `resync`). */
+  resync?: boolean;
 }
 
 /** What a target says of one server (QUERY): its restore points and the store's space. */
@@ -82,6 +85,8 @@ export interface TargetView {
   /** Every generation, newest first; null from a receiver that lists only the newest. */
   generations: Generation[] | null;
   capacity: StoreCapacity | null;
+  /** The newest generation holds damaged chunks only the source can repair (checksum resync). */
+  resync: boolean;
 }
 
 export interface EndDeltaOptions {
@@ -269,7 +274,12 @@ export class StreamSender {
     const p = this.request('query');
     this.out.write([encodeJson('QUERY', { server })]);
     const reply = (await p) as FrameBodies['QUERY_REPLY'];
-    return { newest: reply.newest, generations: reply.generations ?? null, capacity: reply.capacity ?? null };
+    return {
+      newest: reply.newest,
+      generations: reply.generations ?? null,
+      capacity: reply.capacity ?? null,
+      resync: reply.resync === true,
+    };
   }
 
   /**
@@ -812,15 +822,7 @@ export class StreamSender {
     if (wasClosing) this.log.debug(`session ended while closing: ${err.message}`);
     else this.log.debug(`session failed: ${err.message}`, { code: err.code });
     if (tell && !this.stream.destroyed && !this.stream.writableEnded) {
-      this.out.write([
-        encodeJson('ERROR', {
-          code: err.code,
-          kind: err.kind,
-          message: err.message.slice(0, 8000),
-          ...(err.hint ? { hint: err.hint } : {}),
-          fatal: true,
-        }),
-      ]);
+      this.out.write([encodeError(err, true)]);
     }
     this.out.fail(err);
     this.settle(null, err);

@@ -33,11 +33,12 @@ import {
   VirtError,
   waitForState,
 } from '../virt/index.ts';
+import { chooseSource, pointOverlays } from './activate-point.ts';
 import { type DefinitionSummary, prepareBoot, readSafeDefinition, summary, throughOverlays } from './boot.ts';
 import { orderForBoot } from './boot-order.ts';
 import type { Relocation } from './definition.ts';
 import { recoveryError, unknownServer } from './errors.ts';
-import { checkGeneration, chooseGeneration, holdServer } from './generation.ts';
+import { checkGeneration, holdServer } from './generation.ts';
 import { setGuard } from './guard.ts';
 import { type NetworkRequest, type NicPlan, serverNetworks } from './networks.ts';
 import { makeDir, removeDir } from './overlay.ts';
@@ -50,6 +51,8 @@ export interface ActivateOptions {
   all?: boolean;
   /** Generation sequence number (1 = newest, the default). */
   generation?: number;
+  /** A point of the server's journal instead (its id, or a time): docs/continuous.md. */
+  at?: string;
   /** Check everything, report the plan, change nothing. */
   dryRun?: boolean;
   /** Activate although the primary runs the server (recorded in the manifest). */
@@ -83,6 +86,8 @@ export interface ActivationResult {
   /** The domain name at the DR site. */
   domain: string;
   generation?: Pick<Generation, 'id' | 'seq' | 'takenAt' | 'pointInTime'>;
+  /** The copy started from a journal point (`--at`), not a generation. */
+  point?: boolean;
   /** Seconds from the command's start until the domain ran. */
   seconds?: number;
   checkpoint?: string;
@@ -133,9 +138,12 @@ function newCheckpointName(): string {
 /** The servers to activate, in boot order. Unknown names fail before anything happens. */
 export async function selectForActivation(
   store: Store,
-  o: { servers?: string[]; all?: boolean; name?: string },
+  o: { servers?: string[]; all?: boolean; name?: string; at?: string | undefined },
 ): Promise<string[]> {
   const known = await store.listServers();
+  // A point can be activated for a server the store keeps only as a journal.
+  if (o.at !== undefined)
+    for (const s of (await store.listJournals?.()) ?? []) if (!known.includes(s)) known.push(s);
   const named = o.servers ?? [];
   if (o.all && named.length) throw new UsageError('give server names or --all, not both');
   if (!o.all && named.length === 0) throw new UsageError('name the servers to activate, or give --all');
@@ -222,14 +230,18 @@ async function activateOne(
   const pre = await checkActivation(o, server, uri, result, log);
   if (o.dryRun) return;
 
-  const hold = await holdServer(o.store, server, 'activation', o.lockWaitMs ?? 60_000);
+  // A point needs no hold: materialising it takes the server's lock, and the copy runs from
+  // images of its own.
+  const hold =
+    o.at === undefined ? await holdServer(o.store, server, 'activation', o.lockWaitMs ?? 60_000) : undefined;
   const undo: Undo = { activeSet: false, created: false };
   try {
     // Again under the lock: a replication may have committed since the checks.
-    const { manifest, generation } = await chooseGeneration(o.store, server, o.generation);
-    if (manifest.activeAtDr)
+    const { manifest, generation, point } = await chooseSource(o.store, server, o);
+    if (manifest?.activeAtDr)
       throw recoveryError('RECOVERY_ALREADY_ACTIVE', 'conflict', `${server} already runs at the DR site`);
-    if (generation.id !== pre.id) await checkGeneration(o.store, server, generation, { full: o.verify });
+    if (!point && generation.id !== pre.id)
+      await checkGeneration(o.store, server, generation, { full: o.verify });
     result.generation = pick(generation);
     const active = await startCopy(o, server, generation, started, result, undo, log);
     await afterStart(o, server, generation, active, uri, result, log);
@@ -244,7 +256,7 @@ async function activateOne(
     }
     throw e;
   } finally {
-    await hold.release();
+    await hold?.release();
   }
 }
 
@@ -268,8 +280,9 @@ async function checkActivation(
   result: ActivationResult,
   log: Logger,
 ): Promise<Generation> {
-  const pre = await chooseGeneration(o.store, server, o.generation);
-  if (pre.manifest.activeAtDr) {
+  const pre = await chooseSource(o.store, server, o);
+  if (pre.point) result.point = true;
+  if (pre.manifest?.activeAtDr) {
     throw recoveryError(
       'RECOVERY_ALREADY_ACTIVE',
       'conflict',
@@ -281,7 +294,8 @@ async function checkActivation(
     );
   }
   if (uri !== undefined) await checkPrimary(o, server, uri, result, log);
-  await checkGeneration(o.store, server, pre.generation, { full: o.verify });
+  // A point's pieces are checked by `haven verify`; materialising it reads them all anyway.
+  if (!pre.point) await checkGeneration(o.store, server, pre.generation, { full: o.verify });
   await checkNameFree(o.virsh, result.domain);
   // The definition as it will boot; a dry run reports what the rule changes, a real run at start.
   const { report, networks } = await readSafeDefinition(o.store, server, pre.generation, {
@@ -355,7 +369,10 @@ async function startCopy(
     hostFiles,
     networks: serverNetworks(o.networks ?? {}, server, virsh),
     log,
-    placeDisk: await throughOverlays(store, server, generation, dir, log),
+    placeDisk:
+      o.at === undefined
+        ? await throughOverlays(store, server, generation, dir, log)
+        : await pointOverlays(store, server, generation, dir, log, o.signal),
     // The definition's own file only where the operator keeps it and it exists here.
     nvram: async (kept) => (kept && existsSync(dirname(kept)) ? kept : join(dir, 'nvram.fd')),
   });
@@ -416,6 +433,22 @@ async function afterStart(
       err: asHavenError(e),
     });
   }
+  // A point is no generation: there is no manifest entry to record the test in.
+  if (o.at === undefined) await recordActivation(store, server, generation, active, result, log);
+  if (result.primary?.reachable && result.primary.defined && uri !== undefined) {
+    result.primary.guarded = await guardPrimary(uri, server, active, store, log);
+  }
+}
+
+async function recordActivation(
+  store: Store,
+  server: string,
+  generation: Generation,
+  active: ActiveAtDr,
+  result: ActivationResult,
+  log: Logger,
+): Promise<void> {
+  const domain = result.domain;
   await store
     .recordTest(server, generation.id, {
       at: active.since,
@@ -427,9 +460,6 @@ async function afterStart(
     .catch((e: unknown) =>
       log.warn('could not record the activation in the manifest', { err: asHavenError(e) }),
     );
-  if (result.primary?.reachable && result.primary.defined && uri !== undefined) {
-    result.primary.guarded = await guardPrimary(uri, server, active, store, log);
-  }
 }
 
 async function guardPrimary(

@@ -6,12 +6,11 @@
  * created or written, and no run or event is recorded.
  */
 import { join } from 'node:path';
-import { type BootMarker, type DrillConfig, selectServers } from '../core/config.ts';
+import type { BootMarker, DrillConfig } from '../core/config.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
-import { openFsStore } from '../store/index.ts';
 import type { Generation, Store } from '../store/types.ts';
 import { type DefinitionSummary, readSafeDefinition, summary } from './boot.ts';
-import { noMarker, type RunDrillDeps, serverDrillSettings } from './drill.ts';
+import { noMarker, type RunDrillDeps, serverDrillSettings, withDrillStore } from './drill.ts';
 import { checkGeneration, chooseGeneration } from './generation.ts';
 import { drillNetworks, type NicPlan } from './networks.ts';
 import { choosePoint, pointAsGeneration } from './restore-point.ts';
@@ -45,11 +44,8 @@ async function plannedCopy(store: Store, server: string, deps: RunDrillDeps): Pr
   return generation;
 }
 
-export async function planDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillPlan> {
-  const store = await openFsStore(config.store, { log: deps.log });
-  try {
-    const inStore = deps.at === undefined ? await store.listServers() : await store.listJournals();
-    const servers = deps.servers ?? selectServers(config.servers, inStore);
+export function planDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillPlan> {
+  return withDrillStore(config, deps, async (store, servers) => {
     const plan: DrillPlan = {
       drill: config.name,
       store: store.location,
@@ -88,7 +84,5 @@ export async function planDrill(config: DrillConfig, deps: RunDrillDeps): Promis
       }
     }
     return plan;
-  } finally {
-    await store.close();
-  }
+  });
 }

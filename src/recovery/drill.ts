@@ -310,16 +310,32 @@ export function noMarker(config: DrillConfig, server: string): HavenError {
 }
 
 /**
+ * Opens the drill's store, picks its servers (those named, or those its patterns select among
+ * the store's servers, or among its journals for `--at`) and runs `body`; the store is closed
+ * whatever happens.
+ */
+export async function withDrillStore<T>(
+  config: DrillConfig,
+  deps: RunDrillDeps,
+  body: (store: Store, servers: string[]) => Promise<T>,
+): Promise<T> {
+  const store = await openFsStore(config.store, { log: deps.log });
+  try {
+    const inStore = deps.at === undefined ? await store.listServers() : await store.listJournals();
+    return await body(store, deps.servers ?? selectServers(config.servers, inStore));
+  } finally {
+    await store.close();
+  }
+}
+
+/**
  * Runs a configured drill (config `drills.<name>`): every server of its store that the drill's
  * patterns select, one after the other, each with its marker and timeout (overrides applied).
  * This is what the daemon schedules; it never throws for a failing server, only for a store it
  * cannot open.
  */
-export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillReport> {
-  const store = await openFsStore(config.store, { log: deps.log });
-  try {
-    const inStore = deps.at === undefined ? await store.listServers() : await store.listJournals();
-    const servers = deps.servers ?? selectServers(config.servers, inStore);
+export function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise<DrillReport> {
+  return withDrillStore(config, deps, async (store, servers) => {
     const report: DrillReport = {
       drill: config.name,
       store: store.location,
@@ -373,7 +389,5 @@ export async function runDrill(config: DrillConfig, deps: RunDrillDeps): Promise
       else report.failed++;
     }
     return report;
-  } finally {
-    await store.close();
-  }
+  });
 }

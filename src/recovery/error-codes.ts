@@ -31,7 +31,8 @@ export const RECOVERY_CODES = {
   RECOVERY_GENERATION_DAMAGED: {
     kind: 'integrity',
     meaning: 'An image of the generation differs from its digests.',
-    action: 'Use another generation (--generation K); the next replication rewrites what differs.',
+    action:
+      'Use another generation (--generation K); the next replication repairs the damage from another generation or, for the newest, has the source send it again.',
   },
   RECOVERY_DEFINITION_MISSING: {
     kind: 'integrity',

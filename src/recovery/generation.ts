@@ -94,7 +94,7 @@ export async function checkGeneration(
       'integrity',
       `generation _${generation.seq} of ${server} is damaged: ${describe(damaged)}`,
       {
-        hint: 'Use another generation (--generation K). The next replication repairs damaged chunks from another generation that holds them intact before it builds on this one; `haven verify --store PATH` lists what is damaged.',
+        hint: 'Use another generation (--generation K). The next replication repairs damaged chunks from another generation that holds them intact, and has the source send again those of the newest generation no other holds (a checksum resync); `haven verify --store PATH` lists what is damaged.',
         details,
       },
     );

@@ -6,21 +6,19 @@
  * newest point taken at or before it.
  */
 import { mkdir, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { ioError, UsageError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import type { Generation, JournalPoint, Store } from '../store/types.ts';
 import { defineDomain } from '../virt/index.ts';
-import { summary } from './boot.ts';
 import { recoveryError } from './errors.ts';
 import {
   allocated,
   checkDomainFree,
-  checkRestore,
+  planRestore,
   type RestoredDisk,
   type RestoreOptions,
   type RestoreResult,
-  restoredDiskName,
   restoredXml,
 } from './restore.ts';
 
@@ -87,26 +85,8 @@ export async function restorePoint(o: RestoreOptions & { at: string }): Promise<
   if (define) await checkDomainFree(o.virsh, name);
   const point = await choosePoint(o.store, o.server, o.at);
   const generation = pointAsGeneration(point, o.server);
-  const targets = point.disks.map((d) => ({
-    disk: d.name,
-    size: d.size,
-    path: join(dir, `${restoredDiskName(o.server, d.name, o.name)}.raw`),
-  }));
-  const plan = await checkRestore(o, generation, name, dir, targets, log);
-  const result: RestoreResult = {
-    server: o.server,
-    name,
-    uuid: undefined,
-    generation: { id: point.id, seq: point.seq, takenAt: point.takenAt },
-    format: 'raw',
-    disks: targets.map((t) => ({ ...t, allocated: 0 })),
-    defined: false,
-    moved: [],
-    ...(plan ? { definition: summary(plan.report), networks: plan.networks } : {}),
-    dryRun: Boolean(o.dryRun),
-    point: true,
-    seconds: 0,
-  };
+  const { targets, result } = await planRestore(o, generation, name, dir, 'raw', log);
+  result.point = true;
   if (o.dryRun) return result;
   await mkdir(dir, { recursive: true }).catch((e) => Promise.reject(ioError(e, dir)));
   await o.store.materialisePoint(o.server, point.id, new Map(targets.map((t) => [t.disk, t.path])), o.signal);

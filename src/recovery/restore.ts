@@ -37,6 +37,13 @@ import { makeDir } from './overlay.ts';
 
 export type RestoreFormat = 'raw' | 'qcow2';
 
+/** One image a restore writes: the disk it holds, its size and where it goes. */
+export interface RestoreTarget {
+  disk: string;
+  size: number;
+  path: string;
+}
+
 export interface RestoreOptions {
   store: Store;
   server: string;
@@ -117,31 +124,47 @@ export async function restoreServer(o: RestoreOptions): Promise<RestoreResult> {
   try {
     const { generation } = await chooseGeneration(o.store, o.server, o.generation);
     await checkGeneration(o.store, o.server, generation);
-    const targets = generation.disks.map((d) => ({
-      disk: d.name,
-      size: d.size,
-      path: join(dir, `${restoredDiskName(o.server, d.name, o.name)}.${format}`),
-    }));
-    const plan = await checkRestore(o, generation, name, dir, targets, log);
-    const result: RestoreResult = {
-      server: o.server,
-      name,
-      uuid: undefined,
-      generation: { id: generation.id, seq: generation.seq, takenAt: generation.takenAt },
-      format,
-      disks: targets.map((t) => ({ ...t, allocated: 0 })),
-      defined: false,
-      moved: [],
-      ...(plan ? { definition: summary(plan.report), networks: plan.networks } : {}),
-      dryRun: Boolean(o.dryRun),
-      seconds: 0,
-    };
+    const { targets, result } = await planRestore(o, generation, name, dir, format, log);
     if (!o.dryRun) await restoreImages(o, generation, name, dir, targets, format, result, log);
     result.seconds = (Date.now() - started) / 1000;
     return result;
   } finally {
     await hold?.release();
   }
+}
+
+/**
+ * The images a restore of `generation` writes (one per disk, in `dir`) and the result it reports
+ * before writing them (all a dry run answers), once everything that must hold was checked.
+ */
+export async function planRestore(
+  o: RestoreOptions,
+  generation: Generation,
+  name: string,
+  dir: string,
+  format: RestoreFormat,
+  log: Logger,
+): Promise<{ targets: RestoreTarget[]; result: RestoreResult }> {
+  const targets = generation.disks.map((d) => ({
+    disk: d.name,
+    size: d.size,
+    path: join(dir, `${restoredDiskName(o.server, d.name, o.name)}.${format}`),
+  }));
+  const plan = await checkRestore(o, generation, name, dir, targets, log);
+  const result: RestoreResult = {
+    server: o.server,
+    name,
+    uuid: undefined,
+    generation: { id: generation.id, seq: generation.seq, takenAt: generation.takenAt },
+    format,
+    disks: targets.map((t) => ({ ...t, allocated: 0 })),
+    defined: false,
+    moved: [],
+    ...(plan ? { definition: summary(plan.report), networks: plan.networks } : {}),
+    dryRun: Boolean(o.dryRun),
+    seconds: 0,
+  };
+  return { targets, result };
 }
 
 /**
@@ -179,7 +202,7 @@ async function restoreImages(
   generation: Generation,
   name: string,
   dir: string,
-  targets: readonly { disk: string; size: number; path: string }[],
+  targets: readonly RestoreTarget[],
   format: RestoreFormat,
   result: RestoreResult,
   log: Logger,

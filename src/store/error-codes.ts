@@ -197,6 +197,13 @@ export const STORE_CODES = {
     meaning: 'Chunks of an image differ from their digests (the details list them).',
     action: VERIFY_PROBLEM,
   },
+  STORE_RESEND_NEEDED: {
+    kind: 'integrity',
+    meaning:
+      'A commit was refused: the generation the new one starts from holds damaged chunks that no other generation holds intact. They are marked to be sent again from the source, and the delta was discarded.',
+    action:
+      'Run `haven protect <server>` again (a run does so by itself): it sends those chunks again from the source (checksum resync).',
+  },
   STORE_DEFINITION_MISSING: {
     kind: 'integrity',
     meaning: 'The server’s definition file is missing from the store.',
@@ -290,6 +297,13 @@ export const STORE_CODES = {
     kind: 'integrity',
     meaning: 'A point-in-time journal record (pit.json or a segment index) is damaged.',
     action: 'Run `haven verify`; the journal was changed outside Haven.',
+  },
+  STORE_JOURNAL_DAMAGED: {
+    kind: 'integrity',
+    meaning:
+      'A piece of a point-in-time journal (the base, a segment, the head digests) differs from its digests or is missing; `haven verify` names the points it spoils.',
+    action:
+      'Restore or drill from a point `haven verify` does not list as damaged, or a generation; protecting the server again with `haven protect --continuous` adds sound points after the damage, and the window folds the damaged ones away.',
   },
   STORE_POINT_NOT_FOUND: {
     kind: 'not-found',

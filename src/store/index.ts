@@ -1,5 +1,6 @@
 /** Target-side storage (docs/design.md §3, §4): the Store contract and its implementations. */
 
+export { emptyVerifyReport } from './common/checks.ts';
 export { CRASH_ENV, CRASH_STEPS, type CrashStep } from './crash.ts';
 export { StoreError } from './errors.ts';
 export { createFsStore, FsStore, type FsStoreOptions, openFsStore } from './fs/index.ts';

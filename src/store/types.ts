@@ -233,18 +233,36 @@ export interface VerifyProblem {
    */
   code: StoreCode | HavenCode;
   message: string;
+  /** The journal segment a journal problem is in (its points from there on are spoiled). */
+  pointId?: string;
   /** First chunk indexes that failed, for damaged images. */
   badChunks?: number[];
   /** What to do about it, where the problem has a way forward of its own. */
   hint?: string;
 }
 
+/** A server's point-in-time journal as `verify` found it (docs/continuous.md). */
+export interface JournalVerdict {
+  server: string;
+  /** Points in the window, all checked. */
+  points: number;
+  oldest: string | null;
+  newest: string | null;
+  /** Ids of the points a damaged piece spoils (the base: every one; segment k: k and after). */
+  damaged: string[];
+  ok: boolean;
+}
+
 export interface VerifyReport {
   ok: boolean;
   checkedServers: number;
   checkedGenerations: number;
+  /** Journal points checked (every point in each journal's window). */
+  checkedPoints: number;
   checkedBytes: number;
   problems: VerifyProblem[];
+  /** Per server with a journal, its verdict. */
+  journals: JournalVerdict[];
 }
 
 export interface VerifyOptions {
@@ -285,6 +303,19 @@ export interface Store {
 
   listServers(): Promise<string[]>;
   manifest(server: string): Promise<ServerManifest | null>;
+
+  /**
+   * Whether the server's newest generation holds chunks to be sent again from the source
+   * (damage no other generation holds intact; store/common/resend.ts): the next delta should be a
+   * checksum resync. Absent: never.
+   */
+  needsResync?(server: string): Promise<boolean>;
+
+  /**
+   * Bytes the store's files take for `server` (allocated blocks of its images and staged deltas;
+   * holes are free), or for every server when none is given: what quotas are checked against.
+   */
+  spaceUsed?(server?: string): Promise<number>;
 
   /**
    * Opens a delta for a server. Continues the server's partial delta if one exists (see

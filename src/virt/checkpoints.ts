@@ -291,15 +291,7 @@ export async function redefineCheckpoint(
   const running = isActiveState((await domainState(virsh, domain)).state);
   // libvirt validates only against a running QEMU ("domain is not running" otherwise).
   const validate = running && options.validate !== false ? ['--redefine-validate'] : [];
-  await virsh.runWithFiles({ checkpoint: xml }, (f) => [
-    'checkpoint-create',
-    '--domain',
-    domain,
-    '--xmlfile',
-    f.checkpoint as string,
-    '--redefine',
-    ...validate,
-  ]);
+  await redefine(virsh, domain, xml, validate);
   return getCheckpoint(virsh, domain, name);
 }
 
@@ -339,15 +331,7 @@ export async function validateCheckpoint(
   if (isActiveState((await domainState(virsh, domain)).state)) {
     const xml = await checkpointXml(virsh, domain, name);
     try {
-      await virsh.runWithFiles({ checkpoint: xml }, (f) => [
-        'checkpoint-create',
-        '--domain',
-        domain,
-        '--xmlfile',
-        f.checkpoint as string,
-        '--redefine',
-        '--redefine-validate',
-      ]);
+      await redefine(virsh, domain, xml, ['--redefine-validate']);
       return { checkpoint: name, ok: true, method: 'libvirt', issues: [] };
     } catch (e) {
       if (!(e instanceof VirtError && e.code === 'VIRT_BITMAP_INCONSISTENT')) throw e;
@@ -443,4 +427,17 @@ export async function createOfflineCheckpoint(
     '',
   ].join('\n');
   return redefineCheckpoint(virsh, domain, xml, { validate: false });
+}
+
+/** `checkpoint-create --redefine`: libvirt takes the checkpoint's metadata back as given. */
+async function redefine(virsh: Virsh, domain: string, xml: string, extra: string[]): Promise<void> {
+  await virsh.runWithFiles({ checkpoint: xml }, (f) => [
+    'checkpoint-create',
+    '--domain',
+    domain,
+    '--xmlfile',
+    f.checkpoint as string,
+    '--redefine',
+    ...extra,
+  ]);
 }

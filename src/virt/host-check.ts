@@ -125,28 +125,20 @@ async function libvirtChecks(virsh: Virsh): Promise<{ checks: HostCheck[]; reach
   const daemon =
     /Running against daemon:\s*(\S+)/.exec(versionText)?.[1] ??
     /Using library: libvirt\s+(\S+)/.exec(versionText)?.[1];
-  const libvirtOk = daemon !== undefined && compareVersions(daemon, MIN_LIBVIRT) >= 0;
-  checks.push({
-    id: 'libvirt-version',
-    title: `libvirt >= ${MIN_LIBVIRT}`,
-    status: libvirtOk ? 'ok' : 'fail',
-    detail: daemon ? `libvirt ${daemon}` : 'libvirt version unknown',
-    ...(libvirtOk
-      ? {}
-      : { fix: 'apt-get install -t <newer release> libvirt-daemon-system (pull-mode backup needs 7.2)' }),
-    required: true,
-  });
+  checks.push(
+    versionCheck('libvirt-version', 'libvirt', daemon, MIN_LIBVIRT, {
+      unknown: 'libvirt version unknown',
+      fix: 'apt-get install -t <newer release> libvirt-daemon-system (pull-mode backup needs 7.2)',
+    }),
+  );
 
   const hv = /Running hypervisor:\s*QEMU\s+(\S+)/.exec(versionText)?.[1];
-  const qemuOk = hv !== undefined && compareVersions(hv, MIN_QEMU) >= 0;
-  checks.push({
-    id: 'qemu-version',
-    title: `QEMU >= ${MIN_QEMU}`,
-    status: qemuOk ? 'ok' : 'fail',
-    detail: hv ? `QEMU ${hv}` : 'QEMU version unknown (is qemu-system-x86 installed?)',
-    ...(qemuOk ? {} : { fix: 'apt-get install qemu-system-x86 (dirty-bitmap NBD contexts need QEMU 4.2)' }),
-    required: true,
-  });
+  checks.push(
+    versionCheck('qemu-version', 'QEMU', hv, MIN_QEMU, {
+      unknown: 'QEMU version unknown (is qemu-system-x86 installed?)',
+      fix: 'apt-get install qemu-system-x86 (dirty-bitmap NBD contexts need QEMU 4.2)',
+    }),
+  );
 
   let caps = '';
   for (const extra of [[], ['--virttype', 'qemu']]) {
@@ -294,4 +286,23 @@ function currentUser(): string {
 /** True when no required check failed. */
 export function hostChecksPassed(checks: readonly HostCheck[]): boolean {
   return !checks.some((c) => c.required && c.status === 'fail');
+}
+
+/** `<what> >= min`: passes when the version found is at least `min`; required either way. */
+function versionCheck(
+  id: string,
+  what: string,
+  found: string | undefined,
+  min: string,
+  o: { unknown: string; fix: string },
+): HostCheck {
+  const ok = found !== undefined && compareVersions(found, min) >= 0;
+  return {
+    id,
+    title: `${what} >= ${min}`,
+    status: ok ? 'ok' : 'fail',
+    detail: found ? `${what} ${found}` : o.unknown,
+    ...(ok ? {} : { fix: o.fix }),
+    required: true,
+  };
 }

@@ -212,13 +212,17 @@ async function describe(
 
 /** Every domain libvirt knows (running or not, persistent or transient), by name. */
 export async function listServers(virsh: Virsh, options: { log?: Logger } = {}): Promise<Server[]> {
+  return describe(virsh, await listServerNames(virsh), options.log ?? silentLogger, true);
+}
+
+/** The names of every domain, running or not, sorted: one libvirt call, nothing described. */
+export async function listServerNames(virsh: Virsh): Promise<string[]> {
   const out = await virsh.run(['list', '--all', '--name']);
-  const names = out
+  return out
     .split('\n')
     .map((l) => l.trim())
     .filter(Boolean)
     .sort();
-  return describe(virsh, names, options.log ?? silentLogger, true);
 }
 
 /** One domain; VIRT_DOMAIN_NOT_FOUND when there is none by that name. */

@@ -22,6 +22,7 @@ import { createTestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { drillSeq, pointAfter, restoreAt as restoreFromJournal } from './continuous-helpers.ts';
 import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
 
@@ -89,15 +90,7 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
     }
     acked = await guest.seqStop();
     stoppedAt = Date.now();
-    await waitFor(
-      'a point after the writer stopped',
-      async () => {
-        const n = (await journal())?.newest;
-        return n && Date.parse(n.takenAt) > stoppedAt + 200 ? n : undefined;
-      },
-      60_000,
-      500,
-    );
+    await pointAfter(store, server, stoppedAt, 'a point after the writer stopped');
   })();
   const r = await runHaven(
     h,
@@ -141,17 +134,7 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   const size = DISK_MIB * 1024 * 1024;
   const restoreAt = async (at: string, name: string, extra: string[] = ['--no-define']) => {
     const out = join(dir, name);
-    const res = await havenJson<RestoreResult>(h, [
-      'restore',
-      server,
-      '--store',
-      store,
-      '--at',
-      at,
-      '--to',
-      out,
-      ...extra,
-    ]);
+    const res = await restoreFromJournal(h, server, store, at, out, extra);
     const verdict = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
     assert.equal(verdict.ok, true, `point ${res.generation.id}: ${verdict.ok ? '' : verdict.problem}`);
     return { res, last: verdict.last };
@@ -203,23 +186,8 @@ test('protect --continuous: a journal of crash-consistent points, restored by id
   const xml = await new Virsh().run(['dumpxml', '--domain', name, '--inactive']);
   for (const d of booted.res.disks) assert.ok(xml.includes(d.path), `the definition uses ${d.path}`);
   // The same point booted by `haven drill --at`: the guest finds that prefix on its own disks.
-  const drill = await runHaven(h, [
-    'drill',
-    server,
-    '--store',
-    store,
-    '--at',
-    points.at(-2)!.id,
-    '--marker',
-    `HAVEN seq check OK last=${booted.last}`,
-    '--timeout',
-    '3m',
-    '--json',
-  ]);
-  assert.equal(drill.code, 0, drill.stdout + drill.stderr);
-  const report = JSON.parse(drill.stdout) as { results: { result: string; generation: { id: string } }[] };
-  assert.equal(report.results[0]?.result, 'pass');
-  assert.equal(report.results[0]?.generation.id, points.at(-2)!.id);
+  const drilled = await drillSeq(h, server, store, ['--at', points.at(-2)!.id], booted.last);
+  assert.equal(drilled.id, points.at(-2)!.id);
   const planned = await havenJson<{ ok: boolean; servers: { generation?: { id: string } }[] }>(h, [
     'drill',
     server,

@@ -5,14 +5,12 @@
  * (`haven runs --kind drill`) and in the store's manifest; nothing it created is left behind.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Run, ServerResult } from '../../src/catalog/catalog.ts';
-import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { havenEnv, havenJson } from '../helpers/haven.ts';
-import { freePort, waitFor, writeConfig } from './jobs-helpers.ts';
+import { freePort, startDaemon, waitFor, writeConfig } from './jobs-helpers.ts';
 import { domainsLike, guestDefinitions, manifest, protect, site } from './recovery-helpers.ts';
 
 type RunView = Run & { servers: ServerResult[] };
@@ -39,20 +37,7 @@ daemon:
 ${guestDefinitions(s.guest)}`,
   );
   const h = await havenEnv(s.dir, { HAVEN_CONFIG: config });
-  const daemon: ChildProcess = spawn(process.execPath, [HAVEN_BIN, 'serve'], {
-    env: h.env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let daemonErr = '';
-  daemon.stderr?.on('data', (b: Buffer) => {
-    daemonErr += b.toString();
-  });
-  const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()));
-  t.after(async () => {
-    if (daemon.exitCode === null) daemon.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-    if (daemon.exitCode === null) daemon.kill('SIGKILL');
-  });
+  const daemon = startDaemon(t, h.env);
 
   const run = await waitFor(
     'a scheduled drill to finish',
@@ -63,7 +48,7 @@ ${guestDefinitions(s.guest)}`,
     240_000,
     2_000,
   );
-  assert.equal(run.status, 'ok', daemonErr);
+  assert.equal(run.status, 'ok', daemon.stderr());
   assert.equal(run.job, 'every-minute');
   assert.deepEqual(
     run.servers.map((x) => [x.server, x.status]),
@@ -75,8 +60,7 @@ ${guestDefinitions(s.guest)}`,
   assert.equal(tests[0]!.result, 'pass');
 
   // Stop the daemon before looking for leftovers: a second fire may be under way.
-  daemon.kill('SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 60_000))]);
+  await daemon.stop(60_000);
   assert.deepEqual(await domainsLike(`${server}-drill`), [], 'a drill domain was left');
   const runDir = h.env.HAVEN_RUN_DIR!;
   assert.deepEqual(await readdir(join(runDir, 'drills')).catch(() => []), [], 'drill files were left');

@@ -2,12 +2,14 @@
  * Helpers for the jobs and daemon tests: configuration files, reading the catalog from outside,
  * waiting for a condition, loop-device cache drives, and a Prometheus text parser.
  */
+import { spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { type Catalog, catalogPath, openCatalog } from '../../src/catalog/catalog.ts';
 import { exec } from '../../src/core/exec.ts';
 import { parseMountinfo } from '../../src/jobs/cache/parse.ts';
+import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { type AfterHook, TEST_ROOT } from '../fixtures/guest/index.ts';
 
 export async function writeConfig(dir: string, text: string): Promise<string> {
@@ -44,6 +46,35 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * `haven serve` in a child process with `env`, stopped after the test (SIGTERM, then SIGKILL
+ * after 30 s). `stderr()` is what it wrote there so far; `stop()` sends SIGTERM and waits for the
+ * exit (at most `waitMs`).
+ */
+export function startDaemon(
+  t: AfterHook,
+  env: NodeJS.ProcessEnv,
+): { stderr: () => string; stop: (waitMs: number) => Promise<void> } {
+  const daemon = spawn(process.execPath, [HAVEN_BIN, 'serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  daemon.stderr?.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
+  const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()));
+  t.after(async () => {
+    if (daemon.exitCode === null) daemon.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    if (daemon.exitCode === null) daemon.kill('SIGKILL');
+  });
+  return {
+    stderr: () => err,
+    stop: async (waitMs) => {
+      daemon.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, waitMs))]);
+    },
+  };
 }
 
 /** A port nothing listens on right now. */

@@ -11,8 +11,11 @@
  *   a definition no removal can make safe is refused before anything is staged.
  * - size bombs (issue 13.2): disks declared huge and sent as zero extents cost the receiver what
  *   was sent: digest files and images stay sparse.
+ * - a sender that stops reading: it keeps asking and reads no answer; the receiver buffers at
+ *   most its answer budget, then ends the session with a stable code and frees the server.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -20,9 +23,12 @@ import { DEFAULT_BOOT_DIRS, isInside } from '../../src/core/definition-rules.ts'
 import { DomainXml } from '../../src/core/domain-xml.ts';
 import type { HavenError } from '../../src/core/errors.ts';
 import { hostPaths } from '../../src/core/test-support/host-paths.ts';
+import { encodeDigestsRequest, encodeJson } from '../../src/protocol/codec.ts';
+import { PROTOCOL_NAME, PROTOCOL_VERSIONS } from '../../src/protocol/frames.ts';
 import { StreamSender } from '../../src/protocol/index.ts';
 import { type Generation, openFsStore } from '../../src/store/index.ts';
-import { openTarget } from '../../src/transport/index.ts';
+import { HAVEN_BIN, openTarget } from '../../src/transport/index.ts';
+import { havenEnv } from '../helpers/haven.ts';
 import { C, content, makeMeta, scratch, sendDelta, TEST_ROOT } from './protocol-helpers.ts';
 
 // --- harness -------------------------------------------------------------------------------
@@ -342,5 +348,81 @@ describe('size bombs: a declared size costs the receiver what is sent, not what 
     // Dense digest files alone would be 8 GiB per disk and generation.
     assert.ok(allocated < 16 * 1024 * 1024, `the receiver allocated ${allocated} bytes for 60 TiB of zeros`);
     assert.ok(seconds < 120, `two runs took ${seconds.toFixed(1)} s`);
+  });
+});
+
+// --- a sender that stops reading (issue 13, "Must show") ------------------------------------
+
+/** Peak resident memory of a running process so far (VmHWM), in bytes; 0 once it is gone. */
+async function peakRss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kib = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+  return kib ? Number(kib) * 1024 : 0;
+}
+
+describe('a sender that stops reading', () => {
+  it('asks for 128 MiB of digests and reads none: the receiver ends the session (PROTO_PEER_NOT_READING), bounded in memory, lock released', async (t) => {
+    const dir = await scratch(t, 'hostile-not-reading');
+    const store = join(dir, 'store');
+    const h = await havenEnv(dir);
+    // `haven receive --stdio` as an ssh target runs it; its stdout (the answers) is never read.
+    const child = spawn(
+      process.execPath,
+      [HAVEN_BIN, 'receive', '--stdio', '--store', store, '--idle-timeout', '2s'],
+      { env: h.env, stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    t.after(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const server = 'Slow01';
+    // A sparse 4 GiB disk: 65536 chunks, so each request asks for 2 MiB of digests.
+    const disks = [{ name: `${server}_0`, size: 65536 * C }];
+    const meta = makeMeta(server, disks);
+    child.stdin.write(
+      encodeJson('HELLO', {
+        protocol: PROTOCOL_NAME,
+        versions: [...PROTOCOL_VERSIONS],
+        software: 'hostile',
+        compression: ['none'],
+        compressionLevel: 0,
+        digests: ['blake3', 'sha256'],
+      }),
+    );
+    child.stdin.write(encodeJson('OPEN', meta));
+    for (let id = 1; id <= 64; id++)
+      child.stdin.write(encodeDigestsRequest({ id, disk: 0, fromChunk: 0, count: 65536 }));
+    let peak = 0;
+    const started = Date.now();
+    const watch = setInterval(() => {
+      peakRss(child.pid!).then((p) => {
+        peak = Math.max(peak, p);
+      });
+    }, 100);
+    const code = await Promise.race([
+      exited,
+      new Promise<'still running'>((r) => setTimeout(() => r('still running'), 60_000)),
+    ]);
+    clearInterval(watch);
+    assert.notEqual(code, 'still running', 'the receiver gave up on the sender within a minute');
+    assert.notEqual(code, 0);
+    assert.ok(Date.now() - started < 40_000);
+    assert.match(stderr, /PROTO_PEER_NOT_READING/);
+    assert.ok(
+      peak > 0 && peak < 256 * 1024 * 1024,
+      `peak memory ${peak} bytes: bounded, not the 128 MiB asked for`,
+    );
+    // The delta was closed on the way out: the server's store lock is free for the next run.
+    const fs = await openFsStore(store);
+    try {
+      const w = await fs.openDelta(meta);
+      await w.close();
+    } finally {
+      await fs.close();
+    }
   });
 });

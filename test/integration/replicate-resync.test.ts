@@ -10,38 +10,19 @@ import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ProtectResult } from '../../src/engine/index.ts';
 import { deleteCheckpoint, listCheckpoints, waitForState } from '../../src/virt/index.ts';
-import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
+import type { TestGuest } from '../fixtures/guest/index.ts';
 import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
-import { testDir } from '../fixtures/guest/tools.ts';
-import { DiskModel, firstDifference } from '../helpers/disk-model.ts';
-import { havenEnv, havenJson } from '../helpers/haven.ts';
+import { guestStore } from './guest-store.ts';
 
 const PREFIX = 'haven-t-resync';
 
-async function setup(t: Parameters<typeof testDir>[0], name: string) {
-  const dir = await testDir(t, `${PREFIX}-${name}`);
-  const h = await havenEnv(dir);
-  const store = join(dir, 'store');
-  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 64 }] });
-  const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
-  const image = join(store, `${guest.name}_${guest.disks[0]!.storeName}_1.raw`);
-  const protect = (to = store): Promise<ProtectResult> =>
-    havenJson<ProtectResult>(h, ['protect', guest.name, '--to', to, '--copies', '2']);
-  const write = async (seed: number, count: number) => {
-    await guest.writePattern('vda', seed, count);
-    return new Set(await model.writePattern(seed, count));
-  };
-  const checkCopy = async (when: string) => {
-    assert.equal(await firstDifference(image, model.path), -1, `${when}: the copy equals the guest's disk`);
-    const v = await havenJson<{ ok: boolean }>(h, ['verify', '--store', store]);
-    assert.equal(v.ok, true, `${when}: the store verifies`);
-  };
-  await write(1, 120);
-  const first = await protect();
+async function setup(t: Parameters<typeof guestStore>[0], name: string) {
+  const s = await guestStore(t, { prefix: PREFIX, name, copies: 2 });
+  await s.write(1, 120);
+  const first = await s.protect();
   assert.equal(first.mode, 'full');
-  return { h, store, guest, model, protect, write, checkCopy };
+  return s;
 }
 
 async function currentCheckpoint(guest: TestGuest): Promise<string> {

@@ -3,9 +3,11 @@
  * appended in order, only a segment that follows the tail accepted, every point materialised
  * byte-equal to a model of the disk at that point, the window folding old segments into the base
  * (also after a crash in the middle of a fold), and the head digests what a checksum resync needs.
+ * `verify` checks every point in the window (base, segments, head digests), names the points a
+ * damaged piece spoils with STORE_JOURNAL_DAMAGED, per server, and goes on with the others.
  */
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, open, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { chunkDigests } from '../../src/core/digest.ts';
@@ -136,4 +138,113 @@ test('journal: append, materialise every point, fold the window, recover a fold'
       `after recovery, point ${p.seq} is byte-exact`,
     );
   }
+});
+
+/** Flips one byte of `path` at `at`. */
+async function flip(path: string, at: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at);
+    b[0] = (b[0] ?? 0) ^ 0xff;
+    await fh.write(b, 0, 1, at);
+  } finally {
+    await fh.close();
+  }
+}
+
+test('journal: verify checks every point, names what damage spoils, server by server', async (t) => {
+  const dir = await scratch(t, 'hv-journal-verify');
+  const root = join(dir, 'store');
+  const store = await createFsStore(root);
+  t.after(() => store.close());
+  const old = Date.now() - 3_600_000;
+  let tail: string | null = null;
+  const segs: SegmentRecord[] = [];
+  // Six segments, the first two outside the window (folded into the base on the last append).
+  for (let n = 1; n <= 6; n++) {
+    const takenAt = new Date(n <= 2 ? old + n * 1000 : Date.now() - (7 - n) * 1000);
+    const writes = [{ at: (n * 3) % 16, data: content(n, C) }];
+    const seg = await append(store, meta(tail, takenAt, 1_800_000, n), writes, (n * 7) % 16);
+    segs.push(seg);
+    tail = seg.id;
+  }
+  const points = await store.journalPoints(SERVER);
+  assert.deepEqual(
+    points.map((p) => p.seq),
+    [2, 3, 4, 5, 6],
+  );
+
+  const sound = await store.verify();
+  assert.equal(sound.ok, true, JSON.stringify(sound.problems));
+  assert.equal(sound.checkedServers, 1);
+  assert.equal(sound.checkedPoints, 5);
+  assert.deepEqual(sound.journals, [
+    { server: SERVER, points: 5, oldest: points[0]?.id, newest: points[4]?.id, damaged: [], ok: true },
+  ]);
+  assert.ok(sound.checkedBytes >= DISK.size, 'the base was read');
+
+  // A second server with a copy of the journal: damage in one leaves the other's verdict alone.
+  const pitDir = (s: string) => join(root, '.haven', 'servers', s, 'pit');
+  await cp(pitDir(SERVER), pitDir('pit02'), { recursive: true });
+  const pit2 = JSON.parse(await readFile(join(pitDir('pit02'), 'pit.json'), 'utf8'));
+  pit2.server = 'pit02';
+  await writeFile(join(pitDir('pit02'), 'pit.json'), JSON.stringify(pit2));
+  // Segment 4's data damaged in pit02: points 4, 5 and 6 are spoiled, 2 and 3 are not.
+  await flip(join(pitDir('pit02'), 'seg', segs[3]!.id, `${DISK.name}.data`), 100);
+  const one = await store.verify();
+  assert.equal(one.ok, false);
+  assert.equal(one.checkedPoints, 10);
+  const v1 = one.journals.find((j) => j.server === SERVER);
+  const v2 = one.journals.find((j) => j.server === 'pit02');
+  assert.equal(v1?.ok, true, 'the sound server stays sound');
+  assert.deepEqual(
+    v2?.damaged,
+    points.slice(2).map((p) => p.id),
+  );
+  assert.deepEqual(
+    one.problems.map((p) => [p.server, p.code, p.pointId, p.badChunks]),
+    [['pit02', 'STORE_JOURNAL_DAMAGED', segs[3]!.id, [(4 * 3) % 16]]],
+  );
+  // Only that server asked for: its verdict alone.
+  const only = await store.verify('pit02');
+  assert.deepEqual(
+    only.journals.map((j) => j.server),
+    ['pit02'],
+  );
+
+  // The base damaged: every point of the journal is spoiled.
+  await flip(join(pitDir(SERVER), 'base', `${DISK.name}.img`), (6 * 16 * C) / 16 + 5);
+  const base = await store.verify(SERVER);
+  assert.deepEqual(
+    base.journals[0]?.damaged,
+    points.map((p) => p.id),
+  );
+  assert.equal(base.problems[0]?.code, 'STORE_JOURNAL_DAMAGED');
+  assert.match(base.problems[0]?.message ?? '', /the base of pit01_0: 1 chunk\(s\) differ/);
+  await flip(join(pitDir(SERVER), 'base', `${DISK.name}.img`), (6 * 16 * C) / 16 + 5);
+
+  // A lost segment file and damaged head digests, in a third copy; a damaged pit.json in pit02.
+  await cp(pitDir(SERVER), pitDir('pit03'), { recursive: true });
+  const pit3 = JSON.parse(await readFile(join(pitDir('pit03'), 'pit.json'), 'utf8'));
+  pit3.server = 'pit03';
+  await writeFile(join(pitDir('pit03'), 'pit.json'), JSON.stringify(pit3));
+  await unlink(join(pitDir('pit03'), 'seg', segs[5]!.id, `${DISK.name}.data`));
+  await flip(join(pitDir('pit03'), 'head', `${DISK.name}.sums`), 3);
+  await writeFile(join(pitDir('pit02'), 'pit.json'), '{"version": 1');
+  const many = await store.verify();
+  const codes = many.problems.map((p) => `${p.server} ${p.code} ${p.pointId ?? '-'}`).sort();
+  assert.deepEqual(codes, [
+    'pit02 STORE_FILE_INVALID -',
+    'pit03 STORE_JOURNAL_DAMAGED -',
+    `pit03 STORE_JOURNAL_DAMAGED ${segs[5]!.id}`,
+  ]);
+  assert.deepEqual(many.journals.find((j) => j.server === 'pit03')?.damaged, [points[4]?.id]);
+  assert.equal(many.journals.find((j) => j.server === SERVER)?.ok, true);
+
+  // A journal from before the base had digests gets them at its next open, from the base.
+  await unlink(join(pitDir(SERVER), 'base', `${DISK.name}.sums`));
+  const gone = await store.verify(SERVER);
+  assert.equal(gone.ok, true, JSON.stringify(gone.problems));
+  assert.equal(gone.checkedPoints, 5);
 });

@@ -24,6 +24,7 @@ interface ActivateFlags {
   store: string;
   all?: boolean;
   generation?: number;
+  at?: string;
   dryRun?: boolean;
   force?: boolean;
   verify?: boolean;
@@ -45,7 +46,7 @@ function finish(ctx: CliContext, report: ActivationReport, json: boolean, tz: st
       ['server', 'gen', timeHeader('taken at', tz), 'domain', 'status', 'to running', 'note'],
       report.servers.map((r) => [
         r.server,
-        r.generation ? `_${r.generation.seq}` : '-',
+        r.generation ? (r.point ? `point ${r.generation.id}` : `_${r.generation.seq}`) : '-',
         formatTime(r.generation?.takenAt, tz),
         r.domain,
         r.status,
@@ -82,6 +83,10 @@ export default function register(program: Command, context: () => CliContext): v
     .requiredOption('--store <path>', 'the store at this DR site')
     .option('--all', 'every server in the store');
   generationOption(activate, 'start')
+    .option(
+      '--at <time|point>',
+      'start a point of the journal instead: its id, or a time (the newest point at or before it)',
+    )
     .option('--dry-run', 'check everything and show the plan (networks included); change nothing')
     .option('--force', 'start even though the primary runs the server (recorded in the manifest)')
     .option('--verify', 'compare every chunk with its digest first (reads the whole generation)')
@@ -106,9 +111,15 @@ export default function register(program: Command, context: () => CliContext): v
       'haven activate web01 --store /srv/haven --generation 2 --name web01-old --mac generate',
       'run the generation before the newest beside the first copy, with new MAC addresses',
     ],
+    [
+      'haven activate web01 --store /srv/haven --at 2026-05-04T10:15:00Z --dry-run',
+      'show the plan for starting web01 from its journal as it was at 10:15 (UTC)',
+    ],
   ]);
   activate.action(async (servers: string[], flags: ActivateFlags) => {
     const ctx = context();
+    if (flags.at !== undefined && flags.generation !== undefined)
+      throw new UsageError('name either --generation K or --at <time|point>, not both');
     const log = flags.dryRun ? ctx.log : ctx.openRunLog('activate');
     const store = await openFsStore(flags.store, { log });
     try {
@@ -119,6 +130,7 @@ export default function register(program: Command, context: () => CliContext): v
           servers,
           all: flags.all,
           generation: flags.generation,
+          ...(flags.at !== undefined ? { at: flags.at } : {}),
           dryRun: flags.dryRun,
           force: flags.force,
           verify: flags.verify,

@@ -75,6 +75,7 @@ interface ProtectFlags extends ContinuousFlags {
   tlsKey?: string;
   tokenFile?: string;
   retries?: string;
+  resync?: boolean;
 }
 
 function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
@@ -96,6 +97,12 @@ function printPlan(ctx: CliContext, plan: ProtectPlan, tz: string | undefined): 
       : '  target has no copy of this server yet: full copy',
   );
   ctx.print(`  base checkpoint: ${plan.base ?? '(none: full copy or checksum resync)'}`);
+  if (plan.resync === 'operator')
+    ctx.print('  checksum resync (--resync): every chunk would be read and compared, what differs sent');
+  if (plan.resync === 'target')
+    ctx.print(
+      '  checksum resync: the target holds damaged chunks only the source can repair; every chunk would be compared',
+    );
   ctx.print(
     `  consistency: ${plan.consistency}${plan.resumeJob ? '; a crashed run’s backup job will be continued' : ''}`,
   );
@@ -149,6 +156,10 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--tls-key <file>', 'client key for a tls:// receiver')
     .option('--token-file <file>', 'token a tls:// receiver requires')
     .option('--retries <n>', 'reconnections after a broken connection (default 3)')
+    .option(
+      '--resync',
+      'checksum resync: read every chunk, compare its digest with the target’s newest copy and send what differs',
+    )
     .option('--continuous', 'replicate continuously until stopped: a journal of points at each target')
     .option('--interval <duration>', 'continuous: a point at most this often (default 2s)')
     .option('--journal <duration>', 'continuous: how long the targets keep points (default 2h)')
@@ -170,6 +181,10 @@ export default function register(program: Command, context: () => CliContext): v
       'haven protect web01 --to dr1 --dry-run',
       'show what a copy to the configured target dr1 would read and send',
     ],
+    [
+      'haven protect web01 --to dr1 --resync',
+      'compare every chunk with the target’s copy and send what differs (after damage, or to be sure)',
+    ],
   ]);
   command.action(async (serverName: string, flags: ProtectFlags) => {
     const ctx = context();
@@ -189,6 +204,11 @@ export default function register(program: Command, context: () => CliContext): v
         ssh: { options: flags.sshOption, command: flags.remoteCommand },
         tls: { ca: flags.tlsCa, cert: flags.tlsCert, key: flags.tlsKey, tokenFile: flags.tokenFile },
       });
+    if (flags.continuous && flags.resync) {
+      throw new UsageError(
+        '--resync is for one run; continuous protection compares every chunk on its own when a lane starts',
+      );
+    }
     if (flags.continuous) {
       const targets = flags.to.map(resolve);
       await protectContinuousCommand(ctx, {
@@ -256,6 +276,7 @@ async function run(ctx: CliContext, r: Request): Promise<void> {
             runId,
             retries: 0,
             reconnects: r.reconnects ?? m.DEFAULT_RECONNECTS,
+            resync: flags.resync,
             onProgress: (s) => bar.update(s),
             signal,
             log,
@@ -311,6 +332,7 @@ async function plan(ctx: CliContext, r: Request): Promise<void> {
         catalog,
         reconnects: reconnects ?? DEFAULT_RECONNECTS,
         dryRun: true,
+        resync: flags.resync,
         signal,
         log: ctx.log,
       }),

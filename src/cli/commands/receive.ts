@@ -14,10 +14,12 @@ import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { asHavenError, InterruptedError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
+import { checkName } from '../../core/names.ts';
 import { parseDuration, parseSize } from '../../core/units.ts';
 import { targetStaging } from '../../jobs/cache/target.ts';
 import {
   ProtocolError,
+  type Quota,
   type ReceiverOptions,
   type StoreCapacity,
   StreamReceiver,
@@ -61,7 +63,26 @@ interface ReceiveFlags {
   directIo: boolean;
   /** False with --no-reflink. */
   reflink: boolean;
+  quota?: string;
+  serverQuota?: string[];
   dryRun?: boolean;
+}
+
+/** `--quota SIZE` and `--server-quota NAME=SIZE` (repeated) as the receiver's quota. */
+export function parseQuota(flags: Pick<ReceiveFlags, 'quota' | 'serverQuota'>): Quota | undefined {
+  const servers: Record<string, number> = Object.create(null);
+  for (const item of flags.serverQuota ?? []) {
+    const m = /^([^=]+)=(.+)$/.exec(item);
+    if (!m) {
+      throw new UsageError(
+        `invalid --server-quota ${JSON.stringify(item)}`,
+        'Write SERVER=SIZE, e.g. --server-quota web01=100GiB.',
+      );
+    }
+    servers[checkName('server', m[1]!)] = parseSize(m[2]!);
+  }
+  if (flags.quota === undefined && Object.keys(servers).length === 0) return undefined;
+  return { ...(flags.quota === undefined ? {} : { store: parseSize(flags.quota) }), servers };
 }
 
 /** "host:port", "[v6]:port" or ":port" (all addresses). */
@@ -163,6 +184,24 @@ function checkFlags(f: ReceiveFlags): void {
   }
 }
 
+/** The examples at the end of `haven receive --help`. */
+function receiveExamples(command: Command): void {
+  examples(command, [
+    [
+      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --tls-ca /etc/haven/ca.pem',
+      'accept TLS connections from senders whose certificates the CA signed',
+    ],
+    [
+      'haven receive --stdio --store /srv/haven',
+      'what a sender runs on the target through ssh (not for direct use)',
+    ],
+    [
+      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-ca /etc/haven/ca.pem --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --quota 2TiB --server-quota web01=200GiB',
+      'a listener that refuses deltas beyond 2 TiB in all, or 200 GiB for web01',
+    ],
+  ]);
+}
+
 export default function register(program: Command, context: () => CliContext): void {
   const command = program
     .command('receive')
@@ -210,17 +249,14 @@ export default function register(program: Command, context: () => CliContext): v
       'with --listen: on SIGINT/SIGTERM, let running sessions end for this long before cutting them',
       '10s',
     )
+    .option('--quota <size>', 'the most the store may hold, all servers together (e.g. 500GiB)')
+    .option(
+      '--server-quota <server=size...>',
+      'the most one server may take in the store, e.g. web01=100GiB (repeatable)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
     .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing');
-  examples(command, [
-    [
-      'haven receive --listen 0.0.0.0:8471 --store /srv/haven --tls-cert /etc/haven/dr1.pem --tls-key /etc/haven/dr1.key --tls-ca /etc/haven/ca.pem',
-      'accept TLS connections from senders whose certificates the CA signed',
-    ],
-    [
-      'haven receive --stdio --store /srv/haven',
-      'what a sender runs on the target through ssh (not for direct use)',
-    ],
-  ]);
+  receiveExamples(command);
   command.action(async (flags: ReceiveFlags) => {
     checkFlags(flags);
     checkStorePath(flags.store);
@@ -228,6 +264,7 @@ export default function register(program: Command, context: () => CliContext): v
     const checkpointEveryBytes = parseSize(flags.checkpointEvery);
     const checkpointEveryMs = parseDuration(flags.checkpointInterval);
     const idleTimeoutMs = parseDuration(flags.idleTimeout);
+    const quota = parseQuota(flags);
     const ctx = context();
     const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
     const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
@@ -236,6 +273,7 @@ export default function register(program: Command, context: () => CliContext): v
       checkpointEveryBytes,
       checkpointEveryMs,
       idleTimeoutMs,
+      ...(quota ? { quota } : {}),
       ...(flags.dryRun ? { readOnly: true } : {}),
       // Crash tests only: die between committing a generation and saying so (the window where
       // a sender must find out from the store itself that its copy is done).

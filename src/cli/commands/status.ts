@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
 import { formatDuration } from '../../core/units.ts';
 import { Virsh } from '../../engine/index.ts';
-import { type StatusRow, selectJobServers, statusRows } from '../../jobs/index.ts';
+import { jobSelections, type StatusRow, statusRows } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
 import { connectOption, examples } from '../options.ts';
 import { formatTime, formatWhenRelative, timeHeader } from '../when.ts';
@@ -31,19 +31,12 @@ export default function register(program: Command, context: () => CliContext): v
     const ctx = context();
     const config = await ctx.config();
     const now = new Date();
-    const selections = new Map<string, string[]>();
-    const virsh = new Virsh({ log: ctx.log });
+    let selections = new Map<string, string[]>();
     let inventoryError: string | undefined;
-    for (const job of Object.values(config.jobs)) {
-      try {
-        selections.set(
-          job.name,
-          (await selectJobServers(virsh, job.servers, ctx.log)).selected.map((s) => s.name),
-        );
-      } catch (e) {
-        inventoryError = (e as Error).message;
-        break;
-      }
+    try {
+      selections = await jobSelections(new Virsh({ log: ctx.log }), Object.values(config.jobs));
+    } catch (e) {
+      inventoryError = (e as Error).message;
     }
     const catalog = openCatalog(catalogPath(ctx.paths.stateDir), { log: ctx.log });
     let rows: StatusRow[];

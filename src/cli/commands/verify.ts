@@ -1,16 +1,17 @@
 /**
  * `haven verify [server] --store PATH`: re-reads every image and checks it against the chunk
- * digests in its manifest, and every host's rescue media and backup archives against their
- * digests (docs/hosts.md). Exit code 8 (integrity) on any mismatch.
+ * digests in its manifest, every point of every point-in-time journal (docs/continuous.md), and
+ * every host's rescue media and backup archives against their digests (docs/hosts.md). Exit code
+ * 8 (integrity) on any mismatch.
  */
 import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.ts';
 import { HostStore, type HostVerifyReport, verifyHosts } from '../../store/host/index.ts';
-import { openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
+import { emptyVerifyReport, openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
 import { examples, parseSeq } from '../options.ts';
-import { progressBar } from '../progress-bar.ts';
+import { progressBar, readingSnapshot } from '../progress-bar.ts';
 
 type VerifyReport = Awaited<ReturnType<Store['verify']>>;
 
@@ -27,13 +28,7 @@ async function verifyStore(
   if (generation === undefined || !/^_?\d+$/.test(generation))
     return store.verify(server, { ...options, generationId: generation });
   const seq = parseSeq(generation);
-  const total: VerifyReport = {
-    ok: true,
-    checkedServers: 0,
-    checkedGenerations: 0,
-    checkedBytes: 0,
-    problems: [],
-  };
+  const total: VerifyReport = emptyVerifyReport();
   for (const name of server === undefined ? await store.listServers() : [server]) {
     const id = (await store.manifest(name))?.generations.find((g) => g.seq === seq)?.id;
     // A server without that generation is reported by the store as an unknown generation.
@@ -75,12 +70,10 @@ function printHosts(ctx: CliContext, r: HostVerifyReport): void {
   }
 }
 
-const EMPTY_REPORT = { ok: true, checkedServers: 0, checkedGenerations: 0, checkedBytes: 0, problems: [] };
-
 export default function register(program: Command, context: () => CliContext): void {
   const command = program
     .command('verify')
-    .description('re-read the images of a store and check their manifests and digests')
+    .description('re-read the images and journals of a store and check their manifests and digests')
     .argument('[server]', 'only this server (or host)')
     .requiredOption('--store <path>', 'the store directory')
     .option(
@@ -109,19 +102,11 @@ export default function register(program: Command, context: () => CliContext): v
         hosts = await verifyHostFiles(store, server, flags, ctx.log);
         const onlyHost = server !== undefined && hosts !== undefined;
         report = onlyHost
-          ? EMPTY_REPORT
+          ? emptyVerifyReport()
           : await verifyStore(store, server, flags.generation, {
               readImages: !flags.quick,
               onProgress: (done, total) =>
-                bar.update({
-                  phase: 'reading',
-                  bytesDone: done,
-                  bytesTotal: total,
-                  bytesSent: 0,
-                  rate: (done / Math.max(1, performance.now() - started)) * 1000,
-                  etaMs: undefined,
-                  elapsedMs: performance.now() - started,
-                }),
+                bar.update(readingSnapshot(done, total, performance.now() - started)),
             });
       } finally {
         bar.stop();
@@ -131,11 +116,16 @@ export default function register(program: Command, context: () => CliContext): v
       if (flags.json) ctx.printJson(hosts ? { ...report, ok, hosts } : report);
       else {
         ctx.print(
-          `${report.ok ? 'OK' : 'FAILED'}: ${report.checkedServers} server(s), ${report.checkedGenerations} generation(s), ${formatBytes(report.checkedBytes)} read`,
+          `${report.ok ? 'OK' : 'FAILED'}: ${report.checkedServers} server(s), ${report.checkedGenerations} generation(s), ${report.checkedPoints} journal point(s), ${formatBytes(report.checkedBytes)} read`,
         );
+        for (const j of report.journals) {
+          ctx.print(
+            `  journal ${j.server}: ${j.points} point(s) ${j.oldest ?? '-'} … ${j.newest ?? '-'}, ${j.damaged.length ? `${j.damaged.length} damaged (from ${j.damaged[0]})` : 'all sound'}`,
+          );
+        }
         for (const p of report.problems) {
           ctx.print(
-            `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
+            `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.pointId ? ` point ${p.pointId}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
           );
         }
         if (hosts) printHosts(ctx, hosts);
@@ -144,7 +134,7 @@ export default function register(program: Command, context: () => CliContext): v
         // The report is already printed (as JSON too), so no second error document: exit 8.
         ctx.stderr.write(
           `haven: error [VERIFY_FAILED]: ${report.problems.length + (hosts?.problems.length ?? 0)} problem(s) found in ${flags.store}\n` +
-            '  The damaged generations are listed. Before a run builds on a damaged generation it repairs each damaged chunk from another generation that holds it intact, and refuses (nothing changed) where none does.\n',
+            '  The damaged generations are listed. The next `haven protect` of a damaged newest generation does a checksum resync that sends its damaged chunks again from the source; before a run builds on any damaged generation it repairs each damaged chunk from another generation that holds it intact, or has the source send it again.\n',
         );
         process.exitCode = EXIT_CODES.integrity;
       }

@@ -10,7 +10,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../core/log.ts';
 import { ensureRunDir } from '../../core/paths.ts';
-import { CONTEXT_BASE_ALLOCATION, mapExtents, NbdClient } from '../../nbd/index.ts';
+import { CONTEXT_BASE_ALLOCATION, mapExtents, type NbdClient } from '../../nbd/index.ts';
 import { BufferPool } from '../../protocol/index.ts';
 import {
   activeBackup,
@@ -21,11 +21,17 @@ import {
   type Server,
   type Virsh,
 } from '../../virt/index.ts';
-import { EngineError } from '../errors.ts';
 import { orderedReads } from '../ordered-reads.ts';
 import { alignToChunks, allocationSegments, dirtyRanges, intersect } from '../plan.ts';
 import { newCheckpointName } from '../points.ts';
-import { acquireSource, type ProtectedDisk, type Source } from '../source.ts';
+import { pooledReader } from '../pooled-reader.ts';
+import {
+  acquireSource,
+  backupExport,
+  connectSourceDisk,
+  type ProtectedDisk,
+  type Source,
+} from '../source.ts';
 import { DiskChunks } from './chunk-set.ts';
 import type { Spool } from './spool.ts';
 
@@ -145,7 +151,7 @@ export class Capture {
       } catch (e) {
         // A job this host's protector left (a killed process, a restarted libvirtd): end it, retry.
         const left = await activeBackup(o.virsh, o.server.name).catch(() => null);
-        if (!left || !left.socketPath.startsWith(o.runDir)) throw e;
+        if (!left?.socketPath.startsWith(o.runDir)) throw e;
         o.log.info('ending a backup job an earlier cycle left', { socket: left.socketPath });
         await backupEnd(o.virsh, o.server.name);
         job = await begin();
@@ -156,18 +162,12 @@ export class Capture {
     }
     const takenAt = new Date();
     const disks = o.disks.map((d) => {
-      const exp = job.exports.find((x) => x.disk === d.target);
-      if (!exp) {
-        throw new EngineError(
-          'ENGINE_SOURCE_CHANGED',
-          `the backup of ${o.server.name} does not export ${d.target}`,
-          {
-            kind: 'conflict',
-            hint: 'The server’s disks changed; the protector starts over with its disks as they are now.',
-            details: { server: o.server.name, disk: d.target },
-          },
-        );
-      }
+      const exp = backupExport(
+        job,
+        o.server.name,
+        d.target,
+        '; the protector starts over with its disks as they are now.',
+      );
       return {
         ...d,
         socketPath: job.socketPath,
@@ -211,12 +211,7 @@ export class Capture {
   private async client(d: CaptureDisk): Promise<NbdClient> {
     let c = this.clients.get(d.name);
     if (!c) {
-      c = await NbdClient.connect({
-        socketPath: d.socketPath,
-        exportName: d.exportName,
-        metaContexts: d.dirtyContext ? [CONTEXT_BASE_ALLOCATION, d.dirtyContext] : [CONTEXT_BASE_ALLOCATION],
-        log: this.log,
-      });
+      c = await connectSourceDisk(d, this.log);
       this.clients.set(d.name, c);
     }
     return c;
@@ -292,15 +287,7 @@ export class Capture {
       );
       const extents = alignToChunks(intersect(ranges, alloc), chunkSize, d.size);
       const pieces = orderedReads(extents, {
-        read: async (offset, length) => {
-          const buf = pool.take(length);
-          const parts: Promise<void>[] = [];
-          for (let at = 0; at < length; at += tuning.requestBytes) {
-            parts.push(c.readInto(offset + at, buf, at, Math.min(tuning.requestBytes, length - at)));
-          }
-          await Promise.all(parts);
-          return buf;
-        },
+        read: pooledReader(c, pool, tuning.requestBytes),
         inflight: tuning.inflight,
         maxBytes: tuning.inflight * tuning.requestBytes,
         maxPiece: tuning.pieceBytes,

@@ -137,14 +137,7 @@ async function sendRun(
     const buf = await r.spool.read(e, at - e.offset, length, pool.take(length));
     const digests = chunkDigests(sender.digestAlgorithm, buf, C);
     // One reference for this loop, one per send until the stream has written the buffer.
-    let refs = 1;
-    const drop = () => {
-      if (--refs === 0) pool.release(buf);
-    };
-    const hold = () => {
-      refs++;
-      return drop;
-    };
+    const { hold, drop } = pool.share(buf);
     try {
       if (run.compare) await sendDiffering(sender, disk.name, at, length, buf, digests, tally, hold);
       else {

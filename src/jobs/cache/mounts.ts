@@ -10,8 +10,10 @@
  * Mountpoints are stable per filesystem (by UUID), because a target's staged deltas record
  * absolute paths that a later session must find again.
  */
+
 import { mkdir, open, readdir, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { pidAlive } from '../../catalog/catalog.ts';
 import { exec } from '../../core/exec.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { ensureRunDir } from '../../core/paths.ts';
@@ -32,15 +34,6 @@ export interface DriveMount {
   /** Whether this handle takes part in Haven's shared mount (and may unmount it). */
   managed: boolean;
   release(): Promise<void>;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The directory under which Haven mounts cache drives. */
@@ -103,7 +96,7 @@ async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const holder = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(holder) && holder > 0 && !alive(holder)) {
+      if (Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) {
         await unlink(lockPath).catch(() => {});
         continue;
       }
@@ -132,7 +125,7 @@ async function liveUsers(dir: string): Promise<number[]> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const pid = Number(name.split('.')[0]);
     if (!Number.isInteger(pid)) continue;
-    if (alive(pid)) pids.push(pid);
+    if (pidAlive(pid)) pids.push(pid);
     else await unlink(join(dir, name)).catch(() => {});
   }
   return pids;
@@ -234,7 +227,7 @@ export async function cleanStaleProbes(runDir: string, log: Logger = silentLogge
   const root = cacheMountRoot(runDir);
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const m = /^probe-(\d+)-\d+$/.exec(name);
-    if (!m || alive(Number(m[1]))) continue;
+    if (!m || pidAlive(Number(m[1]))) continue;
     const path = join(root, name);
     if (await mountedAt(path)) await exec('umount', ['-l', path]).catch(() => {});
     await rmdir(path).catch(() => {});

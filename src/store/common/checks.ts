@@ -24,7 +24,15 @@ export function isChunkRange(fromChunk: number, count: number, chunks: number): 
 
 /** A verify report before anything is checked. */
 export function emptyVerifyReport(): VerifyReport {
-  return { ok: true, checkedServers: 0, checkedGenerations: 0, checkedBytes: 0, problems: [] };
+  return {
+    ok: true,
+    checkedServers: 0,
+    checkedGenerations: 0,
+    checkedPoints: 0,
+    checkedBytes: 0,
+    problems: [],
+    journals: [],
+  };
 }
 
 export function checkBootPriority(priority: number): void {

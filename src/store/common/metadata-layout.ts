@@ -54,6 +54,10 @@ export class MetadataLayout {
   manifestLock(server: string): string {
     return join(this.serverDir(server), 'manifest.lock');
   }
+  /** Chunks to send again from the source (resend.ts). */
+  resend(server: string): string {
+    return join(this.serverDir(server), 'resend.json');
+  }
   journal(server: string): string {
     return join(this.serverDir(server), 'journal.json');
   }

@@ -6,37 +6,35 @@
  * (openImage) and checking them (verify). fs/fs-store.ts is the filesystem store.
  */
 
-import { open } from 'node:fs/promises';
 import type { Logger } from '../../core/log.ts';
 import { checkName, isSafeName } from '../../core/names.ts';
 import { activeAtDrError, generationNotFound, serverNotFound, storeError } from '../errors.ts';
-import {
-  type DeltaMeta,
-  type DeltaWriter,
-  DIGEST_BYTES,
-  type Generation,
-  type GenerationDisk,
-  type ImageReader,
-  type JournalDeltaMeta,
-  type JournalInfo,
-  type JournalPoint,
-  type SegmentRecord,
-  type SegmentWriter,
-  type ServerHold,
-  type ServerManifest,
-  type Store,
-  type StoreDescriptor,
-  type StoreKind,
-  type TestRecord,
-  type VerifyOptions,
-  type VerifyReport,
+import type {
+  DeltaMeta,
+  DeltaWriter,
+  Generation,
+  GenerationDisk,
+  ImageReader,
+  JournalDeltaMeta,
+  JournalInfo,
+  JournalPoint,
+  SegmentRecord,
+  SegmentWriter,
+  ServerHold,
+  ServerManifest,
+  Store,
+  StoreDescriptor,
+  StoreKind,
+  TestRecord,
+  VerifyOptions,
+  VerifyReport,
 } from '../types.ts';
 import { checkBootPriority, findGenerationDisk, isChunkRange } from './checks.ts';
 import { rollForward } from './commit/roll-forward.ts';
 import type { StoreContext } from './context.ts';
 import { validateDeltaMeta } from './delta-meta.ts';
-import { exists, io } from './files.ts';
 import { imageReader } from './image-reader.ts';
+import { dropActivationManifest, recordJournalActivation } from './journal/activation.ts';
 import {
   journalInfo,
   journalPoints,
@@ -44,14 +42,17 @@ import {
   materialisePoint,
   openSegment,
 } from './journal/journal.ts';
+import { verifyJournals } from './journal/verify.ts';
 import { listServerDirs, manifestExists, readManifest, withManifestLock, writeManifest } from './metadata.ts';
 import { openStable, readerView, type ServerView } from './reader-view.ts';
 import { type ManifestFile, manifestView } from './records.ts';
 import { recoverStore } from './recover.ts';
 import { registerDelta } from './register.ts';
+import { hasResendMarks } from './resend.ts';
 import { lockServer } from './server-lock.ts';
 import { checkSourceDefinition, loadDefinitionChecks } from './source-definition.ts';
 import { chunkCount, MAX_DIGEST_REQUEST_CHUNKS, openGenerationSums } from './sums.ts';
+import { serverSpaceUsed } from './usage.ts';
 import { verifyStore } from './verify.ts';
 import { openDeltaWriter } from './writer/open.ts';
 
@@ -98,9 +99,26 @@ export abstract class StoreBase implements Store {
     return imageReader(image, d.size);
   }
 
+  /**
+   * The generations of every server with a manifest, and (unless one generation is asked for)
+   * every point of every journal. A server with a journal and no generation (only protected
+   * continuously; its manifest, if any, only records an activation) has its journal checked only.
+   */
   async verify(server?: string, options: VerifyOptions = {}): Promise<VerifyReport> {
-    const servers = server === undefined ? await this.listServers() : [checkName('server', server)];
-    return verifyStore(this.ctx, servers, (s) => this.view(s), options);
+    const named = server === undefined ? undefined : checkName('server', server);
+    const journals = (await this.listJournals()).filter((s) => named === undefined || s === named);
+    const journalOnly = new Set<string>();
+    for (const s of journals) {
+      if (((await this.manifest(s).catch(() => null))?.generations.length ?? 0) === 0) journalOnly.add(s);
+    }
+    const servers = (named === undefined ? await this.listServers() : [named]).filter(
+      (s) => !journalOnly.has(s),
+    );
+    const report = await verifyStore(this.ctx, servers, (s) => this.view(s), options);
+    if (options.generationId !== undefined) return report;
+    report.checkedServers += journalOnly.size;
+    await verifyJournals(this.ctx, journals, options, report);
+    return report;
   }
 
   recover(only?: string): Promise<string[]> {
@@ -118,6 +136,21 @@ export abstract class StoreBase implements Store {
   async manifest(server: string): Promise<ServerManifest | null> {
     const v = await this.view(server);
     return v.manifest ? manifestView(v.manifest) : null;
+  }
+
+  async spaceUsed(server?: string): Promise<number> {
+    // Every server directory, committed or not: a first run's partial takes space too.
+    const servers =
+      server === undefined
+        ? (await listServerDirs(this.ctx)).filter(isSafeName)
+        : [checkName('server', server)];
+    let used = 0;
+    for (const s of servers) used += await serverSpaceUsed(this.ctx, s);
+    return used;
+  }
+
+  needsResync(server: string): Promise<boolean> {
+    return hasResendMarks(this.ctx, checkName('server', server));
   }
 
   /** Loads the XML parser and the rules openDelta checks the source definition with. */
@@ -159,7 +192,9 @@ export abstract class StoreBase implements Store {
   }
 
   openSegment(meta: JournalDeltaMeta, log?: Logger): Promise<SegmentWriter> {
-    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }));
+    return openSegment(this.ctx, meta, (log ?? this.ctx.log).child({ server: meta.server }), (m, l) =>
+      this.openDelta(m, l),
+    );
   }
 
   journalInfo(server: string): Promise<JournalInfo | null> {
@@ -293,10 +328,13 @@ export abstract class StoreBase implements Store {
   }
 
   async setActiveAtDr(server: string, active: ServerManifest['activeAtDr'] | null): Promise<void> {
+    // A server kept only as a journal gets a manifest for the record (journal/activation.ts).
+    if (active && (await recordJournalActivation(this.ctx, checkName('server', server), active))) return;
     await this.updateManifest(server, (m) => {
       if (active) m.activeAtDr = structuredClone(active);
       else delete m.activeAtDr;
     });
+    if (!active) await dropActivationManifest(this.ctx, server);
   }
 
   async close(): Promise<void> {}

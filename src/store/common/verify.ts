@@ -10,6 +10,8 @@
  * recycled oldest is rewritten in place) is not a problem of the store: a mismatch or a missing
  * file counts only if the generation is still there when the check ends. One server's damage (an
  * unreadable manifest) is reported for that server and the others are still checked (issue 13.7).
+ * Damaged chunks of a server's newest generation are marked to be sent again by the next run
+ * (resend.ts): what the hint of STORE_DIGEST_MISMATCH promises.
  */
 import { alignedBuffer } from '../../core/aligned-memory.ts';
 import { chunkDigests, DIGEST_BYTES } from '../../core/digest.ts';
@@ -23,6 +25,7 @@ import { exists } from './files.ts';
 import type { ReadableImage } from './images.ts';
 import { imageName } from './names.ts';
 import { liveIn, openStable, type ServerView } from './reader-view.ts';
+import { addResendMarks } from './resend.ts';
 import { type GenerationSums, openGenerationSums } from './sums.ts';
 
 const READ_CHUNKS = 64;
@@ -160,7 +163,13 @@ async function checkDisk(
     finish();
     if (!bad.count) return null;
     // The recycled oldest generation is rewritten in place once a rotation retires it.
-    if (!liveIn(await viewOf(server), g.id)) return null;
+    const now = await viewOf(server);
+    if (!liveIn(now, g.id)) return null;
+    // Damage in the newest generation: the next run sends those chunks again from the source. An
+    // older one is repaired from another generation when a rotation builds on it (slot-check.ts).
+    if (now.manifest?.generations[0]?.id === g.id) {
+      await addResendMarks(ctx, server, disk, bad.chunks, size, bad.count > bad.chunks.length, ctx.log);
+    }
     return {
       code: 'STORE_DIGEST_MISMATCH',
       message: `${imageName(server, disk, seq)}: ${bad.count} chunk(s) differ from their digests (first at byte ${(bad.chunks[0] ?? 0) * CHUNK_SIZE})`,

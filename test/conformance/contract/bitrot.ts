@@ -2,8 +2,9 @@
  * The store contract: bit rot never spreads (issue 13.5). The generation a new slot starts from
  * (the recycled oldest, or the newest it is copied from) is checked before anything changes: a
  * damaged chunk the deltas do not rewrite is repaired from a generation that holds it intact, and
- * one no generation holds intact refuses the commit, so no generation is ever committed with
- * digests its bytes do not match.
+ * one no generation holds intact refuses the commit and is marked to be sent again from the source
+ * (the next checksum resync does), so no generation is ever committed with digests its bytes do
+ * not match.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -67,7 +68,7 @@ export function bitrotContract(fresh: Fresh): void {
     });
   }
 
-  test('a chunk damaged in every generation refuses the commit and changes nothing', async (t) => {
+  test('a chunk damaged in every generation refuses the commit, changes nothing and is marked to be sent again', async (t) => {
     const sut = await fresh(t);
     const sim = ServerSim.on(sut, { server: 'Rot02', disks: WEB01_DISKS, copies: 2, seed: 142 });
     for (let i = 0; i < 2; i++) await sim.runDelta({ writes: 2, zeroRanges: 1 });
@@ -77,10 +78,13 @@ export function bitrotContract(fresh: Fresh): void {
     const names = await sim.images();
     const w = await sealed(sut, sim, p);
     await assert.rejects(w.commit(), (e: unknown) => {
-      assert.ok(e instanceof HavenError && e.code === 'STORE_DIGEST_MISMATCH', String(e));
+      assert.ok(e instanceof HavenError && e.code === 'STORE_RESEND_NEEDED', String(e));
       // The slot starts from the recycled oldest (_2), or on a store that clones, from the newest (_1).
       assert.match(e.message, new RegExp(`Rot02_${DISK.name}_[12] chunks ${c}\\b`));
-      assert.match(e.hint ?? '', /`haven protect Rot02` sends a full copy/);
+      assert.match(
+        e.hint ?? '',
+        /Run `haven protect Rot02` again: it sends those chunks again from the source/,
+      );
       return true;
     });
     await w.close();
@@ -90,5 +94,31 @@ export function bitrotContract(fresh: Fresh): void {
       m?.generations.map((g) => g.id),
       sim.gens.map((g) => g.id),
     );
+    assert.equal(await sut.store.needsResync?.('Rot02'), true, 'the target asks for a checksum resync');
+    // The refused delta is gone: recovery commits nothing, and a new delta starts afresh.
+    assert.deepEqual(await sut.store.recover('Rot02'), []);
+  });
+
+  test('copies 1: a damaged chunk only the source holds is sent again by the next checksum resync', async (t) => {
+    const sut = await fresh(t);
+    const sim = ServerSim.on(sut, { server: 'Rot03', disks: WEB01_DISKS, copies: 1, seed: 143 });
+    await sim.runDelta({ writes: 2, zeroRanges: 1 });
+    await sim.runDelta({ writes: 2, zeroRanges: 1 });
+    const p = sim.prepare({ writes: 2, zeroRanges: 1 });
+    const c = await keptChunk(sut, sim, p);
+    await sut.damageImage('Rot03', sim.gens[0]!.id, DISK.name, c * CHUNK_SIZE + 9);
+    const w = await sealed(sut, sim, p);
+    await assert.rejects(
+      w.commit(),
+      (e: unknown) => e instanceof HavenError && e.code === 'STORE_RESEND_NEEDED',
+    );
+    await w.close();
+    assert.equal(await sut.store.needsResync?.('Rot03'), true);
+    // The retry a sender makes: a checksum resync, whose comparison finds the marked chunk differs
+    // (its expected digest matches nothing), so it is sent although the source never changed it.
+    await sim.runDelta({ writes: 2, zeroRanges: 1, resync: true });
+    await sim.check('after the resync that sent the damaged chunk again');
+    assert.deepEqual((await sut.store.verify('Rot03')).problems, []);
+    assert.equal(await sut.store.needsResync?.('Rot03'), false, 'the marks are gone once sent again');
   });
 }

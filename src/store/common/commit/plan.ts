@@ -13,6 +13,7 @@ import { deltaDataPresent, listDeltaRecords } from '../deltas.ts';
 import type { RotationRoom } from '../images.ts';
 import { writeJournal } from '../metadata.ts';
 import type { DeltaRecord, Journal, ManifestFile } from '../records.ts';
+import { settleResendMarks } from '../resend.ts';
 import { planRotation, type RotationPlan, type Seq } from '../rotation-plan.ts';
 import { checkSlotSource } from './slot-check.ts';
 
@@ -66,6 +67,8 @@ export async function planCommit(
   const journal = newJournal(delta, plan, apply, newestId);
   await writeJournal(ctx, journal);
   crashPoint('after-journal');
+  // The journal makes this commit certain (roll-forward completes it): what it resent is done.
+  await settleResendMarks(ctx, delta, log);
   return journal;
 }
 

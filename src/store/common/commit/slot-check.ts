@@ -7,7 +7,8 @@
  * and compared with its own digests. A damaged chunk is repaired in place from another generation
  * holding the same chunk (same digest, bytes that match it: unchanged chunks are the same in every
  * generation); one that cannot be is harmless when the deltas the slot gets rewrite it. Any other
- * refuses the commit (STORE_DIGEST_MISMATCH): the damage is never copied into a new generation.
+ * refuses the commit (STORE_RESEND_NEEDED) and is marked to be sent again from the source
+ * (resend.ts): the damage is never copied into a new generation, and the next attempt repairs it.
  *
  * Cost: one read of the slot's source images per commit, in 4 MiB blocks (bounded memory), except
  * ranges stored as zero chunks (never written, or sent as zero ranges: holes of the image), so a
@@ -18,15 +19,16 @@ import { alignedBuffer } from '../../../core/aligned-memory.ts';
 import { chunkDigests, DIGEST_BYTES } from '../../../core/digest.ts';
 import { exec } from '../../../core/exec.ts';
 import type { Logger } from '../../../core/log.ts';
-import { startOverHint, storeError } from '../../errors.ts';
+import { storeError } from '../../errors.ts';
 import type { Generation } from '../../types.ts';
 import { CHUNK_SIZE } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
-import { stagedFiles } from '../deltas.ts';
+import { deleteDelta, stagedFiles } from '../deltas.ts';
 import { io } from '../files.ts';
 import type { ReadableImage } from '../images.ts';
 import { imageName } from '../names.ts';
 import type { DeltaRecord } from '../records.ts';
+import { addResendMarks } from '../resend.ts';
 import type { RotationPlan } from '../rotation-plan.ts';
 import { expandZeroEntries, isUnstaged, openGenerationSums, readSums, SUMS_BLOCK_CHUNKS } from '../sums.ts';
 
@@ -69,23 +71,43 @@ export async function checkSlotSource(
       slot.kind,
       log,
     );
-    if (left.length)
-      unrepaired.push(`${imageName(delta.server, d.name, index + 1)} chunks ${left.join(', ')}`);
+    if (!left.chunks.length) continue;
+    const shown = left.chunks.slice(0, 8).join(', ') + (left.chunks.length > 8 || left.more ? ', …' : '');
+    unrepaired.push(`${imageName(delta.server, d.name, index + 1)} chunks ${shown}`);
+    await addResendMarks(ctx, delta.server, d.name, left.chunks, d.size, left.more, log);
   }
-  if (unrepaired.length) {
-    throw storeError(
-      'STORE_DIGEST_MISMATCH',
-      'integrity',
-      `${delta.server}: damaged chunks no other generation holds intact: ${unrepaired.join('; ')}`,
-      {
-        hint: `Nothing was changed, and the damage was not copied into a new generation. ${startOverHint(delta.server)}`,
-        details: { server: delta.server, generationId: source.id },
-      },
-    );
-  }
+  if (unrepaired.length) await refuseForResend(ctx, delta, source, unrepaired, log);
 }
 
-/** One disk of the source generation: the chunks that stay damaged (at most READ_CHUNKS listed). */
+/**
+ * Damage only the source can repair: the sealed delta is discarded (it lacks those chunks; the
+ * sender still holds its point in time) and the commit refused with STORE_RESEND_NEEDED. The
+ * marks make the next attempt a checksum resync that sends the damaged chunks again (resend.ts);
+ * the engine makes it within the same run.
+ */
+async function refuseForResend(
+  ctx: StoreContext,
+  delta: DeltaRecord,
+  source: Generation,
+  unrepaired: string[],
+  log: Logger,
+): Promise<never> {
+  await deleteDelta(ctx, delta, log);
+  throw storeError(
+    'STORE_RESEND_NEEDED',
+    'integrity',
+    `${delta.server}: damaged chunks no other generation holds intact: ${unrepaired.join('; ')}`,
+    {
+      hint: `Nothing was committed and the damage was not copied into a new generation. Run \`haven protect ${delta.server}\` again: it sends those chunks again from the source (checksum resync).`,
+      details: { server: delta.server, generationId: source.id, deltaId: delta.id },
+    },
+  );
+}
+
+/** Damaged chunks listed per disk before the whole disk is marked for sending again. */
+const LISTED_CHUNKS = 4096;
+
+/** One disk of the source generation: the chunks that stay damaged (`more`: beyond those listed). */
 async function checkDisk(
   ctx: StoreContext,
   delta: DeltaRecord,
@@ -94,7 +116,7 @@ async function checkDisk(
   donors: Donor[],
   slotKind: 'recycle' | 'copy',
   log: Logger,
-): Promise<number[]> {
+): Promise<{ chunks: number[]; more: boolean }> {
   const server = delta.server;
   const size = source.generation.disks.find((x) => x.name === disk)?.size ?? 0;
   const image = await ctx.images.openRead(server, disk, source.seq);
@@ -102,10 +124,11 @@ async function checkDisk(
   if (!image || !sums) {
     await image?.close();
     await sums?.close();
-    return [];
+    return { chunks: [], more: false };
   }
   const total = Math.ceil(size / CHUNK_SIZE);
   const left: number[] = [];
+  let more = false;
   let count = 0;
   try {
     const buf = alignedBuffer(READ_CHUNKS * CHUNK_SIZE);
@@ -135,7 +158,8 @@ async function checkDisk(
             // Repaired first where possible: a copied-from newest stays a generation after the rotation.
             if (await repair(ctx, server, source, disk, c, size, donors, log)) continue;
             if (await rewritten(ctx, delta, source, disk, c, donors, slotKind)) continue;
-            if (left.length < READ_CHUNKS) left.push(c);
+            if (left.length < LISTED_CHUNKS) left.push(c);
+            else more = true;
           }
         }
       }
@@ -145,7 +169,7 @@ async function checkDisk(
     await sums.close();
   }
   if (count) log.warn('damaged chunks checked', { server, disk, damaged: count, unrepaired: left.length });
-  return left;
+  return { chunks: left, more };
 }
 
 /**

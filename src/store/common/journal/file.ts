@@ -5,6 +5,8 @@
  * - `pit.json`: the window, the identifiers, the base point and the segments after it, in order;
  *   replaced atomically (write, fsync, rename, fsync the directory) at every change;
  * - `base/<disk>.img`: a sparse raw image, the disks at the base point (the window's oldest);
+ * - `base/<disk>.sums`: per chunk, the digest of the base image (what `haven verify` checks the
+ *   base against; folding applies the folded segments' digests to it as to the image);
  * - `head/<disk>.sums`: per chunk, the digest of the disk after the newest segment (what a
  *   checksum resync compares against); `sumsSeq` says which segment it reflects;
  * - `seg/<id>/<disk>.data|.idx`: a segment, the staged-delta idea in its simplest form: the data
@@ -80,6 +82,9 @@ export class PitLayout {
   }
   base(disk: string): string {
     return under(join(this.dir, 'base'), `${checkName('disk', disk)}.img`);
+  }
+  baseSums(disk: string): string {
+    return under(join(this.dir, 'base'), `${checkName('disk', disk)}.sums`);
   }
   headSums(disk: string): string {
     return under(join(this.dir, 'head'), `${checkName('disk', disk)}.sums`);

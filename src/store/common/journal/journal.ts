@@ -5,9 +5,10 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, rm } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
+import { asHavenError } from '../../../core/errors.ts';
 import type { Logger } from '../../../core/log.ts';
 import { isSafeName } from '../../../core/names.ts';
 import { activeAtDrError, storeError } from '../../errors.ts';
@@ -25,10 +26,11 @@ import { ensureDir, exists, fsyncDir, io, listDir, removeTree } from '../files.t
 import { listServerDirs, readManifest } from '../metadata.ts';
 import { lockServer } from '../server-lock.ts';
 import { checkSourceDefinition } from '../source-definition.ts';
-import { writeZeroSums } from '../sums.ts';
+import { chunkCount, writeSums, writeZeroSums } from '../sums.ts';
+import { cutGeneration, type OpenDelta } from './cut.ts';
 import { emptyPit, type PitFile, PitLayout, pointsOf, readPit, writePit } from './file.ts';
-import { applySegment, applySegmentSums } from './segment.ts';
-import { JournalSegmentWriter } from './writer.ts';
+import { applySegment, applySegmentSums, eachImageDigests } from './segment.ts';
+import { JournalSegmentWriter, type SegmentHost } from './writer.ts';
 
 const run = promisify(execFile);
 
@@ -36,6 +38,7 @@ export async function openSegment(
   ctx: StoreContext,
   meta: JournalDeltaMeta,
   log: Logger,
+  openDelta?: OpenDelta,
 ): Promise<SegmentWriter> {
   validateDeltaMeta(meta);
   await checkSourceDefinition(meta.server, meta.sourceDefinition);
@@ -60,7 +63,19 @@ export async function openSegment(
       );
     }
     const deltaId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-    const host = { append: (f: PitFile, r: SegmentRecord) => appendSegment(ctx, p, f, r, meta, log) };
+    const host: SegmentHost = { append: (f, r) => appendSegment(ctx, p, f, r, meta, log) };
+    // The job's schedule came: the point becomes the newest generation (cut.ts). A failed cut
+    // leaves the segment appended; the next schedule cuts again.
+    if (meta.journal.cut && openDelta) {
+      host.appended = async (r) => {
+        if (!r.consistent) return;
+        const materialise = (out: ReadonlyMap<string, string>) =>
+          materialisePoint(ctx, meta.server, r.id, out);
+        await cutGeneration(ctx, openDelta, materialise, meta, r, log).catch((e: unknown) =>
+          log.error('no generation cut from the journal', { point: r.id, err: asHavenError(e) }),
+        );
+      };
+    }
     return new JournalSegmentWriter(ctx, p, pit, meta, deltaId, lock, host, log);
   } catch (e) {
     await lock.release();
@@ -90,10 +105,12 @@ async function createJournal(ctx: StoreContext, p: PitLayout, meta: JournalDelta
     await ensureDir(dirname(p.base(d.name)));
     await ensureDir(dirname(p.headSums(d.name)));
     await withFile(p.base(d.name), 'wx', (fh) => fh.truncate(d.size));
-    await withFile(p.headSums(d.name), 'wx', async (fh) => {
-      await writeZeroSums(fh, ctx.descriptor.digest, d.size, 0, Math.ceil(d.size / 65536));
-      await fh.sync();
-    });
+    for (const sums of [p.headSums(d.name), p.baseSums(d.name)]) {
+      await withFile(sums, 'wx', async (fh) => {
+        await writeZeroSums(fh, ctx.descriptor.digest, d.size, 0, chunkCount(d.size));
+        await fh.sync();
+      });
+    }
   }
   await ensureDir(p.segmentsDir);
   const pit = emptyPit(meta.server, meta.disks, meta.journal.windowMs);
@@ -117,7 +134,8 @@ async function withFile<T>(path: string, flags: string, fn: (fh: FileHandle) => 
 export async function recoverJournal(ctx: StoreContext, p: PitLayout, log: Logger): Promise<PitFile | null> {
   const pit = await readPit(p);
   if (!pit) return null;
-  if (pit.folding !== undefined) await fold(p, pit, pit.folding, log);
+  await ensureBaseSums(ctx, p, pit, log);
+  if (pit.folding !== undefined) await fold(ctx, p, pit, pit.folding, log);
   const tailSeq = (pit.segments.at(-1) ?? pit.base)?.seq ?? 0;
   if (pit.sumsSeq < tailSeq) {
     await updateSums(
@@ -134,6 +152,29 @@ export async function recoverJournal(ctx: StoreContext, p: PitLayout, log: Logge
     if (!known.has(dir)) await removeTree(p.segmentDir(dir));
   }
   return pit;
+}
+
+/**
+ * A journal begun before the base had digests (`base/<disk>.sums`) gets them once, read from the
+ * base image as it is: from then on `haven verify` can tell a damaged base from a sound one.
+ */
+async function ensureBaseSums(ctx: StoreContext, p: PitLayout, pit: PitFile, log: Logger): Promise<void> {
+  for (const d of pit.disks) {
+    const path = p.baseSums(d.name);
+    if (await exists(path)) continue;
+    const tmp = `${path}.new`;
+    await withFile(p.base(d.name), 'r', (image) =>
+      withFile(tmp, 'w', async (out) => {
+        await eachImageDigests(ctx.descriptor.digest, image, d.size, (first, digests) =>
+          writeSums(out, first, digests),
+        );
+        await out.sync();
+      }),
+    );
+    await rename(tmp, path);
+    await fsyncDir(dirname(path));
+    log.info('journal base digests written', { server: pit.server, disk: d.name });
+  }
 }
 
 async function updateSums(
@@ -179,7 +220,7 @@ async function appendSegment(
   pit.sumsSeq = record.seq;
   const through = foldThrough(pit, Date.now());
   if (through === null) await writePit(p, pit);
-  else await fold(p, pit, through, log);
+  else await fold(ctx, p, pit, through, log);
   if (record.seq === 1 || !pit.base) await ensureDefinition(ctx, { server: meta.server, meta }, log);
 }
 
@@ -199,13 +240,23 @@ export function foldThrough(pit: PitFile, now: number): number | null {
 }
 
 /** Applies segments up to `through` to the base, in order, then drops them (idempotent). */
-async function fold(p: PitLayout, pit: PitFile, through: number, log: Logger): Promise<void> {
+async function fold(
+  ctx: StoreContext,
+  p: PitLayout,
+  pit: PitFile,
+  through: number,
+  log: Logger,
+): Promise<void> {
   pit.folding = through;
   await writePit(p, pit);
   const folded = pit.segments.filter((s) => s.seq <= through);
   for (const d of pit.disks) {
     await withFile(p.base(d.name), 'r+', async (fh) => {
       for (const s of folded) await applySegment(p, s.id, d.name, fh);
+      await fh.sync();
+    });
+    await withFile(p.baseSums(d.name), 'r+', async (fh) => {
+      for (const s of folded) await applySegmentSums(p, s.id, d, ctx.descriptor.digest, fh);
       await fh.sync();
     });
   }

@@ -5,7 +5,7 @@
  */
 import { type FileHandle, open } from 'node:fs/promises';
 import { z } from 'zod';
-import { zeroRangeDigests } from '../../../core/digest.ts';
+import { chunkDigests, zeroRangeDigests } from '../../../core/digest.ts';
 import { storeError } from '../../errors.ts';
 import { CHUNK_SIZE, DIGEST_BYTES, type DigestAlgorithm } from '../../types.ts';
 import { io, readAllAt, readJson, writeAllAt } from '../files.ts';
@@ -97,5 +97,29 @@ export async function applySegmentSums(
       );
     }
     await writeSums(sums, first, digests);
+  }
+}
+
+/** Chunks read at once when digesting an image (4 MiB). */
+const DIGEST_PIECE_CHUNKS = 64;
+
+/**
+ * Reads `size` bytes of `image` in 4 MiB pieces and hands each piece's chunk digests to `each`
+ * (the piece's first chunk, its digests): one piece in memory at a time.
+ */
+export async function eachImageDigests(
+  alg: DigestAlgorithm,
+  image: FileHandle,
+  size: number,
+  each: (firstChunk: number, digests: Buffer, bytes: number) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
+  const buf = Buffer.allocUnsafe(DIGEST_PIECE_CHUNKS * CHUNK_SIZE);
+  for (let off = 0; off < size; ) {
+    signal?.throwIfAborted();
+    const n = Math.min(buf.length, size - off);
+    await readAllAt(image, buf, n, off);
+    await each(off / CHUNK_SIZE, chunkDigests(alg, buf.subarray(0, n), CHUNK_SIZE), n);
+    off += n;
   }
 }

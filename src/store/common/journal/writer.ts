@@ -34,6 +34,8 @@ interface DiskFiles {
 export interface SegmentHost {
   /** Records the sealed segment and returns it (journal.ts). */
   append(pit: PitFile, record: SegmentRecord): Promise<void>;
+  /** After the segment is appended and the server's lock released (a generation cut, cut.ts). */
+  appended?(record: SegmentRecord): Promise<void>;
 }
 
 export class JournalSegmentWriter implements SegmentWriter {
@@ -45,7 +47,7 @@ export class JournalSegmentWriter implements SegmentWriter {
   private done = false;
 
   constructor(
-    private readonly ctx: StoreContext,
+    readonly _ctx: StoreContext,
     private readonly p: PitLayout,
     private readonly pit: PitFile,
     private readonly meta: JournalDeltaMeta,
@@ -168,6 +170,7 @@ export class JournalSegmentWriter implements SegmentWriter {
       this.done = true;
       await this.lock.release();
     }
+    await this.host.appended?.(record);
     return record;
   }
 

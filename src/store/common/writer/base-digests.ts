@@ -3,6 +3,9 @@
  * with the chunks beyond its disk sizes as zero chunks, and the one chunk whose bytes change when
  * a disk is resized without being sent (cut or zero-padded). A sender compares against these in a
  * checksum resync and when resuming under a new point in time (DeltaWriter.expectedDigests).
+ *
+ * A chunk of the base marked to be sent again (damaged where no generation holds it intact,
+ * resend.ts) gets a digest no chunk has, so a comparing sender always sends it again.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
@@ -10,13 +13,18 @@ import { DIGEST_BYTES, digest, zeroChunkDigest } from '../../../core/digest.ts';
 import { CHUNK_SIZE, type Generation, type GenerationDisk } from '../../types.ts';
 import type { StoreContext } from '../context.ts';
 import { io } from '../files.ts';
+import { isMarked, type ResendMarks, readResendMarks } from '../resend.ts';
 import { chunkCount, chunkLength, expandZeroEntries, isUnstaged, readSums } from '../sums.ts';
 import type { DeltaDisk } from './disk.ts';
+
+/** What a marked chunk reports: all ones, which no digest of real bytes is. */
+const RESEND_DIGEST = Buffer.alloc(DIGEST_BYTES, 0xff);
 
 export class BaseDigests {
   /** The base generation's digest files, opened on demand. */
   private readonly sumsFiles = new Map<string, FileHandle>();
   private readonly boundaryDigests = new Map<string, Buffer>();
+  private marks: Promise<ResendMarks> | undefined;
 
   constructor(
     private readonly ctx: StoreContext,
@@ -30,11 +38,14 @@ export class BaseDigests {
     const baseChunks = baseDisk ? chunkCount(baseDisk.size) : 0;
     let baseSums: Buffer | null = null;
     const boundary = this.boundaryChunk(disk);
+    this.marks ??= readResendMarks(this.ctx, this.server);
+    const marks = await this.marks;
     for (let i = 0; i < count; i++) {
       if (!isUnstaged(out, i)) continue;
       const chunk = fromChunk + i;
       let chunkDigest: Buffer;
-      if (baseDisk && chunk === boundary) chunkDigest = await this.boundaryDigest(disk, baseDisk, chunk);
+      if (baseDisk && chunk < baseChunks && isMarked(marks, disk.name, chunk)) chunkDigest = RESEND_DIGEST;
+      else if (baseDisk && chunk === boundary) chunkDigest = await this.boundaryDigest(disk, baseDisk, chunk);
       else if (baseDisk && chunk < baseChunks) {
         baseSums ??= await this.readBaseSums(disk, fromChunk, Math.min(count, baseChunks - fromChunk));
         chunkDigest = baseSums.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);

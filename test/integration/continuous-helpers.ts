@@ -1,0 +1,143 @@
+/**
+ * What the continuous tests (issue 15) share: the store as a test looks into it while Haven
+ * writes it, the two-disk guest running the sequence-numbered writer's checker at boot, and
+ * restoring, activating and drilling what the store holds.
+ */
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import type { ActivationReport, ActivationResult, RestoreResult } from '../../src/recovery/index.ts';
+import { type FsStore, openFsStore } from '../../src/store/index.ts';
+import type { JournalPoint, ServerManifest } from '../../src/store/types.ts';
+import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
+import { type HavenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { waitFor } from './jobs-helpers.ts';
+import { destroyDomainsLike } from './recovery-helpers.ts';
+
+/** `fn` on the store, opened for it and closed after; null while there is no store yet. */
+export async function inStore<T>(store: string, fn: (s: FsStore) => Promise<T>): Promise<T | null> {
+  const s = await openFsStore(store).catch(() => null);
+  if (!s) return null;
+  try {
+    return await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
+export async function newestPoint(store: string, server: string): Promise<JournalPoint | undefined> {
+  return (await inStore(store, (s) => s.journalInfo(server)))?.newest ?? undefined;
+}
+
+export async function storedManifest(store: string, server: string): Promise<ServerManifest | null> {
+  return inStore(store, (s) => s.manifest(server));
+}
+
+/** Waits for a point taken more than `marginMs` after `after` (ms since the epoch). */
+export function pointAfter(
+  store: string,
+  server: string,
+  after: number,
+  what: string,
+  o: { marginMs?: number; timeoutMs?: number } = {},
+): Promise<JournalPoint> {
+  return waitFor(
+    what,
+    async () => {
+      const n = await newestPoint(store, server);
+      return n && Date.parse(n.takenAt) > after + (o.marginMs ?? 200) ? n : undefined;
+    },
+    o.timeoutMs ?? 60_000,
+    500,
+  );
+}
+
+/**
+ * A test guest with two disks of `sizeMiB` whose copies check the writer's prefix when they
+ * boot (workload seq-check); destroyed, with every domain named after it, when the test ends.
+ */
+export async function seqGuest(t: TestContext, prefix: string, sizeMiB: number): Promise<TestGuest> {
+  const guest = await createTestGuest(t, { prefix, disks: [{ sizeMiB }, { sizeMiB }] });
+  t.after(() => destroyDomainsLike(guest.name));
+  await guest.setWorkload({ name: 'seq-check', disks: ['vda', 'vdb'] });
+  return guest;
+}
+
+/** `haven restore --at` into `to` (not defined, unless `extra` says otherwise): the result. */
+export function restoreAt(
+  h: HavenEnv,
+  server: string,
+  store: string,
+  at: string,
+  to: string,
+  extra: string[] = ['--no-define'],
+): Promise<RestoreResult> {
+  return havenJson<RestoreResult>(h, ['restore', server, '--store', store, '--at', at, '--to', to, ...extra]);
+}
+
+/** The journal's points as `haven images --points` lists them. */
+export async function listPoints(h: HavenEnv, server: string, store: string): Promise<JournalPoint[]> {
+  const [listed] = await havenJson<{ points?: JournalPoint[] }[]>(h, [
+    'images',
+    server,
+    '--store',
+    store,
+    '--points',
+  ]);
+  return listed?.points ?? [];
+}
+
+/** `haven activate --at` under another domain name (gone when the test ends): the server's result. */
+export async function activateAt(
+  t: TestContext,
+  h: HavenEnv,
+  server: string,
+  store: string,
+  at: string,
+  name: string,
+): Promise<ActivationResult> {
+  const report = await havenJson<ActivationReport>(h, [
+    'activate',
+    server,
+    '--store',
+    store,
+    '--at',
+    at,
+    '--name',
+    name,
+  ]);
+  t.after(() => destroyDomainsLike(name));
+  const result = report.servers[0]!;
+  assert.equal(result.status, 'running', JSON.stringify(result));
+  return result;
+}
+
+/**
+ * A drill of `server` (`select`: `--generation K` or `--at P`) whose guest must print the seq
+ * checker's verdict `last`; asserts the pass and returns what was booted.
+ */
+export async function drillSeq(
+  h: HavenEnv,
+  server: string,
+  store: string,
+  select: string[],
+  last: number,
+): Promise<{ id: string }> {
+  const marker = `HAVEN seq check OK last=${last}`;
+  const args = [
+    'drill',
+    server,
+    '--store',
+    store,
+    ...select,
+    '--marker',
+    marker,
+    '--timeout',
+    '3m',
+    '--json',
+  ];
+  const drill = await runHaven(h, args);
+  assert.equal(drill.code, 0, drill.stdout + drill.stderr);
+  const report = JSON.parse(drill.stdout) as { results: { result: string; generation: { id: string } }[] };
+  assert.equal(report.results[0]?.result, 'pass');
+  return report.results[0]!.generation;
+}
