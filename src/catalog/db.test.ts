@@ -20,6 +20,8 @@ test('rowReader: camelCase keys, dates and JSON converted, NULL and unselected c
     lastAt: null,
   });
   assert.deepEqual(rowReader<Record<string, unknown>>('pid')({}), { pid: null });
+  const flags = rowReader<Record<string, unknown>>('a:bool b:bool c:bool');
+  assert.deepEqual(flags({ a: 1, b: 0, c: null }), { a: true, b: false, c: null });
 });
 
 test('rowReader: an unknown column type is refused when the reader is declared', () => {

@@ -76,7 +76,7 @@ export function numOrNull(v: unknown): number | null {
 /**
  * A reader from a row to a record, declared by its columns: `'server updated_at:date record:json'`.
  * Each column becomes the camelCase key (`updated_at` → `updatedAt`); `:date` turns stored
- * milliseconds into a Date and `:json` parses a TEXT column; NULL (or a column the query did not
+ * milliseconds into a Date, `:json` parses a TEXT column and `:bool` reads SQLite's 0/1; NULL (or a column the query did not
  * select) becomes null. Only the listed columns are read, so `SELECT *` may return more.
  */
 export function rowReader<T>(columns: string): (r: Row) => T {
@@ -99,7 +99,8 @@ function columnConverter(spec: string, type: string | undefined): (v: unknown) =
   if (type === undefined) return (v) => v ?? null;
   if (type === 'date') return dateOrNull;
   if (type === 'json') return fromJson;
-  throw new Error(`rowReader: ${JSON.stringify(spec)} has an unknown type (date or json)`);
+  if (type === 'bool') return (v) => (v === null || v === undefined ? null : v === 1);
+  throw new Error(`rowReader: ${JSON.stringify(spec)} has an unknown type (date, json or bool)`);
 }
 
 /** JSON for a TEXT column; bigints become strings so nothing is lost silently. */

@@ -4,21 +4,7 @@
  * stored (generation, bytes, whether new rescue media were made) or proved (the measured
  * recovery time). The newest good backup per host is what the host's RPO check and metrics read.
  */
-import {
-  type CatalogDb,
-  date,
-  dateOrNull,
-  fromJson,
-  limit,
-  ms,
-  nonEmpty,
-  numOrNull,
-  oneOf,
-  type Row,
-  str,
-  strOrNull,
-  toJson,
-} from './db.ts';
+import { type CatalogDb, limit, ms, nonEmpty, oneOf, type Row, rowReader, toJson } from './db.ts';
 import { notFound } from './errors.ts';
 import { pidAlive, RUN_TRIGGERS, type RunTrigger } from './runs.ts';
 
@@ -65,49 +51,30 @@ export interface FinishHostRun {
   at?: Date;
 }
 
-function toHostRun(r: Row): HostRun {
-  return {
-    id: r.id as number,
-    host: str(r.host),
-    kind: r.kind as HostRunKind,
-    trigger: r.trigger as RunTrigger,
-    status: r.status as HostRunStatus,
-    startedAt: date(r.started_at),
-    finishedAt: dateOrNull(r.finished_at),
-    pid: numOrNull(r.pid),
-    target: strOrNull(r.target),
-    rescueMade: r.rescue_made === null || r.rescue_made === undefined ? null : r.rescue_made === 1,
-    bytes: numOrNull(r.bytes),
-    generationId: strOrNull(r.generation_id),
-    takenAt: dateOrNull(r.taken_at),
-    seconds: numOrNull(r.seconds),
-    summary: fromJson(r.summary),
-    errorCode: strOrNull(r.error_code),
-    errorMessage: strOrNull(r.error_message),
-  };
-}
+const toHostRun = rowReader<HostRun>(
+  'id host kind trigger status started_at:date finished_at:date pid target rescue_made:bool bytes generation_id taken_at:date seconds summary:json error_code error_message',
+);
 
 export class HostRunsTable {
-  private readonly insert;
-  private readonly finishStmt;
-  private readonly one;
-  private readonly running;
-  private readonly pruneStmt;
+  /** The prepared statements, by what they do. */
+  private readonly q;
 
   constructor(private readonly c: CatalogDb) {
-    this.insert = c.prepare(`
-      INSERT INTO host_runs (host, kind, trigger, status, started_at, pid, target)
-      VALUES (@host, @kind, @trigger, 'running', @at, @pid, @target) RETURNING *`);
-    this.finishStmt = c.prepare(`
-      UPDATE host_runs SET status = @status, finished_at = @at, rescue_made = @rescueMade, bytes = @bytes,
-        generation_id = @generationId, taken_at = @takenAt, seconds = @seconds, summary = @summary,
-        error_code = @errorCode, error_message = @errorMessage
-      WHERE id = @id AND status = 'running' RETURNING *`);
-    this.one = c.prepare('SELECT * FROM host_runs WHERE id = ?');
-    this.running = c.prepare("SELECT * FROM host_runs WHERE status = 'running'");
-    this.pruneStmt = c.prepare(`
-      DELETE FROM host_runs WHERE status != 'running' AND started_at < @before
-        AND id NOT IN (SELECT max(id) FROM host_runs WHERE status = 'ok' GROUP BY host, kind)`);
+    this.q = {
+      insert: c.prepare(`
+        INSERT INTO host_runs (host, kind, trigger, status, started_at, pid, target)
+        VALUES (@host, @kind, @trigger, 'running', @at, @pid, @target) RETURNING *`),
+      finish: c.prepare(`
+        UPDATE host_runs SET status = @status, finished_at = @at, rescue_made = @rescueMade, bytes = @bytes,
+          generation_id = @generationId, taken_at = @takenAt, seconds = @seconds, summary = @summary,
+          error_code = @errorCode, error_message = @errorMessage
+        WHERE id = @id AND status = 'running' RETURNING *`),
+      one: c.prepare('SELECT * FROM host_runs WHERE id = ?'),
+      running: c.prepare("SELECT * FROM host_runs WHERE status = 'running'"),
+      prune: c.prepare(`
+        DELETE FROM host_runs WHERE status != 'running' AND started_at < @before
+          AND id NOT IN (SELECT max(id) FROM host_runs WHERE status = 'ok' GROUP BY host, kind)`),
+    };
   }
 
   start(o: { host: string; kind: HostRunKind; trigger: RunTrigger; target?: string; at?: Date }): HostRun {
@@ -119,7 +86,7 @@ export class HostRunsTable {
       pid: process.pid,
       target: o.target ?? null,
     };
-    return this.c.write(() => toHostRun(this.insert.get(row) as Row));
+    return this.c.write(() => toHostRun(this.q.insert.get(row) as Row));
   }
 
   finish(id: number, f: FinishHostRun): HostRun {
@@ -137,7 +104,7 @@ export class HostRunsTable {
       errorMessage: f.errorMessage?.slice(0, 4000) ?? null,
     };
     return this.c.write(() => {
-      const r = this.finishStmt.get(row) as Row | undefined;
+      const r = this.q.finish.get(row) as Row | undefined;
       if (!r) throw notFound('host run', String(id), { id });
       return toHostRun(r);
     });
@@ -145,7 +112,7 @@ export class HostRunsTable {
 
   get(id: number): HostRun | undefined {
     return this.c.read(() => {
-      const r = this.one.get(id) as Row | undefined;
+      const r = this.q.one.get(id) as Row | undefined;
       return r ? toHostRun(r) : undefined;
     });
   }
@@ -183,7 +150,7 @@ export class HostRunsTable {
   abandonStale(isAlive: (pid: number) => boolean = pidAlive, at?: Date): HostRun[] {
     return this.c.write(() => {
       const out: HostRun[] = [];
-      for (const r of (this.running.all() as Row[]).map(toHostRun)) {
+      for (const r of (this.q.running.all() as Row[]).map(toHostRun)) {
         if (r.pid === null || isAlive(r.pid)) continue;
         out.push(
           this.finish(r.id, {
@@ -213,6 +180,6 @@ export class HostRunsTable {
           ).n as number,
       );
     }
-    return this.c.write(() => this.pruneStmt.run({ before: ms(before) }).changes);
+    return this.c.write(() => this.q.prune.run({ before: ms(before) }).changes);
   }
 }

@@ -141,6 +141,18 @@ function parsePort(text: string, v: unknown): number {
   return port;
 }
 
+/** `v` as a URL that names a host; otherwise a problem that lists the accepted `forms`. */
+function urlWithHost(v: string, forms: string): URL {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return expected(forms, v);
+  }
+  if (!url.hostname) throw new ValueProblem(`${describeValue(v)} has no host; expected ${forms}`);
+  return url;
+}
+
 /** A target's url: where its store is. */
 export function parseTargetUrl(v: unknown): TargetEndpoint {
   if (typeof v !== 'string' || v.trim() === '') expected(URL_FORMS, v);
@@ -151,13 +163,7 @@ export function parseTargetUrl(v: unknown): TargetEndpoint {
       throw new ValueProblem(`a local store path must be absolute, got ${describeValue(v)}`);
     expected(URL_FORMS, v);
   }
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    return expected(URL_FORMS, v);
-  }
-  if (!url.hostname) throw new ValueProblem(`${describeValue(v)} has no host; expected ${URL_FORMS}`);
+  const url = urlWithHost(v, URL_FORMS);
   if (url.password) {
     throw new ValueProblem(
       `${describeValue(v)} carries a password; use SSH keys (ssh) or a token_file (tls) instead`,
@@ -203,13 +209,7 @@ const HOST_URL_FORMS = 'local or ssh://[user@]host[:port]';
 export function parseHostUrl(v: unknown): HostEndpoint {
   if (v === 'local') return { kind: 'local' };
   if (typeof v !== 'string' || !/^ssh:\/\//i.test(v)) expected(HOST_URL_FORMS, v);
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    return expected(HOST_URL_FORMS, v);
-  }
-  if (!url.hostname) throw new ValueProblem(`${describeValue(v)} has no host; expected ${HOST_URL_FORMS}`);
+  const url = urlWithHost(v, HOST_URL_FORMS);
   if (url.password) throw new ValueProblem(`${describeValue(v)} carries a password; use SSH keys instead`);
   if (url.search || url.hash || (url.pathname !== '' && url.pathname !== '/')) {
     throw new ValueProblem(`${describeValue(v)}: a host URL names the host only; expected ${HOST_URL_FORMS}`);

@@ -25,7 +25,7 @@ import {
   hostNotFound,
   type RescueGeneration,
 } from '../store/host/index.ts';
-import type { TestRecord } from '../store/types.ts';
+import { drillRecord } from '../store/types.ts';
 import { createTransient, destroyDomain, domainState, type Virsh, VirtError } from '../virt/index.ts';
 import { type DrillDisk, drillDomainXml, nextDiskName, rescueBootFrom } from './drill-vm.ts';
 import { hostError } from './errors.ts';
@@ -340,13 +340,7 @@ async function record(
   t0: number,
   log: Logger,
 ): Promise<void> {
-  const test: TestRecord = {
-    at: new Date(t0).toISOString(),
-    kind: 'drill',
-    result: r.result,
-    seconds: Math.round(r.seconds * 10) / 10,
-    ...(r.detail ? { detail: r.detail.slice(0, 1000) } : {}),
-  };
+  const test = drillRecord(t0, r);
   try {
     await hosts.recordTest(host, 'backup', backup.id, test);
     r.recorded = true;

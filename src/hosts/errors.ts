@@ -3,7 +3,7 @@
  * docs/errors.md) with what to do about it. A failing ReaR run carries the end of ReaR's own log
  * in its message and details: that is where ReaR says why.
  */
-import { HavenError, type KindOf } from '../core/errors.ts';
+import { HavenError, type HavenErrorOptions, type KindOf } from '../core/errors.ts';
 import type { StoreCode } from '../store/errors.ts';
 import type { HOST_CODES } from './error-codes.ts';
 
@@ -16,7 +16,7 @@ export function hostError<C extends HostCode | StoreCode>(
   code: C,
   kind: KindOf<C>,
   message: string,
-  o: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  o: Omit<HavenErrorOptions, 'kind'> = {},
 ): HostError<C> {
   return new HostError(code, message, { kind, ...o });
 }

@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import type { HostEndpoint } from '../core/config.ts';
 import { HavenError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
-import { shellQuote } from '../transport/index.ts';
+import { sshPeerArgs } from '../transport/index.ts';
 import { hostError } from './errors.ts';
 
 const EXIT_MARKER = 'haven-exit:';
@@ -60,25 +60,9 @@ export class HostShell {
     const wrapped = `(\n${script}\n)\nhaven_rc=$?\nprintf '\\n${EXIT_MARKER}%d\\n' "$haven_rc" >&2\nexit 0`;
     const e = this.endpoint;
     if (e.kind === 'local') return ['bash', ['-c', wrapped]];
-    return [
-      'ssh',
-      [
-        '-T',
-        '-e',
-        'none',
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'ServerAliveInterval=15',
-        '-o',
-        'ServerAliveCountMax=4',
-        ...(e.port ? ['-p', String(e.port)] : []),
-        ...(e.user ? ['-l', e.user] : []),
-        ...this.sshOptions,
-        e.host,
-        `bash -c ${shellQuote(wrapped)}`,
-      ],
-    ];
+    // The same ssh options as a replication's peer (transport/child.ts); the remote command is
+    // `bash -c '<script>'`.
+    return ['ssh', sshPeerArgs(e, ['-c', wrapped], { remoteCommand: 'bash', sshOptions: this.sshOptions })];
   }
 
   private start(

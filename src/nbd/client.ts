@@ -17,19 +17,7 @@ import net from 'node:net';
 import type { Logger } from '../core/log.ts';
 import { silentLogger } from '../core/log.ts';
 import { maxRequestLength } from './block-size.ts';
-import {
-  MAX_REQUEST_LENGTH,
-  NBD_CMD_BLOCK_STATUS,
-  NBD_CMD_FLAG_FAST_ZERO,
-  NBD_CMD_FLAG_FUA,
-  NBD_CMD_FLAG_NO_HOLE,
-  NBD_CMD_FLAG_REQ_ONE,
-  NBD_CMD_FLUSH,
-  NBD_CMD_READ,
-  NBD_CMD_TRIM,
-  NBD_CMD_WRITE,
-  NBD_CMD_WRITE_ZEROES,
-} from './constants.ts';
+import * as C from './constants.ts';
 import {
   checkTargetBuffer,
   connectionLost,
@@ -292,7 +280,7 @@ export class NbdClient {
     if (length === 0) return;
     await this.split(offset, length, this.maxRequest, (off, len) =>
       this.enqueue({
-        command: NBD_CMD_READ,
+        command: C.NBD_CMD_READ,
         flags: 0,
         offset: off,
         length: len,
@@ -308,10 +296,10 @@ export class NbdClient {
     if (o.fua) this.require(this.flags.canFua, 'FUA');
     this.checkRange('write', offset, data.length);
     if (data.length === 0) return;
-    const flags = o.fua ? NBD_CMD_FLAG_FUA : 0;
+    const flags = o.fua ? C.NBD_CMD_FLAG_FUA : 0;
     await this.split(offset, data.length, this.maxRequest, (off, len) =>
       this.enqueue(
-        { command: NBD_CMD_WRITE, flags, offset: off, length: len },
+        { command: C.NBD_CMD_WRITE, flags, offset: off, length: len },
         data.subarray(off - offset, off - offset + len),
       ),
     );
@@ -329,17 +317,17 @@ export class NbdClient {
     this.checkRange('write zeroes', offset, length);
     if (length === 0) return;
     const flags =
-      (o.fua ? NBD_CMD_FLAG_FUA : 0) |
-      (o.noHole ? NBD_CMD_FLAG_NO_HOLE : 0) |
-      (o.fastZero ? NBD_CMD_FLAG_FAST_ZERO : 0);
+      (o.fua ? C.NBD_CMD_FLAG_FUA : 0) |
+      (o.noHole ? C.NBD_CMD_FLAG_NO_HOLE : 0) |
+      (o.fastZero ? C.NBD_CMD_FLAG_FAST_ZERO : 0);
     await this.split(offset, length, this.maxRequest, (off, len) =>
-      this.enqueue({ command: NBD_CMD_WRITE_ZEROES, flags, offset: off, length: len }),
+      this.enqueue({ command: C.NBD_CMD_WRITE_ZEROES, flags, offset: off, length: len }),
     );
   }
 
   async flush(): Promise<void> {
     this.require(this.flags.canFlush, 'FLUSH');
-    await this.enqueue({ command: NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 });
+    await this.enqueue({ command: C.NBD_CMD_FLUSH, flags: 0, offset: 0, length: 0 });
   }
 
   async trim(offset: number, length: number): Promise<void> {
@@ -348,7 +336,7 @@ export class NbdClient {
     this.checkRange('trim', offset, length);
     if (length === 0) return;
     await this.split(offset, length, this.maxRequest, (off, len) =>
-      this.enqueue({ command: NBD_CMD_TRIM, flags: 0, offset: off, length: len }),
+      this.enqueue({ command: C.NBD_CMD_TRIM, flags: 0, offset: off, length: len }),
     );
   }
 
@@ -370,11 +358,11 @@ export class NbdClient {
     this.checkRange('block status', offset, length);
     if (length === 0) return new Map([...this.contexts.keys()].map((k) => [k, []]));
     // The length field is 32 bits; a shorter question is fine, the answer may be shorter anyway.
-    const max = MAX_REQUEST_LENGTH - (MAX_REQUEST_LENGTH % this.blockSize.minimum);
+    const max = C.MAX_REQUEST_LENGTH - (C.MAX_REQUEST_LENGTH % this.blockSize.minimum);
     const ask = Math.min(length, max);
     return (await this.enqueue({
-      command: NBD_CMD_BLOCK_STATUS,
-      flags: o.reqOne ? NBD_CMD_FLAG_REQ_ONE : 0,
+      command: C.NBD_CMD_BLOCK_STATUS,
+      flags: o.reqOne ? C.NBD_CMD_FLAG_REQ_ONE : 0,
       offset,
       length: ask,
     })) as BlockStatusResult;

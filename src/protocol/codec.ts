@@ -476,31 +476,36 @@ export function decodeExtent(body: Buffer): ExtentFrame {
   };
 }
 
+/** Each JSON frame's schema: the body a peer sends is checked against it before anything reads it. */
+const JSON_BODIES: { [K in JsonFrameName]: z.ZodType } = {
+  HELLO: helloSchema,
+  WELCOME: welcomeSchema,
+  QUERY: querySchema,
+  QUERY_REPLY: queryReplySchema,
+  OPEN: deltaMetaSchema,
+  OPENED: openedSchema,
+  END_DELTA: endDeltaSchema,
+  DELTA_DURABLE: deltaDurableSchema,
+  COMMITTED: committedSchema,
+  ERROR: errorSchema,
+  HOST_QUERY: hostQuerySchema,
+  HOST_REPLY: hostReplySchema,
+  FILE_OPEN: fileOpenSchema,
+  FILE_OPENED: fileOpenedSchema,
+  FILE_END: fileEndSchema,
+  FILE_COMMITTED: fileCommittedSchema,
+};
+
+function isJsonFrame(type: FrameName): type is JsonFrameName {
+  return Object.hasOwn(JSON_BODIES, type);
+}
+
 /** Parses and validates a frame body. Throws ProtocolError, never anything else. */
 export function decodeFrame(raw: RawFrame): Frame {
   const { type, body } = raw;
   try {
+    if (isJsonFrame(type)) return { type, body: parseJson(type, body, JSON_BODIES[type]) } as Frame;
     switch (type) {
-      case 'HELLO':
-        return { type, body: parseJson(type, body, helloSchema) };
-      case 'WELCOME':
-        return { type, body: parseJson(type, body, welcomeSchema) };
-      case 'QUERY':
-        return { type, body: parseJson(type, body, querySchema) };
-      case 'QUERY_REPLY':
-        return { type, body: parseJson(type, body, queryReplySchema) as FrameBodies['QUERY_REPLY'] };
-      case 'OPEN':
-        return { type, body: parseJson(type, body, deltaMetaSchema) };
-      case 'OPENED':
-        return { type, body: parseJson(type, body, openedSchema) as FrameBodies['OPENED'] };
-      case 'END_DELTA':
-        return { type, body: parseJson(type, body, endDeltaSchema) };
-      case 'DELTA_DURABLE':
-        return { type, body: parseJson(type, body, deltaDurableSchema) };
-      case 'COMMITTED':
-        return { type, body: parseJson(type, body, committedSchema) as FrameBodies['COMMITTED'] };
-      case 'ERROR':
-        return { type, body: parseJson(type, body, errorSchema) };
       case 'COMMIT':
       case 'ABORTED':
       case 'BYE':
@@ -545,18 +550,6 @@ export function decodeFrame(raw: RawFrame): Frame {
       }
       case 'EXTENT':
         return { type, body: decodeExtent(body) };
-      case 'HOST_QUERY':
-        return { type, body: parseJson(type, body, hostQuerySchema) };
-      case 'HOST_REPLY':
-        return { type, body: parseJson(type, body, hostReplySchema) as FrameBodies['HOST_REPLY'] };
-      case 'FILE_OPEN':
-        return { type, body: parseJson(type, body, fileOpenSchema) as FrameBodies['FILE_OPEN'] };
-      case 'FILE_OPENED':
-        return { type, body: parseJson(type, body, fileOpenedSchema) };
-      case 'FILE_END':
-        return { type, body: parseJson(type, body, fileEndSchema) };
-      case 'FILE_COMMITTED':
-        return { type, body: parseJson(type, body, fileCommittedSchema) as FrameBodies['FILE_COMMITTED'] };
       case 'FILE_DATA':
         return {
           type,

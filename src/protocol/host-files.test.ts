@@ -5,12 +5,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { digest } from '../core/digest.ts';
 import type { HavenError } from '../core/errors.ts';
+import { scratchDirs } from '../core/test-support/scratch.ts';
 import type { HostFacts, HostFileMeta } from '../store/host/types.ts';
 import { createFsStore, type FsStore } from '../store/index.ts';
 import { encodeFileDataHead } from './codec.ts';
@@ -19,14 +19,10 @@ import { StreamReceiver } from './receiver.ts';
 import { StreamSender } from './sender.ts';
 import { RawPeer, socketPair } from './test-support/raw-peer.ts';
 
-const dirs: string[] = [];
-after(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
+const scratch = scratchDirs('haven-host-files-');
 
 async function newStore(): Promise<FsStore> {
-  const dir = await mkdtemp(join(tmpdir(), 'haven-host-files-'));
-  dirs.push(dir);
+  const dir = scratch();
   return createFsStore(join(dir, 'store'));
 }
 

@@ -20,7 +20,7 @@ import { asHavenError, type HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { ensureRunDir } from '../core/paths.ts';
 import { openFsStore } from '../store/index.ts';
-import type { Generation, ServerHold, Store, TestRecord } from '../store/types.ts';
+import { drillRecord, type Generation, type ServerHold, type Store } from '../store/types.ts';
 import { createTransient, destroyDomain, type Virsh, VirtError, waitForState } from '../virt/index.ts';
 import { type BootRecipe, type DefinitionSummary, prepareBoot, summary, throughOverlays } from './boot.ts';
 import { isolateChardevs, isolateDevices, setImageSource } from './definition.ts';
@@ -220,13 +220,7 @@ export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
         log.warn('could not remove the drill directory', { dir, err: asHavenError(e) }),
       );
     if (generation && o.at === undefined) {
-      const record: TestRecord = {
-        at: new Date(t0).toISOString(),
-        kind: 'drill',
-        result: result.result,
-        seconds: Math.round(result.seconds * 10) / 10,
-        ...(result.detail ? { detail: result.detail.slice(0, 1000) } : {}),
-      };
+      const record = drillRecord(t0, result);
       try {
         await o.store.recordTest(o.server, generation.id, record);
         result.recorded = true;

@@ -76,6 +76,20 @@ export interface TestRecord {
   detail?: string;
 }
 
+/** A drill's record from its outcome: seconds to a tenth, the detail cut to 1,000 characters. */
+export function drillRecord(
+  startedAt: number,
+  r: Pick<TestRecord, 'result' | 'seconds' | 'detail'>,
+): TestRecord {
+  return {
+    at: new Date(startedAt).toISOString(),
+    kind: 'drill',
+    result: r.result,
+    seconds: Math.round(r.seconds * 10) / 10,
+    ...(r.detail ? { detail: r.detail.slice(0, 1000) } : {}),
+  };
+}
+
 export type DeltaMode = 'full' | 'incremental' | 'resync';
 
 export interface Generation {

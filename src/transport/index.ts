@@ -20,6 +20,7 @@ export {
   shellQuote,
   spawnPeer,
   sshArgs,
+  sshPeerArgs,
 } from './child.ts';
 export { type Connection, JoinedStream } from './connection.ts';
 export { TransportError } from './errors.ts';

@@ -1,27 +1,23 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { digest } from '../../core/digest.ts';
+import { scratchDirs } from '../../core/test-support/scratch.ts';
 import { createFsStore } from '../fs/fs-store.ts';
 import { HostStore } from './host-store.ts';
 import { manifestFile } from './records.ts';
 import { planRotation } from './rotation.ts';
 import { hostFacts } from './test-support/facts.ts';
-import type { HostFacts, HostFileMeta, HostGeneration } from './types.ts';
+import type { HostFileMeta, HostGeneration } from './types.ts';
 import { verifyHosts } from './verify.ts';
 
-const dirs: string[] = [];
-after(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
+const scratch = scratchDirs('haven-host-store-');
 
 async function newStore(): Promise<HostStore> {
-  const dir = await mkdtemp(join(tmpdir(), 'haven-host-store-'));
-  dirs.push(dir);
+  const dir = scratch();
   const fs = await createFsStore(join(dir, 'store'));
   await fs.close();
   return new HostStore(fs.location, fs.descriptor, { busyWaitMs: 2000 });
