@@ -6,7 +6,7 @@
  * alert goes through the configured channel (a webhook served by this test), once per problem.
  */
 import assert from 'node:assert/strict';
-import { open, readdir, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -119,6 +119,18 @@ test('a good generation passes its drill, a damaged one fails with an alert; all
   await leftovers();
   const after = await snapshot(s.store);
   for (const m of [damagedBefore, after]) forgetManifest(m);
+  // The check that found the damage marked its chunk to be sent again from the source by the next
+  // run (issue 13.5, store/common/resend.ts): the one change besides the manifest.
+  const resend = join('.haven', 'servers', server, 'resend.json');
+  const marks = JSON.parse(await readFile(join(s.store, resend), 'utf8')) as {
+    disks: Record<string, [number, number][]>;
+  };
+  const chunk = Math.floor((block * PATTERN_BLOCK_SIZE + 1000) / 65536);
+  assert.ok(
+    marks.disks[disk.storeName]?.some(([from, to]) => from <= chunk && chunk < to),
+    `the damaged chunk ${chunk} is marked: ${JSON.stringify(marks)}`,
+  );
+  after.delete(resend);
   assert.deepEqual(after, damagedBefore, 'a failed drill changed the store beyond its manifest');
 
   // The manifest records all three, in order.

@@ -38,6 +38,17 @@ export default function register(program: Command, context: () => CliContext): v
     if (!Number.isFinite(rpoSeconds) || rpoSeconds < 1)
       throw new UsageError('--rpo-interval must be at least 1 (seconds)');
     const log = ctx.openRunLog('serve');
+    // The stop signals are ours before anything starts: one that arrives while the daemon is still
+    // starting (a service manager stopping it at once) waits for the start, then stops it cleanly,
+    // instead of killing the process by the default action.
+    let stopping: NodeJS.Signals | undefined;
+    let wake: (() => void) | undefined;
+    const stop = (signal: NodeJS.Signals) => {
+      stopping = signal;
+      wake?.();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     const daemon = await startDaemon({
       config,
       reloadConfig: () =>
@@ -49,19 +60,21 @@ export default function register(program: Command, context: () => CliContext): v
       log,
       consoleLevel: ctx.options.debug ? 'debug' : ctx.options.verbose ? 'verbose' : 'info',
       rpoIntervalMs: rpoSeconds * 1000,
+    }).catch((e: unknown) => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      throw e;
     });
     ctx.print(`haven daemon listening on ${daemon.url} (API token in ${daemon.tokenFile})`);
-    await new Promise<void>((resolve) => {
-      const stop = (signal: NodeJS.Signals) => {
-        log.info(`${signal}: stopping; running copies are cancelled and resume next time`);
-        process.off('SIGHUP', hup);
-        resolve();
-      };
-      const hup = () => daemon.reload();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      process.on('SIGHUP', hup);
-    });
+    const hup = () => daemon.reload();
+    process.on('SIGHUP', hup);
+    if (stopping === undefined) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+    log.info(`${stopping}: stopping; running copies are cancelled and resume next time`);
+    process.off('SIGHUP', hup);
     await daemon.close();
   });
 }
