@@ -9,9 +9,11 @@ import type { Catalog, RunTrigger } from '../catalog/catalog.ts';
 import type { DrillConfig, HavenConfig } from '../core/config.ts';
 import { asHavenError, HavenError } from '../core/errors.ts';
 import { createLogger, type Level, type Logger } from '../core/log.ts';
+import type { HostDrillResult } from '../hosts/index.ts';
 import type { EventLog } from '../jobs/index.ts';
 import { type DrillReport, type RecoveryEvent, type RunDrillDeps, runDrill } from '../recovery/index.ts';
 import { Virsh } from '../virt/index.ts';
+import { runDrillHosts } from './drill-hosts.ts';
 import { RunSlots } from './run-slots.ts';
 
 export interface RecordedDrillOptions extends Omit<RunDrillDeps, 'onEvent'> {
@@ -25,6 +27,8 @@ export interface RecordedDrillOptions extends Omit<RunDrillDeps, 'onEvent'> {
 export interface RecordedDrill {
   runId: number;
   report: DrillReport;
+  /** The drill's `hosts:`, each also a host run of its own (docs/hosts.md). */
+  hosts: HostDrillResult[];
 }
 
 function recordEvent(events: EventLog, e: RecoveryEvent, runId: number, drill: string): void {
@@ -50,6 +54,20 @@ export async function runRecordedDrill(o: RecordedDrillOptions): Promise<Recorde
       ...deps,
       onEvent: (e) => recordEvent(events, e, run.id, settings.name),
     });
+    const hosts = deps.signal?.aborted
+      ? []
+      : await runDrillHosts({
+          settings,
+          catalog,
+          events,
+          trigger,
+          virsh: deps.virsh,
+          runDir: deps.runDir,
+          log: deps.log,
+          ...(deps.signal ? { signal: deps.signal } : {}),
+        });
+    const passed = report.passed + hosts.filter((h) => h.result === 'pass').length;
+    const failed = report.failed + hosts.filter((h) => h.result !== 'pass').length;
     catalog.transaction(() => {
       for (const r of report.results) {
         catalog.runs.recordServer(run.id, {
@@ -61,14 +79,21 @@ export async function runRecordedDrill(o: RecordedDrillOptions): Promise<Recorde
           ...(r.error ? { errorCode: r.error.code as string, errorMessage: r.error.message as string } : {}),
         });
       }
-      const verdict = report.failed === 0 ? 'ok' : report.passed === 0 ? 'failed' : 'partial';
+      const verdict = failed === 0 ? 'ok' : passed === 0 ? 'failed' : 'partial';
       catalog.runs.finish(run.id, {
         // Stopped by the operator or the daemon: not a verdict on the servers it did not finish.
         status: deps.signal?.aborted ? 'cancelled' : verdict,
-        summary: { passed: report.passed, failed: report.failed, ...(logFile ? { logFile } : {}) },
+        summary: {
+          passed,
+          failed,
+          ...(hosts.length
+            ? { hosts: hosts.map((h) => ({ host: h.host, result: h.result, seconds: h.seconds })) }
+            : {}),
+          ...(logFile ? { logFile } : {}),
+        },
       });
     });
-    return { runId: run.id, report };
+    return { runId: run.id, report, hosts };
   } catch (e) {
     const err = asHavenError(e);
     catalog.runs.finish(run.id, { status: 'failed', errorCode: err.code, errorMessage: err.message });
@@ -138,8 +163,10 @@ export class DrillRunner {
     this.slots.hold(name, abort, done);
     void done
       .then(
-        ({ runId, report }) =>
-          this.o.log.info(`drill ${name} (run #${runId}): ${report.passed} passed, ${report.failed} failed`),
+        ({ runId, report, hosts }) =>
+          this.o.log.info(
+            `drill ${name} (run #${runId}): ${report.passed} passed, ${report.failed} failed${hosts.length ? `; hosts: ${hosts.map((h) => `${h.host} ${h.result}`).join(', ')}` : ''}`,
+          ),
         (e) => this.o.log.error(`drill ${name} could not run`, { err: e }),
       )
       .finally(() => root.close());

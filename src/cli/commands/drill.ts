@@ -13,6 +13,7 @@ import { UsageError } from '../../core/errors.ts';
 import { checkName } from '../../core/names.ts';
 import { formatDuration, parseDuration } from '../../core/units.ts';
 import { runRecordedDrill } from '../../daemon/index.ts';
+import type { HostDrillResult } from '../../hosts/index.ts';
 import { EventLog, Notifier } from '../../jobs/index.ts';
 import {
   type DrillPlan,
@@ -100,17 +101,29 @@ function markerFlag(flags: DrillFlags): BootMarker | undefined {
 }
 
 /** Drill results as events: a failure opens the server's drill problem (alerted once), a pass closes it. */
-function print(ctx: CliContext, r: DrillReport): void {
-  ctx.print(`Drill ${r.drill} on ${r.store}: ${r.passed} passed, ${r.failed} failed`);
+function print(ctx: CliContext, r: DrillReport, hosts: HostDrillResult[]): void {
+  const hostsPassed = hosts.filter((h) => h.result === 'pass').length;
+  ctx.print(
+    `Drill ${r.drill} on ${r.store}: ${r.passed + hostsPassed} passed, ${r.failed + hosts.length - hostsPassed} failed`,
+  );
   ctx.printTable(
     ['server', 'gen', 'result', 'seconds', 'detail'],
-    r.results.map((x) => [
-      x.server,
-      x.generation ? `_${x.generation.seq}` : '-',
-      x.result.toUpperCase(),
-      formatDuration(x.seconds * 1000),
-      x.detail ?? '',
-    ]),
+    [
+      ...r.results.map((x) => [
+        x.server,
+        x.generation ? `_${x.generation.seq}` : '-',
+        x.result.toUpperCase(),
+        formatDuration(x.seconds * 1000),
+        x.detail ?? '',
+      ]),
+      ...hosts.map((h) => [
+        `host ${h.host}`,
+        h.backup ? `_${h.backup.seq}` : '-',
+        h.result.toUpperCase(),
+        formatDuration(h.seconds * 1000),
+        h.detail?.split('\n')[0] ?? '',
+      ]),
+    ],
   );
 }
 
@@ -199,7 +212,7 @@ async function runDrillCommand(ctx: CliContext, servers: string[], flags: DrillF
   const events = new EventLog(catalog, Notifier.fromConfig(config.alerts, log), log);
   try {
     await interruptible('drill', async (signal) => {
-      const { report } = await runRecordedDrill({
+      const { report, hosts } = await runRecordedDrill({
         ...deps,
         settings,
         catalog,
@@ -210,9 +223,9 @@ async function runDrillCommand(ctx: CliContext, servers: string[], flags: DrillF
       });
       // Stopped: the drill removed its domains and recorded what it saw; no verdict on the rest.
       signal.throwIfAborted();
-      if (flags.json) ctx.printJson(report);
-      else print(ctx, report);
-      if (report.failed > 0) process.exitCode = EXIT_PARTIAL;
+      if (flags.json) ctx.printJson(hosts.length ? { ...report, hosts } : report);
+      else print(ctx, report, hosts);
+      if (report.failed > 0 || hosts.some((h) => h.result !== 'pass')) process.exitCode = EXIT_PARTIAL;
     });
   } finally {
     await events.flush();
