@@ -5,7 +5,8 @@
  * is damaged on purpose, so the drill fails at its digest check before anything boots: the
  * recovery itself (rescue boot, `rear recover`, the recovered system's marker) is proved by
  * host-recovery.test.ts through the same `runRecordedHostDrill`. A host named in the drill but
- * absent from the store fails too, by name. The older generations are untouched.
+ * absent from the store fails too, by name. Damaged media as well: `haven verify` names both
+ * damaged files. The older generations are untouched.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -18,7 +19,7 @@ import { createFsStore } from '../../src/store/fs/fs-store.ts';
 import { type HostFileMeta, HostStore } from '../../src/store/host/index.ts';
 import { hostFacts } from '../../src/store/host/test-support/facts.ts';
 import { TEST_ROOT } from '../fixtures/guest/index.ts';
-import { havenEnv, havenJson } from '../helpers/haven.ts';
+import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { freePort, startDaemon, waitFor, withCatalog, writeConfig } from './jobs-helpers.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
@@ -116,6 +117,16 @@ daemon:
   const events = await havenJson<{ type: string; server?: string }[]>(h, ['events', '--json']);
   const failed = events.filter((e) => e.type === 'host.drill.failed').map((e) => e.server);
   assert.ok(failed.includes('node1') && failed.includes('ghost'), JSON.stringify(events));
+
+  // Damaged media too: `haven verify` names both damaged files and nothing else.
+  const iso = await open(join(fs.location, 'hosts', 'node1_rescue_1.iso'), 'r+');
+  await iso.write(Buffer.from('damage'), 0, 6, 100_000);
+  await iso.close();
+  const verify = await runHaven(h, ['verify', '--store', fs.location, '--json']);
+  assert.notEqual(verify.code, 0);
+  assert.match(verify.stdout + verify.stderr, /node1_rescue_1\.iso/);
+  assert.match(verify.stdout + verify.stderr, /node1_backup_1\.tar\.gz/);
+  assert.doesNotMatch(verify.stdout + verify.stderr, /node1_backup_2\.tar\.gz/);
 
   // Nothing stored changed: the older archive is byte for byte what it was, no file was added.
   assert.deepEqual(await readFile(join(fs.location, 'hosts', 'node1_backup_2.tar.gz')), older);
