@@ -52,6 +52,7 @@ const CHANGES = [
   'guard clear',
   'host setup',
   'host backup',
+  'host medium',
   'host drill',
 ];
 /** Commands that print a document (a script): neither a listing nor a change. */

@@ -19,16 +19,15 @@ import { ensureRunDir } from '../core/paths.ts';
 import { FileFollower, TextMatcher, waitForBootMarker } from '../recovery/index.ts';
 import {
   type BackupGeneration,
-  checkHostFile,
   type HostHold,
   HostStore,
-  hostNotFound,
   type RescueGeneration,
 } from '../store/host/index.ts';
 import { drillRecord } from '../store/types.ts';
 import { createTransient, destroyDomain, domainState, type Virsh, VirtError } from '../virt/index.ts';
 import { type DrillDisk, drillDomainXml, nextDiskName, rescueBootFrom } from './drill-vm.ts';
 import { hostError } from './errors.ts';
+import { checkGenerations, chooseBackup, rescueMissing } from './generation.ts';
 import { IsoImage } from './iso9660.ts';
 import { makeBackupMedium } from './medium.ts';
 
@@ -86,45 +85,26 @@ interface Chosen {
 }
 
 async function choose(hosts: HostStore, host: string, seq: number): Promise<Chosen> {
-  const m = await hosts.manifest(host);
-  if (!m) throw hostNotFound(host, hosts.location);
-  const backup = m.backup[seq - 1];
-  if (!backup) {
-    throw hostError(
-      'HOST_GENERATION_NOT_FOUND',
-      'not-found',
-      `host ${host} has no backup _${seq} in ${hosts.location}`,
-      {
-        hint: `It holds ${m.backup.length} backup(s); list them with \`haven images ${host} --store ${hosts.location}\`.`,
-      },
-    );
-  }
-  const rescue = m.rescue.find((r) => r.id === backup.rescueId);
+  const { backup, rescue } = await chooseBackup(hosts, host, seq);
   if (!rescue) {
-    throw hostError(
-      'STORE_HOST_RESCUE_MISSING',
-      'integrity',
-      `backup _${seq} of ${host} names rescue media the store no longer holds`,
-      {
-        hint: 'Drill a newer backup, or run `haven host backup` to store media and archive together.',
-      },
+    throw rescueMissing(
+      host,
+      seq,
+      'Drill a newer backup, or run `haven host backup` to store media and archive together.',
     );
   }
   return { backup, rescue };
 }
 
 /** Both files must match their digests before anything boots: damage shows here, not as a hang. */
-async function checkFiles(hosts: HostStore, host: string, c: Chosen, signal?: AbortSignal): Promise<void> {
-  for (const g of [c.rescue, c.backup]) {
-    const problems = await checkHostFile(hosts, host, g, { signal });
-    if (problems.length > 0) {
-      const p = problems[0]!;
-      throw hostError(p.code, 'integrity', `${host}: ${p.message}`, {
-        hint: `Drill an older generation (--generation), and run \`haven verify --store ${hosts.location}\`; the next \`haven host backup\` stores new files.`,
-        details: { file: p.file, generationId: g.id },
-      });
-    }
-  }
+function checkFiles(hosts: HostStore, host: string, c: Chosen, signal?: AbortSignal): Promise<void> {
+  return checkGenerations(
+    hosts,
+    host,
+    [c.rescue, c.backup],
+    `Drill an older generation (--generation), and run \`haven verify --store ${hosts.location}\`; the next \`haven host backup\` stores new files.`,
+    signal ? { signal } : {},
+  );
 }
 
 /** Follows the rescue console until ReaR reports and the VM ends at its reboot. */

@@ -97,4 +97,28 @@ export const HOST_CODES = {
     meaning: 'The host was recovered, but the recovered system did not show its boot marker in time.',
     action: 'The console tail in the report shows how far it came; fix the marker or the timeout.',
   },
+  HOST_OUTPUT_EXISTS: {
+    kind: 'conflict',
+    meaning: '`haven host medium` was to write a file that exists already.',
+    action: 'Name a new file, or give `--force` to overwrite it.',
+  },
+  HOST_OUTPUT_INVALID: {
+    kind: 'usage',
+    meaning:
+      'The output is neither a file (new, or existing with --force) nor a block device: a directory, a character device, a path inside the store, or a directory that does not exist.',
+    action:
+      'Name a file in an existing directory outside the store, or a whole block device (`lsblk` lists them).',
+  },
+  HOST_DEVICE_MOUNTED: {
+    kind: 'refused',
+    meaning:
+      'The block device, or a partition or volume on it, is mounted or in use as swap: writing it would destroy what is there.',
+    action: 'Unmount what the message names (`umount`), or name the right device (`lsblk` lists them).',
+  },
+  HOST_DEVICE_TOO_SMALL: {
+    kind: 'resource',
+    meaning:
+      'The block device is smaller than what must be written to it (the message says how much that is).',
+    action: 'Use a larger USB stick or disk, or write a file (`--to FILE`) and copy it where it fits.',
+  },
 } as const satisfies Record<string, CodeEntry>;

@@ -13,6 +13,7 @@ export {
 export { drillHost, type HostDrillOptions, type HostDrillResult, hostDrillDedupKey } from './drill.ts';
 export { HostError, unknownHost } from './errors.ts';
 export { makeBackupMedium, mediumBytes } from './medium.ts';
+export { type HostMediumOptions, type HostMediumReport, writeHostMedium } from './medium-write.ts';
 export { Rear } from './rear.ts';
 export { backupExcludes, REAR_CONFIG_PATH, rearConfig } from './rear-config.ts';
 export {

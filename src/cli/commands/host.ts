@@ -3,7 +3,8 @@
  * `list` and `show` read the configuration and the catalog; `setup` installs or checks ReaR and
  * writes Haven's ReaR configuration; `check` asks ReaR whether the disk layout changed; `backup`
  * stores new rescue media when the layout needs them, then a new backup archive; `drill` proves a
- * stored backup recovers the host in a VM. ReaR's `-v` and `-d` follow Haven's; `--dry-run` runs
+ * stored backup recovers the host in a VM; `medium` writes a stored backup's medium and rescue ISO
+ * for a recovery on new hardware. ReaR's `-v` and `-d` follow Haven's; `--dry-run` runs
  * ReaR's simulation and changes nothing.
  */
 import type { Command } from 'commander';
@@ -15,6 +16,7 @@ import {
   backupHost,
   type HostBackupOptions,
   type HostBackupReport,
+  type HostMediumReport,
   hostShell,
   Rear,
   requireReady,
@@ -22,6 +24,7 @@ import {
   runRecordedHostDrill,
   setupHost,
   unknownHost,
+  writeHostMedium,
 } from '../../hosts/index.ts';
 import { EventLog, Notifier } from '../../jobs/index.ts';
 import { HostStore, hostNotFound } from '../../store/host/index.ts';
@@ -31,6 +34,7 @@ import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
 import { connectOption, examples, generationOption } from '../options.ts';
+import { progressBar, readingSnapshot } from '../progress-bar.ts';
 
 function findHost(config: HavenConfig, name: string): HostConfig {
   const h = config.hosts[name];
@@ -296,6 +300,13 @@ const EXAMPLES: Record<string, readonly (readonly [string, string])[]> = {
     ['haven host backup node1', 'new rescue media if the layout needs them, then a new archive'],
     ['haven host backup node1 --dry-run', 'ReaR’s simulation; store nothing'],
   ],
+  medium: [
+    [
+      'haven host medium node1 --store /srv/haven --to /dev/sdY --iso /dev/sdX',
+      'the newest archive’s backup medium and its rescue ISO, each to a USB stick',
+    ],
+    ['haven host medium node1 --store /srv/haven --to node1-backup.img --dry-run', 'what would be written'],
+  ],
   drill: [
     ['haven host drill node1 --store /srv/haven --marker login:', 'recover the newest archive in a VM'],
     ['haven host drill node1 --store /srv/haven --generation 2 --dry-run', 'what a drill of _2 would boot'],
@@ -368,6 +379,74 @@ function registerDrill(host: Command, context: () => CliContext): void {
   });
 }
 
+interface MediumFlags {
+  store: string;
+  to: string;
+  iso?: string;
+  generation?: number;
+  force?: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+function printMedium(ctx: CliContext, r: HostMediumReport): void {
+  const verb = r.dryRun ? 'Would write' : 'Wrote';
+  const to = (o: HostMediumReport['medium']) => `${o.path}${o.device ? ' (device)' : ''}`;
+  ctx.print(
+    `${verb} the backup medium of ${r.host} to ${to(r.medium)}: ${formatBytes(r.medium.bytes)}, ext4 labelled HAVEN-BACKUP with haven/backup.tar.gz = backup _${r.backup.seq} (${formatBytes(r.backup.bytes)}, taken ${r.backup.takenAt})`,
+  );
+  if (r.iso && r.rescue) {
+    ctx.print(`${verb} its rescue ISO _${r.rescue.seq} to ${to(r.iso)}: ${formatBytes(r.iso.bytes)}`);
+  }
+  ctx.print(
+    r.digestChecked
+      ? `The stored files matched their ${r.digest} digests before anything was written; done in ${formatDuration(r.seconds * 1000)}.`
+      : 'Dry run: nothing was written; the files’ digests are checked when it writes.',
+  );
+}
+
+function registerMedium(host: Command, context: () => CliContext): void {
+  const medium = host
+    .command('medium')
+    .description('write a stored backup’s medium (and its rescue ISO) for a recovery on new hardware')
+    .argument('<host>', 'host name as stored')
+    .requiredOption('--store <path>', 'the store holding the host’s backups')
+    .requiredOption('--to <file|device>', 'where the backup medium goes: a new file or a whole USB stick')
+    .option('--iso <file|device>', 'also write the rescue ISO the backup names, here')
+    .option('--force', 'overwrite an existing regular file')
+    .option('--dry-run', 'check the outputs and say what would be written; write nothing')
+    .option('--json', 'print the report as JSON');
+  generationOption(medium, 'write');
+  medium.action(async (name: string, flags: MediumFlags) => {
+    const ctx = context();
+    const { resolve } = await import('node:path');
+    const log = flags.dryRun ? ctx.log : ctx.openRunLog('host-medium');
+    const fs = await openFsStore(resolve(flags.store), { log });
+    const store = { location: fs.location, descriptor: fs.descriptor };
+    await fs.close();
+    const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), 'medium');
+    const started = performance.now();
+    const r = await interruptible('host medium', (signal) =>
+      writeHostMedium({
+        store,
+        host: name,
+        output: flags.to,
+        ...(flags.iso !== undefined ? { iso: flags.iso } : {}),
+        generation: flags.generation ?? 1,
+        force: flags.force === true,
+        dryRun: flags.dryRun === true,
+        runDir: ctx.paths.runDir,
+        log,
+        signal,
+        onProgress: (phase, done, total) =>
+          bar.update({ ...readingSnapshot(done, total, performance.now() - started), phase }),
+      }),
+    ).finally(() => bar.stop());
+    if (flags.json) return ctx.printJson(r);
+    printMedium(ctx, r);
+  });
+}
+
 export default function register(program: Command, context: () => CliContext): void {
   const host = program
     .command('host')
@@ -377,6 +456,7 @@ export default function register(program: Command, context: () => CliContext): v
   registerSetup(host, context);
   registerCheck(host, context);
   registerBackup(host, context);
+  registerMedium(host, context);
   registerDrill(host, context);
   examples(host, [
     ['haven host backup node1', 'store node1’s rescue media (when needed) and a new backup archive'],
