@@ -21,7 +21,7 @@ import { createFsStore } from '../../src/store/fs/fs-store.ts';
 import { type HostFileMeta, HostStore } from '../../src/store/host/index.ts';
 import { hostFacts } from '../../src/store/host/test-support/facts.ts';
 import { TEST_ROOT } from '../fixtures/guest/index.ts';
-import { type HavenEnv, havenEnv, runHaven } from '../helpers/haven.ts';
+import { havenEnv, runHaven } from '../helpers/haven.ts';
 
 const at = '2026-12-01T00:00:00.000Z';
 const MiB = 1024 * 1024;
@@ -46,10 +46,11 @@ async function tarball(dir: string, name: string): Promise<Buffer> {
 interface Fixture {
   dir: string;
   store: string;
-  h: HavenEnv;
   iso: Buffer;
   newest: Buffer;
   older: Buffer;
+  /** `haven host medium node1 --store STORE …` */
+  medium: (...args: string[]) => ReturnType<typeof runHaven>;
 }
 
 async function fixture(t: TestContext, prefix: string): Promise<Fixture> {
@@ -77,7 +78,10 @@ async function fixture(t: TestContext, prefix: string): Promise<Fixture> {
   const newest = await tarball(dir, 'newest');
   await put(hosts, backup(1), older);
   await put(hosts, backup(2), newest);
-  return { dir, store: fs.location, h: await havenEnv(dir), iso, newest, older };
+  const h = await havenEnv(dir);
+  const medium = (...args: string[]) =>
+    runHaven(h, ['host', 'medium', 'node1', '--store', fs.location, ...args]);
+  return { dir, store: fs.location, iso, newest, older, medium };
 }
 
 /** The label and the archive inside a medium (file or device), read with e2fsprogs. */
@@ -94,17 +98,7 @@ test('writes the newest backup medium and its rescue ISO; the archive inside is 
   const f = await fixture(t, 'ok');
   const output = join(f.dir, 'node1-backup.img');
   const iso = join(f.dir, 'node1-rescue.iso');
-  const r = await runHaven(f.h, [
-    'host',
-    'medium',
-    'node1',
-    '--store',
-    f.store,
-    '--to',
-    output,
-    '--iso',
-    iso,
-  ]);
+  const r = await f.medium('--to', output, '--iso', iso);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /backup medium of node1 .*HAVEN-BACKUP .*backup _1/);
   assert.match(r.stdout, /rescue ISO _1/);
@@ -120,7 +114,7 @@ test('writes the newest backup medium and its rescue ISO; the archive inside is 
   assert.match(execFileSync('tar', ['-tzf', '-'], { input: medium.archive }).toString(), /etc\/hostname/);
 
   const again = join(f.dir, 'again.img');
-  const j = await runHaven(f.h, ['host', 'medium', 'node1', '--store', f.store, '--to', again, '--json']);
+  const j = await f.medium('--to', again, '--json');
   assert.equal(j.code, 0, j.stderr);
   const report = JSON.parse(j.stdout) as HostMediumReport;
   assert.equal(report.digestChecked, true);
@@ -133,31 +127,11 @@ test('writes the newest backup medium and its rescue ISO; the archive inside is 
 test('--generation 2 writes the older archive', async (t) => {
   const f = await fixture(t, 'gen');
   const output = join(f.dir, 'older.img');
-  const r = await runHaven(f.h, [
-    'host',
-    'medium',
-    'node1',
-    '--store',
-    f.store,
-    '--to',
-    output,
-    '--generation',
-    '2',
-  ]);
+  const r = await f.medium('--to', output, '--generation', '2');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /backup _2/);
   assert.ok(readMedium(output, f.dir).archive.equals(f.older), 'the older archive, byte for byte');
-  const none = await runHaven(f.h, [
-    'host',
-    'medium',
-    'node1',
-    '--store',
-    f.store,
-    '--to',
-    join(f.dir, 'x.img'),
-    '--generation',
-    '3',
-  ]);
+  const none = await f.medium('--to', join(f.dir, 'x.img'), '--generation', '3');
   assert.equal(none.code, 4);
   assert.match(none.stderr, /HOST_GENERATION_NOT_FOUND/);
   assert.equal(existsSync(join(f.dir, 'x.img')), false);
@@ -165,8 +139,7 @@ test('--generation 2 writes the older archive', async (t) => {
 
 test('refusals write nothing: damaged archive, existing file without --force, dry run, path in the store', async (t) => {
   const f = await fixture(t, 'refuse');
-  const medium = (output: string, ...more: string[]) =>
-    runHaven(f.h, ['host', 'medium', 'node1', '--store', f.store, '--to', output, ...more]);
+  const medium = (output: string, ...more: string[]) => f.medium('--to', output, ...more);
 
   const planned = join(f.dir, 'planned.img');
   const dry = await medium(planned, '--iso', join(f.dir, 'planned.iso'), '--dry-run', '--json');
@@ -244,8 +217,7 @@ async function devices(t: TestContext) {
 test('block devices: a mounted one and one too small are refused; a free one gets the medium', async (t) => {
   const f = await fixture(t, 'dev');
   const loops = await devices(t);
-  const medium = (output: string) =>
-    runHaven(f.h, ['host', 'medium', 'node1', '--store', f.store, '--to', output]);
+  const medium = (output: string) => f.medium('--to', output);
 
   const mounted = loops.loop('mounted', 64);
   execFileSync('mkfs.ext4', ['-q', '-L', 'IN-USE', mounted]);
@@ -269,7 +241,7 @@ test('block devices: a mounted one and one too small are refused; a free one get
   assert.match(tooSmall.stderr, /HOST_DEVICE_TOO_SMALL/);
 
   const free = loops.loop('free', 64);
-  const ok = await runHaven(f.h, ['host', 'medium', 'node1', '--store', f.store, '--to', free, '--json']);
+  const ok = await f.medium('--to', free, '--json');
   assert.equal(ok.code, 0, ok.stderr);
   const report = JSON.parse(ok.stdout) as HostMediumReport;
   assert.equal(report.medium.device, true);
