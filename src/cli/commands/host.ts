@@ -425,7 +425,8 @@ function registerMedium(host: Command, context: () => CliContext): void {
     const store = { location: fs.location, descriptor: fs.descriptor };
     await fs.close();
     const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), 'medium');
-    const started = performance.now();
+    // Each phase (checking the digests, writing the ISO) has its own total and its own rate.
+    let phaseOf = { phase: '', started: 0 };
     const r = await interruptible('host medium', (signal) =>
       writeHostMedium({
         store,
@@ -438,8 +439,10 @@ function registerMedium(host: Command, context: () => CliContext): void {
         runDir: ctx.paths.runDir,
         log,
         signal,
-        onProgress: (phase, done, total) =>
-          bar.update({ ...readingSnapshot(done, total, performance.now() - started), phase }),
+        onProgress: (phase, done, total) => {
+          if (phaseOf.phase !== phase) phaseOf = { phase, started: performance.now() };
+          bar.update({ ...readingSnapshot(done, total, performance.now() - phaseOf.started), phase });
+        },
       }),
     ).finally(() => bar.stop());
     if (flags.json) return ctx.printJson(r);
