@@ -74,6 +74,7 @@ function row(o: Partial<StatusRow>): StatusRow {
     lastDurationMs: 0,
     lastErrorCode: null,
     lastErrorMessage: null,
+    lane: null,
     ...o,
   };
 }
