@@ -19,7 +19,7 @@ function rpoText(r: StatusRow): string {
 }
 
 /** A continuous lane: "syncing, lag 2s", "behind 14s (3.2 MiB)", "refused [CODE]"; '-' if none. */
-export function laneText(r: StatusRow): string {
+function laneText(r: StatusRow): string {
   const l = r.lane;
   if (!l) return '-';
   const lag = l.lagMs === null ? '' : formatDuration(l.lagMs);
