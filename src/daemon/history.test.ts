@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { HistoryResult } from '../catalog/catalog.ts';
-import type { StatusRow } from '../jobs/index.ts';
+import { scratchCatalog } from '../catalog/test-support.ts';
+import type { LaneState } from '../engine/continuous/index.ts';
+import { laneStatus, type StatusRow } from '../jobs/index.ts';
+import { recordLanes } from '../jobs/test-support/lanes.ts';
 import { ageSeries, historyView, pairState, summary } from './history.ts';
 import { fleetCatalog } from './test-support/fleet.ts';
 
@@ -74,6 +77,7 @@ function row(o: Partial<StatusRow>): StatusRow {
     lastDurationMs: 0,
     lastErrorCode: null,
     lastErrorMessage: null,
+    lane: null,
     ...o,
   };
 }
@@ -87,6 +91,40 @@ test('pair states: failing beyond the objective or never copied; at risk on a fa
   assert.equal(pairState(row({ lastResult: 'failed' })).state, 'at-risk');
   assert.equal(pairState(row({ ageMs: 81_000 })).state, 'at-risk');
   assert.equal(pairState(row({ ageMs: 79_000 })).state, 'protected');
+});
+
+test('pair states of a continuous pair: at risk while its lane does not replicate', (t) => {
+  const c = scratchCatalog(t, 'haven-t-daemon-history-');
+  const now = new Date(Date.now() + 1000);
+  const states: LaneState[] = [
+    'syncing',
+    'behind',
+    'resyncing',
+    'connecting',
+    'disconnected',
+    'refused',
+    'stopped',
+  ];
+  recordLanes(
+    c,
+    'web',
+    'nightly',
+    states.map((state) => ({ target: state, state, lastPointAt: new Date(now.getTime() - 5000) })),
+  );
+  const lanes = c.continuous.lanes('web');
+  const of = (state: LaneState) => {
+    const l = lanes.find((x) => x.target === state)!;
+    return pairState(row({ target: state, lane: laneStatus(l, now) }));
+  };
+  for (const s of ['syncing', 'behind', 'resyncing', 'connecting'] as const)
+    assert.equal(of(s).state, 'protected', s);
+  for (const s of ['disconnected', 'refused', 'stopped'] as const)
+    assert.deepEqual(of(s), { state: 'at-risk', reason: `continuous replication ${s}` });
+  assert.equal(
+    pairState(row({ rpo: 'breached', lane: laneStatus(lanes[0]!, now) })).state,
+    'failing',
+    'beyond the objective it fails, whatever the lane',
+  );
 });
 
 test('history and summary of a fleet: every pair, run, drill and target report', (t) => {

@@ -168,13 +168,17 @@ export const AT_RISK_SHARE = 0.8;
 
 /**
  * failing: its objective is missed (older than the objective, or never copied), or, without an
- * objective, it has no good copy; at risk: within the objective but the last copy did not
- * succeed, or 80 % of the objective is used up; protected: the rest.
+ * objective, it has no good copy; at risk: within the objective but its continuous lane does not
+ * replicate (refused, disconnected, stopped: its lag only grows), the last copy did not succeed,
+ * or 80 % of the objective is used up; protected: the rest.
  */
 export function pairState(r: StatusRow): { state: PairState; reason: string } {
   if (r.rpo === 'breached') return { state: 'failing', reason: 'newest good copy older than the objective' };
   if (r.rpo === 'never' || (r.rpo === 'none' && !r.lastGoodAt))
     return { state: 'failing', reason: 'never copied' };
+  const lane = r.lane?.state;
+  if (lane === 'refused' || lane === 'disconnected' || lane === 'stopped')
+    return { state: 'at-risk', reason: `continuous replication ${lane}` };
   if (r.lastResult && r.lastResult !== 'ok' && r.lastResult !== 'running')
     return { state: 'at-risk', reason: `last copy ${r.lastResult}` };
   if (r.rpoMs !== null && r.ageMs !== null && r.ageMs > AT_RISK_SHARE * r.rpoMs)

@@ -13,7 +13,7 @@ import type { Catalog } from '../catalog/catalog.ts';
 import type { HavenConfig } from '../core/config.ts';
 import { packageVersion } from '../core/package-root.ts';
 import { hostBackupAge } from '../hosts/index.ts';
-import { statusRows } from '../jobs/index.ts';
+import { laneStatus, statusRows } from '../jobs/index.ts';
 import { runHistoryMetrics } from './metric-history.ts';
 
 export { FinishedRuns } from './metric-history.ts';
@@ -58,12 +58,14 @@ function continuousGauges(registry: client.Registry, catalog: Catalog) {
   return {
     refresh(): void {
       for (const m of [lag, pending, state]) m.reset();
-      const now = Date.now();
+      const now = new Date();
       for (const l of catalog.continuous.lanes()) {
         const p = { server: l.server, target: l.target };
-        if (l.lastPointAt) lag.set(p, Math.max(0, now - l.lastPointAt.getTime()) / 1000);
-        pending.set(p, l.pendingBytes);
-        state.set({ ...p, state: l.state }, 1);
+        // The state now, as `haven status` shows it: a lane whose protector is gone is stopped.
+        const s = laneStatus(l, now);
+        if (s.lagMs !== null) lag.set(p, s.lagMs / 1000);
+        pending.set(p, s.pendingBytes);
+        state.set({ ...p, state: s.state }, 1);
       }
     },
   };

@@ -45,9 +45,11 @@ export interface ContinuousOptions {
   onStatus?: (s: ProtectorStatus) => void;
 }
 
-/** The engine's state store over the catalog's continuous tables. */
-export function catalogState(catalog: Catalog, job: string): ContinuousStateStore {
-  const pid = process.pid;
+/**
+ * The engine's state store over the catalog's continuous tables. Its records carry `pid`, the
+ * protecting process, by which status tells a live lane from one left behind (lane-status.ts).
+ */
+export function catalogState(catalog: Catalog, job: string, pid = process.pid): ContinuousStateStore {
   const laneInput = (r: LaneRecord) => ({
     target: r.target,
     storeId: r.storeId,

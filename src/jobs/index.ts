@@ -18,6 +18,7 @@ export {
   type NextCopy,
   type ServerForget,
 } from './forget.ts';
+export { type LaneStatus, laneStatus } from './lane-status.ts';
 export { type MaintenanceReport, runMaintenance, SWEEP_EVERY_MS } from './maintenance.ts';
 export { type AlertChannel, EmailChannel, formatAlert, Notifier, WebhookChannel } from './notify.ts';
 export { jobsCopying } from './pairs.ts';

@@ -6,6 +6,7 @@ import { parseConfig } from '../core/config.ts';
 import { EventLog } from './events.ts';
 import { checkRpo } from './rpo.ts';
 import { rpoState, statusRows } from './status.ts';
+import { goneProcessPid, recordLanes } from './test-support/lanes.ts';
 
 const catalog = (t: TestContext): Catalog => scratchCatalog(t, 'haven-t-jobs-status-');
 
@@ -148,4 +149,89 @@ test('a pair that was tried and never copied breaches; one never tried does not'
     c.events.list({ type: 'rpo.breached' })[0]!.message,
     /no good copy yet \(objective 2h\); last result failed/,
   );
+});
+
+test('continuous lanes: each state with its lag and backlog; a lane whose protector is gone is stopped', (t) => {
+  const c = catalog(t);
+  const now = new Date(Date.now() + 1000);
+  const ago = (ms: number) => new Date(now.getTime() - ms);
+  const MiB = 1024 * 1024;
+  recordLanes(c, 'web01', 'nightly', [
+    { target: 'dr1', state: 'syncing', lastPointAt: ago(2000) },
+    { target: 'dr2', state: 'behind', lastPointAt: ago(14_000), pendingBytes: 3 * MiB },
+  ]);
+  recordLanes(c, 'web02', 'nightly', [
+    { target: 'dr1', state: 'resyncing', lastPointAt: ago(90_000), pendingBytes: 64 * MiB },
+    { target: 'dr2', state: 'disconnected', lastPointAt: ago(40_000), pendingBytes: MiB },
+  ]);
+  recordLanes(c, 'web03', 'nightly', [
+    {
+      target: 'dr1',
+      state: 'refused',
+      lastPointAt: ago(600_000),
+      error: { code: 'CONTINUOUS_DR_NEWER', message: 'the server runs at the DR site' },
+    },
+    // Connecting, before its first point: no status row yet, the lane makes the pair.
+    { target: 'dr2', state: 'connecting' },
+  ]);
+  // A protector killed while syncing: its record still says so, but nothing replicates.
+  const gone = goneProcessPid();
+  recordLanes(c, 'db01', 'adhoc', [{ target: 'dr1', state: 'syncing', lastPointAt: ago(300_000) }], gone);
+  recordLanes(c, 'db02', 'adhoc', [{ target: 'dr1', state: 'stopped', lastPointAt: ago(5000) }], gone);
+  copy(c, 'nightly', 'web09', 'dr1', ago(HOUR));
+
+  const rows = statusRows({ config, catalog: c, now });
+  const by = Object.fromEntries(rows.map((r) => [`${r.server}@${r.target}`, r]));
+  const lane = (key: string) => {
+    const l = by[key]?.lane;
+    assert.ok(l, `${key} has its lane`);
+    return l;
+  };
+  assert.equal(by['web09@dr1']!.lane, null, 'a periodic pair has no lane');
+  assert.deepEqual(
+    [
+      lane('web01@dr1').state,
+      lane('web01@dr1').lagMs,
+      lane('web01@dr1').pendingBytes,
+      lane('web01@dr1').stale,
+    ],
+    ['syncing', 2000, 0, false],
+  );
+  assert.deepEqual(
+    [lane('web01@dr2').state, lane('web01@dr2').lagMs, lane('web01@dr2').pendingBytes],
+    ['behind', 14_000, 3 * MiB],
+  );
+  assert.deepEqual([lane('web02@dr1').state, lane('web02@dr1').lagMs], ['resyncing', 90_000]);
+  assert.deepEqual([lane('web02@dr2').state, lane('web02@dr2').pendingBytes], ['disconnected', MiB]);
+  assert.equal(lane('web03@dr1').state, 'refused');
+  assert.equal(lane('web03@dr1').errorCode, 'CONTINUOUS_DR_NEWER');
+  assert.equal(lane('web03@dr1').errorMessage, 'the server runs at the DR site');
+  assert.equal(lane('web03@dr2').state, 'connecting');
+  assert.equal(lane('web03@dr2').lagMs, null, 'no point yet: no lag');
+  assert.equal(by['web03@dr2']!.job, 'nightly', 'the job of the lane’s protector');
+  assert.equal(by['web03@dr2']!.lastGoodAt, null);
+
+  const dead = lane('db01@dr1');
+  assert.deepEqual(
+    [dead.state, dead.recordedState, dead.stale, dead.pid],
+    ['stopped', 'syncing', true, gone],
+  );
+  assert.equal(dead.lagMs, 300_000, 'the lag keeps growing from its last point');
+  assert.deepEqual(
+    [lane('db02@dr1').state, lane('db02@dr1').stale],
+    ['stopped', false],
+    'stopped cleanly is not stale',
+  );
+
+  // Each record says when it was written (this test wrote them all a moment ago).
+  for (const r of rows.filter((x) => x.lane)) {
+    assert.ok(Math.abs(r.lane!.updatedAt.getTime() - Date.now()) < 60_000, `${r.server}: updatedAt`);
+  }
+
+  // JSON (`haven status --json`, /api/status) carries the lane as it is.
+  const json = JSON.parse(JSON.stringify(by['db01@dr1'])) as { lane: Record<string, unknown> };
+  assert.equal(json.lane.state, 'stopped');
+  assert.equal(json.lane.recordedState, 'syncing');
+  assert.equal(json.lane.lagMs, 300_000);
+  assert.equal(typeof json.lane.updatedAt, 'string');
 });

@@ -5,10 +5,13 @@
  *
  * The pairs are every server a job selects (when the host's server list is at hand) times the
  * job's targets, plus every pair the catalog has a status for (ad hoc copies, servers that
- * vanished). A server in several jobs to the same target is held to the strictest objective.
+ * vanished), plus every continuous lane (one that has not acknowledged a point yet has no status).
+ * A server in several jobs to the same target is held to the strictest objective. A pair
+ * protected continuously carries its lane's state and lag (lane-status.ts); others have none.
  */
 import type { Catalog, ServerStatus } from '../catalog/catalog.ts';
 import { type HavenConfig, nextRun } from '../core/config.ts';
+import { type LaneStatus, laneStatus } from './lane-status.ts';
 
 export type RpoState = 'ok' | 'breached' | 'never' | 'none';
 
@@ -32,6 +35,8 @@ export interface StatusRow {
   lastDurationMs: number | null;
   lastErrorCode: string | null;
   lastErrorMessage: string | null;
+  /** The continuous lane of the pair (null: protected periodically only). */
+  lane: LaneStatus | null;
 }
 
 /** The next run of every scheduled job (null: on demand only, or never fires). */
@@ -55,6 +60,8 @@ export interface StatusOptions {
   /** Job → the servers it selects now; without it only the catalog's pairs are shown. */
   selections?: Map<string, string[]>;
   now?: Date;
+  /** Whether a protector's process lives (default: a signal 0 to its pid). */
+  isAlive?: (pid: number) => boolean;
 }
 
 export function statusRows(o: StatusOptions): StatusRow[] {
@@ -77,6 +84,15 @@ export function statusRows(o: StatusOptions): StatusRow[] {
     statuses.set(`${s.server}\u0000${s.target}`, s);
     add(s.server, s.target, s.job);
   }
+  const lanes = new Map<string, LaneStatus>();
+  const laneJobs = new Map<string, string | null>();
+  for (const l of o.catalog.continuous.lanes()) {
+    const key = `${l.server}\u0000${l.target}`;
+    const job = o.catalog.continuous.server(l.server)?.job ?? null;
+    lanes.set(key, laneStatus(l, now, o.isAlive));
+    laneJobs.set(key, job);
+    add(l.server, l.target, job);
+  }
   const rows: StatusRow[] = [];
   for (const [key, p] of pairs) {
     const s = statuses.get(key);
@@ -91,7 +107,7 @@ export function statusRows(o: StatusOptions): StatusRow[] {
     rows.push({
       server: p.server,
       target: p.target,
-      job: strictest?.job ?? p.jobs[0] ?? s?.job ?? null,
+      job: strictest?.job ?? p.jobs[0] ?? s?.job ?? laneJobs.get(key) ?? null,
       lastGoodAt,
       lastGoodGeneration: s?.lastGoodGeneration ?? null,
       rpoMs,
@@ -106,6 +122,7 @@ export function statusRows(o: StatusOptions): StatusRow[] {
       lastDurationMs: s?.lastDurationMs ?? null,
       lastErrorCode: s?.lastErrorCode ?? null,
       lastErrorMessage: s?.lastErrorMessage ?? null,
+      lane: lanes.get(key) ?? null,
     });
   }
   return rows.sort((a, b) =>

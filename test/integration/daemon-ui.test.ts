@@ -345,7 +345,7 @@ ${guestDefinitions(guest)}`,
     const shown = await row.locator('td').nth(3).textContent();
     assert.ok(shown?.startsWith(`${newest} (`), `the page shows ${newest}: ${shown}`);
     assert.match(
-      (await row.locator('td').nth(6).textContent()) ?? '',
+      (await row.locator('td').nth(7).textContent()) ?? '',
       new RegExp(`^ok run ${status!.lastRunId}$`),
     );
     // The CLI shows the same instant in the same style, the zone in the header.

@@ -1,10 +1,11 @@
 /**
  * `haven status [--json]`: protection at a glance, one row per server and target: the newest
- * good copy, its age against the recovery point objective, the next run and the last result.
+ * good copy, its age against the recovery point objective, a continuous lane's state and lag,
+ * the next run and the last result.
  */
 import type { Command } from 'commander';
 import { catalogPath, openCatalog } from '../../catalog/catalog.ts';
-import { formatDuration } from '../../core/units.ts';
+import { formatBytes, formatDuration } from '../../core/units.ts';
 import { Virsh } from '../../engine/index.ts';
 import { jobSelections, type StatusRow, statusRows } from '../../jobs/index.ts';
 import type { CliContext } from '../context.ts';
@@ -17,10 +18,26 @@ function rpoText(r: StatusRow): string {
   return `${formatDuration(r.ageMs!)} / ${formatDuration(r.rpoMs!)}${r.rpo === 'breached' ? ' BREACHED' : ' ok'}`;
 }
 
+/** A continuous lane: "syncing, lag 2s", "behind 14s (3.2 MiB)", "refused [CODE]"; '-' if none. */
+function laneText(r: StatusRow): string {
+  const l = r.lane;
+  if (!l) return '-';
+  const lag = l.lagMs === null ? '' : formatDuration(l.lagMs);
+  let text: string = l.state;
+  if (l.state === 'behind') text = lag ? `behind ${lag}` : 'behind';
+  else if (lag) text += `, lag ${lag}`;
+  if (l.pendingBytes > 0) text += ` (${formatBytes(l.pendingBytes)})`;
+  if (l.errorCode) text += ` [${l.errorCode}]`;
+  if (l.stale) text += `; protector gone (pid ${l.pid}, was ${l.recordedState})`;
+  return text;
+}
+
 export default function register(program: Command, context: () => CliContext): void {
   const command = program
     .command('status')
-    .description('per server and target: newest copy, RPO age against the objective, next run, last result')
+    .description(
+      'per server and target: newest copy, RPO age against the objective, continuous state and lag, next run, last result',
+    )
     .option('--json', 'print JSON');
   connectOption(command);
   examples(command, [
@@ -57,6 +74,7 @@ export default function register(program: Command, context: () => CliContext): v
           'target',
           timeHeader('newest copy', config.timezone),
           'rpo age / objective',
+          'continuous',
           timeHeader('next run', config.timezone),
           timeHeader('last result', config.timezone),
         ],
@@ -65,6 +83,7 @@ export default function register(program: Command, context: () => CliContext): v
           r.target,
           formatTime(r.lastGoodAt, config.timezone),
           rpoText(r),
+          laneText(r),
           formatWhenRelative(r.nextRun, config.timezone, now),
           r.lastResult
             ? `${r.lastResult}${r.lastErrorCode ? ` [${r.lastErrorCode}]` : ''} ${formatTime(r.lastRunAt, config.timezone)}`

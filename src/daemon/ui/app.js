@@ -273,6 +273,19 @@ function setConnection(kind, text) {
 
 // ---- Tables -------------------------------------------------------------------------------
 
+/** A continuous lane's state and lag, as `haven status` words it; '–' for a periodic pair. */
+function laneCell(l) {
+  if (!l) return '–';
+  const lag = l.lagMs === null ? '' : fmtDuration(l.lagMs);
+  return [
+    badge(l.state, `lane ${l.state}`),
+    lag ? (l.state === 'behind' ? ` ${lag}` : `, lag ${lag}`) : '',
+    l.pendingBytes > 0 ? ` (${fmtBytes(l.pendingBytes)})` : '',
+    l.errorCode ? ` ${l.errorCode}` : '',
+    l.stale ? el('span', { class: 'muted' }, ` protector gone (was ${l.recordedState})`) : '',
+  ];
+}
+
 function renderStatus(rows) {
   fillTable(
     'status',
@@ -296,6 +309,11 @@ function renderStatus(rows) {
         el('td', {}, r.job ?? '–'),
         el('td', { title: r.lastGoodGeneration ?? '' }, fmtTime(r.lastGoodAt)),
         el('td', { class: `rpo ${r.rpo}` }, rpo),
+        el(
+          'td',
+          { class: 'lane', title: r.lane ? (r.lane.errorMessage ?? `recorded ${r.lane.updatedAt}`) : '' },
+          laneCell(r.lane),
+        ),
         el('td', {}, fmtTime(r.nextRun)),
         el(
           'td',
@@ -307,7 +325,7 @@ function renderStatus(rows) {
       );
     }),
     'No protected servers.',
-    7,
+    8,
   );
 }
 
