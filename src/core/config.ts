@@ -178,6 +178,36 @@ function hostsOf(raw: RawConfig['hosts']): Record<string, HostConfig> {
   );
 }
 
+function drillsOf(raw: RawConfig['drills']): Record<string, DrillConfig> {
+  return record(
+    Object.entries(raw ?? {}).map(([name, d]): [string, DrillConfig] => [
+      name,
+      {
+        name,
+        store: d.store,
+        servers: d.servers ?? [],
+        hosts: d.hosts ?? [],
+        schedule: d.schedule,
+        bootMarker: d.boot_marker,
+        timeoutMs: d.timeout,
+        recoveryTimeoutMs: d.recovery_timeout,
+        hostVm: {
+          memoryBytes: d.host_vm?.memory ?? 2 * 1024 ** 3,
+          vcpus: d.host_vm?.vcpus ?? 2,
+          virtType: d.host_vm?.virt_type,
+        },
+        overrides: record(
+          Object.entries(d.overrides ?? {}).map(([server, o]): [string, DrillOverride] => [
+            server,
+            { bootMarker: o.boot_marker, timeoutMs: o.timeout },
+          ]),
+        ),
+        networks: d.networks,
+      },
+    ]),
+  );
+}
+
 function build(file: string | null, raw: RawConfig): HavenConfig {
   const targets = record(
     Object.entries(raw.targets ?? {}).map(([name, t]): [string, TargetConfig] => [
@@ -226,33 +256,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
       },
     ]),
   );
-  const drills = record(
-    Object.entries(raw.drills ?? {}).map(([name, d]): [string, DrillConfig] => [
-      name,
-      {
-        name,
-        store: d.store,
-        servers: d.servers ?? [],
-        hosts: d.hosts ?? [],
-        schedule: d.schedule,
-        bootMarker: d.boot_marker,
-        timeoutMs: d.timeout,
-        recoveryTimeoutMs: d.recovery_timeout,
-        hostVm: {
-          memoryBytes: d.host_vm?.memory ?? 2 * 1024 ** 3,
-          vcpus: d.host_vm?.vcpus ?? 2,
-          virtType: d.host_vm?.virt_type,
-        },
-        overrides: record(
-          Object.entries(d.overrides ?? {}).map(([server, o]): [string, DrillOverride] => [
-            server,
-            { bootMarker: o.boot_marker, timeoutMs: o.timeout },
-          ]),
-        ),
-        networks: d.networks,
-      },
-    ]),
-  );
+  const drills = drillsOf(raw.drills);
   const hosts = hostsOf(raw.hosts);
   const scrubs = record(
     Object.entries(raw.scrubs ?? {}).map(([name, sc]): [string, ScrubConfig] => [

@@ -106,24 +106,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     hub,
     log,
   } as ConstructorParameters<typeof RunManager>[0]);
-  const drills = new DrillRunner({
-    config: () => config,
-    catalog,
-    events: () => events,
-    runDir: o.paths.runDir,
-    logDir: o.paths.logDir,
-    consoleLevel: o.consoleLevel ?? 'info',
-    log,
-  });
-  const hosts = new HostRunner({
-    config: () => config,
-    catalog,
-    events: () => events,
-    logDir: o.paths.logDir,
-    consoleLevel: o.consoleLevel ?? 'info',
-    log,
-  });
-  const scrubs = new ScrubRunner({ config: () => config, catalog, events: () => events, log });
+  const { drills, hosts, scrubs } = runners(o, { config: () => config, catalog, events: () => events, log });
   const scheduler = new Scheduler({
     config: () => config,
     catalog,
@@ -208,6 +191,19 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await events.flush();
       catalog.close();
     },
+  };
+}
+
+/** The daemon's runners of scheduled work beside the jobs: drills, host backups, scrubs. */
+function runners(
+  o: DaemonOptions,
+  shared: { config: () => HavenConfig; catalog: Catalog; events: () => EventLog; log: Logger },
+) {
+  const consoleLevel = o.consoleLevel ?? 'info';
+  return {
+    drills: new DrillRunner({ ...shared, runDir: o.paths.runDir, logDir: o.paths.logDir, consoleLevel }),
+    hosts: new HostRunner({ ...shared, logDir: o.paths.logDir, consoleLevel }),
+    scrubs: new ScrubRunner(shared),
   };
 }
 
