@@ -1,0 +1,233 @@
+/**
+ * Issue 15, "the receiver killed with SIGKILL, the guest rebooted: replication resumes by itself
+ * from the bitmap and the journal's points still verify" (docs/continuous.md, "Restarts"), on a
+ * real guest with a real `haven protect --continuous` process and its real `haven receive` child.
+ *
+ * The receiver is killed with SIGKILL while the guest writes: the protecting process goes on,
+ * its lane reports the broken session, reconnects (a new receiver), decides a bitmap resync and
+ * commits new points within a minute, nobody restarting anything; the first segment after the
+ * kill carries only the blocks changed meanwhile, not the disks (which the writer filled before
+ * protection began, so a full copy would be both disks whole). Then the guest reboots (the same
+ * QEMU process): new points follow, with no checksum resync. SIGTERM stops the run (exit 130,
+ * docs/continuous.md "Stopping"), `haven verify` checks every point, and the points around the
+ * kill and the newest hold a prefix of the writer's writes, the newest every acknowledged one.
+ *
+ * libvirtd restarted (the third event of that must-show item) is not here: restarting the
+ * daemon disturbs every other test running on the host.
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { SegmentRecord, VerifyReport } from '../../src/store/types.ts';
+import { changedBytes, checkSeqPrefix, fileReader, type SeqGeometry } from '../fixtures/guest/seq.ts';
+import { testDir } from '../fixtures/guest/tools.ts';
+import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { pointAfter, restoreAt, seqGuest } from './continuous-helpers.ts';
+import { waitFor } from './jobs-helpers.ts';
+import { guestDefinitions } from './recovery-helpers.ts';
+
+const PREFIX = 'haven-t-cres';
+const DISK_MIB = 16;
+const BLOCK = 65536;
+/** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
+const RATE = 256 * 1024;
+
+interface LogLine {
+  t: string;
+  level: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+/** The run log of the `haven protect` process (its pid is in the file's name). */
+async function protectLog(logDir: string, server: string): Promise<{ pid: number; path: string }> {
+  const name = (await readdir(logDir)).find((f) => f.startsWith(`protect-${server}-`));
+  const pid = Number(/-(\d+)\.log$/.exec(name ?? '')?.[1]);
+  if (!name || !pid) throw new Error(`no run log of protect ${server} in ${logDir}`);
+  return { pid, path: join(logDir, name) };
+}
+
+async function logLines(path: string): Promise<LogLine[]> {
+  return (await readFile(path, 'utf8'))
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+}
+
+/** The pid of `parent`'s child running `haven receive --stdio --store <store>`, if any. */
+async function receiverOf(parent: number, store: string): Promise<number | undefined> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const status = await readFile(`/proc/${entry}/status`, 'utf8');
+      if (Number(/^PPid:\s+(\d+)$/m.exec(status)?.[1]) !== parent) continue;
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
+      if (argv.includes('receive') && argv.includes(store)) return Number(entry);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The journal's base point and segments, oldest first, as pit.json records them (the store's
+ * format, docs/continuous.md): each with the bytes of data it carries.
+ */
+async function segments(store: string, server: string): Promise<SegmentRecord[]> {
+  const pit = JSON.parse(
+    await readFile(join(store, '.haven', 'servers', server, 'pit', 'pit.json'), 'utf8'),
+  ) as { base: SegmentRecord | null; segments: SegmentRecord[] };
+  return [...(pit.base ? [pit.base] : []), ...pit.segments];
+}
+
+test('protect --continuous resumes by itself after a SIGKILLed receiver and a guest reboot', async (t) => {
+  const dir = await testDir(t, PREFIX);
+  const guest = await seqGuest(t, PREFIX, DISK_MIB);
+  const config = join(dir, 'haven.yaml');
+  await writeFile(config, guestDefinitions(guest));
+  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
+  const store = join(dir, 'store');
+  const logDir = join(dir, 'log');
+  const server = guest.name;
+  const disksBytes = 2 * DISK_MIB * 1024 * 1024;
+
+  // The writer fills both disks once, flat out, before protection begins: every chunk is then
+  // allocated, so a full copy after the kill would send both disks whole (disksBytes).
+  const slots = (DISK_MIB * 1024 * 1024) / BLOCK;
+  await guest.seqStart({ rate: 0, block: BLOCK, nonce: 21, disks: ['vda', 'vdb'] });
+  await waitFor(
+    'the writer to fill both disks',
+    async () => ((await guest.seqAcked())?.acked ?? 0) >= 2 * slots,
+    120_000,
+    500,
+  );
+  await guest.seqStop();
+  await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
+
+  let exited = false;
+  const figures: Record<string, number> = {};
+  let killAt = 0;
+  let acked = 0;
+  const done = (async () => {
+    const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
+    await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
+    const { pid: protectPid, path: logPath } = await protectLog(logDir, server);
+    const receiver = await waitFor('the receiver', () => receiverOf(protectPid, store), 30_000, 200);
+
+    killAt = Date.now();
+    process.kill(receiver, 'SIGKILL');
+    const resumed = await pointAfter(store, server, killAt, 'a point after the kill', {
+      marginMs: 0,
+      timeoutMs: 60_000,
+    });
+    assert.equal(exited, false, 'the protecting process goes on');
+    assert.equal(await guest.state(), 'running', 'the guest keeps running');
+    const again = await receiverOf(protectPid, store);
+    assert.ok(again !== undefined && again !== receiver, `a new receiver (${again}, killed ${receiver})`);
+
+    // The lane saw the broken session, went disconnected, and came back by a bitmap resync.
+    const afterKill = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= killAt);
+    const broken = afterKill.findIndex(
+      (l) => l.level === 'warn' && /segment not delivered|cannot reach the target/.test(l.msg),
+    );
+    assert.ok(broken >= 0, `the lane reports the broken session:\n${JSON.stringify(afterKill, null, 1)}`);
+    const reconnect = afterKill.slice(broken).find((l) => l.msg === 'connected');
+    assert.equal(reconnect?.decision, 'bitmap', JSON.stringify(reconnect));
+
+    const segs = await segments(store, server);
+    const resync = segs.find((s) => Date.parse(s.committedAt) > killAt);
+    assert.ok(resync, 'a segment committed after the kill');
+    const before = segs.filter((s) => s.consistent && Date.parse(s.committedAt) <= killAt);
+    assert.ok(before.length >= 2, `${before.length} points before the kill`);
+    figures.resumeMs = Date.parse(resync.committedAt) - killAt;
+    figures.resentBytes = resync.dataBytes;
+    figures.pendingAtReconnect = Number(reconnect?.pendingBytes);
+    figures.resumedPointMs = Date.parse(resumed.committedAt) - killAt;
+    // The bitmap resync sends the blocks written since the target's newest point: at 256 KiB/s
+    // about a megabyte for the few seconds the lane was away. A full copy is both disks (the
+    // writer filled them); half of that would be a minute of writes, far more than the outage.
+    assert.ok(
+      resync.dataBytes < disksBytes / 2,
+      `the resync sent ${resync.dataBytes} bytes of ${disksBytes}: a partial resync, not a full copy`,
+    );
+    const ids = { before: before.at(-1)!.id, earlier: before.at(-2)!.id, resync: resync.id };
+
+    // The guest reboots (the same QEMU process: docs/continuous.md, "Restarts"). The writer is
+    // stopped first so that the reset tears no block of its run; it continues after the boot.
+    await guest.seqStop();
+    const rebootAt = Date.now();
+    await guest.reboot();
+    await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
+    const booted = Date.now();
+    await pointAfter(store, server, booted, 'a point after the reboot', { timeoutMs: 90_000 });
+    await pointAfter(store, server, booted + 3000, 'points go on after the reboot', { timeoutMs: 60_000 });
+    assert.equal(exited, false, 'the protecting process goes on through the reboot');
+    const afterReboot = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= rebootAt);
+    const resyncs = afterReboot.filter(
+      (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
+    );
+    assert.deepEqual(resyncs, [], 'no checksum resync or full copy after the reboot');
+    const postReboot = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > rebootAt);
+    figures.afterRebootMaxBytes = Math.max(...postReboot.map((s) => s.dataBytes));
+    assert.ok(
+      figures.afterRebootMaxBytes < disksBytes / 2,
+      `${figures.afterRebootMaxBytes} bytes in a segment`,
+    );
+
+    acked = await guest.seqStop();
+    await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
+    return ids;
+  })();
+  const run = runHaven(
+    h,
+    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
+    { killOn: done.catch(() => undefined), killSignal: 'SIGTERM', timeoutMs: 600_000 },
+  ).then((r) => {
+    exited = true;
+    return r;
+  });
+  const [ids, r] = await Promise.all([done, run]);
+  assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
+  const final = JSON.parse(r.stdout) as { lanes: { state: string; wireBytes: number }[] };
+  assert.equal(final.lanes[0]?.state, 'stopped');
+
+  // Every point of the journal verifies.
+  const verified = await havenJson<VerifyReport>(h, ['verify', '--store', store]);
+  assert.equal(verified.ok, true, JSON.stringify(verified.problems));
+  assert.ok((verified.checkedPoints ?? 0) >= 5, `${verified.checkedPoints} points checked`);
+
+  // The points around the kill and the newest hold a prefix of the writes, byte-exact.
+  const size = DISK_MIB * 1024 * 1024;
+  const prefix = async (at: string, name: string) => {
+    const res = await restoreAt(h, server, store, at, join(dir, name));
+    const v = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
+    assert.ok(v.ok, `point ${at}: ${v.ok ? '' : v.problem}`);
+    return { last: v.last, geometry: v.geometry as SeqGeometry };
+  };
+  const earlier = await prefix(ids.earlier, 'earlier');
+  const before = await prefix(ids.before, 'before');
+  const resync = await prefix(ids.resync, 'resync');
+  assert.ok(earlier.last <= before.last && before.last <= resync.last, 'prefixes grow');
+  const [newest] = (await segments(store, server)).filter((s) => s.consistent).slice(-1);
+  assert.equal(
+    (await prefix(newest!.id, 'newest')).last,
+    acked,
+    'the newest point holds every acknowledged write',
+  );
+
+  // Against what the writer changed: the resync carries the blocks written since the target's
+  // newest point before the kill (or, when the kill fell between that point's commit and its
+  // acknowledgement, since the one before: the lane cannot know it landed, so resends it).
+  const since = (from: number) => changedBytes(resync.geometry, from, resync.last);
+  const bound = 1.2 * since(earlier.last) + 2 * BLOCK;
+  t.diagnostic(
+    `resumed ${figures.resumeMs} ms after the kill (a new point ${figures.resumedPointMs} ms after); ` +
+      `resent ${figures.resentBytes} bytes (pending at reconnect ${figures.pendingAtReconnect}) of ` +
+      `${disksBytes} (${((100 * figures.resentBytes!) / disksBytes).toFixed(1)}%); the writer changed ` +
+      `${since(before.last)} bytes since the newest point before the kill, ${since(earlier.last)} since the one before; ` +
+      `largest segment after the reboot ${figures.afterRebootMaxBytes} bytes`,
+  );
+  assert.ok(figures.resentBytes! <= bound, `resent ${figures.resentBytes}, at most ${bound}`);
+});
