@@ -52,6 +52,8 @@ export async function jobSelections(
   virsh: Virsh,
   jobs: readonly { name: string; servers: readonly string[] }[],
 ): Promise<Map<string, string[]>> {
+  // No job, nothing to select: no virsh process (status and the daemon ask on every look).
+  if (jobs.length === 0) return new Map();
   const names = await listServerNames(virsh);
   return new Map(jobs.map((j) => [j.name, selectServers(j.servers, names)]));
 }

@@ -128,7 +128,8 @@ export default function register(program: Command, context: () => CliContext): v
             `  [${p.code}] ${p.server}${p.seq ? ` _${p.seq}` : ''}${p.pointId ? ` point ${p.pointId}` : ''}${p.disk ? ` ${p.disk}` : ''}: ${p.message}${p.badChunks?.length ? ` (chunks ${p.badChunks.join(', ')})` : ''}`,
           );
         }
-        if (hosts) printHosts(ctx, hosts);
+        // A store without hosts says nothing of them (the servers' line already says OK).
+        if (hosts && (hosts.checkedHosts > 0 || hosts.problems.length > 0)) printHosts(ctx, hosts);
       }
       if (!ok) {
         // The report is already printed (as JSON too), so no second error document: exit 8.
