@@ -4,14 +4,17 @@
  * restoring, activating and drilling what the store holds.
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { ActivationReport, ActivationResult, RestoreResult } from '../../src/recovery/index.ts';
 import { type FsStore, openFsStore } from '../../src/store/index.ts';
 import type { JournalPoint, ServerManifest } from '../../src/store/types.ts';
 import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
-import { type HavenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { testDir } from '../fixtures/guest/tools.ts';
+import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { waitFor } from './jobs-helpers.ts';
-import { destroyDomainsLike } from './recovery-helpers.ts';
+import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
 
 /** `fn` on the store, opened for it and closed after; null while there is no store yet. */
 export async function inStore<T>(store: string, fn: (s: FsStore) => Promise<T>): Promise<T | null> {
@@ -60,6 +63,23 @@ export async function seqGuest(t: TestContext, prefix: string, sizeMiB: number):
   t.after(() => destroyDomainsLike(guest.name));
   await guest.setWorkload({ name: 'seq-check', disks: ['vda', 'vdb'] });
   return guest;
+}
+
+/**
+ * A test directory, a seqGuest, and Haven's environment with a configuration defining the
+ * guest's DR settings: what a continuous test starts from. `store` is where it protects to.
+ */
+export async function seqSetup(
+  t: TestContext,
+  prefix: string,
+  sizeMiB: number,
+): Promise<{ dir: string; guest: TestGuest; h: HavenEnv; store: string; server: string }> {
+  const dir = await testDir(t, prefix);
+  const guest = await seqGuest(t, prefix, sizeMiB);
+  const config = join(dir, 'haven.yaml');
+  await writeFile(config, guestDefinitions(guest));
+  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
+  return { dir, guest, h, store: join(dir, 'store'), server: guest.name };
 }
 
 /** `haven restore --at` into `to` (not defined, unless `extra` says otherwise): the result. */

@@ -35,7 +35,7 @@ import {
   newestPoint,
   pointAfter,
   restoreAt,
-  seqGuest,
+  seqSetup,
   storedManifest,
 } from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
@@ -70,14 +70,8 @@ async function protectOnce(
 }
 
 test('a journal verified, a point activated and given up, diverged targets refused', async (t) => {
-  const dir = await testDir(t, PREFIX);
   // A copy that boots checks its disks and prints the prefix it found on its console.
-  const guest = await seqGuest(t, PREFIX, DISK_MIB);
-  const config = join(dir, 'haven.yaml');
-  await writeFile(config, guestDefinitions(guest));
-  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
-  const store = join(dir, 'store');
-  const server = guest.name;
+  const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
   await guest.seqStart({ rate: 256 * 1024, block: 65536, nonce: 7, disks: ['vda', 'vdb'] });
   let acked = 0;
   const done = (async () => {

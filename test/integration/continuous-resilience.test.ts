@@ -16,16 +16,14 @@
  * daemon disturbs every other test running on the host.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SegmentRecord, VerifyReport } from '../../src/store/types.ts';
 import { changedBytes, checkSeqPrefix, fileReader, type SeqGeometry } from '../fixtures/guest/seq.ts';
-import { testDir } from '../fixtures/guest/tools.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
-import { pointAfter, restoreAt, seqGuest } from './continuous-helpers.ts';
+import { havenJson, runHaven } from '../helpers/haven.ts';
+import { pointAfter, restoreAt, seqSetup } from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
-import { guestDefinitions } from './recovery-helpers.ts';
 
 const PREFIX = 'haven-t-cres';
 const DISK_MIB = 16;
@@ -83,14 +81,8 @@ async function segments(store: string, server: string): Promise<SegmentRecord[]>
 }
 
 test('protect --continuous resumes by itself after a SIGKILLed receiver and a guest reboot', async (t) => {
-  const dir = await testDir(t, PREFIX);
-  const guest = await seqGuest(t, PREFIX, DISK_MIB);
-  const config = join(dir, 'haven.yaml');
-  await writeFile(config, guestDefinitions(guest));
-  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
-  const store = join(dir, 'store');
+  const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
   const logDir = join(dir, 'log');
-  const server = guest.name;
   const disksBytes = 2 * DISK_MIB * 1024 * 1024;
 
   // The writer fills both disks once, flat out, before protection begins: every chunk is then
