@@ -105,6 +105,11 @@ export interface LaneOptions {
 }
 
 const BACKOFF_MIN_MS = 1000;
+
+/** The state a lane shows while a connection attempt is under way (see doConnect). */
+export function reconnectState(now: LaneState): LaneState {
+  return now === 'refused' || now === 'disconnected' ? now : 'connecting';
+}
 const BACKOFF_MAX_MS = 30_000;
 const REFUSED_RETRY_MS = 60_000;
 
@@ -210,7 +215,11 @@ export class Lane {
   }
 
   private async doConnect(primary: GenerationIds | null): Promise<SyncDecision | null> {
-    this.setState(this.state === 'refused' ? 'refused' : 'connecting');
+    // A lane that lost its target stays `disconnected` (refused: `refused`) while it tries again:
+    // over a dead link an attempt lasts until the transport's connect timeout (30 s for TLS), and
+    // `connecting` for all that time would hide from status and alerts that the link is down.
+    // `connecting` is the first connection only.
+    this.setState(reconnectState(this.state));
     let sender: StreamSender | undefined;
     try {
       sender = await this.o.target.connect();
