@@ -9,10 +9,12 @@
  * queue (50 ms at 100 Mbit/s: about 600 KiB), so a sender faster than the link is paced by TCP,
  * not by drops alone; the burst (64 KiB) is a few milliseconds of the rate.
  *
- * A cut replaces both ends' qdisc with netem dropping every packet: packets vanish as on a broken
- * WAN link, with no RST, no ICMP and no route change (`ip link set down` would remove the /30's
- * route and send the packets to the default route instead). Only the sender's own stall detection
- * can notice it. Restoring puts tbf back.
+ * A cut sets the namespace's end down (`ip link set down`), as when the far end of a WAN link
+ * goes: the host's end loses its carrier, keeps its route (marked linkdown) and drops whatever is
+ * sent into it, silently: no RST, no ICMP, a connect() that hangs. Only the sender's own stall
+ * detection can notice it. (Setting the host's end down instead would remove the /30's route and
+ * send the packets to the default route; this kernel has no netem, clsact or matchall to drop
+ * them in tc.) Restoring sets it up again; both ends keep their tbf.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -69,10 +71,6 @@ export async function shapedLink(tag: string, rate = '100mbit'): Promise<ShapedL
   const hostIp = `10.231.${x}.1`;
   const nsIp = `10.231.${x}.2`;
   const tbf = ['root', 'tbf', 'rate', rate, 'burst', '64kb', 'latency', '50ms'];
-  const shape = async (verb: 'add' | 'replace', qdisc: string[]) => {
-    await tc(null, ['qdisc', verb, 'dev', hostDev, ...qdisc]);
-    await tc(ns, ['qdisc', verb, 'dev', nsDev, ...qdisc]);
-  };
   let destroyed = false;
   const destroy = async () => {
     if (destroyed) return;
@@ -89,7 +87,8 @@ export async function shapedLink(tag: string, rate = '100mbit'): Promise<ShapedL
     await ip(['-n', ns, 'addr', 'add', `${nsIp}/30`, 'dev', nsDev]);
     await ip(['-n', ns, 'link', 'set', nsDev, 'up']);
     await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
-    await shape('add', tbf);
+    await tc(null, ['qdisc', 'add', 'dev', hostDev, ...tbf]);
+    await tc(ns, ['qdisc', 'add', 'dev', nsDev, ...tbf]);
   } catch (e) {
     await destroy();
     throw e;
@@ -101,8 +100,12 @@ export async function shapedLink(tag: string, rate = '100mbit'): Promise<ShapedL
     hostIp,
     nsIp,
     rate,
-    cut: () => shape('replace', ['root', 'netem', 'loss', '100%']),
-    restore: () => shape('replace', tbf),
+    cut: async () => {
+      await ip(['-n', ns, 'link', 'set', nsDev, 'down']);
+    },
+    restore: async () => {
+      await ip(['-n', ns, 'link', 'set', nsDev, 'up']);
+    },
     destroy,
   };
 }
