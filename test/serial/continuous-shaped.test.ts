@@ -19,6 +19,7 @@
  * Timing-sensitive: it runs in scripts/test's serial phase, alone on the host.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -68,6 +69,10 @@ function percentile(sorted: number[], p: number): number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The running libvirtd's pid: a change tells that something restarted it during the test. */
+const libvirtdPid = () =>
+  new Promise<string>((resolve) => execFile('pgrep', ['-x', 'libvirtd'], (_e, out) => resolve(out.trim())));
 
 /** The journal's base point and segments, oldest first, as pit.json records them. */
 async function segments(store: string, server: string): Promise<SegmentRecord[]> {
@@ -133,6 +138,7 @@ test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 
   );
   const h = await havenEnv(dir, { HAVEN_CONFIG: config });
   const logDir = join(dir, 'log');
+  const libvirtd = await libvirtdPid();
 
   await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 17, disks: ['vda', 'vdb'] });
   const steady = { a: [] as number[], b: [] as number[] };
@@ -144,6 +150,9 @@ test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 
   /** Why the protecting process is gone when it should not be: its exit and its last log lines. */
   const gone = async () =>
     `the protecting process exited (${ended?.code}):\n${ended?.stderr.slice(-3000)}\n` +
+    ((await libvirtdPid()) === libvirtd
+      ? ''
+      : `libvirtd was restarted during the test (pid ${libvirtd} before)\n`) +
     JSON.stringify((await logLines(logDir, server).catch(() => [])).slice(-40), null, 1);
   let acked = 0;
   /** lagOf, failing at once when the protecting process is gone (nothing would catch up). */
