@@ -30,6 +30,7 @@ import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import {
   type ShapedLink,
+  type ShapedReceiver,
   shapedLink,
   shapedTargetYaml,
   startShapedReceiver,
@@ -113,11 +114,14 @@ async function logLines(logDir: string, server: string): Promise<LogLine[]> {
 
 test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 60 s, bitmap resync', async (t) => {
   const dir = await testDir(t, PREFIX);
-  const guest = await seqGuest(t, PREFIX, DISK_MIB);
-  const server = guest.name;
   const tag = String(process.pid % 100_000);
   const links: ShapedLink[] = [];
+  const receivers: ShapedReceiver[] = [];
+  // Registered before the guest's cleanup: hooks run in order, and one that throws (the guest's,
+  // when libvirtd is away) skips the rest, which would leave the receivers running (and this
+  // process with them) and the namespaces in place.
   t.after(async () => {
+    for (const r of receivers) await r.stop().catch(() => undefined);
     for (const l of links) await l.destroy();
   });
   links.push(await shapedLink(`${tag}a`), await shapedLink(`${tag}b`));
@@ -125,9 +129,11 @@ test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 
   await makePki(dir, [linkA.nsIp, linkB.nsIp]);
   const stores = { drA: join(dir, 'store-a'), drB: join(dir, 'store-b') };
   const rxA = await startShapedReceiver(linkA, dir, stores.drA, { HAVEN_LOG_DIR: join(dir, 'log-rx-a') });
-  t.after(() => rxA.stop());
+  receivers.push(rxA);
   const rxB = await startShapedReceiver(linkB, dir, stores.drB, { HAVEN_LOG_DIR: join(dir, 'log-rx-b') });
-  t.after(() => rxB.stop());
+  receivers.push(rxB);
+  const guest = await seqGuest(t, PREFIX, DISK_MIB);
+  const server = guest.name;
   const config = join(dir, 'haven.yaml');
   await writeFile(
     config,
