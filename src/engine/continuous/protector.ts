@@ -378,6 +378,7 @@ export class Protector {
       takenAt: cap.takenAt,
       disks,
       spool,
+      offline: cap.kind === 'offline',
     });
     await spool.release();
     this.cycles++;
@@ -416,7 +417,14 @@ export class Protector {
 
   private shipAll(
     participants: Map<Lane, { part: DiskChunks; consistent: boolean }>,
-    c: { definition: string; pointInTime: string; takenAt: Date; disks: ProtectedDisk[]; spool: Spool },
+    c: {
+      definition: string;
+      pointInTime: string;
+      takenAt: Date;
+      disks: ProtectedDisk[];
+      spool: Spool;
+      offline: boolean;
+    },
   ): void {
     if (this.o.cutDue?.()) this.cutRequested = true;
     const ids = this.ids ?? { current: 'none', history: [] };
@@ -435,6 +443,7 @@ export class Protector {
           ids,
           by: this.by,
           cut: this.cutRequested,
+          sourceOff: c.offline,
         },
         p.part,
         p.consistent,
