@@ -131,6 +131,13 @@ export const RECOVERY_CODES = {
     action:
       'Shut it down from inside, or run `haven failback` again with --force-off (what its caches hold is then lost); the live pass is kept.',
   },
+  FAILBACK_NOT_RUNNING: {
+    kind: 'conflict',
+    meaning:
+      '`haven failback --follow` was asked for a DR copy that is not running: nothing changes there to follow.',
+    action:
+      'Finish the failback without --follow (`haven failback <server> --store <store> --to <primary>`).',
+  },
   FAILBACK_INTERNAL: {
     kind: 'internal',
     meaning: 'The engine returned a plan where failback expected a result: a bug.',

@@ -13,9 +13,14 @@
  *   from equal the primary's disks byte for byte (no write lost), hold a prefix of the writer's
  *   writes at least as long as every write acknowledged before the switchover, and the booted
  *   copy finds that prefix itself; the primary is guarded and protecting it again is refused
- *   (CONTINUOUS_DR_NEWER): the DR copy is the writer now, and `haven failback` brings it back.
+ *   (CONTINUOUS_DR_NEWER): the DR copy is the writer now;
+ * - replication runs in the other direction: the DR copy writes on, and `haven failback --follow`
+ *   brings the primary's disks after it pass by pass (incremental, a consistent prefix longer
+ *   than the one switched over), until SIGTERM; `haven failback` then goes on from the last pass
+ *   and starts the server on the primary, which finds every write the follow passes sent.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
@@ -56,7 +61,7 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 test('switchover: shut down on the primary, last writes drained, started at the DR site with nothing lost', async (t) => {
-  const { guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
+  const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
   const name = `${server}-dr`;
   t.after(() => destroyDomainsLike(name));
   const args = ['switchover', server, '--store', store, '--primary', PRIMARY, '--name', name];
@@ -153,6 +158,7 @@ test('switchover: shut down on the primary, last writes drained, started at the 
   // The direction is reversed: the primary's protection is refused while the DR copy runs.
   second.resolve();
   await run2;
+  const mark2 = await guest.serialMark();
   const refused = await runHaven(
     h,
     ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--json'],
@@ -161,9 +167,63 @@ test('switchover: shut down on the primary, last writes drained, started at the 
   const lane = (JSON.parse(refused.stdout) as { lanes: { error: { code: string } | null }[] }).lanes[0];
   assert.equal(lane?.error?.code, 'CONTINUOUS_DR_NEWER', refused.stdout);
 
-  // And back: failback sends the DR copy's changes to the primary and starts it there.
+  // Replication in the other direction: the DR copy writes on (its writer continues the run it
+  // found), and `failback --follow` brings the primary's disks after it, pass after pass.
+  const copy = guest.runningAs(name, {
+    serialLog: join(activeDir, 'serial0.log'),
+    controlSocket: join(activeDir, 'sockets', 'serial1.sock'),
+  });
+  await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
+  await copy.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
+  const passState = join(activeDir, 'failback.json');
+  const drPoint = async () =>
+    (JSON.parse(await readFile(passState, 'utf8').catch(() => '{}')) as { drPoint?: string }).drPoint;
+  const passes: string[] = [];
+  const twoPasses = waitFor(
+    'two follow passes',
+    async () => {
+      const p = await drPoint();
+      if (p && !passes.includes(p)) passes.push(p);
+      return passes.length >= 2;
+    },
+    180_000,
+    300,
+  );
+  const following = await runHaven(
+    h,
+    ['failback', server, '--store', store, '--to', 'local', '--follow', '--interval', '5s', '--json'],
+    { killOn: twoPasses, killSignal: 'SIGTERM', timeoutMs: 300_000 },
+  );
+  assert.equal(following.code, 130, following.stderr);
+  const followed = JSON.parse(following.stdout) as FailbackResult;
+  assert.equal(followed.following?.ended, 'stopped');
+  assert.ok((followed.following?.passes ?? 0) >= 2, JSON.stringify(followed.following));
+  assert.equal(followed.started, false, 'following starts nothing on the primary');
+  assert.equal(followed.passes.at(-1)?.mode, 'incremental', 'passes after the first follow the bitmaps');
+  assert.equal(await guest.state(), 'shut off');
+  assert.equal(
+    (await storedManifest(store, server))?.activeAtDr?.domain,
+    name,
+    'still active at the DR site',
+  );
+  const onPrimary = join(dir, 'primary');
+  await exec('mkdir', ['-p', onPrimary]);
+  const primaryImages = guest.disks.map((d) => join(onPrimary, `${d.target}.raw`));
+  for (const [i, d] of guest.disks.entries())
+    await exec('qemu-img', ['convert', '-U', '-f', d.format, '-O', 'raw', d.path, primaryImages[i]!]);
+  const followedHeld = await checkSeqPrefix(fileReader(primaryImages), [size, size]);
+  assert.ok(followedHeld.ok, followedHeld.ok ? '' : followedHeld.problem);
+  assert.ok(
+    followedHeld.last > held.last,
+    `the primary holds ${followedHeld.last} writes, more than the ${held.last} it had at the switchover`,
+  );
+
+  // And back: failback finishes from where following left the primary, and starts it there.
   const back = await havenJson<FailbackResult>(h, ['failback', server, '--store', store, '--to', 'local']);
   assert.equal(back.started, true);
+  assert.equal(back.passes[0]?.mode, 'incremental', 'it goes on from the last follow pass');
   assert.equal(await readGuard(new Virsh(), server), null, 'failback cleared the guard');
-  await waitFor('the primary to run it', async () => (await guest.state()) === 'running', 60_000, 500);
+  await guest.startedElsewhere(mark2);
+  const booted = /HAVEN seq check OK last=(\d+)/.exec(await guest.serial());
+  assert.ok(Number(booted?.[1]) >= followedHeld.last, `the primary boots with ${booted?.[1]} writes`);
 });
