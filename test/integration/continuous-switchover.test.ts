@@ -164,6 +164,7 @@ test('switchover: shut down on the primary, last writes drained, started at the 
     ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--json'],
     { killAfterMs: 15_000, killSignal: 'SIGTERM', timeoutMs: 120_000 },
   );
+  assert.equal(refused.code, 130, refused.stdout + refused.stderr);
   const lane = (JSON.parse(refused.stdout) as { lanes: { error: { code: string } | null }[] }).lanes[0];
   assert.equal(lane?.error?.code, 'CONTINUOUS_DR_NEWER', refused.stdout);
 
