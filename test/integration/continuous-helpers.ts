@@ -4,13 +4,14 @@
  * restoring, activating and drilling what the store holds.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { ActivationReport, ActivationResult, RestoreResult } from '../../src/recovery/index.ts';
 import { type FsStore, openFsStore } from '../../src/store/index.ts';
-import type { JournalPoint, ServerManifest } from '../../src/store/types.ts';
+import type { JournalPoint, SegmentRecord, ServerManifest } from '../../src/store/types.ts';
 import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
+import { checkSeqPrefix, fileReader, type SeqGeometry } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { waitFor } from './jobs-helpers.ts';
@@ -160,4 +161,90 @@ export async function drillSeq(
   const report = JSON.parse(drill.stdout) as { results: { result: string; generation: { id: string } }[] };
   assert.equal(report.results[0]?.result, 'pass');
   return report.results[0]!.generation;
+}
+
+export interface LogLine {
+  t: string;
+  level: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+/** The run log of the `haven protect` process (its pid is in the file's name). */
+export async function protectLog(logDir: string, server: string): Promise<{ pid: number; path: string }> {
+  const name = (await readdir(logDir)).find((f) => f.startsWith(`protect-${server}-`));
+  const pid = Number(/-(\d+)\.log$/.exec(name ?? '')?.[1]);
+  if (!name || !pid) throw new Error(`no run log of protect ${server} in ${logDir}`);
+  return { pid, path: join(logDir, name) };
+}
+
+export async function logLines(path: string): Promise<LogLine[]> {
+  return (await readFile(path, 'utf8'))
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+}
+
+/** The pid of `parent`'s child running `haven receive --stdio --store <store>`, if any. */
+export async function receiverOf(parent: number, store: string): Promise<number | undefined> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const status = await readFile(`/proc/${entry}/status`, 'utf8');
+      if (Number(/^PPid:\s+(\d+)$/m.exec(status)?.[1]) !== parent) continue;
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
+      if (argv.includes('receive') && argv.includes(store)) return Number(entry);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The journal's base point and segments, oldest first, as pit.json records them (the store's
+ * format, docs/continuous.md): each with the bytes of data it carries.
+ */
+export async function segments(store: string, server: string): Promise<SegmentRecord[]> {
+  const pit = JSON.parse(
+    await readFile(join(store, '.haven', 'servers', server, 'pit', 'pit.json'), 'utf8'),
+  ) as { base: SegmentRecord | null; segments: SegmentRecord[] };
+  return [...(pit.base ? [pit.base] : []), ...pit.segments];
+}
+
+/**
+ * seqw fills both disks once, flat out, then writes at `rate` bytes/s in blocks of `block`:
+ * every chunk is then allocated before protection begins, so a full copy would send both disks
+ * whole, and anything much smaller is a partial resync.
+ */
+export async function fillThenWrite(guest: TestGuest, sizeMiB: number, block: number, rate: number) {
+  const slots = (sizeMiB * 1024 * 1024) / block;
+  await guest.seqStart({ rate: 0, block, nonce: 21, disks: ['vda', 'vdb'] });
+  await waitFor(
+    'the writer to fill both disks',
+    async () => ((await guest.seqAcked())?.acked ?? 0) >= 2 * slots,
+    120_000,
+    500,
+  );
+  await guest.seqStop();
+  await guest.seqStart({ rate, block, nonce: 0, disks: ['vda', 'vdb'] });
+}
+
+/**
+ * Restores point `at` into `dir/name` and checks that its two disks of `sizeMiB` hold a prefix
+ * of seqw's writes (asserted): the prefix's last write and the run's geometry.
+ */
+export async function pointPrefix(
+  h: HavenEnv,
+  server: string,
+  store: string,
+  o: { dir: string; sizeMiB: number },
+  at: string,
+  name: string,
+): Promise<{ last: number; geometry: SeqGeometry }> {
+  const size = o.sizeMiB * 1024 * 1024;
+  const res = await restoreAt(h, server, store, at, join(o.dir, name));
+  const v = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
+  assert.ok(v.ok, `point ${at}: ${v.ok ? '' : v.problem}`);
+  return { last: v.last, geometry: v.geometry as SeqGeometry };
 }

@@ -230,30 +230,38 @@ export class Protector {
   private async loop(server: Server, disks: ProtectedDisk[], scratch: ScratchFiles): Promise<void> {
     const { signal } = this.o;
     while (!signal.aborted) {
-      this.connectLanes();
-      const state = (await domainState(this.o.virsh, server.name)).state;
-      this.domain = state === 'shut off' || state === 'crashed' ? 'off' : 'running';
-      if (this.domain === 'running') this.offlineDone = false;
-      const due = this.lastCycleAt + this.o.intervalMs - Date.now();
-      const ready = this.lanes.some((l) => l.idle || l.needs !== null);
-      const offlineWanted =
-        this.domain === 'off' &&
-        (!this.offlineDone || this.lanes.some((l) => l.idle && !l.pending.isEmpty()));
-      if (!ready || due > 0 || (this.domain === 'off' && !offlineWanted)) {
-        await this.sleep(ready && due > 0 ? due : this.domain === 'off' ? 2000 : 500);
-        continue;
-      }
       try {
-        await this.cycle(server, disks, scratch);
-        if (this.domain === 'off') this.offlineDone = true;
+        await this.step(server, disks, scratch);
       } catch (e) {
         const err = asHavenError(e);
         if (signal.aborted) break;
-        // libvirtd restarting, the guest stopping under the cycle: the next cycle runs anyway.
+        // libvirtd restarting (VIRT_NO_LIBVIRTD while it is away: the state probe fails as well
+        // as the cycle), the guest stopping under the cycle: the next step runs anyway. The
+        // checkpoint and its persistent bitmap survive a restarted libvirtd (QEMU keeps running),
+        // so the next cycle goes on by bitmap; a backup job the failed cycle left is ended by the
+        // next capture (Capture.live).
         this.log.warn(`cycle failed: ${err.message}`, { code: err.code });
         await this.sleep(Math.max(1000, this.o.intervalMs));
       }
     }
+  }
+
+  /** One turn of the loop: reconnect lanes, look at the domain, run a cycle when one is due. */
+  private async step(server: Server, disks: ProtectedDisk[], scratch: ScratchFiles): Promise<void> {
+    this.connectLanes();
+    const state = (await domainState(this.o.virsh, server.name)).state;
+    this.domain = state === 'shut off' || state === 'crashed' ? 'off' : 'running';
+    if (this.domain === 'running') this.offlineDone = false;
+    const due = this.lastCycleAt + this.o.intervalMs - Date.now();
+    const ready = this.lanes.some((l) => l.idle || l.needs !== null);
+    const offlineWanted =
+      this.domain === 'off' && (!this.offlineDone || this.lanes.some((l) => l.idle && !l.pending.isEmpty()));
+    if (!ready || due > 0 || (this.domain === 'off' && !offlineWanted)) {
+      await this.sleep(ready && due > 0 ? due : this.domain === 'off' ? 2000 : 500);
+      return;
+    }
+    await this.cycle(server, disks, scratch);
+    if (this.domain === 'off') this.offlineDone = true;
   }
 
   private connectLanes(): void {

@@ -1,0 +1,145 @@
+/**
+ * Issue 15, "a crashed primary host: replication resumes by itself, never a blind full copy"
+ * (docs/continuous.md, "Restarts", the QEMU or host crash row), on a real guest with a real
+ * `haven protect --continuous` process. The guest's QEMU process is killed with SIGKILL while
+ * the writer runs: the closest this host gets to a crashed primary, since QEMU writes its
+ * persistent dirty bitmaps into the images only when it closes them, so none of the checkpoints
+ * made since it started survives, and those it loaded are left marked in use.
+ *
+ * Shown: the protector notices the domain is off and takes its cycle through the images; their
+ * bitmaps cannot be trusted, so every lane compares every chunk with the target's head digests
+ * and sends only those that differ (a checksum resync: the data sent is about what the writer
+ * changed since the target's newest point, far below the disks' allocated size, which the
+ * writer filled). The test then starts the guest again (`virsh start`): points resume by bitmap
+ * (no second checksum resync, small segments). The journal verifies; the newest point after the
+ * crash holds a prefix of the writer's writes, and the newest of all every acknowledged one.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { VerifyReport } from '../../src/store/types.ts';
+import { changedBytes } from '../fixtures/guest/seq.ts';
+import { havenJson, runHaven } from '../helpers/haven.ts';
+import {
+  fillThenWrite,
+  logLines,
+  pointAfter,
+  pointPrefix,
+  protectLog,
+  segments,
+  seqSetup,
+} from './continuous-helpers.ts';
+import { waitFor } from './jobs-helpers.ts';
+
+const PREFIX = 'hvr-crash';
+const DISK_MIB = 16;
+const BLOCK = 65536;
+/** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
+const RATE = 256 * 1024;
+
+/** The pid libvirt recorded for the domain's QEMU process. */
+async function qemuPid(domain: string): Promise<number> {
+  const pid = Number((await readFile(`/run/libvirt/qemu/${domain}.pid`, 'utf8')).trim());
+  assert.ok(pid > 0, `a QEMU pid for ${domain}`);
+  return pid;
+}
+
+test('protect --continuous after the guest’s QEMU is killed: a checksum resync, then points by bitmap', async (t) => {
+  const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
+  const disksBytes = 2 * DISK_MIB * 1024 * 1024;
+  await fillThenWrite(guest, DISK_MIB, BLOCK, RATE);
+
+  let exited = false;
+  const figures: Record<string, number> = {};
+  let acked = 0;
+  const done = (async () => {
+    const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
+    await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
+    const { pid: protectPid, path: logPath } = await protectLog(join(dir, 'log'), server);
+
+    const crashAt = Date.now();
+    process.kill(await qemuPid(server), 'SIGKILL');
+    await waitFor('libvirt to see the domain off', async () => (await guest.state()) !== 'running', 30_000, 200);
+
+    // The cycle through the images: the bitmaps are refused, every chunk is compared.
+    const crashPoint = await pointAfter(store, server, crashAt, 'a point after the crash', {
+      marginMs: 0,
+      timeoutMs: 120_000,
+    });
+    figures.crashPointMs = Date.parse(crashPoint.committedAt) - crashAt;
+    assert.equal(exited, false, 'the protecting process goes on');
+    const afterCrash = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= crashAt);
+    assert.ok(
+      afterCrash.some((l) => /bitmaps cannot be used/.test(l.msg)),
+      `the protector distrusts the bitmaps:\n${JSON.stringify(afterCrash, null, 1)}`,
+    );
+    const segs = await segments(store, server);
+    const before = segs.filter((s) => s.consistent && Date.parse(s.committedAt) <= crashAt);
+    const offline = segs.filter((s) => Date.parse(s.takenAt) > crashAt);
+    assert.ok(before.length >= 2, `${before.length} points before the crash`);
+    assert.ok(offline.at(-1)?.consistent, 'the resync ends in a point');
+    figures.resentBytes = offline.reduce((n, s) => n + s.dataBytes, 0);
+    // Nothing more while the domain is off: the one cycle through the images, then it waits.
+    await new Promise((r) => setTimeout(r, 4000));
+    const whileOff = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > crashAt);
+    assert.equal(whileOff.length, offline.length, 'no further cycle while the domain is off');
+
+    // The guest is started again; the writer continues its run (nonce 0) after the boot.
+    const startAt = Date.now();
+    await guest.start();
+    await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
+    const booted = Date.now();
+    await pointAfter(store, server, booted, 'a point after the start', { timeoutMs: 90_000 });
+    await pointAfter(store, server, booted + 3000, 'points go on after the start', { timeoutMs: 60_000 });
+    assert.equal(exited, false, 'the protecting process goes on through the start');
+    assert.equal((await protectLog(join(dir, 'log'), server)).pid, protectPid, 'no new process');
+    const afterStart = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= startAt);
+    const resyncs = afterStart.filter(
+      (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
+    );
+    assert.deepEqual(resyncs, [], 'points resume by bitmap after the start');
+    const live = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > startAt);
+    figures.afterStartMaxBytes = Math.max(...live.map((s) => s.dataBytes));
+    assert.ok(figures.afterStartMaxBytes < disksBytes / 4, `${figures.afterStartMaxBytes} bytes in a segment`);
+
+    acked = await guest.seqStop();
+    await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
+    return { before: before.at(-1)!.id, crash: offline.at(-1)!.id };
+  })();
+  const run = runHaven(
+    h,
+    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
+    { killOn: done.catch(() => undefined), killSignal: 'SIGTERM', timeoutMs: 600_000 },
+  ).then((r) => {
+    exited = true;
+    return r;
+  });
+  const [ids, r] = await Promise.all([done, run]);
+  assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
+
+  const verified = await havenJson<VerifyReport>(h, ['verify', '--store', store]);
+  assert.equal(verified.ok, true, JSON.stringify(verified.problems));
+  const all = (await segments(store, server)).filter((s) => s.consistent);
+  assert.equal(verified.checkedPoints, all.length, 'every point checked');
+
+  const prefix = (at: string, name: string) =>
+    pointPrefix(h, server, store, { dir, sizeMiB: DISK_MIB }, at, name);
+  const before = await prefix(ids.before, 'before');
+  const crash = await prefix(ids.crash, 'crash');
+  assert.ok(before.last <= crash.last, 'the point after the crash holds at least the one before');
+  assert.equal((await prefix(all.at(-1)!.id, 'newest')).last, acked, 'the newest point holds every acknowledged write');
+
+  // The checksum resync sent what differs from the target's newest point: about what the writer
+  // changed since then (the writes up to the crash that reached the images), never the disks.
+  const changed = changedBytes(crash.geometry, before.last, crash.last);
+  t.diagnostic(
+    `point after the crash committed ${figures.crashPointMs} ms after the kill; checksum resync sent ` +
+      `${figures.resentBytes} bytes of ${disksBytes} allocated (${((100 * figures.resentBytes!) / disksBytes).toFixed(1)}%); ` +
+      `the writer changed ${changed} bytes since the newest point before the crash (ratio ` +
+      `${(figures.resentBytes! / Math.max(1, changed)).toFixed(2)}); largest segment after the start ` +
+      `${figures.afterStartMaxBytes} bytes; ${verified.checkedPoints} points verified`,
+  );
+  assert.ok(figures.resentBytes! < disksBytes / 4, 'far below the disks’ allocated size: no full copy');
+  assert.ok(figures.resentBytes! <= 1.2 * changed + 2 * BLOCK, `resent ${figures.resentBytes}, changed ${changed}`);
+});
