@@ -67,7 +67,9 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
       timeoutMs: 60_000,
     }).catch(async (e: Error) => {
       const log = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= stopAt);
-      throw new Error(`${e.message} (exited: ${exited}); the log since the stop:\n${JSON.stringify(log, null, 1)}`);
+      throw new Error(
+        `${e.message} (exited: ${exited}); the log since the stop:\n${JSON.stringify(log, null, 1)}`,
+      );
     });
     figures.resumeMs = Date.parse(resumed.committedAt) - upAt;
     assert.equal(exited, false, 'the protecting process goes on');
@@ -121,7 +123,11 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
   const resync = await prefix(ids.resync, 'resync');
   assert.ok(before.last <= resync.last, 'prefixes grow');
   const newest = all.at(-1)!;
-  assert.equal((await prefix(newest.id, 'newest')).last, acked, 'the newest point holds every acknowledged write');
+  assert.equal(
+    (await prefix(newest.id, 'newest')).last,
+    acked,
+    'the newest point holds every acknowledged write',
+  );
   const others = all.filter((s) => ![ids.before, ids.resync, newest.id].includes(s.id));
   const picked = others.sort(() => Math.random() - 0.5).slice(0, 4);
   let last = -1;

@@ -60,7 +60,12 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
 
     const crashAt = Date.now();
     process.kill(await qemuPid(server), 'SIGKILL');
-    await waitFor('libvirt to see the domain off', async () => (await guest.state()) !== 'running', 30_000, 200);
+    await waitFor(
+      'libvirt to see the domain off',
+      async () => (await guest.state()) !== 'running',
+      30_000,
+      200,
+    );
 
     // The cycle through the images: the bitmaps are refused, every chunk is compared.
     const crashPoint = await pointAfter(store, server, crashAt, 'a point after the crash', {
@@ -101,7 +106,10 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
     assert.deepEqual(resyncs, [], 'points resume by bitmap after the start');
     const live = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > startAt);
     figures.afterStartMaxBytes = Math.max(...live.map((s) => s.dataBytes));
-    assert.ok(figures.afterStartMaxBytes < disksBytes / 4, `${figures.afterStartMaxBytes} bytes in a segment`);
+    assert.ok(
+      figures.afterStartMaxBytes < disksBytes / 4,
+      `${figures.afterStartMaxBytes} bytes in a segment`,
+    );
 
     acked = await guest.seqStop();
     await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
@@ -128,7 +136,11 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
   const before = await prefix(ids.before, 'before');
   const crash = await prefix(ids.crash, 'crash');
   assert.ok(before.last <= crash.last, 'the point after the crash holds at least the one before');
-  assert.equal((await prefix(all.at(-1)!.id, 'newest')).last, acked, 'the newest point holds every acknowledged write');
+  assert.equal(
+    (await prefix(all.at(-1)!.id, 'newest')).last,
+    acked,
+    'the newest point holds every acknowledged write',
+  );
 
   // The checksum resync sent what differs from the target's newest point: about what the writer
   // changed since then (the writes up to the crash that reached the images), never the disks.
@@ -141,5 +153,8 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
       `${figures.afterStartMaxBytes} bytes; ${verified.checkedPoints} points verified`,
   );
   assert.ok(figures.resentBytes! < disksBytes / 4, 'far below the disks’ allocated size: no full copy');
-  assert.ok(figures.resentBytes! <= 1.2 * changed + 2 * BLOCK, `resent ${figures.resentBytes}, changed ${changed}`);
+  assert.ok(
+    figures.resentBytes! <= 1.2 * changed + 2 * BLOCK,
+    `resent ${figures.resentBytes}, changed ${changed}`,
+  );
 });
