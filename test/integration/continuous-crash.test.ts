@@ -6,6 +6,9 @@
  * persistent dirty bitmaps into the images only when it closes them, so none of the checkpoints
  * made since it started survives, and those it loaded are left marked in use.
  *
+ * The protecting process is paused (SIGSTOP) for five seconds before the kill and continued
+ * after it, so that the target lacks seconds of the writer's writes when QEMU dies.
+ *
  * Shown: the protector notices the domain is off and takes its cycle through the images; their
  * bitmaps cannot be trusted, so every lane compares every chunk with the target's head digests
  * and sends only those that differ (a checksum resync: the data sent is about what the writer
@@ -18,6 +21,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { exec } from '../../src/core/exec.ts';
 import type { VerifyReport } from '../../src/store/types.ts';
 import { changedBytes } from '../fixtures/guest/seq.ts';
 import { havenJson, runHaven } from '../helpers/haven.ts';
@@ -37,6 +41,17 @@ const DISK_MIB = 16;
 const BLOCK = 65536;
 /** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
 const RATE = 256 * 1024;
+/** How long the protector is paused before the kill: the target then lacks this much writing. */
+const PAUSE_MS = 5000;
+
+/** Lets a process stopped with SIGSTOP go on (nothing when it is gone). */
+function continueProcess(pid: number): void {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    // It ended meanwhile.
+  }
+}
 
 /** The pid libvirt recorded for the domain's QEMU process. */
 async function qemuPid(domain: string): Promise<number> {
@@ -49,6 +64,13 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
   const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
   const disksBytes = 2 * DISK_MIB * 1024 * 1024;
   await fillThenWrite(guest, DISK_MIB, BLOCK, RATE);
+  // One flush after the fill. QEMU's qcow2 keeps the mappings of newly allocated clusters in its
+  // metadata cache until the guest flushes, so a killed QEMU loses every unflushed write to a new
+  // cluster (as a crashed host loses what its guests never flushed): without this the disks
+  // would come back empty. Every cluster is allocated now, and the writer's later writes
+  // overwrite them in place, so each one is in the host's page cache once acknowledged and
+  // outlives QEMU: the disks after the kill hold a prefix of the writer's run.
+  assert.equal(await guest.command('sync'), 'ok');
 
   let exited = false;
   const figures: Record<string, number> = {};
@@ -58,6 +80,12 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
     await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
     const { pid: protectPid, path: logPath } = await protectLog(join(dir, 'log'), server);
 
+    // The protecting process is paused for a few seconds first while the writer goes on, so
+    // that at the kill the target lacks seconds of writes (not the one cycle's worth a 1 s
+    // interval leaves): what the checksum resync must find by comparing every chunk.
+    process.kill(protectPid, 'SIGSTOP');
+    t.after(() => continueProcess(protectPid));
+    await new Promise((r) => setTimeout(r, PAUSE_MS));
     const crashAt = Date.now();
     process.kill(await qemuPid(server), 'SIGKILL');
     await waitFor(
@@ -66,6 +94,7 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
       30_000,
       200,
     );
+    continueProcess(protectPid);
 
     // The cycle through the images: the bitmaps are refused, every chunk is compared.
     const crashPoint = await pointAfter(store, server, crashAt, 'a point after the crash', {
@@ -94,6 +123,9 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
     const startAt = Date.now();
     await guest.start();
     await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
+    // The writer continues only from disks that hold a prefix of its run (seqw.c checks first).
+    const started = await guest.waitForSerial(/^HAVEN seq (started|error).*$/m, 60_000);
+    assert.equal(started[1], 'started', `the writer continues after the crash:\n${await guest.serial()}`);
     const booted = Date.now();
     await pointAfter(store, server, booted, 'a point after the start', { timeoutMs: 90_000 });
     await pointAfter(store, server, booted + 3000, 'points go on after the start', { timeoutMs: 60_000 });
@@ -125,6 +157,22 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
   });
   const [ids, r] = await Promise.all([done, run]);
   assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
+
+  // The checkpoint whose bitmaps the crash spoiled is gone with the rest of the chain: only the
+  // chain's head is left for the next run (a spoiled one kept would stay in libvirt for ever).
+  const checkpoints = (
+    await exec('virsh', ['-c', 'qemu:///system', 'checkpoint-list', '--name', server])
+  ).stdout
+    .split('\n')
+    .filter(Boolean);
+  const warned = (await logLines((await protectLog(join(dir, 'log'), server)).path)).filter(
+    (l) => l.level === 'warn' || checkpoints.slice(0, -1).some((c) => JSON.stringify(l).includes(c)),
+  );
+  assert.equal(
+    checkpoints.length,
+    1,
+    `checkpoints left: ${checkpoints.join(', ')}; warnings:\n${JSON.stringify(warned, null, 1)}`,
+  );
 
   const verified = await havenJson<VerifyReport>(h, ['verify', '--store', store]);
   assert.equal(verified.ok, true, JSON.stringify(verified.problems));

@@ -115,6 +115,8 @@ export class Protector {
   private lanes: Lane[] = [];
   private ids: GenerationIds | null = null;
   private chain: string | undefined;
+  /** Checkpoints to delete once the running job has ended (advanceChain). */
+  private readonly doomed = new Set<string>();
   private ending: Promise<void> = Promise.resolve();
   private wake: (() => void) | null = null;
   private cycles = 0;
@@ -330,6 +332,9 @@ export class Protector {
         checkpoint: this.chain,
         err: e,
       });
+      // The spoiled checkpoint goes with the next chain step: kept, it would stay in libvirt
+      // (and its bitmaps in the images, marked in use) for as long as the server lives.
+      this.doomed.add(this.chain);
       this.chain = undefined;
       for (const l of this.lanes) if (l.needs !== 'allocated') l.needs = 'all';
       return take(undefined);
@@ -398,16 +403,46 @@ export class Protector {
     });
   }
 
-  /** C(k) is the chain's head now; C(k-1) goes once the job that used it has ended. */
+  /**
+   * C(k) is the chain's head now; C(k-1) goes once the job that used it has ended, with the
+   * checkpoints an earlier attempt could not delete and those a crash spoiled (`doomed`).
+   */
   private advanceChain(server: Server, checkpoint: string): void {
-    const previous = this.chain;
+    if (this.chain) this.doomed.add(this.chain);
     this.chain = checkpoint;
-    if (!previous) return;
-    this.ending = this.ending.then(() =>
-      deleteCheckpoint(this.o.virsh, server.name, previous, { log: this.log }).catch((e) =>
-        this.log.warn('could not delete the previous cycle’s checkpoint', { checkpoint: previous, err: e }),
-      ),
-    );
+    this.ending = this.ending.then(() => this.deleteDoomed(server));
+  }
+
+  /**
+   * Deletes the checkpoints the chain no longer needs. One whose delete fails stays doomed and
+   * is tried again after the next cycle: a delete can fail for a while and then succeed (QEMU
+   * killed under it, so libvirt still sees a running domain; libvirtd away; qemu-nbd still
+   * holding the image), and a checkpoint left behind keeps a bitmap that QEMU updates on every
+   * guest write for as long as the server lives.
+   */
+  private async deleteDoomed(server: Server): Promise<void> {
+    for (const name of [...this.doomed]) {
+      if (name === this.chain) {
+        this.doomed.delete(name);
+        continue;
+      }
+      try {
+        await deleteCheckpoint(this.o.virsh, server.name, name, { log: this.log });
+        this.doomed.delete(name);
+      } catch (e) {
+        if (e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND') {
+          this.doomed.delete(name);
+          continue;
+        }
+        this.log.warn(
+          'could not delete a checkpoint the chain no longer needs; tried again after the next cycle',
+          {
+            checkpoint: name,
+            err: e,
+          },
+        );
+      }
+    }
   }
 
   /** Lanes that start a full copy or a checksum resync get their chunks from this capture. */
