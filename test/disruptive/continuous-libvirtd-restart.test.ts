@@ -84,6 +84,8 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
     const failed = since.filter((l) => l.level === 'warn' && /^cycle failed/.test(l.msg));
     assert.ok(failed.length > 0, `cycles failed while libvirtd was away:\n${JSON.stringify(since, null, 1)}`);
     figures.failedCycles = failed.length;
+    // Whether the stop fell into a cycle and left its backup job (ended by the next capture).
+    figures.jobsEnded = since.filter((l) => /ending a backup job an earlier cycle left/.test(l.msg)).length;
     const resyncs = since.filter(
       (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
     );
@@ -142,7 +144,8 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
   const changed = changedBytes(resync.geometry, before.last, resync.last);
   const bound = 1.2 * changed + 2 * BLOCK;
   t.diagnostic(
-    `libvirtd away ${figures.downMs} ms (${figures.failedCycles} cycles failed); first point ` +
+    `libvirtd away ${figures.downMs} ms (${figures.failedCycles} cycles failed, ${figures.jobsEnded} ` +
+      `backup jobs left behind ended); first point ` +
       `${figures.resumeMs} ms after it answered again; resent ${figures.resentBytes} bytes of ` +
       `${disksBytes} (${((100 * figures.resentBytes!) / disksBytes).toFixed(1)}%); the writer changed ` +
       `${changed} bytes since the newest point before the stop (ratio ` +

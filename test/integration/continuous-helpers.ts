@@ -13,7 +13,7 @@ import type { JournalPoint, SegmentRecord, ServerManifest } from '../../src/stor
 import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, fileReader, type SeqGeometry } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
-import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { type HavenEnv, type HavenResult, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { waitFor } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
 
@@ -247,4 +247,54 @@ export async function pointPrefix(
   const v = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
   assert.ok(v.ok, `point ${at}: ${v.ok ? '' : v.problem}`);
   return { last: v.last, geometry: v.geometry as SeqGeometry };
+}
+
+/**
+ * `haven protect <server> --to <store> --continuous --interval 1s --journal 30m --json` in the
+ * background, as the resilience tests run it: `stop()` sends SIGTERM (docs/continuous.md,
+ * "Stopping"), `result` is what the process printed and its exit code, `exited()` whether it
+ * has ended (by itself, it must not).
+ */
+export function protectContinuous(
+  h: HavenEnv,
+  server: string,
+  store: string,
+): { result: Promise<HavenResult>; stop: () => void; exited: () => boolean } {
+  let stop = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    stop = resolve;
+  });
+  let exited = false;
+  const result = runHaven(
+    h,
+    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
+    { killOn: stopped, killSignal: 'SIGTERM', timeoutMs: 600_000 },
+  ).then((r) => {
+    exited = true;
+    return r;
+  });
+  return { result, stop, exited: () => exited };
+}
+
+/**
+ * After an event at `from` (ms) and the guest writing again from `writing` on: points keep
+ * coming, the same process goes on, and no lane resyncs by checksum or full copy (its log).
+ * Returns the largest segment (data bytes) taken since `from`.
+ */
+export async function pointsGoOnByBitmap(
+  store: string,
+  server: string,
+  o: { logPath: string; from: number; writing: number; exited: () => boolean },
+  what: string,
+): Promise<number> {
+  await pointAfter(store, server, o.writing, `a point after ${what}`, { timeoutMs: 90_000 });
+  await pointAfter(store, server, o.writing + 3000, `points go on after ${what}`, { timeoutMs: 60_000 });
+  assert.equal(o.exited(), false, `the protecting process goes on through ${what}`);
+  const since = (await logLines(o.logPath)).filter((l) => Date.parse(l.t) >= o.from);
+  const resyncs = since.filter(
+    (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
+  );
+  assert.deepEqual(resyncs, [], `no checksum resync or full copy after ${what}`);
+  const taken = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > o.from);
+  return Math.max(...taken.map((s) => s.dataBytes));
 }
