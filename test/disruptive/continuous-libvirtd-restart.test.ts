@@ -16,25 +16,25 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { VerifyReport } from '../../src/store/types.ts';
 import { changedBytes } from '../fixtures/guest/seq.ts';
-import { havenJson, runHaven } from '../helpers/haven.ts';
 import {
   fillThenWrite,
   logLines,
   pointAfter,
   pointPrefix,
+  pointsGoOnByBitmap,
+  protectContinuous,
   protectLog,
+  SEQ_RUN,
   segments,
   seqSetup,
+  steadyProtection,
+  verifyEveryPoint,
 } from '../integration/continuous-helpers.ts';
 import { libvirtdAnswers, startLibvirtd, stopLibvirtd } from './libvirtd.ts';
 
 const PREFIX = 'hvr-lvrs';
-const DISK_MIB = 16;
-const BLOCK = 65536;
-/** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
-const RATE = 256 * 1024;
+const { diskMiB: DISK_MIB, block: BLOCK, rate: RATE } = SEQ_RUN;
 /** How long libvirtd stays away: several cycles fail meanwhile (interval 1 s). */
 const DOWN_MS = 8000;
 
@@ -45,13 +45,11 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
   const disksBytes = 2 * DISK_MIB * 1024 * 1024;
   await fillThenWrite(guest, DISK_MIB, BLOCK, RATE);
 
-  let exited = false;
+  const protect = protectContinuous(h, server, store);
   const figures: Record<string, number> = {};
   let acked = 0;
-  const done = (async () => {
-    const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
-    await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
-    const { pid: protectPid, path: logPath } = await protectLog(join(dir, 'log'), server);
+  const ids = await (async () => {
+    const { pid: protectPid, path: logPath } = await steadyProtection(store, server, dir);
 
     const stopAt = Date.now();
     await stopLibvirtd();
@@ -68,28 +66,27 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
     }).catch(async (e: Error) => {
       const log = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= stopAt);
       throw new Error(
-        `${e.message} (exited: ${exited}); the log since the stop:\n${JSON.stringify(log, null, 1)}`,
+        `${e.message} (exited: ${protect.exited()}); the log since the stop:\n${JSON.stringify(log, null, 1)}`,
       );
     });
     figures.resumeMs = Date.parse(resumed.committedAt) - upAt;
-    assert.equal(exited, false, 'the protecting process goes on');
+    assert.equal(protect.exited(), false, 'the protecting process goes on');
     assert.equal((await protectLog(join(dir, 'log'), server)).pid, protectPid, 'no new process');
-    await pointAfter(store, server, Date.parse(resumed.takenAt) + 2000, 'points go on', {
-      timeoutMs: 60_000,
-    });
+    // Points go on, by bitmap: no lane resynced by checksum, no full copy.
+    await pointsGoOnByBitmap(
+      store,
+      server,
+      { logPath, from: stopAt, writing: upAt, exited: protect.exited },
+      'the restart',
+    );
 
-    // The protector saw libvirtd go (failed cycles), and came back by bitmap: no lane resynced
-    // by checksum, no full copy.
+    // The protector saw libvirtd go: its cycles failed meanwhile.
     const since = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= stopAt);
     const failed = since.filter((l) => l.level === 'warn' && /^cycle failed/.test(l.msg));
     assert.ok(failed.length > 0, `cycles failed while libvirtd was away:\n${JSON.stringify(since, null, 1)}`);
     figures.failedCycles = failed.length;
     // Whether the stop fell into a cycle and left its backup job (ended by the next capture).
     figures.jobsEnded = since.filter((l) => /ending a backup job an earlier cycle left/.test(l.msg)).length;
-    const resyncs = since.filter(
-      (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
-    );
-    assert.deepEqual(resyncs, [], 'no checksum resync or full copy after the restart');
 
     const segs = await segments(store, server);
     const before = segs.filter((s) => s.consistent && Date.parse(s.committedAt) <= stopAt);
@@ -101,22 +98,11 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
     acked = await guest.seqStop();
     await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
     return { before: before.at(-1)!.id, resync: resync.id, stopAt };
-  })();
-  const run = runHaven(
-    h,
-    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
-    { killOn: done.catch(() => undefined), killSignal: 'SIGTERM', timeoutMs: 600_000 },
-  ).then((r) => {
-    exited = true;
-    return r;
-  });
-  const [ids, r] = await Promise.all([done, run]);
+  })().finally(protect.stop);
+  const r = await protect.result;
   assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
 
-  const verified = await havenJson<VerifyReport>(h, ['verify', '--store', store]);
-  assert.equal(verified.ok, true, JSON.stringify(verified.problems));
-  const all = (await segments(store, server)).filter((s) => s.consistent);
-  assert.equal(verified.checkedPoints, all.length, 'every point checked');
+  const all = await verifyEveryPoint(h, store, server);
 
   // Exact prefixes: the points around the restart, the newest, and random others.
   const prefix = (at: string, name: string) =>
@@ -149,7 +135,7 @@ test('protect --continuous resumes by itself from the bitmap after libvirtd is r
       `${figures.resumeMs} ms after it answered again; resent ${figures.resentBytes} bytes of ` +
       `${disksBytes} (${((100 * figures.resentBytes!) / disksBytes).toFixed(1)}%); the writer changed ` +
       `${changed} bytes since the newest point before the stop (ratio ` +
-      `${(figures.resentBytes! / Math.max(1, changed)).toFixed(2)}); ${verified.checkedPoints} points verified`,
+      `${(figures.resentBytes! / Math.max(1, changed)).toFixed(2)}); ${all.length} points verified`,
   );
   assert.ok(figures.resentBytes! <= bound, `resent ${figures.resentBytes}, at most ${bound}`);
   assert.ok(figures.resentBytes! < disksBytes / 4, 'a partial resync, not a full copy');

@@ -22,25 +22,25 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
-import type { VerifyReport } from '../../src/store/types.ts';
 import { changedBytes } from '../fixtures/guest/seq.ts';
-import { havenJson, runHaven } from '../helpers/haven.ts';
 import {
   fillThenWrite,
   logLines,
   pointAfter,
   pointPrefix,
+  pointsGoOnByBitmap,
+  protectContinuous,
   protectLog,
+  SEQ_RUN,
   segments,
   seqSetup,
+  steadyProtection,
+  verifyEveryPoint,
 } from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
 
 const PREFIX = 'hvr-crash';
-const DISK_MIB = 16;
-const BLOCK = 65536;
-/** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
-const RATE = 256 * 1024;
+const { diskMiB: DISK_MIB, block: BLOCK, rate: RATE } = SEQ_RUN;
 /** How long the protector is paused before the kill: the target then lacks this much writing. */
 const PAUSE_MS = 5000;
 
@@ -72,13 +72,11 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
   // outlives QEMU: the disks after the kill hold a prefix of the writer's run.
   assert.equal(await guest.command('sync'), 'ok');
 
-  let exited = false;
+  const protect = protectContinuous(h, server, store);
   const figures: Record<string, number> = {};
   let acked = 0;
-  const done = (async () => {
-    const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
-    await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
-    const { pid: protectPid, path: logPath } = await protectLog(join(dir, 'log'), server);
+  const ids = await (async () => {
+    const { pid: protectPid, path: logPath } = await steadyProtection(store, server, dir);
 
     // The protecting process is paused for a few seconds first while the writer goes on, so
     // that at the kill the target lacks seconds of writes (not the one cycle's worth a 1 s
@@ -102,7 +100,7 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
       timeoutMs: 120_000,
     });
     figures.crashPointMs = Date.parse(crashPoint.committedAt) - crashAt;
-    assert.equal(exited, false, 'the protecting process goes on');
+    assert.equal(protect.exited(), false, 'the protecting process goes on');
     const afterCrash = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= crashAt);
     assert.ok(
       afterCrash.some((l) => /bitmaps cannot be used/.test(l.msg)),
@@ -127,17 +125,13 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
     const started = await guest.waitForSerial(/^HAVEN seq (started|error).*$/m, 60_000);
     assert.equal(started[1], 'started', `the writer continues after the crash:\n${await guest.serial()}`);
     const booted = Date.now();
-    await pointAfter(store, server, booted, 'a point after the start', { timeoutMs: 90_000 });
-    await pointAfter(store, server, booted + 3000, 'points go on after the start', { timeoutMs: 60_000 });
-    assert.equal(exited, false, 'the protecting process goes on through the start');
-    assert.equal((await protectLog(join(dir, 'log'), server)).pid, protectPid, 'no new process');
-    const afterStart = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= startAt);
-    const resyncs = afterStart.filter(
-      (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
+    figures.afterStartMaxBytes = await pointsGoOnByBitmap(
+      store,
+      server,
+      { logPath, from: startAt, writing: booted, exited: protect.exited },
+      'the start',
     );
-    assert.deepEqual(resyncs, [], 'points resume by bitmap after the start');
-    const live = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > startAt);
-    figures.afterStartMaxBytes = Math.max(...live.map((s) => s.dataBytes));
+    assert.equal((await protectLog(join(dir, 'log'), server)).pid, protectPid, 'no new process');
     assert.ok(
       figures.afterStartMaxBytes < disksBytes / 4,
       `${figures.afterStartMaxBytes} bytes in a segment`,
@@ -146,16 +140,8 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
     acked = await guest.seqStop();
     await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
     return { before: before.at(-1)!.id, crash: offline.at(-1)!.id };
-  })();
-  const run = runHaven(
-    h,
-    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
-    { killOn: done.catch(() => undefined), killSignal: 'SIGTERM', timeoutMs: 600_000 },
-  ).then((r) => {
-    exited = true;
-    return r;
-  });
-  const [ids, r] = await Promise.all([done, run]);
+  })().finally(protect.stop);
+  const r = await protect.result;
   assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
 
   // The checkpoint whose bitmaps the crash spoiled is gone with the rest of the chain: only the
@@ -174,10 +160,7 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
     `checkpoints left: ${checkpoints.join(', ')}; warnings:\n${JSON.stringify(warned, null, 1)}`,
   );
 
-  const verified = await havenJson<VerifyReport>(h, ['verify', '--store', store]);
-  assert.equal(verified.ok, true, JSON.stringify(verified.problems));
-  const all = (await segments(store, server)).filter((s) => s.consistent);
-  assert.equal(verified.checkedPoints, all.length, 'every point checked');
+  const all = await verifyEveryPoint(h, store, server);
 
   const prefix = (at: string, name: string) =>
     pointPrefix(h, server, store, { dir, sizeMiB: DISK_MIB }, at, name);
@@ -198,7 +181,7 @@ test('protect --continuous after the guest’s QEMU is killed: a checksum resync
       `${figures.resentBytes} bytes of ${disksBytes} allocated (${((100 * figures.resentBytes!) / disksBytes).toFixed(1)}%); ` +
       `the writer changed ${changed} bytes since the newest point before the crash (ratio ` +
       `${(figures.resentBytes! / Math.max(1, changed)).toFixed(2)}); largest segment after the start ` +
-      `${figures.afterStartMaxBytes} bytes; ${verified.checkedPoints} points verified`,
+      `${figures.afterStartMaxBytes} bytes; ${all.length} points verified`,
   );
   assert.ok(figures.resentBytes! < disksBytes / 4, 'far below the disks’ allocated size: no full copy');
   assert.ok(

@@ -9,13 +9,19 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { ActivationReport, ActivationResult, RestoreResult } from '../../src/recovery/index.ts';
 import { type FsStore, openFsStore } from '../../src/store/index.ts';
-import type { JournalPoint, SegmentRecord, ServerManifest } from '../../src/store/types.ts';
+import type { JournalPoint, SegmentRecord, ServerManifest, VerifyReport } from '../../src/store/types.ts';
 import { createTestGuest, type TestGuest } from '../fixtures/guest/index.ts';
 import { checkSeqPrefix, fileReader, type SeqGeometry } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { type HavenEnv, type HavenResult, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { waitFor } from './jobs-helpers.ts';
 import { destroyDomainsLike, guestDefinitions } from './recovery-helpers.ts';
+
+/**
+ * The resilience tests' guest and writer: two disks of `diskMiB`, seqw writing blocks of
+ * `block` at `rate` bytes/s while protected (256 KiB/s: four 64 KiB blocks a second over both).
+ */
+export const SEQ_RUN = { diskMiB: 16, block: 65536, rate: 256 * 1024 } as const;
 
 /** `fn` on the store, opened for it and closed after; null while there is no store yet. */
 export async function inStore<T>(store: string, fn: (s: FsStore) => Promise<T>): Promise<T | null> {
@@ -297,4 +303,27 @@ export async function pointsGoOnByBitmap(
   assert.deepEqual(resyncs, [], `no checksum resync or full copy after ${what}`);
   const taken = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > o.from);
   return Math.max(...taken.map((s) => s.dataBytes));
+}
+
+/** `haven verify --store`: every point of the journal checked and sound; the points, oldest first. */
+export async function verifyEveryPoint(h: HavenEnv, store: string, server: string): Promise<SegmentRecord[]> {
+  const verified = await havenJson<VerifyReport>(h, ['verify', '--store', store]);
+  assert.equal(verified.ok, true, JSON.stringify(verified.problems));
+  const points = (await segments(store, server)).filter((s) => s.consistent);
+  assert.equal(verified.checkedPoints, points.length, 'every point checked');
+  return points;
+}
+
+/**
+ * Waits until protection is steady (a first point, then another more than 2 s after it) and
+ * returns the protecting process's pid and run log (under `dir`/log).
+ */
+export async function steadyProtection(
+  store: string,
+  server: string,
+  dir: string,
+): Promise<{ pid: number; path: string }> {
+  const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
+  await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
+  return protectLog(join(dir, 'log'), server);
 }

@@ -20,42 +20,39 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { VerifyReport } from '../../src/store/types.ts';
 import { changedBytes } from '../fixtures/guest/seq.ts';
-import { havenJson, runHaven } from '../helpers/haven.ts';
+import { havenJson } from '../helpers/haven.ts';
 import {
   fillThenWrite,
   logLines,
   pointAfter,
   pointPrefix,
-  protectLog,
+  pointsGoOnByBitmap,
+  protectContinuous,
   receiverOf,
+  SEQ_RUN,
   segments,
   seqSetup,
+  steadyProtection,
 } from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
 
 const PREFIX = 'haven-t-cres';
-const DISK_MIB = 16;
-const BLOCK = 65536;
-/** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
-const RATE = 256 * 1024;
+const { diskMiB: DISK_MIB, block: BLOCK, rate: RATE } = SEQ_RUN;
 
 test('protect --continuous resumes by itself after a SIGKILLed receiver and a guest reboot', async (t) => {
   const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
-  const logDir = join(dir, 'log');
   const disksBytes = 2 * DISK_MIB * 1024 * 1024;
 
   // The writer fills both disks once, flat out, before protection begins: a full copy after the
   // kill would send both disks whole (disksBytes).
   await fillThenWrite(guest, DISK_MIB, BLOCK, RATE);
 
-  let exited = false;
+  const protect = protectContinuous(h, server, store);
   const figures: Record<string, number> = {};
   let killAt = 0;
   let acked = 0;
-  const done = (async () => {
-    const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
-    await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
-    const { pid: protectPid, path: logPath } = await protectLog(logDir, server);
+  const ids = await (async () => {
+    const { pid: protectPid, path: logPath } = await steadyProtection(store, server, dir);
     const receiver = await waitFor('the receiver', () => receiverOf(protectPid, store), 30_000, 200);
 
     killAt = Date.now();
@@ -64,7 +61,7 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
       marginMs: 0,
       timeoutMs: 60_000,
     });
-    assert.equal(exited, false, 'the protecting process goes on');
+    assert.equal(protect.exited(), false, 'the protecting process goes on');
     assert.equal(await guest.state(), 'running', 'the guest keeps running');
     const again = await receiverOf(protectPid, store);
     assert.ok(again !== undefined && again !== receiver, `a new receiver (${again}, killed ${receiver})`);
@@ -103,16 +100,12 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
     await guest.reboot();
     await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
     const booted = Date.now();
-    await pointAfter(store, server, booted, 'a point after the reboot', { timeoutMs: 90_000 });
-    await pointAfter(store, server, booted + 3000, 'points go on after the reboot', { timeoutMs: 60_000 });
-    assert.equal(exited, false, 'the protecting process goes on through the reboot');
-    const afterReboot = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= rebootAt);
-    const resyncs = afterReboot.filter(
-      (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
+    figures.afterRebootMaxBytes = await pointsGoOnByBitmap(
+      store,
+      server,
+      { logPath, from: rebootAt, writing: booted, exited: protect.exited },
+      'the reboot',
     );
-    assert.deepEqual(resyncs, [], 'no checksum resync or full copy after the reboot');
-    const postReboot = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > rebootAt);
-    figures.afterRebootMaxBytes = Math.max(...postReboot.map((s) => s.dataBytes));
     assert.ok(
       figures.afterRebootMaxBytes < disksBytes / 2,
       `${figures.afterRebootMaxBytes} bytes in a segment`,
@@ -121,16 +114,8 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
     acked = await guest.seqStop();
     await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
     return ids;
-  })();
-  const run = runHaven(
-    h,
-    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
-    { killOn: done.catch(() => undefined), killSignal: 'SIGTERM', timeoutMs: 600_000 },
-  ).then((r) => {
-    exited = true;
-    return r;
-  });
-  const [ids, r] = await Promise.all([done, run]);
+  })().finally(protect.stop);
+  const r = await protect.result;
   assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
   const final = JSON.parse(r.stdout) as { lanes: { state: string; wireBytes: number }[] };
   assert.equal(final.lanes[0]?.state, 'stopped');
