@@ -117,6 +117,8 @@ export class Protector {
   private chain: string | undefined;
   /** Checkpoints to delete once the running job has ended (advanceChain). */
   private readonly doomed = new Set<string>();
+  /** A cycle failed or could not end its job: the next live capture looks for a job left behind. */
+  private leftJob = false;
   private ending: Promise<void> = Promise.resolve();
   private wake: (() => void) | null = null;
   private cycles = 0;
@@ -242,6 +244,7 @@ export class Protector {
         // checkpoint and its persistent bitmap survive a restarted libvirtd (QEMU keeps running),
         // so the next cycle goes on by bitmap; a backup job the failed cycle left is ended by the
         // next capture (Capture.live).
+        this.leftJob = true;
         this.log.warn(`cycle failed: ${err.message}`, { code: err.code });
         await this.sleep(Math.max(1000, this.o.intervalMs));
       }
@@ -321,10 +324,13 @@ export class Protector {
             base,
             runDir: this.o.runDir,
             scratch,
+            leftJob: this.leftJob,
             log: this.log,
           });
     try {
-      return await take(this.chain);
+      const cap = await take(this.chain);
+      this.leftJob = false;
+      return cap;
     } catch (e) {
       const lost = e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND';
       if (!this.chain || !(needsResync(e) || lost)) throw e;
@@ -381,7 +387,9 @@ export class Protector {
       await spool?.release();
       throw e;
     } finally {
-      this.ending = cap.end();
+      this.ending = cap.end().then(() => {
+        if (cap.endFailed) this.leftJob = true;
+      });
       if (saved) this.advanceChain(server, cap.pointInTime);
       scratch.prepare();
     }
