@@ -47,6 +47,9 @@ import { Spool } from './spool.ts';
 /** DataKeeper mirrors to at most seven targets; so does a protector. */
 export const MAX_TARGETS = 7;
 
+/** Attempts at deleting a checkpoint the chain no longer needs before leaving it to the operator. */
+const DELETE_TRIES = 10;
+
 /** What the protector keeps across restarts (the catalog implements it, jobs/ passes it in). */
 export interface ContinuousStateStore {
   load(server: string): SavedProtection | null;
@@ -116,7 +119,7 @@ export class Protector {
   private ids: GenerationIds | null = null;
   private chain: string | undefined;
   /** Checkpoints to delete once the running job has ended (advanceChain). */
-  private readonly doomed = new Set<string>();
+  private readonly doomed = new Map<string, number>();
   /** A cycle failed or could not end its job: the next live capture looks for a job left behind. */
   private leftJob = false;
   private ending: Promise<void> = Promise.resolve();
@@ -340,7 +343,7 @@ export class Protector {
       });
       // The spoiled checkpoint goes with the next chain step: kept, it would stay in libvirt
       // (and its bitmaps in the images, marked in use) for as long as the server lives.
-      this.doomed.add(this.chain);
+      this.doomed.set(this.chain, 0);
       this.chain = undefined;
       for (const l of this.lanes) if (l.needs !== 'allocated') l.needs = 'all';
       return take(undefined);
@@ -416,20 +419,20 @@ export class Protector {
    * checkpoints an earlier attempt could not delete and those a crash spoiled (`doomed`).
    */
   private advanceChain(server: Server, checkpoint: string): void {
-    if (this.chain) this.doomed.add(this.chain);
+    if (this.chain) this.doomed.set(this.chain, 0);
     this.chain = checkpoint;
     this.ending = this.ending.then(() => this.deleteDoomed(server));
   }
 
   /**
    * Deletes the checkpoints the chain no longer needs. One whose delete fails stays doomed and
-   * is tried again after the next cycle: a delete can fail for a while and then succeed (QEMU
-   * killed under it, so libvirt still sees a running domain; libvirtd away; qemu-nbd still
-   * holding the image), and a checkpoint left behind keeps a bitmap that QEMU updates on every
-   * guest write for as long as the server lives.
+   * is tried again after the next cycles, up to DELETE_TRIES times: a delete can fail for a
+   * while and then succeed (QEMU killed under it, so libvirt still sees a running domain;
+   * libvirtd away; qemu-nbd still holding the image), and a checkpoint left behind keeps a
+   * bitmap that QEMU updates on every guest write for as long as the server lives.
    */
   private async deleteDoomed(server: Server): Promise<void> {
-    for (const name of [...this.doomed]) {
+    for (const [name, failed] of [...this.doomed]) {
       if (name === this.chain) {
         this.doomed.delete(name);
         continue;
@@ -440,15 +443,23 @@ export class Protector {
       } catch (e) {
         if (e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND') {
           this.doomed.delete(name);
-          continue;
+        } else if (failed + 1 >= DELETE_TRIES) {
+          // Not a passing trouble: leave it to the operator rather than try every cycle.
+          this.doomed.delete(name);
+          this.log.warn(
+            `could not delete checkpoint ${name} of ${server.name}; delete it with \`virsh checkpoint-delete ${server.name} ${name}\``,
+            { checkpoint: name, err: e },
+          );
+        } else {
+          this.doomed.set(name, failed + 1);
+          this.log.warn(
+            'could not delete a checkpoint the chain no longer needs; tried again after the next cycle',
+            {
+              checkpoint: name,
+              err: e,
+            },
+          );
         }
-        this.log.warn(
-          'could not delete a checkpoint the chain no longer needs; tried again after the next cycle',
-          {
-            checkpoint: name,
-            err: e,
-          },
-        );
       }
     }
   }
