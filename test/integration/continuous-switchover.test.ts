@@ -135,6 +135,11 @@ test('switchover: shut down on the primary, last writes drained, started at the 
   const so = await havenJson<SwitchoverReport>(h, args);
   assert.equal(so.activation?.status, 'running', JSON.stringify(so));
   assert.equal(so.final?.sourceOff, true, 'the final point was read from the shut-off disks');
+  const age = so.activation?.ageMs ?? -1;
+  assert.ok(
+    age >= 0 && age <= Date.now() - Date.parse(so.final?.takenAt ?? ''),
+    `the activation reports the point's age (${age} ms)`,
+  );
   assert.ok((so.final?.seq ?? 0) > (so.before?.seq ?? Infinity), 'it is newer than the newest before');
   assert.ok((so.before?.seq ?? 0) >= resumed.seq);
   assert.equal(await guest.state(), 'shut off', 'the primary no longer runs it');
