@@ -88,6 +88,8 @@ export interface CycleForLane {
   by: string;
   /** Cut a generation from this point when it ends consistent. */
   cut: boolean;
+  /** Read from the disks of the shut-off server (SegmentMeta.sourceOff). */
+  sourceOff: boolean;
 }
 
 export interface LaneOptions {
@@ -361,6 +363,7 @@ export class Lane {
             windowMs: cycle.windowMs,
             by: cycle.by,
             ...(cycle.cut && consistent ? { cut: true } : {}),
+            ...(cycle.sourceOff ? { sourceOff: true } : {}),
           },
         },
         spool: cycle.spool,
