@@ -20,12 +20,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { StatusRow } from '../../src/jobs/status.ts';
-import type { SegmentRecord, VerifyReport } from '../../src/store/types.ts';
-import { changedBytes, checkSeqPrefix, fileReader } from '../fixtures/guest/seq.ts';
+import type { VerifyReport } from '../../src/store/types.ts';
+import { changedBytes } from '../fixtures/guest/seq.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import {
@@ -36,7 +36,14 @@ import {
   startShapedReceiver,
 } from '../helpers/shaped-link.ts';
 import { makePki } from '../helpers/tls.ts';
-import { restoreAt, seqGuest } from '../integration/continuous-helpers.ts';
+import {
+  type LogLine,
+  logLines,
+  pointPrefix,
+  protectLog,
+  segments,
+  seqGuest,
+} from '../integration/continuous-helpers.ts';
 import { waitFor } from '../integration/jobs-helpers.ts';
 import { guestDefinitions } from '../integration/recovery-helpers.ts';
 
@@ -57,14 +64,6 @@ const OBJECTIVE_MS = 5000;
 const STEADY_S = 120;
 const CUT_S = 60;
 
-interface LogLine {
-  t: string;
-  level: string;
-  msg: string;
-  target?: string;
-  [k: string]: unknown;
-}
-
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
@@ -75,22 +74,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const libvirtdPid = () =>
   new Promise<string>((resolve) => execFile('pgrep', ['-x', 'libvirtd'], (_e, out) => resolve(out.trim())));
 
-/** The journal's base point and segments, oldest first, as pit.json records them. */
-async function segments(store: string, server: string): Promise<SegmentRecord[]> {
-  const path = join(store, '.haven', 'servers', server, 'pit', 'pit.json');
-  const pit = JSON.parse(await readFile(path, 'utf8').catch(() => '{"base":null,"segments":[]}')) as {
-    base: SegmentRecord | null;
-    segments: SegmentRecord[];
-  };
-  return [...(pit.base ? [pit.base] : []), ...pit.segments];
-}
-
 /**
  * Age of the newest committed point (ms), read from pit.json (replaced atomically: cheaper than
  * opening the store every second on a busy host); undefined before the first.
  */
 async function lagOf(store: string, server: string): Promise<number | undefined> {
-  const newest = (await segments(store, server)).filter((s) => s.consistent).at(-1);
+  const newest = (await segments(store, server).catch(() => [])).filter((s) => s.consistent).at(-1);
   return newest ? Date.now() - Date.parse(newest.takenAt) : undefined;
 }
 
@@ -103,13 +92,9 @@ function figures(lags: number[]): { p50: number; p99: number; max: number; withi
 const show = (f: ReturnType<typeof figures>, n: number) =>
   `${n} samples: p50 ${f.p50} ms, p99 ${f.p99} ms, max ${f.max} ms, ${f.within.toFixed(1)}% ≤ 5 s`;
 
-async function logLines(logDir: string, server: string): Promise<LogLine[]> {
-  const name = (await readdir(logDir)).find((f) => f.startsWith(`protect-${server}-`));
-  if (!name) throw new Error(`no run log of protect ${server} in ${logDir}`);
-  return (await readFile(join(logDir, name), 'utf8'))
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as LogLine);
+/** The protect run's log lines (the run log in `logDir`). */
+async function runLog(logDir: string, server: string): Promise<LogLine[]> {
+  return logLines((await protectLog(logDir, server)).path);
 }
 
 test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 60 s, bitmap resync', async (t) => {
@@ -159,7 +144,7 @@ test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 
     ((await libvirtdPid()) === libvirtd
       ? ''
       : `libvirtd was restarted during the test (pid ${libvirtd} before)\n`) +
-    JSON.stringify((await logLines(logDir, server).catch(() => [])).slice(-40), null, 1);
+    JSON.stringify((await runLog(logDir, server).catch(() => [])).slice(-40), null, 1);
   let acked = 0;
   /** lagOf, failing at once when the protecting process is gone (nothing would catch up). */
   const lag = async (store: string) => {
@@ -276,7 +261,7 @@ test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 
     `B's lane during the cut: ${states.join(', ')}`,
   );
   // The lane saw the broken session, and reconnected by a bitmap resync after the link returned.
-  const lines = (await logLines(logDir, server)).filter(
+  const lines = (await runLog(logDir, server)).filter(
     (l) => l.target === 'drB' && Date.parse(l.t) >= m.cutAt!,
   );
   const broken = lines.findIndex(
@@ -293,14 +278,8 @@ test('continuous over two 100 Mbit/s shaped links: steady lag, one link cut for 
     assert.equal(verified.ok, true, JSON.stringify(verified.problems));
   }
 
-  const size = DISK_MIB * 1024 * 1024;
-  const prefix = async (store: string, id: string, name: string) => {
-    const res = await restoreAt(h, server, store, id, join(dir, name));
-    const v = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
-    assert.ok(v.ok, `point ${id} of ${store}: ${v.ok ? '' : v.problem}`);
-    assert.ok(v.geometry, `point ${id} holds writes`);
-    return { last: v.last, geometry: v.geometry };
-  };
+  const prefix = (store: string, id: string, name: string) =>
+    pointPrefix(h, server, store, { dir, sizeMiB: DISK_MIB }, id, name);
 
   // B's resync: the segments from the cut up to the first point after the link returned (the
   // one that emptied the pending set), against the bytes the writer changed since B's newest
