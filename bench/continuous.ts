@@ -264,6 +264,45 @@ interface SeqOptions {
   disks: string[];
 }
 
+/**
+ * The issue's "time from a point's selection to a booting server": `haven activate --at <point>`
+ * of the continuous run's newest point, under another domain name beside the running guest, from
+ * the command's start until it returns with the domain running (the point materialised, the
+ * overlays made, the domain started); then `haven deactivate --destroy`. Three times; seconds.
+ */
+async function pointActivation(server: string, dir: string, bootDirs: string[]): Promise<number[]> {
+  const store = join(dir, 'store-continuous');
+  // The DR host lets the test guest's kernel boot (docs/recovery.md, definition rules).
+  const env = havenEnv(
+    join(dir, 'activate'),
+    `definitions:\n  boot_files: [${bootDirs.map((d) => JSON.stringify(d)).join(', ')}]\n`,
+  );
+  const s = await openFsStore(store);
+  const newest = await s.journalInfo(server).finally(() => s.close());
+  if (!newest?.newest) throw new Error(`no point in ${store} to activate`);
+  const seconds: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const name = `${server}-pt`;
+    const t0 = performance.now();
+    const r = await runMeasured(
+      process.execPath,
+      [HAVEN_BIN, 'activate', server, '--store', store, '--at', newest.newest.id, '--name', name, '--json'],
+      { env },
+    );
+    const took = (performance.now() - t0) / 1000;
+    if (r.code !== 0) throw new Error(`activate --at failed:\n${r.stderr}`);
+    seconds.push(took);
+    const off = await runMeasured(
+      process.execPath,
+      [HAVEN_BIN, 'deactivate', server, '--store', store, '--destroy'],
+      { env },
+    );
+    if (off.code !== 0) throw new Error(`deactivate failed:\n${off.stderr}`);
+    log(`activate --at ${newest.newest.id}: running after ${took.toFixed(2)} s`);
+  }
+  return seconds;
+}
+
 /** Writes seqw completes unthrottled in `seconds`, while `during` protects (or nothing does). */
 async function throughput(
   label: string,
@@ -311,6 +350,7 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void fleet.cleanup().finally(() => process.exit(130)));
   const results: LagRun[] = [];
   const tp: Record<string, number> = {};
+  let activation: number[] = [];
   try {
     if (args.shaped) {
       link = await shapedLink(`b${process.pid % 100_000}`, args.shaped);
@@ -325,6 +365,8 @@ async function main(): Promise<void> {
       const order: Mode[] = rep % 2 === 0 ? ['continuous', 'periodic'] : ['periodic', 'continuous'];
       for (const mode of order) results.push(await lagRun(mode, guest.name, dir, guest));
     }
+    if (results.some((r) => r.mode === 'continuous'))
+      activation = await pointActivation(guest.name, dir, guest.bootDirs);
     if (args.throughput) {
       tp.unprotected = await throughput('none', guest.name, dir, guest, null);
       tp.continuous = await throughput('continuous', guest.name, dir, guest, async (store, env) => {
@@ -374,6 +416,8 @@ async function main(): Promise<void> {
         : {}),
     },
     throughputMiBs: tp,
+    /** Seconds from `haven activate --at <point>` to the domain running, each repetition. */
+    pointActivationSeconds: activation,
   };
   log(
     `lag p50/p99: continuous ${summary.continuous.p50}/${summary.continuous.p99} ms, periodic ${summary.periodic.p50}/${summary.periodic.p99} ms; ` +
@@ -383,6 +427,10 @@ async function main(): Promise<void> {
     `CPU s/GiB written: continuous ${summary.continuous.cpuPerGiB.toFixed(1)}, periodic ${summary.periodic.cpuPerGiB.toFixed(1)}; ` +
       `peak RSS MiB: continuous ${summary.continuous.peakRssMiB.toFixed(0)}, periodic ${summary.periodic.peakRssMiB.toFixed(0)}`,
   );
+  if (activation.length)
+    log(
+      `point selected to domain running: ${activation.map((x) => x.toFixed(2)).join(', ')} s (median ${[...activation].sort((a, b) => a - b)[1]?.toFixed(2)} s)`,
+    );
   if (args.json) process.stdout.write(`${JSON.stringify({ runs: results, summary })}\n`);
 }
 
