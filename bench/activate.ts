@@ -83,8 +83,10 @@ try {
   // The disaster: the primaries and their disks are gone.
   for (const g of guests) await g.cleanup();
 
-  const expected = orderForBoot(names.map((n, i) => ({ server: n, priority: priorityOf(i) })));
-  const tierOf = new Map(names.map((n, i) => [n, priorityOf(i)]));
+  // The guests' names carry a random suffix after their prefix (names[i]).
+  const servers = guests.map((g, i) => ({ server: g.name, priority: priorityOf(i) }));
+  const expected = orderForBoot(servers);
+  const tierOf = new Map(servers.map((s) => [s.server, s.priority]));
 
   /** One `haven activate --all`, checked: every server running, reported in boot order. */
   async function activate(parallel: string): Promise<{ seconds: number; order: string[] }> {
