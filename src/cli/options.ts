@@ -6,6 +6,7 @@
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { ValueProblem } from '../core/config-values.ts';
+import { UsageError } from '../core/errors.ts';
 import { MAC_POLICIES, type MacPolicy, type NetworkMapping, parseMapEntry } from '../core/network-map.ts';
 
 /**
@@ -94,4 +95,14 @@ export type Example = readonly [command: string, what: string];
 export function examples(cmd: Command, list: readonly Example[]): Command {
   const text = list.map(([command, what]) => `  # ${what}\n  $ ${command}`).join('\n\n');
   return cmd.addHelpText('after', `\nExamples:\n${text}\n`);
+}
+
+/** A whole-number flag's value, or undefined when not given; out of range is a usage error. */
+export function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return n;
 }

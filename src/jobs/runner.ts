@@ -12,6 +12,7 @@ import type { Catalog, FinalRunStatus, RunTrigger } from '../catalog/catalog.ts'
 import { effectiveCopies, type HavenConfig, type JobConfig } from '../core/config.ts';
 import { asHavenError, type HavenError, InternalError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { Semaphore } from '../core/semaphore.ts';
 import { formatBytes, formatDuration } from '../core/units.ts';
 import {
   DEFAULT_TUNING,
@@ -33,7 +34,6 @@ import { checkRpo } from './rpo.ts';
 import { type Selection, selectJobServers } from './servers.ts';
 import { cleanStaleStaging, StagingCoordinator, type StagingRecord } from './staging.ts';
 import { statusRows } from './status.ts';
-import { Semaphore } from './sync.ts';
 import { type ResolvedTarget, resolveTarget } from './targets.ts';
 
 export type JobUpdate =

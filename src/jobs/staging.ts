@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { pidAlive } from '../catalog/catalog.ts';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { Semaphore } from '../core/semaphore.ts';
 import {
   type ProgressSnapshot,
   type Source,
@@ -26,7 +27,7 @@ import {
   type Virsh,
 } from '../engine/index.ts';
 import type { StagingMode } from './cache/plan.ts';
-import { Latch, Semaphore, Turnstile } from './sync.ts';
+import { Latch, Turnstile } from './sync.ts';
 
 export const PRIMARY_STAGING_DIR = 'haven-primary';
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Latch, Semaphore, sleep, Turnstile } from './sync.ts';
+import { Semaphore } from '../core/semaphore.ts';
+import { Latch, sleep, Turnstile } from './sync.ts';
 
 test('semaphore: at most n holders, waiters in order, double release is harmless', async () => {
   const s = new Semaphore(2);

@@ -1,26 +1,8 @@
 /**
- * Small coordination primitives for the job runner: a counting semaphore (servers sending at
- * once), a turnstile (servers take their point in time one after another, in a fixed order) and
- * a latch (sending waits until every server of a batch is staged).
+ * Small coordination primitives for the job runner: a turnstile (servers take their point in
+ * time one after another, in a fixed order) and a latch (sending waits until every server of a
+ * batch is staged). The counting semaphore (servers sending at once) is core/semaphore.ts.
  */
-
-export class Semaphore {
-  private waiters: Array<() => void> = [];
-  constructor(private free: number) {}
-
-  async acquire(): Promise<() => void> {
-    if (this.free > 0) this.free--;
-    else await new Promise<void>((resolve) => this.waiters.push(resolve));
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.waiters.shift();
-      if (next) next();
-      else this.free++;
-    };
-  }
-}
 
 /**
  * Position i may pass once every position before it is done. Marking a position done twice, or

@@ -1,7 +1,8 @@
 /**
  * `haven activate`: start servers at the DR site from nothing but the store's own files and
- * libvirt (docs/design.md §4.4), as transient domains (§4.5), in boot order, each running before the
- * next starts.
+ * libvirt (docs/design.md §4.4), as transient domains (§4.5), in boot order: the servers of one
+ * priority side by side (at most `parallel` at once), all of them running before the next
+ * priority's start.
  *
  * Every disk boots through a qcow2 overlay in `<store>/.haven/active/<server>/`, backed by the
  * chosen raw generation: the generation stays byte-identical while the copy runs (the store's
@@ -22,6 +23,7 @@ import { activationHostFiles, type DefinitionRules } from '../core/definition-ru
 import { asHavenError, type HavenError, UsageError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
+import { Semaphore } from '../core/semaphore.ts';
 import type { ActiveAtDr, Generation, Store } from '../store/types.ts';
 import {
   checkpointXml,
@@ -35,7 +37,7 @@ import {
 } from '../virt/index.ts';
 import { chooseSource, pointOverlays } from './activate-point.ts';
 import { type DefinitionSummary, prepareBoot, readSafeDefinition, summary, throughOverlays } from './boot.ts';
-import { orderForBoot } from './boot-order.ts';
+import { bootWaves } from './boot-order.ts';
 import type { Relocation } from './definition.ts';
 import { recoveryError, unknownServer } from './errors.ts';
 import { checkGeneration, holdServer } from './generation.ts';
@@ -69,6 +71,8 @@ export interface ActivateOptions {
   startTimeoutMs?: number;
   /** How long to wait for a replication that holds the server (default 60 s). */
   lockWaitMs?: number;
+  /** Servers of one boot priority started at once (default DEFAULT_ACTIVATION_PARALLEL). */
+  parallel?: number;
   /** Stops before the next server (Ctrl-C): the report lists the servers already handled. */
   signal?: AbortSignal;
   /** This DR host's settings for definitions (config `definitions`); none: the rule as is. */
@@ -140,11 +144,17 @@ function newCheckpointName(): string {
   return `haven-dr-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
-/** The servers to activate, in boot order. Unknown names fail before anything happens. */
+/** Servers of one priority that start at once unless `--parallel` says otherwise. */
+export const DEFAULT_ACTIVATION_PARALLEL = 4;
+
+/**
+ * The servers to activate in boot order, as waves of one priority each (boot-order.ts). Unknown
+ * names fail before anything happens.
+ */
 export async function selectForActivation(
   store: Store,
   o: { servers?: string[]; all?: boolean; name?: string; at?: string | undefined },
-): Promise<string[]> {
+): Promise<string[][]> {
   const known = await store.listServers();
   // A point can be activated for a server the store keeps only as a journal.
   if (o.at !== undefined)
@@ -162,7 +172,7 @@ export async function selectForActivation(
   }
   const priorities = new Map<string, number>();
   for (const s of chosen) priorities.set(s, (await store.manifest(s))?.bootPriority ?? 100);
-  return orderForBoot(chosen.map((s) => ({ server: s, priority: priorities.get(s) ?? 100 })));
+  return bootWaves(chosen.map((s) => ({ server: s, priority: priorities.get(s) ?? 100 })));
 }
 
 /** A domain of this name at the DR site would be taken over by `virsh create`: refuse. */
@@ -197,31 +207,54 @@ export async function activateServers(o: ActivateOptions): Promise<ActivationRep
   };
   if (o.name !== undefined) checkName('domain', o.name);
   const uri = o.primary === undefined ? undefined : primaryUri(o.primary);
-  const servers = await selectForActivation(o.store, o);
-  for (const server of servers) {
+  const waves = await selectForActivation(o.store, o);
+  const slots = new Semaphore(Math.max(1, o.parallel ?? DEFAULT_ACTIVATION_PARALLEL));
+  for (const wave of waves) {
     if (o.signal?.aborted) break;
-    const result: ActivationResult = {
-      server,
-      status: 'planned',
-      domain: o.name ?? server,
-      moved: [],
-      force: false,
-    };
-    report.servers.push(result);
-    try {
-      await activateOne(o, server, uri, started, result);
-    } catch (err) {
-      const e = asHavenError(err);
-      result.status = result.status === 'planned' ? 'refused' : 'failed';
-      result.error = e.toJSON();
-      // A refusal for missing networks carries the whole plan: the report shows it too.
-      if (!result.networks && Array.isArray(e.details?.networks))
-        result.networks = e.details.networks as NicPlan[];
-      report.firstError ??= e;
-      o.log.error(`${server}: ${e.message}`, { code: e.code });
-    }
+    // Reported in boot order whatever order they finish in; one stopped before its start is not.
+    const results = await Promise.all(
+      wave.map(async (server) => {
+        const release = await slots.acquire();
+        try {
+          return o.signal?.aborted ? undefined : await activateReported(o, server, uri, started, report);
+        } finally {
+          release();
+        }
+      }),
+    );
+    for (const r of results) if (r) report.servers.push(r);
   }
   return report;
+}
+
+/** One server's activation; a failure is recorded in its result (and the report's first error). */
+async function activateReported(
+  o: ActivateOptions,
+  server: string,
+  uri: string | undefined,
+  started: number,
+  report: ActivationReport,
+): Promise<ActivationResult> {
+  const result: ActivationResult = {
+    server,
+    status: 'planned',
+    domain: o.name ?? server,
+    moved: [],
+    force: false,
+  };
+  try {
+    await activateOne(o, server, uri, started, result);
+  } catch (err) {
+    const e = asHavenError(err);
+    result.status = result.status === 'planned' ? 'refused' : 'failed';
+    result.error = e.toJSON();
+    // A refusal for missing networks carries the whole plan: the report shows it too.
+    if (!result.networks && Array.isArray(e.details?.networks))
+      result.networks = e.details.networks as NicPlan[];
+    report.firstError ??= e;
+    o.log.error(`${server}: ${e.message}`, { code: e.code });
+  }
+  return result;
 }
 
 async function activateOne(

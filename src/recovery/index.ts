@@ -8,6 +8,7 @@ export {
   type ActivationResult,
   activateServers,
   activeDir,
+  DEFAULT_ACTIVATION_PARALLEL,
 } from './activate.ts';
 export { type DeactivateResult, deactivateServer } from './deactivate.ts';
 export {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HavenError } from '../core/errors.ts';
-import { orderForBoot } from './boot-order.ts';
+import { bootWaves, orderForBoot } from './boot-order.ts';
 import { parsePrimaryEndpoint } from './failback/link.ts';
 import { primaryUri } from './primary.ts';
 import { restoredDiskName } from './restore.ts';
@@ -16,6 +16,20 @@ test('boot order: priority, then name', () => {
     ]),
     ['dns', 'db', 'app', 'web'],
   );
+});
+
+test('boot waves: one per priority, lower first, names sorted inside', () => {
+  assert.deepEqual(
+    bootWaves([
+      { server: 'web', priority: 100 },
+      { server: 'db2', priority: 10 },
+      { server: 'app', priority: 100 },
+      { server: 'db1', priority: 10 },
+      { server: 'dns', priority: 0 },
+    ]),
+    [['dns'], ['db1', 'db2'], ['app', 'web']],
+  );
+  assert.deepEqual(bootWaves([]), []);
 });
 
 test('the primary as a libvirt URI or an ssh host', () => {

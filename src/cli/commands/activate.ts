@@ -8,6 +8,7 @@ import { formatDuration } from '../../core/units.ts';
 import {
   type ActivationReport,
   activateServers,
+  DEFAULT_ACTIVATION_PARALLEL,
   deactivateServer,
   unknownServer,
 } from '../../recovery/index.ts';
@@ -17,7 +18,14 @@ import type { CliContext } from '../context.ts';
 import { exitCodeFor } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
 import { printNetworks } from '../networks-table.ts';
-import { connectOption, examples, generationOption, networkFlags, networkOptions } from '../options.ts';
+import {
+  connectOption,
+  examples,
+  generationOption,
+  intFlag,
+  networkFlags,
+  networkOptions,
+} from '../options.ts';
 import { formatTime, timeHeader } from '../when.ts';
 
 interface ActivateFlags {
@@ -33,6 +41,7 @@ interface ActivateFlags {
   connect?: string;
   networkMap?: Record<string, string>;
   mac?: string;
+  parallel?: string;
   json?: boolean;
 }
 
@@ -93,7 +102,11 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--force', 'start even though the primary runs the server (recorded in the manifest)')
     .option('--verify', 'compare every chunk with its digest first (reads the whole generation)')
     .option('--name <domain>', 'run the (single) server under this domain name, with a new UUID')
-    .option('--primary <uri|host>', 'the primary: libvirt URI (qemu+ssh://host/system) or ssh host');
+    .option('--primary <uri|host>', 'the primary: libvirt URI (qemu+ssh://host/system) or ssh host')
+    .option(
+      '--parallel <n>',
+      `servers of one boot priority started at once (default ${DEFAULT_ACTIVATION_PARALLEL}; 1: one after the other)`,
+    );
   networkOptions(activate, 'keep');
   connectOption(activate).option('--json', 'print the report as JSON');
   examples(activate, [
@@ -122,6 +135,7 @@ export default function register(program: Command, context: () => CliContext): v
     const ctx = context();
     if (flags.at !== undefined && flags.generation !== undefined)
       throw new UsageError('name either --generation K or --at <time|point>, not both');
+    const parallel = intFlag('parallel', flags.parallel, 1, 64);
     const log = flags.dryRun ? ctx.log : ctx.openRunLog('activate');
     const store = await openFsStore(flags.store, { log });
     try {
@@ -138,6 +152,7 @@ export default function register(program: Command, context: () => CliContext): v
           verify: flags.verify,
           name: flags.name,
           primary: flags.primary,
+          ...(parallel !== undefined ? { parallel } : {}),
           virsh: new Virsh({ uri: flags.connect, log }),
           rules: config.definitions,
           networks: { site: config.networks, flags: networkFlags(flags) },

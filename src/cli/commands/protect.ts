@@ -14,7 +14,7 @@ import { DESCRIPTOR_FILE } from '../../store/fs/layout.ts';
 import type { CliContext } from '../context.ts';
 import { catalogForDryRun } from '../dry-run.ts';
 import { interruptible } from '../interrupt.ts';
-import { connectOption, examples } from '../options.ts';
+import { connectOption, examples, intFlag } from '../options.ts';
 import { formatTime } from '../when.ts';
 import { type ContinuousFlags, protectContinuousCommand } from './protect-continuous.ts';
 
@@ -76,15 +76,6 @@ interface ProtectFlags extends ContinuousFlags {
   tokenFile?: string;
   retries?: string;
   resync?: boolean;
-}
-
-function intFlag(name: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
-  }
-  return n;
 }
 
 function printPlan(ctx: CliContext, plan: ProtectPlan, tz: string | undefined): void {
