@@ -3,7 +3,7 @@
  * shared write path (common/images.ts). Renames and removals are made durable by fsyncing the
  * directory; copies are reflinks where the filesystem has them (copy.ts); holes are punched.
  */
-import { open, rename } from 'node:fs/promises';
+import { open, rename, stat } from 'node:fs/promises';
 import type { Logger } from '../../core/log.ts';
 import { DirectFile } from '../common/direct-file.ts';
 import { DirectReads } from '../common/direct-io.ts';
@@ -33,8 +33,18 @@ export class FsImages implements ImageVolumes {
     private readonly options: FsImageOptions,
   ) {}
 
+  readonly blockDevices = false;
+
   path(server: string, disk: string, seq: Seq): string {
     return this.layout.image(server, disk, seq);
+  }
+
+  async allocated(server: string, disk: string, seq: Seq): Promise<number> {
+    const s = await stat(this.path(server, disk, seq)).catch((e: unknown) => {
+      if (isErrno(e, 'ENOENT')) return null;
+      throw e;
+    });
+    return s ? s.blocks * 512 : 0;
   }
 
   exists(server: string, disk: string, seq: Seq): Promise<boolean> {
