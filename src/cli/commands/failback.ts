@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { asHavenError, UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseDuration } from '../../core/units.ts';
 import { failback, serveFailback } from '../../recovery/index.ts';
-import { openFsStore } from '../../store/index.ts';
+import { openStore } from '../../store/index.ts';
 import { JoinedStream } from '../../transport/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
@@ -89,7 +89,7 @@ export default function register(program: Command, context: () => CliContext): v
       throw new UsageError(`--compress must be 0 to 19, got ${JSON.stringify(flags.compress)}`);
     }
     const log = ctx.openRunLog(`failback-${server}`);
-    const store = await openFsStore(flags.store, { log });
+    const store = await openStore(flags.store, { log });
     const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
     try {
       const r = await interruptible(`failback ${server}`, (signal) =>

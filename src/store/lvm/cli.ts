@@ -28,7 +28,13 @@ export class LvmCli {
   }
 
   async vgs(vgs: readonly string[]): Promise<VgInfo[]> {
-    const { stdout } = await this.run(['vgs', ...REPORT, '-o', 'vg_name,vg_free,vg_extent_size', ...vgs]);
+    const { stdout } = await this.run([
+      'vgs',
+      ...REPORT,
+      '-o',
+      'vg_name,vg_size,vg_free,vg_extent_size',
+      ...vgs,
+    ]);
     return parseVgs(stdout);
   }
 

@@ -218,6 +218,19 @@ export class LvmImages implements ImageVolumes {
     await checkLvmRoom(this.layout, room, places(this.options.groups, vgs, lvs));
   }
 
+  /** The groups' size and free space together (thin groups: their pools'). */
+  async capacity(): Promise<{ totalBytes: number; freeBytes: number }> {
+    const names = this.vgNames();
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(names), this.lvm.lvs(names)]);
+    let totalBytes = 0;
+    for (const g of this.options.groups) {
+      const pool = g.pool ? lvs.find((l) => l.vg === g.vg && l.name === g.pool) : undefined;
+      totalBytes += pool ? pool.size : (vgs.find((v) => v.name === g.vg)?.size ?? 0);
+    }
+    const freeBytes = places(this.options.groups, vgs, lvs).reduce((n, p) => n + p.free, 0);
+    return { totalBytes, freeBytes };
+  }
+
   /** Makes `volumes/` match the store's LVs (after a crash between an lvm command and a link). */
   async reconcileLinks(): Promise<void> {
     await ensureDir(this.volumesDir);

@@ -104,4 +104,9 @@ export class LvmStore extends StoreBase {
   ) {
     super(ctx, layout.root, busyWaitMs);
   }
+
+  /** What a sender is told of the store's room (docs/stream-protocol.md §4.1): the groups' together. */
+  capacity(): Promise<{ totalBytes: number; freeBytes: number }> {
+    return this.images.capacity();
+  }
 }

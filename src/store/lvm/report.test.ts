@@ -70,11 +70,11 @@ test('lvs JSON that is not a report, or sizes that are not bytes, are STORE_LVM_
 
 test('vgs JSON: free space and extent size in bytes', () => {
   const vgs = parseVgs(
-    '{"report":[{"vg":[{"vg_name":"vg_dr0","vg_free":"1069547520","vg_extent_size":"4194304"},{"vg_name":"vg_dr1","vg_free":"0","vg_extent_size":"4194304"}]}]}',
+    '{"report":[{"vg":[{"vg_name":"vg_dr0","vg_size":"1073741824","vg_free":"1069547520","vg_extent_size":"4194304"},{"vg_name":"vg_dr1","vg_size":"536870912","vg_free":"0","vg_extent_size":"4194304"}]}]}',
   );
   assert.deepEqual(vgs, [
-    { name: 'vg_dr0', free: 1069547520, extentSize: 4194304 },
-    { name: 'vg_dr1', free: 0, extentSize: 4194304 },
+    { name: 'vg_dr0', size: 1073741824, free: 1069547520, extentSize: 4194304 },
+    { name: 'vg_dr1', size: 536870912, free: 0, extentSize: 4194304 },
   ]);
 });
 
@@ -135,7 +135,7 @@ test('a new LV goes to the group with the most free space; ties alphabetically; 
 
 test('places: a thick group offers its free extents, a thin one its pool; a missing group or pool is STORE_LVM_NO_VG', () => {
   const lvs = parseLvs(LVS);
-  const vgs = [{ name: 'vg_dr', free: 1000, extentSize: 4194304 }];
+  const vgs = [{ name: 'vg_dr', size: 8000, free: 1000, extentSize: 4194304 }];
   assert.deepEqual(places([{ vg: 'vg_dr' }], vgs, lvs), [{ group: { vg: 'vg_dr' }, free: 1000 }]);
   assert.equal(places([{ vg: 'vg_dr', pool: 'pool0' }], vgs, lvs)[0]?.free, 91750400);
   assert.throws(() => places([{ vg: 'vg_x' }], vgs, lvs), code('STORE_LVM_NO_VG'));

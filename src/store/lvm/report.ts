@@ -28,6 +28,7 @@ export interface LvInfo {
 
 export interface VgInfo {
   name: string;
+  size: number;
   free: number;
   extentSize: number;
 }
@@ -195,10 +196,11 @@ export function parseLvs(json: string): LvInfo[] {
   });
 }
 
-/** `vgs --reportformat json --units b --nosuffix -o vg_name,vg_free,vg_extent_size`. */
+/** `vgs --reportformat json --units b --nosuffix -o vg_name,vg_size,vg_free,vg_extent_size`. */
 export function parseVgs(json: string): VgInfo[] {
   return rows(json, 'vg').map((r) => ({
     name: field(r, 'vg_name'),
+    size: bytes(r, 'vg_size'),
     free: bytes(r, 'vg_free'),
     extentSize: bytes(r, 'vg_extent_size'),
   }));
