@@ -41,12 +41,12 @@ export class LvmCli {
   /** A new active LV of at least `size` bytes: thick in the group, or thin in its pool. */
   async create(group: GroupSpec, name: string, size: number, tags: readonly string[]): Promise<void> {
     const bytes = `${Math.max(size, 512)}b`;
-    const where = group.pool ? ['-V', bytes, '--thin', `${group.vg}/${group.pool}`] : ['-L', bytes, group.vg];
-    // -W n -Z n: no signature wiping or zeroing by lvm (the store zeroes what it must itself).
-    await this.run(
-      ['lvcreate', '-y', '-q', '-W', 'n', '-Z', 'n', '-n', name, ...tagArgs(tags), ...where],
-      group,
-    );
+    // -W n: no signature wiping; a thick LV is not zeroed by lvm either (-Z n): the store zeroes
+    // it whole itself (images.ts), and a thin one reads as zeroes already.
+    const where = group.pool
+      ? ['-V', bytes, '--thin', `${group.vg}/${group.pool}`]
+      : ['-Z', 'n', '-L', bytes, group.vg];
+    await this.run(['lvcreate', '-y', '-q', '-W', 'n', '-n', name, ...tagArgs(tags), ...where], group);
   }
 
   /** A thin snapshot of `origin`, active (not skipped at activation), tagged. */

@@ -218,6 +218,11 @@ export class LvmImages implements ImageVolumes {
     await checkLvmRoom(this.layout, room, places(this.options.groups, vgs, lvs));
   }
 
+  /** The names of every LV of this store, in every group. */
+  async names(): Promise<string[]> {
+    return [...(await this.ownLvs()).own.keys()].sort();
+  }
+
   /** The groups' size and free space together (thin groups: their pools'). */
   async capacity(): Promise<{ totalBytes: number; freeBytes: number }> {
     const names = this.vgNames();
@@ -279,7 +284,7 @@ export class LvmImages implements ImageVolumes {
   /** A new LV in the group with the most room (seed 000), reading as zeroes over `size` bytes. */
   private async createLv(name: string, size: number, log: Logger): Promise<LvInfo> {
     const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvm.lvs(this.vgNames())]);
-    const group = chooseGroup(places(this.options.groups, vgs, lvs), size);
+    const group = chooseGroup(places(this.options.groups, vgs, lvs), size, true);
     if (!group) throw noRoom(this.options.groups, name, size);
     await this.lvm.create(group, name, size, [this.tag, sizeTag(size)]);
     await this.link(group.vg, name);

@@ -131,6 +131,10 @@ test('a new LV goes to the group with the most free space; ties alphabetically; 
     'b',
   );
   assert.equal(chooseGroup([{ group: g('a'), free: 4 }], 5), null);
+  const thin = { group: { vg: 't', pool: 'p' }, free: 4 };
+  assert.equal(chooseGroup([thin], 1 << 40), null, 'a thin pool without overcommit needs the room');
+  assert.equal(chooseGroup([thin], 1 << 40, true)?.vg, 't', 'a thin volume maps blocks as written');
+  assert.equal(chooseGroup([{ ...thin, free: 0 }], 1, true), null, 'a full pool takes nothing');
 });
 
 test('places: a thick group offers its free extents, a thin one its pool; a missing group or pool is STORE_LVM_NO_VG', () => {

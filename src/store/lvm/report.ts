@@ -242,10 +242,15 @@ export function missingGroup(group: GroupSpec): Error {
 
 /**
  * The group a new LV of `size` bytes goes to (seed 000): the most free space first, equal free
- * space alphabetically; null when none has room.
+ * space alphabetically; null when none has room. With `thinOvercommit`, a thin pool takes a thin
+ * volume of any size while it has free data space (thin volumes map blocks as they are written).
  */
-export function chooseGroup(candidates: readonly Place[], size: number): GroupSpec | null {
-  const fit = candidates.filter((p) => p.free >= size);
+export function chooseGroup(
+  candidates: readonly Place[],
+  size: number,
+  thinOvercommit = false,
+): GroupSpec | null {
+  const fit = candidates.filter((p) => p.free >= (thinOvercommit && p.group.pool ? 1 : size));
   fit.sort((a, b) => b.free - a.free || (a.group.vg < b.group.vg ? -1 : a.group.vg > b.group.vg ? 1 : 0));
   return fit[0]?.group ?? null;
 }
