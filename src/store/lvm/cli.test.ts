@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HavenError } from '../../core/errors.ts';
 import { CommandError } from '../../core/exec.ts';
-import { classify } from './cli.ts';
+import { classify, sectors } from './cli.ts';
 
 function failed(stderr: string, code = 5): CommandError {
   return new CommandError('lvm', ['lvcreate'], { code, stdout: '', stderr });
@@ -48,4 +48,10 @@ test('lvm failures: no extents or a full thin pool are NO_SPACE, a missing group
   assert.match((other as Error).message, /in use/);
   const notCommand = new Error('boom');
   assert.equal(classify(notCommand, []), notCommand);
+});
+
+test('sizes given to lvm are whole sectors, rounded up (an image keeps its exact size in its tag)', () => {
+  assert.equal(sectors(2102152), 2102272);
+  assert.equal(sectors(1060864), 1060864);
+  assert.equal(sectors(0), 512);
 });

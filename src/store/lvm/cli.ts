@@ -10,7 +10,7 @@ import { CommandError, exec } from '../../core/exec.ts';
 import { storeError } from '../errors.ts';
 import { type GroupSpec, type LvInfo, missingGroup, parseLvs, parseVgs, type VgInfo } from './report.ts';
 
-const LV_FIELDS = 'lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent';
+const LV_FIELDS = 'lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent,chunk_size,discards';
 const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix'];
 /** lvm warns on stderr about inherited descriptors; Node's children inherit none that matter. */
 const ENV = { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1' };
@@ -40,7 +40,7 @@ export class LvmCli {
 
   /** A new active LV of at least `size` bytes: thick in the group, or thin in its pool. */
   async create(group: GroupSpec, name: string, size: number, tags: readonly string[]): Promise<void> {
-    const bytes = `${Math.max(size, 512)}b`;
+    const bytes = `${sectors(size)}b`;
     // -W n: no signature wiping; a thick LV is not zeroed by lvm either (-Z n): the store zeroes
     // it whole itself (images.ts), and a thin one reads as zeroes already.
     const where = group.pool
@@ -66,7 +66,7 @@ export class LvmCli {
 
   /** Grows an LV to at least `size` bytes. */
   async extend(vg: string, name: string, size: number): Promise<void> {
-    await this.run(['lvextend', '-q', '-L', `${size}b`, `${vg}/${name}`], { vg });
+    await this.run(['lvextend', '-q', '-L', `${sectors(size)}b`, `${vg}/${name}`], { vg });
   }
 
   /** Replaces tags in one metadata commit. */
@@ -88,6 +88,11 @@ export class LvmCli {
       throw classify(e, args, group);
     }
   }
+}
+
+/** LVM takes sizes in whole 512-byte sectors (it rounds up to extents itself); at least one. */
+export function sectors(size: number): number {
+  return Math.max(1, Math.ceil(size / 512)) * 512;
 }
 
 function tagArgs(tags: readonly string[]): string[] {

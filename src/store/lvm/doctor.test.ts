@@ -12,6 +12,8 @@ const lv = (over: Partial<LvInfo>): LvInfo => ({
   attr: '-wi-a-----',
   pool: '',
   dataPercent: null,
+  chunkSize: 0,
+  discards: '',
   ...over,
 });
 

@@ -29,6 +29,7 @@ import type { LvmCli } from './cli.ts';
 import {
   checkLvName,
   chooseGroup,
+  discardBlock,
   type GroupSpec,
   type LvInfo,
   places,
@@ -53,6 +54,8 @@ export interface LvmImageOptions {
 interface Found {
   own: LvInfo | null;
   foreign: LvInfo | null;
+  /** Every LV of the groups (thin pools included). */
+  all: LvInfo[];
 }
 
 export class LvmImages implements ImageVolumes {
@@ -126,11 +129,13 @@ export class LvmImages implements ImageVolumes {
       await this.removeLv(lv);
       lv = null;
     }
+    let all = found.all;
     if (!lv) {
       if (o.create === 'never') throw missingImage(this.path(server, disk, seq));
       lv = await this.createLv(name, o.size ?? 0, o.log);
+      all = [...all, lv];
     }
-    const image = await LvImage.open(this, lv, this.options.directIo, o.log);
+    const image = await LvImage.open(this, lv, discardBlock(lv, all), this.options.directIo, o.log);
     if (o.size !== undefined) await image.resize(o.size);
     return image;
   }
@@ -203,7 +208,8 @@ export class LvmImages implements ImageVolumes {
       await this.link(source.vg, toName);
       return 'thin snapshot';
     }
-    const target = await this.createLv(toName, size, log);
+    // Every byte up to the image's size is copied: no zeroing first.
+    const target = await this.createLv(toName, size, log, false);
     await copyBytes(devicePath(source), devicePath(target), size);
     return 'copied';
   }
@@ -267,22 +273,24 @@ export class LvmImages implements ImageVolumes {
     return this.options.groups.map((g) => g.vg);
   }
 
-  private async ownLvs(): Promise<{ own: Map<string, LvInfo>; foreign: Map<string, LvInfo> }> {
+  private async ownLvs(): Promise<{ own: Map<string, LvInfo>; foreign: Map<string, LvInfo>; all: LvInfo[] }> {
     const own = new Map<string, LvInfo>();
     const foreign = new Map<string, LvInfo>();
-    for (const lv of await this.lvm.lvs(this.vgNames())) {
-      (lv.tags.includes(this.tag) ? own : foreign).set(lv.name, lv);
-    }
-    return { own, foreign };
+    const all = await this.lvm.lvs(this.vgNames());
+    for (const lv of all) (lv.tags.includes(this.tag) ? own : foreign).set(lv.name, lv);
+    return { own, foreign, all };
   }
 
   private async find(name: string): Promise<Found> {
-    const all = await this.ownLvs();
-    return { own: all.own.get(name) ?? null, foreign: all.foreign.get(name) ?? null };
+    const lvs = await this.ownLvs();
+    return { own: lvs.own.get(name) ?? null, foreign: lvs.foreign.get(name) ?? null, all: lvs.all };
   }
 
-  /** A new LV in the group with the most room (seed 000), reading as zeroes over `size` bytes. */
-  private async createLv(name: string, size: number, log: Logger): Promise<LvInfo> {
+  /**
+   * A new LV in the group with the most room (seed 000), reading as zeroes over `size` bytes
+   * unless `zero` is false (the caller writes every byte).
+   */
+  private async createLv(name: string, size: number, log: Logger, zero = true): Promise<LvInfo> {
     const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvm.lvs(this.vgNames())]);
     const group = chooseGroup(places(this.options.groups, vgs, lvs), size, true);
     if (!group) throw noRoom(this.options.groups, name, size);
@@ -295,7 +303,7 @@ export class LvmImages implements ImageVolumes {
       });
     }
     // A thick LV holds whatever its extents held; a thin one reads as zeroes already.
-    if (!group.pool) await zeroWhole(lv, log);
+    if (zero && !group.pool) await zeroWhole(lv, log);
     return lv;
   }
 
@@ -327,17 +335,25 @@ class LvImage implements WritableImage {
   private constructor(
     private readonly images: LvmImages,
     private lv: LvInfo,
+    /** Thin volumes: discarding whole pool blocks unmaps them (report.ts discardBlock); 0: zero. */
+    private readonly discard: number,
     readonly path: string,
     private readonly handle: FileHandle,
     readonly out: DirectWrites,
   ) {}
 
-  static async open(images: LvmImages, lv: LvInfo, directIo: boolean, log: Logger): Promise<LvImage> {
+  static async open(
+    images: LvmImages,
+    lv: LvInfo,
+    discard: number,
+    directIo: boolean,
+    log: Logger,
+  ): Promise<LvImage> {
     const path = devicePath(lv);
     const handle = await io(path, () => open(path, 'r+'));
     try {
       const out = await io(path, () => DirectWrites.open(path, handle, directIo, log));
-      return new LvImage(images, lv, path, handle, out);
+      return new LvImage(images, lv, discard, path, handle, out);
     } catch (e) {
       await handle.close().catch(() => {});
       throw e;
@@ -353,12 +369,14 @@ class LvImage implements WritableImage {
     const old = await this.size();
     if (size === old) return;
     this.lv = await this.images.setSize(this.lv, size);
-    if (size > old)
-      await zeroRanges(this.handle, this.path, [{ offset: old, length: size - old }], silentLogger);
+    if (size > old) {
+      const grown = [{ offset: old, length: size - old }];
+      await zeroRanges(this.handle, this.path, grown, silentLogger, this.discard);
+    }
   }
 
   async punch(ranges: ByteRange[], log: Logger): Promise<void> {
-    await zeroRanges(this.handle, this.path, ranges, log);
+    await zeroRanges(this.handle, this.path, ranges, log, this.discard);
   }
 
   datasync(): Promise<void> {

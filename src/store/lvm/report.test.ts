@@ -4,6 +4,7 @@ import { HavenError } from '../../core/errors.ts';
 import {
   checkLvName,
   chooseGroup,
+  discardBlock,
   formatGroups,
   type GroupSpec,
   type LvInfo,
@@ -26,9 +27,9 @@ const LVS = `  {
       "report": [
           {
               "lv": [
-                  {"lv_name":"pool0", "vg_name":"vg_dr", "lv_size":"104857600", "lv_tags":"", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"12.50"},
-                  {"lv_name":"Web01_Web01_0_1", "vg_name":"vg_dr", "lv_size":"4194304", "lv_tags":"haven_size=2097152,haven_store=abc", "lv_attr":"Vwi-a-tz--", "pool_lv":"pool0", "data_percent":"50.00"},
-                  {"lv_name":"home", "vg_name":"vg_dr", "lv_size":"8388608", "lv_tags":"", "lv_attr":"-wi-a-----", "pool_lv":"", "data_percent":""}
+                  {"lv_name":"pool0", "vg_name":"vg_dr", "lv_size":"104857600", "lv_tags":"", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"12.50", "chunk_size":"65536", "discards":"passdown"},
+                  {"lv_name":"Web01_Web01_0_1", "vg_name":"vg_dr", "lv_size":"4194304", "lv_tags":"haven_size=2097152,haven_store=abc", "lv_attr":"Vwi-a-tz--", "pool_lv":"pool0", "data_percent":"50.00", "chunk_size":"0", "discards":""},
+                  {"lv_name":"home", "vg_name":"vg_dr", "lv_size":"8388608", "lv_tags":"", "lv_attr":"-wi-a-----", "pool_lv":"", "data_percent":"", "chunk_size":"0", "discards":""}
               ]
           }
       ]
@@ -50,7 +51,13 @@ test('lvs JSON: names, groups, sizes in bytes, tags, attributes, pools, data per
     attr: 'Vwi-a-tz--',
     pool: 'pool0',
     dataPercent: 50,
+    chunkSize: 0,
+    discards: '',
   });
+  assert.equal(pool.chunkSize, 65536);
+  assert.equal(discardBlock(image, lvs), 65536, "a thin volume discards in its pool's blocks");
+  assert.equal(discardBlock(home, lvs), 0, 'a thick LV cannot be zeroed by discarding');
+  assert.equal(discardBlock(image, [{ ...pool, discards: 'ignore' }]), 0, 'a pool that ignores discards');
   assert.deepEqual(lvs[2]?.tags, []);
   assert.equal(lvs[2]?.dataPercent, null);
   assert.equal(taggedSize(image), 2097152);

@@ -24,6 +24,10 @@ export interface LvInfo {
   pool: string;
   /** Percent of a thin pool's (or thin volume's) data space in use; null where LVM says none. */
   dataPercent: number | null;
+  /** A thin pool's block size in bytes (0 for other LVs). */
+  chunkSize: number;
+  /** A thin pool's discards mode (`passdown`, `nopassdown`, `ignore`); empty for other LVs. */
+  discards: string;
 }
 
 export interface VgInfo {
@@ -178,7 +182,7 @@ function bytes(row: Record<string, unknown>, name: string): number {
   return n;
 }
 
-/** `lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent`. */
+/** `lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent,chunk_size,discards`. */
 export function parseLvs(json: string): LvInfo[] {
   return rows(json, 'lv').map((r) => {
     const pct = field(r, 'data_percent');
@@ -192,6 +196,8 @@ export function parseLvs(json: string): LvInfo[] {
       attr: field(r, 'lv_attr'),
       pool: field(r, 'pool_lv'),
       dataPercent: pct === '' ? null : Number(pct),
+      chunkSize: field(r, 'chunk_size') === '' ? 0 : bytes(r, 'chunk_size'),
+      discards: field(r, 'discards'),
     };
   });
 }
@@ -204,6 +210,16 @@ export function parseVgs(json: string): VgInfo[] {
     free: bytes(r, 'vg_free'),
     extentSize: bytes(r, 'vg_extent_size'),
   }));
+}
+
+/**
+ * The block size at which discarding a thin volume's range unmaps it (reads as zeroes after):
+ * its pool's, unless the pool ignores discards; 0 where discards cannot zero (thick LVs).
+ */
+export function discardBlock(lv: LvInfo, lvs: readonly LvInfo[]): number {
+  if (!lv.pool) return 0;
+  const pool = lvs.find((l) => l.vg === lv.vg && l.name === lv.pool);
+  return pool && pool.discards !== 'ignore' && pool.chunkSize > 0 ? pool.chunkSize : 0;
 }
 
 /** Free data space of a thin pool (its size less what its data percent says is used). */
