@@ -15,6 +15,7 @@ import type {
   RotationRoom,
   WritableImage,
 } from '../common/images.ts';
+import { imageSeqs } from '../common/names.ts';
 import type { Seq } from '../common/rotation-plan.ts';
 import { clonesImages, copyImage } from './copy.ts';
 import { type FsLayout, IMAGE_SUFFIX } from './layout.ts';
@@ -111,15 +112,7 @@ export class FsImages implements ImageVolumes {
   }
 
   async list(server: string, disk: string): Promise<Seq[]> {
-    const prefix = `${server}_${disk}_`;
-    const out: Seq[] = [];
-    for (const f of await listDir(this.layout.root)) {
-      if (!f.startsWith(prefix) || !f.endsWith(IMAGE_SUFFIX)) continue;
-      const seq = f.slice(prefix.length, -IMAGE_SUFFIX.length);
-      if (seq === 'incomplete') out.push(seq);
-      else if (/^[1-9]\d*$/.test(seq)) out.push(Number(seq));
-    }
-    return out;
+    return imageSeqs(await listDir(this.layout.root), server, disk, IMAGE_SUFFIX);
   }
 
   async read(

@@ -22,7 +22,7 @@ import type {
   WritableImage,
 } from '../common/images.ts';
 import type { MetadataLayout } from '../common/metadata-layout.ts';
-import { imageName } from '../common/names.ts';
+import { imageName, imageSeqs } from '../common/names.ts';
 import type { Seq } from '../common/rotation-plan.ts';
 import { storeError } from '../errors.ts';
 import type { LvmCli } from './cli.ts';
@@ -164,15 +164,7 @@ export class LvmImages implements ImageVolumes {
   }
 
   async list(server: string, disk: string): Promise<Seq[]> {
-    const prefix = `${server}_${disk}_`;
-    const out: Seq[] = [];
-    for (const name of (await this.ownLvs()).own.keys()) {
-      if (!name.startsWith(prefix)) continue;
-      const seq = name.slice(prefix.length);
-      if (seq === 'incomplete') out.push(seq);
-      else if (/^[1-9]\d*$/.test(seq)) out.push(Number(seq));
-    }
-    return out;
+    return imageSeqs((await this.ownLvs()).own.keys(), server, disk);
   }
 
   async read(

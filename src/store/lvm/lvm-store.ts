@@ -3,13 +3,11 @@
  * the store was created with, Haven's metadata as files in a directory on the DR host — the same
  * layout and code as the filesystem store's (common/). Here: opening and creating one.
  */
-import { resolve } from 'node:path';
 import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
-import type { StoreContext } from '../common/context.ts';
+import { type StoreContext, storeContext } from '../common/context.ts';
 import { openDescriptor, readDescriptor } from '../common/descriptor.ts';
-import { ensureDir } from '../common/files.ts';
 import { MetadataLayout } from '../common/metadata-layout.ts';
 import { StoreBase } from '../common/store-base.ts';
 import { storeError } from '../errors.ts';
@@ -70,20 +68,10 @@ export async function openLvmStore(dir: string, options: LvmStoreOptions = {}): 
     ...(given !== undefined ? { volumeGroups: given } : {}),
   });
   const groups = parseGroups(descriptor.volumeGroups ?? '');
-  const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
-  if (stagingDir) await ensureDir(stagingDir);
   const directIo = options.directIo ?? true;
   const images = new LvmImages(layout, lvm, { groups, storeId: descriptor.id, directIo });
   await images.reconcileLinks();
-  const ctx: StoreContext = {
-    layout,
-    images,
-    descriptor,
-    log,
-    stagingDir,
-    directIo,
-    ...(options.definitionRules ? { definitionRules: options.definitionRules } : {}),
-  };
+  const ctx = await storeContext({ layout, images, descriptor, log, directIo }, options);
   return new LvmStore(layout, images, ctx, options.busyWaitMs ?? 30_000);
 }
 
