@@ -19,15 +19,28 @@
  * and the writes it completed are compared (the issue's goal: protected ≥ 80% of unprotected).
  * Ratios are continuous / periodic (lag) and protected / unprotected (throughput).
  *
+ * With `--shaped <rate>` (tc syntax, e.g. `100mbit`), both modes replicate over TLS to a real
+ * `haven receive --listen` in a network namespace behind a veth link shaped to that rate by
+ * `tc tbf` (test/helpers/shaped-link.ts), uncompressed, instead of to a local store; a receiver
+ * per run, whose CPU is added to the run's. The throughput runs stay local.
+ *
  *   node --import tsx bench/continuous.ts [--duration 60s] [--rate 1MiB] [--interval 1s]
- *        [--disk-size 64MiB] [--reps 1] [--throughput] [--throughput-seconds 15] [--json]
+ *        [--disk-size 64MiB] [--reps 1] [--shaped 100mbit] [--segment 64MiB]
+ *        [--throughput] [--throughput-seconds 15] [--json]
  */
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseSize } from '../src/core/units.ts';
 import { openFsStore } from '../src/store/index.ts';
 import { HAVEN_BIN } from '../src/transport/index.ts';
+import {
+  type ShapedLink,
+  shapedLink,
+  shapedTargetYaml,
+  startShapedReceiver,
+} from '../test/helpers/shaped-link.ts';
+import { makePki } from '../test/helpers/tls.ts';
 import { guestFleet } from './lib/guest-fleet.ts';
 import { cpuOf, killRunning, type MeasuredRun, type ProcPeak, peakOf, runMeasured } from './lib/proc.ts';
 
@@ -38,6 +51,8 @@ const args = parseArgs({
     interval: { type: 'string', default: '1s' },
     'disk-size': { type: 'string', default: '64MiB' },
     reps: { type: 'string', default: '1' },
+    shaped: { type: 'string' },
+    segment: { type: 'string' },
     throughput: { type: 'boolean', default: false },
     'throughput-seconds': { type: 'string', default: '15' },
     json: { type: 'boolean', default: false },
@@ -86,10 +101,10 @@ async function newestAge(store: string, server: string, mode: Mode): Promise<num
   }
 }
 
-function havenEnv(dir: string): NodeJS.ProcessEnv {
+function havenEnv(dir: string, config = ''): NodeJS.ProcessEnv {
   mkdirSync(dir, { recursive: true });
-  // An empty configuration: the commands' flags say everything.
-  writeFileSync(join(dir, 'haven.yaml'), '');
+  // An empty configuration (the commands' flags say everything), or the shaped link's target.
+  writeFileSync(join(dir, 'haven.yaml'), config);
   return {
     ...process.env,
     HAVEN_STATE_DIR: join(dir, 'state'),
@@ -101,6 +116,48 @@ function havenEnv(dir: string): NodeJS.ProcessEnv {
 
 const isHaven = (p: ProcPeak) => p.cmd.includes('haven');
 
+/** CPU seconds (user + system) a process has used so far, from /proc (0 once it is gone). */
+function cpuSecondsOf(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after "pid (comm) ".
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Where a run replicates to: a local store, or (`--shaped`) a receiver on `store` behind the
+ * shaped link, named `dr` in the run's configuration. `cpu` reads the receiver's CPU seconds.
+ */
+interface Destination {
+  to: string;
+  config: string;
+  cpu: () => number;
+  close: () => Promise<void>;
+}
+
+let link: ShapedLink | undefined;
+let receiverPort = 7443;
+/** Receivers still running: stopped at the end even when a run failed. */
+const receivers = new Set<() => Promise<void>>();
+
+async function destination(dir: string, store: string): Promise<Destination> {
+  if (!link) return { to: store, config: '', cpu: () => 0, close: async () => {} };
+  const rx = await startShapedReceiver(link, dir, store, { HAVEN_LOG_DIR: `${store}-log` }, receiverPort++);
+  receivers.add(rx.stop);
+  return {
+    to: 'dr',
+    config: `targets:\n${shapedTargetYaml('dr', rx, dir)}`,
+    cpu: () => cpuSecondsOf(rx.child.pid),
+    close: async () => {
+      receivers.delete(rx.stop);
+      await rx.stop();
+    },
+  };
+}
+
 /** Runs one mode for the duration while the guest writes; samples the lag every second. */
 async function lagRun(
   mode: Mode,
@@ -110,7 +167,9 @@ async function lagRun(
 ): Promise<LagRun> {
   const store = join(dir, `store-${mode}`);
   rmSync(store, { recursive: true, force: true });
-  const env = havenEnv(join(dir, mode));
+  const dest = await destination(dir, store);
+  const env = havenEnv(join(dir, mode), dest.config);
+  const segment = args.segment ? ['--segment', args.segment] : [];
   await guest.seqStart({ rate, block: BLOCK, nonce: 3, disks: ['vda', 'vdb'] });
   const lags: number[] = [];
   const runs: MeasuredRun[] = [];
@@ -137,7 +196,18 @@ async function lagRun(
   if (mode === 'continuous') {
     const run = runMeasured(
       process.execPath,
-      [HAVEN_BIN, 'protect', server, '--to', store, '--continuous', '--interval', args.interval, '--json'],
+      [
+        HAVEN_BIN,
+        'protect',
+        server,
+        '--to',
+        dest.to,
+        '--continuous',
+        '--interval',
+        args.interval,
+        ...segment,
+        '--json',
+      ],
       { env },
     ).then((r) => {
       if (!stop) failed = r;
@@ -149,7 +219,9 @@ async function lagRun(
   } else {
     const loop = (async () => {
       while (!stop) {
-        const r = await runMeasured(process.execPath, [HAVEN_BIN, 'protect', server, '--to', store], { env });
+        const r = await runMeasured(process.execPath, [HAVEN_BIN, 'protect', server, '--to', dest.to], {
+          env,
+        });
         runs.push(r);
         if (r.code !== 0) failed = r;
       }
@@ -160,7 +232,8 @@ async function lagRun(
   const writes = await guest.seqStop();
   const seconds = (Date.now() - t0) / 1000;
   const guestBytes = writes * BLOCK;
-  const cpuSeconds = runs.reduce((n, r) => n + cpuOf(r, isHaven), 0);
+  const cpuSeconds = runs.reduce((n, r) => n + cpuOf(r, isHaven), 0) + dest.cpu();
+  await dest.close();
   lags.sort((a, b) => a - b);
   const copies =
     mode === 'continuous'
@@ -189,6 +262,45 @@ interface SeqOptions {
   block: number;
   nonce: number;
   disks: string[];
+}
+
+/**
+ * The issue's "time from a point's selection to a booting server": `haven activate --at <point>`
+ * of the continuous run's newest point, under another domain name beside the running guest, from
+ * the command's start until it returns with the domain running (the point materialised, the
+ * overlays made, the domain started); then `haven deactivate --destroy`. Three times; seconds.
+ */
+async function pointActivation(server: string, dir: string, bootDirs: string[]): Promise<number[]> {
+  const store = join(dir, 'store-continuous');
+  // The DR host lets the test guest's kernel boot (docs/recovery.md, definition rules).
+  const env = havenEnv(
+    join(dir, 'activate'),
+    `definitions:\n  boot_files: [${bootDirs.map((d) => JSON.stringify(d)).join(', ')}]\n`,
+  );
+  const s = await openFsStore(store);
+  const newest = await s.journalInfo(server).finally(() => s.close());
+  if (!newest?.newest) throw new Error(`no point in ${store} to activate`);
+  const seconds: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const name = `${server}-pt`;
+    const t0 = performance.now();
+    const r = await runMeasured(
+      process.execPath,
+      [HAVEN_BIN, 'activate', server, '--store', store, '--at', newest.newest.id, '--name', name, '--json'],
+      { env },
+    );
+    const took = (performance.now() - t0) / 1000;
+    if (r.code !== 0) throw new Error(`activate --at failed:\n${r.stderr}`);
+    seconds.push(took);
+    const off = await runMeasured(
+      process.execPath,
+      [HAVEN_BIN, 'deactivate', server, '--store', store, '--destroy'],
+      { env },
+    );
+    if (off.code !== 0) throw new Error(`deactivate failed:\n${off.stderr}`);
+    log(`activate --at ${newest.newest.id}: running after ${took.toFixed(2)} s`);
+  }
+  return seconds;
 }
 
 /** Writes seqw completes unthrottled in `seconds`, while `during` protects (or nothing does). */
@@ -238,7 +350,14 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void fleet.cleanup().finally(() => process.exit(130)));
   const results: LagRun[] = [];
   const tp: Record<string, number> = {};
+  let activation: number[] = [];
   try {
+    if (args.shaped) {
+      link = await shapedLink(`b${process.pid % 100_000}`, args.shaped);
+      fleet.onCleanup(() => link?.destroy());
+      await makePki(dir, [link.nsIp]);
+      log(`shaped link ${link.ns}: ${link.hostIp} -> ${link.nsIp} at ${args.shaped} (tc tbf, both ends)`);
+    }
     const mib = diskSize / 2 ** 20;
     const guest = await fleet.guest({ prefix: 'haven-b-cont', disks: [{ sizeMiB: mib }, { sizeMiB: mib }] });
     log(`guest ${guest.name}: two ${mib} MiB disks, seqw at ${args.rate}/s, ${args.duration} per run`);
@@ -246,6 +365,8 @@ async function main(): Promise<void> {
       const order: Mode[] = rep % 2 === 0 ? ['continuous', 'periodic'] : ['periodic', 'continuous'];
       for (const mode of order) results.push(await lagRun(mode, guest.name, dir, guest));
     }
+    if (results.some((r) => r.mode === 'continuous'))
+      activation = await pointActivation(guest.name, dir, guest.bootDirs);
     if (args.throughput) {
       tp.unprotected = await throughput('none', guest.name, dir, guest, null);
       tp.continuous = await throughput('continuous', guest.name, dir, guest, async (store, env) => {
@@ -261,6 +382,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await killRunning('SIGTERM');
+    for (const stop of receivers) await stop();
     await fleet.cleanup();
   }
   const median = (mode: Mode, k: 'p50' | 'p99' | 'cpuPerGiB' | 'peakRssMiB') => {
@@ -294,6 +416,8 @@ async function main(): Promise<void> {
         : {}),
     },
     throughputMiBs: tp,
+    /** Seconds from `haven activate --at <point>` to the domain running, each repetition. */
+    pointActivationSeconds: activation,
   };
   log(
     `lag p50/p99: continuous ${summary.continuous.p50}/${summary.continuous.p99} ms, periodic ${summary.periodic.p50}/${summary.periodic.p99} ms; ` +
@@ -303,6 +427,10 @@ async function main(): Promise<void> {
     `CPU s/GiB written: continuous ${summary.continuous.cpuPerGiB.toFixed(1)}, periodic ${summary.periodic.cpuPerGiB.toFixed(1)}; ` +
       `peak RSS MiB: continuous ${summary.continuous.peakRssMiB.toFixed(0)}, periodic ${summary.periodic.peakRssMiB.toFixed(0)}`,
   );
+  if (activation.length)
+    log(
+      `point selected to domain running: ${activation.map((x) => x.toFixed(2)).join(', ')} s (median ${[...activation].sort((a, b) => a - b)[1]?.toFixed(2)} s)`,
+    );
   if (args.json) process.stdout.write(`${JSON.stringify({ runs: results, summary })}\n`);
 }
 

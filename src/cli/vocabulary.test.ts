@@ -40,6 +40,7 @@ const CHANGES = [
   'restore',
   'failback',
   'failback-receive',
+  'switchover',
   'protect',
   'receive',
   'forget',

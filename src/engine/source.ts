@@ -24,6 +24,7 @@ import {
   backupBegin,
   backupEnd,
   createOfflineCheckpoint,
+  deleteCheckpoint,
   exportImage,
   freeze,
   getCheckpoint,
@@ -355,6 +356,12 @@ async function offlineSource(req: SourceRequest): Promise<Source> {
     };
   } catch (e) {
     await stop();
+    // Nothing was read at the checkpoint made above (the base's bitmap is missing or spoiled,
+    // after a crash): delete it, or it would stay, its bitmaps recording every later guest write,
+    // with no caller knowing its name (the retry without a base makes a checkpoint of its own).
+    await deleteCheckpoint(virsh, domain, checkpoint, { log }).catch((err) =>
+      log.warn('could not delete the checkpoint of a failed offline read', { checkpoint, err }),
+    );
     throw e;
   }
 }

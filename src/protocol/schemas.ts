@@ -82,6 +82,7 @@ export const segmentRecordSchema = z.looseObject({
   disks: diskSpecs,
   dataBytes: count,
   zeroBytes: count,
+  sourceOff: z.boolean().optional(),
 });
 
 const journalPointSchema = segmentRecordSchema.omit({ consistent: true, dataBytes: true, zeroBytes: true });
@@ -159,6 +160,7 @@ export const deltaMetaSchema = z.object({
       windowMs: count,
       by: z.string().max(300).optional(),
       cut: z.boolean().optional(),
+      sourceOff: z.boolean().optional(),
     })
     .optional(),
 });

@@ -88,6 +88,11 @@ export interface ActivationResult {
   generation?: Pick<Generation, 'id' | 'seq' | 'takenAt' | 'pointInTime'>;
   /** The copy started from a journal point (`--at`), not a generation. */
   point?: boolean;
+  /**
+   * How old the copy's data was when the command started (ms): the recovery point an unplanned
+   * failover gets, what the operator must know before the server takes traffic.
+   */
+  ageMs?: number;
   /** Seconds from the command's start until the domain ran. */
   seconds?: number;
   checkpoint?: string;
@@ -243,6 +248,7 @@ async function activateOne(
     if (!point && generation.id !== pre.id)
       await checkGeneration(o.store, server, generation, { full: o.verify });
     result.generation = pick(generation);
+    result.ageMs = Math.max(0, started - Date.parse(generation.takenAt));
     const active = await startCopy(o, server, generation, started, result, undo, log);
     await afterStart(o, server, generation, active, uri, result, log);
     log.info('running', { domain: result.domain, seconds: result.seconds });
@@ -307,6 +313,7 @@ async function checkActivation(
   result.definition = summary(report);
   result.networks = networks;
   result.generation = pick(pre.generation);
+  result.ageMs = Math.max(0, Date.now() - Date.parse(pre.generation.takenAt));
   return pre.generation;
 }
 

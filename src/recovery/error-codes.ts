@@ -131,6 +131,13 @@ export const RECOVERY_CODES = {
     action:
       'Shut it down from inside, or run `haven failback` again with --force-off (what its caches hold is then lost); the live pass is kept.',
   },
+  FAILBACK_NOT_RUNNING: {
+    kind: 'conflict',
+    meaning:
+      '`haven failback --follow` was asked for a DR copy that is not running: nothing changes there to follow.',
+    action:
+      'Finish the failback without --follow (`haven failback <server> --store <store> --to <primary>`).',
+  },
   FAILBACK_INTERNAL: {
     kind: 'internal',
     meaning: 'The engine returned a plan where failback expected a result: a bug.',
@@ -157,5 +164,24 @@ export const RECOVERY_CODES = {
     meaning: '`--at` names a time before the oldest point the journal keeps.',
     action:
       'List the points with `haven images <server> --store <store> --points` and pick one in the window.',
+  },
+  RECOVERY_SWITCHOVER_UNREACHABLE: {
+    kind: 'unavailable',
+    meaning: '`haven switchover` cannot reach the primary’s libvirt: a planned switchover needs it.',
+    action:
+      'Check --primary and the ssh access to it; if the primary is lost, fail over with `haven activate <server> --store <store> --at <time|point>`.',
+  },
+  RECOVERY_SWITCHOVER_NOT_RUNNING: {
+    kind: 'refused',
+    meaning: 'The primary does not run the server, so there is nothing to move without loss.',
+    action:
+      'Start the server from its newest point with `haven activate <server> --store <store> --at <point> --primary <primary>`, as the message says.',
+  },
+  RECOVERY_SWITCHOVER_TIMEOUT: {
+    kind: 'unavailable',
+    meaning:
+      'The guest did not shut down on the primary in time, or no point from its shut-off disks reached the store in time; the server was started on the primary again.',
+    action:
+      'For a shutdown, see why the guest ignores it (its console) or give a longer --shutdown-timeout; for the drain, check that the server’s continuous protection runs on the primary (`haven status` there), then switch over again.',
   },
 } as const satisfies Record<string, CodeEntry>;

@@ -30,6 +30,12 @@ export interface SegmentRecord {
   disks: DiskSpec[];
   dataBytes: number;
   zeroBytes: number;
+  /**
+   * The source server was shut off when this point was taken: its disks were quiescent, so the
+   * point holds every write the server made before it stopped (what `haven switchover` waits
+   * for). Set only on consistent segments.
+   */
+  sourceOff?: boolean;
 }
 
 /** A consistent segment boundary: what `--at` selects. */
@@ -92,6 +98,8 @@ export interface SegmentMeta {
    * rotating generations keep the seed's naming on the job's schedule.
    */
   cut?: boolean;
+  /** The segment was read from the disks of a shut-off server (SegmentRecord.sourceOff). */
+  sourceOff?: boolean;
 }
 
 export interface JournalDeltaMeta extends DeltaMeta {

@@ -4,69 +4,21 @@
  * scripts/test runs test/disruptive/ last and alone, because this disturbs every libvirt user.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { exec } from '../../src/core/exec.ts';
 import type { HostCheck } from '../../src/virt/index.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
+import { libvirtdAnswers, startLibvirtd, stopLibvirtd } from './libvirtd.ts';
 
 const HAVEN = join(import.meta.dirname, '..', '..', 'bin', 'haven.mjs');
-const SYSTEMD = existsSync('/run/systemd/system');
-
-async function libvirtdAnswers(): Promise<boolean> {
-  try {
-    await exec('virsh', ['-c', 'qemu:///system', 'version'], { timeoutMs: 10_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function libvirtdPids(): number[] {
-  try {
-    return execFileSync('pgrep', ['-x', 'libvirtd'], { encoding: 'utf8' })
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
-async function waitFor(what: string, cond: () => Promise<boolean> | boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function startLibvirtd(): Promise<void> {
-  if (await libvirtdAnswers()) return;
-  if (SYSTEMD) await exec('systemctl', ['start', 'libvirtd']);
-  else if (libvirtdPids().length === 0) await exec('libvirtd', ['-d']);
-  await waitFor('libvirtd to answer again', libvirtdAnswers, 60_000);
-}
 
 test('haven doctor reports a stopped libvirtd and exits non-zero; libvirtd is restarted', async (t) => {
   assert.ok(await libvirtdAnswers(), 'libvirtd must be running before the test');
   const dir = await testDir(t, 'haven-t-virt-stop');
   t.after(startLibvirtd);
 
-  if (SYSTEMD) {
-    await exec('systemctl', [
-      'stop',
-      'libvirtd.socket',
-      'libvirtd-ro.socket',
-      'libvirtd-admin.socket',
-      'libvirtd',
-    ]);
-  } else {
-    for (const pid of libvirtdPids()) process.kill(pid, 'SIGTERM');
-    await waitFor('libvirtd to exit', () => libvirtdPids().length === 0, 30_000);
-  }
+  await stopLibvirtd();
   assert.equal(await libvirtdAnswers(), false);
 
   const result = await new Promise<{ code: number; stdout: string }>((resolve, reject) => {

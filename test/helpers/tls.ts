@@ -18,8 +18,10 @@ async function openssl(dir: string, args: string[]): Promise<void> {
 /**
  * ca.pem/otherca.pem, server.{pem,key}, client.{pem,key}, intruder.{pem,key} in `dir`, each valid
  * for 2 days; expired.{pem,key}: a server certificate for 127.0.0.1 that expired a day ago.
+ * `serverIps`: further addresses the server certificate is valid for (a receiver in a network
+ * namespace, test/helpers/shaped-link.ts).
  */
-export async function makePki(dir: string): Promise<void> {
+export async function makePki(dir: string, serverIps: readonly string[] = []): Promise<void> {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   for (const ca of ['ca', 'otherca']) {
     await openssl(dir, [
@@ -69,7 +71,7 @@ export async function makePki(dir: string): Promise<void> {
   };
   await leaf('server', 'ca', '/CN=localhost', [
     '-addext',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    `subjectAltName=${['127.0.0.1', ...serverIps].map((ip) => `IP:${ip}`).join(',')},DNS:localhost`,
     '-addext',
     'extendedKeyUsage=serverAuth',
   ]);

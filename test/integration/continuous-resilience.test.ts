@@ -16,96 +16,43 @@
  * daemon disturbs every other test running on the host.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { SegmentRecord, VerifyReport } from '../../src/store/types.ts';
-import { changedBytes, checkSeqPrefix, fileReader, type SeqGeometry } from '../fixtures/guest/seq.ts';
-import { havenJson, runHaven } from '../helpers/haven.ts';
-import { pointAfter, restoreAt, seqSetup } from './continuous-helpers.ts';
+import type { VerifyReport } from '../../src/store/types.ts';
+import { changedBytes } from '../fixtures/guest/seq.ts';
+import { havenJson } from '../helpers/haven.ts';
+import {
+  fillThenWrite,
+  logLines,
+  pointAfter,
+  pointPrefix,
+  pointsGoOnByBitmap,
+  protectContinuous,
+  receiverOf,
+  SEQ_RUN,
+  segments,
+  seqSetup,
+  steadyProtection,
+} from './continuous-helpers.ts';
 import { waitFor } from './jobs-helpers.ts';
 
 const PREFIX = 'haven-t-cres';
-const DISK_MIB = 16;
-const BLOCK = 65536;
-/** The writer's pace while protected: 256 KiB/s, four 64 KiB blocks a second over both disks. */
-const RATE = 256 * 1024;
-
-interface LogLine {
-  t: string;
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-/** The run log of the `haven protect` process (its pid is in the file's name). */
-async function protectLog(logDir: string, server: string): Promise<{ pid: number; path: string }> {
-  const name = (await readdir(logDir)).find((f) => f.startsWith(`protect-${server}-`));
-  const pid = Number(/-(\d+)\.log$/.exec(name ?? '')?.[1]);
-  if (!name || !pid) throw new Error(`no run log of protect ${server} in ${logDir}`);
-  return { pid, path: join(logDir, name) };
-}
-
-async function logLines(path: string): Promise<LogLine[]> {
-  return (await readFile(path, 'utf8'))
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as LogLine);
-}
-
-/** The pid of `parent`'s child running `haven receive --stdio --store <store>`, if any. */
-async function receiverOf(parent: number, store: string): Promise<number | undefined> {
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const status = await readFile(`/proc/${entry}/status`, 'utf8');
-      if (Number(/^PPid:\s+(\d+)$/m.exec(status)?.[1]) !== parent) continue;
-      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
-      if (argv.includes('receive') && argv.includes(store)) return Number(entry);
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return undefined;
-}
-
-/**
- * The journal's base point and segments, oldest first, as pit.json records them (the store's
- * format, docs/continuous.md): each with the bytes of data it carries.
- */
-async function segments(store: string, server: string): Promise<SegmentRecord[]> {
-  const pit = JSON.parse(
-    await readFile(join(store, '.haven', 'servers', server, 'pit', 'pit.json'), 'utf8'),
-  ) as { base: SegmentRecord | null; segments: SegmentRecord[] };
-  return [...(pit.base ? [pit.base] : []), ...pit.segments];
-}
+const { diskMiB: DISK_MIB, block: BLOCK, rate: RATE } = SEQ_RUN;
 
 test('protect --continuous resumes by itself after a SIGKILLed receiver and a guest reboot', async (t) => {
   const { dir, guest, h, store, server } = await seqSetup(t, PREFIX, DISK_MIB);
-  const logDir = join(dir, 'log');
   const disksBytes = 2 * DISK_MIB * 1024 * 1024;
 
-  // The writer fills both disks once, flat out, before protection begins: every chunk is then
-  // allocated, so a full copy after the kill would send both disks whole (disksBytes).
-  const slots = (DISK_MIB * 1024 * 1024) / BLOCK;
-  await guest.seqStart({ rate: 0, block: BLOCK, nonce: 21, disks: ['vda', 'vdb'] });
-  await waitFor(
-    'the writer to fill both disks',
-    async () => ((await guest.seqAcked())?.acked ?? 0) >= 2 * slots,
-    120_000,
-    500,
-  );
-  await guest.seqStop();
-  await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
+  // The writer fills both disks once, flat out, before protection begins: a full copy after the
+  // kill would send both disks whole (disksBytes).
+  await fillThenWrite(guest, DISK_MIB, BLOCK, RATE);
 
-  let exited = false;
+  const protect = protectContinuous(h, server, store);
   const figures: Record<string, number> = {};
   let killAt = 0;
   let acked = 0;
-  const done = (async () => {
-    const first = await pointAfter(store, server, 0, 'a first point', { timeoutMs: 240_000 });
-    await pointAfter(store, server, Date.parse(first.takenAt) + 2000, 'steady points');
-    const { pid: protectPid, path: logPath } = await protectLog(logDir, server);
+  const ids = await (async () => {
+    const { pid: protectPid, path: logPath } = await steadyProtection(store, server, dir);
     const receiver = await waitFor('the receiver', () => receiverOf(protectPid, store), 30_000, 200);
 
     killAt = Date.now();
@@ -114,7 +61,7 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
       marginMs: 0,
       timeoutMs: 60_000,
     });
-    assert.equal(exited, false, 'the protecting process goes on');
+    assert.equal(protect.exited(), false, 'the protecting process goes on');
     assert.equal(await guest.state(), 'running', 'the guest keeps running');
     const again = await receiverOf(protectPid, store);
     assert.ok(again !== undefined && again !== receiver, `a new receiver (${again}, killed ${receiver})`);
@@ -153,16 +100,12 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
     await guest.reboot();
     await guest.seqStart({ rate: RATE, block: BLOCK, nonce: 0, disks: ['vda', 'vdb'] });
     const booted = Date.now();
-    await pointAfter(store, server, booted, 'a point after the reboot', { timeoutMs: 90_000 });
-    await pointAfter(store, server, booted + 3000, 'points go on after the reboot', { timeoutMs: 60_000 });
-    assert.equal(exited, false, 'the protecting process goes on through the reboot');
-    const afterReboot = (await logLines(logPath)).filter((l) => Date.parse(l.t) >= rebootAt);
-    const resyncs = afterReboot.filter(
-      (l) => /bitmaps cannot be used/.test(l.msg) || (l.msg === 'connected' && l.decision !== 'bitmap'),
+    figures.afterRebootMaxBytes = await pointsGoOnByBitmap(
+      store,
+      server,
+      { logPath, from: rebootAt, writing: booted, exited: protect.exited },
+      'the reboot',
     );
-    assert.deepEqual(resyncs, [], 'no checksum resync or full copy after the reboot');
-    const postReboot = (await segments(store, server)).filter((s) => Date.parse(s.takenAt) > rebootAt);
-    figures.afterRebootMaxBytes = Math.max(...postReboot.map((s) => s.dataBytes));
     assert.ok(
       figures.afterRebootMaxBytes < disksBytes / 2,
       `${figures.afterRebootMaxBytes} bytes in a segment`,
@@ -171,16 +114,8 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
     acked = await guest.seqStop();
     await pointAfter(store, server, Date.now(), 'a point after the writer stopped');
     return ids;
-  })();
-  const run = runHaven(
-    h,
-    ['protect', server, '--to', store, '--continuous', '--interval', '1s', '--journal', '30m', '--json'],
-    { killOn: done.catch(() => undefined), killSignal: 'SIGTERM', timeoutMs: 600_000 },
-  ).then((r) => {
-    exited = true;
-    return r;
-  });
-  const [ids, r] = await Promise.all([done, run]);
+  })().finally(protect.stop);
+  const r = await protect.result;
   assert.equal(r.code, 130, `stopped by SIGTERM: exit 130\n${r.stderr}`);
   const final = JSON.parse(r.stdout) as { lanes: { state: string; wireBytes: number }[] };
   assert.equal(final.lanes[0]?.state, 'stopped');
@@ -191,13 +126,8 @@ test('protect --continuous resumes by itself after a SIGKILLed receiver and a gu
   assert.ok((verified.checkedPoints ?? 0) >= 5, `${verified.checkedPoints} points checked`);
 
   // The points around the kill and the newest hold a prefix of the writes, byte-exact.
-  const size = DISK_MIB * 1024 * 1024;
-  const prefix = async (at: string, name: string) => {
-    const res = await restoreAt(h, server, store, at, join(dir, name));
-    const v = await checkSeqPrefix(fileReader(res.disks.map((d) => d.path)), [size, size]);
-    assert.ok(v.ok, `point ${at}: ${v.ok ? '' : v.problem}`);
-    return { last: v.last, geometry: v.geometry as SeqGeometry };
-  };
+  const prefix = (at: string, name: string) =>
+    pointPrefix(h, server, store, { dir, sizeMiB: DISK_MIB }, at, name);
   const earlier = await prefix(ids.earlier, 'earlier');
   const before = await prefix(ids.before, 'before');
   const resync = await prefix(ids.resync, 'resync');

@@ -11,7 +11,7 @@ import { cp, open, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { chunkDigests } from '../../src/core/digest.ts';
-import { createFsStore, type FsStore } from '../../src/store/fs/index.ts';
+import { createFsStore, type FsStore, openFsStore } from '../../src/store/fs/index.ts';
 import type { GenerationIds, JournalDeltaMeta, SegmentRecord } from '../../src/store/types.ts';
 import { C, content, makeMeta, scratch } from './protocol-helpers.ts';
 
@@ -247,4 +247,41 @@ test('journal: verify checks every point, names what damage spoils, server by se
   const gone = await store.verify(SERVER);
   assert.equal(gone.ok, true, JSON.stringify(gone.problems));
   assert.equal(gone.checkedPoints, 5);
+});
+
+test('journal: a point read from a shut-off server is marked sourceOff, kept across reopening', async (t) => {
+  const dir = await scratch(t, 'hv-journal-off');
+  const root = join(dir, 'store');
+  const store = await createFsStore(root);
+  const running = await append(
+    store,
+    meta(null, new Date(Date.now() - 2000), 3_600_000, 1),
+    [{ at: 0, data: content(1, C) }],
+    null,
+  );
+  assert.equal(running.sourceOff, undefined, 'a live point is not marked');
+  // A resync part read from the off server: inconsistent, so not marked (it is no point).
+  const offMeta = (base: string, n: number) => {
+    const m = meta(base, new Date(Date.now() - 1000 + n), 3_600_000, n);
+    return { ...m, journal: { ...m.journal, sourceOff: true } };
+  };
+  const part = await append(store, offMeta(running.id, 2), [{ at: 1, data: content(2, C) }], null, false);
+  assert.equal(part.sourceOff, undefined, 'an inconsistent segment is not marked');
+  const last = await append(store, offMeta(part.id, 3), [{ at: 2, data: content(3, C) }], null);
+  assert.equal(last.sourceOff, true);
+  await store.close();
+
+  const again = await openFsStore(root);
+  t.after(() => again.close());
+  const info = await again.journalInfo(SERVER);
+  assert.equal(info?.newest?.id, last.id);
+  assert.equal(info?.newest?.sourceOff, true, 'the newest point says it was read from the shut-off disks');
+  const points = await again.journalPoints(SERVER);
+  assert.deepEqual(
+    points.map((p) => [p.seq, p.sourceOff ?? false]),
+    [
+      [1, false],
+      [3, true],
+    ],
+  );
 });

@@ -47,7 +47,9 @@ function finish(ctx: CliContext, report: ActivationReport, json: boolean, tz: st
       report.servers.map((r) => [
         r.server,
         r.generation ? (r.point ? `point ${r.generation.id}` : `_${r.generation.seq}`) : '-',
-        formatTime(r.generation?.takenAt, tz),
+        r.ageMs === undefined
+          ? formatTime(r.generation?.takenAt, tz)
+          : `${formatTime(r.generation?.takenAt, tz)} (${formatDuration(r.ageMs)} old)`,
         r.domain,
         r.status,
         r.seconds === undefined ? '-' : formatDuration(r.seconds * 1000),

@@ -9,11 +9,12 @@ import type { Duplex, Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { asHavenError, UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseDuration } from '../../core/units.ts';
-import { failback, serveFailback } from '../../recovery/index.ts';
+import { type FailbackPass, failback, serveFailback } from '../../recovery/index.ts';
 import { openStore } from '../../store/index.ts';
 import { JoinedStream } from '../../transport/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
+import { exitCodeFor } from '../exit-codes.ts';
 import { interruptible } from '../interrupt.ts';
 import { connectOption, examples } from '../options.ts';
 import { progressBar } from '../progress-bar.ts';
@@ -28,6 +29,8 @@ interface FailbackFlags {
   forceOff?: boolean;
   sshOption?: string[];
   remoteCommand?: string;
+  follow?: boolean;
+  interval?: string;
   connect?: string;
   json?: boolean;
 }
@@ -69,6 +72,11 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--compress <level>', 'zstd level on the wire, 0 = off', '3')
     .option('--shutdown-timeout <duration>', 'how long the DR copy may take to shut down', '5m')
     .option('--force-off', 'power the DR copy off if it ignores the shutdown request')
+    .option(
+      '--follow',
+      'replicate the running DR copy into the primary every --interval until stopped, instead of finishing',
+    )
+    .option('--interval <duration>', 'with --follow: time between passes (at least 5s)', '30s')
     .option('--ssh-option <opt...>', 'extra ssh arguments')
     .option('--remote-command <cmd>', 'how to run haven on the primary (default "haven")');
   connectOption(command).option('--json', 'print the result as JSON');
@@ -81,6 +89,10 @@ export default function register(program: Command, context: () => CliContext): v
       'haven failback web01 --store /srv/haven --to root@primary --no-start --force-off',
       'fail back, powering off a DR copy that ignores the shutdown, and leave web01 off',
     ],
+    [
+      'haven failback web01 --store /srv/haven --to root@primary --follow --interval 10s',
+      'after a switchover, keep the primary’s disks within seconds of the DR copy until Ctrl-C',
+    ],
   ]);
   command.action(async (server: string, flags: FailbackFlags) => {
     const ctx = context();
@@ -88,6 +100,7 @@ export default function register(program: Command, context: () => CliContext): v
     if (!Number.isInteger(compress) || compress < 0 || compress > 19) {
       throw new UsageError(`--compress must be 0 to 19, got ${JSON.stringify(flags.compress)}`);
     }
+    const follow = flags.follow ? followOptions(ctx, flags) : undefined;
     const log = ctx.openRunLog(`failback-${server}`);
     const store = await openStore(flags.store, { log });
     const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
@@ -106,17 +119,23 @@ export default function register(program: Command, context: () => CliContext): v
           forceOff: flags.forceOff,
           link: { sshOptions: flags.sshOption, remoteCommand: flags.remoteCommand },
           onProgress: (s) => bar.update({ ...s, phase: `${s.pass}: ${s.phase}` }),
+          ...(follow ? { follow } : {}),
           signal,
           log,
         }),
       );
       bar.stop();
+      // Following ends only when stopped (exit 130, as `protect --continuous`) or when the DR
+      // copy stops (exit 0: run failback again to finish).
+      if (r.following?.ended === 'stopped') process.exitCode = exitCodeFor('interrupted');
       if (flags.json) {
         ctx.printJson(r);
         return;
       }
       ctx.print(
-        `${server}: failed back to ${r.primary} in ${formatDuration(r.seconds * 1000)}, ${formatBytes(r.wireBytes)} on the wire${r.started ? '; running on the primary' : ''}`,
+        r.following
+          ? `${server}: followed the DR copy into ${r.primary} for ${formatDuration(r.seconds * 1000)}, ${r.following.passes} passes, ${formatBytes(r.wireBytes)} on the wire; ${r.following.ended === 'stopped' ? 'stopped' : 'the DR copy stopped'}: \`haven failback ${server} --store ${flags.store} --to ${flags.to}\` finishes`
+          : `${server}: failed back to ${r.primary} in ${formatDuration(r.seconds * 1000)}, ${formatBytes(r.wireBytes)} on the wire${r.started ? '; running on the primary' : ''}`,
       );
       ctx.printTable(
         ['pass', 'mode', 'data', 'zeroed', 'on the wire', 'time'],
@@ -138,6 +157,25 @@ export default function register(program: Command, context: () => CliContext): v
   });
 
   registerReceive(program, context);
+}
+
+/** --follow: the interval, and a line on stderr per pass (the bar shows the pass in flight). */
+function followOptions(
+  ctx: CliContext,
+  flags: FailbackFlags,
+): { intervalMs: number; onPass: (p: FailbackPass) => void } {
+  const intervalMs = parseDuration(flags.interval ?? '30s');
+  if (intervalMs < 5000) throw new UsageError('--interval must be at least 5s');
+  const quiet = ctx.progressMode(flags.json) === 'off';
+  return {
+    intervalMs,
+    onPass: (p) => {
+      if (!quiet)
+        ctx.stderr.write(
+          `pass ${p.pointInTime}: ${p.mode}, ${formatBytes(p.dataBytes)} data, ${formatBytes(p.wireBytes)} on the wire, ${formatDuration(p.durationMs)}\n`,
+        );
+    },
+  };
 }
 
 function registerReceive(program: Command, context: () => CliContext): void {

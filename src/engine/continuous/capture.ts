@@ -99,6 +99,8 @@ export class ScratchFiles {
 export class Capture {
   private readonly clients = new Map<string, NbdClient>();
   private ended: Promise<void> | undefined;
+  /** The job could not be ended (libvirtd away): the next live capture looks for it first. */
+  endFailed = false;
 
   private constructor(
     readonly kind: 'live' | 'offline',
@@ -121,6 +123,12 @@ export class Capture {
     base: string | undefined;
     runDir: string;
     scratch: ScratchFiles;
+    /**
+     * An earlier cycle may have left its backup job (libvirtd went away before it ended): look
+     * for it before beginning. Beginning first would wait out libvirt's state change lock (30 s)
+     * behind the job libvirt found again at its restart, and only then end it.
+     */
+    leftJob?: boolean;
     log: Logger;
   }): Promise<Capture> {
     const checkpoint = newCheckpointName();
@@ -144,16 +152,21 @@ export class Capture {
         excluded,
         log: o.log,
       });
+    // A job this host's protector left (a killed process, a restarted libvirtd): end it.
+    const endLeft = async (): Promise<boolean> => {
+      const left = await activeBackup(o.virsh, o.server.name).catch(() => null);
+      if (!left?.socketPath.startsWith(o.runDir)) return false;
+      o.log.info('ending a backup job an earlier cycle left', { socket: left.socketPath });
+      await backupEnd(o.virsh, o.server.name);
+      return true;
+    };
     let job: Awaited<ReturnType<typeof backupBeginPrepared>>;
     try {
+      if (o.leftJob) await endLeft();
       try {
         job = await begin();
       } catch (e) {
-        // A job this host's protector left (a killed process, a restarted libvirtd): end it, retry.
-        const left = await activeBackup(o.virsh, o.server.name).catch(() => null);
-        if (!left?.socketPath.startsWith(o.runDir)) throw e;
-        o.log.info('ending a backup job an earlier cycle left', { socket: left.socketPath });
-        await backupEnd(o.virsh, o.server.name);
+        if (!(await endLeft())) throw e;
         job = await begin();
       }
     } catch (e) {
@@ -313,7 +326,10 @@ export class Capture {
     this.ended ??= (async () => {
       await Promise.allSettled([...this.clients.values()].map((c) => c.close()));
       this.clients.clear();
-      await this.finish().catch((e) => this.log.warn('could not end the cycle’s backup job', { err: e }));
+      await this.finish().catch((e) => {
+        this.endFailed = true;
+        this.log.warn('could not end the cycle’s backup job', { err: e });
+      });
     })();
     return this.ended;
   }

@@ -88,6 +88,8 @@ export interface CycleForLane {
   by: string;
   /** Cut a generation from this point when it ends consistent. */
   cut: boolean;
+  /** Read from the disks of the shut-off server (SegmentMeta.sourceOff). */
+  sourceOff: boolean;
 }
 
 export interface LaneOptions {
@@ -105,6 +107,11 @@ export interface LaneOptions {
 }
 
 const BACKOFF_MIN_MS = 1000;
+
+/** The state a lane shows while a connection attempt is under way (see doConnect). */
+export function reconnectState(now: LaneState): LaneState {
+  return now === 'refused' || now === 'disconnected' ? now : 'connecting';
+}
 const BACKOFF_MAX_MS = 30_000;
 const REFUSED_RETRY_MS = 60_000;
 
@@ -210,7 +217,11 @@ export class Lane {
   }
 
   private async doConnect(primary: GenerationIds | null): Promise<SyncDecision | null> {
-    this.setState(this.state === 'refused' ? 'refused' : 'connecting');
+    // A lane that lost its target stays `disconnected` (refused: `refused`) while it tries again:
+    // over a dead link an attempt lasts until the transport's connect timeout (30 s for TLS), and
+    // `connecting` for all that time would hide from status and alerts that the link is down.
+    // `connecting` is the first connection only.
+    this.setState(reconnectState(this.state));
     let sender: StreamSender | undefined;
     try {
       sender = await this.o.target.connect();
@@ -352,6 +363,7 @@ export class Lane {
             windowMs: cycle.windowMs,
             by: cycle.by,
             ...(cycle.cut && consistent ? { cut: true } : {}),
+            ...(cycle.sourceOff ? { sourceOff: true } : {}),
           },
         },
         spool: cycle.spool,

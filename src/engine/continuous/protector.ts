@@ -47,6 +47,9 @@ import { Spool } from './spool.ts';
 /** DataKeeper mirrors to at most seven targets; so does a protector. */
 export const MAX_TARGETS = 7;
 
+/** Attempts at deleting a checkpoint the chain no longer needs before leaving it to the operator. */
+const DELETE_TRIES = 10;
+
 /** What the protector keeps across restarts (the catalog implements it, jobs/ passes it in). */
 export interface ContinuousStateStore {
   load(server: string): SavedProtection | null;
@@ -115,6 +118,10 @@ export class Protector {
   private lanes: Lane[] = [];
   private ids: GenerationIds | null = null;
   private chain: string | undefined;
+  /** Checkpoints to delete once the running job has ended (advanceChain). */
+  private readonly doomed = new Map<string, number>();
+  /** A cycle failed or could not end its job: the next live capture looks for a job left behind. */
+  private leftJob = false;
   private ending: Promise<void> = Promise.resolve();
   private wake: (() => void) | null = null;
   private cycles = 0;
@@ -230,30 +237,39 @@ export class Protector {
   private async loop(server: Server, disks: ProtectedDisk[], scratch: ScratchFiles): Promise<void> {
     const { signal } = this.o;
     while (!signal.aborted) {
-      this.connectLanes();
-      const state = (await domainState(this.o.virsh, server.name)).state;
-      this.domain = state === 'shut off' || state === 'crashed' ? 'off' : 'running';
-      if (this.domain === 'running') this.offlineDone = false;
-      const due = this.lastCycleAt + this.o.intervalMs - Date.now();
-      const ready = this.lanes.some((l) => l.idle || l.needs !== null);
-      const offlineWanted =
-        this.domain === 'off' &&
-        (!this.offlineDone || this.lanes.some((l) => l.idle && !l.pending.isEmpty()));
-      if (!ready || due > 0 || (this.domain === 'off' && !offlineWanted)) {
-        await this.sleep(ready && due > 0 ? due : this.domain === 'off' ? 2000 : 500);
-        continue;
-      }
       try {
-        await this.cycle(server, disks, scratch);
-        if (this.domain === 'off') this.offlineDone = true;
+        await this.step(server, disks, scratch);
       } catch (e) {
         const err = asHavenError(e);
         if (signal.aborted) break;
-        // libvirtd restarting, the guest stopping under the cycle: the next cycle runs anyway.
+        // libvirtd restarting (VIRT_NO_LIBVIRTD while it is away: the state probe fails as well
+        // as the cycle), the guest stopping under the cycle: the next step runs anyway. The
+        // checkpoint and its persistent bitmap survive a restarted libvirtd (QEMU keeps running),
+        // so the next cycle goes on by bitmap; a backup job the failed cycle left is ended by the
+        // next capture (Capture.live).
+        this.leftJob = true;
         this.log.warn(`cycle failed: ${err.message}`, { code: err.code });
         await this.sleep(Math.max(1000, this.o.intervalMs));
       }
     }
+  }
+
+  /** One turn of the loop: reconnect lanes, look at the domain, run a cycle when one is due. */
+  private async step(server: Server, disks: ProtectedDisk[], scratch: ScratchFiles): Promise<void> {
+    this.connectLanes();
+    const state = (await domainState(this.o.virsh, server.name)).state;
+    this.domain = state === 'shut off' || state === 'crashed' ? 'off' : 'running';
+    if (this.domain === 'running') this.offlineDone = false;
+    const due = this.lastCycleAt + this.o.intervalMs - Date.now();
+    const ready = this.lanes.some((l) => l.idle || l.needs !== null);
+    const offlineWanted =
+      this.domain === 'off' && (!this.offlineDone || this.lanes.some((l) => l.idle && !l.pending.isEmpty()));
+    if (!ready || due > 0 || (this.domain === 'off' && !offlineWanted)) {
+      await this.sleep(ready && due > 0 ? due : this.domain === 'off' ? 2000 : 500);
+      return;
+    }
+    await this.cycle(server, disks, scratch);
+    if (this.domain === 'off') this.offlineDone = true;
   }
 
   private connectLanes(): void {
@@ -311,10 +327,13 @@ export class Protector {
             base,
             runDir: this.o.runDir,
             scratch,
+            leftJob: this.leftJob,
             log: this.log,
           });
     try {
-      return await take(this.chain);
+      const cap = await take(this.chain);
+      this.leftJob = false;
+      return cap;
     } catch (e) {
       const lost = e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND';
       if (!this.chain || !(needsResync(e) || lost)) throw e;
@@ -322,6 +341,9 @@ export class Protector {
         checkpoint: this.chain,
         err: e,
       });
+      // The spoiled checkpoint goes with the next chain step: kept, it would stay in libvirt
+      // (and its bitmaps in the images, marked in use) for as long as the server lives.
+      this.doomed.set(this.chain, 0);
       this.chain = undefined;
       for (const l of this.lanes) if (l.needs !== 'allocated') l.needs = 'all';
       return take(undefined);
@@ -368,7 +390,9 @@ export class Protector {
       await spool?.release();
       throw e;
     } finally {
-      this.ending = cap.end();
+      this.ending = cap.end().then(() => {
+        if (cap.endFailed) this.leftJob = true;
+      });
       if (saved) this.advanceChain(server, cap.pointInTime);
       scratch.prepare();
     }
@@ -378,6 +402,7 @@ export class Protector {
       takenAt: cap.takenAt,
       disks,
       spool,
+      offline: cap.kind === 'offline',
     });
     await spool.release();
     this.cycles++;
@@ -390,16 +415,54 @@ export class Protector {
     });
   }
 
-  /** C(k) is the chain's head now; C(k-1) goes once the job that used it has ended. */
+  /**
+   * C(k) is the chain's head now; C(k-1) goes once the job that used it has ended, with the
+   * checkpoints an earlier attempt could not delete and those a crash spoiled (`doomed`).
+   */
   private advanceChain(server: Server, checkpoint: string): void {
-    const previous = this.chain;
+    if (this.chain) this.doomed.set(this.chain, 0);
     this.chain = checkpoint;
-    if (!previous) return;
-    this.ending = this.ending.then(() =>
-      deleteCheckpoint(this.o.virsh, server.name, previous, { log: this.log }).catch((e) =>
-        this.log.warn('could not delete the previous cycle’s checkpoint', { checkpoint: previous, err: e }),
-      ),
-    );
+    this.ending = this.ending.then(() => this.deleteDoomed(server));
+  }
+
+  /**
+   * Deletes the checkpoints the chain no longer needs. One whose delete fails stays doomed and
+   * is tried again after the next cycles, up to DELETE_TRIES times: a delete can fail for a
+   * while and then succeed (QEMU killed under it, so libvirt still sees a running domain;
+   * libvirtd away; qemu-nbd still holding the image), and a checkpoint left behind keeps a
+   * bitmap that QEMU updates on every guest write for as long as the server lives.
+   */
+  private async deleteDoomed(server: Server): Promise<void> {
+    for (const [name, failed] of [...this.doomed]) {
+      if (name === this.chain) {
+        this.doomed.delete(name);
+        continue;
+      }
+      try {
+        await deleteCheckpoint(this.o.virsh, server.name, name, { log: this.log });
+        this.doomed.delete(name);
+      } catch (e) {
+        if (e instanceof VirtError && e.code === 'VIRT_CHECKPOINT_NOT_FOUND') {
+          this.doomed.delete(name);
+        } else if (failed + 1 >= DELETE_TRIES) {
+          // Not a passing trouble: leave it to the operator rather than try every cycle.
+          this.doomed.delete(name);
+          this.log.warn(
+            `could not delete checkpoint ${name} of ${server.name}; delete it with \`virsh checkpoint-delete ${server.name} ${name}\``,
+            { checkpoint: name, err: e },
+          );
+        } else {
+          this.doomed.set(name, failed + 1);
+          this.log.warn(
+            'could not delete a checkpoint the chain no longer needs; tried again after the next cycle',
+            {
+              checkpoint: name,
+              err: e,
+            },
+          );
+        }
+      }
+    }
   }
 
   /** Lanes that start a full copy or a checksum resync get their chunks from this capture. */
@@ -416,7 +479,14 @@ export class Protector {
 
   private shipAll(
     participants: Map<Lane, { part: DiskChunks; consistent: boolean }>,
-    c: { definition: string; pointInTime: string; takenAt: Date; disks: ProtectedDisk[]; spool: Spool },
+    c: {
+      definition: string;
+      pointInTime: string;
+      takenAt: Date;
+      disks: ProtectedDisk[];
+      spool: Spool;
+      offline: boolean;
+    },
   ): void {
     if (this.o.cutDue?.()) this.cutRequested = true;
     const ids = this.ids ?? { current: 'none', history: [] };
@@ -435,6 +505,7 @@ export class Protector {
           ids,
           by: this.by,
           cut: this.cutRequested,
+          sourceOff: c.offline,
         },
         p.part,
         p.consistent,

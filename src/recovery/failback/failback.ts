@@ -17,33 +17,29 @@
  * otherwise that pass compares every chunk and sends only those that differ. A failed failback
  * can be run again: what the last completed pass established is kept in `failback.json`.
  */
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DomainXml } from '../../core/domain-xml.ts';
 import { asHavenError, UsageError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
-import { type ProgressSnapshot, type ProtectResult, protectServer } from '../../engine/index.ts';
-import type { StreamSender } from '../../protocol/index.ts';
+import type { ProgressSnapshot } from '../../engine/index.ts';
 import type { DeltaMode, Store } from '../../store/types.ts';
 import {
-  checkpointXml,
   createTransient,
   destroyDomain,
-  domainState,
-  isActiveState,
   parseCheckpointXml,
   redefineCheckpoint,
   shutdownDomain,
   type Virsh,
-  VirtError,
   waitForState,
 } from '../../virt/index.ts';
 import { activeDir } from '../activate.ts';
 import { isolateChardevs, isolateDevices } from '../definition.ts';
 import { notActive, recoveryError } from '../errors.ts';
 import { removeDir } from '../overlay.ts';
-import { describeEndpoint, type LinkOptions, parsePrimaryEndpoint, primarySessions } from './link.ts';
-import { MARKER_PREFIX } from './sink.ts';
+import { followDrCopy } from './follow.ts';
+import { describeEndpoint, type LinkOptions, parsePrimaryEndpoint } from './link.ts';
+import { type FailbackRun, isRunning, runPass } from './pass.ts';
 
 export interface FailbackOptions {
   store: Store;
@@ -65,6 +61,11 @@ export interface FailbackOptions {
   forceOff?: boolean;
   link?: Omit<LinkOptions, 'log'>;
   onProgress?: (s: ProgressSnapshot & { pass: 'live' | 'final' }) => void;
+  /**
+   * Replicate in the other direction instead of finishing (follow.ts): a live pass every
+   * `intervalMs` while the DR copy runs, until the signal stops it or the copy stops.
+   */
+  follow?: { intervalMs: number; onPass?: (p: FailbackPass) => void };
   signal?: AbortSignal;
   log: Logger;
 }
@@ -92,6 +93,8 @@ export interface FailbackResult {
   wireBytes: number;
   started: boolean;
   seconds: number;
+  /** `follow`: live passes made (result.passes keeps the newest few), and why following ended. */
+  following?: { passes: number; ended: 'stopped' | 'dr-copy-stopped'; lastError?: string };
 }
 
 /** What the last completed pass established (kept in the active directory across attempts). */
@@ -118,17 +121,6 @@ async function savedCheckpoints(dir: string): Promise<string[]> {
     .map((x) => ({ x, t: parseCheckpointXml(x).creationTime.getTime() }))
     .sort((a, b) => a.t - b.t)
     .map((c) => c.x);
-}
-
-/** One failback in progress: what every pass needs, and where the primary stands. */
-interface FailbackRun {
-  o: FailbackOptions;
-  endpoint: ReturnType<typeof parsePrimaryEndpoint>;
-  drDomain: string;
-  dir: string;
-  log: Logger;
-  result: FailbackResult;
-  base: { since: string | undefined; drPoint: string | undefined };
 }
 
 export async function failback(o: FailbackOptions): Promise<FailbackResult> {
@@ -162,6 +154,7 @@ export async function failback(o: FailbackOptions): Promise<FailbackResult> {
     base: (await readPassState(dir)) ?? { since: generation?.pointInTime, drPoint: active.checkpoint },
   };
 
+  if (o.follow) return followDrCopy(run, t0);
   if (await isRunning(o.virsh, drDomain)) {
     run.log.info('live pass while the DR copy runs', { domain: drDomain });
     await runPass(run, 'live');
@@ -174,84 +167,6 @@ export async function failback(o: FailbackOptions): Promise<FailbackResult> {
   run.result.seconds = (Date.now() - t0) / 1000;
   run.log.info('failback complete', { wireBytes: run.result.wireBytes, passes: run.result.passes.length });
   return run.result;
-}
-
-/** The arguments of the primary's `haven failback-receive` for one pass. */
-function receiveArgs(run: FailbackRun, kind: 'live' | 'final', since: string | undefined): string[] {
-  const { o, base } = run;
-  return [
-    'failback-receive',
-    o.server,
-    '--stdio',
-    '--source-name',
-    run.drDomain,
-    ...(since && base.drPoint ? ['--since', since, '--dr-point', base.drPoint] : []),
-    ...(kind === 'final' ? ['--final'] : []),
-    ...(o.start === false ? ['--no-start'] : []),
-    ...(o.primaryUri ? ['--connect', o.primaryUri] : []),
-  ];
-}
-
-/** One pass through the engine, from the DR copy to the primary; records it and moves the base. */
-async function runPass(run: FailbackRun, kind: 'live' | 'final'): Promise<void> {
-  const { o, log, result } = run;
-  const opened: StreamSender[] = [];
-  const started = Date.now();
-  const send = (since: string | undefined) =>
-    protectServer({
-      server: run.drDomain,
-      connect: primarySessions(
-        run.endpoint,
-        receiveArgs(run, kind, since),
-        { ...o.link, log, compress: o.compress ?? 3 },
-        opened,
-      ),
-      targetLabel: `primary ${describeEndpoint(run.endpoint)}`,
-      virsh: o.virsh,
-      runDir: o.runDir,
-      job: `failback-${kind}`,
-      copies: 1,
-      consistency: 'live',
-      // A paused guest cannot answer its agent.
-      quiesce: kind === 'live',
-      retries: 2,
-      onProgress: (s) => o.onProgress?.({ ...s, pass: kind }),
-      ...(o.signal ? { signal: o.signal } : {}),
-      log,
-    });
-  let r: Awaited<ReturnType<typeof protectServer>>;
-  try {
-    r = await send(run.base.since);
-  } catch (e) {
-    if (!(asHavenError(e).code === 'STORE_BASE_MISMATCH' && run.base.since)) throw e;
-    log.warn('the primary is not where this pass starts from: comparing every chunk', {
-      err: asHavenError(e),
-    });
-    r = await send(undefined);
-  }
-  if (!('generation' in r))
-    throw recoveryError('FAILBACK_INTERNAL', 'internal', 'the engine returned a plan');
-  const res = r as ProtectResult;
-  const wire = opened.reduce((n, s) => n + s.bytesOnWire + s.bytesReceived, 0);
-  result.passes.push({
-    pass: kind,
-    mode: res.mode,
-    pointInTime: res.pointInTime,
-    dataBytes: res.disks.reduce((n, d) => n + d.dataBytes, 0),
-    zeroBytes: res.disks.reduce((n, d) => n + d.zeroBytes, 0),
-    wireBytes: wire,
-    attempts: res.attempts,
-    durationMs: Date.now() - started,
-  });
-  result.wireBytes += wire;
-  // Kept for the next pass (or a later attempt): the checkpoint's XML, and where the primary is.
-  await writeFile(
-    join(run.dir, `checkpoint-${res.pointInTime}.xml`),
-    await checkpointXml(o.virsh, run.drDomain, res.pointInTime),
-  );
-  run.base = { since: `${MARKER_PREFIX}${res.pointInTime}`, drPoint: res.pointInTime };
-  if (kind === 'live') await writeFile(join(run.dir, 'failback.json'), `${JSON.stringify(run.base)}\n`);
-  log.info(`${kind} pass done`, { mode: res.mode, wireBytes: wire, pointInTime: res.pointInTime });
 }
 
 /** Shuts the DR copy down after the live pass; powers it off only when told to. */
@@ -299,14 +214,5 @@ async function finalPass(run: FailbackRun): Promise<void> {
   } finally {
     await destroyDomain(o.virsh, drDomain).catch(() => false);
     await waitForState(o.virsh, drDomain, 'shut off', { timeoutMs: 30_000 }).catch(() => 'shut off');
-  }
-}
-
-async function isRunning(virsh: Virsh, domain: string): Promise<boolean> {
-  try {
-    return isActiveState((await domainState(virsh, domain)).state);
-  } catch (e) {
-    if (e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_FOUND') return false;
-    throw e;
   }
 }

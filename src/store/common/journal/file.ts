@@ -44,6 +44,7 @@ const segmentSchema = z.object({
   disks: z.array(z.object({ name: z.string(), size: z.number().int().positive() })),
   dataBytes: z.number().int().nonnegative(),
   zeroBytes: z.number().int().nonnegative(),
+  sourceOff: z.boolean().optional(),
 });
 
 const pitSchema = z.object({

@@ -163,6 +163,7 @@ export class JournalSegmentWriter implements SegmentWriter {
       disks: this.meta.disks.map((d) => ({ name: d.name, size: d.size })),
       dataBytes: [...this.files.values()].reduce((n, f) => n + f.dataBytes, 0),
       zeroBytes: [...this.files.values()].reduce((n, f) => n + f.zeroBytes, 0),
+      ...(this.meta.journal.sourceOff && this.consistent ? { sourceOff: true } : {}),
     };
     try {
       await this.host.append(this.pit, record);
