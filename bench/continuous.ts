@@ -31,6 +31,7 @@
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { exec } from '../src/core/exec.ts';
 import { parseDuration, parseSize } from '../src/core/units.ts';
 import { openFsStore } from '../src/store/index.ts';
 import { HAVEN_BIN } from '../src/transport/index.ts';
@@ -341,6 +342,9 @@ function sleep(ms: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  // Commands run from the compiled tree, as an installed Haven does (bin/haven.mjs runs dist/ only
+  // while it is newer than the sources; through tsx a process starts with ~20 MiB more).
+  await exec(join(import.meta.dirname, '..', 'scripts', 'build'), []);
   const fleet = await guestFleet('continuous');
   const dir = fleet.work;
   // QEMU, running as its own user, creates the backups' scratch files in the run directories.
