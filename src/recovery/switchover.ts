@@ -114,8 +114,8 @@ async function checkBefore(o: SwitchoverOptions, uri: string): Promise<JournalPo
   const { store, server } = o;
   const info = await store.journalInfo?.(server);
   if (!info?.newest) {
-    if (!(await store.listServers()).includes(server) && !info)
-      throw unknownServer(server, store.location, await store.listServers());
+    const known = info ? [] : await store.listServers();
+    if (!info && !known.includes(server)) throw unknownServer(server, store.location, known);
     throw recoveryError(
       'RECOVERY_NO_JOURNAL',
       'not-found',
