@@ -53,11 +53,16 @@ async function chunkHashes(path: string): Promise<string[]> {
 function lvmView(dr: DebianGuest, store: string, vg: string): StoreView {
   const defPath = (server: string) => join(store, 'definitions', `${server}.xml`);
   return {
-    images: async () =>
-      (await dr.ssh(`lvs --noheadings -o lv_name -S 'lv_tags=~"^haven_store="' ${vg}`)).stdout
+    // Every LV of the group carrying this store's tag (its id is in the store's descriptor).
+    images: async () => {
+      const { id } = JSON.parse((await dr.ssh(`cat ${store}/haven-store.json`)).stdout) as { id: string };
+      const lvs = (await dr.ssh(`lvs --noheadings --separator=' ' -o lv_name,lv_tags ${vg}`)).stdout;
+      return lvs
         .split('\n')
-        .map((l) => l.trim())
-        .filter(Boolean),
+        .map((l) => l.trim().split(' '))
+        .filter(([, tags]) => tags?.split(',').includes(`haven_store=${id}`))
+        .map(([name]) => name!);
+    },
     firstDifference: async (image, expected) => {
       const size = (await stat(expected)).size;
       const chunks = Math.ceil(size / CHUNK);

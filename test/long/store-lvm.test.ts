@@ -6,22 +6,21 @@
  * and the LVM store's own errors (lvm-store-errors.ts): this tree, its tests and tsx are copied
  * into the guest beside the installed Haven, and each TAP summary comes back over ssh.
  *
- * The suite's parts run here are the ones measured to finish in reasonable time under TCG (every
- * lvm command takes 0.5–1.3 s in the guest; the whole suite would take hours): rotation and
- * naming over many runs, every generation's bytes after full, incremental, resync and zero-range
- * deltas, and disks that grow, shrink, appear and disappear. docs/store-lvm.md lists what is
- * still to run.
+ * The suite's parts run here by default are the ones that fit the test command's time under TCG
+ * (every lvm command takes 0.3–3 s in the guest, a rename of an active LV the most): every
+ * generation's bytes after full, incremental, resync and zero-range deltas, on the thin pool
+ * (rotation by snapshot) and on plain LVs (the staged-delta rotation), 3 to 4 minutes each under
+ * load. The rotation part (18 runs) takes 13 minutes on the thin pool under load against about
+ * 1 minute for the filesystem store in the same guest: it runs on demand (SUITE_PARTS below);
+ * test/integration/store-lvm-remote.test.ts checks names and rotation through real runs on both
+ * kinds. docs/store-lvm.md lists what is still to run. A long test (test/long): it runs beside
+ * the integration tests, in a runner of its own.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import {
-  createDebianGuest,
-  type DebianGuest,
-  GUEST_HAVEN_DIR,
-  installHaven,
-} from '../fixtures/debian/index.ts';
+import { createDebianGuest, GUEST_HAVEN_DIR, installHaven } from '../fixtures/debian/index.ts';
 
 const PREFIX = 'haven-t-lvm';
 const REPO = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
@@ -34,7 +33,21 @@ const TEST_TREE = [
   'node_modules/@esbuild',
 ];
 const SUITE_TIMEOUT_MS = 60 * 60 * 1000;
-const SUITE_PARTS = ['^names and rotation', '^every generation holds', '^disks that grow'];
+/**
+ * The suite's parts per kind of group (test-name patterns). The default set fits the test
+ * command's time; HAVEN_TEST_LVM_PARTS names others (`GROUPS=PATTERN;…`, `.` for the whole suite):
+ * `HAVEN_TEST_LVM_PARTS='vg_thin/pool0=^names and rotation' scripts/test test/long/store-lvm.test.ts`
+ * runs the rotation part on the thin pool, about 13 minutes under load (docs/store-lvm.md).
+ */
+const SUITE_PARTS: Array<[string, string]> = process.env.HAVEN_TEST_LVM_PARTS
+  ? process.env.HAVEN_TEST_LVM_PARTS.split(';').map((p) => {
+      const at = p.indexOf('=');
+      return [p.slice(0, at), p.slice(at + 1)] as [string, string];
+    })
+  : [
+      ['vg_thin/pool0', '^every generation holds'],
+      ['vg_thick', '^every generation holds'],
+    ];
 
 function note(t: { diagnostic(msg: string): void }, msg: string): void {
   t.diagnostic(msg);
@@ -72,7 +85,7 @@ test('the LVM store in a Debian guest: its errors, and the conformance suite on 
     what: string,
     env: string,
     args: string,
-    expected: number,
+    expected: number | undefined,
   ): Promise<void> {
     const started = Date.now();
     const r = await guest.ssh(
@@ -84,7 +97,9 @@ test('the LVM store in a Debian guest: its errors, and the conformance suite on 
     const failures = r.stdout.split('\n').filter((l) => /^\s*not ok /.test(l));
     assert.equal(r.code, 0, `${failures.join('\n')}\n${r.stdout.slice(-6000)}`);
     assert.equal(s.fail, 0);
-    assert.equal(s.pass, expected, `every test asked for ran: ${JSON.stringify(s)}`);
+    if (expected !== undefined)
+      assert.equal(s.pass, expected, `every test asked for ran: ${JSON.stringify(s)}`);
+    else assert.equal(s.skipped ?? 0, 0, `the whole suite ran: ${JSON.stringify(s)}`);
     // Nothing of the stores under test is left in the groups.
     const left = await guest.ssh('lvs --noheadings -o lv_name vg_thick vg_thin');
     assert.equal(left.stdout.trim(), 'pool0');
@@ -94,15 +109,15 @@ test('the LVM store in a Debian guest: its errors, and the conformance suite on 
     'refuses a missing group, a foreign LV and other groups, survives a full group, writes block-disk definitions',
     (st) => runInGuest(st, 'errors', 'HAVEN_TEST_LVM=vg_thick', 'test/conformance/lvm-store-errors.ts', 5),
   );
-  for (const groups of ['vg_thick', 'vg_thin/pool0']) {
-    await t.test(`passes the store conformance suite's rotation and writing parts on ${groups}`, (st) =>
+  for (const [groups, part] of SUITE_PARTS) {
+    await t.test(`passes the store conformance suite's part ${part} on ${groups}`, (st) =>
       runInGuest(
         st,
         groups,
         `HAVEN_TEST_LVM=${groups}`,
-        `${SUITE_PARTS.map((p) => `--test-name-pattern='${p}'`).join(' ')} test/conformance/lvm-store-suite.ts`,
-        // Each part is one test; the others are reported as skipped.
-        SUITE_PARTS.length,
+        `--test-name-pattern='${part}' test/conformance/lvm-store-suite.ts`,
+        // A part is one test (the whole suite: every test); the others are reported as skipped.
+        part === '.' ? undefined : 1,
       ),
     );
   }
