@@ -12,7 +12,7 @@ import type { Logger } from '../core/log.ts';
 import { type HostDrillResult, runRecordedHostDrill } from '../hosts/index.ts';
 import type { EventLog } from '../jobs/index.ts';
 import { HostStore } from '../store/host/index.ts';
-import { openFsStore } from '../store/index.ts';
+import { openStore } from '../store/index.ts';
 import type { Virsh } from '../virt/index.ts';
 
 export interface HostDrillsOptions {
@@ -35,7 +35,7 @@ export function drillHostNames(patterns: readonly string[], inStore: readonly st
 export async function runDrillHosts(o: HostDrillsOptions): Promise<HostDrillResult[]> {
   const { settings, log } = o;
   if (settings.hosts.length === 0) return [];
-  const fs = await openFsStore(settings.store, { log });
+  const fs = await openStore(settings.store, { log });
   const store = { location: fs.location, descriptor: fs.descriptor };
   await fs.close();
   const names = drillHostNames(

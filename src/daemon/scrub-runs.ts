@@ -12,7 +12,7 @@ import type { HavenConfig, ScrubConfig } from '../core/config.ts';
 import { asHavenError, HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { EventLog } from '../jobs/index.ts';
-import { openFsStore, type VerifyProblem } from '../store/index.ts';
+import { openStore, type VerifyProblem } from '../store/index.ts';
 import { RunSlots } from './run-slots.ts';
 
 export interface ScrubRunnerOptions {
@@ -38,7 +38,7 @@ export async function runRecordedScrub(
   const { catalog, events } = o;
   const run = catalog.runs.start({ kind: 'verify', job: settings.name, trigger: o.trigger });
   try {
-    const store = await openFsStore(settings.store, { log: o.log });
+    const store = await openStore(settings.store, { log: o.log });
     let report: Awaited<ReturnType<typeof store.verify>>;
     let servers: string[];
     try {

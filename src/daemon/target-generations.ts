@@ -10,7 +10,7 @@ import { asHavenError, HavenError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { resolveTarget, senderFactory } from '../jobs/index.ts';
 import { activeAtDrError } from '../store/errors.ts';
-import { openFsStore } from '../store/index.ts';
+import { openStore } from '../store/index.ts';
 
 type Answer = { newest: unknown } | { error: ReturnType<HavenError['toJSON']> };
 
@@ -43,7 +43,7 @@ export async function targetGenerations(
 
 /** The newest generation of each server from the manifests of a store on this host. */
 async function readLocal(path: string, servers: string[], log: Logger): Promise<Map<string, Answer>> {
-  const store = await openFsStore(path, { log });
+  const store = await openStore(path, { log });
   try {
     const out = new Map<string, Answer>();
     for (const s of servers) {

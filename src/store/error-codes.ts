@@ -310,4 +310,36 @@ export const STORE_CODES = {
     meaning: 'The server’s journal holds no point with that id.',
     action: 'List the points with `haven images <server> --store <store> --points`.',
   },
+  STORE_LVM_NO_VG: {
+    kind: 'not-found',
+    meaning: 'A volume group (or thin pool) an LVM store names does not exist on this host.',
+    action:
+      'Check `vgs` and `lvs` on the DR host: create the volume group (vgcreate) or thin pool (lvcreate --type thin-pool), or give the store the groups it was created with.',
+  },
+  STORE_LVM_FOREIGN: {
+    kind: 'conflict',
+    meaning:
+      'A logical volume with an image’s name exists without the store’s tag (the operator’s, or another store’s): Haven never touches it.',
+    action:
+      'Rename or remove that LV yourself if it is not needed (`lvs -o lv_name,lv_tags`), or give the server another name; nothing was changed.',
+  },
+  STORE_LVM_BAD_NAME: {
+    kind: 'usage',
+    meaning:
+      'An image name LVM cannot hold as an LV name: longer than 127 characters, or holding a name part LVM reserves.',
+    action: 'Use shorter server and disk names without _tdata, _tmeta, _rimage, _mlog and the like.',
+  },
+  STORE_LVM_CONFLICT: {
+    kind: 'usage',
+    meaning:
+      'The volume groups given (--lvm, or a target URL’s lvm=) differ from the ones the store was created with.',
+    action: 'Leave --lvm out for an existing store (its descriptor lists its groups), or give exactly those.',
+  },
+  STORE_LVM_FAILED: {
+    kind: 'io',
+    meaning:
+      'An lvm command (lvcreate, lvrename, lvremove, lvs) failed for another reason; its message is in the error.',
+    action:
+      'Read the lvm message, fix the volume group (`vgs`, `lvs`, `pvs`), then run again; stored generations are intact.',
+  },
 } as const satisfies Record<string, CodeEntry>;

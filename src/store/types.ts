@@ -52,6 +52,8 @@ export interface StoreDescriptor {
   createdAt: string;
   chunkSize: number;
   digest: DigestAlgorithm;
+  /** An LVM store's volume groups (`vg_dr0,vg_dr1`, `vg_dr/pool0`; docs/store-lvm.md), fixed at creation. */
+  volumeGroups?: string;
 }
 
 export interface DiskSpec {

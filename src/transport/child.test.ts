@@ -27,6 +27,11 @@ describe('sshArgs', () => {
     assert.equal(args.at(-1), `haven receive --stdio --store '/srv/it'\\''s here' --staging /mnt/cache`);
   });
 
+  it("passes an LVM store's volume groups (the URL's lvm query) as --lvm", () => {
+    const args = sshArgs({ kind: 'ssh', host: 'dr1', path: '/srv/haven', lvm: 'vg_dr0,vg_dr1/pool0' });
+    assert.equal(args.at(-1), 'haven receive --stdio --store /srv/haven --lvm vg_dr0,vg_dr1/pool0');
+  });
+
   it('uses the configured remote command verbatim', () => {
     const args = sshArgs(
       { kind: 'ssh', host: 'h', path: '/s' },

@@ -88,13 +88,13 @@ export function localPeerArgs(havenArgs: readonly string[], o: PeerOptions = {})
   return [cmd!, [...pre, ...havenArgs]];
 }
 
-function receiveArgs(path: string, o: ChildOptions): string[] {
-  return ['receive', '--stdio', '--store', path, ...(o.receiveArgs ?? [])];
+function receiveArgs(path: string, o: ChildOptions, lvm?: string): string[] {
+  return ['receive', '--stdio', '--store', path, ...(lvm ? ['--lvm', lvm] : []), ...(o.receiveArgs ?? [])];
 }
 
 /** The ssh argument vector for a target. */
 export function sshArgs(t: Extract<Target, { kind: 'ssh' }>, o: ChildOptions = {}): string[] {
-  return sshPeerArgs(t, receiveArgs(t.path, o), o);
+  return sshPeerArgs(t, receiveArgs(t.path, o, t.lvm), o);
 }
 
 export function localArgs(path: string, o: ChildOptions = {}): [string, string[]] {
@@ -109,7 +109,7 @@ export function openChildTarget(
   const host: PeerHost = target.kind === 'ssh' ? target : { kind: 'local' };
   return spawnPeer(
     host,
-    receiveArgs(target.path, o),
+    receiveArgs(target.path, o, target.lvm),
     { noun: 'receiver', side: 'target', name: `the receiver at ${description}`, description },
     o,
   );

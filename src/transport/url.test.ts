@@ -45,6 +45,11 @@ describe('parseTarget', () => {
       'ssh://dr1:0/srv',
       'ssh://dr1:99999/srv',
       'ssh://dr1/srv?x=1',
+      'ssh://dr1/srv?lvm=vg&x=1',
+      'ssh://dr1/srv?lvm=',
+      'ssh://dr1/srv?lvm=vg;rm',
+      'ssh://dr1/srv#lvm',
+      'tls://dr1:7070?lvm=vg',
       'tls://dr1',
       'tls://dr1:7070/store',
       'tls://u@dr1:7070',
@@ -61,8 +66,30 @@ describe('parseTarget', () => {
     }
   });
 
+  it('reads an LVM store from the lvm query (docs/store-lvm.md)', () => {
+    assert.deepEqual(parseTarget('ssh://root@dr1/srv/haven?lvm=vg_dr0,vg_dr1'), {
+      kind: 'ssh',
+      user: 'root',
+      host: 'dr1',
+      path: '/srv/haven',
+      lvm: 'vg_dr0,vg_dr1',
+    });
+    assert.deepEqual(parseTarget('file:///srv/haven?lvm=vg_dr/pool0'), {
+      kind: 'local',
+      path: '/srv/haven',
+      lvm: 'vg_dr/pool0',
+    });
+  });
+
   it('formats targets back', () => {
-    for (const url of ['ssh://root@dr1:2222/srv/haven', 'ssh://[::1]/s', 'tls://dr1:7070', '/srv/haven']) {
+    for (const url of [
+      'ssh://root@dr1:2222/srv/haven',
+      'ssh://[::1]/s',
+      'tls://dr1:7070',
+      '/srv/haven',
+      'ssh://dr1/srv/haven?lvm=vg_dr0,vg_dr1',
+      'file:///srv/haven?lvm=vg_dr/pool0',
+    ]) {
       assert.equal(formatTarget(parseTarget(url)), url);
     }
   });

@@ -3,6 +3,8 @@
  *
  *   /srv/haven                      a store on this machine (a local `haven receive --stdio`)
  *   ssh://[user@]host[:port]/path   a store on a target reached with the system ssh client
+ *   ssh://host/path?lvm=vg0,vg1     an LVM store there: its metadata directory and volume groups
+ *                                   (docs/store-lvm.md; `lvm` is the only query a URL may carry)
  *   tls://host:port                 a `haven receive --listen` on a target without ssh
  *
  * Host and user names are checked strictly: they end up as arguments of ssh, and a value that
@@ -12,8 +14,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { badUrl } from './errors.ts';
 
 export type Target =
-  | { kind: 'local'; path: string }
-  | { kind: 'ssh'; user?: string; host: string; port?: number; path: string }
+  | { kind: 'local'; path: string; lvm?: string }
+  | { kind: 'ssh'; user?: string; host: string; port?: number; path: string; lvm?: string }
   | { kind: 'tls'; host: string; port: number };
 
 /** Hostnames, IPv4 and (bracketed in URLs) IPv6 addresses. */
@@ -48,10 +50,11 @@ export function parseTarget(url: string): Target {
   } catch {
     throw badUrl(url, 'not a URL');
   }
-  if (u.search || u.hash) throw badUrl(url, 'query strings and fragments are not allowed');
+  if (u.hash) throw badUrl(url, 'fragments are not allowed');
+  const lvm = lvmQuery(url, u, scheme);
   if (scheme === 'file') {
     if (u.host) throw badUrl(url, 'file URLs name a local path (file:///path)');
-    return { kind: 'local', path: resolve(decodeURIComponent(u.pathname)) };
+    return { kind: 'local', path: resolve(decodeURIComponent(u.pathname)), ...lvm };
   }
   if (scheme === 'ssh') {
     if (u.password) throw badUrl(url, 'passwords do not belong in target URLs (use ssh keys)');
@@ -62,7 +65,14 @@ export function parseTarget(url: string): Target {
     const port = u.port ? parsePort(url, u.port) : undefined;
     const path = decodeURIComponent(u.pathname);
     if (!path || path === '/') throw badUrl(url, 'no store path after the host');
-    return { kind: 'ssh', host, path, ...(user !== undefined ? { user } : {}), ...(port ? { port } : {}) };
+    return {
+      kind: 'ssh',
+      host,
+      path,
+      ...(user !== undefined ? { user } : {}),
+      ...(port ? { port } : {}),
+      ...lvm,
+    };
   }
   if (scheme === 'tls') {
     if (u.username || u.password)
@@ -76,14 +86,27 @@ export function parseTarget(url: string): Target {
   throw badUrl(url, `unknown scheme ${scheme}: (use a path, ssh:// or tls://)`);
 }
 
+/** `?lvm=vg0,vg1` (an LVM store, docs/store-lvm.md): the only query a store URL may carry. */
+function lvmQuery(url: string, u: URL, scheme: string): { lvm?: string } {
+  if (!u.search) return {};
+  const keys = [...u.searchParams.keys()];
+  const lvm = u.searchParams.get('lvm');
+  if ((scheme !== 'ssh' && scheme !== 'file') || keys.length !== 1 || keys[0] !== 'lvm' || !lvm) {
+    throw badUrl(url, 'the only query a store URL may carry is lvm=VG[,VG…] (ssh:// and file:// targets)');
+  }
+  if (!/^[A-Za-z0-9+_.,/-]+$/.test(lvm)) throw badUrl(url, `lvm=${lvm} is not a list of volume groups`);
+  return { lvm };
+}
+
 /** The target as written in logs. */
 export function formatTarget(t: Target): string {
   switch (t.kind) {
     case 'local':
-      return t.path;
+      return t.lvm ? `file://${t.path}?lvm=${t.lvm}` : t.path;
     case 'ssh': {
       const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-      return `ssh://${t.user ? `${t.user}@` : ''}${host}${t.port ? `:${t.port}` : ''}${t.path}`;
+      const query = t.lvm ? `?lvm=${t.lvm}` : '';
+      return `ssh://${t.user ? `${t.user}@` : ''}${host}${t.port ? `:${t.port}` : ''}${t.path}${query}`;
     }
     case 'tls':
       return `tls://${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;

@@ -18,11 +18,39 @@ import { type HavenEnv, havenJson } from './haven.ts';
 /** Per run, the pattern writes: [disk target, seed, block count]. */
 export type Round = Array<[string, number, number]>;
 
+/**
+ * How the check sees the store: by default its directory on this machine; a store elsewhere
+ * (LVM volumes at the DR guest, test/integration/store-lvm-remote.test.ts) brings its own view.
+ */
+export interface StoreView {
+  /** The store's image names (`<server>_<disk>_<seq>`), in any order. */
+  images(): Promise<string[]>;
+  /** The first byte at which the image differs from the file `expected`, or -1. */
+  firstDifference(image: string, expected: string): Promise<number>;
+  /** Where the definition's disk for `image` points. */
+  diskPath(image: string): string;
+  readDefinition(server: string): Promise<string>;
+  writeDefinition(server: string, text: string): Promise<void>;
+}
+
+/** A filesystem store in a directory of this machine: `<name>.raw` files. */
+export function localStoreView(store: string): StoreView {
+  const defPath = (server: string) => join(store, 'definitions', `${server}.xml`);
+  return {
+    images: async () =>
+      (await readdir(store)).filter((f) => f.endsWith('.raw')).map((f) => f.slice(0, -'.raw'.length)),
+    firstDifference: (image, expected) => firstDifference(join(store, `${image}.raw`), expected),
+    diskPath: (image) => join(store, `${image}.raw`),
+    readDefinition: (server) => readFile(defPath(server), 'utf8'),
+    writeDefinition: (server, text) => writeFile(defPath(server), text),
+  };
+}
+
 export interface RoundsOptions {
   h: HavenEnv;
   guest: TestGuest;
-  /** Where the store is on this machine (to inspect it). */
-  store: string;
+  /** Where the store is on this machine (to inspect it), or how to see it elsewhere. */
+  store: string | StoreView;
   /** `haven protect` arguments after the server name (target and options). */
   protectArgs: string[];
   copies: number;
@@ -32,13 +60,14 @@ export interface RoundsOptions {
 }
 
 export async function replicationRounds(o: RoundsOptions): Promise<ProtectResult[]> {
-  const { guest, store } = o;
+  const { guest } = o;
+  const view = typeof o.store === 'string' ? localStoreView(o.store) : o.store;
   const server = guest.name;
   const models = new Map<string, DiskModel>();
   for (const d of guest.disks)
     models.set(d.target, await DiskModel.create(join(o.dir, `model-${d.target}.raw`), d.sizeBytes));
   const image = (target: string, seq: number) =>
-    `${server}_${guest.disks.find((d) => d.target === target)!.storeName}_${seq}.raw`;
+    `${server}_${guest.disks.find((d) => d.target === target)!.storeName}_${seq}`;
   const expected: Array<Map<string, string>> = [];
   const results: ProtectResult[] = [];
   let edited = '';
@@ -80,39 +109,38 @@ export async function replicationRounds(o: RoundsOptions): Promise<ProtectResult
     const gens = Math.min(round + 1, o.copies);
     const want: string[] = [];
     for (let seq = 1; seq <= gens; seq++) for (const d of guest.disks) want.push(image(d.target, seq));
-    const names = (await readdir(store)).filter((f) => f.endsWith('.raw')).sort();
+    const names = (await view.images()).sort();
     assert.deepEqual(names, want.sort(), `images after run ${round}`);
 
     // Every generation equals the model at its run's point in time.
     for (let seq = 1; seq <= gens; seq++) {
       for (const [disk, path] of expected[round - seq + 1]!) {
-        const diff = await firstDifference(join(store, image(disk, seq)), path);
+        const diff = await view.firstDifference(image(disk, seq), path);
         assert.equal(diff, -1, `run ${round}: generation _${seq} of ${disk} differs at byte ${diff}`);
       }
     }
 
-    const defPath = join(store, 'definitions', `${server}.xml`);
     if (round === 0) {
-      const def = DomainXml.parse(await readFile(defPath, 'utf8'));
+      const def = DomainXml.parse(await view.readDefinition(server));
       assert.equal(def.name, server);
       const disks = def.disks();
       assert.deepEqual(
         disks.filter((d) => d.device === 'disk').map((d) => [d.target, d.path, d.format]),
-        guest.disks.map((d) => [d.target, join(store, image(d.target, 1)), 'raw']),
+        guest.disks.map((d) => [d.target, view.diskPath(image(d.target, 1)), 'raw']),
       );
       for (const cd of disks.filter((d) => d.device === 'cdrom')) {
         assert.equal(cd.path, undefined, `the cdrom ${cd.target} is ejected`);
       }
       // The operator edits the definition (less RAM at the DR site).
-      const text = (await readFile(defPath, 'utf8')).replace(
+      const text = (await view.readDefinition(server)).replace(
         /<memory unit=['"]\w+['"]>\d+<\/memory>/,
         "<memory unit='MiB'>128</memory>",
       );
       assert.match(text, /<memory unit='MiB'>128<\/memory>/);
-      await writeFile(defPath, `${text}<!-- edited by the operator -->\n`);
-      edited = await readFile(defPath, 'utf8');
+      await view.writeDefinition(server, `${text}<!-- edited by the operator -->\n`);
+      edited = await view.readDefinition(server);
     } else {
-      assert.equal(await readFile(defPath, 'utf8'), edited, 'the edited definition is kept');
+      assert.equal(await view.readDefinition(server), edited, 'the edited definition is kept');
     }
   }
   return results;

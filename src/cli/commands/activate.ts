@@ -12,7 +12,7 @@ import {
   deactivateServer,
   unknownServer,
 } from '../../recovery/index.ts';
-import { openFsStore } from '../../store/index.ts';
+import { openStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { exitCodeFor } from '../exit-codes.ts';
@@ -137,7 +137,7 @@ export default function register(program: Command, context: () => CliContext): v
       throw new UsageError('name either --generation K or --at <time|point>, not both');
     const parallel = intFlag('parallel', flags.parallel, 1, 64);
     const log = flags.dryRun ? ctx.log : ctx.openRunLog('activate');
-    const store = await openFsStore(flags.store, { log });
+    const store = await openStore(flags.store, { log });
     try {
       const config = await ctx.config();
       await interruptible('activate', async (signal) => {
@@ -198,7 +198,7 @@ function registerPriority(program: Command, context: () => CliContext): void {
         throw new UsageError(
           `priority must be a whole number from 0 to 100000, got ${JSON.stringify(value)}`,
         );
-      const store = await openFsStore(flags.store, { log: ctx.log });
+      const store = await openStore(flags.store, { log: ctx.log });
       try {
         const m = await store.manifest(server);
         if (!m) throw unknownServer(server, store.location, await store.listServers());
@@ -244,7 +244,7 @@ function registerDeactivate(program: Command, context: () => CliContext): void {
   deactivate.action(async (server: string, flags: DeactivateFlags) => {
     const ctx = context();
     const log = flags.dryRun ? ctx.log : ctx.openRunLog('deactivate');
-    const store = await openFsStore(flags.store, { log });
+    const store = await openStore(flags.store, { log });
     try {
       const r = await deactivateServer({
         store,

@@ -1,11 +1,13 @@
 /**
  * `haven doctor`: checks this host (libvirtd, versions, backup support, the run directory as
- * QEMU's user, the tools Haven runs, whether the daemon's address is reachable in clear text)
+ * QEMU's user, the tools Haven runs, whether the daemon's address is reachable in clear text, and
+ * with --store an LVM store's volume groups)
  * and prints each verdict with the command that fixes it.
  * Exits 12 (EXIT_PARTIAL) when a required check fails, 0 otherwise (warnings included).
  */
 import type { Command } from 'commander';
 import { daemonListenCheck } from '../../daemon/index.ts';
+import { storeDoctorChecks } from '../../store/index.ts';
 import { checkHost, type HostCheck, hostChecksPassed } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
@@ -33,16 +35,22 @@ export default function register(program: Command, context: () => CliContext): v
   const doctor = program
     .command('doctor')
     .description('check that this host can run Haven, and say how to fix what is missing')
-    .option('--json', 'print JSON instead of a table');
+    .option('--json', 'print JSON instead of a table')
+    .option(
+      '--store <dir>',
+      'also check a store on this host (an LVM store: its volume groups, free space, thin pool)',
+    );
   connectOption(doctor);
   examples(doctor, [
     ['haven doctor', 'check this host and print what to fix'],
     ['haven doctor --json', 'the same checks as JSON, for monitoring'],
+    ['haven doctor --store /srv/haven', 'also check the store there (its volume groups, for an LVM store)'],
   ]);
-  doctor.action(async (opts: { json?: boolean; connect?: string }) => {
+  doctor.action(async (opts: { json?: boolean; connect?: string; store?: string }) => {
     const ctx = context();
     const checks = await checkHost({ uri: opts.connect, runDir: ctx.paths.runDir, log: ctx.log });
     checks.push(await listenCheck(ctx));
+    if (opts.store) checks.push(...(await storeDoctorChecks(opts.store)));
     const ok = hostChecksPassed(checks);
     if (opts.json) {
       ctx.printJson({ ok, checks });

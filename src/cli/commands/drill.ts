@@ -22,7 +22,7 @@ import {
   type RunDrillDeps,
   unknownServer,
 } from '../../recovery/index.ts';
-import { openFsStore } from '../../store/index.ts';
+import { openStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
@@ -154,7 +154,7 @@ async function checkServers(
   log: CliContext['log'],
 ): Promise<void> {
   if (!servers.length) return;
-  const s = await openFsStore(store, { log });
+  const s = await openStore(store, { log });
   try {
     const known = journals ? await s.listJournals() : await s.listServers();
     for (const name of servers) {

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { asHavenError, UsageError } from '../../core/errors.ts';
 import { formatBytes, formatDuration, parseDuration } from '../../core/units.ts';
 import { type FailbackPass, failback, serveFailback } from '../../recovery/index.ts';
-import { openFsStore } from '../../store/index.ts';
+import { openStore } from '../../store/index.ts';
 import { JoinedStream } from '../../transport/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
@@ -102,7 +102,7 @@ export default function register(program: Command, context: () => CliContext): v
     }
     const follow = flags.follow ? followOptions(ctx, flags) : undefined;
     const log = ctx.openRunLog(`failback-${server}`);
-    const store = await openFsStore(flags.store, { log });
+    const store = await openStore(flags.store, { log });
     const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), server);
     try {
       const r = await interruptible(`failback ${server}`, (signal) =>

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { HavenError } from '../../core/errors.ts';
 import { formatBytes, formatDuration } from '../../core/units.ts';
 import { type HostManifest, HostStore } from '../../store/host/index.ts';
-import { type FsStore, openFsStore, type ServerManifest } from '../../store/index.ts';
+import { type AnyStore, openStore, type ServerManifest } from '../../store/index.ts';
 import type { JournalInfo, JournalPoint } from '../../store/types.ts';
 import type { CliContext } from '../context.ts';
 import { examples } from '../options.ts';
@@ -100,7 +100,7 @@ async function hostManifests(store: HostStore, server: string | undefined) {
 
 /** The servers to list (all, or `server`) with their journals; `server` unknown is an error. */
 async function listServers(
-  store: FsStore,
+  store: AnyStore,
   server: string | undefined,
   flags: { store: string; points?: boolean },
 ): Promise<Listed[]> {
@@ -158,7 +158,7 @@ export default function register(program: Command, context: () => CliContext): v
       flags: { store: string; hosts?: boolean; points?: boolean; json?: boolean },
     ) => {
       const ctx = context();
-      const store = await openFsStore(flags.store, { log: ctx.log });
+      const store = await openStore(flags.store, { log: ctx.log });
       try {
         const { hosts, isHost } = await hostManifests(
           new HostStore(store.location, store.descriptor, { log: ctx.log }),

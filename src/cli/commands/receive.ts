@@ -24,7 +24,7 @@ import {
   type StoreCapacity,
   StreamReceiver,
 } from '../../protocol/index.ts';
-import { openFsStore } from '../../store/index.ts';
+import { type AnyStore, openStore } from '../../store/index.ts';
 import {
   DEFAULT_CONNECTION_LIMITS,
   listenTls,
@@ -47,6 +47,8 @@ interface ReceiveFlags {
   stdio?: boolean;
   listen?: string;
   store: string;
+  /** An LVM store's volume groups (docs/store-lvm.md). */
+  lvm?: string;
   staging?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -210,6 +212,10 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--listen <addr:port>', 'accept TLS connections on this address')
     .requiredOption('--store <path>', 'store directory (created if missing): absolute, or ./relative')
     .option(
+      '--lvm <vgs>',
+      'an LVM store: images as LVs in these volume groups (VG[,VG…], VG/POOL for a thin pool), metadata in --store',
+    )
+    .option(
       '--staging <dir>',
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
     )
@@ -292,8 +298,9 @@ export default function register(program: Command, context: () => CliContext): v
         : undefined;
     const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
     try {
-      const store = await openFsStore(flags.store, {
+      const store = await openStore(flags.store, {
         create: !flags.dryRun,
+        ...(flags.lvm !== undefined ? { volumeGroups: flags.lvm } : {}),
         log,
         directIo: flags.directIo,
         reflinks: flags.reflink,
@@ -301,7 +308,8 @@ export default function register(program: Command, context: () => CliContext): v
         // This DR host's own settings, read when a new server's definition is written.
         definitionRules: async () => (await ctx.config()).definitions,
       });
-      const withCapacity = { ...receiverOptions, capacity: () => fsCapacity(store.location) };
+      const capacity = () => (store.kind === 'lvm' ? store.capacity() : fsCapacity(store.location));
+      const withCapacity = { ...receiverOptions, capacity };
       try {
         if (listen) await serveListener(flags, listen, token, store, withCapacity, log);
         else await serveStdio(store, withCapacity, log);
@@ -314,11 +322,7 @@ export default function register(program: Command, context: () => CliContext): v
   });
 }
 
-async function serveStdio(
-  store: Awaited<ReturnType<typeof openFsStore>>,
-  o: ReceiverOptions,
-  log: Logger,
-): Promise<void> {
+async function serveStdio(store: AnyStore, o: ReceiverOptions, log: Logger): Promise<void> {
   const { stream, input } = stdioConnection((e) => asHavenError(e));
   // Stopped (or the terminal went away): end like a lost connection, so what was marked is
   // checkpointed before the process exits. Answers to requests read after the signal never
@@ -360,7 +364,7 @@ async function serveListener(
     graceMs,
   }: { host: string; port: number } & ReturnType<typeof listenLimits>,
   token: string | undefined,
-  store: Awaited<ReturnType<typeof openFsStore>>,
+  store: AnyStore,
   o: ReceiverOptions,
   log: Logger,
 ): Promise<void> {

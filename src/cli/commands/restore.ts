@@ -9,7 +9,7 @@ import { UsageError } from '../../core/errors.ts';
 import { timeZoneName } from '../../core/time-format.ts';
 import { formatBytes, formatDuration } from '../../core/units.ts';
 import { type RestoreFormat, type RestoreResult, restorePoint, restoreServer } from '../../recovery/index.ts';
-import { openFsStore } from '../../store/index.ts';
+import { openStore } from '../../store/index.ts';
 import { Virsh } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { interruptible } from '../interrupt.ts';
@@ -98,7 +98,7 @@ export default function register(program: Command, context: () => CliContext): v
       throw new UsageError('name either --generation K or --at <time|point>, not both');
     }
     const log = flags.dryRun ? ctx.log : ctx.openRunLog(`restore-${server}`);
-    const store = await openFsStore(flags.store, { log });
+    const store = await openStore(flags.store, { log });
     const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json || flags.dryRun), server);
     try {
       const config = await ctx.config();

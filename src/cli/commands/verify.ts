@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.ts';
 import { HostStore, type HostVerifyReport, verifyHosts } from '../../store/host/index.ts';
-import { emptyVerifyReport, openFsStore, type Store, type VerifyOptions } from '../../store/index.ts';
+import { emptyVerifyReport, openStore, type Store, type VerifyOptions } from '../../store/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_CODES } from '../exit-codes.ts';
 import { examples, parseSeq } from '../options.ts';
@@ -93,7 +93,7 @@ export default function register(program: Command, context: () => CliContext): v
       flags: { store: string; generation?: string; quick?: boolean; json?: boolean },
     ) => {
       const ctx = context();
-      const store = await openFsStore(flags.store, { log: ctx.log });
+      const store = await openStore(flags.store, { log: ctx.log });
       const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), 'verify');
       const started = performance.now();
       let report: Awaited<ReturnType<typeof store.verify>>;

@@ -1,7 +1,9 @@
 /** What every part of the shared write path is given: the store's files, its images, its settings. */
+import { resolve } from 'node:path';
 import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { Logger } from '../../core/log.ts';
 import type { StoreDescriptor } from '../types.ts';
+import { ensureDir } from './files.ts';
 import type { ImageVolumes } from './images.ts';
 import type { MetadataLayout } from './metadata-layout.ts';
 
@@ -18,4 +20,21 @@ export interface StoreContext {
   directIo: boolean;
   /** The DR host's settings for definitions, asked for when one is written (commit/definition.ts). */
   definitionRules?: () => Promise<DefinitionRules>;
+}
+
+/**
+ * A store kind's context from its parts and the options every kind shares: the staging directory
+ * (made if missing) and the DR host's definition rules.
+ */
+export async function storeContext(
+  parts: Pick<StoreContext, 'layout' | 'images' | 'descriptor' | 'log' | 'directIo'>,
+  options: { stagingDir?: string; definitionRules?: () => Promise<DefinitionRules> },
+): Promise<StoreContext> {
+  const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
+  if (stagingDir) await ensureDir(stagingDir);
+  return {
+    ...parts,
+    stagingDir,
+    ...(options.definitionRules ? { definitionRules: options.definitionRules } : {}),
+  };
 }

@@ -38,6 +38,8 @@ export interface DrDefinitionOptions {
   rules?: DefinitionRules;
   /** The store's directory: console files and sockets are named in its activation directory. */
   storeRoot: string;
+  /** The images are block devices (an LVM store): disks become `<disk type='block'>`. */
+  blockDevices?: boolean;
 }
 
 export function buildDrDefinition(
@@ -53,7 +55,8 @@ export function buildDrDefinition(
     if (d.device === 'cdrom' || d.device === 'floppy') continue;
     const name = storeDiskNameCandidates(d).find((n) => disks.includes(n) && !placed.has(n));
     if (name !== undefined) {
-      xml.setDiskSource(d, { file: imagePathOf(name) });
+      const path = imagePathOf(name);
+      xml.setDiskSource(d, options.blockDevices ? { dev: path } : { file: path });
       placed.set(name, d.element);
       continue;
     }

@@ -8,7 +8,7 @@ import type { Logger } from '../../core/log.ts';
 import { storeError } from '../errors.ts';
 import { CHUNK_SIZE, STORE_FORMAT_VERSION, type StoreDescriptor, type StoreKind } from '../types.ts';
 import { createFileOnce, ensureDir, readJson, writeFileDurable } from './files.ts';
-import type { MetadataLayout } from './metadata-layout.ts';
+import { MetadataLayout } from './metadata-layout.ts';
 import { parseDescriptor, toJson } from './records.ts';
 
 export interface DescriptorOptions {
@@ -16,6 +16,8 @@ export interface DescriptorOptions {
   create?: boolean;
   /** Digest algorithm of a new store (default blake3); must match an existing store's. */
   digest?: DigestAlgorithm;
+  /** An LVM store's volume groups, recorded when it is created (docs/store-lvm.md). */
+  volumeGroups?: string;
   log: Logger;
 }
 
@@ -65,7 +67,7 @@ export async function openDescriptor(
   return descriptor;
 }
 
-function readDescriptor(layout: MetadataLayout): Promise<StoreDescriptor | null> {
+export function readDescriptor(layout: MetadataLayout): Promise<StoreDescriptor | null> {
   return readJson(layout.descriptor, parseDescriptor(layout.descriptor));
 }
 
@@ -93,6 +95,7 @@ async function createDescriptor(
     createdAt: new Date().toISOString(),
     chunkSize: CHUNK_SIZE,
     digest,
+    ...(options.volumeGroups ? { volumeGroups: options.volumeGroups } : {}),
   };
   await ensureDir(layout.root);
   if (await createFileOnce(layout.descriptor, toJson(fresh)))
@@ -105,4 +108,9 @@ async function createDescriptor(
     });
   }
   return descriptor;
+}
+
+/** The kind of the store at `dir`, or null where no descriptor is (yet). */
+export async function openDescriptorKind(dir: string): Promise<StoreKind | null> {
+  return (await readDescriptor(new MetadataLayout(dir)))?.kind ?? null;
 }

@@ -80,7 +80,8 @@ async function runPunch(path: string, ranges: ByteRange[]): Promise<void> {
 
 const ZEROS = Buffer.alloc(1024 * 1024);
 
-async function writeZeros(fh: FileHandle, r: ByteRange): Promise<void> {
+/** Writes zeroes over `r` through `fh` (where nothing can punch or zero the range for us). */
+export async function writeZeros(fh: FileHandle, r: ByteRange): Promise<void> {
   for (let done = 0; done < r.length; ) {
     const n = Math.min(ZEROS.length, r.length - done);
     await writeAllAt(fh, ZEROS.subarray(0, n), r.offset + done);

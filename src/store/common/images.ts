@@ -71,8 +71,12 @@ export interface RotationRoom {
 }
 
 export interface ImageVolumes {
+  /** Images are block devices (definitions name them `<disk type='block'>`), not files. */
+  readonly blockDevices: boolean;
   /** Where the image is: a file path (fs), a block device path (lvm, rbd). */
   path(server: string, disk: string, seq: Seq): string;
+  /** Bytes the image takes in the storage (allocated blocks; 0 when it does not exist). */
+  allocated(server: string, disk: string, seq: Seq): Promise<number>;
   exists(server: string, disk: string, seq: Seq): Promise<boolean>;
   /** Renames one image; false, changing nothing, when `from` does not exist. */
   rename(server: string, disk: string, from: Seq, to: Seq): Promise<boolean>;

@@ -13,6 +13,22 @@ export function imageName(server: string, disk: string, seq: Seq): string {
   return `${server}_${disk}_${seq}`;
 }
 
+/**
+ * The sequence numbers (and `incomplete`) of `server`'s disk `disk` among image names (file names
+ * ending in `suffix`, or LV names): what `ImageVolumes.list` returns. Other names are ignored.
+ */
+export function imageSeqs(names: Iterable<string>, server: string, disk: string, suffix = ''): Seq[] {
+  const prefix = `${server}_${disk}_`;
+  const out: Seq[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith(suffix)) continue;
+    const seq = name.slice(prefix.length, name.length - suffix.length);
+    if (seq === 'incomplete') out.push(seq);
+    else if (/^[1-9]\d*$/.test(seq)) out.push(Number(seq));
+  }
+  return out;
+}
+
 /** Ids Haven generates itself (UUIDs); checked again when read back from files. */
 const ID = /^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/;
 

@@ -20,6 +20,7 @@ const descriptorSchema = z.looseObject({
   createdAt: z.string(),
   chunkSize: z.number().int().positive(),
   digest: z.enum(DIGEST_ALGORITHMS as ['blake3', 'sha256']),
+  volumeGroups: z.string().min(1).optional(),
 });
 
 /** A drill or activation result kept with a generation (server and host manifests alike). */

@@ -2,7 +2,7 @@
  * The space a server's files take in the store (issue 13.2, quotas): the blocks its images
  * allocate (every generation, `_incomplete` too) and the data its deltas have staged. Holes cost
  * nothing, so a disk declared huge and barely written counts what it holds. Block-device stores
- * count what their volumes report as allocated (nothing, for a raw device).
+ * count what their volumes report as allocated (images.ts `allocated`).
  */
 import { stat } from 'node:fs/promises';
 import type { StoreContext } from './context.ts';
@@ -19,7 +19,7 @@ export async function serverSpaceUsed(ctx: StoreContext, server: string): Promis
   let used = 0;
   for (const disk of disks) {
     for (const seq of await ctx.images.list(server, disk))
-      used += await allocated(ctx.images.path(server, disk, seq));
+      used += await ctx.images.allocated(server, disk, seq);
   }
   for (const r of deltas) {
     if (r.kind !== 'staged') continue;

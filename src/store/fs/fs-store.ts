@@ -4,13 +4,11 @@
  * common/store-base.ts; here: opening and creating a store directory (its images are files:
  * images.ts).
  */
-import { resolve } from 'node:path';
 import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
-import type { StoreContext } from '../common/context.ts';
+import { type StoreContext, storeContext } from '../common/context.ts';
 import { openDescriptor } from '../common/descriptor.ts';
-import { ensureDir } from '../common/files.ts';
 import { StoreBase } from '../common/store-base.ts';
 import { FsImages } from './images.ts';
 import { FsLayout } from './layout.ts';
@@ -50,23 +48,10 @@ export async function openFsStore(dir: string, options: FsStoreOptions = {}): Pr
     ...(options.create ? { create: true } : {}),
     ...(options.digest ? { digest: options.digest } : {}),
   });
-  const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
-  if (stagingDir) await ensureDir(stagingDir);
   const directIo = options.directIo ?? true;
   const images = new FsImages(layout, { directIo, reflinks: options.reflinks ?? true });
-  return new FsStore(
-    layout,
-    {
-      layout,
-      images,
-      descriptor,
-      log,
-      stagingDir,
-      directIo,
-      ...(options.definitionRules ? { definitionRules: options.definitionRules } : {}),
-    },
-    options.busyWaitMs ?? 30_000,
-  );
+  const ctx = await storeContext({ layout, images, descriptor, log, directIo }, options);
+  return new FsStore(layout, ctx, options.busyWaitMs ?? 30_000);
 }
 
 export function createFsStore(dir: string, options: Omit<FsStoreOptions, 'create'> = {}): Promise<FsStore> {

@@ -3,7 +3,7 @@
  * shared write path (common/images.ts). Renames and removals are made durable by fsyncing the
  * directory; copies are reflinks where the filesystem has them (copy.ts); holes are punched.
  */
-import { open, rename } from 'node:fs/promises';
+import { open, rename, stat } from 'node:fs/promises';
 import type { Logger } from '../../core/log.ts';
 import { DirectFile } from '../common/direct-file.ts';
 import { DirectReads } from '../common/direct-io.ts';
@@ -15,6 +15,7 @@ import type {
   RotationRoom,
   WritableImage,
 } from '../common/images.ts';
+import { imageSeqs } from '../common/names.ts';
 import type { Seq } from '../common/rotation-plan.ts';
 import { clonesImages, copyImage } from './copy.ts';
 import { type FsLayout, IMAGE_SUFFIX } from './layout.ts';
@@ -33,8 +34,18 @@ export class FsImages implements ImageVolumes {
     private readonly options: FsImageOptions,
   ) {}
 
+  readonly blockDevices = false;
+
   path(server: string, disk: string, seq: Seq): string {
     return this.layout.image(server, disk, seq);
+  }
+
+  async allocated(server: string, disk: string, seq: Seq): Promise<number> {
+    const s = await stat(this.path(server, disk, seq)).catch((e: unknown) => {
+      if (isErrno(e, 'ENOENT')) return null;
+      throw e;
+    });
+    return s ? s.blocks * 512 : 0;
   }
 
   exists(server: string, disk: string, seq: Seq): Promise<boolean> {
@@ -101,15 +112,7 @@ export class FsImages implements ImageVolumes {
   }
 
   async list(server: string, disk: string): Promise<Seq[]> {
-    const prefix = `${server}_${disk}_`;
-    const out: Seq[] = [];
-    for (const f of await listDir(this.layout.root)) {
-      if (!f.startsWith(prefix) || !f.endsWith(IMAGE_SUFFIX)) continue;
-      const seq = f.slice(prefix.length, -IMAGE_SUFFIX.length);
-      if (seq === 'incomplete') out.push(seq);
-      else if (/^[1-9]\d*$/.test(seq)) out.push(Number(seq));
-    }
-    return out;
+    return imageSeqs(await listDir(this.layout.root), server, disk, IMAGE_SUFFIX);
   }
 
   async read(

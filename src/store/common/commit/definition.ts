@@ -23,7 +23,12 @@ export async function ensureDefinition(
     delta.meta.disks.map((d) => d.name),
     (disk) => ctx.images.path(delta.server, disk, 1),
     log.child({ server: delta.server }),
-    { server: delta.server, storeRoot: ctx.layout.root, rules: await ctx.definitionRules?.() },
+    {
+      server: delta.server,
+      storeRoot: ctx.layout.root,
+      rules: await ctx.definitionRules?.(),
+      blockDevices: ctx.images.blockDevices,
+    },
   );
   await ensureDir(ctx.layout.definitionsDir);
   if (await createFileOnce(path, xml)) log.info('definition written', { server: delta.server, path });

@@ -1,0 +1,474 @@
+/**
+ * Images as logical volumes (docs/store-lvm.md) for the shared write path (common/images.ts): one
+ * LV per image, named as the filesystem store names its files without `.raw`, tagged with the
+ * store's id (only such LVs are ever listed, opened, renamed or removed), its exact size in a tag.
+ * `volumes/<name>` in the metadata directory links to `/dev/<vg>/<name>`: the path definitions
+ * and logs use, stable whichever group holds the LV.
+ *
+ * What LVM is asked is never cached: a crashed writer's successor, or a second process, may have
+ * changed the groups since (lvm's own locks order the commands).
+ */
+import { type FileHandle, open, rename, symlink, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Logger, silentLogger } from '../../core/log.ts';
+import { DirectReads, DirectWrites } from '../common/direct-io.ts';
+import { ensureDir, fsyncDir, io, isErrno, listDir, readAllAt, tmpName } from '../common/files.ts';
+import type { ByteRange } from '../common/holes.ts';
+import type {
+  ImageVolumes,
+  OpenWritableOptions,
+  ReadableImage,
+  RotationRoom,
+  WritableImage,
+} from '../common/images.ts';
+import type { MetadataLayout } from '../common/metadata-layout.ts';
+import { imageName, imageSeqs } from '../common/names.ts';
+import type { Seq } from '../common/rotation-plan.ts';
+import { storeError } from '../errors.ts';
+import type { LvmCli } from './cli.ts';
+import {
+  checkLvName,
+  chooseGroup,
+  discardBlock,
+  type GroupSpec,
+  type LvInfo,
+  places,
+  SIZE_TAG_PREFIX,
+  sizeTag,
+  storeTag,
+  taggedSize,
+} from './report.ts';
+import { checkLvmRoom } from './room.ts';
+import { zeroRanges } from './zero.ts';
+
+const COPY_BYTES = 4 << 20;
+
+export interface LvmImageOptions {
+  groups: GroupSpec[];
+  /** The store's id: its LVs carry the tag `haven_store=<id>`. */
+  storeId: string;
+  directIo: boolean;
+}
+
+/** The LVs of the store's groups: Haven's (this store's tag) and others', by name. */
+interface Found {
+  own: LvInfo | null;
+  foreign: LvInfo | null;
+  /** Every LV of the groups (thin pools included). */
+  all: LvInfo[];
+}
+
+export class LvmImages implements ImageVolumes {
+  readonly blockDevices = true;
+  private readonly tag: string;
+  readonly volumesDir: string;
+
+  constructor(
+    readonly layout: MetadataLayout,
+    private readonly lvm: LvmCli,
+    private readonly options: LvmImageOptions,
+  ) {
+    this.tag = storeTag(options.storeId);
+    this.volumesDir = join(layout.root, 'volumes');
+  }
+
+  get groups(): readonly GroupSpec[] {
+    return this.options.groups;
+  }
+
+  path(server: string, disk: string, seq: Seq): string {
+    return join(this.volumesDir, this.name(server, disk, seq));
+  }
+
+  /** A thick LV takes its whole size; a thin one what its pool has mapped for it. */
+  async allocated(server: string, disk: string, seq: Seq): Promise<number> {
+    const { own } = await this.find(this.name(server, disk, seq));
+    if (!own) return 0;
+    return own.pool ? Math.ceil((own.size * (own.dataPercent ?? 0)) / 100) : own.size;
+  }
+
+  async exists(server: string, disk: string, seq: Seq): Promise<boolean> {
+    return (await this.find(this.name(server, disk, seq))).own !== null;
+  }
+
+  async rename(server: string, disk: string, from: Seq, to: Seq): Promise<boolean> {
+    const fromName = this.name(server, disk, from);
+    const toName = this.name(server, disk, to);
+    const all = await this.ownLvs();
+    const source = all.own.get(fromName);
+    if (!source) return false;
+    refuseForeign(all.foreign.get(toName), toName);
+    // As rename(2) replaces its target: the image at `to` goes first (a crash between leaves the
+    // source under its old name, and the step is done again).
+    const target = all.own.get(toName);
+    if (target) await this.removeLv(target);
+    await this.lvm.rename(source.vg, fromName, toName);
+    await this.unlink(fromName);
+    await this.link(source.vg, toName);
+    return true;
+  }
+
+  async remove(server: string, disk: string, seq: Seq): Promise<boolean> {
+    const found = await this.find(this.name(server, disk, seq));
+    if (!found.own) return false;
+    await this.removeLv(found.own);
+    return true;
+  }
+
+  /** lvm committed every change already; the links' directory is made durable. */
+  syncNames(): Promise<void> {
+    return fsyncDir(this.volumesDir);
+  }
+
+  async openWritable(server: string, disk: string, seq: Seq, o: OpenWritableOptions): Promise<WritableImage> {
+    const name = this.name(server, disk, seq);
+    const found = await this.find(name);
+    refuseForeign(found.foreign, name);
+    let lv = found.own;
+    if (lv && o.create === 'always') {
+      await this.removeLv(lv);
+      lv = null;
+    }
+    let all = found.all;
+    if (!lv) {
+      if (o.create === 'never') throw missingImage(this.path(server, disk, seq));
+      lv = await this.createLv(name, o.size ?? 0, o.log);
+      all = [...all, lv];
+    }
+    const image = await LvImage.open(this, lv, discardBlock(lv, all), this.options.directIo, o.log);
+    if (o.size !== undefined) await image.resize(o.size);
+    return image;
+  }
+
+  async openRead(server: string, disk: string, seq: Seq): Promise<ReadableImage | null> {
+    const { own } = await this.find(this.name(server, disk, seq));
+    if (!own) return null;
+    const path = devicePath(own);
+    const handle = await io(path, () => open(path, 'r'));
+    try {
+      const size = taggedSize(own) ?? own.size;
+      const direct = await DirectReads.open(`/proc/self/fd/${handle.fd}`, handle, this.options.directIo);
+      return {
+        path,
+        size,
+        read: (buf, length, position) => io(path, () => readCapped(direct, buf, length, position, size)),
+        close: async () => {
+          await direct.close();
+          await handle.close();
+        },
+      };
+    } catch (e) {
+      await handle.close();
+      throw e;
+    }
+  }
+
+  async list(server: string, disk: string): Promise<Seq[]> {
+    return imageSeqs((await this.ownLvs()).own.keys(), server, disk);
+  }
+
+  async read(
+    server: string,
+    disk: string,
+    seq: Seq,
+    buf: Buffer,
+    length: number,
+    position: number,
+  ): Promise<void> {
+    const image = await this.openRead(server, disk, seq);
+    if (!image) throw missingImage(this.path(server, disk, seq));
+    try {
+      await image.read(buf, length, position);
+    } finally {
+      await image.close();
+    }
+  }
+
+  /** A thin snapshot where the source is a thin volume; else a new LV and a copy of the bytes. */
+  async copy(server: string, disk: string, from: Seq, to: Seq, log: Logger): Promise<string> {
+    const fromName = this.name(server, disk, from);
+    const toName = this.name(server, disk, to);
+    const all = await this.ownLvs();
+    const source = all.own.get(fromName);
+    if (!source) throw missingImage(this.path(server, disk, from));
+    refuseForeign(all.foreign.get(toName), toName);
+    const old = all.own.get(toName);
+    if (old) await this.removeLv(old);
+    const size = taggedSize(source) ?? source.size;
+    if (source.pool) {
+      await this.lvm.snapshot(source.vg, fromName, toName, [this.tag, sizeTag(size)]);
+      await this.link(source.vg, toName);
+      return 'thin snapshot';
+    }
+    // Every byte up to the image's size is copied: no zeroing first.
+    const target = await this.createLv(toName, size, log, false);
+    await copyBytes(devicePath(source), devicePath(target), size);
+    return 'copied';
+  }
+
+  /** Thin snapshots need every group to be a thin pool (a snapshot stays in its origin's pool). */
+  async rotationClones(copies: number, _log: Logger): Promise<boolean> {
+    return copies >= 2 && this.options.groups.every((g) => g.pool !== undefined);
+  }
+
+  async checkRoom(room: RotationRoom): Promise<void> {
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvm.lvs(this.vgNames())]);
+    await checkLvmRoom(this.layout, room, places(this.options.groups, vgs, lvs));
+  }
+
+  /** The names of every LV of this store, in every group. */
+  async names(): Promise<string[]> {
+    return [...(await this.ownLvs()).own.keys()].sort();
+  }
+
+  /** The groups' size and free space together (thin groups: their pools'). */
+  async capacity(): Promise<{ totalBytes: number; freeBytes: number }> {
+    const names = this.vgNames();
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(names), this.lvm.lvs(names)]);
+    let totalBytes = 0;
+    for (const g of this.options.groups) {
+      const pool = g.pool ? lvs.find((l) => l.vg === g.vg && l.name === g.pool) : undefined;
+      totalBytes += pool ? pool.size : (vgs.find((v) => v.name === g.vg)?.size ?? 0);
+    }
+    const freeBytes = places(this.options.groups, vgs, lvs).reduce((n, p) => n + p.free, 0);
+    return { totalBytes, freeBytes };
+  }
+
+  /** Makes `volumes/` match the store's LVs (after a crash between an lvm command and a link). */
+  async reconcileLinks(): Promise<void> {
+    await ensureDir(this.volumesDir);
+    const { own } = await this.ownLvs();
+    for (const [name, lv] of own) await this.link(lv.vg, name);
+    for (const f of await listDir(this.volumesDir)) {
+      if (!own.has(f) && !f.startsWith('.')) await this.unlink(f);
+    }
+  }
+
+  /** Sets an open image's exact size (its tag), growing the LV when it is too small. */
+  async setSize(lv: LvInfo, size: number): Promise<LvInfo> {
+    let out = lv;
+    if (size > lv.size) {
+      await this.lvm.extend(lv.vg, lv.name, size);
+      out = (await this.find(lv.name)).own ?? lv;
+    }
+    const old = lv.tags.filter((t) => t.startsWith(SIZE_TAG_PREFIX));
+    if (!(old.length === 1 && old[0] === sizeTag(size)))
+      await this.lvm.retag(lv.vg, lv.name, old, [sizeTag(size)]);
+    return { ...out, tags: [...out.tags.filter((t) => !t.startsWith(SIZE_TAG_PREFIX)), sizeTag(size)] };
+  }
+
+  private name(server: string, disk: string, seq: Seq): string {
+    return checkLvName(imageName(server, disk, seq));
+  }
+
+  private vgNames(): string[] {
+    return this.options.groups.map((g) => g.vg);
+  }
+
+  private async ownLvs(): Promise<{ own: Map<string, LvInfo>; foreign: Map<string, LvInfo>; all: LvInfo[] }> {
+    const own = new Map<string, LvInfo>();
+    const foreign = new Map<string, LvInfo>();
+    const all = await this.lvm.lvs(this.vgNames());
+    for (const lv of all) (lv.tags.includes(this.tag) ? own : foreign).set(lv.name, lv);
+    return { own, foreign, all };
+  }
+
+  private async find(name: string): Promise<Found> {
+    const lvs = await this.ownLvs();
+    return { own: lvs.own.get(name) ?? null, foreign: lvs.foreign.get(name) ?? null, all: lvs.all };
+  }
+
+  /**
+   * A new LV in the group with the most room (seed 000), reading as zeroes over `size` bytes
+   * unless `zero` is false (the caller writes every byte).
+   */
+  private async createLv(name: string, size: number, log: Logger, zero = true): Promise<LvInfo> {
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvm.lvs(this.vgNames())]);
+    const group = chooseGroup(places(this.options.groups, vgs, lvs), size, true);
+    if (!group) throw noRoom(this.options.groups, name, size);
+    await this.lvm.create(group, name, size, [this.tag, sizeTag(size)]);
+    await this.link(group.vg, name);
+    const lv = (await this.find(name)).own;
+    if (!lv) {
+      throw storeError('STORE_LVM_FAILED', 'io', `lvcreate made no LV ${group.vg}/${name}`, {
+        hint: 'Check `lvs` on the DR host; then run again.',
+      });
+    }
+    // A thick LV holds whatever its extents held; a thin one reads as zeroes already.
+    if (zero && !group.pool) await zeroWhole(lv, log);
+    return lv;
+  }
+
+  private async removeLv(lv: LvInfo): Promise<void> {
+    await this.lvm.remove(lv.vg, lv.name);
+    await this.unlink(lv.name);
+  }
+
+  private async link(vg: string, name: string): Promise<void> {
+    await ensureDir(this.volumesDir);
+    const path = join(this.volumesDir, name);
+    const tmp = tmpName(path);
+    await io(path, async () => {
+      await symlink(`/dev/${vg}/${name}`, tmp);
+      await rename(tmp, path);
+    });
+  }
+
+  private async unlink(name: string): Promise<void> {
+    const path = join(this.volumesDir, name);
+    await unlink(path).catch((e: unknown) => {
+      if (!isErrno(e, 'ENOENT')) throw e;
+    });
+  }
+}
+
+/** An LV open for writing: its block device, its exact size in a tag (common/images.ts WritableImage). */
+class LvImage implements WritableImage {
+  private constructor(
+    private readonly images: LvmImages,
+    private lv: LvInfo,
+    /** Thin volumes: discarding whole pool blocks unmaps them (report.ts discardBlock); 0: zero. */
+    private readonly discard: number,
+    readonly path: string,
+    private readonly handle: FileHandle,
+    readonly out: DirectWrites,
+  ) {}
+
+  static async open(
+    images: LvmImages,
+    lv: LvInfo,
+    discard: number,
+    directIo: boolean,
+    log: Logger,
+  ): Promise<LvImage> {
+    const path = devicePath(lv);
+    const handle = await io(path, () => open(path, 'r+'));
+    try {
+      const out = await io(path, () => DirectWrites.open(path, handle, directIo, log));
+      return new LvImage(images, lv, discard, path, handle, out);
+    } catch (e) {
+      await handle.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  async size(): Promise<number> {
+    return taggedSize(this.lv) ?? this.lv.size;
+  }
+
+  /** Growing zeroes the new part first: bytes past the old size may hold an earlier image's data. */
+  async resize(size: number): Promise<void> {
+    const old = await this.size();
+    if (size === old) return;
+    this.lv = await this.images.setSize(this.lv, size);
+    if (size > old) {
+      const grown = [{ offset: old, length: size - old }];
+      await zeroRanges(this.handle, this.path, grown, silentLogger, this.discard);
+    }
+  }
+
+  async punch(ranges: ByteRange[], log: Logger): Promise<void> {
+    await zeroRanges(this.handle, this.path, ranges, log, this.discard);
+  }
+
+  datasync(): Promise<void> {
+    return io(this.path, () => this.handle.datasync());
+  }
+
+  sync(): Promise<void> {
+    return io(this.path, () => this.handle.sync());
+  }
+
+  async close(): Promise<void> {
+    await this.out.close();
+    await this.handle.close().catch(() => {});
+  }
+}
+
+function devicePath(lv: LvInfo): string {
+  return `/dev/${lv.vg}/${lv.name}`;
+}
+
+async function readCapped(
+  direct: DirectReads,
+  buf: Buffer,
+  length: number,
+  position: number,
+  size: number,
+): Promise<void> {
+  const want = Math.max(0, Math.min(length, size - position));
+  let done = 0;
+  while (done < want) {
+    const n = await direct.read(buf.subarray(done), want - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  buf.fill(0, done, length);
+}
+
+async function zeroWhole(lv: LvInfo, log: Logger): Promise<void> {
+  const path = devicePath(lv);
+  const fh = await io(path, () => open(path, 'r+'));
+  try {
+    await zeroRanges(fh, path, [{ offset: 0, length: lv.size }], log);
+    await io(path, () => fh.sync());
+  } finally {
+    await fh.close();
+  }
+}
+
+async function copyBytes(from: string, to: string, size: number): Promise<void> {
+  const src = await io(from, () => open(from, 'r'));
+  try {
+    const dst = await io(to, () => open(to, 'r+'));
+    try {
+      const buf = Buffer.alloc(COPY_BYTES);
+      for (let at = 0; at < size; at += COPY_BYTES) {
+        const n = Math.min(COPY_BYTES, size - at);
+        await io(from, () => readAllAt(src, buf, n, at));
+        await io(to, async () => {
+          let done = 0;
+          while (done < n) done += (await dst.write(buf, done, n - done, at + done)).bytesWritten;
+        });
+      }
+      await io(to, () => dst.sync());
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
+}
+
+function refuseForeign(lv: LvInfo | undefined | null, name: string): void {
+  if (!lv) return;
+  throw storeError(
+    'STORE_LVM_FOREIGN',
+    'conflict',
+    `${lv.vg}/${name} exists and is not this store's: Haven leaves it alone`,
+    {
+      hint: `Rename or remove ${lv.vg}/${name} yourself if it is not needed (\`lvs -o lv_name,lv_tags ${lv.vg}\`), or give the server another name; nothing was changed.`,
+      details: { vg: lv.vg, lv: name, tags: lv.tags },
+    },
+  );
+}
+
+function missingImage(path: string) {
+  return storeError('STORE_IMAGE_MISSING', 'integrity', `the image ${path} is missing`, {
+    hint: 'Run `haven verify --store PATH` to see what is missing.',
+    details: { path },
+  });
+}
+
+function noRoom(groups: readonly GroupSpec[], name: string, size: number) {
+  const list = groups.map((g) => (g.pool ? `${g.vg}/${g.pool}` : g.vg)).join(', ');
+  return storeError(
+    'NO_SPACE',
+    'resource',
+    `no volume group of ${list} has room for ${name} (${size} bytes)`,
+    {
+      hint: 'Add a physical volume to a group (vgextend), or remove LVs Haven does not need, then run the replication again; stored generations are intact.',
+      details: { groups: list, lv: name, needBytes: size },
+    },
+  );
+}
