@@ -37,7 +37,7 @@ export default function register(program: Command, context: () => CliContext): v
     .description('check that this host can run Haven, and say how to fix what is missing')
     .option('--json', 'print JSON instead of a table')
     .option(
-      '--store <dir>',
+      '--store <path>',
       'also check a store on this host (an LVM store: its volume groups, free space, thin pool)',
     );
   connectOption(doctor);
