@@ -26,10 +26,13 @@
  * generations. A mismatch fails the bench (exit 1).
  *
  *   node --import tsx bench/replicate-lvm.ts [--reps 4] [--copies 3] [--disk-size 512MiB]
- *        [--data-size 256MiB] [--change 2] [--keep] [--json]
+ *        [--data-size 256MiB] [--change 2] [--keep] [--trace-lvm] [--json]
  *
  * Progress and the report go to stderr; `--json` adds one JSON object on stdout. `--keep` leaves
- * the run directory on this host (each store's catalog and run logs); the guests always go.
+ * the run directory on this host (each store's catalog and run logs); the guests always go. `--trace-lvm` puts logging wrappers of
+ * `lvm`, `blkdiscard` and `xfs_io` first on the DR guest's PATH (/usr/local/sbin), and reports how
+ * many of them each run started and how long they took: what the LVM stores spend in LVM's tools
+ * (the wrappers cost a little time themselves; measured figures come from runs without them).
  */
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -54,6 +57,7 @@ const { values: args } = parseArgs({
     'data-size': { type: 'string', default: '256MiB' },
     change: { type: 'string', default: '2' },
     keep: { type: 'boolean', default: false },
+    'trace-lvm': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
 });
@@ -95,6 +99,8 @@ interface StoreRun {
   phases: Phase[];
   /** Generations the store holds after the run. */
   generations: number;
+  /** With --trace-lvm: the LVM tools the run started, by command, and their wall time. */
+  tools?: Record<string, { calls: number; seconds: number }>;
   /** sha256 of its newest image, up to the disk's size (hashed inside the DR guest). */
   hash: string;
 }
@@ -109,6 +115,42 @@ interface Rep {
   runs: Record<StoreKey, StoreRun>;
   /** Per store: newest image equal to the source, generation count right; `source`: unchanged. */
   checks: Record<string, boolean>;
+}
+
+/** Where the --trace-lvm wrappers append one line per command: start, end, program, subcommand. */
+const TRACE = `/var/tmp/${PREFIX}-trace`;
+
+/** Logging wrappers, first on root's PATH at the DR guest, of the programs the LVM store runs. */
+async function installToolTrace(dr: DebianGuest): Promise<void> {
+  for (const tool of ['lvm', 'blkdiscard', 'xfs_io']) {
+    const real = (await dr.ssh(`PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v ${tool}`)).stdout.trim();
+    await dr.ssh(`cat > /usr/local/sbin/${tool} && chmod 755 /usr/local/sbin/${tool}`, {
+      input: [
+        '#!/bin/sh',
+        's=$(date +%s.%N)',
+        `${real} "$@"`,
+        'rc=$?',
+        `echo "$s $(date +%s.%N) ${tool} $1" >> ${TRACE}`,
+        'exit $rc',
+        '',
+      ].join('\n'),
+    });
+  }
+}
+
+/** The traced commands since the trace was emptied: calls and wall seconds per program/subcommand. */
+async function toolTrace(dr: DebianGuest): Promise<Record<string, { calls: number; seconds: number }>> {
+  const out: Record<string, { calls: number; seconds: number }> = {};
+  for (const line of (await dr.ssh(`cat ${TRACE}`)).stdout.split('\n')) {
+    const [start, end, tool, sub] = line.trim().split(/\s+/);
+    if (!tool) continue;
+    const key = tool === 'lvm' ? `lvm ${sub}` : tool;
+    out[key] ??= { calls: 0, seconds: 0 };
+    const e = out[key];
+    e.calls++;
+    e.seconds += Number(end) - Number(start);
+  }
+  return out;
 }
 
 async function virsh(argv: string[]): Promise<string> {
@@ -164,6 +206,7 @@ async function main(): Promise<void> {
             ' lvcreate -q --type thin-pool -l 90%FREE -n pool0 vg_thin; mkdir -p /srv/fs',
         );
         await installHaven(g);
+        if (args['trace-lvm']) await installToolTrace(g);
         return g;
       })(),
       createBenchGuest({
@@ -184,7 +227,15 @@ async function main(): Promise<void> {
       process.stdout.write(
         `${JSON.stringify({
           bench: 'replicate-lvm',
-          config: { reps, copies, diskSize, dataSize, changePercent, changeBlocks },
+          config: {
+            reps,
+            copies,
+            diskSize,
+            dataSize,
+            changePercent,
+            changeBlocks,
+            traceLvm: args['trace-lvm'],
+          },
           loadAverage: load,
           reps: result.reps,
           stats,
@@ -301,11 +352,12 @@ async function measure(
     for (const k of order) {
       await settle();
       await dr.ssh('sync');
+      if (args['trace-lvm']) await dr.ssh(`: > ${TRACE}`);
       const run = await protect(k, label);
       const want = kind === 'full' ? 'full' : 'incremental';
       if (run.mode !== want) throw new Error(`${label} to ${k} ran ${run.mode}, not ${want}`);
       const seen = await inspect(k);
-      runs[k] = { ...run, ...seen };
+      runs[k] = { ...run, ...seen, ...(args['trace-lvm'] ? { tools: await toolTrace(dr) } : {}) };
       checks[k] = seen.hash === before && seen.generations === expected;
     }
     checks.source = (await sourceHash()) === before;
@@ -416,6 +468,35 @@ function statsOf(reps: Rep[]) {
   };
 }
 
+/** With --trace-lvm: the LVM tools of the rotating runs, median calls and seconds per run. */
+function toolTable(rotating: Rep[], style: Partial<Table.TableConstructorOptions>): string | undefined {
+  if (!rotating.some((r) => r.runs.thin.tools)) return undefined;
+  const t = new Table({
+    head: ['LVM tools per rotating run, median', 'thin: calls', 's', 'thick: calls', 's'],
+    ...style,
+  });
+  const keys = [
+    ...new Set(
+      rotating.flatMap((r) => [
+        ...Object.keys(r.runs.thin.tools ?? {}),
+        ...Object.keys(r.runs.thick.tools ?? {}),
+      ]),
+    ),
+  ].sort();
+  const m = (k: 'thin' | 'thick', key: string, f: 'calls' | 'seconds') =>
+    median(rotating.map((r) => r.runs[k].tools?.[key]?.[f] ?? 0));
+  const total = (k: 'thin' | 'thick', f: 'calls' | 'seconds') =>
+    median(rotating.map((r) => Object.values(r.runs[k].tools ?? {}).reduce((n, v) => n + v[f], 0)));
+  for (const key of [...keys, 'all']) {
+    const cells = (k: 'thin' | 'thick') =>
+      key === 'all'
+        ? [String(total(k, 'calls')), total(k, 'seconds').toFixed(1)]
+        : [String(m(k, key, 'calls')), m(k, key, 'seconds').toFixed(1)];
+    t.push([key, ...cells('thin'), ...cells('thick')]);
+  }
+  return t.toString();
+}
+
 function report(
   reps: Rep[],
   s: ReturnType<typeof statsOf>,
@@ -496,6 +577,11 @@ function report(
     ]);
   }
   say(`\n${t.toString()}\n${r.toString()}\n${w.toString()}`);
+  const traced = toolTable(
+    reps.filter((p) => p.kind === 'rotate'),
+    compact,
+  );
+  if (traced) say(traced);
   if (space) {
     say(
       `thin pool: ${mib(space.pool.size)}, ${space.pool.dataPercent}% used; thick: sum of the store's LV sizes; fs: du of the store directory`,
