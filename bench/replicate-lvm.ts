@@ -46,7 +46,7 @@ import { type BenchGuest, createBenchGuest, GUEST_BLOCK, guestChange } from './l
 import { BENCH_ROOT, benchDir, ensureRandomImage } from './lib/fixtures.ts';
 import { settle } from './lib/peers.ts';
 import { type Phase, phasesOf } from './lib/phases.ts';
-import { killRunning, mustRun, runMeasured } from './lib/proc.ts';
+import { mustRun, onInterrupt, runMeasured } from './lib/proc.ts';
 import { median } from './lib/stats.ts';
 
 const { values: args } = parseArgs({
@@ -174,14 +174,7 @@ async function main(): Promise<void> {
     if (args.keep) say(`kept: ${work}`);
     else rmSync(work, { recursive: true, force: true });
   };
-  const onSignal = () => {
-    say('interrupted: stopping the running program, cleaning up');
-    void killRunning()
-      .then(cleanup)
-      .finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offInterrupt = onInterrupt(cleanup, say);
   const load: number[][] = [loadavg()];
   try {
     const random = ensureRandomImage(`random-${dataSize}.raw`, dataSize, say);
@@ -251,8 +244,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await cleanup();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    offInterrupt();
   }
 }
 

@@ -46,7 +46,6 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
-  readFileSync,
   rmSync,
 } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -81,7 +80,7 @@ import {
   virtnbdrestore,
 } from './lib/peers.ts';
 import { type Phase, phasesOf } from './lib/phases.ts';
-import { cpuOf, killRunning, mustRun, peakOf, runMeasured } from './lib/proc.ts';
+import { cpuOf, mustRun, onInterrupt, peakOf, runMeasured } from './lib/proc.ts';
 import { formatRate, median } from './lib/stats.ts';
 import { parseTargetFs, targetDir } from './lib/target-fs.ts';
 
@@ -384,14 +383,7 @@ async function main(): Promise<void> {
     targets.release();
     rmSync(work, { recursive: true, force: true });
   };
-  const onSignal = () => {
-    say('interrupted: stopping the running program, cleaning up');
-    void killRunning()
-      .then(cleanup)
-      .finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offInterrupt = onInterrupt(cleanup, say);
 
   const versions = {
     node: process.version,
@@ -774,8 +766,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await cleanup();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    offInterrupt();
   }
 }
 
