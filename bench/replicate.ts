@@ -39,15 +39,7 @@
  * `--target-fs xfs` puts every tool's copies (Haven's store too) on a fresh loop-mounted XFS with
  * reflinks, where Haven's rotation clones the newest generation instead of replaying deltas.
  */
-import {
-  chmodSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmSync,
-} from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
