@@ -39,16 +39,7 @@
  * `--target-fs xfs` puts every tool's copies (Haven's store too) on a fresh loop-mounted XFS with
  * reflinks, where Haven's rotation clones the newest generation instead of replaying deltas.
  */
-import {
-  chmodSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-} from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,7 +71,8 @@ import {
   virtnbdbackup,
   virtnbdrestore,
 } from './lib/peers.ts';
-import { cpuOf, killRunning, mustRun, peakOf, runMeasured } from './lib/proc.ts';
+import { type Phase, phasesOf } from './lib/phases.ts';
+import { cpuOf, mustRun, onInterrupt, peakOf, runMeasured } from './lib/proc.ts';
 import { formatRate, median } from './lib/stats.ts';
 import { parseTargetFs, targetDir } from './lib/target-fs.ts';
 
@@ -143,11 +135,6 @@ const MiB = 1024 * 1024;
 // ------------------------------------------------------------------------------------------------
 // Haven runs
 
-interface Phase {
-  name: string;
-  seconds: number;
-}
-
 interface HavenRun {
   seconds: number;
   mode: string;
@@ -162,50 +149,6 @@ interface HavenRun {
   /** From the run log's timestamps: how the wall time divides. */
   phases: Phase[];
   profiles?: { sender?: ProfileSummary; receiver?: ProfileSummary };
-}
-
-/** Log messages that start each phase of a run (the sender's run log, receiver events included). */
-const MARKERS: Array<[string, RegExp]> = [
-  ['process start, module loading', /^run log opened$/],
-  // "starting receiver" until issue 14's reshaping: --baseline may run a Haven from before it.
-  ['catalog, inventory, virsh', /^starting (the )?receiver$/],
-  ['receiver start', /^target: session started/],
-  ['checkpoint + backup-begin', /^point in time taken$/],
-  ['delta open, NBD connect', /^nbd: connected$/],
-  ['read + send + stage (data)', /^target: delta durable/],
-  ['commit (rotation, fsync)', /^target: generation committed/],
-];
-
-/** Splits a run's wall time at the first occurrence of each marker in its log. */
-function phasesOf(logFile: string, startedAt: number, seconds: number): Phase[] {
-  const times = new Map<string, number>();
-  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
-    if (!line) continue;
-    let rec: { t?: string; msg?: string };
-    try {
-      rec = JSON.parse(line) as { t?: string; msg?: string };
-    } catch {
-      continue;
-    }
-    for (const [name, re] of MARKERS) {
-      if (!times.has(name) && rec.msg && rec.t && re.test(rec.msg)) times.set(name, Date.parse(rec.t));
-    }
-  }
-  const phases: Phase[] = [];
-  let prev = startedAt;
-  let prevName = 'spawn';
-  for (const [name] of MARKERS) {
-    const t = times.get(name);
-    if (t === undefined) continue;
-    phases.push({ name, seconds: (t - prev) / 1000 });
-    prev = t;
-    prevName = name;
-  }
-  phases.push({
-    name: prevName === 'spawn' ? 'whole run' : 'finish (checkpoint cleanup, backup end, exit)',
-    seconds: startedAt / 1000 + seconds - prev / 1000,
-  });
-  return phases;
 }
 
 const PROFILE_PRELOAD = fileURLToPath(new URL('./lib/cpu-profile-preload.mjs', import.meta.url));
@@ -432,14 +375,7 @@ async function main(): Promise<void> {
     targets.release();
     rmSync(work, { recursive: true, force: true });
   };
-  const onSignal = () => {
-    say('interrupted: stopping the running program, cleaning up');
-    void killRunning()
-      .then(cleanup)
-      .finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offInterrupt = onInterrupt(cleanup, say);
 
   const versions = {
     node: process.version,
@@ -822,8 +758,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await cleanup();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    offInterrupt();
   }
 }
 

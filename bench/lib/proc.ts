@@ -208,3 +208,22 @@ export function cpuOf(run: MeasuredRun, match: (p: ProcPeak) => boolean = () => 
 export function peakOf(run: MeasuredRun, match: (p: ProcPeak) => boolean = () => true): number {
   return run.procs.filter(match).reduce((m, p) => Math.max(m, p.peakRss), 0);
 }
+
+/**
+ * On SIGINT or SIGTERM: stops the programs runMeasured runs, then `cleanup`, then exits 130 (an
+ * interrupted benchmark leaves no domain, mount or program behind). Returns the unregistration.
+ */
+export function onInterrupt(cleanup: () => Promise<void>, say: (line: string) => void): () => void {
+  const handler = () => {
+    say('interrupted: stopping the running program, cleaning up');
+    void killRunning()
+      .then(cleanup)
+      .finally(() => process.exit(130));
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+}

@@ -1,0 +1,591 @@
+/**
+ * Benchmark: replication into an LVM store against the filesystem store, at a real second
+ * machine (issue 17, "Speed").
+ *
+ * The DR site is the Debian test guest (test/fixtures/debian, TCG): `vg_thick` on one extra disk,
+ * a thin pool `vg_thin/pool0` on another, the filesystem store on its root ext4 (/srv/fs). The
+ * protected server is a live test guest on this host (lib/bench-guest.ts: random data written
+ * into its qcow2 before boot, ~change% rewritten by the guest itself in random 64 KiB blocks
+ * before every incremental rep). Three stores, each with a catalog of its own on this host:
+ *
+ *   fs     ssh://root@<dr>/srv/fs
+ *   thin   ssh://root@<dr>/srv/thin?lvm=vg_thin/pool0    rotation by thin snapshot
+ *   thick  ssh://root@<dr>/srv/thick?lvm=vg_thick        rotation by replaying staged deltas
+ *
+ * One full run to each, then `--reps` incremental reps: in each, the guest changes once, then
+ * `haven protect --copies N` runs to all three stores, in an order rotating per rep, so every
+ * store gets the same change. From rep N on (N generations exist) every run rotates: thin
+ * against thick is then the "thin-snapshot rotation against replaying rotation" figure (fs on
+ * ext4 replays too). Before each measured run both machines `sync`, untimed.
+ *
+ * Every copy is checked: after the change, the source disk is hashed while the domain is
+ * suspended (`qemu-img convert -U` to a raw file, sha256), and again after the rep's runs (the
+ * guest writes nothing meanwhile, so both must agree); after each run, the store's newest image
+ * (`_1.raw`, or the LV behind `volumes/<image>`) is hashed inside the DR guest up to the disk's
+ * size and must equal the source's hash, and the store must hold exactly min(runs, N)
+ * generations. A mismatch fails the bench (exit 1).
+ *
+ *   node --import tsx bench/replicate-lvm.ts [--reps 4] [--copies 3] [--disk-size 512MiB]
+ *        [--data-size 256MiB] [--change 2] [--keep] [--trace-lvm] [--json]
+ *
+ * Progress and the report go to stderr; `--json` adds one JSON object on stdout. `--keep` leaves
+ * the run directory on this host (each store's catalog and run logs); the guests always go. `--trace-lvm` puts logging wrappers of
+ * `lvm`, `blkdiscard` and `xfs_io` first on the DR guest's PATH (/usr/local/sbin), and reports how
+ * many of them each run started and how long they took: what the LVM stores spend in LVM's tools
+ * (the wrappers cost a little time themselves; measured figures come from runs without them).
+ */
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import Table from 'cli-table3';
+import { parseSize } from '../src/core/units.ts';
+import { HAVEN_BIN } from '../src/transport/index.ts';
+import type { DebianGuest } from '../test/fixtures/debian/index.ts';
+import { type BenchGuest, createBenchGuest, GUEST_BLOCK, guestChange } from './lib/bench-guest.ts';
+import { BENCH_ROOT, benchDir, ensureRandomImage } from './lib/fixtures.ts';
+import { settle } from './lib/peers.ts';
+import { type Phase, phasesOf } from './lib/phases.ts';
+import { mustRun, onInterrupt, runMeasured } from './lib/proc.ts';
+import { median } from './lib/stats.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    reps: { type: 'string', default: '4' },
+    copies: { type: 'string', default: '3' },
+    'disk-size': { type: 'string', default: '512MiB' },
+    'data-size': { type: 'string', default: '256MiB' },
+    change: { type: 'string', default: '2' },
+    keep: { type: 'boolean', default: false },
+    'trace-lvm': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
+});
+
+const reps = Number(args.reps);
+const copies = Number(args.copies);
+const diskSize = parseSize(args['disk-size']);
+const dataSize = parseSize(args['data-size']);
+const changePercent = Number(args.change);
+const changeBlocks = Math.round((diskSize * changePercent) / 100 / GUEST_BLOCK);
+if (!Number.isInteger(copies) || copies < 2) throw new Error('--copies must be a whole number >= 2');
+if (!Number.isInteger(reps) || reps < copies) {
+  // Fewer reps than copies: no run would rotate, and rotation is what the bench compares.
+  throw new Error(`--reps must be a whole number >= --copies (${copies}), so that some runs rotate`);
+}
+if (dataSize > diskSize || diskSize % (1024 * 1024) !== 0) {
+  throw new Error('--disk-size must be whole MiB and at least --data-size');
+}
+
+const PREFIX = 'haven-b-lvm';
+const MiB = 1024 * 1024;
+const say = (line: string) => process.stderr.write(`${line}\n`);
+const secs = (s: number) => `${s.toFixed(1)} s`;
+
+const STORE_KEYS = ['fs', 'thin', 'thick'] as const;
+type StoreKey = (typeof STORE_KEYS)[number];
+
+/** Where each store lives at the DR guest: its directory and the `lvm` query of its URL. */
+const STORES: Record<StoreKey, { dir: string; lvm?: string; newest: (server: string) => string }> = {
+  fs: { dir: '/srv/fs', newest: (s) => `/srv/fs/${s}_*_1.raw` },
+  thin: { dir: '/srv/thin', lvm: 'vg_thin/pool0', newest: (s) => `/srv/thin/volumes/${s}_*_1` },
+  thick: { dir: '/srv/thick', lvm: 'vg_thick', newest: (s) => `/srv/thick/volumes/${s}_*_1` },
+};
+
+interface StoreRun {
+  seconds: number;
+  mode: string;
+  bytesSent: number;
+  phases: Phase[];
+  /** Generations the store holds after the run. */
+  generations: number;
+  /** With --trace-lvm: the LVM tools the run started, by command, and their wall time. */
+  tools?: Record<string, { calls: number; seconds: number }>;
+  /** sha256 of its newest image, up to the disk's size (hashed inside the DR guest). */
+  hash: string;
+}
+
+interface Rep {
+  label: string;
+  /** full; copy: a new slot filled from the newest generation; rotate: the oldest recycled. */
+  kind: 'full' | 'copy' | 'rotate';
+  order: StoreKey[];
+  guestWrites: number;
+  sourceHash: string;
+  runs: Record<StoreKey, StoreRun>;
+  /** Per store: newest image equal to the source, generation count right; `source`: unchanged. */
+  checks: Record<string, boolean>;
+}
+
+/** Where the --trace-lvm wrappers append one line per command: start, end, program, subcommand. */
+const TRACE = `/var/tmp/${PREFIX}-trace`;
+
+/** Logging wrappers, first on root's PATH at the DR guest, of the programs the LVM store runs. */
+async function installToolTrace(dr: DebianGuest): Promise<void> {
+  for (const tool of ['lvm', 'blkdiscard', 'xfs_io']) {
+    const real = (await dr.ssh(`PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v ${tool}`)).stdout.trim();
+    await dr.ssh(`cat > /usr/local/sbin/${tool} && chmod 755 /usr/local/sbin/${tool}`, {
+      input: [
+        '#!/bin/sh',
+        's=$(date +%s.%N)',
+        `${real} "$@"`,
+        'rc=$?',
+        `echo "$s $(date +%s.%N) ${tool} $1" >> ${TRACE}`,
+        'exit $rc',
+        '',
+      ].join('\n'),
+    });
+  }
+}
+
+/** The traced commands since the trace was emptied: calls and wall seconds per program/subcommand. */
+async function toolTrace(dr: DebianGuest): Promise<Record<string, { calls: number; seconds: number }>> {
+  const out: Record<string, { calls: number; seconds: number }> = {};
+  for (const line of (await dr.ssh(`cat ${TRACE}`)).stdout.split('\n')) {
+    const [start, end, tool, sub] = line.trim().split(/\s+/);
+    if (!tool) continue;
+    const key = tool === 'lvm' ? `lvm ${sub}` : tool;
+    out[key] ??= { calls: 0, seconds: 0 };
+    const e = out[key];
+    e.calls++;
+    e.seconds += Number(end) - Number(start);
+  }
+  return out;
+}
+
+async function virsh(argv: string[]): Promise<string> {
+  return (await mustRun('virsh', ['-c', 'qemu:///system', ...argv])).stdout;
+}
+
+async function main(): Promise<void> {
+  process.env.HAVEN_TEST_ROOT ??= join(BENCH_ROOT, 'guests');
+  mkdirSync(process.env.HAVEN_TEST_ROOT, { recursive: true });
+  // Loaded only now: the fixture reads HAVEN_TEST_ROOT when it is first imported.
+  const { createDebianGuest, installHaven } = await import('../test/fixtures/debian/index.ts');
+  const work = mkdtempSync(join(benchDir('replicate-lvm'), `${PREFIX}-`));
+  chmodSync(work, 0o1777);
+  const hooks: Array<() => unknown> = [];
+  let guestCleanup: (() => Promise<void>) | undefined;
+  const cleanup = async () => {
+    await guestCleanup?.();
+    guestCleanup = undefined;
+    for (const fn of hooks.reverse()) await Promise.resolve(fn()).catch((e) => say(`cleanup: ${String(e)}`));
+    hooks.length = 0;
+    if (args.keep) say(`kept: ${work}`);
+    else rmSync(work, { recursive: true, force: true });
+  };
+  const offInterrupt = onInterrupt(cleanup, say);
+  const load: number[][] = [loadavg()];
+  try {
+    const random = ensureRandomImage(`random-${dataSize}.raw`, dataSize, say);
+    // Room for N generations and one more LV in each group (a copy while slots fill), and slack.
+    const vgMiB = ((copies + 1) * diskSize) / MiB + 256;
+    say(
+      `creating the DR guest (Debian, TCG; ${vgMiB} MiB disks for vg_thick and vg_thin) and the source guest`,
+    );
+    const [dr, bg] = await Promise.all([
+      (async () => {
+        const g = await createDebianGuest(
+          { after: (fn) => hooks.push(fn) },
+          {
+            prefix: `${PREFIX}-dr`,
+            boot: 'kernel',
+            memoryMiB: 1024,
+            extraDisks: [{ sizeMiB: vgMiB }, { sizeMiB: vgMiB }],
+          },
+        );
+        await g.ssh(
+          'set -e; pvcreate -q /dev/vdb /dev/vdc; vgcreate -q vg_thick /dev/vdb; vgcreate -q vg_thin /dev/vdc;' +
+            ' lvcreate -q --type thin-pool -l 90%FREE -n pool0 vg_thin; mkdir -p /srv/fs',
+        );
+        await installHaven(g);
+        if (args['trace-lvm']) await installToolTrace(g);
+        return g;
+      })(),
+      createBenchGuest({
+        prefix: `${PREFIX}-src`,
+        diskSize,
+        randomSource: random,
+        onCleanup: (c) => {
+          guestCleanup = c;
+        },
+      }),
+    ]);
+    say(`DR guest ${dr.name} at ${dr.address}; source guest ${bg.guest.name} (${args['disk-size']})`);
+    const result = await measure(dr, bg, work);
+    load.push(loadavg());
+    const stats = statsOf(result.reps);
+    const ok = result.reps.every((r) => Object.values(r.checks).every(Boolean));
+    if (args.json) {
+      process.stdout.write(
+        `${JSON.stringify({
+          bench: 'replicate-lvm',
+          config: {
+            reps,
+            copies,
+            diskSize,
+            dataSize,
+            changePercent,
+            changeBlocks,
+            traceLvm: args['trace-lvm'],
+          },
+          loadAverage: load,
+          reps: result.reps,
+          stats,
+          space: result.space,
+          checksOk: ok,
+        })}\n`,
+      );
+    }
+    report(result.reps, stats, result.space, load);
+    if (!ok) {
+      process.exitCode = 1;
+      say('A COPY DIFFERED FROM ITS SOURCE: the figures above are not valid.');
+    }
+  } finally {
+    await cleanup();
+    offInterrupt();
+  }
+}
+
+interface Space {
+  /** Bytes the store's images take at the DR guest (fs: du of the directory, with .haven). */
+  images: Record<StoreKey, number>;
+  /** du of the LVM stores' metadata directories (staged deltas of the thick store included). */
+  metadata: Record<'thin' | 'thick', number>;
+  pool: { size: number; dataPercent: number };
+}
+
+async function measure(
+  dr: DebianGuest,
+  bg: BenchGuest,
+  work: string,
+): Promise<{ reps: Rep[]; space: Space | undefined }> {
+  const domain = bg.guest.name;
+  const dir = (name: string) => {
+    const d = join(work, name);
+    mkdirSync(d, { recursive: true });
+    chmodSync(d, 0o1777);
+    return d;
+  };
+  /** Each store has its own catalog, run and log directories on this host. */
+  const env = (k: StoreKey): NodeJS.ProcessEnv => ({
+    ...process.env,
+    HAVEN_STATE_DIR: join(work, `${k}-state`),
+    HAVEN_RUN_DIR: dir(`${k}-run`),
+    HAVEN_LOG_DIR: dir(`${k}-log`),
+  });
+  const sshFlags = dr.sshOptions.map((o) => `--ssh-option=${o}`);
+  const url = (k: StoreKey) => `${dr.url(STORES[k].dir)}${STORES[k].lvm ? `?lvm=${STORES[k].lvm}` : ''}`;
+
+  const protect = async (k: StoreKey, label: string): Promise<Omit<StoreRun, 'generations' | 'hash'>> => {
+    const logFile = join(work, `${k}-log`, `${label}.log`);
+    const r = await runMeasured(
+      process.execPath,
+      [
+        HAVEN_BIN,
+        '--log-file',
+        logFile,
+        'protect',
+        domain,
+        '--to',
+        url(k),
+        '--copies',
+        String(copies),
+        '--json',
+        ...sshFlags,
+      ],
+      { env: env(k) },
+    );
+    if (r.code !== 0) throw new Error(`haven protect to ${k} (${label}) failed: ${r.stderr.trim()}`);
+    const out = JSON.parse(r.stdout) as { mode: string; bytesSent: number };
+    return {
+      seconds: r.seconds,
+      mode: out.mode,
+      bytesSent: out.bytesSent,
+      phases: phasesOf(logFile, r.startedAt, r.seconds),
+    };
+  };
+
+  /** The newest image's sha256 up to the disk's size, and the generation count, at the DR guest. */
+  const inspect = async (k: StoreKey) => {
+    const s = STORES[k];
+    const list = k === 'fs' ? s.dir : `${s.dir}/volumes`;
+    const r = await dr.ssh(
+      `set -e; ls -1 ${list}; set -- ${s.newest(domain)}; test $# = 1 -a -e "$1"; echo "hash $(head -c ${diskSize} "$1" | sha256sum)"`,
+    );
+    const gen = new RegExp(`^${domain}_.+_\\d+(\\.raw)?$`);
+    const lines = r.stdout.split('\n');
+    return {
+      generations: lines.filter((l) => gen.test(l)).length,
+      hash: /^hash ([0-9a-f]{64})/m.exec(r.stdout)?.[1] ?? 'none',
+    };
+  };
+
+  /** The source disk's sha256, read while the domain is suspended. */
+  const rawCopy = join(work, 'source.raw');
+  const sourceHash = async () => {
+    await virsh(['suspend', domain]);
+    try {
+      await mustRun('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', bg.image, rawCopy]);
+    } finally {
+      await virsh(['resume', domain]);
+    }
+    const h = (await mustRun('sha256sum', [rawCopy])).stdout.split(' ')[0]!;
+    rmSync(rawCopy, { force: true });
+    return h;
+  };
+
+  const runRep = async (label: string, kind: Rep['kind'], order: StoreKey[], guestWrites: number) => {
+    const before = await sourceHash();
+    const runs = {} as Rep['runs'];
+    const checks: Rep['checks'] = {};
+    const expected = kind === 'full' ? 1 : Math.min(copies, Number(label.slice(4)) + 1);
+    for (const k of order) {
+      await settle();
+      await dr.ssh('sync');
+      if (args['trace-lvm']) await dr.ssh(`: > ${TRACE}`);
+      const run = await protect(k, label);
+      const want = kind === 'full' ? 'full' : 'incremental';
+      if (run.mode !== want) throw new Error(`${label} to ${k} ran ${run.mode}, not ${want}`);
+      const seen = await inspect(k);
+      runs[k] = { ...run, ...seen, ...(args['trace-lvm'] ? { tools: await toolTrace(dr) } : {}) };
+      checks[k] = seen.hash === before && seen.generations === expected;
+    }
+    checks.source = (await sourceHash()) === before;
+    const rep: Rep = { label, kind, order, guestWrites, sourceHash: before, runs, checks };
+    const times = order.map(
+      (k) => `${k} ${secs(runs[k].seconds)} (${(runs[k].bytesSent / MiB).toFixed(1)} MiB)`,
+    );
+    say(`${label} [${kind}] ${times.join(', ')}; checks ${JSON.stringify(checks)}`);
+    return rep;
+  };
+
+  const out: Rep[] = [];
+  say('\nfull: one run to each store');
+  out.push(await runRep('full', 'full', [...STORE_KEYS], 0));
+  say(
+    `\nincremental: ${reps} reps, ~${changePercent}% (${changeBlocks} blocks of 64 KiB) changed by the guest each time`,
+  );
+  for (let j = 0; j < reps; j++) {
+    const guestWrites = await guestChange(bg.guest, changeBlocks);
+    const order = STORE_KEYS.map((_, i) => STORE_KEYS[(i + j) % STORE_KEYS.length]!);
+    out.push(await runRep(`inc-${j + 1}`, j + 1 < copies ? 'copy' : 'rotate', order, guestWrites));
+  }
+  // The figures measured so far are reported even when the space query fails.
+  const space = await spaceAt(dr).catch((e: unknown) => {
+    say(`space at the DR guest not measured: ${String(e)}`);
+    return undefined;
+  });
+  return { reps: out, space };
+}
+
+async function spaceAt(dr: DebianGuest): Promise<Space> {
+  const du = async (path: string) => Number((await dr.ssh(`du -sB1 ${path}`)).stdout.split(/\s/)[0]);
+  const num = (s: string) => Number(s.trim().replace(',', '.'));
+  const [poolSize, poolPercent] = (
+    await dr.ssh('lvs --noheadings --units b --nosuffix -o lv_size,data_percent vg_thin/pool0')
+  ).stdout
+    .trim()
+    .split(/\s+/)
+    .map(num);
+  // The store's LVs carry the tag haven_store=<id>; lvm's -S cannot match inside a tag list.
+  const thick = (await dr.ssh('lvs --noheadings --units b --nosuffix -o lv_size,lv_tags vg_thick')).stdout
+    .split('\n')
+    .filter((l) => l.includes('haven_store='))
+    .reduce((sum, l) => sum + num(l.trim().split(/\s+/)[0]!), 0);
+  return {
+    images: { fs: await du('/srv/fs'), thin: Math.round((poolSize! * poolPercent!) / 100), thick },
+    metadata: { thin: await du('/srv/thin'), thick: await du('/srv/thick') },
+    pool: { size: poolSize!, dataPercent: poolPercent! },
+  };
+}
+
+interface KindStats {
+  reps: number;
+  /** Median seconds per store. */
+  seconds: Record<StoreKey, number>;
+  /** Median seconds of the commit phase (rotation, fsync) per store, from the run logs. */
+  commitSeconds: Record<StoreKey, number>;
+  bytesSent: Record<StoreKey, number>;
+  /** Median seconds of each phase of the run logs (lib/phases.ts), per store. */
+  phases: Record<StoreKey, Record<string, number>>;
+  /** Medians of the per-rep ratios (each rep's three runs carried the same change). */
+  thinOverFs: number;
+  thickOverFs: number;
+  thinOverThick: number;
+  commitThinOverThick: number;
+}
+
+const COMMIT_PHASE = 'commit (rotation, fsync)';
+const commitOf = (r: StoreRun) => r.phases.find((p) => p.name === COMMIT_PHASE)?.seconds ?? Number.NaN;
+
+/** The median of each phase over runs (a phase missing from a run's log counts as 0 s there). */
+function phaseMedians(runs: Phase[][]): Record<string, number> {
+  const names = [...new Set(runs.flatMap((ps) => ps.map((p) => p.name)))];
+  return Object.fromEntries(
+    names.map((n) => [n, median(runs.map((ps) => ps.find((p) => p.name === n)?.seconds ?? 0))]),
+  );
+}
+
+function kindStats(reps: Rep[]): KindStats {
+  const per = (f: (r: StoreRun) => number) =>
+    Object.fromEntries(STORE_KEYS.map((k) => [k, median(reps.map((r) => f(r.runs[k])))])) as Record<
+      StoreKey,
+      number
+    >;
+  const ratio = (a: StoreKey, b: StoreKey, f: (r: StoreRun) => number = (r) => r.seconds) =>
+    median(reps.map((r) => f(r.runs[a]) / f(r.runs[b])));
+  return {
+    reps: reps.length,
+    seconds: per((r) => r.seconds),
+    commitSeconds: per(commitOf),
+    bytesSent: per((r) => r.bytesSent),
+    phases: Object.fromEntries(
+      STORE_KEYS.map((k) => [k, phaseMedians(reps.map((r) => r.runs[k].phases))]),
+    ) as KindStats['phases'],
+    thinOverFs: ratio('thin', 'fs'),
+    thickOverFs: ratio('thick', 'fs'),
+    thinOverThick: ratio('thin', 'thick'),
+    commitThinOverThick: ratio('thin', 'thick', commitOf),
+  };
+}
+
+function statsOf(reps: Rep[]) {
+  const inc = reps.filter((r) => r.kind !== 'full');
+  return {
+    full: kindStats(reps.filter((r) => r.kind === 'full')),
+    incremental: kindStats(inc),
+    rotating: kindStats(inc.filter((r) => r.kind === 'rotate')),
+  };
+}
+
+/** With --trace-lvm: the LVM tools of the rotating runs, median calls and seconds per run. */
+function toolTable(rotating: Rep[], style: Partial<Table.TableConstructorOptions>): string | undefined {
+  if (!rotating.some((r) => r.runs.thin.tools)) return undefined;
+  const t = new Table({
+    head: ['LVM tools per rotating run, median', 'thin: calls', 's', 'thick: calls', 's'],
+    ...style,
+  });
+  const keys = [
+    ...new Set(
+      rotating.flatMap((r) => [
+        ...Object.keys(r.runs.thin.tools ?? {}),
+        ...Object.keys(r.runs.thick.tools ?? {}),
+      ]),
+    ),
+  ].sort();
+  const m = (k: 'thin' | 'thick', key: string, f: 'calls' | 'seconds') =>
+    median(rotating.map((r) => r.runs[k].tools?.[key]?.[f] ?? 0));
+  const total = (k: 'thin' | 'thick', f: 'calls' | 'seconds') =>
+    median(rotating.map((r) => Object.values(r.runs[k].tools ?? {}).reduce((n, v) => n + v[f], 0)));
+  for (const key of [...keys, 'all']) {
+    const cells = (k: 'thin' | 'thick') =>
+      key === 'all'
+        ? [String(total(k, 'calls')), total(k, 'seconds').toFixed(1)]
+        : [String(m(k, key, 'calls')), m(k, key, 'seconds').toFixed(1)];
+    t.push([key, ...cells('thin'), ...cells('thick')]);
+  }
+  return t.toString();
+}
+
+function report(
+  reps: Rep[],
+  s: ReturnType<typeof statsOf>,
+  space: Space | undefined,
+  load: number[][],
+): void {
+  const compact = {
+    style: { head: [], border: [], compact: true },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  };
+  const mib = (b: number) => `${(b / MiB).toFixed(0)} MiB`;
+  const name: Record<StoreKey, string> = {
+    fs: 'fs (ext4, /srv/fs)',
+    thin: 'LVM thin (vg_thin/pool0)',
+    thick: 'LVM thick (vg_thick)',
+  };
+  const t = new Table({
+    head: [
+      'median',
+      'full',
+      `incremental (${s.incremental.reps})`,
+      `incremental, rotating (${s.rotating.reps})`,
+      'commit phase, rotating',
+      'sent per incremental',
+      'space at DR after the last rep',
+    ],
+    ...compact,
+  });
+  for (const k of STORE_KEYS) {
+    const extra = k === 'fs' || !space ? '' : ` (+ ${mib(space.metadata[k])} metadata dir)`;
+    t.push([
+      name[k],
+      secs(s.full.seconds[k]),
+      secs(s.incremental.seconds[k]),
+      secs(s.rotating.seconds[k]),
+      secs(s.rotating.commitSeconds[k]),
+      mib(s.incremental.bytesSent[k]),
+      space ? `${mib(space.images[k])}${extra}` : 'not measured',
+    ]);
+  }
+  const x = (v: number) => `${v.toFixed(2)}×`;
+  const r = new Table({
+    head: [
+      'ratio (median of per-rep ratios)',
+      'full',
+      'incremental',
+      'incremental, rotating',
+      'commit phase, rotating',
+    ],
+    ...compact,
+  });
+  r.push(
+    ['LVM thin / fs', x(s.full.thinOverFs), x(s.incremental.thinOverFs), x(s.rotating.thinOverFs), ''],
+    ['LVM thick / fs', x(s.full.thickOverFs), x(s.incremental.thickOverFs), x(s.rotating.thickOverFs), ''],
+    [
+      'thin-snapshot / replaying rotation (thin / thick)',
+      x(s.full.thinOverThick),
+      x(s.incremental.thinOverThick),
+      x(s.rotating.thinOverThick),
+      x(s.rotating.commitThinOverThick),
+    ],
+  );
+  const w = new Table({
+    head: [
+      'where the time goes, median s',
+      ...STORE_KEYS.map((k) => `full ${k}`),
+      ...STORE_KEYS.map((k) => `rotating ${k}`),
+    ],
+    ...compact,
+  });
+  const phaseNames = [...new Set(STORE_KEYS.flatMap((k) => Object.keys(s.full.phases[k])))];
+  for (const n of phaseNames) {
+    const cell = (v: number | undefined) => (v === undefined ? '' : v.toFixed(1));
+    w.push([
+      n,
+      ...STORE_KEYS.map((k) => cell(s.full.phases[k][n])),
+      ...STORE_KEYS.map((k) => cell(s.rotating.phases[k][n])),
+    ]);
+  }
+  say(`\n${t.toString()}\n${r.toString()}\n${w.toString()}`);
+  const traced = toolTable(
+    reps.filter((p) => p.kind === 'rotate'),
+    compact,
+  );
+  if (traced) say(traced);
+  if (space) {
+    say(
+      `thin pool: ${mib(space.pool.size)}, ${space.pool.dataPercent}% used; thick: sum of the store's LV sizes; fs: du of the store directory`,
+    );
+  }
+  say(`reps: ${reps.map((p) => `${p.label} ${p.order.join('>')}`).join(', ')}`);
+  say(
+    `load average (1, 5, 15 min) at start ${load[0]!.map((v) => v.toFixed(1)).join(' ')}, at end ${load
+      .at(-1)!
+      .map((v) => v.toFixed(1))
+      .join(' ')}`,
+  );
+}
+
+await main();
