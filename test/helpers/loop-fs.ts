@@ -63,13 +63,21 @@ export function forceReadOnly(mnt: string): void {
 /** What an operator does after such an error: unmount, e2fsck, mount again read-write. */
 export function repairAndRemount(mnt: string): void {
   const dev = execFileSync('findmnt', ['-n', '-o', 'SOURCE', mnt]).toString().trim();
-  const img = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', dev]).toString().trim();
+  let img = execFileSync('losetup', ['-n', '-O', 'BACK-FILE', dev]).toString().trim();
   execFileSync('umount', [mnt]);
   // The old mount's superblock may still be released (and write its error state) after umount
   // returns: wait for its loop device to go, check the filesystem, and mount it again, until it
   // comes up read-write (-w: never the read-only fallback of mount(8)).
   for (let attempt = 1; ; attempt++) {
-    waitDetached(img);
+    if (!waitDetached(img) || attempt > 1) {
+      // The old superblock is still alive on its loop device (a loaded machine has kept it for
+      // minutes), and mount(8) reuses a loop device already attached to the same file, and with
+      // it that superblock, read-only (emergency_ro). A copy of the image is a new file: a new
+      // loop device and a fresh superblock; the old one writes nothing more (it is read-only).
+      const copy = `${img.replace(/\.copy\d+$/, '')}.copy${attempt}`;
+      execFileSync('cp', ['--sparse=always', img, copy]);
+      img = copy;
+    }
     try {
       execFileSync('e2fsck', ['-fy', img], { stdio: 'pipe' });
     } catch (e) {
@@ -94,15 +102,17 @@ export function repairAndRemount(mnt: string): void {
  * Waits until no loop device is attached to `img`: e2fsck on an image the old mount still writes
  * (its error state, on a loaded machine seconds after umount) corrupts it, which then shows as
  * EUCLEAN or as a mount that comes up emergency_ro. A loop device still attached after 30 s is
- * detached by force.
+ * asked to detach (it does once its superblock goes), and false says it is still there.
  */
-function waitDetached(img: string): void {
+function waitDetached(img: string): boolean {
+  const attached = () => execFileSync('losetup', ['-j', img]).toString().trim();
   for (let i = 0; i < 300; i++) {
-    if (!execFileSync('losetup', ['-j', img]).toString().trim()) return;
+    if (!attached()) return true;
     execFileSync('sleep', ['0.1']);
   }
-  for (const line of execFileSync('losetup', ['-j', img]).toString().trim().split('\n')) {
+  for (const line of attached().split('\n')) {
     const dev = line.split(':')[0];
     if (dev) execFileSync('losetup', ['-d', dev], { stdio: 'pipe' });
   }
+  return !attached();
 }
