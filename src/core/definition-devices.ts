@@ -107,6 +107,9 @@ function diskOf(c: RuleContext, el: Element): DomainDisk | undefined {
   return c.xml.disks().find((d) => d.element === el);
 }
 
+/** What the `<source>` of an rbd store's network disk keeps (libvirt formatdomain.html#hard-drives-floppy-disks-cdroms). */
+const NETWORK_SOURCE_CHILDREN = new Set(['host', 'config', 'auth']);
+
 /**
  * Only the store's images stay; optical and floppy drives stay empty (a missing ISO stops a
  * boot, and an inserted one is a host file the guest reads).
@@ -139,8 +142,11 @@ function disk(c: RuleContext, el: Element): void {
     });
     return;
   }
+  // An rbd store's image is a network disk: its cephx user and secret (`<auth>`) and the
+  // cluster's monitors or configuration file (`<source>`'s `<host>`, `<config>`) are how it is reached.
+  const network = el.getAttribute('type') === 'network' && c.facts.isStoreImage(d);
   for (const child of elementChildren(el)) {
-    if (DISK_CHILDREN.has(child.nodeName)) continue;
+    if (DISK_CHILDREN.has(child.nodeName) || (network && child.nodeName === 'auth')) continue;
     if (child.nodeName === 'backingStore' && c.facts.isStoreImage(d)) {
       // A store image is raw and stands alone; the boot gives it its own chain (an overlay).
       el.removeChild(child);
@@ -153,7 +159,10 @@ function disk(c: RuleContext, el: Element): void {
     });
   }
   for (const source of c.xml.children(el, 'source')) {
-    for (const s of elementChildren(source)) if (s.nodeName !== 'seclabel') source.removeChild(s);
+    for (const s of elementChildren(source)) {
+      if (s.nodeName === 'seclabel' || (network && NETWORK_SOURCE_CHILDREN.has(s.nodeName))) continue;
+      source.removeChild(s);
+    }
   }
 }
 

@@ -43,7 +43,10 @@ export interface DomainDisk {
   bus: string | undefined;
   /** `<driver type>`: qcow2, raw. */
   format: string | undefined;
-  /** `<source file>` or `<source dev>`, when the disk has one. */
+  /**
+   * `<source file>` or `<source dev>`, when the disk has one; for an RBD network disk
+   * (`<source protocol='rbd' name='pool/image'>`) `rbd:pool/image`, QEMU's name for it.
+   */
   path: string | undefined;
   /** `<source pool volume>` for type='volume'. */
   pool: string | undefined;
@@ -51,6 +54,25 @@ export interface DomainDisk {
   readonly: boolean;
   /** The element itself, for callers that rewrite it. */
   element: Element;
+}
+
+/** A libvirt network disk on an RBD image (recovery and the rbd store's definitions). */
+export interface NetworkDiskSource {
+  protocol: 'rbd';
+  /** `pool/image` (or `pool/image@snapshot` is not used: Haven boots clones). */
+  name: string;
+  hosts: { name: string; port?: number }[];
+  config?: string;
+  auth: { username: string; secretUsage: string };
+}
+
+export type DiskSourceSpec = { file: string } | { dev: string } | { network: NetworkDiskSource };
+
+/** `rbd:pool/image` for `<disk type='network'><source protocol='rbd' name='pool/image'>`. */
+function rbdPath(el: Element, source: Element | undefined): string | undefined {
+  if (el.getAttribute('type') !== 'network' || source?.getAttribute('protocol') !== 'rbd') return undefined;
+  const name = source.getAttribute('name');
+  return name ? `rbd:${name}` : undefined;
 }
 
 export class DomainXml {
@@ -145,7 +167,7 @@ export class DomainXml {
         target: target?.getAttribute('dev') ?? '',
         bus: target?.getAttribute('bus') ?? undefined,
         format: driver?.getAttribute('type') ?? undefined,
-        path: source?.getAttribute('file') || source?.getAttribute('dev') || undefined,
+        path: source?.getAttribute('file') || source?.getAttribute('dev') || rbdPath(el, source) || undefined,
         pool: source?.getAttribute('pool') || undefined,
         volume: source?.getAttribute('volume') || undefined,
         readonly: Boolean(this.child(el, 'readonly')),
@@ -158,20 +180,53 @@ export class DomainXml {
    * Points a disk at a raw image file or a block device (a DR image), dropping what belonged to
    * the old source: its backing chain, volume reference and any qcow2 driver options.
    */
-  setDiskSource(disk: DomainDisk, source: { file: string } | { dev: string }): void {
+  setDiskSource(disk: DomainDisk, source: DiskSourceSpec): void {
     const el = disk.element;
-    const isFile = 'file' in source;
-    el.setAttribute('type', isFile ? 'file' : 'block');
-    for (const old of [...this.children(el, 'source'), ...this.children(el, 'backingStore')]) {
+    el.setAttribute('type', 'file' in source ? 'file' : 'dev' in source ? 'block' : 'network');
+    for (const old of [
+      ...this.children(el, 'source'),
+      ...this.children(el, 'backingStore'),
+      ...this.children(el, 'auth'),
+    ]) {
       el.removeChild(old);
     }
     const src = this.doc.createElement('source');
-    src.setAttribute(isFile ? 'file' : 'dev', isFile ? source.file : source.dev);
+    if ('file' in source) src.setAttribute('file', source.file);
+    else if ('dev' in source) src.setAttribute('dev', source.dev);
+    else this.fillNetworkSource(el, src, source.network);
     const driver = this.ensureChild(el, 'driver');
     driver.setAttribute('name', 'qemu');
     driver.setAttribute('type', 'raw');
     // <source> goes right after <driver>, as libvirt writes it.
     el.insertBefore(src, driver.nextSibling);
+  }
+
+  /**
+   * An RBD image as libvirt boots it: `<source protocol='rbd' name='pool/image'>` with its
+   * monitors or the Ceph configuration file, and `<auth>` naming the cephx user and the libvirt
+   * secret (by usage) that holds its key. `<auth>` sits before `<source>`, as libvirt writes it.
+   */
+  private fillNetworkSource(el: Element, src: Element, n: NetworkDiskSource): void {
+    src.setAttribute('protocol', n.protocol);
+    src.setAttribute('name', n.name);
+    for (const h of n.hosts) {
+      const host = this.doc.createElement('host');
+      host.setAttribute('name', h.name);
+      if (h.port !== undefined) host.setAttribute('port', String(h.port));
+      src.appendChild(host);
+    }
+    if (n.config) {
+      const config = this.doc.createElement('config');
+      config.setAttribute('file', n.config);
+      src.appendChild(config);
+    }
+    const auth = this.doc.createElement('auth');
+    auth.setAttribute('username', n.auth.username);
+    const secret = this.doc.createElement('secret');
+    secret.setAttribute('type', 'ceph');
+    secret.setAttribute('usage', n.auth.secretUsage);
+    auth.appendChild(secret);
+    el.insertBefore(auth, el.firstChild);
   }
 
   /**

@@ -17,7 +17,7 @@ const hex32 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 hex digits');
 export const storeDescriptorSchema = z.object({
   format: z.literal('haven-store'),
   version: positive,
-  kind: z.enum(['fs', 'lvm']),
+  kind: z.enum(['fs', 'lvm', 'rbd']),
   id: text(200),
   createdAt: z.string(),
   chunkSize: positive,

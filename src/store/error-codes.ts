@@ -342,4 +342,39 @@ export const STORE_CODES = {
     action:
       'Read the lvm message, fix the volume group (`vgs`, `lvs`, `pvs`), then run again; stored generations are intact.',
   },
+  RBD_BAD_LOCATION: {
+    kind: 'usage',
+    meaning: 'An rbd store location (--rbd, a target URL’s rbd=) is not rbd://USER@CLUSTER/POOL or rbd://USER@MON[,MON…]/POOL?keyring=FILE.',
+    action: 'Write the location as docs/store-rbd.md shows.',
+  },
+  RBD_CONFLICT: {
+    kind: 'usage',
+    meaning: 'The rbd location given differs from the one the store was created with, or the directory is a store of another kind.',
+    action: 'Leave --rbd out for an existing store (its descriptor names its pool), or give exactly that location.',
+  },
+  RBD_UNREACHABLE: {
+    kind: 'unavailable',
+    meaning: 'No monitor of the Ceph cluster answered, or the client could not authenticate, within the connect timeout.',
+    action: 'Check `ceph -s` with the same configuration and keyring, the monitors’ addresses and the network; then run again.',
+  },
+  RBD_POOL_NOT_FOUND: {
+    kind: 'not-found',
+    meaning: 'The pool the store names does not exist in the cluster.',
+    action: 'Create it (`ceph osd pool create POOL && rbd pool init POOL`) or give the right pool.',
+  },
+  RBD_PERMISSION_DENIED: {
+    kind: 'refused',
+    meaning: 'The cephx user lacks a capability the store needs.',
+    action: "Give it mon 'profile rbd' and osd 'profile rbd pool=POOL' (`ceph auth caps`); `haven doctor --store PATH` checks them.",
+  },
+  RBD_TIMEOUT: {
+    kind: 'unavailable',
+    meaning: 'The cluster did not answer an operation within the store’s timeout: a monitor or OSD is down, or the pool is full.',
+    action: 'Check `ceph status`; stored generations are intact, run again once the cluster is healthy.',
+  },
+  RBD_FAILED: {
+    kind: 'io',
+    meaning: 'A Ceph operation failed for another reason; its message is in the error.',
+    action: 'Read the message; `haven doctor --store PATH` checks the cluster, the pool and the user; stored generations are intact.',
+  },
 } as const satisfies Record<string, CodeEntry>;

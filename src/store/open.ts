@@ -10,17 +10,27 @@ import { type FsStore, type FsStoreOptions, openFsStore } from './fs/index.ts';
 import { LvmCli } from './lvm/cli.ts';
 import { checkLvmStore, type StoreCheck } from './lvm/doctor.ts';
 import { type LvmStore, openLvmStore, parseGroups } from './lvm/index.ts';
+import { openRbdStore, type RbdStore } from './rbd/index.ts';
 
 export interface OpenStoreOptions extends FsStoreOptions {
   /** Volume groups of an LVM store (`vg_dr0,vg_dr1`, `vg_dr/pool0`): required to create one. */
   volumeGroups?: string;
+  /** An rbd store's cluster and pool (`rbd://USER@CLUSTER/POOL`): required to create one. */
+  rbd?: string;
 }
 
-export type AnyStore = FsStore | LvmStore;
+export type AnyStore = FsStore | LvmStore | RbdStore;
 
 export async function openStore(dir: string, options: OpenStoreOptions = {}): Promise<AnyStore> {
-  const { volumeGroups, reflinks, ...common } = options;
-  const kind = (await openDescriptorKind(dir)) ?? (volumeGroups !== undefined ? 'lvm' : 'fs');
+  const { volumeGroups, rbd, reflinks, ...common } = options;
+  const kind =
+    (await openDescriptorKind(dir)) ?? (volumeGroups !== undefined ? 'lvm' : rbd !== undefined ? 'rbd' : 'fs');
+  if (rbd !== undefined && kind !== 'rbd') {
+    throw storeError('RBD_CONFLICT', 'usage', `${dir} is a ${kind} store, not a store of ${rbd}`, {
+      hint: 'Leave --rbd out for this store, or give the rbd store its own directory.',
+    });
+  }
+  if (kind === 'rbd') return openRbdStore(dir, { ...common, ...(rbd !== undefined ? { rbd } : {}) });
   if (kind === 'fs' && volumeGroups !== undefined) {
     throw storeError(
       'STORE_LVM_CONFLICT',

@@ -41,7 +41,7 @@ export const STORE_FORMAT_VERSION = 2;
  */
 export const CHUNK_SIZE = 64 * 1024;
 
-export type StoreKind = 'fs' | 'lvm';
+export type StoreKind = 'fs' | 'lvm' | 'rbd';
 
 /** `haven-store.json` at the store root (or its LVM equivalent). */
 export interface StoreDescriptor {
@@ -54,6 +54,8 @@ export interface StoreDescriptor {
   digest: DigestAlgorithm;
   /** An LVM store's volume groups (`vg_dr0,vg_dr1`, `vg_dr/pool0`; docs/store-lvm.md), fixed at creation. */
   volumeGroups?: string;
+  /** An rbd store's cluster and pool (`rbd://USER@CLUSTER/POOL`; docs/store-rbd.md), fixed at creation. */
+  rbd?: string;
 }
 
 export interface DiskSpec {

@@ -13,7 +13,7 @@ import { type Logger, silentLogger } from '../core/log.ts';
 import { installPath } from '../core/package-root.ts';
 import { type Connection, JoinedStream } from './connection.ts';
 import { TransportError } from './errors.ts';
-import { formatTarget, type Target } from './url.ts';
+import { formatTarget, type StoreQuery, type Target } from './url.ts';
 
 /** bin/haven.mjs of this installation. */
 export const HAVEN_BIN = installPath('bin', 'haven.mjs');
@@ -88,13 +88,21 @@ export function localPeerArgs(havenArgs: readonly string[], o: PeerOptions = {})
   return [cmd!, [...pre, ...havenArgs]];
 }
 
-function receiveArgs(path: string, o: ChildOptions, lvm?: string): string[] {
-  return ['receive', '--stdio', '--store', path, ...(lvm ? ['--lvm', lvm] : []), ...(o.receiveArgs ?? [])];
+function receiveArgs(path: string, o: ChildOptions, q: StoreQuery = {}): string[] {
+  return [
+    'receive',
+    '--stdio',
+    '--store',
+    path,
+    ...(q.lvm ? ['--lvm', q.lvm] : []),
+    ...(q.rbd ? ['--rbd', q.rbd] : []),
+    ...(o.receiveArgs ?? []),
+  ];
 }
 
 /** The ssh argument vector for a target. */
 export function sshArgs(t: Extract<Target, { kind: 'ssh' }>, o: ChildOptions = {}): string[] {
-  return sshPeerArgs(t, receiveArgs(t.path, o, t.lvm), o);
+  return sshPeerArgs(t, receiveArgs(t.path, o, t), o);
 }
 
 export function localArgs(path: string, o: ChildOptions = {}): [string, string[]] {
@@ -109,7 +117,7 @@ export function openChildTarget(
   const host: PeerHost = target.kind === 'ssh' ? target : { kind: 'local' };
   return spawnPeer(
     host,
-    receiveArgs(target.path, o, target.lvm),
+    receiveArgs(target.path, o, target),
     { noun: 'receiver', side: 'target', name: `the receiver at ${description}`, description },
     o,
   );

@@ -4,7 +4,11 @@
  *   /srv/haven                      a store on this machine (a local `haven receive --stdio`)
  *   ssh://[user@]host[:port]/path   a store on a target reached with the system ssh client
  *   ssh://host/path?lvm=vg0,vg1     an LVM store there: its metadata directory and volume groups
- *                                   (docs/store-lvm.md; `lvm` is the only query a URL may carry)
+ *                                   (docs/store-lvm.md)
+ *   ssh://host/path?rbd=rbd://haven@ceph/dr
+ *                                   an rbd store there: its metadata directory and Ceph pool
+ *                                   (docs/store-rbd.md; `lvm` or `rbd` is the only query a URL may
+ *                                   carry, a location with a query of its own percent-encoded)
  *   tls://host:port                 a `haven receive --listen` on a target without ssh
  *
  * Host and user names are checked strictly: they end up as arguments of ssh, and a value that
@@ -14,9 +18,15 @@ import { isAbsolute, resolve } from 'node:path';
 import { badUrl } from './errors.ts';
 
 export type Target =
-  | { kind: 'local'; path: string; lvm?: string }
-  | { kind: 'ssh'; user?: string; host: string; port?: number; path: string; lvm?: string }
+  | ({ kind: 'local'; path: string } & StoreQuery)
+  | ({ kind: 'ssh'; user?: string; host: string; port?: number; path: string } & StoreQuery)
   | { kind: 'tls'; host: string; port: number };
+
+/** What a store URL's query names: an LVM store's groups or an rbd store's pool (receive --lvm, --rbd). */
+export interface StoreQuery {
+  lvm?: string;
+  rbd?: string;
+}
 
 /** Hostnames, IPv4 and (bracketed in URLs) IPv6 addresses. */
 const HOST =
@@ -51,10 +61,10 @@ export function parseTarget(url: string): Target {
     throw badUrl(url, 'not a URL');
   }
   if (u.hash) throw badUrl(url, 'fragments are not allowed');
-  const lvm = lvmQuery(url, u, scheme);
+  const query = storeQuery(url, u, scheme);
   if (scheme === 'file') {
     if (u.host) throw badUrl(url, 'file URLs name a local path (file:///path)');
-    return { kind: 'local', path: resolve(decodeURIComponent(u.pathname)), ...lvm };
+    return { kind: 'local', path: resolve(decodeURIComponent(u.pathname)), ...query };
   }
   if (scheme === 'ssh') {
     if (u.password) throw badUrl(url, 'passwords do not belong in target URLs (use ssh keys)');
@@ -71,7 +81,7 @@ export function parseTarget(url: string): Target {
       path,
       ...(user !== undefined ? { user } : {}),
       ...(port ? { port } : {}),
-      ...lvm,
+      ...query,
     };
   }
   if (scheme === 'tls') {
@@ -86,26 +96,44 @@ export function parseTarget(url: string): Target {
   throw badUrl(url, `unknown scheme ${scheme}: (use a path, ssh:// or tls://)`);
 }
 
-/** `?lvm=vg0,vg1` (an LVM store, docs/store-lvm.md): the only query a store URL may carry. */
-function lvmQuery(url: string, u: URL, scheme: string): { lvm?: string } {
+/**
+ * `?lvm=vg0,vg1` (an LVM store, docs/store-lvm.md) or `?rbd=rbd://USER@CLUSTER/POOL` (an rbd store,
+ * docs/store-rbd.md): the only queries a store URL may carry, one of them.
+ */
+function storeQuery(url: string, u: URL, scheme: string): StoreQuery {
   if (!u.search) return {};
   const keys = [...u.searchParams.keys()];
-  const lvm = u.searchParams.get('lvm');
-  if ((scheme !== 'ssh' && scheme !== 'file') || keys.length !== 1 || keys[0] !== 'lvm' || !lvm) {
-    throw badUrl(url, 'the only query a store URL may carry is lvm=VG[,VG…] (ssh:// and file:// targets)');
+  const key = keys[0];
+  const value = key === undefined ? null : u.searchParams.get(key);
+  if ((scheme !== 'ssh' && scheme !== 'file') || keys.length !== 1 || (key !== 'lvm' && key !== 'rbd') || !value) {
+    throw badUrl(
+      url,
+      'the only query a store URL may carry is lvm=VG[,VG…] or rbd=rbd://USER@CLUSTER/POOL (ssh:// and file:// targets)',
+    );
   }
-  if (!/^[A-Za-z0-9+_.,/-]+$/.test(lvm)) throw badUrl(url, `lvm=${lvm} is not a list of volume groups`);
-  return { lvm };
+  if (key === 'lvm') {
+    if (!/^[A-Za-z0-9+_.,/-]+$/.test(value)) throw badUrl(url, `lvm=${value} is not a list of volume groups`);
+    return { lvm: value };
+  }
+  // Checked in full by the receiver (store/rbd/location.ts); here only what could reach ssh's command line.
+  if (!/^rbd:\/\/[A-Za-z0-9_.,:@[\]/?=&%+-]+$/.test(value)) throw badUrl(url, `rbd=${value} is not an rbd store location`);
+  return { rbd: value };
+}
+
+function queryText(t: StoreQuery): string {
+  if (t.lvm) return `?lvm=${t.lvm}`;
+  if (t.rbd) return `?rbd=${encodeURIComponent(t.rbd)}`;
+  return '';
 }
 
 /** The target as written in logs. */
 export function formatTarget(t: Target): string {
   switch (t.kind) {
     case 'local':
-      return t.lvm ? `file://${t.path}?lvm=${t.lvm}` : t.path;
+      return t.lvm || t.rbd ? `file://${t.path}${queryText(t)}` : t.path;
     case 'ssh': {
       const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-      const query = t.lvm ? `?lvm=${t.lvm}` : '';
+      const query = queryText(t);
       return `ssh://${t.user ? `${t.user}@` : ''}${host}${t.port ? `:${t.port}` : ''}${t.path}${query}`;
     }
     case 'tls':

@@ -140,6 +140,7 @@ export default function register(program: Command, context: () => CliContext): v
     .description('list the generations of each server in a store, and its journal of points')
     .argument('[server]', 'only this server')
     .requiredOption('--store <path>', 'the store directory')
+    .option('--rbd <location>', 'an rbd store whose directory is missing here: rebuild it from this pool (docs/store-rbd.md)')
     .option('--points', 'list every point of the journals')
     .option('--hosts', 'only the hosts’ rescue media and backup archives')
     .option('--json', 'print as JSON');
@@ -155,10 +156,10 @@ export default function register(program: Command, context: () => CliContext): v
   command.action(
     async (
       server: string | undefined,
-      flags: { store: string; hosts?: boolean; points?: boolean; json?: boolean },
+      flags: { store: string; rbd?: string; hosts?: boolean; points?: boolean; json?: boolean },
     ) => {
       const ctx = context();
-      const store = await openStore(flags.store, { log: ctx.log });
+      const store = await openStore(flags.store, { log: ctx.log, ...(flags.rbd ? { rbd: flags.rbd } : {}) });
       try {
         const { hosts, isHost } = await hostManifests(
           new HostStore(store.location, store.descriptor, { log: ctx.log }),

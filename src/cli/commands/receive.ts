@@ -49,6 +49,8 @@ interface ReceiveFlags {
   store: string;
   /** An LVM store's volume groups (docs/store-lvm.md). */
   lvm?: string;
+  /** An rbd store's Ceph cluster and pool (docs/store-rbd.md). */
+  rbd?: string;
   staging?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -216,6 +218,10 @@ export default function register(program: Command, context: () => CliContext): v
       'an LVM store: images as LVs in these volume groups (VG[,VG…], VG/POOL for a thin pool), metadata in --store',
     )
     .option(
+      '--rbd <location>',
+      'an rbd store: images in this Ceph pool (rbd://USER@CLUSTER/POOL, docs/store-rbd.md), metadata in --store and the pool',
+    )
+    .option(
       '--staging <dir>',
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
     )
@@ -301,6 +307,7 @@ export default function register(program: Command, context: () => CliContext): v
       const store = await openStore(flags.store, {
         create: !flags.dryRun,
         ...(flags.lvm !== undefined ? { volumeGroups: flags.lvm } : {}),
+        ...(flags.rbd !== undefined ? { rbd: flags.rbd } : {}),
         log,
         directIo: flags.directIo,
         reflinks: flags.reflink,
@@ -308,7 +315,7 @@ export default function register(program: Command, context: () => CliContext): v
         // This DR host's own settings, read when a new server's definition is written.
         definitionRules: async () => (await ctx.config()).definitions,
       });
-      const capacity = () => (store.kind === 'lvm' ? store.capacity() : fsCapacity(store.location));
+      const capacity = () => (store.kind === 'fs' ? fsCapacity(store.location) : store.capacity());
       const withCapacity = { ...receiverOptions, capacity };
       try {
         if (listen) await serveListener(flags, listen, token, store, withCapacity, log);

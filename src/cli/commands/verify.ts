@@ -76,6 +76,7 @@ export default function register(program: Command, context: () => CliContext): v
     .description('re-read the images and journals of a store and check their manifests and digests')
     .argument('[server]', 'only this server (or host)')
     .requiredOption('--store <path>', 'the store directory')
+    .option('--rbd <location>', 'an rbd store whose directory is missing here: rebuild it from this pool (docs/store-rbd.md)')
     .option(
       '--generation <k>',
       'only this generation: 1 = newest, 2 = the one before, … (as haven images lists them), or its id',
@@ -90,10 +91,10 @@ export default function register(program: Command, context: () => CliContext): v
   command.action(
     async (
       server: string | undefined,
-      flags: { store: string; generation?: string; quick?: boolean; json?: boolean },
+      flags: { store: string; rbd?: string; generation?: string; quick?: boolean; json?: boolean },
     ) => {
       const ctx = context();
-      const store = await openStore(flags.store, { log: ctx.log });
+      const store = await openStore(flags.store, { log: ctx.log, ...(flags.rbd ? { rbd: flags.rbd } : {}) });
       const bar = progressBar(ctx.stderr, ctx.progressMode(flags.json), 'verify');
       const started = performance.now();
       let report: Awaited<ReturnType<typeof store.verify>>;

@@ -6,6 +6,7 @@ import type { StoreDescriptor } from '../types.ts';
 import { ensureDir } from './files.ts';
 import type { ImageVolumes } from './images.ts';
 import type { MetadataLayout } from './metadata-layout.ts';
+import type { MetadataMirror } from './mirror.ts';
 
 export interface StoreContext {
   /** The store's own plain files: manifests, journals, delta records, digests, locks. */
@@ -20,6 +21,8 @@ export interface StoreContext {
   directIo: boolean;
   /** The DR host's settings for definitions, asked for when one is written (commit/definition.ts). */
   definitionRules?: () => Promise<DefinitionRules>;
+  /** Where the metadata files are copied as they change (rbd: the pool); none for the other kinds. */
+  mirror?: MetadataMirror;
 }
 
 /**
@@ -27,7 +30,7 @@ export interface StoreContext {
  * (made if missing) and the DR host's definition rules.
  */
 export async function storeContext(
-  parts: Pick<StoreContext, 'layout' | 'images' | 'descriptor' | 'log' | 'directIo'>,
+  parts: Pick<StoreContext, 'layout' | 'images' | 'descriptor' | 'log' | 'directIo'> & { mirror?: MetadataMirror },
   options: { stagingDir?: string; definitionRules?: () => Promise<DefinitionRules> },
 ): Promise<StoreContext> {
   const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;

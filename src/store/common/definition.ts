@@ -16,7 +16,7 @@ import {
   type DefinitionRules,
   logDefinitionReport,
 } from '../../core/definition-rules.ts';
-import { type DomainDisk, DomainXml } from '../../core/domain-xml.ts';
+import { type DiskSourceSpec, type DomainDisk, DomainXml } from '../../core/domain-xml.ts';
 import type { Logger } from '../../core/log.ts';
 
 /**
@@ -40,6 +40,8 @@ export interface DrDefinitionOptions {
   storeRoot: string;
   /** The images are block devices (an LVM store): disks become `<disk type='block'>`. */
   blockDevices?: boolean;
+  /** Where each disk's image is when it is not a path (an rbd store's network disks); wins over the path. */
+  diskSource?: (disk: string) => DiskSourceSpec | undefined;
 }
 
 export function buildDrDefinition(
@@ -56,7 +58,7 @@ export function buildDrDefinition(
     const name = storeDiskNameCandidates(d).find((n) => disks.includes(n) && !placed.has(n));
     if (name !== undefined) {
       const path = imagePathOf(name);
-      xml.setDiskSource(d, options.blockDevices ? { dev: path } : { file: path });
+      xml.setDiskSource(d, options.diskSource?.(name) ?? (options.blockDevices ? { dev: path } : { file: path }));
       placed.set(name, d.element);
       continue;
     }

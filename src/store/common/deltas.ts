@@ -36,7 +36,9 @@ export async function readDeltaRecord(
 
 export async function writeDeltaRecord(ctx: StoreContext, record: DeltaRecord): Promise<void> {
   record.updatedAt = new Date().toISOString();
-  await writeFileDurable(ctx.layout.deltaRecord(record.server, record.id), toJson(record));
+  const path = ctx.layout.deltaRecord(record.server, record.id);
+  await writeFileDurable(path, toJson(record));
+  await ctx.mirror?.saved(path);
 }
 
 /** Every delta record of a server, oldest first. Directories without a record are skipped. */
@@ -90,6 +92,7 @@ export async function deleteDelta(ctx: StoreContext, record: DeltaRecord, log: L
       });
   }
   await removeTree(recordDir);
+  await ctx.mirror?.removed(recordDir);
 }
 
 /** True when a staged delta's data and index are where its record says (a cache drive may be gone). */

@@ -18,6 +18,8 @@ export interface DescriptorOptions {
   digest?: DigestAlgorithm;
   /** An LVM store's volume groups, recorded when it is created (docs/store-lvm.md). */
   volumeGroups?: string;
+  /** An rbd store's location, recorded when it is created (docs/store-rbd.md). */
+  rbd?: string;
   log: Logger;
 }
 
@@ -96,6 +98,7 @@ async function createDescriptor(
     chunkSize: CHUNK_SIZE,
     digest,
     ...(options.volumeGroups ? { volumeGroups: options.volumeGroups } : {}),
+    ...(options.rbd ? { rbd: options.rbd } : {}),
   };
   await ensureDir(layout.root);
   if (await createFileOnce(layout.descriptor, toJson(fresh)))

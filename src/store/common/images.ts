@@ -9,17 +9,23 @@
  * this interface, in the order common/ calls it; an implementation adds no ordering of its own
  * beyond what each method says is durable when it returns.
  */
+import type { DiskSourceSpec } from '../../core/domain-xml.ts';
 import type { Logger } from '../../core/log.ts';
-import type { DirectWrites } from './direct-io.ts';
 import type { ByteRange } from './holes.ts';
 import type { Seq } from './rotation-plan.ts';
 
+/** Positioned writes into one image (direct-io.ts DirectWrites for files and block devices). */
+export interface PositionedWrites {
+  /** Writes all of `buf` at `position`; `buf` stays untouched until the promise settles. */
+  write(buf: Buffer, position: number): Promise<void>;
+}
+
 /** An image open for writing. */
 export interface WritableImage {
-  /** The image's path (a file, or a block device), as errors and logs name it. */
+  /** The image's path (a file, a block device, `rbd:POOL/IMAGE`), as errors and logs name it. */
   readonly path: string;
   /** Positioned writes, past the page cache where the storage allows (direct-io.ts). */
-  readonly out: DirectWrites;
+  readonly out: PositionedWrites;
   /** The image's size in bytes now. */
   size(): Promise<number>;
   /** Cuts the image to `size` bytes or grows it, the new part reading as zeroes (a hole). */
@@ -73,8 +79,10 @@ export interface RotationRoom {
 export interface ImageVolumes {
   /** Images are block devices (definitions name them `<disk type='block'>`), not files. */
   readonly blockDevices: boolean;
-  /** Where the image is: a file path (fs), a block device path (lvm, rbd). */
+  /** Where the image is: a file path (fs), a block device path (lvm), `rbd:POOL/IMAGE` (rbd). */
   path(server: string, disk: string, seq: Seq): string;
+  /** What a DR definition's disk names when the image is not a path: an rbd store's network disk. */
+  diskSource?(server: string, disk: string, seq: Seq): DiskSourceSpec;
   /** Bytes the image takes in the storage (allocated blocks; 0 when it does not exist). */
   allocated(server: string, disk: string, seq: Seq): Promise<number>;
   exists(server: string, disk: string, seq: Seq): Promise<boolean>;

@@ -89,7 +89,9 @@ export async function manifestExists(ctx: StoreContext, server: string): Promise
 export async function writeManifest(ctx: StoreContext, m: ManifestFile): Promise<void> {
   const text = toJson(m);
   await writeFileDurable(ctx.layout.manifest(m.server), text);
+  await ctx.mirror?.saved(ctx.layout.manifest(m.server));
   await writeFileDurable(ctx.layout.manifestCopy(m.server), text);
+  await ctx.mirror?.saved(ctx.layout.manifestCopy(m.server));
 }
 
 export async function readJournal(ctx: StoreContext, server: string): Promise<Journal | null> {
@@ -98,11 +100,15 @@ export async function readJournal(ctx: StoreContext, server: string): Promise<Jo
 }
 
 export async function writeJournal(ctx: StoreContext, j: Journal): Promise<void> {
-  await writeFileDurable(ctx.layout.journal(j.server), toJson(j));
+  const path = ctx.layout.journal(j.server);
+  await writeFileDurable(path, toJson(j));
+  await ctx.mirror?.saved(path);
 }
 
 export async function removeJournal(ctx: StoreContext, server: string): Promise<void> {
-  await removeIfExists(ctx.layout.journal(server));
+  const path = ctx.layout.journal(server);
+  await removeIfExists(path);
+  await ctx.mirror?.removed(path);
 }
 
 /** The servers that have a directory in the store (with or without generations). */

@@ -15,12 +15,13 @@ const seq = z.union([z.number().int().positive(), z.literal('incomplete')]);
 const descriptorSchema = z.looseObject({
   format: z.literal('haven-store'),
   version: z.number().int().positive(),
-  kind: z.enum(['fs', 'lvm']),
+  kind: z.enum(['fs', 'lvm', 'rbd']),
   id: z.string().min(1),
   createdAt: z.string(),
   chunkSize: z.number().int().positive(),
   digest: z.enum(DIGEST_ALGORITHMS as ['blake3', 'sha256']),
   volumeGroups: z.string().min(1).optional(),
+  rbd: z.string().min(1).optional(),
 });
 
 /** A drill or activation result kept with a generation (server and host manifests alike). */

@@ -28,8 +28,12 @@ export async function ensureDefinition(
       storeRoot: ctx.layout.root,
       rules: await ctx.definitionRules?.(),
       blockDevices: ctx.images.blockDevices,
+      ...(ctx.images.diskSource ? { diskSource: (disk) => ctx.images.diskSource?.(delta.server, disk, 1) } : {}),
     },
   );
   await ensureDir(ctx.layout.definitionsDir);
-  if (await createFileOnce(path, xml)) log.info('definition written', { server: delta.server, path });
+  if (await createFileOnce(path, xml)) {
+    await ctx.mirror?.saved(path);
+    log.info('definition written', { server: delta.server, path });
+  }
 }

@@ -32,6 +32,7 @@ export async function prune(ctx: StoreContext, server: string, log: Logger): Pro
   for (const name of await listDir(deltasDir)) {
     if (!(await exists(join(deltasDir, name, 'delta.json')))) {
       await removeTree(join(deltasDir, name));
+      await ctx.mirror?.removed(join(deltasDir, name));
       done.push(`${server}: removed delta directory ${name} left without a record`);
     }
   }
@@ -39,6 +40,7 @@ export async function prune(ctx: StoreContext, server: string, log: Logger): Pro
   for (const name of await listDir(digestsRoot)) {
     if (!ids.includes(name)) {
       await removeTree(join(digestsRoot, name));
+      await ctx.mirror?.removed(join(digestsRoot, name));
       done.push(`${server}: removed digests of retired generation ${name}`);
     }
   }

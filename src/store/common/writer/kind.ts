@@ -8,13 +8,13 @@
  * `K` is what the kind keeps per disk (DeltaDisk.kindState).
  */
 
-import type { DirectWrites } from '../direct-io.ts';
+import type { PositionedWrites } from '../images.ts';
 import type { DeltaRecord } from '../records.ts';
 import type { DeltaDisk } from './disk.ts';
 
 /** Where the bytes of one data write go. */
 export interface DataTarget {
-  out: DirectWrites;
+  out: PositionedWrites;
   /** Position in the file `out` writes. */
   at: number;
   /** What I/O errors of the write name. */

@@ -1,0 +1,405 @@
+#!/usr/bin/python3
+"""Haven's Ceph broker: one process per open rbd store, speaking for it to the cluster through
+Ceph's own Python bindings (python3-rados, python3-rbd; ceph-common depends on both, so every host
+with the `rbd` command has them). Haven (src/store/rbd/broker.ts) starts it, sends one request at
+a time and bounds every request with a deadline of its own: a hung librados call (a full pool, a
+stopped OSD) ends with the process killed, never with Haven waiting.
+
+Messages both ways: a 4-byte big-endian length, that many bytes of JSON, then `len` bytes of raw
+payload when the JSON has a `len` (object contents, image reads). Requests carry `op` and its
+arguments; answers carry `ok` and the results, or `ok: false` with `errno`, `error` and `type`.
+
+Image data is not written here: qemu-nbd does that (docs/store-rbd.md says why). This process
+creates, renames, snapshots, clones and removes images, reads them (verify, restore, digests of a
+resized disk), and keeps the store's metadata objects in the pool's `haven` namespace.
+"""
+import errno
+import json
+import struct
+import sys
+
+import rados
+import rbd
+
+import os
+
+META_NAMESPACE = 'haven'
+# HAVEN_RBD_TRACE=FILE: every request, appended to FILE (debugging a store's conversation).
+TRACE = open(os.environ['HAVEN_RBD_TRACE'], 'a') if os.environ.get('HAVEN_RBD_TRACE') else None
+SNAP_PREFIX = 'haven-'
+
+
+def read_exact(stream, n):
+    chunks = []
+    while n > 0:
+        b = stream.read(n)
+        if not b:
+            raise EOFError()
+        chunks.append(b)
+        n -= len(b)
+    return b''.join(chunks)
+
+
+def send(out, header, payload=b''):
+    if payload:
+        header['len'] = len(payload)
+    body = json.dumps(header).encode('utf-8')
+    out.write(struct.pack('>I', len(body)))
+    out.write(body)
+    if payload:
+        out.write(payload)
+    out.flush()
+
+
+def error_number(e):
+    n = getattr(e, 'errno', None)
+    if isinstance(n, int) and n != 0:
+        return abs(n)
+    if isinstance(e, (rados.ObjectNotFound, rbd.ImageNotFound)):
+        return errno.ENOENT
+    if isinstance(e, (rados.PermissionError, rbd.PermissionError)):
+        return errno.EPERM
+    if isinstance(e, (rados.TimedOut, rbd.Timeout)):
+        return errno.ETIMEDOUT
+    return errno.EIO
+
+
+class Broker:
+    def __init__(self, opts):
+        conf = {
+            'rados_osd_op_timeout': str(opts['opTimeout']),
+            'rados_mon_op_timeout': str(opts['opTimeout']),
+            'client_mount_timeout': str(opts['mountTimeout']),
+            # Clones of unprotected snapshots (clone format 2); reads never write an access time,
+            # so a full pool can still be read (test/fixtures/ceph/README.md).
+            'rbd_default_clone_format': '2',
+            'rbd_atime_update_interval': '0',
+            'rbd_mtime_update_interval': '0',
+        }
+        if opts.get('keyring'):
+            conf['keyring'] = opts['keyring']
+        if opts.get('monHost'):
+            conf['mon_host'] = opts['monHost']
+        self.cluster = rados.Rados(conffile=opts.get('conf'), rados_id=opts['user'], conf=conf)
+        self.cluster.connect(timeout=int(opts['mountTimeout']))
+        self.pool = opts['pool']
+        self.io = self.cluster.open_ioctx(self.pool)
+        self.meta = self.cluster.open_ioctx(self.pool)
+        self.meta.set_namespace(META_NAMESPACE)
+        self.rbd = rbd.RBD()
+        self.readers = {}
+        self.next_reader = 1
+
+    # -- cluster and pool
+
+    def op_hello(self, req):
+        return {'fsid': self.cluster.get_fsid(), 'pool': self.pool}
+
+    def mon(self, cmd):
+        ret, out, err = self.cluster.mon_command(json.dumps(dict(cmd, format='json')), b'')
+        if ret != 0:
+            raise rados.Error(err or 'monitor command failed', errno=-ret)
+        return json.loads(out) if out else None
+
+    def op_pool_status(self, req):
+        quota = self.mon({'prefix': 'osd pool get-quota', 'pool': self.pool})
+        stats = self.io.get_stats()
+        full = False
+        for p in self.mon({'prefix': 'osd dump'}).get('pools', []):
+            if p.get('pool_name') == self.pool:
+                flags = p.get('flags_names', '')
+                full = 'full' in flags.split(',') or 'full_quota' in flags.split(',')
+        return {
+            'quotaBytes': quota.get('quota_max_bytes', 0),
+            'usedBytes': stats.get('num_bytes', 0),
+            'full': full,
+        }
+
+    def op_df(self, req):
+        df = self.mon({'prefix': 'df'})
+        for p in df.get('pools', []):
+            if p.get('name') == self.pool:
+                s = p.get('stats', {})
+                return {'storedBytes': s.get('stored', 0), 'usedBytes': s.get('bytes_used', 0),
+                        'maxAvailBytes': s.get('max_avail', 0)}
+        raise rados.ObjectNotFound('pool %s not in df' % self.pool, errno=errno.ENOENT)
+
+    # -- metadata objects (namespace `haven`)
+
+    def op_obj_get(self, req):
+        name = req['name']
+        try:
+            size, _ = self.meta.stat(name)
+        except rados.ObjectNotFound:
+            return {'missing': True}
+        data = self.meta.read(name, size, 0) if size else b''
+        return {'missing': False}, data
+
+    def op_obj_put(self, req, payload=b''):
+        self.meta.write_full(req['name'], payload)
+        return {}
+
+    def op_obj_rm(self, req):
+        try:
+            self.meta.remove_object(req['name'])
+            return {'removed': True}
+        except rados.ObjectNotFound:
+            return {'removed': False}
+
+    def op_omap_list(self, req):
+        out = {}
+        after = ''
+        while True:
+            with rados.ReadOpCtx() as op:
+                it, _ = self.meta.get_omap_vals(op, after, req.get('prefix', ''), 1000)
+                try:
+                    self.meta.operate_read_op(op, req['obj'])
+                except rados.ObjectNotFound:
+                    return {'entries': out}
+                batch = list(it)
+            for k, v in batch:
+                out[k] = v.decode('utf-8')
+            if len(batch) < 1000:
+                return {'entries': out}
+            after = batch[-1][0]
+
+    def op_omap_set(self, req):
+        keys = tuple(req['entries'].keys())
+        vals = tuple(v.encode('utf-8') for v in req['entries'].values())
+        with rados.WriteOpCtx() as op:
+            self.meta.set_omap(op, keys, vals)
+            self.meta.operate_write_op(op, req['obj'])
+        return {}
+
+    def op_omap_rm(self, req):
+        with rados.WriteOpCtx() as op:
+            self.meta.remove_omap_keys(op, tuple(req['keys']))
+            try:
+                self.meta.operate_write_op(op, req['obj'])
+            except rados.ObjectNotFound:
+                pass
+        return {}
+
+    # -- images
+
+    def op_img_list(self, req):
+        return {'names': sorted(self.rbd.list(self.io))}
+
+    def op_img_info(self, req):
+        try:
+            with rbd.Image(self.io, req['name'], read_only=True) as img:
+                return self.describe(img)
+        except rbd.ImageNotFound:
+            return {'missing': True}
+
+    def describe(self, img):
+        parent = None
+        try:
+            spec = img.get_parent_image_spec()
+            parent = {'pool': spec['pool_name'], 'image': spec['image_name'], 'snap': spec['snap_name']}
+        except rbd.ImageNotFound:
+            pass
+        snaps = []
+        for s in img.list_snaps():
+            if s.get('namespace', rbd.RBD_SNAP_NAMESPACE_TYPE_USER) != rbd.RBD_SNAP_NAMESPACE_TYPE_USER:
+                continue
+            img.set_snap(s['name'])
+            children = len(list(img.list_children2()))
+            img.set_snap(None)
+            snaps.append({'name': s['name'], 'children': children})
+        return {'missing': False, 'size': img.size(), 'parent': parent, 'snaps': snaps,
+                'imageId': img.id()}
+
+    def op_img_allocated(self, req):
+        """Bytes the image holds itself, by whole objects (a clone: what it no longer shares)."""
+        total = [0]
+
+        def count(_offset, length, exists):
+            if exists:
+                total[0] += length
+            return 0
+
+        try:
+            with rbd.Image(self.io, req['name'], read_only=True) as img:
+                img.diff_iterate(0, img.size(), None, count, include_parent=False, whole_object=True)
+        except rbd.ImageNotFound:
+            return {'bytes': 0}
+        return {'bytes': total[0]}
+
+    def op_img_create(self, req):
+        self.rbd.create(self.io, req['name'], req['size'], old_format=False)
+        return {}
+
+    def op_img_resize(self, req):
+        with rbd.Image(self.io, req['name']) as img:
+            img.resize(req['size'])
+        return {}
+
+    def op_img_rename(self, req):
+        try:
+            self.rbd.rename(self.io, req['from'], req['to'])
+            return {'renamed': True}
+        except rbd.ImageNotFound:
+            return {'renamed': False}
+
+    def op_img_rm(self, req):
+        """Removes an image; a clone's Haven snapshot on its parent goes with it (clone format 2
+        moves a snapshot that still has other clones to the trash namespace, where Ceph removes it
+        with its last clone); an image whose snapshots still have clones goes to the RBD trash and
+        is removed by `trash_gc` once they are gone."""
+        name = req['name']
+        try:
+            with rbd.Image(self.io, name, read_only=True) as img:
+                info = self.describe(img)
+        except rbd.ImageNotFound:
+            return {'removed': False}
+        with rbd.Image(self.io, name) as img:
+            for s in info['snaps']:
+                if s['name'].startswith(SNAP_PREFIX):
+                    img.remove_snap(s['name'])
+        try:
+            self.rbd.remove(self.io, name)
+            how = 'removed'
+        except rbd.ImageHasSnapshots:
+            self.rbd.trash_move(self.io, name, 0)
+            how = 'trashed'
+        parent = info['parent']
+        if parent and parent['pool'] == self.pool and parent['snap'].startswith(SNAP_PREFIX):
+            self.remove_snap_if_unused(parent['image'], parent['snap'])
+        return {'removed': True, 'how': how}
+
+    def remove_snap_if_unused(self, image, snap):
+        try:
+            with rbd.Image(self.io, image) as img:
+                img.set_snap(snap)
+                children = len(list(img.list_children2()))
+                img.set_snap(None)
+                if children == 0:
+                    img.remove_snap(snap)
+        except (rbd.ImageNotFound, rbd.ObjectNotFound):
+            return
+
+    def op_snap_create(self, req):
+        with rbd.Image(self.io, req['name']) as img:
+            img.create_snap(req['snap'])
+        return {}
+
+    def op_snap_rm(self, req):
+        try:
+            with rbd.Image(self.io, req['name']) as img:
+                img.remove_snap(req['snap'])
+            return {'removed': True}
+        except rbd.ImageNotFound:
+            return {'removed': False}
+
+    def op_snap_prune(self, req):
+        """Removes the image's Haven snapshots that no clone uses (left by a crash between taking
+        a snapshot and cloning it)."""
+        removed = []
+        with rbd.Image(self.io, req['name']) as img:
+            for s in self.describe(img)['snaps']:
+                if s['name'].startswith(SNAP_PREFIX) and s['children'] == 0 and s['name'] not in req.get('keep', []):
+                    img.remove_snap(s['name'])
+                    removed.append(s['name'])
+        return {'removed': removed}
+
+    def op_clone(self, req):
+        self.rbd.clone(self.io, req['parent'], req['snap'], self.io, req['child'])
+        return {}
+
+    def op_deep_copy(self, req):
+        with rbd.Image(self.io, req['from'], read_only=True) as img:
+            img.deep_copy(self.io, req['to'])
+        return {}
+
+    def op_trash_gc(self, req):
+        """Removes trashed images (Haven's deferred removals) that no clone needs any more."""
+        removed = []
+        for entry in self.rbd.trash_list(self.io):
+            try:
+                self.rbd.trash_remove(self.io, entry['id'], True)
+                removed.append(entry['name'])
+            except (rbd.ImageHasSnapshots, rbd.ImageBusy, rbd.InvalidArgument):
+                pass
+        return {'removed': removed}
+
+    # -- reading images
+
+    def op_reader_open(self, req):
+        img = rbd.Image(self.io, req['name'], snapshot=req.get('snap'), read_only=True)
+        handle = self.next_reader
+        self.next_reader += 1
+        self.readers[handle] = img
+        return {'handle': handle, 'size': img.size()}
+
+    def op_reader_read(self, req):
+        img = self.readers[req['handle']]
+        length = req['length']
+        data = img.read(req['offset'], length, rados.LIBRADOS_OP_FLAG_FADVISE_DONTNEED) if length else b''
+        if len(data) < length:
+            data += bytes(length - len(data))
+        return {}, data
+
+    def op_reader_close(self, req):
+        img = self.readers.pop(req['handle'], None)
+        if img is not None:
+            img.close()
+        return {}
+
+    def op_read(self, req):
+        try:
+            with rbd.Image(self.io, req['name'], read_only=True) as img:
+                size = img.size()
+                off = req['offset']
+                n = max(0, min(req['length'], size - off))
+                data = img.read(off, n) if n else b''
+        except rbd.ImageNotFound:
+            return {'missing': True}
+        return {'missing': False}, data + bytes(req['length'] - len(data))
+
+    # -- capabilities (haven doctor)
+
+    def op_probe_write(self, req):
+        name = 'probe.' + req['token']
+        self.meta.write_full(name, b'haven')
+        self.meta.remove_object(name)
+        return {}
+
+
+def main():
+    opts = json.loads(sys.argv[1])
+    inp = sys.stdin.buffer
+    out = sys.stdout.buffer
+    try:
+        broker = Broker(opts)
+    except Exception as e:  # noqa: BLE001 - every failure to connect is reported the same way
+        send(out, {'id': 0, 'ok': False, 'errno': error_number(e), 'error': str(e),
+                   'type': e.__class__.__name__})
+        return
+    send(out, dict({'id': 0, 'ok': True}, **broker.op_hello({})))
+    while True:
+        try:
+            n = struct.unpack('>I', read_exact(inp, 4))[0]
+            req = json.loads(read_exact(inp, n))
+            payload = read_exact(inp, req['len']) if req.get('len') else b''
+        except EOFError:
+            return
+        if TRACE:
+            TRACE.write('> %s\n' % json.dumps(req))
+            TRACE.flush()
+        fn = getattr(broker, 'op_' + req.get('op', ''), None)
+        try:
+            if fn is None:
+                raise rados.Error('unknown op %s' % req.get('op'), errno=errno.EINVAL)
+            res = fn(req, payload) if req.get('op') == 'obj_put' else fn(req)
+            data = b''
+            if isinstance(res, tuple):
+                res, data = res
+            send(out, dict({'id': req['id'], 'ok': True}, **res), data)
+        except Exception as e:  # noqa: BLE001 - every failure goes back to Haven with its errno
+            send(out, {'id': req['id'], 'ok': False, 'errno': error_number(e), 'error': str(e),
+                       'type': e.__class__.__name__})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,289 @@
+/**
+ * The client of broker.py: the rbd store's one connection to its Ceph cluster, for everything but
+ * writing image data (qemu-nbd does that: writable.ts). One request at a time, each bounded by a
+ * deadline of its own: librados bounds OSD and monitor operations with the timeouts the broker
+ * sets, but not everything (taking an image's exclusive lock; test/fixtures/ceph/README.md), so
+ * a request past its deadline kills the broker and fails with RBD_TIMEOUT (or NO_SPACE when the
+ * pool turns out to be full). The next request starts a new broker.
+ *
+ * Why a Python process: librados and librbd have no Node binding on npm, and a native addon of
+ * our own would have to be built on every DR host; Ceph's own Python bindings come with
+ * ceph-common, which a host that reaches the cluster has anyway (docs/decisions.md).
+ */
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { HavenError } from '../../core/errors.ts';
+import type { Logger } from '../../core/log.ts';
+import { installPath } from '../../core/package-root.ts';
+import { type StoreError, storeError } from '../errors.ts';
+import { rbdError, timedOut } from './errors.ts';
+import type { RbdLocation } from './location.ts';
+
+/** Debian's interpreter: the one python3-rados and python3-rbd are installed for. */
+const PYTHON = '/usr/bin/python3';
+
+export interface BrokerOptions {
+  location: RbdLocation;
+  /** librados operation timeout, seconds (rados_osd_op_timeout, rados_mon_op_timeout). */
+  opTimeoutS: number;
+  /** How long connecting to a monitor may take, seconds (client_mount_timeout). */
+  mountTimeoutS: number;
+  log: Logger;
+}
+
+export interface Reply {
+  [key: string]: unknown;
+}
+
+interface Pending {
+  resolve: (r: { reply: Reply; data: Buffer }) => void;
+  reject: (e: Error) => void;
+}
+
+const ERRNO: Record<number, string> = {
+  1: 'EPERM',
+  2: 'ENOENT',
+  13: 'EACCES',
+  16: 'EBUSY',
+  17: 'EEXIST',
+  22: 'EINVAL',
+  28: 'ENOSPC',
+  39: 'ENOTEMPTY',
+  108: 'ESHUTDOWN',
+  110: 'ETIMEDOUT',
+  122: 'EDQUOT',
+};
+
+/** A failed request: the broker's answer (errno, exception type, message) as a store error. */
+export function brokerError(op: string, errno: number, type: string, message: string): StoreError {
+  const text = `Ceph: ${op} failed: ${message || type} (${ERRNO[errno] ?? `errno ${errno}`})`;
+  const details = { op, errno, type };
+  if (errno === 1 || errno === 13)
+    return rbdError(
+      'RBD_PERMISSION_DENIED',
+      'refused',
+      text,
+      "The cephx user lacks a capability: give it mon 'profile rbd' and osd 'profile rbd pool=POOL' (docs/store-rbd.md); `haven doctor --store PATH` checks them.",
+      details,
+    );
+  if (errno === 110)
+    return rbdError(
+      'RBD_TIMEOUT',
+      'unavailable',
+      text,
+      'Check the cluster (ceph status): a monitor or OSD may be down, or the pool full. Stored generations are intact.',
+      details,
+    );
+  if (errno === 28 || errno === 122)
+    return storeError('NO_SPACE', 'resource', text, {
+      hint: 'Raise the pool quota or free space in the cluster; stored generations are intact.',
+      details,
+    });
+  return rbdError('RBD_FAILED', 'io', text, 'See the message; `haven doctor --store PATH` checks the cluster, pool and user.', details);
+}
+
+export class Broker {
+  private child: ChildProcessByStdio<Writable, Readable, Readable> | undefined;
+  private starting: Promise<Reply> | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private turn: Promise<unknown> = Promise.resolve();
+  private input: Buffer = Buffer.alloc(0);
+  private stderr = '';
+
+  constructor(private readonly o: BrokerOptions) {}
+
+  /** The request deadline: longer than the librados timeouts, so they normally answer first. */
+  get deadlineMs(): number {
+    return (Math.max(this.o.opTimeoutS, this.o.mountTimeoutS) * 2 + 10) * 1000;
+  }
+
+  /** Connects (once per broker process) and answers the cluster's fsid. */
+  hello(): Promise<Reply> {
+    this.starting ??= this.start();
+    return this.starting;
+  }
+
+  /** Sends one request (after the previous one finished); `payload` goes as raw bytes. */
+  call(op: string, args: Record<string, unknown> = {}, payload?: Buffer): Promise<Reply> {
+    return this.callData(op, args, payload).then((r) => r.reply);
+  }
+
+  callData(op: string, args: Record<string, unknown> = {}, payload?: Buffer): Promise<{ reply: Reply; data: Buffer }> {
+    const run = this.turn.then(() => this.send(op, args, payload));
+    this.turn = run.catch(() => {});
+    return run;
+  }
+
+  async close(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    this.starting = undefined;
+    if (!child || child.exitCode !== null) return;
+    child.stdin.end();
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  private async send(op: string, args: Record<string, unknown>, payload?: Buffer) {
+    await this.hello();
+    const child = this.child;
+    if (!child) throw this.brokerGone('the broker is not running');
+    const id = this.nextId++;
+    const header = Buffer.from(JSON.stringify({ ...args, id, op, ...(payload ? { len: payload.length } : {}) }));
+    const size = Buffer.alloc(4);
+    size.writeUInt32BE(header.length);
+    const answer = this.wait(id, op);
+    child.stdin.write(size);
+    child.stdin.write(header);
+    if (payload?.length) child.stdin.write(payload);
+    return answer;
+  }
+
+  private wait(id: number, op: string): Promise<{ reply: Reply; data: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        this.kill();
+        reject(timedOut(op, Math.round(this.deadlineMs / 1000)));
+      }, this.deadlineMs);
+      this.pending.set(id, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    }).then((r) => {
+      const { reply } = r as { reply: Reply; data: Buffer };
+      if (reply.ok !== true) {
+        throw brokerError(op, Number(reply.errno ?? 5), String(reply.type ?? ''), String(reply.error ?? ''));
+      }
+      return r as { reply: Reply; data: Buffer };
+    });
+  }
+
+  private start(): Promise<Reply> {
+    const l = this.o.location;
+    const opts = {
+      pool: l.pool,
+      user: l.user,
+      conf: l.conf ?? null,
+      keyring: l.keyring,
+      monHost: l.monitors?.join(',') ?? null,
+      opTimeout: this.o.opTimeoutS,
+      mountTimeout: this.o.mountTimeoutS,
+    };
+    const script = installPath('src', 'store', 'rbd', 'broker.py');
+    const child = spawn(PYTHON, ['-I', '-B', script, JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    this.stderr = '';
+    this.input = Buffer.alloc(0);
+    child.stdout.on('data', (b: Buffer) => this.onData(b));
+    child.stderr.on('data', (b: Buffer) => {
+      if (this.stderr.length < 8000) this.stderr += b.toString('utf8');
+    });
+    child.stdin.on('error', () => {});
+    child.once('exit', (code, signal) => {
+      if (this.child === child) {
+        this.child = undefined;
+        this.starting = undefined;
+      }
+      const why = this.stderr.trim().split('\n').slice(-3).join(' ') || `exited (${signal ?? code})`;
+      for (const [id, p] of this.pending) {
+        this.pending.delete(id);
+        p.reject(this.brokerGone(why));
+      }
+    });
+    this.o.log.debug('ceph broker started', { pid: child.pid, pool: l.pool, user: l.user });
+    return new Promise<Reply>((resolve, reject) => {
+      child.once('error', (e: NodeJS.ErrnoException) => {
+        reject(
+          e.code === 'ENOENT'
+            ? new HavenError('TOOL_MISSING', `${PYTHON} is missing: the rbd store needs Ceph's Python bindings`, {
+                kind: 'unavailable',
+                hint: 'Install ceph-common (it brings python3-rados and python3-rbd): apt-get install ceph-common',
+              })
+            : e,
+        );
+      });
+      this.pending.set(0, {
+        resolve: ({ reply }) => {
+          clearTimeout(timer);
+          if (reply.ok === true) resolve(reply);
+          else {
+            this.kill();
+            reject(this.connectFailed(reply));
+          }
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      const timer = setTimeout(() => {
+        this.pending.delete(0);
+        this.kill();
+        reject(timedOut('connecting', Math.round(this.deadlineMs / 1000)));
+      }, this.deadlineMs);
+    });
+  }
+
+  private onData(b: Buffer): void {
+    this.input = this.input.length ? Buffer.concat([this.input, b]) : b;
+    for (;;) {
+      if (this.input.length < 4) return;
+      const n = this.input.readUInt32BE(0);
+      if (this.input.length < 4 + n) return;
+      const reply = JSON.parse(this.input.subarray(4, 4 + n).toString('utf8')) as Reply;
+      const len = typeof reply.len === 'number' ? reply.len : 0;
+      if (this.input.length < 4 + n + len) return;
+      const data = Buffer.from(this.input.subarray(4 + n, 4 + n + len));
+      this.input = this.input.subarray(4 + n + len);
+      const id = Number(reply.id);
+      const p = this.pending.get(id);
+      this.pending.delete(id);
+      p?.resolve({ reply, data });
+    }
+  }
+
+  private kill(): void {
+    const child = this.child;
+    this.child = undefined;
+    this.starting = undefined;
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+  }
+
+  private brokerGone(why: string): HavenError {
+    const missingBindings = /No module named '(rados|rbd)'/.test(why);
+    if (missingBindings)
+      return new HavenError('TOOL_MISSING', "Ceph's Python bindings (python3-rados, python3-rbd) are not installed", {
+        kind: 'unavailable',
+        hint: 'Install ceph-common: apt-get install ceph-common',
+      });
+    return rbdError('RBD_FAILED', 'io', `the Ceph broker stopped: ${why}`, 'See the message; run again (the broker is restarted).');
+  }
+
+  private connectFailed(reply: Reply): HavenError {
+    const errno = Number(reply.errno ?? 5);
+    const l = this.o.location;
+    const where = l.monitors ? `monitors ${l.monitors.join(',')}` : `cluster ${l.cluster} (${l.conf})`;
+    const message = String(reply.error ?? reply.type ?? '');
+    if (errno === 2 && /pool|ioctx/i.test(`${reply.type} ${message}`))
+      return rbdError('RBD_POOL_NOT_FOUND', 'not-found', `the pool ${l.pool} does not exist in ${where}`, `Create it: ceph osd pool create ${l.pool} && rbd pool init ${l.pool}`, { pool: l.pool });
+    if (errno === 1 || errno === 13)
+      return rbdError('RBD_PERMISSION_DENIED', 'refused', `client.${l.user} may not use ${where}: ${message}`, `Check the keyring ${l.keyring} and the user's capabilities (ceph auth get client.${l.user}).`, { user: l.user });
+    return rbdError(
+      'RBD_UNREACHABLE',
+      'unavailable',
+      `cannot connect to the Ceph ${where} as client.${l.user}: ${message} (errno ${errno})`,
+      `Check that the monitors answer (ceph -s --connect-timeout 10 -c ${l.conf ?? 'CONF'}), the keyring ${l.keyring} and the network.`,
+      { errno, user: l.user },
+    );
+  }
+}
