@@ -10,6 +10,7 @@ import { type FsStore, type FsStoreOptions, openFsStore } from './fs/index.ts';
 import { LvmCli } from './lvm/cli.ts';
 import { checkLvmStore, type StoreCheck } from './lvm/doctor.ts';
 import { type LvmStore, openLvmStore, parseGroups } from './lvm/index.ts';
+import { checkRbdStore } from './rbd/doctor.ts';
 import { openRbdStore, type RbdStore } from './rbd/index.ts';
 
 export interface OpenStoreOptions extends FsStoreOptions {
@@ -64,6 +65,7 @@ export async function storeDoctorChecks(dir: string): Promise<StoreCheck[]> {
       },
     ];
   }
+  if (descriptor.kind === 'rbd' && descriptor.rbd) return checkRbdStore(descriptor.rbd);
   if (descriptor.kind !== 'lvm') return [];
   return checkLvmStore(new LvmCli(), parseGroups(descriptor.volumeGroups ?? ''));
 }

@@ -50,6 +50,11 @@ describe('parseTarget', () => {
       'ssh://dr1/srv?lvm=vg;rm',
       'ssh://dr1/srv#lvm',
       'tls://dr1:7070?lvm=vg',
+      'ssh://dr1/srv?lvm=vg&rbd=rbd://a@ceph/p',
+      'ssh://dr1/srv?rbd=ceph/p',
+      'ssh://dr1/srv?rbd=rbd://a@ceph/p;rm',
+      "ssh://dr1/srv?rbd=rbd://a@ceph/p'x",
+      'tls://dr1:7070?rbd=rbd://a@ceph/p',
       'tls://dr1',
       'tls://dr1:7070/store',
       'tls://u@dr1:7070',
@@ -81,6 +86,22 @@ describe('parseTarget', () => {
     });
   });
 
+  it('reads an rbd store from the rbd query, its own query percent-encoded (docs/store-rbd.md)', () => {
+    assert.deepEqual(parseTarget('ssh://root@dr1/srv/haven?rbd=rbd://haven@ceph/dr'), {
+      kind: 'ssh',
+      user: 'root',
+      host: 'dr1',
+      path: '/srv/haven',
+      rbd: 'rbd://haven@ceph/dr',
+    });
+    const location = 'rbd://haven@10.0.0.1,10.0.0.2/dr?keyring=/etc/haven/k';
+    assert.deepEqual(parseTarget(`file:///srv/haven?rbd=${encodeURIComponent(location)}`), {
+      kind: 'local',
+      path: '/srv/haven',
+      rbd: location,
+    });
+  });
+
   it('formats targets back', () => {
     for (const url of [
       'ssh://root@dr1:2222/srv/haven',
@@ -89,6 +110,7 @@ describe('parseTarget', () => {
       '/srv/haven',
       'ssh://dr1/srv/haven?lvm=vg_dr0,vg_dr1',
       'file:///srv/haven?lvm=vg_dr/pool0',
+      `ssh://dr1/srv/haven?rbd=${encodeURIComponent('rbd://haven@ceph/dr?conf=/c/ceph.conf')}`,
     ]) {
       assert.equal(formatTarget(parseTarget(url)), url);
     }

@@ -41,6 +41,13 @@ export interface StoreUnderTest {
    * Required by the crash-injection part of the contract (StoreCapabilities).
    */
   child?: { opener: string; location: string };
+  /**
+   * Removes one image behind the store's back, and every image of a server (as an operator
+   * would): for stores whose images are not files in the store's directory (lvm, rbd). Without
+   * them, the files in `child.location` are removed.
+   */
+  removeImage?(server: string, generationId: string, disk: string): Promise<void>;
+  removeServerImages?(server: string): Promise<void>;
   /** Bytes allocated to an image (sparse stores only); absent for stores that preallocate. */
   allocatedBytes?(path: string): Promise<number>;
 }

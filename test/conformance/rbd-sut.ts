@@ -4,7 +4,7 @@
  * damaged through QEMU's rbd driver (qemu-io), a child process opening it with rbd-opener.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exec } from '../../src/core/exec.ts';
@@ -46,6 +46,7 @@ export function rbdStoreUnderTest(ceph: CephCluster, store: RbdStore, dir: strin
       const image = path.slice(`rbd:${pool}/`.length);
       const byte = Buffer.alloc(1);
       const reader = await store.images.openReaderOf(image, path);
+      if (!reader) throw new Error(`${path} is missing`);
       try {
         await reader.read(byte, 1, offset);
       } finally {
@@ -54,6 +55,19 @@ export function rbdStoreUnderTest(ceph: CephCluster, store: RbdStore, dir: strin
       const flipped = ((byte[0] ?? 0) ^ 0x40).toString(16);
       await exec('qemu-io', ['-f', 'raw', '-c', `write -P 0x${flipped} ${offset} 1`, ceph.qemuRbd(pool, image)]);
     },
+    removeImage: async (server, generationId, disk) => {
+      // As `rbd rm` would, or `rbd trash mv` where the image's snapshots still have clones.
+      const path = await store.imagePath(server, generationId, disk);
+      await store.images.removeImage(path.slice(`rbd:${pool}/`.length));
+    },
+    removeServerImages: async (server) => {
+      for (const image of await store.images.names()) {
+        if (image.startsWith(`${server}_`)) await store.images.removeImage(image);
+      }
+    },
     child: { opener: OPENER, location: dir },
+    // The store's own files (digests above all) under its directory; images are thin in Ceph and
+    // not files here, as in the LVM store.
+    allocatedBytes: async (path) => (await stat(path)).blocks * 512,
   };
 }

@@ -12,7 +12,7 @@
  * and the next run completes once the quota is raised.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -131,6 +131,17 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
     ],
   );
 
+  // haven doctor at the DR host checks the cluster, the user's rights on the pool, its room and
+  // QEMU's rbd driver; run as on a healthy site, every check passes.
+  const doctor = await runHaven(h, ['doctor', '--store', store, '--json']);
+  const checks = (JSON.parse(doctor.stdout) as { checks: Array<{ id: string; status: string; detail: string }> }).checks;
+  const rbdChecks = checks.filter((c) => c.id.startsWith('rbd-'));
+  assert.deepEqual(
+    rbdChecks.map((c) => c.id),
+    ['rbd-cluster', 'rbd-caps', 'rbd-room', 'rbd-qemu'],
+  );
+  for (const c of rbdChecks) assert.equal(c.status, 'ok', `${c.id}: ${c.detail}`);
+
   // A DR host that lost the store's directory rebuilds it from the pool alone.
   const rebuilt = join(dir, 'rebuilt');
   const again = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
@@ -143,4 +154,54 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
   ]);
   assert.equal(again.ok, true);
   assert.equal(again.checkedGenerations, 3);
+});
+
+/** The sha256 of each of the pool's images, exported from the cluster. */
+async function imageHashes(ceph: CephCluster, pool: string, scratch: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const image of (await ceph.rbd(['ls', pool])).stdout.split('\n').filter(Boolean)) {
+    const copy = join(scratch, `${image}.export`);
+    await rm(copy, { force: true });
+    await ceph.rbd(['export', '--no-progress', `${pool}/${image}`, copy]);
+    out.set(image, createHash('sha256').update(await readFile(copy)).digest('hex'));
+    await rm(copy, { force: true });
+  }
+  return out;
+}
+
+test('a pool that reaches its quota: NO_SPACE, every generation as it was, the next run completes once it is raised', async (t) => {
+  const ceph = await startCephCluster(t);
+  const pool = await ceph.createPool(`${PREFIX}-q-${randomBytes(4).toString('hex')}`);
+  const dir = await testDir(t, `${PREFIX}-q`);
+  const store = join(dir, 'store');
+  const h = await havenEnv(dir);
+  const guest = await createTestGuest(t, { prefix: `${PREFIX}-q`, disks: [{ sizeMiB: 48 }] });
+  const protect = ['protect', guest.name, '--to', target(store, ceph, pool), '--copies', '2'];
+
+  await guest.writePattern('vda', 41, 40);
+  await havenJson(h, protect);
+  await guest.writePattern('vda', 42, 10);
+  await havenJson(h, protect);
+  const before = await imageHashes(ceph, pool, dir);
+  assert.equal(before.size, 2);
+
+  // Room for a few MiB more; the guest then changes 16 MiB.
+  const used = JSON.parse((await ceph.ceph(['df', 'detail', '--format', 'json'])).stdout).pools.find(
+    (p: { name: string }) => p.name === pool,
+  ).stats.bytes_used as number;
+  await ceph.setPoolQuota(pool, used + 2 * 1024 * 1024);
+  await guest.writePattern('vda', 43, 256);
+  const full = await runHaven(h, [...protect, '--json']);
+  assert.notEqual(full.code, 0, full.stdout);
+  const err = (JSON.parse(full.stdout) as { error: { code: string; hint: string } }).error;
+  assert.equal(err.code, 'NO_SPACE', JSON.stringify(err));
+  assert.match(err.hint, /quota/);
+  assert.deepEqual(await imageHashes(ceph, pool, dir), before, 'every generation is as it was');
+
+  await ceph.setPoolQuota(pool, 0);
+  const r = await havenJson<{ mode: string }>(h, protect);
+  assert.equal(r.mode, 'incremental');
+  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, ['verify', guest.name, '--store', store]);
+  assert.equal(verify.ok, true);
+  assert.equal(verify.checkedGenerations, 2);
 });

@@ -38,7 +38,7 @@ export default function register(program: Command, context: () => CliContext): v
     .option('--json', 'print JSON instead of a table')
     .option(
       '--store <path>',
-      'also check a store on this host (an LVM store: its volume groups, free space, thin pool)',
+      'also check a store on this host (an LVM store: its volume groups, free space, thin pool; an rbd store: its cluster, pool, user and QEMU’s rbd driver)',
     );
   connectOption(doctor);
   examples(doctor, [

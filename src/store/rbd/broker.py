@@ -17,6 +17,7 @@ import errno
 import json
 import struct
 import sys
+import time
 
 import rados
 import rbd
@@ -27,6 +28,10 @@ META_NAMESPACE = 'haven'
 # HAVEN_RBD_TRACE=FILE: every request, appended to FILE (debugging a store's conversation).
 TRACE = open(os.environ['HAVEN_RBD_TRACE'], 'a') if os.environ.get('HAVEN_RBD_TRACE') else None
 SNAP_PREFIX = 'haven-'
+# How long a reader waits for a generation's name during a rotation's swap (op_reader_open).
+SWAP_WAIT_S = 5.0
+# Reads of one piece at most, while rotations keep moving the name (op_reader_read).
+REREADS = 5
 
 
 def read_exact(stream, n):
@@ -325,25 +330,63 @@ class Broker:
 
     # -- reading images
 
+    def open_named(self, name):
+        """Opens `name` read-only, or None when it does not exist. A rotation's swap (images.ts
+        `copy`) leaves a generation's name free for the moment between the head's rename and the
+        clone that takes the name: a missing name is looked up again until SWAP_WAIT_S passed."""
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while True:
+            try:
+                return rbd.Image(self.io, name, read_only=True)
+            except rbd.ImageNotFound:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+
+    def image_id(self, name):
+        try:
+            with rbd.Image(self.io, name, read_only=True) as img:
+                return img.id()
+        except rbd.ImageNotFound:
+            return None
+
     def op_reader_open(self, req):
-        img = rbd.Image(self.io, req['name'], snapshot=req.get('snap'), read_only=True)
+        img = self.open_named(req['name'])
+        if img is None:
+            return {'missing': True}
         handle = self.next_reader
         self.next_reader += 1
-        self.readers[handle] = img
-        return {'handle': handle, 'size': img.size()}
+        self.readers[handle] = {'name': req['name'], 'img': img, 'id': img.id()}
+        return {'missing': False, 'handle': handle, 'size': img.size()}
 
     def op_reader_read(self, req):
-        img = self.readers[req['handle']]
-        length = req['length']
-        data = img.read(req['offset'], length, rados.LIBRADOS_OP_FLAG_FADVISE_DONTNEED) if length else b''
+        """Reads of a generation by its name. The head of a disk is renamed away by the next
+        rotation and then written (images.ts): what was read counts only if the name still names
+        the image read once the read is done; otherwise the name's image now (the clone that holds
+        what the head held) is read again. A name that is gone belongs to a retired generation:
+        what was read is returned as it is."""
+        r = self.readers[req['handle']]
+        offset, length = req['offset'], req['length']
+        for _ in range(REREADS):
+            data = r['img'].read(offset, length, rados.LIBRADOS_OP_FLAG_FADVISE_DONTNEED) if length else b''
+            now = self.image_id(r['name'])
+            if now == r['id']:
+                break
+            fresh = self.open_named(r['name'])
+            if fresh is None:
+                break
+            r['img'].close()
+            r['img'], r['id'] = fresh, fresh.id()
+        else:
+            raise rados.Error('%s kept changing while it was read' % r['name'], errno=errno.EAGAIN)
         if len(data) < length:
             data += bytes(length - len(data))
         return {}, data
 
     def op_reader_close(self, req):
-        img = self.readers.pop(req['handle'], None)
-        if img is not None:
-            img.close()
+        r = self.readers.pop(req['handle'], None)
+        if r is not None:
+            r['img'].close()
         return {}
 
     def op_read(self, req):

@@ -16,7 +16,7 @@ import { HavenError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import { installPath } from '../../core/package-root.ts';
 import { type StoreError, storeError } from '../errors.ts';
-import { rbdError, timedOut } from './errors.ts';
+import { poolFull, rbdError, timedOut } from './errors.ts';
 import type { RbdLocation } from './location.ts';
 
 /** Debian's interpreter: the one python3-rados and python3-rbd are installed for. */
@@ -110,9 +110,22 @@ export class Broker {
   }
 
   callData(op: string, args: Record<string, unknown> = {}, payload?: Buffer): Promise<{ reply: Reply; data: Buffer }> {
-    const run = this.turn.then(() => this.send(op, args, payload));
+    const run = this.turn.then(() => this.send(op, args, payload)).catch((e: unknown) => this.explain(op, e));
     this.turn = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * A timeout is asked about once more (errors.ts): Ceph's clients wait on a pool over its quota
+   * as they wait on a stopped OSD, so a full pool turns the timeout into NO_SPACE.
+   */
+  private async explain(op: string, e: unknown): Promise<never> {
+    if (op === 'pool_status' || !(e instanceof HavenError) || e.code !== 'RBD_TIMEOUT') throw e;
+    const st = await this.send('pool_status', {}).catch(() => null);
+    if (st?.reply.full === true) {
+      throw poolFull(this.o.location.pool, Number(st.reply.quotaBytes ?? 0), Number(st.reply.usedBytes ?? 0), e);
+    }
+    throw e;
   }
 
   async close(): Promise<void> {

@@ -115,7 +115,6 @@ export class RbdImages implements ImageVolumes {
   }
 
   async openRead(server: string, disk: string, seq: Seq): Promise<ReadableImage | null> {
-    if (!(await this.info(this.name(server, disk, seq)))) return null;
     return this.openReaderOf(this.name(server, disk, seq), this.path(server, disk, seq));
   }
 
@@ -123,9 +122,10 @@ export class RbdImages implements ImageVolumes {
    * Reads go through the broker, opened read-only (a full pool can still be read). An open image
    * stays the same image when it is renamed (librbd holds it by its id).
    */
-  async openReaderOf(image: string, path: string): Promise<ReadableImage> {
+  async openReaderOf(image: string, path: string): Promise<ReadableImage | null> {
     const { broker } = this.o;
     const r = await broker.call('reader_open', { name: image });
+    if (r.missing === true) return null;
     const handle = Number(r.handle);
     return {
       path,

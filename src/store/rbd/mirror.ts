@@ -87,6 +87,10 @@ export class RbdMirror implements MetadataMirror {
 
   /** Brings this host's files and the pool's into agreement (see the top of this file). */
   async sync(): Promise<{ fetched: number; written: number }> {
+    // A pool at its quota takes no write (Ceph's clients would wait on it): this host's newer
+    // files are written through at a later open, and the store opens meanwhile to be read.
+    const writable = (await this.broker.call('pool_status')).full !== true;
+    if (!writable) this.log.warn('the pool is full: metadata changed here is written to it later', {});
     const index = await this.index('');
     const local = await this.localFiles();
     const counts = { fetched: 0, written: 0 };
@@ -105,10 +109,12 @@ export class RbdMirror implements MetadataMirror {
         await this.fetch(rel, entry);
         counts.fetched++;
       } else if (mine && !entry) {
+        if (!writable) continue;
         await this.push(rel);
         counts.written++;
       } else if (entry && mine && !(await this.same(rel, entry, mine.size))) {
         if (mine.mtimeMs > entry.at) {
+          if (!writable) continue;
           await this.push(rel);
           counts.written++;
         } else {

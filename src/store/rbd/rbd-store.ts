@@ -16,8 +16,10 @@ import { ensureDir } from '../common/files.ts';
 import { acquireLock } from '../common/lock.ts';
 import { DESCRIPTOR_FILE, MetadataLayout } from '../common/metadata-layout.ts';
 import { StoreBase } from '../common/store-base.ts';
+import type { DeltaMeta, DeltaWriter } from '../types.ts';
 import { storeError } from '../errors.ts';
 import { Broker } from './broker.ts';
+import { poolFull } from './errors.ts';
 import { RbdImages } from './images.ts';
 import { formatRbdLocation, parseRbdLocation, type RbdLocation } from './location.ts';
 import { RbdMirror } from './mirror.ts';
@@ -170,6 +172,18 @@ export class RbdStore extends StoreBase {
     const df = await this.rbd.broker.call('df');
     const free = Number(df.maxAvailBytes ?? 0);
     return { totalBytes: Number(df.storedBytes ?? 0) + free, freeBytes: free };
+  }
+
+  /**
+   * A pool at its quota takes no write, and Ceph's clients wait on it until their timeout: a
+   * delta is refused at once instead, before anything is written (NO_SPACE).
+   */
+  override async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
+    const st = await this.rbd.broker.call('pool_status');
+    if (st.full === true) {
+      throw poolFull(this.rbd.location.pool, Number(st.quotaBytes ?? 0), Number(st.usedBytes ?? 0));
+    }
+    return super.openDelta(meta, log);
   }
 
   override async recover(only?: string): Promise<string[]> {

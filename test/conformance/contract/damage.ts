@@ -73,7 +73,8 @@ export function damageContract(fresh: Fresh): void {
       const server = 'Del01';
       const sim = ServerSim.on(sut, { server, disks: SMALL_WEB01_DISKS, copies, seed: 134 + copies });
       for (let i = 0; i < runs; i++) await sim.runDelta({ writes: 5, zeroRanges: 1 });
-      await unlink(await sut.store.imagePath(server, sim.gens[0]!.id, SMALL_WEB01_DISKS[1]!.name));
+      if (sut.removeImage) await sut.removeImage(server, sim.gens[0]!.id, SMALL_WEB01_DISKS[1]!.name);
+      else await unlink(await sut.store.imagePath(server, sim.gens[0]!.id, SMALL_WEB01_DISKS[1]!.name));
       const p = sim.prepare({ writes: 5, zeroRanges: 1 });
       const w = await sut.store.openDelta(p.meta);
       await w.seal((await sendExtents(w, sim.alg, p.content, p.disks, p.extents)).sent);
@@ -91,8 +92,8 @@ export function damageContract(fresh: Fresh): void {
       );
       // The hint's way forward, done as an operator would.
       await rm(serverDir(sut, server), { recursive: true });
-      for (const f of await readdir(locationOf(sut)))
-        if (f.startsWith(`${server}_`)) await rm(join(locationOf(sut), f));
+      if (sut.removeServerImages) await sut.removeServerImages(server);
+      else for (const f of await readdir(locationOf(sut))) if (f.startsWith(`${server}_`)) await rm(join(locationOf(sut), f));
       assert.equal(await sut.store.manifest(server), null);
       sim.gens = [];
       await sim.runDelta();
