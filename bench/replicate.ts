@@ -1031,10 +1031,17 @@ function phaseTable(
   const columns = [
     ...keys.map((k) => ({ head: withBaseline ? `full, ${k}` : 'full', runs: runsOf(full, k) })),
     ...keys.map((k) => ({ head: withBaseline ? `incremental, ${k}` : 'incremental', runs: runsOf(inc, k) })),
+    // With --serve: the daemon's job runs (their first phase runs from the API request to the run log).
+    ...(inc.some((i) => i.serve)
+      ? [{ head: 'incremental, haven serve', runs: inc.flatMap((i) => (i.serve ? [i.serve] : [])) }]
+      : []),
   ];
   const names = [...new Set(columns.flatMap((c) => c.runs.flatMap((h) => h.phases.map((p) => p.name))))];
-  const phase = (runs: HavenRun[], n: string) =>
-    runs.length ? median(runs.map((h) => h.phases.find((p) => p.name === n)?.seconds ?? 0)).toFixed(2) : '';
+  // Blank where no run of the column logged the phase (a daemon's job log lacks some markers).
+  const phase = (runs: Array<Pick<HavenRun, 'phases'>>, n: string) =>
+    runs.some((h) => h.phases.some((p) => p.name === n))
+      ? median(runs.map((h) => h.phases.find((p) => p.name === n)?.seconds ?? 0)).toFixed(2)
+      : '';
   const pt = new Table({
     ...style,
     head: ["where Haven's time goes (median s)", ...columns.map((c) => c.head)],

@@ -15,6 +15,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HAVEN_BIN } from '../../src/transport/index.ts';
 import { type Listener, makePki, startListener, stopListener } from '../../test/helpers/tls.ts';
+import { type Phase, phasesOf } from './phases.ts';
 
 const JOB = 'bench';
 
@@ -24,6 +25,12 @@ export interface ServeRun {
   mode: string | null;
   readBytes: number;
   bytesSent: number;
+  /**
+   * From the job's run log, split as `haven protect`'s (phases.ts), from the API request on. A job's
+   * log has only some of the markers ("point in time taken", "nbd: connected"): the rest of the run
+   * shows as its last phase.
+   */
+  phases: Phase[];
 }
 
 export interface ServeRig {
@@ -139,7 +146,10 @@ daemon:
       stop,
       async run(): Promise<ServeRun> {
         const t0 = Date.now();
-        const { runId } = await api<{ runId: number }>(`/api/jobs/${JOB}/runs`, 'POST');
+        const { runId, logFile } = await api<{ runId: number; logFile: string }>(
+          `/api/jobs/${JOB}/runs`,
+          'POST',
+        );
         const done = await waitFor(
           `run ${runId}`,
           async () => {
@@ -155,8 +165,10 @@ daemon:
             `haven serve's run ${runId} ended ${done.status}: ${done.errorMessage ?? ''} ${stderr}`,
           );
         }
+        const seconds = (Date.parse(done.finishedAt as string) - t0) / 1000;
         return {
-          seconds: (Date.parse(done.finishedAt as string) - t0) / 1000,
+          seconds,
+          phases: phasesOf(logFile, t0, seconds),
           status: done.status,
           mode: server.mode,
           readBytes: server.bytesRead,
