@@ -14,9 +14,15 @@
  *
  * Reference points, measured in the same reps: rsync's copy made durable (`sync --data`, as
  * Haven's is when it returns), and a perfect tool's floor: one process start, libvirt starting
- * the incremental pull backup (bare virsh), and the changed bytes written once, sequentially,
- * with O_DIRECT and fsync, onto the same filesystem. rsync's time over that floor is the largest
- * ratio to rsync that any tool taking its change from libvirt could reach on this machine.
+ * the incremental pull backup (bare virsh), nbdcopy reading the dirty extents of that backup's
+ * export, and the changed bytes written once, sequentially, with O_DIRECT and fsync, onto the
+ * same filesystem. rsync's time over that floor is the largest ratio to rsync that any tool
+ * taking its change from libvirt could reach on this machine; Haven's over it is issue 19's goal 2.
+ *
+ * `--serve` adds Haven as a daemon: an already-running `haven serve` whose job copies the guest
+ * to an already-running `haven receive --listen` on this host (lib/serve-rig.ts), triggered
+ * through the API in every incremental rep; its time over the floor without the process start
+ * is reported beside `haven protect`'s over the whole floor.
  *
  * Every result is checked against the source disk (`qemu-img compare`, `cmp` for rsync), so a
  * fast wrong copy cannot win. Peak memory of Haven's sender and receiver is their VmHWM.
@@ -26,7 +32,7 @@
  *
  *   node --import tsx bench/replicate.ts [--full-reps 3] [--inc-reps 5] [--copies 3]
  *        [--disk-size 2GiB] [--data-size 1GiB] [--change 2] [--target-fs local|xfs] [--profile]
- *        [--baseline <checkout>] [--haven-only] [--keep] [--json]
+ *        [--baseline <checkout>] [--haven-only] [--serve] [--keep] [--json]
  *
  * `--baseline <checkout>` times another checkout's Haven (`<checkout>/bin/haven.mjs`, a before
  * of some change) in the same reps, doing exactly what this checkout's Haven does with a state
@@ -57,7 +63,8 @@ import {
   guestChange,
   hideCheckpoints,
   restoreCheckpoints,
-  timeBackupBegin,
+  type SourceFloor,
+  timeSourceFloor,
 } from './lib/bench-guest.ts';
 import { formatProfile, type ProfileSummary, summarizeProfile } from './lib/cpuprofile.ts';
 import { benchDir, ensureRandomImage } from './lib/fixtures.ts';
@@ -73,6 +80,7 @@ import {
 } from './lib/peers.ts';
 import { type Phase, phasesOf } from './lib/phases.ts';
 import { cpuOf, mustRun, onInterrupt, peakOf, runMeasured } from './lib/proc.ts';
+import { type ServeRig, type ServeRun, startServeRig } from './lib/serve-rig.ts';
 import { formatRate, median } from './lib/stats.ts';
 import { parseTargetFs, targetDir } from './lib/target-fs.ts';
 
@@ -88,6 +96,7 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     baseline: { type: 'string' },
     'haven-only': { type: 'boolean', default: false },
+    serve: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
@@ -126,7 +135,15 @@ if (baselineRepo !== undefined && (fullReps % 2 !== 0 || incReps % 2 !== 0)) {
 /** Whether virtnbdbackup, qemu-img, rsync and the floor are measured beside Haven. */
 const peers = !args['haven-only'];
 
-const GOALS = { fullVsVirtnbdbackup: 1.5, fullVsQemuImg: 0.8, incVsVirtnbdbackup: 3, incVsRsync: 20 };
+const GOALS = {
+  fullVsVirtnbdbackup: 1.5,
+  fullVsQemuImg: 0.8,
+  incVsVirtnbdbackup: 3,
+  incVsRsync: 20,
+  /** Issue 19 goal 2: at most this many times the floor, as a command and run by `haven serve`. */
+  incOverFloorCommand: 3,
+  incOverFloorServe: 2,
+};
 /** Progress and the report go to stderr, also with --json (stdout then holds only the JSON). */
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const secs = (s: number) => `${s.toFixed(2)} s`;
@@ -183,6 +200,8 @@ interface IncRep {
   havenSlot: 'copy' | 'recycle';
   haven: HavenRun;
   baseline?: HavenRun;
+  /** With --serve: the job run by the already-running `haven serve` into `haven receive --listen`. */
+  serve?: ServeRun;
   virtnbdbackup?: {
     backup: number;
     restore: number;
@@ -201,10 +220,19 @@ interface IncRep {
   };
   /**
    * What a perfect tool could not avoid, each part measured alone: a process start (`node -e 0`),
-   * libvirt starting the incremental pull backup (bench-guest.ts `timeBackupBegin`), and Haven's
-   * changed bytes written once, sequentially and durably (peers.ts `durableWriteFloor`).
+   * libvirt starting the incremental pull backup and nbdcopy reading its dirty extents
+   * (bench-guest.ts `timeSourceFloor`), and Haven's changed bytes written once, sequentially and
+   * durably (peers.ts `durableWriteFloor`).
    */
-  floor?: { nodeStartSeconds: number; backupBeginSeconds: number; writeSeconds: number; bytes: number };
+  floor?: {
+    nodeStartSeconds: number;
+    backupBeginSeconds: number;
+    readSeconds: number;
+    /** What the dirty bitmap marked (and nbdcopy read). */
+    dirtyBytes: number;
+    writeSeconds: number;
+    bytes: number;
+  };
   checks: Record<string, boolean>;
 }
 
@@ -246,8 +274,9 @@ interface IncStats {
   rsyncDeltaDurableSeconds: number;
   floorNodeStartSeconds: number;
   floorBackupBeginSeconds: number;
+  floorReadSeconds: number;
   floorWriteSeconds: number;
-  /** Per rep, the three floors added up: a perfect tool's time. */
+  /** Per rep, the four parts added up: a perfect tool's time. */
   floorSeconds: number;
   vsVirtnbdbackup: number;
   vsRsync: number;
@@ -261,11 +290,17 @@ interface IncStats {
   rsyncOverFloor: number;
   /** The same for a tool that is already running (a daemon): no process start in its floor. */
   rsyncOverFloorRunning: number;
+  /** Median over reps of `haven protect`'s time / the floor's (goal 2: at most 3). */
+  havenOverFloor: number;
+  /** With --serve: the daemon's run / the floor without the process start (goal 2: at most 2). */
+  serveOverFloorRunning: number | undefined;
+  serveSeconds: number | undefined;
 }
 
 /** Medians of times, and medians of the per-rep ratios (each rep's tools saw the same change). */
 function incStats(reps: IncPeerRep[]): IncStats {
   const m = (f: (r: IncPeerRep) => number) => median(reps.map(f));
+  const served = reps.filter((r): r is IncPeerRep & { serve: ServeRun } => r.serve !== undefined);
   return {
     reps: reps.length,
     havenSeconds: m((r) => r.haven.seconds),
@@ -277,6 +312,7 @@ function incStats(reps: IncPeerRep[]): IncStats {
     rsyncDeltaDurableSeconds: m((r) => r.rsync.deltaSeconds + r.rsync.deltaFlushSeconds),
     floorNodeStartSeconds: m((r) => r.floor.nodeStartSeconds),
     floorBackupBeginSeconds: m((r) => r.floor.backupBeginSeconds),
+    floorReadSeconds: m((r) => r.floor.readSeconds),
     floorWriteSeconds: m((r) => r.floor.writeSeconds),
     floorSeconds: m((r) => floorOf(r)),
     vsVirtnbdbackup: m((r) => r.virtnbdbackup.total / r.haven.seconds),
@@ -284,12 +320,19 @@ function incStats(reps: IncPeerRep[]): IncStats {
     vsRsyncWholeFile: m((r) => r.rsync.wholeFileSeconds / r.haven.seconds),
     vsRsyncDurable: m((r) => (r.rsync.deltaSeconds + r.rsync.deltaFlushSeconds) / r.haven.seconds),
     rsyncOverFloor: m((r) => r.rsync.deltaSeconds / floorOf(r)),
-    rsyncOverFloorRunning: m((r) => r.rsync.deltaSeconds / (floorOf(r) - r.floor.nodeStartSeconds)),
+    rsyncOverFloorRunning: m((r) => r.rsync.deltaSeconds / runningFloorOf(r)),
+    havenOverFloor: m((r) => r.haven.seconds / floorOf(r)),
+    serveOverFloorRunning: served.length
+      ? median(served.map((r) => r.serve.seconds / runningFloorOf(r)))
+      : undefined,
+    serveSeconds: served.length ? median(served.map((r) => r.serve.seconds)) : undefined,
   };
 }
 
 const floorOf = (r: IncPeerRep) =>
-  r.floor.nodeStartSeconds + r.floor.backupBeginSeconds + r.floor.writeSeconds;
+  r.floor.nodeStartSeconds + r.floor.backupBeginSeconds + r.floor.readSeconds + r.floor.writeSeconds;
+/** The floor of a tool already running (a daemon): no process start. */
+const runningFloorOf = (r: IncPeerRep) => floorOf(r) - r.floor.nodeStartSeconds;
 
 function fullStatsOf(reps: FullPeerRep[]): FullStats {
   const m = (f: (r: FullPeerRep) => number) => median(reps.map(f));
@@ -362,7 +405,10 @@ async function main(): Promise<void> {
   // The guest's cleanup from the moment it is being made (bg is set only once it runs).
   let guestCleanup: (() => Promise<void>) | undefined;
   let hidden: string[] = [];
+  let serve: ServeRig | undefined;
   const cleanup = async () => {
+    await serve?.stop().catch(() => {});
+    serve = undefined;
     if (bg && hidden.length) await restoreCheckpoints(bg.guest.name, hidden, peerRun).catch(() => {});
     hidden = [];
     if (args.keep) {
@@ -502,11 +548,12 @@ async function main(): Promise<void> {
         };
       });
 
-    const havenNewest = (h: HavenUnderTest) => {
-      const f = readdirSync(h.store).find((n) => n.endsWith('_1.raw'));
-      if (!f) throw new Error(`no newest generation (_1.raw) in ${h.store}`);
-      return join(h.store, f);
+    const newestIn = (store: string) => {
+      const f = readdirSync(store).find((n) => n.endsWith('_1.raw'));
+      if (!f) throw new Error(`no newest generation (_1.raw) in ${store}`);
+      return join(store, f);
     };
+    const havenNewest = (h: HavenUnderTest) => newestIn(h.store);
     const vnbImage = () => {
       const f = readdirSync(vnbRestore).find((n) => n.endsWith('.qcow2'));
       if (!f) throw new Error(`virtnbdrestore left no qcow2 in ${vnbRestore}`);
@@ -600,16 +647,8 @@ async function main(): Promise<void> {
      * The peers' part of incremental rep `j`, after the Havens and virtnbdbackup: the floor, then
      * rsync of the stopped image (the domain stays off for the checks; the caller starts it).
      */
-    const incPeerPart = async (j: number, rep: Partial<IncRep>): Promise<void> => {
+    const incPeerPart = async (j: number, rep: Partial<IncRep>, read: SourceFloor): Promise<void> => {
       await settle();
-      const floorFrom = (await checkpointNames(domain)).filter((n) => n.startsWith('haven-')).at(-1);
-      if (!floorFrom) throw new Error('no haven checkpoint after an incremental run');
-      const backupBeginSeconds = await timeBackupBegin({
-        domain,
-        disk: 'vda',
-        from: floorFrom,
-        runDir: peerRun,
-      });
       const nodeStartSeconds = (await mustRun(process.execPath, ['-e', '0'])).seconds;
       // rsync copies a stopped image; the domain is off only for it and the checks.
       await guest.poweroff();
@@ -632,7 +671,9 @@ async function main(): Promise<void> {
       rmSync(floorFile, { force: true });
       rep.floor = {
         nodeStartSeconds,
-        backupBeginSeconds,
+        backupBeginSeconds: read.backupBeginSeconds,
+        readSeconds: read.readSeconds,
+        dirtyBytes: read.dirtyBytes,
         writeSeconds: (await durableWriteFloor(source, floorFile, floorBytes)).seconds,
         bytes: floorBytes,
       };
@@ -648,10 +689,34 @@ async function main(): Promise<void> {
       cpSync(image, rsyncWhole);
       await guest.start();
     }
+    if (args.serve) {
+      say("haven serve and haven receive --listen: starting both, then the job's first (full) run, untimed");
+      serve = await startServeRig({
+        dir: dir('serve'),
+        store: join(targets.dir, 'serve-store'),
+        domain,
+        copies,
+      });
+      const first = await serve.run();
+      if (first.mode !== 'full') throw new Error(`haven serve's first run was ${first.mode}, not full`);
+      if (!(await sameContent(newestIn(serve.store), 'raw', true))) {
+        throw new Error("haven serve's full copy differs from the source");
+      }
+    }
     const inc: IncRep[] = [];
     for (let j = 0; j < incReps; j++) {
       const guestWrites = await guestChange(guest, changeBlocks);
-      const units = [havenOrder(j), ...(peers ? [['virtnbdbackup']] : [])];
+      // The floor's source part comes first, from the newest checkpoint, which every tool's last
+      // run took before this change: its bitmap holds exactly the change (a Haven run deletes the
+      // checkpoint it started from, so after the runs there is none to measure from).
+      let sourceFloor: SourceFloor | undefined;
+      if (peers) {
+        await settle();
+        const from = (await checkpointNames(domain)).filter((n) => n.startsWith('haven-')).at(-1);
+        if (!from) throw new Error('no haven checkpoint before an incremental rep');
+        sourceFloor = await timeSourceFloor({ domain, disk: 'vda', from, runDir: peerRun });
+      }
+      const units = [havenOrder(j), ...(serve ? [['serve']] : []), ...(peers ? [['virtnbdbackup']] : [])];
       const order = (j % 2 === 0 ? units : units.reverse()).flat();
       const rep: Partial<IncRep> = { order, guestWrites, checks: {} };
       rep.havenSlot = j + 1 < copies ? 'copy' : 'recycle';
@@ -664,14 +729,21 @@ async function main(): Promise<void> {
             throw new Error(`${h.key}'s run ${j + 1} after the full was ${run.mode}, not incremental`);
           }
           rep[h.key] = run;
+        } else if (tool === 'serve' && serve) {
+          const run = await serve.run();
+          if (run.mode !== 'incremental') {
+            throw new Error(`haven serve's run ${j + 1} after the full was ${run.mode}, not incremental`);
+          }
+          rep.serve = run;
         } else {
           rep.virtnbdbackup = await vnbToBootable('inc');
         }
       }
-      if (peers) await incPeerPart(j, rep);
+      if (sourceFloor) await incPeerPart(j, rep, sourceFloor);
       // With the peers the guest is off now (rsync's turn); with --haven-only it runs on, as in
       // the full reps' checks.
       for (const h of havens) rep.checks![h.key] = await sameContent(havenNewest(h), 'raw', !peers);
+      if (serve) rep.checks!.serve = await sameContent(newestIn(serve.store), 'raw', !peers);
       if (peers) {
         rep.checks!.virtnbdbackup = await sameContent(vnbImage(), 'qcow2', false);
         for (const [name, f] of [
@@ -687,12 +759,13 @@ async function main(): Promise<void> {
       const times = havens.map(
         (h) => `${h.key} ${secs(r[h.key]!.seconds)} (${(r[h.key]!.bytesSent / MiB).toFixed(1)} MiB)`,
       );
+      if (r.serve) times.push(`serve ${secs(r.serve.seconds)} (${(r.serve.bytesSent / MiB).toFixed(1)} MiB)`);
       if (incHasPeers(r)) {
         times.push(
           `virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore of ${r.virtnbdbackup.chain} files ${secs(r.virtnbdbackup.restore)}`,
           `rsync --no-whole-file ${secs(r.rsync.deltaSeconds)} + fdatasync ${secs(r.rsync.deltaFlushSeconds)}`,
           `--whole-file ${secs(r.rsync.wholeFileSeconds)}`,
-          `floor ${secs(floorOf(r))} = node ${secs(r.floor.nodeStartSeconds)} + backup-begin ${secs(r.floor.backupBeginSeconds)} + durable write ${secs(r.floor.writeSeconds)}`,
+          `floor ${secs(floorOf(r))} = node ${secs(r.floor.nodeStartSeconds)} + backup-begin ${secs(r.floor.backupBeginSeconds)} + nbdcopy read of ${(r.floor.dirtyBytes / MiB).toFixed(1)} MiB ${secs(r.floor.readSeconds)} + durable write ${secs(r.floor.writeSeconds)}`,
         );
       }
       say(
@@ -712,6 +785,7 @@ async function main(): Promise<void> {
     const peerStats = peers ? peerStatsOf(full.filter(fullHasPeers), inc.filter(incHasPeers)) : undefined;
     const comparison = baselineRepo ? beforeAfter(full, inc) : undefined;
     const met = (v: number, goal: number) => ({ goal, value: v, met: v >= goal });
+    const atMost = (v: number, goal: number) => ({ goal, value: v, met: v <= goal });
     const peak = Math.max(memory.senderPeakRss, memory.receiverPeakRss);
     const memoryGoal = { goal: memory.goal, value: peak, met: peak < memory.goal };
     const result = {
@@ -744,6 +818,12 @@ async function main(): Promise<void> {
             incVsRsync: met(peerStats.steady.vsRsync, GOALS.incVsRsync),
             /** Whether this machine allows the rsync goal at all: rsync's time over a perfect tool's. */
             incVsRsyncFloor: met(peerStats.steady.rsyncOverFloor, GOALS.incVsRsync),
+            incOverFloorCommand: atMost(peerStats.steady.havenOverFloor, GOALS.incOverFloorCommand),
+            ...(peerStats.steady.serveOverFloorRunning === undefined
+              ? {}
+              : {
+                  incOverFloorServe: atMost(peerStats.steady.serveOverFloorRunning, GOALS.incOverFloorServe),
+                }),
             memory: memoryGoal,
           }
         : { memory: memoryGoal },
@@ -843,7 +923,7 @@ function report(
       ],
       ['  rsync --whole-file --inplace', secs(s.rsyncWholeFileSeconds), ...vs(s.vsRsyncWholeFile, 'faster')],
       [
-        '  floor: a perfect tool (the three below)',
+        '  floor: a perfect tool (the four below)',
         secs(s.floorSeconds),
         `rsync / floor ${x(s.rsyncOverFloor)}`,
         '(≥ 20× allows the goal)',
@@ -857,8 +937,34 @@ function report(
         '',
       ],
       ['    virsh backup-begin, incremental pull', secs(s.floorBackupBeginSeconds), '', '', ''],
+      ['    nbdcopy read of the dirty extents', secs(s.floorReadSeconds), '', '', ''],
       ['    changed bytes: one sequential durable write', secs(s.floorWriteSeconds), '', '', ''],
+      [
+        '  haven protect / floor',
+        '',
+        x(s.havenOverFloor),
+        '≤ 3×',
+        s.havenOverFloor <= GOALS.incOverFloorCommand ? 'yes' : 'NO',
+      ],
     );
+    if (s.serveOverFloorRunning !== undefined && s.serveSeconds !== undefined) {
+      t.push([
+        '  haven serve job / floor without process start',
+        secs(s.serveSeconds),
+        x(s.serveOverFloorRunning),
+        '≤ 2×',
+        s.serveOverFloorRunning <= GOALS.incOverFloorServe ? 'yes' : 'NO',
+      ]);
+    }
+  }
+  if (!p && inc.some((i) => i.serve)) {
+    t.push([
+      '  haven serve job',
+      secs(median(incReps.flatMap((i) => (i.serve ? [i.serve.seconds] : [])))),
+      '',
+      '',
+      '',
+    ]);
   }
   t.push([
     'peak memory, sender / receiver',
@@ -925,10 +1031,17 @@ function phaseTable(
   const columns = [
     ...keys.map((k) => ({ head: withBaseline ? `full, ${k}` : 'full', runs: runsOf(full, k) })),
     ...keys.map((k) => ({ head: withBaseline ? `incremental, ${k}` : 'incremental', runs: runsOf(inc, k) })),
+    // With --serve: the daemon's job runs (their first phase runs from the API request to the run log).
+    ...(inc.some((i) => i.serve)
+      ? [{ head: 'incremental, haven serve', runs: inc.flatMap((i) => (i.serve ? [i.serve] : [])) }]
+      : []),
   ];
   const names = [...new Set(columns.flatMap((c) => c.runs.flatMap((h) => h.phases.map((p) => p.name))))];
-  const phase = (runs: HavenRun[], n: string) =>
-    runs.length ? median(runs.map((h) => h.phases.find((p) => p.name === n)?.seconds ?? 0)).toFixed(2) : '';
+  // Blank where no run of the column logged the phase (a daemon's job log lacks some markers).
+  const phase = (runs: Array<Pick<HavenRun, 'phases'>>, n: string) =>
+    runs.some((h) => h.phases.some((p) => p.name === n))
+      ? median(runs.map((h) => h.phases.find((p) => p.name === n)?.seconds ?? 0)).toFixed(2)
+      : '';
   const pt = new Table({
     ...style,
     head: ["where Haven's time goes (median s)", ...columns.map((c) => c.head)],

@@ -151,47 +151,116 @@ export async function deleteCheckpoints(domain: string, prefix: string): Promise
   for (const name of names) await virsh(['checkpoint-delete', '--domain', domain, '--checkpointname', name]);
 }
 
+export interface SourceFloor {
+  /** libvirt starting the incremental pull backup (virsh's own start taken off). */
+  backupBeginSeconds: number;
+  /** nbdcopy reading exactly the dirty extents of the export (fixed costs taken off, below). */
+  readSeconds: number;
+  /** The bytes the bitmap marked dirty, which that read read. */
+  dirtyBytes: number;
+}
+
 /**
- * Times libvirt alone starting what every incremental run needs: an incremental pull-mode backup
- * of `disk` from checkpoint `from`, exported on a unix socket (bare `virsh backup-begin`, no
- * Haven code; virsh's own start is timed apart and not counted), then aborts it untimed. It
- * creates no checkpoint and leaves `from` and its bitmap as they were, so the next run of either
+ * Times what every incremental run needs from the source, with no Haven code: libvirt starting
+ * an incremental pull-mode backup of `disk` from checkpoint `from`, exported on a unix socket
+ * (bare `virsh backup-begin`; virsh's own start is timed apart and not counted), and `nbdcopy`
+ * reading the changed extents of that export to `null:`. Then it aborts the backup, untimed. It
+ * creates no checkpoint and leaves `from` and its bitmap as they were, so the next run of any
  * tool is unaffected.
+ *
+ * nbdcopy cannot select a dirty-bitmap context itself (it reads every allocated extent, and the
+ * export reports the whole image's allocation), so the dirty extents (`nbdinfo --map` of
+ * `qemu:dirty-bitmap:backup-<disk>`, untimed) go into an nbdkit extentlist filter in front of
+ * the export, which reports them as the only data and everything else as holes; nbdcopy, with
+ * requests of the bitmap's 64 KiB granularity, then reads exactly those bytes (nbdkit's stats
+ * filter confirmed it). The same nbdcopy with an empty list (nbdcopy and nbdkit starting, the
+ * handshakes, no read) is timed right before and taken off, so what is left is the read itself,
+ * through one proxy hop; the map query is not counted either, so this part of the floor is a
+ * lower bound of what reading the change costs any tool.
  */
-export async function timeBackupBegin(o: {
+export async function timeSourceFloor(o: {
   domain: string;
   disk: string;
   from: string;
   runDir: string;
-}): Promise<number> {
+}): Promise<SourceFloor> {
   const xml = join(o.runDir, 'floor-backup.xml');
   const scratch = join(o.runDir, 'floor.scratch');
+  const socket = join(o.runDir, 'floor.sock');
   writeFileSync(
     xml,
     `<domainbackup mode='pull'><incremental>${o.from}</incremental>` +
-      `<server transport='unix' socket='${join(o.runDir, 'floor.sock')}'/>` +
+      `<server transport='unix' socket='${socket}'/>` +
       `<disks><disk name='${o.disk}' backup='yes' type='file'><scratch file='${scratch}'/></disk></disks>` +
       `</domainbackup>`,
   );
-  // virsh's own start and connection, timed alone and taken off, so only libvirt's work is left.
-  const timed = async (args: string[]) => {
+  const timed = async (fn: () => Promise<unknown>) => {
     const t = performance.now();
-    await virsh(args);
+    await fn();
     return (performance.now() - t) / 1000;
   };
-  const noop = await timed(['domid', o.domain]);
-  const seconds = Math.max(
+  // virsh's own start and connection, timed alone and taken off, so only libvirt's work is left.
+  const noop = await timed(() => virsh(['domid', o.domain]));
+  const backupBeginSeconds = Math.max(
     0,
-    (await timed(['backup-begin', '--domain', o.domain, '--backupxml', xml])) - noop,
+    (await timed(() => virsh(['backup-begin', '--domain', o.domain, '--backupxml', xml]))) - noop,
   );
-  await virsh(['domjobabort', '--domain', o.domain]);
+  try {
+    const dirty = await dirtyExtents(socket, o.disk);
+    const list = join(o.runDir, 'floor-dirty.list');
+    const none = join(o.runDir, 'floor-none.list');
+    writeFileSync(list, dirty.map((e) => `${e.offset} ${e.length}\n`).join(''));
+    writeFileSync(none, '');
+    const copy = (extents: string) =>
+      exec('nbdcopy', [
+        `--request-size=${GUEST_BLOCK}`,
+        '--',
+        '[',
+        'nbdkit',
+        '-r',
+        '--filter=extentlist',
+        'nbd',
+        `socket=${socket}`,
+        `export=${o.disk}`,
+        `extentlist=${extents}`,
+        ']',
+        'null:',
+      ]);
+    const fixed = await timed(() => copy(none));
+    const whole = await timed(() => copy(list));
+    return {
+      backupBeginSeconds,
+      readSeconds: Math.max(0, whole - fixed),
+      dirtyBytes: dirty.reduce((n, e) => n + e.length, 0),
+    };
+  } finally {
+    await endBackup(o.domain);
+  }
+}
+
+/** The dirty extents of a pull-mode backup export (libvirt names its bitmap context backup-<disk>). */
+async function dirtyExtents(
+  socket: string,
+  disk: string,
+): Promise<Array<{ offset: number; length: number }>> {
+  const out = await exec('nbdinfo', [
+    '--json',
+    `--map=qemu:dirty-bitmap:backup-${disk}`,
+    `nbd+unix:///${disk}?socket=${socket}`,
+  ]);
+  const map = JSON.parse(out.stdout) as Array<{ offset: number; length: number; type: number }>;
+  return map.filter((e) => e.type !== 0);
+}
+
+/** Aborts the domain's backup job and waits until QEMU has torn the export down. */
+async function endBackup(domain: string): Promise<void> {
+  await virsh(['domjobabort', '--domain', domain]);
   // The abort returns before QEMU has torn the export down; the next backup must not overlap it.
   for (let i = 0; i < 100; i++) {
-    const r = await exec('virsh', ['-c', 'qemu:///system', 'backup-dumpxml', '--domain', o.domain], {
+    const r = await exec('virsh', ['-c', 'qemu:///system', 'backup-dumpxml', '--domain', domain], {
       okCodes: [0, 1],
     });
     if (r.code !== 0) break;
     await new Promise((res) => setTimeout(res, 50));
   }
-  return seconds;
 }

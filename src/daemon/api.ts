@@ -177,13 +177,19 @@ function jobRoutes(app: FastifyInstance, o: ApiOptions): void {
     return o.metrics.scrape();
   });
 
+  // One virsh process kept for the API's listings: a listing's dozen-odd libvirt calls then cost
+  // no process start each (20–70 ms apiece on a loaded host; a call made while it is busy runs in a
+  // process of its own, virsh-session.ts).
+  const virsh = new Virsh({ log: o.log, session: true });
+  app.addHook('onClose', async () => virsh.close());
   app.get('/api/servers', async () => {
     const config = o.config();
-    const servers = await inventory(new Virsh({ log: o.log }), o.log);
+    const servers = await inventory(virsh, o.log);
     const rows = statusRows({ config, catalog: o.catalog, selections: o.selections() });
+    const selections = o.selections();
     const jobsOf = (name: string) =>
       Object.values(config.jobs)
-        .filter((j) => o.selections().get(j.name)?.includes(name))
+        .filter((j) => selections.get(j.name)?.includes(name))
         .map((j) => j.name);
     return servers.map((s) => ({
       ...s,

@@ -2,9 +2,12 @@
  * Servers (libvirt domains) and their disks, as Haven sees them: state, persistence, and for
  * every disk its device kind, source, format, virtual size and the store disk name (docs/design.md §4.1).
  *
- * All facts for all domains come from three batched virsh runs (names; dominfo + dumpxml per
- * domain; vol-path per volume disk), so listing a large host stays quick. Virtual sizes come from
- * the images themselves, never from the running QEMU (image-size.ts says why).
+ * All facts for all domains come from a few batched virsh runs whatever the number of domains
+ * (the names, states, persistence and autostart as six `list` filters; a dumpxml per domain;
+ * vol-path per volume disk), so listing a large host stays quick. `dominfo` is not used: it costs
+ * several libvirt calls per domain, which made up half of a 20-server listing (bench/README.md,
+ * "fleet"). Virtual sizes come from the images themselves, never from the running QEMU
+ * (image-size.ts says why).
  */
 import { basename } from 'node:path';
 import { type DiskDevice, DomainXml } from '../core/domain-xml.ts';
@@ -71,15 +74,6 @@ export function storeDiskName(path: string, sourceType: string): string {
   return dot > 0 ? base.slice(0, dot) : base;
 }
 
-function parseDominfo(text: string): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const i = line.indexOf(':');
-    if (i > 0) m.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
-  }
-  return m;
-}
-
 function diskFromXml(xml: DomainXml): Array<ServerDisk & { element: unknown }> {
   return xml.disks().map((d) => {
     const source = xml.child(d.element, 'source');
@@ -133,17 +127,64 @@ function finishDisk(d: ServerDisk): void {
   }
 }
 
-async function buildServer(
-  virsh: Virsh,
-  name: string,
-  info: BatchResult,
-  dump: BatchResult,
-  log: Logger,
-): Promise<Server> {
-  if (!info.ok) throw batchError(['dominfo', name], info);
-  if (!dump.ok) throw batchError(['dumpxml', name], dump);
-  const fields = parseDominfo(info.stdout);
-  const xml = DomainXml.parse(dump.stdout);
+/** What the `list` filters say of every domain; a state missing is one the filters do not name. */
+interface DomainFacts {
+  names: string[];
+  persistent: Set<string>;
+  autostart: Set<string>;
+  state: Map<string, DomainState>;
+}
+
+/** Six lists in one virsh run; the states of the three filters, the rarer ones come from domstate. */
+const FACT_LISTS: ReadonlyArray<readonly string[]> = [
+  ['list', '--all', '--name'],
+  ['list', '--all', '--persistent', '--name'],
+  ['list', '--all', '--autostart', '--name'],
+  ['list', '--state-running', '--name'],
+  ['list', '--state-paused', '--name'],
+  ['list', '--state-shutoff', '--name'],
+];
+const LISTED_STATES: ReadonlyArray<[number, DomainState]> = [
+  [3, 'running'],
+  [4, 'paused'],
+  [5, 'shut off'],
+];
+
+function nameLines(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+}
+
+async function domainFacts(virsh: Virsh): Promise<DomainFacts> {
+  const results = await virsh.batch(FACT_LISTS);
+  const lists = results.map((r, i) => {
+    if (!r.ok) throw batchError(FACT_LISTS[i] as readonly string[], r);
+    return nameLines(r.stdout);
+  });
+  const state = new Map<string, DomainState>();
+  for (const [i, s] of LISTED_STATES) for (const n of lists[i] ?? []) state.set(n, s);
+  return {
+    names: (lists[0] ?? []).sort(),
+    persistent: new Set(lists[1]),
+    autostart: new Set(lists[2]),
+    state,
+  };
+}
+
+/** The states the list filters do not name (in shutdown, crashed, pmsuspended, …): one domstate each. */
+async function otherStates(virsh: Virsh, names: string[], facts: DomainFacts): Promise<void> {
+  const rest = names.filter((n) => !facts.state.has(n));
+  if (rest.length === 0) return;
+  const results = await virsh.batch(rest.map((n) => ['domstate', '--domain', n]));
+  rest.forEach((n, i) => {
+    const r = results[i];
+    if (r?.ok) facts.state.set(n, parseDomainState(r.stdout));
+  });
+}
+
+async function readDisks(virsh: Virsh, name: string, xml: DomainXml, log: Logger): Promise<ServerDisk[]> {
   const disks: ServerDisk[] = diskFromXml(xml).map(({ element: _e, ...d }) => d);
   await resolveVolumes(virsh, disks);
   for (const d of disks) {
@@ -170,49 +211,74 @@ async function buildServer(
     }
     finishDisk(d);
   }
-  const id = fields.get('id');
+  return disks;
+}
+
+async function buildServer(
+  virsh: Virsh,
+  name: string,
+  dump: BatchResult,
+  facts: DomainFacts,
+  log: Logger,
+): Promise<Server> {
+  if (!dump.ok) throw batchError(['dumpxml', name], dump);
+  const xml = DomainXml.parse(dump.stdout);
+  // A running domain's live XML carries libvirt's id on its root element.
+  const id = xml.root.getAttribute('id');
   return {
     name,
-    uuid: fields.get('uuid') ?? xml.uuid ?? '',
+    uuid: xml.uuid ?? '',
     id: id && /^\d+$/.test(id) ? Number(id) : undefined,
-    state: parseDomainState(fields.get('state') ?? ''),
-    persistent: fields.get('persistent') === 'yes',
-    autostart: fields.get('autostart') === 'enable',
-    disks,
+    state: facts.state.get(name) ?? 'no state',
+    persistent: facts.persistent.has(name),
+    autostart: facts.autostart.has(name),
+    disks: await readDisks(virsh, name, xml, log),
   };
 }
 
+/** Servers built at once by describe(). */
+const DESCRIBE_CONCURRENCY = 4;
+
+/** `names` undefined: every domain the lists found. */
 async function describe(
   virsh: Virsh,
-  names: string[],
+  names: string[] | undefined,
   log: Logger,
   skipVanished: boolean,
 ): Promise<Server[]> {
-  const cmds: string[][] = [];
-  for (const n of names) {
-    cmds.push(['dominfo', '--domain', n], ['dumpxml', '--domain', n]);
-  }
-  const results = await virsh.batch(cmds);
-  const servers: Server[] = [];
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i] as string;
-    const missing: BatchResult = { ok: false, stdout: '', error: 'no output from virsh' };
-    const info = results[2 * i] ?? missing;
-    const dump = results[2 * i + 1] ?? missing;
-    try {
-      servers.push(await buildServer(virsh, name, info, dump, log));
-    } catch (e) {
-      // A transient domain that stopped between "list" and "dominfo" is simply gone.
-      if (skipVanished && e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_FOUND') continue;
-      throw e;
+  const facts = await domainFacts(virsh);
+  const wanted = names ?? facts.names;
+  const dumps = await virsh.batch(wanted.map((n) => ['dumpxml', '--domain', n]));
+  // A domain defined after the lists ran has no state yet.
+  await otherStates(
+    virsh,
+    wanted.filter((_n, i) => dumps[i]?.ok),
+    facts,
+  );
+  // Built a few at a time: each reads its images' headers (and, for other formats, runs qemu-img),
+  // so waits on the disk overlap while the number of open files and processes stays bounded.
+  const built: Array<Server | undefined> = new Array(wanted.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < wanted.length) {
+      const i = next++;
+      const name = wanted[i] as string;
+      const dump = dumps[i] ?? { ok: false, stdout: '', error: 'no output from virsh' };
+      try {
+        built[i] = await buildServer(virsh, name, dump, facts, log);
+      } catch (e) {
+        // A transient domain that stopped between "list" and "dumpxml" is simply gone.
+        if (!(skipVanished && e instanceof VirtError && e.code === 'VIRT_DOMAIN_NOT_FOUND')) throw e;
+      }
     }
-  }
-  return servers;
+  };
+  await Promise.all(Array.from({ length: Math.min(DESCRIBE_CONCURRENCY, wanted.length) }, worker));
+  return built.filter((s): s is Server => s !== undefined);
 }
 
 /** Every domain libvirt knows (running or not, persistent or transient), by name. */
 export async function listServers(virsh: Virsh, options: { log?: Logger } = {}): Promise<Server[]> {
-  return describe(virsh, await listServerNames(virsh), options.log ?? silentLogger, true);
+  return describe(virsh, undefined, options.log ?? silentLogger, true);
 }
 
 /** The names of every domain, running or not, sorted: one libvirt call, nothing described. */
@@ -228,7 +294,7 @@ export async function listServerNames(virsh: Virsh): Promise<string[]> {
 /** One domain; VIRT_DOMAIN_NOT_FOUND when there is none by that name. */
 export async function getServer(virsh: Virsh, name: string, options: { log?: Logger } = {}): Promise<Server> {
   const [server] = await describe(virsh, [name], options.log ?? silentLogger, false);
-  if (!server) throw virshError(['dominfo', name], `error: failed to get domain '${name}'`, 1);
+  if (!server) throw virshError(['dumpxml', name], `error: failed to get domain '${name}'`, 1);
   return server;
 }
 
