@@ -344,18 +344,23 @@ export const STORE_CODES = {
   },
   RBD_BAD_LOCATION: {
     kind: 'usage',
-    meaning: 'An rbd store location (--rbd, a target URL’s rbd=) is not rbd://USER@CLUSTER/POOL or rbd://USER@MON[,MON…]/POOL?keyring=FILE.',
+    meaning:
+      'An rbd store location (--rbd, a target URL’s rbd=) is not rbd://USER@CLUSTER/POOL or rbd://USER@MON[,MON…]/POOL?keyring=FILE.',
     action: 'Write the location as docs/store-rbd.md shows.',
   },
   RBD_CONFLICT: {
     kind: 'usage',
-    meaning: 'The rbd location given differs from the one the store was created with, or the directory is a store of another kind.',
-    action: 'Leave --rbd out for an existing store (its descriptor names its pool), or give exactly that location.',
+    meaning:
+      'The rbd location given differs from the one the store was created with, or the directory is a store of another kind.',
+    action:
+      'Leave --rbd out for an existing store (its descriptor names its pool), or give exactly that location.',
   },
   RBD_UNREACHABLE: {
     kind: 'unavailable',
-    meaning: 'No monitor of the Ceph cluster answered, or the client could not authenticate, within the connect timeout.',
-    action: 'Check `ceph -s` with the same configuration and keyring, the monitors’ addresses and the network; then run again.',
+    meaning:
+      'No monitor of the Ceph cluster answered, or the client could not authenticate, within the connect timeout.',
+    action:
+      'Check `ceph -s` with the same configuration and keyring, the monitors’ addresses and the network; then run again.',
   },
   RBD_POOL_NOT_FOUND: {
     kind: 'not-found',
@@ -365,16 +370,19 @@ export const STORE_CODES = {
   RBD_PERMISSION_DENIED: {
     kind: 'refused',
     meaning: 'The cephx user lacks a capability the store needs.',
-    action: "Give it mon 'profile rbd' and osd 'profile rbd pool=POOL' (`ceph auth caps`); `haven doctor --store PATH` checks them.",
+    action:
+      "Give it mon 'profile rbd' and osd 'profile rbd pool=POOL' (`ceph auth caps`); `haven doctor --store PATH` checks them.",
   },
   RBD_TIMEOUT: {
     kind: 'unavailable',
-    meaning: 'The cluster did not answer an operation within the store’s timeout: a monitor or OSD is down, or the pool is full.',
+    meaning:
+      'The cluster did not answer an operation within the store’s timeout: a monitor or OSD is down, or the pool is full.',
     action: 'Check `ceph status`; stored generations are intact, run again once the cluster is healthy.',
   },
   RBD_FAILED: {
     kind: 'io',
     meaning: 'A Ceph operation failed for another reason; its message is in the error.',
-    action: 'Read the message; `haven doctor --store PATH` checks the cluster, the pool and the user; stored generations are intact.',
+    action:
+      'Read the message; `haven doctor --store PATH` checks the cluster, the pool and the user; stored generations are intact.',
   },
 } as const satisfies Record<string, CodeEntry>;

@@ -25,7 +25,8 @@ export type AnyStore = FsStore | LvmStore | RbdStore;
 export async function openStore(dir: string, options: OpenStoreOptions = {}): Promise<AnyStore> {
   const { volumeGroups, rbd, reflinks, ...common } = options;
   const kind =
-    (await openDescriptorKind(dir)) ?? (volumeGroups !== undefined ? 'lvm' : rbd !== undefined ? 'rbd' : 'fs');
+    (await openDescriptorKind(dir)) ??
+    (volumeGroups !== undefined ? 'lvm' : rbd !== undefined ? 'rbd' : 'fs');
   if (rbd !== undefined && kind !== 'rbd') {
     throw storeError('RBD_CONFLICT', 'usage', `${dir} is a ${kind} store, not a store of ${rbd}`, {
       hint: 'Leave --rbd out for this store, or give the rbd store its own directory.',

@@ -105,7 +105,12 @@ function storeQuery(url: string, u: URL, scheme: string): StoreQuery {
   const keys = [...u.searchParams.keys()];
   const key = keys[0];
   const value = key === undefined ? null : u.searchParams.get(key);
-  if ((scheme !== 'ssh' && scheme !== 'file') || keys.length !== 1 || (key !== 'lvm' && key !== 'rbd') || !value) {
+  if (
+    (scheme !== 'ssh' && scheme !== 'file') ||
+    keys.length !== 1 ||
+    (key !== 'lvm' && key !== 'rbd') ||
+    !value
+  ) {
     throw badUrl(
       url,
       'the only query a store URL may carry is lvm=VG[,VG…] or rbd=rbd://USER@CLUSTER/POOL (ssh:// and file:// targets)',
@@ -116,7 +121,8 @@ function storeQuery(url: string, u: URL, scheme: string): StoreQuery {
     return { lvm: value };
   }
   // Checked in full by the receiver (store/rbd/location.ts); here only what could reach ssh's command line.
-  if (!/^rbd:\/\/[A-Za-z0-9_.,:@[\]/?=&%+-]+$/.test(value)) throw badUrl(url, `rbd=${value} is not an rbd store location`);
+  if (!/^rbd:\/\/[A-Za-z0-9_.,:@[\]/?=&%+-]+$/.test(value))
+    throw badUrl(url, `rbd=${value} is not an rbd store location`);
   return { rbd: value };
 }
 

@@ -50,6 +50,8 @@ export interface StoreUnderTest {
   removeServerImages?(server: string): Promise<void>;
   /** Bytes allocated to an image (sparse stores only); absent for stores that preallocate. */
   allocatedBytes?(path: string): Promise<number>;
+  /** Bytes allocated to one of the store's own files, where images are not files (default allocatedBytes). */
+  fileBytes?(path: string): Promise<number>;
 }
 
 export type StoreFactory = () => Promise<StoreUnderTest>;

@@ -32,7 +32,12 @@ export async function freshRbdStore(
   return { store, dir, pool };
 }
 
-export function rbdStoreUnderTest(ceph: CephCluster, store: RbdStore, dir: string, pool: string): StoreUnderTest {
+export function rbdStoreUnderTest(
+  ceph: CephCluster,
+  store: RbdStore,
+  dir: string,
+  pool: string,
+): StoreUnderTest {
   return {
     store,
     cleanup: async () => {
@@ -53,7 +58,13 @@ export function rbdStoreUnderTest(ceph: CephCluster, store: RbdStore, dir: strin
         await reader.close();
       }
       const flipped = ((byte[0] ?? 0) ^ 0x40).toString(16);
-      await exec('qemu-io', ['-f', 'raw', '-c', `write -P 0x${flipped} ${offset} 1`, ceph.qemuRbd(pool, image)]);
+      await exec('qemu-io', [
+        '-f',
+        'raw',
+        '-c',
+        `write -P 0x${flipped} ${offset} 1`,
+        ceph.qemuRbd(pool, image),
+      ]);
     },
     removeImage: async (server, generationId, disk) => {
       // As `rbd rm` would, or `rbd trash mv` where the image's snapshots still have clones.
@@ -66,8 +77,8 @@ export function rbdStoreUnderTest(ceph: CephCluster, store: RbdStore, dir: strin
       }
     },
     child: { opener: OPENER, location: dir },
-    // The store's own files (digests above all) under its directory; images are thin in Ceph and
-    // not files here, as in the LVM store.
-    allocatedBytes: async (path) => (await stat(path)).blocks * 512,
+    // The store's own files (digests above all) under its directory. No allocatedBytes for images:
+    // an image holds whole written ranges in the cluster, not 64 KiB holes (docs/store-rbd.md).
+    fileBytes: async (path) => (await stat(path)).blocks * 512,
   };
 }

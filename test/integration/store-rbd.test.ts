@@ -80,7 +80,11 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
   const dir = await testDir(t, PREFIX);
   const store = join(dir, 'store');
   const h = await havenEnv(dir);
-  const guest = await createTestGuest(t, { prefix: PREFIX, disks: [{ sizeMiB: 64 }, { sizeMiB: 32 }], cdrom: 'iso' });
+  const guest = await createTestGuest(t, {
+    prefix: PREFIX,
+    disks: [{ sizeMiB: 64 }, { sizeMiB: 32 }],
+    cdrom: 'iso',
+  });
 
   await replicationRounds({
     h,
@@ -113,7 +117,12 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
     assert.equal(auth?.getAttribute('username'), 'admin');
   }
 
-  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, ['verify', guest.name, '--store', store]);
+  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
+    'verify',
+    guest.name,
+    '--store',
+    store,
+  ]);
   assert.equal(verify.ok, true);
   assert.equal(verify.checkedGenerations, 3);
   const listed = await havenJson<Array<{ generations: Array<{ seq: number; mode: string }> }>>(h, [
@@ -134,7 +143,9 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
   // haven doctor at the DR host checks the cluster, the user's rights on the pool, its room and
   // QEMU's rbd driver; run as on a healthy site, every check passes.
   const doctor = await runHaven(h, ['doctor', '--store', store, '--json']);
-  const checks = (JSON.parse(doctor.stdout) as { checks: Array<{ id: string; status: string; detail: string }> }).checks;
+  const checks = (
+    JSON.parse(doctor.stdout) as { checks: Array<{ id: string; status: string; detail: string }> }
+  ).checks;
   const rbdChecks = checks.filter((c) => c.id.startsWith('rbd-'));
   assert.deepEqual(
     rbdChecks.map((c) => c.id),
@@ -163,7 +174,12 @@ async function imageHashes(ceph: CephCluster, pool: string, scratch: string): Pr
     const copy = join(scratch, `${image}.export`);
     await rm(copy, { force: true });
     await ceph.rbd(['export', '--no-progress', `${pool}/${image}`, copy]);
-    out.set(image, createHash('sha256').update(await readFile(copy)).digest('hex'));
+    out.set(
+      image,
+      createHash('sha256')
+        .update(await readFile(copy))
+        .digest('hex'),
+    );
     await rm(copy, { force: true });
   }
   return out;
@@ -201,7 +217,53 @@ test('a pool that reaches its quota: NO_SPACE, every generation as it was, the n
   await ceph.setPoolQuota(pool, 0);
   const r = await havenJson<{ mode: string }>(h, protect);
   assert.equal(r.mode, 'incremental');
-  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, ['verify', guest.name, '--store', store]);
+  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
+    'verify',
+    guest.name,
+    '--store',
+    store,
+  ]);
+  assert.equal(verify.ok, true);
+  assert.equal(verify.checkedGenerations, 2);
+});
+
+test('an OSD stopped when a run starts: RBD_TIMEOUT within the store timeout, every generation as it was, the next run completes', async (t) => {
+  // A cluster of this test alone: only an exclusive cluster may lose a daemon.
+  const own = await startCephCluster(t, { exclusive: true });
+  const pool = await own.createPool(`${PREFIX}-o-${randomBytes(4).toString('hex')}`);
+  const dir = await testDir(t, `${PREFIX}-o`);
+  const store = join(dir, 'store');
+  const h = await havenEnv(dir, { HAVEN_RBD_TIMEOUT: '10' });
+  const guest = await createTestGuest(t, { prefix: `${PREFIX}-o`, disks: [{ sizeMiB: 32 }] });
+  const protect = ['protect', guest.name, '--to', target(store, own, pool), '--copies', '2'];
+
+  await guest.writePattern('vda', 51, 30);
+  await havenJson(h, protect);
+  await guest.writePattern('vda', 52, 10);
+  await havenJson(h, protect);
+  const before = await imageHashes(own, pool, dir);
+
+  await guest.writePattern('vda', 53, 20);
+  await own.stopOsd();
+  const started = Date.now();
+  const down = await runHaven(h, [...protect, '--retries', '0', '--json']);
+  const took = Date.now() - started;
+  assert.notEqual(down.code, 0, down.stdout);
+  assert.match(down.stdout + down.stderr, /RBD_TIMEOUT/);
+  assert.match(down.stdout + down.stderr, /did not answer/);
+  // The store timeout (10 s) bounds the wait: the broker's own deadline is 2 × 10 + 10 s.
+  assert.ok(took < 120_000, `the run gave up after ${took} ms`);
+
+  await own.startOsd();
+  assert.deepEqual(await imageHashes(own, pool, dir), before, 'every generation is as it was');
+  const r = await havenJson<{ mode: string }>(h, protect);
+  assert.equal(r.mode, 'incremental');
+  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
+    'verify',
+    guest.name,
+    '--store',
+    store,
+  ]);
   assert.equal(verify.ok, true);
   assert.equal(verify.checkedGenerations, 2);
 });

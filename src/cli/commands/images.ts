@@ -140,7 +140,10 @@ export default function register(program: Command, context: () => CliContext): v
     .description('list the generations of each server in a store, and its journal of points')
     .argument('[server]', 'only this server')
     .requiredOption('--store <path>', 'the store directory')
-    .option('--rbd <location>', 'an rbd store whose directory is missing here: rebuild it from this pool (docs/store-rbd.md)')
+    .option(
+      '--rbd <location>',
+      'an rbd store whose directory is missing here: rebuild it from this pool (docs/store-rbd.md)',
+    )
     .option('--points', 'list every point of the journals')
     .option('--hosts', 'only the hosts’ rescue media and backup archives')
     .option('--json', 'print as JSON');

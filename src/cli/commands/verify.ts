@@ -76,7 +76,10 @@ export default function register(program: Command, context: () => CliContext): v
     .description('re-read the images and journals of a store and check their manifests and digests')
     .argument('[server]', 'only this server (or host)')
     .requiredOption('--store <path>', 'the store directory')
-    .option('--rbd <location>', 'an rbd store whose directory is missing here: rebuild it from this pool (docs/store-rbd.md)')
+    .option(
+      '--rbd <location>',
+      'an rbd store whose directory is missing here: rebuild it from this pool (docs/store-rbd.md)',
+    )
     .option(
       '--generation <k>',
       'only this generation: 1 = newest, 2 = the one before, … (as haven images lists them), or its id',

@@ -30,7 +30,9 @@ export interface StoreContext {
  * (made if missing) and the DR host's definition rules.
  */
 export async function storeContext(
-  parts: Pick<StoreContext, 'layout' | 'images' | 'descriptor' | 'log' | 'directIo'> & { mirror?: MetadataMirror },
+  parts: Pick<StoreContext, 'layout' | 'images' | 'descriptor' | 'log' | 'directIo'> & {
+    mirror?: MetadataMirror;
+  },
   options: { stagingDir?: string; definitionRules?: () => Promise<DefinitionRules> },
 ): Promise<StoreContext> {
   const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;

@@ -58,7 +58,10 @@ export function buildDrDefinition(
     const name = storeDiskNameCandidates(d).find((n) => disks.includes(n) && !placed.has(n));
     if (name !== undefined) {
       const path = imagePathOf(name);
-      xml.setDiskSource(d, options.diskSource?.(name) ?? (options.blockDevices ? { dev: path } : { file: path }));
+      xml.setDiskSource(
+        d,
+        options.diskSource?.(name) ?? (options.blockDevices ? { dev: path } : { file: path }),
+      );
       placed.set(name, d.element);
       continue;
     }

@@ -216,7 +216,7 @@ class Broker:
                 'imageId': img.id()}
 
     def op_img_allocated(self, req):
-        """Bytes the image holds itself, by whole objects (a clone: what it no longer shares)."""
+        """Bytes of data the image holds itself (a clone: what it no longer shares)."""
         total = [0]
 
         def count(_offset, length, exists):
@@ -226,7 +226,7 @@ class Broker:
 
         try:
             with rbd.Image(self.io, req['name'], read_only=True) as img:
-                img.diff_iterate(0, img.size(), None, count, include_parent=False, whole_object=True)
+                img.diff_iterate(0, img.size(), None, count, include_parent=False, whole_object=False)
         except rbd.ImageNotFound:
             return {'bytes': 0}
         return {'bytes': total[0]}

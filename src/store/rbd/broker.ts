@@ -79,7 +79,13 @@ export function brokerError(op: string, errno: number, type: string, message: st
       hint: 'Raise the pool quota or free space in the cluster; stored generations are intact.',
       details,
     });
-  return rbdError('RBD_FAILED', 'io', text, 'See the message; `haven doctor --store PATH` checks the cluster, pool and user.', details);
+  return rbdError(
+    'RBD_FAILED',
+    'io',
+    text,
+    'See the message; `haven doctor --store PATH` checks the cluster, pool and user.',
+    details,
+  );
 }
 
 export class Broker {
@@ -109,7 +115,11 @@ export class Broker {
     return this.callData(op, args, payload).then((r) => r.reply);
   }
 
-  callData(op: string, args: Record<string, unknown> = {}, payload?: Buffer): Promise<{ reply: Reply; data: Buffer }> {
+  callData(
+    op: string,
+    args: Record<string, unknown> = {},
+    payload?: Buffer,
+  ): Promise<{ reply: Reply; data: Buffer }> {
     const run = this.turn.then(() => this.send(op, args, payload)).catch((e: unknown) => this.explain(op, e));
     this.turn = run.catch(() => {});
     return run;
@@ -123,7 +133,12 @@ export class Broker {
     if (op === 'pool_status' || !(e instanceof HavenError) || e.code !== 'RBD_TIMEOUT') throw e;
     const st = await this.send('pool_status', {}).catch(() => null);
     if (st?.reply.full === true) {
-      throw poolFull(this.o.location.pool, Number(st.reply.quotaBytes ?? 0), Number(st.reply.usedBytes ?? 0), e);
+      throw poolFull(
+        this.o.location.pool,
+        Number(st.reply.quotaBytes ?? 0),
+        Number(st.reply.usedBytes ?? 0),
+        e,
+      );
     }
     throw e;
   }
@@ -145,7 +160,9 @@ export class Broker {
     const child = this.child;
     if (!child) throw this.brokerGone('the broker is not running');
     const id = this.nextId++;
-    const header = Buffer.from(JSON.stringify({ ...args, id, op, ...(payload ? { len: payload.length } : {}) }));
+    const header = Buffer.from(
+      JSON.stringify({ ...args, id, op, ...(payload ? { len: payload.length } : {}) }),
+    );
     const size = Buffer.alloc(4);
     size.writeUInt32BE(header.length);
     const answer = this.wait(id, op);
@@ -193,7 +210,9 @@ export class Broker {
       mountTimeout: this.o.mountTimeoutS,
     };
     const script = installPath('src', 'store', 'rbd', 'broker.py');
-    const child = spawn(PYTHON, ['-I', '-B', script, JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(PYTHON, ['-I', '-B', script, JSON.stringify(opts)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     this.child = child;
     this.stderr = '';
     this.input = Buffer.alloc(0);
@@ -218,10 +237,14 @@ export class Broker {
       child.once('error', (e: NodeJS.ErrnoException) => {
         reject(
           e.code === 'ENOENT'
-            ? new HavenError('TOOL_MISSING', `${PYTHON} is missing: the rbd store needs Ceph's Python bindings`, {
-                kind: 'unavailable',
-                hint: 'Install ceph-common (it brings python3-rados and python3-rbd): apt-get install ceph-common',
-              })
+            ? new HavenError(
+                'TOOL_MISSING',
+                `${PYTHON} is missing: the rbd store needs Ceph's Python bindings`,
+                {
+                  kind: 'unavailable',
+                  hint: 'Install ceph-common (it brings python3-rados and python3-rbd): apt-get install ceph-common',
+                },
+              )
             : e,
         );
       });
@@ -275,11 +298,20 @@ export class Broker {
   private brokerGone(why: string): HavenError {
     const missingBindings = /No module named '(rados|rbd)'/.test(why);
     if (missingBindings)
-      return new HavenError('TOOL_MISSING', "Ceph's Python bindings (python3-rados, python3-rbd) are not installed", {
-        kind: 'unavailable',
-        hint: 'Install ceph-common: apt-get install ceph-common',
-      });
-    return rbdError('RBD_FAILED', 'io', `the Ceph broker stopped: ${why}`, 'See the message; run again (the broker is restarted).');
+      return new HavenError(
+        'TOOL_MISSING',
+        "Ceph's Python bindings (python3-rados, python3-rbd) are not installed",
+        {
+          kind: 'unavailable',
+          hint: 'Install ceph-common: apt-get install ceph-common',
+        },
+      );
+    return rbdError(
+      'RBD_FAILED',
+      'io',
+      `the Ceph broker stopped: ${why}`,
+      'See the message; run again (the broker is restarted).',
+    );
   }
 
   private connectFailed(reply: Reply): HavenError {
@@ -288,9 +320,21 @@ export class Broker {
     const where = l.monitors ? `monitors ${l.monitors.join(',')}` : `cluster ${l.cluster} (${l.conf})`;
     const message = String(reply.error ?? reply.type ?? '');
     if (errno === 2 && /pool|ioctx/i.test(`${reply.type} ${message}`))
-      return rbdError('RBD_POOL_NOT_FOUND', 'not-found', `the pool ${l.pool} does not exist in ${where}`, `Create it: ceph osd pool create ${l.pool} && rbd pool init ${l.pool}`, { pool: l.pool });
+      return rbdError(
+        'RBD_POOL_NOT_FOUND',
+        'not-found',
+        `the pool ${l.pool} does not exist in ${where}`,
+        `Create it: ceph osd pool create ${l.pool} && rbd pool init ${l.pool}`,
+        { pool: l.pool },
+      );
     if (errno === 1 || errno === 13)
-      return rbdError('RBD_PERMISSION_DENIED', 'refused', `client.${l.user} may not use ${where}: ${message}`, `Check the keyring ${l.keyring} and the user's capabilities (ceph auth get client.${l.user}).`, { user: l.user });
+      return rbdError(
+        'RBD_PERMISSION_DENIED',
+        'refused',
+        `client.${l.user} may not use ${where}: ${message}`,
+        `Check the keyring ${l.keyring} and the user's capabilities (ceph auth get client.${l.user}).`,
+        { user: l.user },
+      );
     return rbdError(
       'RBD_UNREACHABLE',
       'unavailable',

@@ -5,8 +5,8 @@
  * has its rbd driver (Debian's qemu-block-extra), without which nothing boots from the cluster.
  */
 import { randomUUID } from 'node:crypto';
-import { exec } from '../../core/exec.ts';
 import { HavenError } from '../../core/errors.ts';
+import { exec } from '../../core/exec.ts';
 import { silentLogger } from '../../core/log.ts';
 import type { StoreCheck } from '../lvm/doctor.ts';
 import { Broker } from './broker.ts';
@@ -18,7 +18,8 @@ const LOW_FREE = 0.1;
 const DOCTOR_TIMEOUT_S = 10;
 
 function failed(e: unknown): { detail: string; fix: string } {
-  if (e instanceof HavenError) return { detail: `${e.code}: ${e.message}`, fix: e.hint ?? 'see docs/store-rbd.md' };
+  if (e instanceof HavenError)
+    return { detail: `${e.code}: ${e.message}`, fix: e.hint ?? 'see docs/store-rbd.md' };
   return { detail: e instanceof Error ? e.message : String(e), fix: 'see docs/store-rbd.md' };
 }
 
@@ -26,7 +27,12 @@ export async function checkRbdStore(spec: string): Promise<StoreCheck[]> {
   const location = parseRbdLocation(spec);
   const where = formatRbdLocation(location);
   const checks: StoreCheck[] = [];
-  const broker = new Broker({ location, opTimeoutS: DOCTOR_TIMEOUT_S, mountTimeoutS: DOCTOR_TIMEOUT_S, log: silentLogger });
+  const broker = new Broker({
+    location,
+    opTimeoutS: DOCTOR_TIMEOUT_S,
+    mountTimeoutS: DOCTOR_TIMEOUT_S,
+    log: silentLogger,
+  });
   try {
     try {
       const hello = await broker.hello();
@@ -38,7 +44,13 @@ export async function checkRbdStore(spec: string): Promise<StoreCheck[]> {
         required: true,
       });
     } catch (e) {
-      checks.push({ id: 'rbd-cluster', title: `Ceph cluster and pool of ${where}`, status: 'fail', ...failed(e), required: true });
+      checks.push({
+        id: 'rbd-cluster',
+        title: `Ceph cluster and pool of ${where}`,
+        status: 'fail',
+        ...failed(e),
+        required: true,
+      });
       return [...checks, await qemuRbdCheck()];
     }
     try {
@@ -52,7 +64,13 @@ export async function checkRbdStore(spec: string): Promise<StoreCheck[]> {
         required: true,
       });
     } catch (e) {
-      checks.push({ id: 'rbd-caps', title: `client.${location.user} may use pool ${location.pool}`, status: 'fail', ...failed(e), required: true });
+      checks.push({
+        id: 'rbd-caps',
+        title: `client.${location.user} may use pool ${location.pool}`,
+        status: 'fail',
+        ...failed(e),
+        required: true,
+      });
     }
     checks.push(await roomCheck(broker, location.pool));
   } finally {
@@ -68,10 +86,20 @@ async function roomCheck(broker: Broker, pool: string): Promise<StoreCheck> {
     const quota = Number(st.quotaBytes ?? 0);
     const used = Number(st.usedBytes ?? 0);
     const fix = `ceph osd pool set-quota ${pool} max_bytes BYTES (or free space in the cluster)`;
-    if (st.full === true) return { ...base, status: 'fail', detail: `the pool is full (quota ${quota} bytes, ${used} used)`, fix };
+    if (st.full === true)
+      return {
+        ...base,
+        status: 'fail',
+        detail: `the pool is full (quota ${quota} bytes, ${used} used)`,
+        fix,
+      };
     if (quota > 0 && quota - used < quota * LOW_FREE)
       return { ...base, status: 'warn', detail: `${quota - used} of ${quota} bytes of quota left`, fix };
-    return { ...base, status: 'ok', detail: quota > 0 ? `${quota - used} of ${quota} bytes of quota left` : `${used} bytes used, no quota` };
+    return {
+      ...base,
+      status: 'ok',
+      detail: quota > 0 ? `${quota - used} of ${quota} bytes of quota left` : `${used} bytes used, no quota`,
+    };
   } catch (e) {
     return { ...base, status: 'fail', ...failed(e) };
   }

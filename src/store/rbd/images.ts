@@ -16,9 +16,9 @@
  * Renames, snapshots and clones are metadata operations of the cluster, durable when they return.
  */
 import { randomUUID } from 'node:crypto';
+import type { DiskSourceSpec } from '../../core/domain-xml.ts';
 import type { Logger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
-import type { DiskSourceSpec } from '../../core/domain-xml.ts';
 import type {
   ImageVolumes,
   OpenWritableOptions,
@@ -88,7 +88,11 @@ export class RbdImages implements ImageVolumes {
   async info(image: string): Promise<ImageInfo | null> {
     const r = await this.o.broker.call('img_info', { name: image });
     if (r.missing === true) return null;
-    return { size: Number(r.size), parent: (r.parent ?? null) as ImageInfo['parent'], snaps: r.snaps as ImageInfo['snaps'] };
+    return {
+      size: Number(r.size),
+      parent: (r.parent ?? null) as ImageInfo['parent'],
+      snaps: r.snaps as ImageInfo['snaps'],
+    };
   }
 
   async exists(server: string, disk: string, seq: Seq): Promise<boolean> {
@@ -110,7 +114,11 @@ export class RbdImages implements ImageVolumes {
 
   /** Bytes the image itself holds in the cluster (a clone: only what it no longer shares). */
   async allocated(server: string, disk: string, seq: Seq): Promise<number> {
-    const r = await this.o.broker.call('img_allocated', { name: this.name(server, disk, seq) });
+    return this.allocatedOf(this.name(server, disk, seq));
+  }
+
+  async allocatedOf(image: string): Promise<number> {
+    const r = await this.o.broker.call('img_allocated', { name: image });
     return Number(r.bytes ?? 0);
   }
 
@@ -133,7 +141,11 @@ export class RbdImages implements ImageVolumes {
       async read(buf: Buffer, length: number, position: number): Promise<void> {
         for (let done = 0; done < length; ) {
           const n = Math.min(length - done, 8 << 20);
-          const { data } = await broker.callData('reader_read', { handle, offset: position + done, length: n });
+          const { data } = await broker.callData('reader_read', {
+            handle,
+            offset: position + done,
+            length: n,
+          });
           data.copy(buf, done, 0, n);
           done += n;
         }
@@ -159,14 +171,20 @@ export class RbdImages implements ImageVolumes {
 
   async removeImage(image: string): Promise<boolean> {
     const r = await this.o.broker.call('img_rm', { name: image });
-    if (r.how === 'trashed') this.o.log.debug('image moved to the RBD trash until its clones are gone', { image });
+    if (r.how === 'trashed')
+      this.o.log.debug('image moved to the RBD trash until its clones are gone', { image });
     return r.removed === true;
   }
 
   /** Cluster operations are durable when they return. */
   async syncNames(): Promise<void> {}
 
-  async openWritable(server: string, disk: string, seq: Seq, options: OpenWritableOptions): Promise<WritableImage> {
+  async openWritable(
+    server: string,
+    disk: string,
+    seq: Seq,
+    options: OpenWritableOptions,
+  ): Promise<WritableImage> {
     const image = this.name(server, disk, seq);
     const { broker } = this.o;
     let info = await this.info(image);
@@ -196,7 +214,14 @@ export class RbdImages implements ImageVolumes {
     });
   }
 
-  async read(server: string, disk: string, seq: Seq, buf: Buffer, length: number, position: number): Promise<void> {
+  async read(
+    server: string,
+    disk: string,
+    seq: Seq,
+    buf: Buffer,
+    length: number,
+    position: number,
+  ): Promise<void> {
     const { reply, data } = await this.o.broker.callData('read', {
       name: this.name(server, disk, seq),
       offset: position,
@@ -269,17 +294,23 @@ export class RbdImages implements ImageVolumes {
     const used = Number(st.usedBytes ?? 0);
     if (st.full === true || (quota > 0 && quota - used < need)) {
       const e = poolFull(this.o.location.pool, quota, used);
-      throw storeError('NO_SPACE', 'resource', `${e.message}: the commit of ${room.server} needs ${need} bytes`, {
-        hint: e.hint,
-        details: { ...e.details, needBytes: need },
-      });
+      throw storeError(
+        'NO_SPACE',
+        'resource',
+        `${e.message}: the commit of ${room.server} needs ${need} bytes`,
+        {
+          hint: e.hint,
+          details: { ...e.details, needBytes: need },
+        },
+      );
     }
   }
 
   /** A failure of the image I/O path, explained: a pool over its quota makes it NO_SPACE. */
   async explain(e: unknown): Promise<unknown> {
     const st: Reply | null = await this.o.broker.call('pool_status').catch(() => null);
-    if (st?.full === true) return poolFull(this.o.location.pool, Number(st.quotaBytes ?? 0), Number(st.usedBytes ?? 0), e);
+    if (st?.full === true)
+      return poolFull(this.o.location.pool, Number(st.quotaBytes ?? 0), Number(st.usedBytes ?? 0), e);
     return e;
   }
 }

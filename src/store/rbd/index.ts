@@ -1,2 +1,8 @@
-export { isRbdLocation, parseRbdLocation, formatRbdLocation, type RbdLocation } from './location.ts';
-export { openRbdStore, RbdStore, type RbdStoreOptions, cephSecretUsage, qemuRbdFilename } from './rbd-store.ts';
+export { formatRbdLocation, isRbdLocation, parseRbdLocation, type RbdLocation } from './location.ts';
+export {
+  cephSecretUsage,
+  openRbdStore,
+  qemuRbdFilename,
+  RbdStore,
+  type RbdStoreOptions,
+} from './rbd-store.ts';

@@ -48,21 +48,28 @@ export function parseRbdLocation(spec: string): RbdLocation {
   const host = at < 0 ? authority : authority.slice(at + 1);
   const pool = decodeURIComponent(path ?? '');
   if (!CEPH_NAME.test(user)) throw badLocation(spec, `user ${JSON.stringify(user)} is not a Ceph user id`);
-  if (!CEPH_NAME.test(pool)) throw badLocation(spec, pool ? `pool ${JSON.stringify(pool)} is not a pool name` : 'no pool after the cluster');
+  if (!CEPH_NAME.test(pool))
+    throw badLocation(
+      spec,
+      pool ? `pool ${JSON.stringify(pool)} is not a pool name` : 'no pool after the cluster',
+    );
   for (const k of query.keys()) {
-    if (!['conf', 'keyring'].includes(k)) throw badLocation(spec, `unknown option ${k} (conf and keyring are known)`);
+    if (!['conf', 'keyring'].includes(k))
+      throw badLocation(spec, `unknown option ${k} (conf and keyring are known)`);
   }
   const conf = absolute(spec, 'conf', query.get('conf'));
   const keyringOption = absolute(spec, 'keyring', query.get('keyring'));
   const isMonitors = /[.:,[]/.test(host) || /^\d/.test(host);
   if (isMonitors) {
     const monitors = host.split(',');
-    for (const m of monitors) if (!MONITOR.test(m)) throw badLocation(spec, `monitor ${JSON.stringify(m)} is not host[:port]`);
+    for (const m of monitors)
+      if (!MONITOR.test(m)) throw badLocation(spec, `monitor ${JSON.stringify(m)} is not host[:port]`);
     if (!keyringOption) throw badLocation(spec, 'with monitors, the keyring must be given (?keyring=FILE)');
     return { pool, user, cluster: undefined, monitors, conf, keyring: keyringOption };
   }
   const cluster = host || 'ceph';
-  if (!CEPH_NAME.test(cluster)) throw badLocation(spec, `cluster ${JSON.stringify(cluster)} is not a cluster name`);
+  if (!CEPH_NAME.test(cluster))
+    throw badLocation(spec, `cluster ${JSON.stringify(cluster)} is not a cluster name`);
   return {
     pool,
     user,

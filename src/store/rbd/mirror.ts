@@ -179,7 +179,8 @@ export class RbdMirror implements MetadataMirror {
     }
     const entry: Entry = { sha256: hash.digest('hex'), size, parts, at: Date.now() };
     await this.broker.call('omap_set', { obj: INDEX, entries: { [rel]: JSON.stringify(entry) } });
-    for (let n = parts; n < (old?.parts ?? 0); n++) await this.broker.call('obj_rm', { name: partName(rel, n) });
+    for (let n = parts; n < (old?.parts ?? 0); n++)
+      await this.broker.call('obj_rm', { name: partName(rel, n) });
   }
 
   private async fetch(rel: string, entry: Entry): Promise<void> {
@@ -209,7 +210,9 @@ export class RbdMirror implements MetadataMirror {
     if (hash.digest('hex') !== entry.sha256) {
       // Written through again meanwhile (the index is updated after the content): fetch later.
       await removeIfExists(tmp);
-      this.log.warn('a metadata file changed in the pool while it was fetched; kept the local copy', { file: rel });
+      this.log.warn('a metadata file changed in the pool while it was fetched; kept the local copy', {
+        file: rel,
+      });
       return;
     }
     await io(path, () => rename(tmp, path));

@@ -16,8 +16,8 @@ import { ensureDir } from '../common/files.ts';
 import { acquireLock } from '../common/lock.ts';
 import { DESCRIPTOR_FILE, MetadataLayout } from '../common/metadata-layout.ts';
 import { StoreBase } from '../common/store-base.ts';
-import type { DeltaMeta, DeltaWriter } from '../types.ts';
 import { storeError } from '../errors.ts';
+import type { DeltaMeta, DeltaWriter } from '../types.ts';
 import { Broker } from './broker.ts';
 import { poolFull } from './errors.ts';
 import { RbdImages } from './images.ts';
@@ -45,7 +45,11 @@ export interface RbdStoreOptions {
 export const DEFAULT_OP_TIMEOUT_S = 30;
 
 /** QEMU's filename of an image (qemu-nbd, qemu-img): `rbd:pool/image` and the client settings. */
-export function qemuRbdFilename(l: RbdLocation, image: string, timeouts: { opS: number; mountS: number }): string {
+export function qemuRbdFilename(
+  l: RbdLocation,
+  image: string,
+  timeouts: { opS: number; mountS: number },
+): string {
   const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
   const parts = [`rbd:${l.pool}/${image}`, `id=${esc(l.user)}`];
   if (l.conf) parts.push(`conf=${esc(l.conf)}`);
@@ -71,23 +75,26 @@ export async function openRbdStore(dir: string, options: RbdStoreOptions = {}): 
       hint: 'Name the pool: haven receive --store DIR --rbd rbd://USER@CLUSTER/POOL (docs/store-rbd.md).',
     });
   }
-  if (local?.rbd && given && parseRbdLocation(local.rbd).pool !== given.pool) throw conflict(layout.root, local.rbd, given);
-  const opS = options.opTimeoutS ?? DEFAULT_OP_TIMEOUT_S;
-  const mountS = options.mountTimeoutS ?? DEFAULT_OP_TIMEOUT_S;
+  if (local?.rbd && given && parseRbdLocation(local.rbd).pool !== given.pool)
+    throw conflict(layout.root, local.rbd, given);
+  const opS = options.opTimeoutS ?? envTimeoutS() ?? DEFAULT_OP_TIMEOUT_S;
+  const mountS = options.mountTimeoutS ?? envTimeoutS() ?? DEFAULT_OP_TIMEOUT_S;
   const broker = new Broker({ location, opTimeoutS: opS, mountTimeoutS: mountS, log });
   try {
     const fsid = String((await broker.hello()).fsid);
     const mirror = new RbdMirror(broker, layout, log);
     await ensureDir(layout.root);
     // A directory without the store's files (a new DR host): the pool has them.
-    if (!local && (await mirror.fetchIfMissing(DESCRIPTOR_FILE))) log.info('store found in the pool', { pool: location.pool });
+    if (!local && (await mirror.fetchIfMissing(DESCRIPTOR_FILE)))
+      log.info('store found in the pool', { pool: location.pool });
     const descriptor = await openDescriptor(layout, 'rbd', {
       log,
       ...(options.create ? { create: true } : {}),
       ...(options.digest ? { digest: options.digest } : {}),
       rbd: formatRbdLocation(location),
     });
-    if (descriptor.rbd && parseRbdLocation(descriptor.rbd).pool !== location.pool) throw conflict(layout.root, descriptor.rbd, location);
+    if (descriptor.rbd && parseRbdLocation(descriptor.rbd).pool !== location.pool)
+      throw conflict(layout.root, descriptor.rbd, location);
     await ensureDir(layout.locksDir);
     await synchronise(mirror, layout, log);
     const images = new RbdImages({
@@ -107,10 +114,28 @@ export async function openRbdStore(dir: string, options: RbdStoreOptions = {}): 
   }
 }
 
+/** `HAVEN_RBD_TIMEOUT` (seconds): the client timeouts of every rbd store this process opens. */
+function envTimeoutS(): number | undefined {
+  const text = process.env.HAVEN_RBD_TIMEOUT;
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 3600) {
+    throw storeError('USAGE', 'usage', `HAVEN_RBD_TIMEOUT=${text} is not a number of seconds (1 to 3600)`, {
+      hint: 'Give whole seconds, or unset it for the default of 30.',
+    });
+  }
+  return n;
+}
+
 function conflict(root: string, recorded: string, given: RbdLocation) {
-  return storeError('RBD_CONFLICT', 'usage', `${root} is a store of ${recorded}, not of ${formatRbdLocation(given)}`, {
-    hint: 'Leave --rbd out for an existing store (its descriptor names its pool), or give that pool.',
-  });
+  return storeError(
+    'RBD_CONFLICT',
+    'usage',
+    `${root} is a store of ${recorded}, not of ${formatRbdLocation(given)}`,
+    {
+      hint: 'Leave --rbd out for an existing store (its descriptor names its pool), or give that pool.',
+    },
+  );
 }
 
 /** The mirror's sync, one process at a time on this host. */
@@ -120,9 +145,14 @@ async function synchronise(mirror: RbdMirror, layout: MetadataLayout, log: Logge
     log,
     waitMs: 120_000,
     locked: (h) =>
-      storeError('STORE_BUSY', 'conflict', `another process (pid ${h.pid}) is synchronising the store's metadata`, {
-        hint: 'Try again in a moment.',
-      }),
+      storeError(
+        'STORE_BUSY',
+        'conflict',
+        `another process (pid ${h.pid}) is synchronising the store's metadata`,
+        {
+          hint: 'Try again in a moment.',
+        },
+      ),
   });
   try {
     await mirror.sync();
@@ -157,7 +187,10 @@ export class RbdStore extends StoreBase {
 
   /** QEMU's filename of an image of this store (restore, tests). */
   qemuFilename(image: string): string {
-    return qemuRbdFilename(this.rbd.location, image, { opS: this.rbd.opTimeoutS, mountS: this.rbd.mountTimeoutS });
+    return qemuRbdFilename(this.rbd.location, image, {
+      opS: this.rbd.opTimeoutS,
+      mountS: this.rbd.mountTimeoutS,
+    });
   }
 
   /**
@@ -189,7 +222,8 @@ export class RbdStore extends StoreBase {
   override async recover(only?: string): Promise<string[]> {
     const messages = await super.recover(only);
     const r = await this.rbd.broker.call('trash_gc');
-    for (const name of (r.removed ?? []) as string[]) messages.push(`removed ${name} from the RBD trash (its clones are gone)`);
+    for (const name of (r.removed ?? []) as string[])
+      messages.push(`removed ${name} from the RBD trash (its clones are gone)`);
     return messages;
   }
 

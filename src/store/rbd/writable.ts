@@ -15,9 +15,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../../core/log.ts';
+import { NbdClient, type QemuNbdServer, startQemuNbd } from '../../nbd/index.ts';
 import type { ByteRange } from '../common/holes.ts';
 import type { WritableImage } from '../common/images.ts';
-import { NbdClient, type QemuNbdServer, startQemuNbd } from '../../nbd/index.ts';
 
 export interface RbdWritableOptions {
   /** `rbd:pool/image`, as logs name it. */

@@ -93,7 +93,9 @@ export function damageContract(fresh: Fresh): void {
       // The hint's way forward, done as an operator would.
       await rm(serverDir(sut, server), { recursive: true });
       if (sut.removeServerImages) await sut.removeServerImages(server);
-      else for (const f of await readdir(locationOf(sut))) if (f.startsWith(`${server}_`)) await rm(join(locationOf(sut), f));
+      else
+        for (const f of await readdir(locationOf(sut)))
+          if (f.startsWith(`${server}_`)) await rm(join(locationOf(sut), f));
       assert.equal(await sut.store.manifest(server), null);
       sim.gens = [];
       await sim.runDelta();

@@ -18,7 +18,7 @@ const TIB = 2 ** 40;
 const ALLOWED = 16 * 1024 * 1024;
 
 function locationOf(sut: StoreUnderTest): string {
-  assert.ok(sut.child && sut.allocatedBytes, 'the size contract needs a store of files');
+  assert.ok(sut.child && (sut.fileBytes ?? sut.allocatedBytes), 'the size contract needs a store of files');
   return sut.child.location;
 }
 
@@ -26,7 +26,7 @@ function locationOf(sut: StoreUnderTest): string {
 async function allocatedUnder(sut: StoreUnderTest, dir: string): Promise<number> {
   let total = 0;
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += (await sut.allocatedBytes?.(join(e.parentPath, e.name))) ?? 0;
+    if (e.isFile()) total += (await (sut.fileBytes ?? sut.allocatedBytes)?.(join(e.parentPath, e.name))) ?? 0;
   }
   return total;
 }

@@ -28,7 +28,9 @@ export async function ensureDefinition(
       storeRoot: ctx.layout.root,
       rules: await ctx.definitionRules?.(),
       blockDevices: ctx.images.blockDevices,
-      ...(ctx.images.diskSource ? { diskSource: (disk) => ctx.images.diskSource?.(delta.server, disk, 1) } : {}),
+      ...(ctx.images.diskSource
+        ? { diskSource: (disk) => ctx.images.diskSource?.(delta.server, disk, 1) }
+        : {}),
     },
   );
   await ensureDir(ctx.layout.definitionsDir);

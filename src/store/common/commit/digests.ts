@@ -39,7 +39,8 @@ export async function writeGenerationDigests(
   }
   await fsyncDir(dir);
   if (delta.kind === 'direct') await fsyncDir(delta.dataDir);
-  for (const d of delta.meta.disks) await ctx.mirror?.saved(ctx.layout.sums(server, journal.generationId, d.name));
+  for (const d of delta.meta.disks)
+    await ctx.mirror?.saved(ctx.layout.sums(server, journal.generationId, d.name));
 }
 
 /** A first run's digests are the delta's own: moved into place, "not staged" read as zero chunks. */
