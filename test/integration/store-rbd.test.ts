@@ -21,7 +21,7 @@ import { type CephCluster, startCephCluster } from '../fixtures/ceph/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { firstDifference } from '../helpers/disk-model.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 import { type Round, replicationRounds, type StoreView } from '../helpers/rounds.ts';
 
 const PREFIX = 'haven-t-rbdr';
@@ -167,6 +167,25 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
   assert.equal(again.checkedGenerations, 3);
 });
 
+/** The run after a failed one commits incrementally, and both generations verify. */
+async function nextRunCompletes(
+  h: HavenEnv,
+  protect: string[],
+  server: string,
+  store: string,
+): Promise<void> {
+  const r = await havenJson<{ mode: string }>(h, protect);
+  assert.equal(r.mode, 'incremental');
+  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
+    'verify',
+    server,
+    '--store',
+    store,
+  ]);
+  assert.equal(verify.ok, true);
+  assert.equal(verify.checkedGenerations, 2);
+}
+
 /** The sha256 of each of the pool's images, exported from the cluster. */
 async function imageHashes(ceph: CephCluster, pool: string, scratch: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
@@ -215,16 +234,7 @@ test('a pool that reaches its quota: NO_SPACE, every generation as it was, the n
   assert.deepEqual(await imageHashes(ceph, pool, dir), before, 'every generation is as it was');
 
   await ceph.setPoolQuota(pool, 0);
-  const r = await havenJson<{ mode: string }>(h, protect);
-  assert.equal(r.mode, 'incremental');
-  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
-    'verify',
-    guest.name,
-    '--store',
-    store,
-  ]);
-  assert.equal(verify.ok, true);
-  assert.equal(verify.checkedGenerations, 2);
+  await nextRunCompletes(h, protect, guest.name, store);
 });
 
 test('an OSD stopped when a run starts: RBD_TIMEOUT within the store timeout, every generation as it was, the next run completes', async (t) => {
@@ -256,14 +266,5 @@ test('an OSD stopped when a run starts: RBD_TIMEOUT within the store timeout, ev
 
   await own.startOsd();
   assert.deepEqual(await imageHashes(own, pool, dir), before, 'every generation is as it was');
-  const r = await havenJson<{ mode: string }>(h, protect);
-  assert.equal(r.mode, 'incremental');
-  const verify = await havenJson<{ ok: boolean; checkedGenerations: number }>(h, [
-    'verify',
-    guest.name,
-    '--store',
-    store,
-  ]);
-  assert.equal(verify.ok, true);
-  assert.equal(verify.checkedGenerations, 2);
+  await nextRunCompletes(h, protect, guest.name, store);
 });
