@@ -30,8 +30,6 @@ TRACE = open(os.environ['HAVEN_RBD_TRACE'], 'a') if os.environ.get('HAVEN_RBD_TR
 SNAP_PREFIX = 'haven-'
 # How long a reader waits for a generation's name during a rotation's swap (op_reader_open).
 SWAP_WAIT_S = 5.0
-# Reads of one piece at most, while rotations keep moving the name (op_reader_read).
-REREADS = 5
 
 
 def read_exact(stream, n):
@@ -343,12 +341,11 @@ class Broker:
                     return None
                 time.sleep(0.05)
 
-    def image_id(self, name):
-        try:
-            with rbd.Image(self.io, name, read_only=True) as img:
-                return img.id()
-        except rbd.ImageNotFound:
-            return None
+    def haven_snaps(self, image_id):
+        """The Haven snapshots of an image, oldest first (fresh: a read-only handle's list goes stale)."""
+        with rbd.Image(self.io, image_id=image_id, read_only=True) as img:
+            snaps = [s for s in img.list_snaps() if s['name'].startswith(SNAP_PREFIX)]
+        return [s['name'] for s in sorted(snaps, key=lambda s: s['id'])]
 
     def op_reader_open(self, req):
         img = self.open_named(req['name'])
@@ -356,32 +353,48 @@ class Broker:
             return {'missing': True}
         handle = self.next_reader
         self.next_reader += 1
-        self.readers[handle] = {'name': req['name'], 'img': img, 'id': img.id()}
+        image_id = img.id()
+        is_head = self.describe(img)['parent'] is None
+        self.readers[handle] = {'img': img, 'id': image_id, 'head': is_head,
+                                'snaps': set(self.haven_snaps(image_id)) if is_head else set()}
+        if TRACE:
+            TRACE.write('open %s %s head=%s snaps=%s\n' % (req['name'], image_id, is_head, sorted(self.readers[handle]['snaps'])))
         return {'missing': False, 'handle': handle, 'size': img.size()}
 
     def op_reader_read(self, req):
-        """Reads of a generation by its name. The head of a disk is renamed away by the next
-        rotation and then written (images.ts): what was read counts only if the name still names
-        the image read once the read is done; otherwise the name's image now (the clone that holds
-        what the head held) is read again. A name that is gone belongs to a retired generation:
-        what was read is returned as it is."""
+        """Reads follow the image opened, through renames, as a file descriptor does. Only a
+        disk's head is ever written after it was a generation: the next rotation renames it
+        `_incomplete`, snapshots it and only then writes the delta (images.ts `copy`), so the
+        generation a reader opened is the head at the first snapshot taken since. A head that has
+        a new snapshot once a piece is read is read again at that snapshot."""
         r = self.readers[req['handle']]
         offset, length = req['offset'], req['length']
-        for _ in range(REREADS):
-            data = r['img'].read(offset, length, rados.LIBRADOS_OP_FLAG_FADVISE_DONTNEED) if length else b''
-            now = self.image_id(r['name'])
-            if now == r['id']:
-                break
-            fresh = self.open_named(r['name'])
-            if fresh is None:
-                break
-            r['img'].close()
-            r['img'], r['id'] = fresh, fresh.id()
-        else:
-            raise rados.Error('%s kept changing while it was read' % r['name'], errno=errno.EAGAIN)
+        data = self.read_piece(r, offset, length)
+        if r['head']:
+            try:
+                new = [s for s in self.haven_snaps(r['id']) if s not in r['snaps']]
+            except rbd.ImageNotFound:
+                new = []  # removed: the generation was retired meanwhile
+            if TRACE:
+                TRACE.write('check %s new=%s\n' % (r['id'], new))
+            if new:
+                r['img'].close()
+                r['img'] = rbd.Image(self.io, image_id=r['id'], snapshot=new[0], read_only=True)
+                r['head'] = False
+                data = self.read_piece(r, offset, length)
         if len(data) < length:
             data += bytes(length - len(data))
         return {}, data
+
+    def read_piece(self, r, offset, length):
+        """A piece of an open image; zeroes once the image or its snapshot is gone (a retired
+        generation: a reader may see anything of a generation that left while it read)."""
+        if not length:
+            return b''
+        try:
+            return r['img'].read(offset, length, rados.LIBRADOS_OP_FLAG_FADVISE_DONTNEED)
+        except (rbd.ImageNotFound, rbd.ObjectNotFound):
+            return bytes(length)
 
     def op_reader_close(self, req):
         r = self.readers.pop(req['handle'], None)

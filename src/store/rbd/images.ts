@@ -37,6 +37,8 @@ import { RbdWritable } from './writable.ts';
 
 /** Snapshots Haven takes on a head are named so (broker.py removes only these). */
 const SNAP_PREFIX = 'haven-';
+/** A clone while it is made (cloneBack), renamed to the generation's name once whole. */
+const BUILDING_SUFFIX = '.building';
 /** Headroom beyond the rotation's own writes (objects of the metadata, image headers). */
 const SLACK_BYTES = 4 << 20;
 
@@ -270,10 +272,16 @@ export class RbdImages implements ImageVolumes {
   /** Makes `clone` a clone of a new snapshot of `head` (orphaned Haven snapshots removed first). */
   private async cloneBack(head: string, clone: string): Promise<void> {
     const { broker } = this.o;
+    // Made under a name of its own and then renamed: a clone is visible before its parent is
+    // attached, and a reader opening it then would read zeroes. A leftover of a crash goes first,
+    // so that its snapshot has no clone left and is pruned.
+    const building = `${clone}${BUILDING_SUFFIX}`;
+    await this.removeImage(building);
     await broker.call('snap_prune', { name: head });
     const snap = `${SNAP_PREFIX}${randomUUID()}`;
     await broker.call('snap_create', { name: head, snap });
-    await broker.call('clone', { parent: head, snap, child: clone });
+    await broker.call('clone', { parent: head, snap, child: building });
+    await broker.call('img_rename', { from: building, to: clone });
   }
 
   /** The cluster rotates by snapshot and clone whenever more than one generation is kept. */
