@@ -121,18 +121,12 @@ export interface ActivationReport {
   firstError?: HavenError;
 }
 
-/** `<store>/.haven/active/<server>`: overlays, moved consoles, the XML started, checkpoints. */
+/**
+ * `<store>/.haven/active/<server>`: overlays, moved consoles, the XML started, checkpoints. Every
+ * kind of store has its metadata directory as its location (an LVM or rbd store's images are
+ * elsewhere, its activation state is not).
+ */
 export function activeDir(store: Store, server: string): string {
-  if (store.kind !== 'fs') {
-    throw recoveryError(
-      'RECOVERY_STORE_UNSUPPORTED',
-      'unavailable',
-      `activation needs a filesystem store, not ${store.kind}`,
-      {
-        hint: 'Activate from a filesystem store.',
-      },
-    );
-  }
   return activationHostFiles(store.location, checkName('server', server)).files;
 }
 

@@ -19,12 +19,14 @@ import {
 import type { DomainXml } from '../core/domain-xml.ts';
 import type { Logger } from '../core/log.ts';
 import type { Generation, Store } from '../store/types.ts';
+import { ensureCephSecret, Virsh } from '../virt/index.ts';
 import {
   type MappedDisk,
   mapDisks,
   markStartedByHaven,
   nvramPath,
   setNvramPath,
+  setOverlayNetworkSource,
   setOverlaySource,
 } from './definition.ts';
 import { imagePaths, readDefinition } from './generation.ts';
@@ -143,8 +145,21 @@ export async function throughOverlays(
   log: Logger,
 ): Promise<BootRecipe['placeDisk']> {
   const images = await imagePaths(store, server, generation);
+  const secrets = new Set<string>();
   return async (xml, m) => {
     const overlay = overlayPath(dir, m.name);
+    if (store.networkImage) {
+      // An rbd store: QEMU reads the generation from the cluster, with the user's key in a
+      // libvirt secret (made or refreshed once per boot).
+      const net = await store.networkImage(server, generation.id, m.name);
+      if (!secrets.has(net.secret.usage)) {
+        await ensureCephSecret(new Virsh({ log }), net.secret.usage, net.secret.key, log);
+        secrets.add(net.secret.usage);
+      }
+      await createOverlay(overlay, net.qemuFilename, { log });
+      setOverlayNetworkSource(xml, m.disk, overlay, net.source);
+      return;
+    }
     const image = images.get(m.name) ?? '';
     await createOverlay(overlay, image, { log });
     setOverlaySource(xml, m.disk, overlay, image);

@@ -9,7 +9,7 @@
  */
 import { basename } from 'node:path';
 import type { Element } from '@xmldom/xmldom';
-import type { DomainDisk, DomainXml } from '../core/domain-xml.ts';
+import type { DomainDisk, DomainXml, NetworkDiskSource } from '../core/domain-xml.ts';
 import { recoveryError } from './errors.ts';
 
 export type { Relocation } from '../core/definition-context.ts';
@@ -95,6 +95,64 @@ export function setOverlaySource(xml: DomainXml, d: DomainDisk, overlay: string,
   label.setAttribute('model', 'dac');
   label.setAttribute('relabel', 'no');
   bsrc.appendChild(label);
+  bs.appendChild(fmt);
+  bs.appendChild(bsrc);
+  bs.appendChild(doc.createElement('backingStore'));
+  el.insertBefore(bs, driver.nextSibling);
+  el.insertBefore(src, driver.nextSibling);
+}
+
+/**
+ * Boots a disk through a qcow2 overlay whose backing image is an RBD image (an rbd store): the
+ * backing store is a network source with its `<auth>` inside it (libvirt formatdomain.html,
+ * "backingStore"), so QEMU reads the generation straight from the cluster and writes only the
+ * overlay.
+ */
+export function setOverlayNetworkSource(
+  xml: DomainXml,
+  d: DomainDisk,
+  overlay: string,
+  backing: NetworkDiskSource,
+): void {
+  const el = d.element;
+  const doc = xml.doc;
+  el.setAttribute('type', 'file');
+  for (const old of [
+    ...xml.children(el, 'source'),
+    ...xml.children(el, 'backingStore'),
+    ...xml.children(el, 'auth'),
+  ])
+    el.removeChild(old);
+  const driver = xml.ensureChild(el, 'driver');
+  driver.setAttribute('name', 'qemu');
+  driver.setAttribute('type', 'qcow2');
+  const src = doc.createElement('source');
+  src.setAttribute('file', overlay);
+  const bs = doc.createElement('backingStore');
+  bs.setAttribute('type', 'network');
+  const fmt = doc.createElement('format');
+  fmt.setAttribute('type', 'raw');
+  const bsrc = doc.createElement('source');
+  bsrc.setAttribute('protocol', backing.protocol);
+  bsrc.setAttribute('name', backing.name);
+  for (const h of backing.hosts) {
+    const host = doc.createElement('host');
+    host.setAttribute('name', h.name);
+    if (h.port !== undefined) host.setAttribute('port', String(h.port));
+    bsrc.appendChild(host);
+  }
+  if (backing.config) {
+    const config = doc.createElement('config');
+    config.setAttribute('file', backing.config);
+    bsrc.appendChild(config);
+  }
+  const auth = doc.createElement('auth');
+  auth.setAttribute('username', backing.auth.username);
+  const secret = doc.createElement('secret');
+  secret.setAttribute('type', 'ceph');
+  secret.setAttribute('usage', backing.auth.secretUsage);
+  auth.appendChild(secret);
+  bsrc.appendChild(auth);
   bs.appendChild(fmt);
   bs.appendChild(bsrc);
   bs.appendChild(doc.createElement('backingStore'));

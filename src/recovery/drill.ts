@@ -19,7 +19,7 @@ import type { DefinitionRules } from '../core/definition-rules.ts';
 import { asHavenError, type HavenError, UsageError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { ensureRunDir } from '../core/paths.ts';
-import { openFsStore } from '../store/index.ts';
+import { openStore } from '../store/index.ts';
 import { drillRecord, type Generation, type ServerHold, type Store } from '../store/types.ts';
 import { createTransient, destroyDomain, type Virsh, VirtError, waitForState } from '../virt/index.ts';
 import { type BootRecipe, type DefinitionSummary, prepareBoot, summary, throughOverlays } from './boot.ts';
@@ -313,7 +313,7 @@ export async function withDrillStore<T>(
   deps: RunDrillDeps,
   body: (store: Store, servers: string[]) => Promise<T>,
 ): Promise<T> {
-  const store = await openFsStore(config.store, { log: deps.log });
+  const store = await openStore(config.store, { log: deps.log });
   try {
     const inStore = deps.at === undefined ? await store.listServers() : await store.listJournals();
     return await body(store, deps.servers ?? selectServers(config.servers, inStore));

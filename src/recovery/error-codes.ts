@@ -48,8 +48,8 @@ export const RECOVERY_CODES = {
   },
   RECOVERY_STORE_UNSUPPORTED: {
     kind: 'unavailable',
-    meaning: 'The store’s kind cannot do what was asked (activation needs a filesystem store).',
-    action: 'Activate from a filesystem store, or upgrade Haven on this host.',
+    meaning: 'The store’s kind cannot do what was asked (pin a server for a long reader).',
+    action: 'Upgrade Haven on this host.',
   },
   RECOVERY_ALREADY_ACTIVE: {
     kind: 'conflict',

@@ -9,6 +9,7 @@
  * generation is renamed (§4.2).
  */
 import type { DigestAlgorithm } from '../core/digest.ts';
+import type { NetworkDiskSource } from '../core/domain-xml.ts';
 import type { HavenCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { StoreCode } from './errors.ts';
@@ -299,9 +300,19 @@ export interface ImageReader {
   close(): Promise<void>;
 }
 
+/** A generation's disk as QEMU reaches it over the network (an rbd store's image). */
+export interface NetworkImage {
+  /** libvirt's `<source protocol='rbd' name>` with its monitors or configuration file and `<auth>`. */
+  source: NetworkDiskSource;
+  /** QEMU's filename of the image (qemu-img), with the client's settings. */
+  qemuFilename: string;
+  /** The libvirt secret the source names by usage, and the cephx key it must hold. */
+  secret: { usage: string; key: string };
+}
+
 export interface Store {
   readonly kind: StoreKind;
-  /** Directory (fs) or volume group list (lvm), as the operator named it. */
+  /** The store's directory (for an LVM or rbd store, its metadata directory), as the operator named it. */
   readonly location: string;
   readonly descriptor: StoreDescriptor;
 
@@ -344,8 +355,13 @@ export interface Store {
    */
   openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter>;
 
-  /** Where a generation's disk lives: a file path (fs) or a block device path (lvm). */
+  /** Where a generation's disk lives: a file path (fs), a block device path (lvm), `rbd:POOL/IMAGE` (rbd). */
   imagePath(server: string, generationId: string, disk: string): Promise<string>;
+  /**
+   * How QEMU reaches a generation's disk over the network (an rbd store), for the copy-on-write
+   * overlays of drills and activations; absent where images are paths.
+   */
+  networkImage?(server: string, generationId: string, disk: string): Promise<NetworkImage>;
   openImage(server: string, generationId: string, disk: string): Promise<ImageReader>;
   /** Chunk digests of a committed generation, DIGEST_BYTES bytes each. */
   readDigests(

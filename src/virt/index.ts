@@ -11,5 +11,6 @@ export * from './lifecycle.ts';
 export * from './networks.ts';
 export * from './qemu-img.ts';
 export * from './qemu-nbd.ts';
+export * from './secrets.ts';
 export * from './servers.ts';
 export * from './virsh.ts';

@@ -16,7 +16,7 @@
  * Renames, snapshots and clones are metadata operations of the cluster, durable when they return.
  */
 import { randomUUID } from 'node:crypto';
-import type { DiskSourceSpec } from '../../core/domain-xml.ts';
+import type { DiskSourceSpec, NetworkDiskSource } from '../../core/domain-xml.ts';
 import type { Logger } from '../../core/log.ts';
 import { checkName } from '../../core/names.ts';
 import type {
@@ -74,15 +74,18 @@ export class RbdImages implements ImageVolumes {
   }
 
   diskSource(server: string, disk: string, seq: Seq): DiskSourceSpec {
+    return { network: this.networkSource(this.name(server, disk, seq)) };
+  }
+
+  /** libvirt's network disk source of an image of this store. */
+  networkSource(image: string): NetworkDiskSource {
     const l = this.o.location;
     return {
-      network: {
-        protocol: 'rbd',
-        name: `${l.pool}/${this.name(server, disk, seq)}`,
-        hosts: (l.monitors ?? []).map(parseMonitor),
-        ...(l.monitors ? {} : l.conf ? { config: l.conf } : {}),
-        auth: { username: l.user, secretUsage: this.o.secretUsage },
-      },
+      protocol: 'rbd',
+      name: `${l.pool}/${image}`,
+      hosts: (l.monitors ?? []).map(parseMonitor),
+      ...(l.monitors ? {} : l.conf ? { config: l.conf } : {}),
+      auth: { username: l.user, secretUsage: this.o.secretUsage },
     };
   }
 

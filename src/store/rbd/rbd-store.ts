@@ -6,18 +6,19 @@
  * (common/), written through to the pool as it changes (mirror.ts): a directory that lacks it is
  * filled from the pool, so a DR site recovers from the cluster alone. Here: opening and creating one.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DefinitionRules } from '../../core/definition-context.ts';
 import type { DigestAlgorithm } from '../../core/digest.ts';
 import { type Logger, silentLogger } from '../../core/log.ts';
 import { type StoreContext, storeContext } from '../common/context.ts';
 import { openDescriptor, readDescriptor } from '../common/descriptor.ts';
-import { ensureDir } from '../common/files.ts';
+import { ensureDir, io } from '../common/files.ts';
 import { acquireLock } from '../common/lock.ts';
 import { DESCRIPTOR_FILE, MetadataLayout } from '../common/metadata-layout.ts';
 import { StoreBase } from '../common/store-base.ts';
 import { storeError } from '../errors.ts';
-import type { DeltaMeta, DeltaWriter } from '../types.ts';
+import type { DeltaMeta, DeltaWriter, NetworkImage } from '../types.ts';
 import { Broker } from './broker.ts';
 import { poolFull } from './errors.ts';
 import { RbdImages } from './images.ts';
@@ -127,6 +128,22 @@ function envTimeoutS(): number | undefined {
   return n;
 }
 
+/** The cephx key of `client.<user>` in a keyring file (`[client.haven]` then `key = …`). */
+async function readCephKey(keyring: string, user: string): Promise<string> {
+  const text = await io(keyring, () => readFile(keyring, 'utf8'));
+  let inSection = false;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    const section = /^\[(.+)\]$/.exec(line);
+    if (section) inSection = section[1] === `client.${user}`;
+    const key = /^key\s*=\s*(\S+)$/.exec(line);
+    if (inSection && key?.[1]) return key[1];
+  }
+  throw storeError('RBD_PERMISSION_DENIED', 'refused', `${keyring} holds no key for client.${user}`, {
+    hint: `Write the user's keyring there: ceph auth get client.${user} -o ${keyring}`,
+  });
+}
+
 function conflict(root: string, recorded: string, given: RbdLocation) {
   return storeError(
     'RBD_CONFLICT',
@@ -217,6 +234,20 @@ export class RbdStore extends StoreBase {
       throw poolFull(this.rbd.location.pool, Number(st.quotaBytes ?? 0), Number(st.usedBytes ?? 0));
     }
     return super.openDelta(meta, log);
+  }
+
+  /** A generation's image for drills and activations: booted from the cluster under an overlay. */
+  async networkImage(server: string, generationId: string, disk: string): Promise<NetworkImage> {
+    const path = await this.imagePath(server, generationId, disk);
+    const image = path.slice(`rbd:${this.rbd.location.pool}/`.length);
+    return {
+      source: this.rbd.images.networkSource(image),
+      qemuFilename: this.qemuFilename(image),
+      secret: {
+        usage: cephSecretUsage(this.rbd.fsid, this.rbd.location.user),
+        key: await readCephKey(this.rbd.location.keyring, this.rbd.location.user),
+      },
+    };
   }
 
   override async recover(only?: string): Promise<string[]> {
