@@ -17,9 +17,8 @@
  *   makes every other listing stale; a listing is trusted only while no lvm change is under way; a
  *   failed lvm command drops the listing.
  */
-import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { isErrno } from '../common/files.ts';
+import { type LockInfo, liveHolder } from '../common/lock.ts';
 import type { LvInfo } from './report.ts';
 
 /** Changes to LVs this process started (any LvmImages), and how many are still running. */
@@ -110,24 +109,12 @@ export function retagged(
   );
 }
 
-/** The token of a lock file's text when this process (pid on this host) holds it; else null. */
-export function ownToken(text: string, pid: number, host: string): string | null {
-  try {
-    const v = JSON.parse(text) as { pid?: unknown; host?: unknown; token?: unknown };
-    return v.pid === pid && v.host === host && typeof v.token === 'string' ? v.token : null;
-  } catch {
-    return null;
-  }
+/** The token of a lock's holder when it is this process (its pid on this host); else null. */
+export function ownToken(holder: LockInfo | null, pid: number, host: string): string | null {
+  return holder && holder.pid === pid && holder.host === host ? holder.token : null;
 }
 
 /** The token of the lock at `path` when this process holds it; else null. */
 export async function heldToken(path: string): Promise<string | null> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    if (isErrno(e, 'ENOENT')) return null;
-    throw e;
-  }
-  return ownToken(text, process.pid, hostname());
+  return ownToken(await liveHolder(path), process.pid, hostname());
 }
