@@ -241,10 +241,14 @@ export class LvmImages implements ImageVolumes {
     return [...(await this.lvsNow()).own.keys()].sort();
   }
 
-  /** The groups' size and free space together (thin groups: their pools'). */
+  /**
+   * The groups' size and free space together (thin groups: their pools'), asked afresh: the
+   * receiver tells the sender at the start and after the commit. Only pools need `lvs`.
+   */
   async capacity(): Promise<{ totalBytes: number; freeBytes: number }> {
     const names = this.vgNames();
-    const [vgs, lvs] = await Promise.all([this.lvm.vgs(names), this.lvm.lvs(names)]);
+    const pools = this.options.groups.some((g) => g.pool !== undefined);
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(names), pools ? this.lvm.lvs(names) : []]);
     let totalBytes = 0;
     for (const g of this.options.groups) {
       const pool = g.pool ? lvs.find((l) => l.vg === g.vg && l.name === g.pool) : undefined;
