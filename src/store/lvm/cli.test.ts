@@ -12,7 +12,7 @@ function codeOf(e: unknown): string | undefined {
   return e instanceof HavenError ? e.code : undefined;
 }
 
-test('lvm failures: no extents or a full thin pool are NO_SPACE, a missing group STORE_LVM_NO_VG, else STORE_LVM_FAILED', () => {
+test('lvm failures: no extents or a full thin pool are NO_SPACE, a missing group STORE_LVM_NO_VG, a taken name STORE_LVM_FOREIGN, else STORE_LVM_FAILED', () => {
   // lvm2 2.03.16's messages.
   assert.equal(
     codeOf(
@@ -46,6 +46,14 @@ test('lvm failures: no extents or a full thin pool are NO_SPACE, a missing group
   const other = classify(failed('  Logical volume vg_dr/x in use.\n'), ['lvremove', 'vg_dr/x']);
   assert.equal(codeOf(other), 'STORE_LVM_FAILED');
   assert.match((other as Error).message, /in use/);
+  const taken = classify(failed('  Logical Volume "web01_d_1" already exists in volume group "vg_dr".\n'), [
+    'lvrename',
+    'vg_dr',
+    'web01_d_incomplete',
+    'web01_d_1',
+  ]);
+  assert.equal(codeOf(taken), 'STORE_LVM_FOREIGN');
+  assert.match((taken as Error).message, /vg_dr\/web01_d_1/);
   const notCommand = new Error('boom');
   assert.equal(classify(notCommand, []), notCommand);
 });

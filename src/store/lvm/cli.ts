@@ -4,7 +4,8 @@
  * change is committed to the volume group's metadata before the command returns (lvm writes and
  * fsyncs the metadata areas), which is what makes the store's renames durable. Failures become
  * store errors with stable codes: a group without room is NO_SPACE (LVM's ENOSPC), a missing
- * group STORE_LVM_NO_VG, anything else STORE_LVM_FAILED with lvm's message.
+ * group STORE_LVM_NO_VG, a name another LV took STORE_LVM_FOREIGN, anything else STORE_LVM_FAILED
+ * with lvm's message.
  */
 import { CommandError, exec } from '../../core/exec.ts';
 import { storeError } from '../errors.ts';
@@ -18,6 +19,8 @@ const ENV = { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1' };
 const NO_ROOM =
   /insufficient (free )?(space|extents)|not enough free|free space in thin pool|would exceed|Cannot create new thin volume/i;
 const NO_GROUP = /Volume group "([^"]+)" not found/;
+/** lvcreate and lvrename refuse a name the group holds already (lvm2 2.03's message). */
+const NAME_TAKEN = /Logical volume "([^"]+)" already exists in volume group "([^"]+)"/i;
 
 export class LvmCli {
   constructor(private readonly command = 'lvm') {}
@@ -105,6 +108,22 @@ export function classify(e: unknown, args: readonly string[], group?: GroupSpec)
   const stderr = e.result.stderr;
   const missing = NO_GROUP.exec(stderr)?.[1];
   if (missing) return missingGroup({ vg: missing });
+  const taken = NAME_TAKEN.exec(stderr);
+  if (taken) {
+    // The store had just found no LV of that name with its tag (images.ts): someone else's LV
+    // took the name meanwhile, and lvm changed nothing.
+    const [, lv, vg] = taken;
+    return storeError(
+      'STORE_LVM_FOREIGN',
+      'conflict',
+      `${vg}/${lv} exists and is not this store's: Haven leaves it alone`,
+      {
+        hint: `Rename or remove ${vg}/${lv} yourself if it is not needed (\`lvs -o lv_name,lv_tags ${vg}\`), or give the server another name; nothing was changed.`,
+        details: { vg, lv, command: ['lvm', ...args].join(' ') },
+        cause: e,
+      },
+    );
+  }
   if (NO_ROOM.test(stderr)) {
     const where = group
       ? group.pool

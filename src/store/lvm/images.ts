@@ -5,8 +5,9 @@
  * `volumes/<name>` in the metadata directory links to `/dev/<vg>/<name>`: the path definitions
  * and logs use, stable whichever group holds the LV.
  *
- * What LVM is asked is never cached: a crashed writer's successor, or a second process, may have
- * changed the groups since (lvm's own locks order the commands).
+ * Questions about a server's own LVs are answered from one `lvs` listing while this process holds
+ * the server's write lock, kept exact by the store's own changes (listing.ts); free space, other
+ * servers' LVs and everything asked without the lock go to `lvs` and `vgs` each time.
  */
 import { type FileHandle, open, rename, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,6 +27,7 @@ import { imageName, imageSeqs } from '../common/names.ts';
 import type { Seq } from '../common/rotation-plan.ts';
 import { storeError } from '../errors.ts';
 import type { LvmCli } from './cli.ts';
+import { added, heldToken, LvListing, removed, renamed, retagged } from './listing.ts';
 import {
   checkLvName,
   chooseGroup,
@@ -50,6 +52,13 @@ export interface LvmImageOptions {
   directIo: boolean;
 }
 
+/** Every LV of the store's groups, and by name: Haven's (this store's tag) and others'. */
+interface Sorted {
+  own: Map<string, LvInfo>;
+  foreign: Map<string, LvInfo>;
+  all: LvInfo[];
+}
+
 /** The LVs of the store's groups: Haven's (this store's tag) and others', by name. */
 interface Found {
   own: LvInfo | null;
@@ -62,6 +71,7 @@ export class LvmImages implements ImageVolumes {
   readonly blockDevices = true;
   private readonly tag: string;
   readonly volumesDir: string;
+  private readonly listing = new LvListing();
 
   constructor(
     readonly layout: MetadataLayout,
@@ -82,19 +92,20 @@ export class LvmImages implements ImageVolumes {
 
   /** A thick LV takes its whole size; a thin one what its pool has mapped for it. */
   async allocated(server: string, disk: string, seq: Seq): Promise<number> {
-    const { own } = await this.find(this.name(server, disk, seq));
+    // Space: asked afresh (a thin volume's mapped part grows as it is written).
+    const own = (await this.lvsNow()).own.get(this.name(server, disk, seq));
     if (!own) return 0;
     return own.pool ? Math.ceil((own.size * (own.dataPercent ?? 0)) / 100) : own.size;
   }
 
   async exists(server: string, disk: string, seq: Seq): Promise<boolean> {
-    return (await this.find(this.name(server, disk, seq))).own !== null;
+    return (await this.find(server, this.name(server, disk, seq))).own !== null;
   }
 
   async rename(server: string, disk: string, from: Seq, to: Seq): Promise<boolean> {
     const fromName = this.name(server, disk, from);
     const toName = this.name(server, disk, to);
-    const all = await this.ownLvs();
+    const all = await this.ownLvs(server);
     const source = all.own.get(fromName);
     if (!source) return false;
     refuseForeign(all.foreign.get(toName), toName);
@@ -102,14 +113,17 @@ export class LvmImages implements ImageVolumes {
     // source under its old name, and the step is done again).
     const target = all.own.get(toName);
     if (target) await this.removeLv(target);
-    await this.lvm.rename(source.vg, fromName, toName);
+    await this.listing.change(
+      () => this.lvm.rename(source.vg, fromName, toName),
+      (lvs) => renamed(lvs, source.vg, fromName, toName),
+    );
     await this.unlink(fromName);
     await this.link(source.vg, toName);
     return true;
   }
 
   async remove(server: string, disk: string, seq: Seq): Promise<boolean> {
-    const found = await this.find(this.name(server, disk, seq));
+    const found = await this.find(server, this.name(server, disk, seq));
     if (!found.own) return false;
     await this.removeLv(found.own);
     return true;
@@ -122,7 +136,7 @@ export class LvmImages implements ImageVolumes {
 
   async openWritable(server: string, disk: string, seq: Seq, o: OpenWritableOptions): Promise<WritableImage> {
     const name = this.name(server, disk, seq);
-    const found = await this.find(name);
+    const found = await this.find(server, name);
     refuseForeign(found.foreign, name);
     let lv = found.own;
     if (lv && o.create === 'always') {
@@ -132,7 +146,7 @@ export class LvmImages implements ImageVolumes {
     let all = found.all;
     if (!lv) {
       if (o.create === 'never') throw missingImage(this.path(server, disk, seq));
-      lv = await this.createLv(name, o.size ?? 0, o.log);
+      lv = await this.createLv(server, name, o.size ?? 0, o.log);
       all = [...all, lv];
     }
     const image = await LvImage.open(this, lv, discardBlock(lv, all), this.options.directIo, o.log);
@@ -141,7 +155,7 @@ export class LvmImages implements ImageVolumes {
   }
 
   async openRead(server: string, disk: string, seq: Seq): Promise<ReadableImage | null> {
-    const { own } = await this.find(this.name(server, disk, seq));
+    const { own } = await this.find(server, this.name(server, disk, seq));
     if (!own) return null;
     const path = devicePath(own);
     const handle = await io(path, () => open(path, 'r'));
@@ -164,7 +178,7 @@ export class LvmImages implements ImageVolumes {
   }
 
   async list(server: string, disk: string): Promise<Seq[]> {
-    return imageSeqs((await this.ownLvs()).own.keys(), server, disk);
+    return imageSeqs((await this.ownLvs(server)).own.keys(), server, disk);
   }
 
   async read(
@@ -188,7 +202,7 @@ export class LvmImages implements ImageVolumes {
   async copy(server: string, disk: string, from: Seq, to: Seq, log: Logger): Promise<string> {
     const fromName = this.name(server, disk, from);
     const toName = this.name(server, disk, to);
-    const all = await this.ownLvs();
+    const all = await this.ownLvs(server);
     const source = all.own.get(fromName);
     if (!source) throw missingImage(this.path(server, disk, from));
     refuseForeign(all.foreign.get(toName), toName);
@@ -196,12 +210,17 @@ export class LvmImages implements ImageVolumes {
     if (old) await this.removeLv(old);
     const size = taggedSize(source) ?? source.size;
     if (source.pool) {
-      await this.lvm.snapshot(source.vg, fromName, toName, [this.tag, sizeTag(size)]);
+      const tags = [this.tag, sizeTag(size)];
+      // A thin snapshot is its origin's size in its origin's pool, with the tags given.
+      await this.listing.change(
+        () => this.lvm.snapshot(source.vg, fromName, toName, tags),
+        (lvs) => added(lvs, { ...source, name: toName, tags }),
+      );
       await this.link(source.vg, toName);
       return 'thin snapshot';
     }
     // Every byte up to the image's size is copied: no zeroing first.
-    const target = await this.createLv(toName, size, log, false);
+    const target = await this.createLv(server, toName, size, log, false);
     await copyBytes(devicePath(source), devicePath(target), size);
     return 'copied';
   }
@@ -211,20 +230,25 @@ export class LvmImages implements ImageVolumes {
     return copies >= 2 && this.options.groups.every((g) => g.pool !== undefined);
   }
 
+  /** Free space is read afresh: another server's run may take or give back room at any time. */
   async checkRoom(room: RotationRoom): Promise<void> {
-    const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvm.lvs(this.vgNames())]);
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.fresh(room.server)]);
     await checkLvmRoom(this.layout, room, places(this.options.groups, vgs, lvs));
   }
 
   /** The names of every LV of this store, in every group. */
   async names(): Promise<string[]> {
-    return [...(await this.ownLvs()).own.keys()].sort();
+    return [...(await this.lvsNow()).own.keys()].sort();
   }
 
-  /** The groups' size and free space together (thin groups: their pools'). */
+  /**
+   * The groups' size and free space together (thin groups: their pools'), asked afresh: the
+   * receiver tells the sender at the start and after the commit. Only pools need `lvs`.
+   */
   async capacity(): Promise<{ totalBytes: number; freeBytes: number }> {
     const names = this.vgNames();
-    const [vgs, lvs] = await Promise.all([this.lvm.vgs(names), this.lvm.lvs(names)]);
+    const pools = this.options.groups.some((g) => g.pool !== undefined);
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(names), pools ? this.lvm.lvs(names) : []]);
     let totalBytes = 0;
     for (const g of this.options.groups) {
       const pool = g.pool ? lvs.find((l) => l.vg === g.vg && l.name === g.pool) : undefined;
@@ -237,7 +261,7 @@ export class LvmImages implements ImageVolumes {
   /** Makes `volumes/` match the store's LVs (after a crash between an lvm command and a link). */
   async reconcileLinks(): Promise<void> {
     await ensureDir(this.volumesDir);
-    const { own } = await this.ownLvs();
+    const { own } = await this.lvsNow();
     for (const [name, lv] of own) await this.link(lv.vg, name);
     for (const f of await listDir(this.volumesDir)) {
       if (!own.has(f) && !f.startsWith('.')) await this.unlink(f);
@@ -248,12 +272,18 @@ export class LvmImages implements ImageVolumes {
   async setSize(lv: LvInfo, size: number): Promise<LvInfo> {
     let out = lv;
     if (size > lv.size) {
-      await this.lvm.extend(lv.vg, lv.name, size);
-      out = (await this.find(lv.name)).own ?? lv;
+      // lvm rounds the new size up to extents: the listing is dropped and the LV read again.
+      await this.listing.change(() => this.lvm.extend(lv.vg, lv.name, size), null);
+      out = (await this.lvsNow()).own.get(lv.name) ?? lv;
     }
     const old = lv.tags.filter((t) => t.startsWith(SIZE_TAG_PREFIX));
-    if (!(old.length === 1 && old[0] === sizeTag(size)))
-      await this.lvm.retag(lv.vg, lv.name, old, [sizeTag(size)]);
+    const add = [sizeTag(size)];
+    if (!(old.length === 1 && old[0] === add[0])) {
+      await this.listing.change(
+        () => this.lvm.retag(lv.vg, lv.name, old, add),
+        (lvs) => retagged(lvs, lv.vg, lv.name, old, add),
+      );
+    }
     return { ...out, tags: [...out.tags.filter((t) => !t.startsWith(SIZE_TAG_PREFIX)), sizeTag(size)] };
   }
 
@@ -265,16 +295,45 @@ export class LvmImages implements ImageVolumes {
     return this.options.groups.map((g) => g.vg);
   }
 
-  private async ownLvs(): Promise<{ own: Map<string, LvInfo>; foreign: Map<string, LvInfo>; all: LvInfo[] }> {
-    const own = new Map<string, LvInfo>();
-    const foreign = new Map<string, LvInfo>();
-    const all = await this.lvm.lvs(this.vgNames());
-    for (const lv of all) (lv.tags.includes(this.tag) ? own : foreign).set(lv.name, lv);
-    return { own, foreign, all };
+  /** The groups' LVs as `server`'s writer may know them: listing.ts says when that is cached. */
+  private async ownLvs(server: string): Promise<Sorted> {
+    const token = await heldToken(this.layout.serverLock(server));
+    const kept = this.listing.get(server, token);
+    return this.sort(kept ?? (await this.fresh(server, token)));
   }
 
-  private async find(name: string): Promise<Found> {
-    const lvs = await this.ownLvs();
+  /** A fresh `lvs`, kept as `server`'s listing while this process holds its lock. */
+  private async fresh(server: string, lockToken?: string | null): Promise<LvInfo[]> {
+    const token = lockToken === undefined ? await heldToken(this.layout.serverLock(server)) : lockToken;
+    const mark = this.listing.mark();
+    const lvs = await this.lvsOrDrop();
+    this.listing.put(server, token, lvs, mark);
+    return lvs;
+  }
+
+  /** A fresh `lvs`, for questions about every server or about space. */
+  private async lvsNow(): Promise<Sorted> {
+    return this.sort(await this.lvsOrDrop());
+  }
+
+  private async lvsOrDrop(): Promise<LvInfo[]> {
+    try {
+      return await this.lvm.lvs(this.vgNames());
+    } catch (e) {
+      this.listing.drop();
+      throw e;
+    }
+  }
+
+  private sort(all: readonly LvInfo[]): Sorted {
+    const own = new Map<string, LvInfo>();
+    const foreign = new Map<string, LvInfo>();
+    for (const lv of all) (lv.tags.includes(this.tag) ? own : foreign).set(lv.name, lv);
+    return { own, foreign, all: [...all] };
+  }
+
+  private async find(server: string, name: string): Promise<Found> {
+    const lvs = await this.ownLvs(server);
     return { own: lvs.own.get(name) ?? null, foreign: lvs.foreign.get(name) ?? null, all: lvs.all };
   }
 
@@ -282,13 +341,20 @@ export class LvmImages implements ImageVolumes {
    * A new LV in the group with the most room (seed 000), reading as zeroes over `size` bytes
    * unless `zero` is false (the caller writes every byte).
    */
-  private async createLv(name: string, size: number, log: Logger, zero = true): Promise<LvInfo> {
-    const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvm.lvs(this.vgNames())]);
+  private async createLv(
+    server: string,
+    name: string,
+    size: number,
+    log: Logger,
+    zero = true,
+  ): Promise<LvInfo> {
+    // Placement reads the free space afresh; the new LV's size (rounded by lvm) is read back.
+    const [vgs, lvs] = await Promise.all([this.lvm.vgs(this.vgNames()), this.lvsOrDrop()]);
     const group = chooseGroup(places(this.options.groups, vgs, lvs), size, true);
     if (!group) throw noRoom(this.options.groups, name, size);
-    await this.lvm.create(group, name, size, [this.tag, sizeTag(size)]);
+    await this.listing.change(() => this.lvm.create(group, name, size, [this.tag, sizeTag(size)]), null);
     await this.link(group.vg, name);
-    const lv = (await this.find(name)).own;
+    const lv = (await this.find(server, name)).own;
     if (!lv) {
       throw storeError('STORE_LVM_FAILED', 'io', `lvcreate made no LV ${group.vg}/${name}`, {
         hint: 'Check `lvs` on the DR host; then run again.',
@@ -300,7 +366,10 @@ export class LvmImages implements ImageVolumes {
   }
 
   private async removeLv(lv: LvInfo): Promise<void> {
-    await this.lvm.remove(lv.vg, lv.name);
+    await this.listing.change(
+      () => this.lvm.remove(lv.vg, lv.name),
+      (lvs) => removed(lvs, lv.vg, lv.name),
+    );
     await this.unlink(lv.name);
   }
 
