@@ -207,6 +207,16 @@ export class DomainXml {
    * secret (by usage) that holds its key. `<auth>` sits before `<source>`, as libvirt writes it.
    */
   private fillNetworkSource(el: Element, src: Element, n: NetworkDiskSource): void {
+    this.networkSource(n, src);
+    el.insertBefore(this.cephAuth(n), el.firstChild);
+  }
+
+  /**
+   * `<source protocol='rbd' name>` with the monitors or the Ceph configuration file; with
+   * `authInside` (a backing store's source, libvirt formatdomain.html "backingStore") its `<auth>`
+   * too, which a disk's own source keeps beside it instead (fillNetworkSource).
+   */
+  networkSource(n: NetworkDiskSource, src = this.doc.createElement('source'), authInside = false): Element {
     src.setAttribute('protocol', n.protocol);
     src.setAttribute('name', n.name);
     for (const h of n.hosts) {
@@ -220,13 +230,18 @@ export class DomainXml {
       config.setAttribute('file', n.config);
       src.appendChild(config);
     }
+    if (authInside) src.appendChild(this.cephAuth(n));
+    return src;
+  }
+
+  private cephAuth(n: NetworkDiskSource): Element {
     const auth = this.doc.createElement('auth');
     auth.setAttribute('username', n.auth.username);
     const secret = this.doc.createElement('secret');
     secret.setAttribute('type', 'ceph');
     secret.setAttribute('usage', n.auth.secretUsage);
     auth.appendChild(secret);
-    el.insertBefore(auth, el.firstChild);
+    return auth;
   }
 
   /**

@@ -76,30 +76,13 @@ export function mapDisks(xml: DomainXml, server: string, disks: readonly string[
  * the DAC driver would otherwise chown a store image to the QEMU user.
  */
 export function setOverlaySource(xml: DomainXml, d: DomainDisk, overlay: string, backing: string): void {
-  const el = d.element;
-  const doc = xml.doc;
-  el.setAttribute('type', 'file');
-  for (const old of [...xml.children(el, 'source'), ...xml.children(el, 'backingStore')]) el.removeChild(old);
-  const driver = xml.ensureChild(el, 'driver');
-  driver.setAttribute('name', 'qemu');
-  driver.setAttribute('type', 'qcow2');
-  const src = doc.createElement('source');
-  src.setAttribute('file', overlay);
-  const bs = doc.createElement('backingStore');
-  bs.setAttribute('type', 'file');
-  const fmt = doc.createElement('format');
-  fmt.setAttribute('type', 'raw');
-  const bsrc = doc.createElement('source');
+  const bsrc = xml.doc.createElement('source');
   bsrc.setAttribute('file', backing);
-  const label = doc.createElement('seclabel');
+  const label = xml.doc.createElement('seclabel');
   label.setAttribute('model', 'dac');
   label.setAttribute('relabel', 'no');
   bsrc.appendChild(label);
-  bs.appendChild(fmt);
-  bs.appendChild(bsrc);
-  bs.appendChild(doc.createElement('backingStore'));
-  el.insertBefore(bs, driver.nextSibling);
-  el.insertBefore(src, driver.nextSibling);
+  setOverlayOver(xml, d, overlay, 'file', bsrc);
 }
 
 /**
@@ -113,6 +96,17 @@ export function setOverlayNetworkSource(
   d: DomainDisk,
   overlay: string,
   backing: NetworkDiskSource,
+): void {
+  setOverlayOver(xml, d, overlay, 'network', xml.networkSource(backing, undefined, true));
+}
+
+/** The disk becomes the qcow2 `overlay` over a raw backing store of `type` with `backingSource`. */
+function setOverlayOver(
+  xml: DomainXml,
+  d: DomainDisk,
+  overlay: string,
+  type: 'file' | 'network',
+  backingSource: Element,
 ): void {
   const el = d.element;
   const doc = xml.doc;
@@ -129,32 +123,11 @@ export function setOverlayNetworkSource(
   const src = doc.createElement('source');
   src.setAttribute('file', overlay);
   const bs = doc.createElement('backingStore');
-  bs.setAttribute('type', 'network');
+  bs.setAttribute('type', type);
   const fmt = doc.createElement('format');
   fmt.setAttribute('type', 'raw');
-  const bsrc = doc.createElement('source');
-  bsrc.setAttribute('protocol', backing.protocol);
-  bsrc.setAttribute('name', backing.name);
-  for (const h of backing.hosts) {
-    const host = doc.createElement('host');
-    host.setAttribute('name', h.name);
-    if (h.port !== undefined) host.setAttribute('port', String(h.port));
-    bsrc.appendChild(host);
-  }
-  if (backing.config) {
-    const config = doc.createElement('config');
-    config.setAttribute('file', backing.config);
-    bsrc.appendChild(config);
-  }
-  const auth = doc.createElement('auth');
-  auth.setAttribute('username', backing.auth.username);
-  const secret = doc.createElement('secret');
-  secret.setAttribute('type', 'ceph');
-  secret.setAttribute('usage', backing.auth.secretUsage);
-  auth.appendChild(secret);
-  bsrc.appendChild(auth);
   bs.appendChild(fmt);
-  bs.appendChild(bsrc);
+  bs.appendChild(backingSource);
   bs.appendChild(doc.createElement('backingStore'));
   el.insertBefore(bs, driver.nextSibling);
   el.insertBefore(src, driver.nextSibling);

@@ -7,31 +7,14 @@
  * server from the cluster alone, the guest verifying its pattern again.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ActivationReport, DrillReport } from '../../src/recovery/index.ts';
-import { type CephCluster, startCephCluster } from '../fixtures/ceph/index.ts';
+import { startCephCluster } from '../fixtures/ceph/index.ts';
 import { havenJson } from '../helpers/haven.ts';
+import { imageHashes } from '../helpers/rbd-images.ts';
 import { destroyDomainsLike, domainsLike, runHaven, site, waitForText } from './recovery-helpers.ts';
-
-async function imageHashes(ceph: CephCluster, pool: string, scratch: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  for (const image of (await ceph.rbd(['ls', pool])).stdout.split('\n').filter(Boolean)) {
-    const copy = join(scratch, `${image}.export`);
-    await rm(copy, { force: true });
-    await ceph.rbd(['export', '--no-progress', `${pool}/${image}`, copy]);
-    out.set(
-      image,
-      createHash('sha256')
-        .update(await readFile(copy))
-        .digest('hex'),
-    );
-    await rm(copy, { force: true });
-  }
-  return out;
-}
 
 test('a drill and an activation boot from the cluster; the guest verifies its data inside', async (t) => {
   const ceph = await startCephCluster(t);

@@ -12,7 +12,7 @@
  * and the next run completes once the quota is raised.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -22,6 +22,7 @@ import { createTestGuest } from '../fixtures/guest/index.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { firstDifference } from '../helpers/disk-model.ts';
 import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
+import { imageHashes } from '../helpers/rbd-images.ts';
 import { type Round, replicationRounds, type StoreView } from '../helpers/rounds.ts';
 
 const PREFIX = 'haven-t-rbdr';
@@ -184,24 +185,6 @@ async function nextRunCompletes(
   ]);
   assert.equal(verify.ok, true);
   assert.equal(verify.checkedGenerations, 2);
-}
-
-/** The sha256 of each of the pool's images, exported from the cluster. */
-async function imageHashes(ceph: CephCluster, pool: string, scratch: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  for (const image of (await ceph.rbd(['ls', pool])).stdout.split('\n').filter(Boolean)) {
-    const copy = join(scratch, `${image}.export`);
-    await rm(copy, { force: true });
-    await ceph.rbd(['export', '--no-progress', `${pool}/${image}`, copy]);
-    out.set(
-      image,
-      createHash('sha256')
-        .update(await readFile(copy))
-        .digest('hex'),
-    );
-    await rm(copy, { force: true });
-  }
-  return out;
 }
 
 test('a pool that reaches its quota: NO_SPACE, every generation as it was, the next run completes once it is raised', async (t) => {
