@@ -229,9 +229,18 @@ export class RbdStore extends StoreBase {
    * delta is refused at once instead, before anything is written (NO_SPACE).
    */
   override async openDelta(meta: DeltaMeta, log?: Logger): Promise<DeltaWriter> {
-    const st = await this.rbd.broker.call('pool_status');
-    if (st.full === true) {
-      throw poolFull(this.rbd.location.pool, Number(st.quotaBytes ?? 0), Number(st.usedBytes ?? 0));
+    const deadline = Date.now() + this.rbd.opTimeoutS * 1000;
+    for (;;) {
+      const st = await this.rbd.broker.call('pool_status');
+      if (st.full !== true) break;
+      const quota = Number(st.quotaBytes ?? 0);
+      const used = Number(st.usedBytes ?? 0);
+      // A quota just raised or removed: the monitor clears the pool's full flag only with its next
+      // statistics (seconds), and until then the cluster still holds writes. Wait for it, within
+      // the store's timeout; a pool still over its quota is refused at once.
+      const stale = quota === 0 || used < quota;
+      if (!stale || Date.now() > deadline) throw poolFull(this.rbd.location.pool, quota, used);
+      await new Promise((r) => setTimeout(r, 500));
     }
     return super.openDelta(meta, log);
   }
