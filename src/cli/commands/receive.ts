@@ -217,10 +217,7 @@ export default function register(program: Command, context: () => CliContext): v
       '--lvm <vgs>',
       'an LVM store: images as LVs in these volume groups (VG[,VG…], VG/POOL for a thin pool), metadata in --store',
     )
-    .option(
-      '--rbd <location>',
-      'an rbd store: images in this Ceph pool (rbd://USER@CLUSTER/POOL, docs/store-rbd.md), metadata in --store and the pool',
-    )
+    .option('--rbd <location>', 'an rbd store: images in this Ceph pool, metadata in --store')
     .option(
       '--staging <dir>',
       'stage deltas here (a target cache drive) instead of inside the store; auto: the largest cache drive',
