@@ -9,6 +9,7 @@
 import { isIP } from 'node:net';
 import { posix } from 'node:path';
 import { Cron } from 'croner';
+import { parseStoreQuery, type StoreQuery } from './store-query.ts';
 import { parseDuration, parseRate, parseSize } from './units.ts';
 
 /** A value that does not fit its key. The message completes "<key path>: ...". */
@@ -125,11 +126,17 @@ export function cronFor(expression: string, timeZone?: string): Cron {
 }
 
 export type TargetEndpoint =
-  | { kind: 'local'; path: string }
-  | { kind: 'ssh'; user: string | undefined; host: string; port: number | undefined; path: string }
+  | ({ kind: 'local'; path: string } & StoreQuery)
+  | ({
+      kind: 'ssh';
+      user: string | undefined;
+      host: string;
+      port: number | undefined;
+      path: string;
+    } & StoreQuery)
   | { kind: 'tls'; host: string; port: number };
 
-const URL_FORMS = 'an absolute path, ssh://[user@]host[:port]/path or tls://host:port';
+const URL_FORMS = 'an absolute path, ssh://[user@]host[:port]/path, file:///path or tls://host:port';
 
 function parsePort(text: string, v: unknown): number {
   const port = Number(text);
@@ -158,6 +165,7 @@ export function parseTargetUrl(v: unknown): TargetEndpoint {
   if (typeof v !== 'string' || v.trim() === '') expected(URL_FORMS, v);
   if (v.startsWith('/')) return { kind: 'local', path: parseAbsolutePath(v) };
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(v)?.[1]?.toLowerCase();
+  if (scheme === 'file') return parseFileTargetUrl(v);
   if (scheme !== 'ssh' && scheme !== 'tls') {
     if (!scheme && !v.includes(':'))
       throw new ValueProblem(`a local store path must be absolute, got ${describeValue(v)}`);
@@ -169,7 +177,7 @@ export function parseTargetUrl(v: unknown): TargetEndpoint {
       `${describeValue(v)} carries a password; use SSH keys (ssh) or a token_file (tls) instead`,
     );
   }
-  if (url.search || url.hash)
+  if (url.hash || (url.search && scheme === 'tls'))
     throw new ValueProblem(`${describeValue(v)} has a query or fragment; expected ${URL_FORMS}`);
   // new URL() has already range-checked the port; an empty port means "not given".
   const port = url.port ? parsePort(url.port, v) : undefined;
@@ -196,7 +204,31 @@ export function parseTargetUrl(v: unknown): TargetEndpoint {
     host: url.hostname,
     port,
     path: parseAbsolutePath(path),
+    ...targetStore(url, 'ssh', v),
   };
+}
+
+/** `file:///path[?lvm=…|?rbd=…]`: a store on this machine, an LVM or rbd one named by its query. */
+function parseFileTargetUrl(v: string): TargetEndpoint {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return expected(URL_FORMS, v);
+  }
+  if (url.host || url.hash)
+    throw new ValueProblem(`${describeValue(v)}: a file:// URL names a local path (file:///path)`);
+  return {
+    kind: 'local',
+    path: parseAbsolutePath(decodeURIComponent(url.pathname)),
+    ...targetStore(url, 'file', v),
+  };
+}
+
+function targetStore(url: URL, scheme: string, v: string): StoreQuery {
+  const q = parseStoreQuery(url, scheme);
+  if (typeof q === 'string') throw new ValueProblem(`${describeValue(v)}: ${q}`);
+  return q;
 }
 
 export type HostEndpoint =

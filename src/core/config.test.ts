@@ -369,6 +369,39 @@ test('target URLs and their ssh/tls settings', () => {
   rejects(target('    url: /srv\n    reflink: no\n'), 'targets.t.reflink', /true or false/);
   const separate = parseConfig(target('    url: /srv\n    reflink: false\n'), 'test.yaml', NOW);
   assert.equal(separate.targets.t!.reflink, false);
+
+  // LVM and rbd stores, named by the query as on the command line (docs/store-lvm.md, store-rbd.md).
+  const endpoint = (url: string) =>
+    parseConfig(target(`    url: "${url}"\n`), 'test.yaml', NOW).targets.t!.endpoint;
+  assert.deepEqual(endpoint('ssh://root@dr1/srv/haven?lvm=vg_dr0,vg_dr1'), {
+    kind: 'ssh',
+    user: 'root',
+    host: 'dr1',
+    port: undefined,
+    path: '/srv/haven',
+    lvm: 'vg_dr0,vg_dr1',
+  });
+  assert.deepEqual(endpoint('file:///srv/haven?rbd=rbd%3A%2F%2Fhaven%40ceph%2Fdr'), {
+    kind: 'local',
+    path: '/srv/haven',
+    rbd: 'rbd://haven@ceph/dr',
+  });
+  assert.deepEqual(endpoint('file:///srv/haven'), { kind: 'local', path: '/srv/haven' });
+  // The url as jobs read it again keeps the store's query (it once dropped it: an fs store).
+  for (const url of [
+    'ssh://root@dr1/srv/haven?lvm=vg_dr0,vg_dr1',
+    'file:///srv/haven?rbd=rbd%3A%2F%2Fh%40c%2Fdr',
+  ]) {
+    assert.equal(parseConfig(target(`    url: "${url}"\n`), 'test.yaml', NOW).targets.t!.url, url);
+  }
+  rejects(
+    target('    url: "ssh://h/srv?copies=3"\n'),
+    'targets.t.url',
+    /the only query a store URL may carry/,
+  );
+  rejects(target('    url: "ssh://h/srv?lvm=vg;rm"\n'), 'targets.t.url', /not a list of volume groups/);
+  rejects(target('    url: "tls://h:8471?lvm=vg"\n'), 'targets.t.url', /query or fragment/);
+  rejects(target('    url: "file://host/srv"\n'), 'targets.t.url', /names a local path/);
 });
 
 test('names of targets, jobs and drills must be safe names', () => {

@@ -25,6 +25,7 @@ import type {
 } from './config-types.ts';
 import { cronFor } from './config-values.ts';
 import { HavenError, ioError } from './errors.ts';
+import { storeQueryText } from './store-query.ts';
 
 export { selectServers } from './config-patterns.ts';
 export * from './config-types.ts';
@@ -329,11 +330,11 @@ function hostUrlText(e: Extract<HostConfig['endpoint'], { kind: 'ssh' }>): strin
 function urlText(e: TargetConfig['endpoint']): string {
   switch (e.kind) {
     case 'local':
-      return e.path;
+      return e.lvm || e.rbd ? `file://${e.path}${storeQueryText(e)}` : e.path;
     case 'tls':
       return `tls://${e.host}:${e.port}`;
     case 'ssh':
-      return `ssh://${e.user ? `${e.user}@` : ''}${e.host}${e.port ? `:${e.port}` : ''}${e.path}`;
+      return `ssh://${e.user ? `${e.user}@` : ''}${e.host}${e.port ? `:${e.port}` : ''}${e.path}${storeQueryText(e)}`;
   }
 }
 

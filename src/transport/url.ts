@@ -15,6 +15,7 @@
  * starts with "-" would be read as an option.
  */
 import { isAbsolute, resolve } from 'node:path';
+import { parseStoreQuery, type StoreQuery, storeQueryText } from '../core/store-query.ts';
 import { badUrl } from './errors.ts';
 
 export type Target =
@@ -22,11 +23,7 @@ export type Target =
   | ({ kind: 'ssh'; user?: string; host: string; port?: number; path: string } & StoreQuery)
   | { kind: 'tls'; host: string; port: number };
 
-/** What a store URL's query names: an LVM store's groups or an rbd store's pool (receive --lvm, --rbd). */
-export interface StoreQuery {
-  lvm?: string;
-  rbd?: string;
-}
+export type { StoreQuery };
 
 /** Hostnames, IPv4 and (bracketed in URLs) IPv6 addresses. */
 const HOST =
@@ -96,50 +93,20 @@ export function parseTarget(url: string): Target {
   throw badUrl(url, `unknown scheme ${scheme}: (use a path, ssh:// or tls://)`);
 }
 
-/**
- * `?lvm=vg0,vg1` (an LVM store, docs/store-lvm.md) or `?rbd=rbd://USER@CLUSTER/POOL` (an rbd store,
- * docs/store-rbd.md): the only queries a store URL may carry, one of them.
- */
 function storeQuery(url: string, u: URL, scheme: string): StoreQuery {
-  if (!u.search) return {};
-  const keys = [...u.searchParams.keys()];
-  const key = keys[0];
-  const value = key === undefined ? null : u.searchParams.get(key);
-  if (
-    (scheme !== 'ssh' && scheme !== 'file') ||
-    keys.length !== 1 ||
-    (key !== 'lvm' && key !== 'rbd') ||
-    !value
-  ) {
-    throw badUrl(
-      url,
-      'the only query a store URL may carry is lvm=VG[,VG…] or rbd=rbd://USER@CLUSTER/POOL (ssh:// and file:// targets)',
-    );
-  }
-  if (key === 'lvm') {
-    if (!/^[A-Za-z0-9+_.,/-]+$/.test(value)) throw badUrl(url, `lvm=${value} is not a list of volume groups`);
-    return { lvm: value };
-  }
-  // Checked in full by the receiver (store/rbd/location.ts); here only what could reach ssh's command line.
-  if (!/^rbd:\/\/[A-Za-z0-9_.,:@[\]/?=&%+-]+$/.test(value))
-    throw badUrl(url, `rbd=${value} is not an rbd store location`);
-  return { rbd: value };
-}
-
-function queryText(t: StoreQuery): string {
-  if (t.lvm) return `?lvm=${t.lvm}`;
-  if (t.rbd) return `?rbd=${encodeURIComponent(t.rbd)}`;
-  return '';
+  const q = parseStoreQuery(u, scheme);
+  if (typeof q === 'string') throw badUrl(url, q);
+  return q;
 }
 
 /** The target as written in logs. */
 export function formatTarget(t: Target): string {
   switch (t.kind) {
     case 'local':
-      return t.lvm || t.rbd ? `file://${t.path}${queryText(t)}` : t.path;
+      return t.lvm || t.rbd ? `file://${t.path}${storeQueryText(t)}` : t.path;
     case 'ssh': {
       const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-      const query = queryText(t);
+      const query = storeQueryText(t);
       return `ssh://${t.user ? `${t.user}@` : ''}${host}${t.port ? `:${t.port}` : ''}${t.path}${query}`;
     }
     case 'tls':

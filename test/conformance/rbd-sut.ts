@@ -78,7 +78,9 @@ export function rbdStoreUnderTest(
     },
     child: { opener: OPENER, location: dir },
     // The store's own files (digests above all) under its directory. No allocatedBytes for images:
-    // an image holds whole written ranges in the cluster, not 64 KiB holes (docs/store-rbd.md).
+    // the cluster keeps them sparse (BlueStore allocates what is written; a pool's `stored` shows
+    // it, test/integration/store-rbd.test.ts), but gives no figure per image: `rbd diff` and
+    // `rbd du` report the extent of every object written, holes inside it included.
     fileBytes: async (path) => (await stat(path)).blocks * 512,
   };
 }

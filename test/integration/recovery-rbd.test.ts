@@ -1,38 +1,47 @@
 /**
- * Issue 18: a drill and an activation boot straight from the Ceph cluster (test/fixtures/ceph).
- * A live guest is protected into an rbd store; its definition's disks are RBD network disks. The
- * drill boots the newest generation under a qcow2 overlay whose backing image is read from the
- * cluster (the cephx key in a libvirt secret), and the guest verifies its own pattern inside;
- * the generations stay byte-identical. Then the primary is gone and `haven activate` starts the
- * server from the cluster alone, the guest verifying its pattern again.
+ * Issue 18: every recovery path runs from the Ceph cluster (test/fixtures/ceph). A live guest is
+ * protected into an rbd store; its definition's disks are RBD network disks.
+ * - A drill boots the newest generation under a qcow2 overlay whose backing image is read from
+ *   the cluster (the cephx key in a libvirt secret), and the guest verifies its own pattern inside.
+ * - A restore writes the generation back as a sparse raw file, byte-equal to the image in the pool.
+ * - The primary stops; `haven activate` starts the server from the cluster alone, the guest
+ *   verifies its pattern again and then writes at the DR site; `haven failback` brings those
+ *   writes home, the primary's disk then equals the DR copy, and the next replication into the
+ *   pool is incremental and equals it too.
+ * The generations stay byte-identical through the drill, the restore and the activation.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ActivationReport, DrillReport } from '../../src/recovery/index.ts';
+import { exec } from '../../src/core/exec.ts';
+import type { ProtectResult } from '../../src/engine/index.ts';
+import type {
+  ActivationReport,
+  DrillReport,
+  FailbackResult,
+  RestoreResult,
+} from '../../src/recovery/index.ts';
 import { startCephCluster } from '../fixtures/ceph/index.ts';
 import { havenJson } from '../helpers/haven.ts';
 import { imageHashes } from '../helpers/rbd-images.ts';
-import { destroyDomainsLike, domainsLike, runHaven, site, waitForText } from './recovery-helpers.ts';
+import { domainsLike, runHaven, sha256File, site, stat, waitForText } from './recovery-helpers.ts';
 
-test('a drill and an activation boot from the cluster; the guest verifies its data inside', async (t) => {
+const MARKER = 'HAVEN pattern-verify OK disk=vda seed=61 count=40';
+
+test('a drill, a restore, an activation and a failback from the cluster; the guest verifies its data inside', async (t) => {
   const ceph = await startCephCluster(t);
   const pool = await ceph.createPool(`haven-t-recrbd-${randomBytes(4).toString('hex')}`);
   const s = await site(t, 'rbd');
   const server = s.guest.name;
+  const disk = s.guest.disks[0]!;
   const location = `rbd://admin@ceph/${pool}?conf=${ceph.conf}&keyring=${ceph.keyring}`;
+  const to = `file://${s.store}?rbd=${encodeURIComponent(location)}`;
   await s.guest.writePattern('vda', 61, 40);
   await s.guest.setWorkload({ name: 'pattern-verify', seed: 61, count: 40 });
-  await havenJson(s.h, [
-    'protect',
-    server,
-    '--to',
-    `file://${s.store}?rbd=${encodeURIComponent(location)}`,
-    '--copies',
-    '2',
-  ]);
+  await havenJson(s.h, ['protect', server, '--to', to, '--copies', '2']);
   const before = await imageHashes(ceph, pool, s.dir);
+  const newest = `${server}_${disk.storeName}_1`;
 
   const drill = await runHaven(s.h, [
     'drill',
@@ -40,7 +49,7 @@ test('a drill and an activation boot from the cluster; the guest verifies its da
     '--store',
     s.store,
     '--marker',
-    'HAVEN pattern-verify OK disk=vda seed=61 count=40',
+    MARKER,
     '--timeout',
     '3m',
     '--json',
@@ -55,18 +64,72 @@ test('a drill and an activation boot from the cluster; the guest verifies its da
   assert.deepEqual(await domainsLike(`${server}-drill`), [], 'a drill domain was left');
   assert.deepEqual(await imageHashes(ceph, pool, s.dir), before, 'the drill wrote no generation');
 
-  // The disaster: the primary is gone; the DR site starts the server from the cluster.
-  await s.guest.cleanup();
-  const activation = await havenJson<ActivationReport>(s.h, ['activate', server, '--store', s.store]);
-  t.after(() => destroyDomainsLike(server));
-  const r = activation.servers[0]!;
-  assert.equal(r.status, 'running');
-  await waitForText(
-    join(s.store, '.haven', 'active', server, 'serial0.log'),
-    'HAVEN pattern-verify OK disk=vda seed=61 count=40',
-    120_000,
-  );
-  const d = await runHaven(s.h, ['deactivate', server, '--store', s.store, '--destroy']);
-  assert.equal(d.code, 0, d.stderr);
+  // A restore reads the generation from the cluster into a sparse raw file.
+  const restored = await havenJson<RestoreResult>(s.h, [
+    'restore',
+    server,
+    '--store',
+    s.store,
+    '--to',
+    join(s.dir, 'restored'),
+    '--no-define',
+  ]);
+  const r0 = restored.disks[0]!;
+  assert.equal(await sha256File(r0.path), before.get(newest), 'the restored disk equals the generation');
+  assert.ok(r0.allocated < r0.size / 2, `sparse: ${r0.allocated} of ${r0.size} bytes allocated`);
+
+  // The disaster: the primary stops (its definition and images stay, a host that comes back after
+  // repair); the DR site starts the server from the cluster under another name beside it.
+  await s.guest.destroy();
+  const dr = `${server}-dr`;
+  const activation = await havenJson<ActivationReport>(s.h, [
+    'activate',
+    server,
+    '--store',
+    s.store,
+    '--name',
+    dr,
+    '--primary',
+    'qemu:///system',
+  ]);
+  const a = activation.servers[0]!;
+  assert.equal(a.status, 'running');
+  const copy = s.guest.runningAs(dr, {
+    serialLog: join(a.overlayDir!, 'serial0.log'),
+    controlSocket: join(a.overlayDir!, 'sockets', 'serial1.sock'),
+  });
+  await waitForText(copy.serialLog, MARKER, 120_000);
+  await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
   assert.deepEqual(await imageHashes(ceph, pool, s.dir), before, 'the activation wrote no generation');
+
+  // The DR copy writes; failback brings it home.
+  const count = 64;
+  const logFrom = (await stat(copy.serialLog)).size;
+  assert.equal(await copy.command(`random start vda 0 ${count}`), 'ok');
+  await waitForText(copy.serialLog, `HAVEN random done disk=vda writes=${count}`, 120_000, logFrom);
+  assert.equal(await copy.command('sync'), 'ok');
+  // The DR copy as it stands: its overlay over the generation, read through the cluster.
+  const drCopy = join(s.dir, 'dr-copy.raw');
+  await exec('qemu-img', [
+    'convert',
+    '-U',
+    '-O',
+    'raw',
+    join(a.overlayDir!, `${disk.storeName}.qcow2`),
+    drCopy,
+  ]);
+  assert.notEqual(await sha256File(drCopy), before.get(newest), 'the DR copy changed');
+
+  const fb = await havenJson<FailbackResult>(s.h, ['failback', server, '--store', s.store, '--to', 'local']);
+  assert.equal(fb.started, true);
+  const cmp = await exec('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'raw', disk.path, drCopy], {
+    okCodes: [0, 1],
+  });
+  assert.equal(cmp.code, 0, `the primary equals the DR copy: ${cmp.stdout}`);
+  assert.deepEqual(await domainsLike(dr), [], 'the DR copy is gone');
+
+  // Replication into the pool goes on, incremental, and its newest generation is the DR copy.
+  const next = await havenJson<ProtectResult>(s.h, ['protect', server, '--to', to, '--copies', '2']);
+  assert.equal(next.mode, 'incremental');
+  assert.equal((await imageHashes(ceph, pool, s.dir)).get(newest), await sha256File(drCopy));
 });

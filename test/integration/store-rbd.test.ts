@@ -12,13 +12,15 @@
  * and the next run completes once the quota is raised.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DomainXml } from '../../src/core/domain-xml.ts';
+import { exec } from '../../src/core/exec.ts';
 import { type CephCluster, startCephCluster } from '../fixtures/ceph/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
+import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { firstDifference } from '../helpers/disk-model.ts';
 import { type HavenEnv, havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
@@ -166,7 +168,26 @@ test('copies 3 into an rbd store: names, contents, clones sharing the newest, ne
   ]);
   assert.equal(again.ok, true);
   assert.equal(again.checkedGenerations, 3);
+
+  // Sparse in the cluster: the pool stores what the guest wrote (the older versions the
+  // snapshots keep included) and the store's metadata, a fraction of the 96 MiB of the two disks
+  // (288 MiB for three full copies). Twice what was written leaves room for the metadata and
+  // Ceph's own accounting. (`rbd diff` cannot show this per image: it reports whole objects.)
+  const written = ROUNDS.flat().reduce((sum, [, , blocks]) => sum + blocks, 0) * PATTERN_BLOCK_SIZE;
+  const stored = await poolStored(ceph, pool);
+  t.diagnostic(`pool stores ${stored} bytes for ${written} bytes written by the guest`);
+  assert.ok(stored <= 2 * written + 4 * 1024 * 1024, `the pool stores ${stored} bytes, ${written} written`);
 });
+
+/** The pool's stored bytes as the cluster reports them (`ceph df`: data and omap, one replica). */
+async function poolStored(ceph: CephCluster, pool: string): Promise<number> {
+  const df = JSON.parse((await ceph.ceph(['df', 'detail', '--format', 'json'])).stdout) as {
+    pools: Array<{ name: string; stats: { stored: number } }>;
+  };
+  const stats = df.pools.find((p) => p.name === pool)?.stats;
+  assert.ok(stats, `pool ${pool} in ceph df`);
+  return stats.stored;
+}
 
 /** The run after a failed one commits incrementally, and both generations verify. */
 async function nextRunCompletes(
@@ -220,7 +241,7 @@ test('a pool that reaches its quota: NO_SPACE, every generation as it was, the n
   await nextRunCompletes(h, protect, guest.name, store);
 });
 
-test('an OSD stopped when a run starts: RBD_TIMEOUT within the store timeout, every generation as it was, the next run completes', async (t) => {
+test('an OSD stopped when a run starts and in the middle of a commit: RBD_TIMEOUT, no corrupt generation, the next run completes', async (t) => {
   // A cluster of this test alone: only an exclusive cluster may lose a daemon.
   const own = await startCephCluster(t, { exclusive: true });
   const pool = await own.createPool(`${PREFIX}-o-${randomBytes(4).toString('hex')}`);
@@ -250,4 +271,48 @@ test('an OSD stopped when a run starts: RBD_TIMEOUT within the store timeout, ev
   await own.startOsd();
   assert.deepEqual(await imageHashes(own, pool, dir), before, 'every generation is as it was');
   await nextRunCompletes(h, protect, guest.name, store);
+
+  // The OSD stops in the middle of a rotation's commit: the newest image already renamed, a
+  // snapshot of it being taken (the store's request trace says when), the delta not yet written.
+  await guest.writePattern('vda', 54, 20);
+  const trace = join(dir, 'rbd-trace.log');
+  const traced = { ...h, env: { ...h.env, HAVEN_RBD_TRACE: trace } };
+  const osd = await own.pid('osd');
+  assert.ok(osd !== undefined);
+  let running = true;
+  const midCommit = untilTraced(trace, '"op": "snap_create"', () => running).then((seen) => {
+    if (seen) process.kill(osd, 'SIGTERM');
+    return seen;
+  });
+  const mid = await runHaven(traced, [...protect, '--retries', '0', '--json']);
+  running = false;
+  assert.equal(await midCommit, true, `the run never took a snapshot: ${mid.stdout}`);
+  assert.notEqual(mid.code, 0, mid.stdout);
+  const midErr = (JSON.parse(mid.stdout) as { error: { code: string } }).error;
+  assert.equal(midErr.code, 'RBD_TIMEOUT', JSON.stringify(midErr));
+  await own.stopOsd();
+  await own.startOsd();
+
+  // No generation is corrupt: the next run finishes or undoes the interrupted commit, completes,
+  // and every generation verifies; the newest is the disk as it is now.
+  await nextRunCompletes(h, protect, guest.name, store);
+  const newest = `${guest.name}_${guest.disks[0]!.storeName}_1`;
+  const disk = join(dir, 'disk-now.raw');
+  await exec('qemu-img', ['convert', '-U', '-O', 'raw', guest.disks[0]!.path, disk]);
+  assert.equal((await imageHashes(own, pool, dir)).get(newest), await sha256(disk));
 });
+
+/** Whether `file` came to hold `text` while `waiting()` (polled: the broker flushes every request). */
+async function untilTraced(file: string, text: string, waiting: () => boolean): Promise<boolean> {
+  while (waiting()) {
+    if ((await readFile(file, 'utf8').catch(() => '')).includes(text)) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
+
+async function sha256(path: string): Promise<string> {
+  return createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex');
+}

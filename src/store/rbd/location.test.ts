@@ -40,6 +40,7 @@ describe('rbd store locations (docs/store-rbd.md)', () => {
       'rbd://haven@ceph',
       'rbd://haven@ceph/',
       'rbd://-x@ceph/dr',
+      'rbd://haven.dr@ceph/dr',
       'rbd://haven@ceph/d r',
       'rbd://haven@10.0.0.1/dr',
       'rbd://haven@ceph/dr?conf=relative.conf',

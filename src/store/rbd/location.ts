@@ -30,6 +30,8 @@ export interface RbdLocation {
 }
 
 const CEPH_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
+/** A user id as libvirt's `<auth username>` takes it (domaincommon.rng "genericName"): no dots. */
+const CEPH_USER = /^[A-Za-z0-9_][A-Za-z0-9_+-]{0,99}$/;
 const MONITOR = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 export function isRbdLocation(spec: string): boolean {
@@ -47,7 +49,12 @@ export function parseRbdLocation(spec: string): RbdLocation {
   const user = at < 0 ? 'admin' : decodeURIComponent(authority.slice(0, at));
   const host = at < 0 ? authority : authority.slice(at + 1);
   const pool = decodeURIComponent(path ?? '');
-  if (!CEPH_NAME.test(user)) throw badLocation(spec, `user ${JSON.stringify(user)} is not a Ceph user id`);
+  if (!CEPH_USER.test(user)) {
+    throw badLocation(
+      spec,
+      `user ${JSON.stringify(user)} is not a Ceph user id libvirt accepts (letters, digits, _ + -)`,
+    );
+  }
   if (!CEPH_NAME.test(pool))
     throw badLocation(
       spec,

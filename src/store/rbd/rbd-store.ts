@@ -60,9 +60,13 @@ export function qemuRbdFilename(
   return parts.join(':');
 }
 
-/** The usage name of the libvirt secret holding the user's key (unique per cluster and user). */
+/**
+ * The usage name of the libvirt secret holding the user's key (unique per cluster and user).
+ * No `/` in it: libvirt's domain schema (basictypes.rng "objectName") refuses one, and libvirt
+ * validates a domain's XML when it redefines a checkpoint (failback's live pass).
+ */
 export function cephSecretUsage(fsid: string, user: string): string {
-  return `haven/${fsid}/client.${user}`;
+  return `haven:${fsid}:client.${user}`;
 }
 
 export async function openRbdStore(dir: string, options: RbdStoreOptions = {}): Promise<RbdStore> {
