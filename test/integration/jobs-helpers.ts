@@ -2,6 +2,7 @@
  * Helpers for the jobs and daemon tests: configuration files, reading the catalog from outside,
  * waiting for a condition, loop-device cache drives, and a Prometheus text parser.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -9,8 +10,11 @@ import { join } from 'node:path';
 import { type Catalog, catalogPath, openCatalog } from '../../src/catalog/catalog.ts';
 import { exec } from '../../src/core/exec.ts';
 import { parseMountinfo } from '../../src/jobs/cache/parse.ts';
+import type { JobRunResult } from '../../src/jobs/index.ts';
 import { HAVEN_BIN } from '../../src/transport/index.ts';
-import { type AfterHook, TEST_ROOT } from '../fixtures/guest/index.ts';
+import { type AfterHook, TEST_ROOT, type TestGuest } from '../fixtures/guest/index.ts';
+import type { DiskModel } from '../helpers/disk-model.ts';
+import { type HavenEnv, havenEnv, runHaven } from '../helpers/haven.ts';
 
 export async function writeConfig(dir: string, text: string): Promise<string> {
   const path = join(dir, 'haven.yaml');
@@ -175,3 +179,58 @@ export async function loopDrive(
 }
 
 export { parsePrometheus, type Sample } from '../../src/daemon/test-support/prometheus.ts';
+
+export interface StagingJob {
+  h: HavenEnv;
+  /** The model's image after each round: what the generation of that run must equal. */
+  snapshots: string[];
+  /** One round: guest and model write a pattern, `haven job run j` succeeds, no drive stays mounted. */
+  run(round: number, seed: number, count: number): Promise<JobRunResult>;
+}
+
+/**
+ * A job `j` of `guest` to the target `dr` at `url` (`copies: 2`, `staging: auto` on the cache
+ * drives signed `signature`), run round by round against `model` (the target-side cache tests).
+ */
+export async function stagingJob(o: {
+  dir: string;
+  url: string;
+  guest: TestGuest;
+  model: DiskModel;
+  signature: string;
+  drives: LoopDrive[];
+}): Promise<StagingJob> {
+  const config = await writeConfig(
+    o.dir,
+    `targets:
+  dr:
+    url: "${o.url}"
+    copies: 2
+    staging: auto
+jobs:
+  j:
+    servers: [${o.guest.name}]
+    target: dr
+    retries: 0
+cache:
+  signature: ${o.signature}
+`,
+  );
+  const h = await havenEnv(o.dir, { HAVEN_CONFIG: config });
+  const snapshots: string[] = [];
+  const run = async (round: number, seed: number, count: number): Promise<JobRunResult> => {
+    await o.guest.writePattern('vda', seed, count);
+    await o.model.writePattern(seed, count);
+    snapshots.push(await o.model.snapshot(join(o.dir, `expect-${round}.raw`)));
+    const r = await runHaven(h, ['job', 'run', 'j', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout) as JobRunResult;
+    assert.equal(result.status, 'ok');
+    // The session is over: Haven's mount of the drives is gone.
+    for (const d of o.drives) {
+      assert.deepEqual(await mountsOf(d.device), [], `run ${round}: ${d.device} unmounted after the session`);
+    }
+    return result;
+  };
+  return { h, snapshots, run };
+}

@@ -10,12 +10,11 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { JobRunResult } from '../../src/jobs/index.ts';
 import { startCephCluster } from '../fixtures/ceph/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { DiskModel, firstDifference } from '../helpers/disk-model.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
-import { loopDrive, mountsOf, scratchDir, writeConfig } from './jobs-helpers.ts';
+import { havenJson } from '../helpers/haven.ts';
+import { loopDrive, scratchDir, stagingJob } from './jobs-helpers.ts';
 
 const PREFIX = 'haven-t-jobs';
 
@@ -30,36 +29,15 @@ test('receive --staging auto into an rbd store: deltas staged on the cache drive
   const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
   const drive = await loopDrive(scratch, 'rdrive', { sizeMiB: 40, signature });
   const location = `rbd://admin@ceph/${pool}?conf=${ceph.conf}&keyring=${ceph.keyring}`;
-  const config = await writeConfig(
+  const { h, snapshots, run } = await stagingJob({
     dir,
-    `targets:
-  dr:
-    url: "file://${store}?rbd=${encodeURIComponent(location)}"
-    copies: 2
-    staging: auto
-jobs:
-  j:
-    servers: [${guest.name}]
-    target: dr
-    retries: 0
-cache:
-  signature: ${signature}
-`,
-  );
-  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
+    url: `file://${store}?rbd=${encodeURIComponent(location)}`,
+    guest,
+    model,
+    signature,
+    drives: [drive],
+  });
   const image = (seq: number) => `${guest.name}_${guest.disks[0]!.storeName}_${seq}`;
-  const snapshots: string[] = [];
-  const run = async (round: number, seed: number, count: number): Promise<JobRunResult> => {
-    await guest.writePattern('vda', seed, count);
-    await model.writePattern(seed, count);
-    snapshots.push(await model.snapshot(join(dir, `expect-${round}.raw`)));
-    const r = await runHaven(h, ['job', 'run', 'j', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const result = JSON.parse(r.stdout) as JobRunResult;
-    assert.equal(result.status, 'ok');
-    assert.deepEqual(await mountsOf(drive.device), [], `run ${round}: unmounted after the session`);
-    return result;
-  };
   const stagedOnDrive = async () => {
     const logs = await readdir(join(dir, 'log'));
     let text = '';

@@ -12,11 +12,10 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
-import type { JobRunResult } from '../../src/jobs/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
 import { DiskModel, firstDifference } from '../helpers/disk-model.ts';
-import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
-import { loopDrive, mountsOf, scratchDir, writeConfig } from './jobs-helpers.ts';
+import { havenJson } from '../helpers/haven.ts';
+import { loopDrive, scratchDir, stagingJob } from './jobs-helpers.ts';
 
 const PREFIX = 'haven-t-jobs';
 
@@ -29,38 +28,15 @@ test('receive --staging auto: deltas on the largest target cache drive, mounted 
   const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);
   const smaller = await loopDrive(scratch, 'tsmall', { sizeMiB: 40, signature });
   const larger = await loopDrive(scratch, 'tlarge', { sizeMiB: 56, signature });
-  const config = await writeConfig(
+  const { h, snapshots, run } = await stagingJob({
     dir,
-    `targets:
-  dr:
-    url: ${store}
-    copies: 2
-    staging: auto
-jobs:
-  j:
-    servers: [${guest.name}]
-    target: dr
-    retries: 0
-cache:
-  signature: ${signature}
-`,
-  );
-  const h = await havenEnv(dir, { HAVEN_CONFIG: config });
+    url: store,
+    guest,
+    model,
+    signature,
+    drives: [smaller, larger],
+  });
   const image = (seq: number) => join(store, `${guest.name}_${guest.disks[0]!.storeName}_${seq}.raw`);
-  const snapshots: string[] = [];
-  const run = async (round: number, seed: number, count: number): Promise<JobRunResult> => {
-    await guest.writePattern('vda', seed, count);
-    await model.writePattern(seed, count);
-    snapshots.push(await model.snapshot(join(dir, `expect-${round}.raw`)));
-    const r = await runHaven(h, ['job', 'run', 'j', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const result = JSON.parse(r.stdout) as JobRunResult;
-    assert.equal(result.status, 'ok');
-    // The session is over: Haven's mount of the drive is gone.
-    assert.deepEqual(await mountsOf(larger.device), [], `run ${round}: unmounted after the session`);
-    assert.deepEqual(await mountsOf(smaller.device), []);
-    return result;
-  };
 
   await run(1, 31, 40); // a first copy goes straight into the images: nothing staged
   const second = await run(2, 32, 24);

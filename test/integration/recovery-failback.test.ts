@@ -17,9 +17,19 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
 import type { ProtectResult } from '../../src/engine/index.ts';
-import type { ActivationReport, FailbackResult } from '../../src/recovery/index.ts';
+import type { FailbackResult } from '../../src/recovery/index.ts';
 import { havenJson } from '../helpers/haven.ts';
-import { domainsLike, manifest, protect, runHaven, site, stat, waitForText } from './recovery-helpers.ts';
+import {
+  activateBeside,
+  domainsLike,
+  drCopyOf,
+  manifest,
+  protect,
+  runHaven,
+  site,
+  stat,
+  waitForText,
+} from './recovery-helpers.ts';
 
 const BLOCK = 65536;
 const MiB = 1024 * 1024;
@@ -32,21 +42,9 @@ test('failback sends at most 2×N for N MiB written at the DR site; the primary 
   await s.guest.writePattern('vda', 41, 30);
   await protect(s, 2);
 
-  // The primary stops; its definition and images stay (a host that comes back after repair).
-  await s.guest.destroy();
+  // The primary stops; the DR copy starts beside it.
+  const { activation: a, copy } = await activateBeside(s);
   const from = (await stat(s.guest.serialLog)).size;
-  const act = await havenJson<ActivationReport>(s.h, [
-    'activate',
-    server,
-    '--store',
-    s.store,
-    '--name',
-    dr,
-    '--primary',
-    'qemu:///system',
-  ]);
-  const a = act.servers[0]!;
-  assert.equal(a.status, 'running');
   assert.equal(a.primary?.reachable, true);
   assert.equal(a.primary?.running, false);
   assert.equal(a.primary?.guarded, true, 'the primary’s definition carries the guard');
@@ -58,11 +56,7 @@ test('failback sends at most 2×N for N MiB written at the DR site; the primary 
   assert.equal(refused.code, 6, refused.stderr);
   assert.match(refused.stderr, /STORE_ACTIVE_AT_DR/);
 
-  // The DR copy (its console log and control socket where Haven named them) writes N MiB at random.
-  const copy = s.guest.runningAs(dr, {
-    serialLog: join(a.overlayDir!, 'serial0.log'),
-    controlSocket: join(a.overlayDir!, 'sockets', 'serial1.sock'),
-  });
+  // The DR copy writes N MiB at random.
   await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
   assert.equal((await stat(s.guest.serialLog)).size, from, 'the copy wrote nothing into the primary’s log');
   const count = 128;
@@ -77,15 +71,7 @@ test('failback sends at most 2×N for N MiB written at the DR site; the primary 
   assert.ok(written.size > count / 2);
 
   // The DR copy as it stands, for the comparison afterwards (it writes nothing more).
-  const drCopy = join(s.dir, 'dr-copy.raw');
-  await exec('qemu-img', [
-    'convert',
-    '-U',
-    '-O',
-    'raw',
-    join(a.overlayDir!, `${disk.storeName}.qcow2`),
-    drCopy,
-  ]);
+  const drCopy = await drCopyOf(s, a, disk.storeName);
 
   const r = await havenJson<FailbackResult>(s.h, ['failback', server, '--store', s.store, '--to', 'local']);
   assert.deepEqual(

@@ -11,6 +11,7 @@ export { stat };
 
 import { join, relative } from 'node:path';
 import { exec } from '../../src/core/exec.ts';
+import type { ActivationReport, ActivationResult } from '../../src/recovery/index.ts';
 import type { ServerManifest } from '../../src/store/types.ts';
 import { Virsh } from '../../src/virt/index.ts';
 import {
@@ -145,3 +146,38 @@ export async function ownDataBytes(qcow2: string): Promise<number> {
 }
 
 export { runHaven };
+
+/**
+ * The primary stopped (its definition and images stay: a host that comes back after repair), the
+ * DR copy activated beside it as `<server>-dr` (one libvirt cannot hold two domains of one name),
+ * with the primary named so that it is guarded; the copy is handled through its own console log
+ * and control socket where Haven put them.
+ */
+export async function activateBeside(s: Site): Promise<{ activation: ActivationResult; copy: TestGuest }> {
+  await s.guest.destroy();
+  const dr = `${s.guest.name}-dr`;
+  const report = await havenJson<ActivationReport>(s.h, [
+    'activate',
+    s.guest.name,
+    '--store',
+    s.store,
+    '--name',
+    dr,
+    '--primary',
+    'qemu:///system',
+  ]);
+  const activation = report.servers[0]!;
+  assert.equal(activation.status, 'running');
+  const copy = s.guest.runningAs(dr, {
+    serialLog: join(activation.overlayDir!, 'serial0.log'),
+    controlSocket: join(activation.overlayDir!, 'sockets', 'serial1.sock'),
+  });
+  return { activation, copy };
+}
+
+/** The running DR copy's disk as it stands (its overlay over the generation), as a raw file. */
+export async function drCopyOf(s: Site, activation: ActivationResult, disk: string): Promise<string> {
+  const out = join(s.dir, 'dr-copy.raw');
+  await exec('qemu-img', ['convert', '-U', '-O', 'raw', join(activation.overlayDir!, `${disk}.qcow2`), out]);
+  return out;
+}

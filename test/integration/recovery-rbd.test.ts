@@ -16,16 +16,20 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
 import type { ProtectResult } from '../../src/engine/index.ts';
-import type {
-  ActivationReport,
-  DrillReport,
-  FailbackResult,
-  RestoreResult,
-} from '../../src/recovery/index.ts';
+import type { DrillReport, FailbackResult, RestoreResult } from '../../src/recovery/index.ts';
 import { startCephCluster } from '../fixtures/ceph/index.ts';
 import { havenJson } from '../helpers/haven.ts';
 import { imageHashes } from '../helpers/rbd-images.ts';
-import { domainsLike, runHaven, sha256File, site, stat, waitForText } from './recovery-helpers.ts';
+import {
+  activateBeside,
+  domainsLike,
+  drCopyOf,
+  runHaven,
+  sha256File,
+  site,
+  stat,
+  waitForText,
+} from './recovery-helpers.ts';
 
 const MARKER = 'HAVEN pattern-verify OK disk=vda seed=61 count=40';
 
@@ -78,26 +82,8 @@ test('a drill, a restore, an activation and a failback from the cluster; the gue
   assert.equal(await sha256File(r0.path), before.get(newest), 'the restored disk equals the generation');
   assert.ok(r0.allocated < r0.size / 2, `sparse: ${r0.allocated} of ${r0.size} bytes allocated`);
 
-  // The disaster: the primary stops (its definition and images stay, a host that comes back after
-  // repair); the DR site starts the server from the cluster under another name beside it.
-  await s.guest.destroy();
-  const dr = `${server}-dr`;
-  const activation = await havenJson<ActivationReport>(s.h, [
-    'activate',
-    server,
-    '--store',
-    s.store,
-    '--name',
-    dr,
-    '--primary',
-    'qemu:///system',
-  ]);
-  const a = activation.servers[0]!;
-  assert.equal(a.status, 'running');
-  const copy = s.guest.runningAs(dr, {
-    serialLog: join(a.overlayDir!, 'serial0.log'),
-    controlSocket: join(a.overlayDir!, 'sockets', 'serial1.sock'),
-  });
+  // The disaster: the primary stops; the DR site starts the server from the cluster beside it.
+  const { activation: a, copy } = await activateBeside(s);
   await waitForText(copy.serialLog, MARKER, 120_000);
   await waitForText(copy.serialLog, /^HAVEN ready$/m, 90_000);
   assert.deepEqual(await imageHashes(ceph, pool, s.dir), before, 'the activation wrote no generation');
@@ -109,15 +95,7 @@ test('a drill, a restore, an activation and a failback from the cluster; the gue
   await waitForText(copy.serialLog, `HAVEN random done disk=vda writes=${count}`, 120_000, logFrom);
   assert.equal(await copy.command('sync'), 'ok');
   // The DR copy as it stands: its overlay over the generation, read through the cluster.
-  const drCopy = join(s.dir, 'dr-copy.raw');
-  await exec('qemu-img', [
-    'convert',
-    '-U',
-    '-O',
-    'raw',
-    join(a.overlayDir!, `${disk.storeName}.qcow2`),
-    drCopy,
-  ]);
+  const drCopy = await drCopyOf(s, a, disk.storeName);
   assert.notEqual(await sha256File(drCopy), before.get(newest), 'the DR copy changed');
 
   const fb = await havenJson<FailbackResult>(s.h, ['failback', server, '--store', s.store, '--to', 'local']);
@@ -126,7 +104,7 @@ test('a drill, a restore, an activation and a failback from the cluster; the gue
     okCodes: [0, 1],
   });
   assert.equal(cmp.code, 0, `the primary equals the DR copy: ${cmp.stdout}`);
-  assert.deepEqual(await domainsLike(dr), [], 'the DR copy is gone');
+  assert.deepEqual(await domainsLike(`${server}-dr`), [], 'the DR copy is gone');
 
   // Replication into the pool goes on, incremental, and its newest generation is the DR copy.
   const next = await havenJson<ProtectResult>(s.h, ['protect', server, '--to', to, '--copies', '2']);
