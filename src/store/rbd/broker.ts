@@ -94,7 +94,10 @@ export class Broker {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private turn: Promise<unknown> = Promise.resolve();
-  private input: Buffer = Buffer.alloc(0);
+  private pieces: Buffer[] = [];
+  private buffered = 0;
+  /** Bytes the next frame needs before it can be read (its length prefix, then all of it). */
+  private need = 4;
   private stderr = '';
 
   constructor(private readonly o: BrokerOptions) {}
@@ -215,7 +218,9 @@ export class Broker {
     });
     this.child = child;
     this.stderr = '';
-    this.input = Buffer.alloc(0);
+    this.pieces = [];
+    this.buffered = 0;
+    this.need = 4;
     child.stdout.on('data', (b: Buffer) => this.onData(b));
     child.stderr.on('data', (b: Buffer) => {
       if (this.stderr.length < 8000) this.stderr += b.toString('utf8');
@@ -270,17 +275,33 @@ export class Broker {
     });
   }
 
+  /**
+   * Replies arrive in pipe-sized pieces (64 KiB): they are kept as a list and joined once a
+   * whole frame is there (`need` bytes), so a 4 MiB read costs one copy, not one per piece.
+   */
   private onData(b: Buffer): void {
-    this.input = this.input.length ? Buffer.concat([this.input, b]) : b;
-    for (;;) {
-      if (this.input.length < 4) return;
-      const n = this.input.readUInt32BE(0);
-      if (this.input.length < 4 + n) return;
-      const reply = JSON.parse(this.input.subarray(4, 4 + n).toString('utf8')) as Reply;
+    this.pieces.push(b);
+    this.buffered += b.length;
+    while (this.buffered >= this.need) {
+      const [first] = this.pieces;
+      const input = this.pieces.length === 1 && first ? first : Buffer.concat(this.pieces, this.buffered);
+      this.pieces = [input];
+      const n = input.readUInt32BE(0);
+      if (input.length < 4 + n) {
+        this.need = 4 + n;
+        return;
+      }
+      const reply = JSON.parse(input.subarray(4, 4 + n).toString('utf8')) as Reply;
       const len = typeof reply.len === 'number' ? reply.len : 0;
-      if (this.input.length < 4 + n + len) return;
-      const data = Buffer.from(this.input.subarray(4 + n, 4 + n + len));
-      this.input = this.input.subarray(4 + n + len);
+      if (input.length < 4 + n + len) {
+        this.need = 4 + n + len;
+        return;
+      }
+      const data = Buffer.from(input.subarray(4 + n, 4 + n + len));
+      const rest = input.subarray(4 + n + len);
+      this.pieces = rest.length ? [rest] : [];
+      this.buffered = rest.length;
+      this.need = 4;
       const id = Number(reply.id);
       const p = this.pending.get(id);
       this.pending.delete(id);

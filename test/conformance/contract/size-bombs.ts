@@ -68,7 +68,7 @@ export function sizeBombsContract(fresh: Fresh): void {
       allocated <= ALLOWED,
       `the store holds ${allocated} allocated bytes for a disk that holds one chunk`,
     );
-    assert.ok(seconds < 30, `two runs of a 1 TiB disk took ${seconds.toFixed(1)} s`);
+    assert.ok(seconds < 60, `two runs of a 1 TiB disk took ${seconds.toFixed(1)} s`);
     const c = at / CHUNK_SIZE;
     const got = await sut.store.readDigests(server, g2.id, disk, c - 1, 3);
     const zero = zeroChunkDigest(alg, CHUNK_SIZE);
@@ -97,7 +97,9 @@ export function sizeBombsContract(fresh: Fresh): void {
     const checkStarted = performance.now();
     const g4 = await small('bomb-4', g3.id);
     const checkSeconds = (performance.now() - checkStarted) / 1000;
-    assert.ok(checkSeconds < 10, `a run recycling a 1 TiB generation took ${checkSeconds.toFixed(1)} s`);
+    // Reading the TiB would take hours here; a minute proves it was not read, even on a test
+    // machine busy with other tests (10 s was once missed at 10.9 s under load).
+    assert.ok(checkSeconds < 60, `a run recycling a 1 TiB generation took ${checkSeconds.toFixed(1)} s`);
     const img4 = await sut.store.openImage(server, g4.id, disk);
     try {
       assert.deepEqual(await img4.read(at, CHUNK_SIZE), data, 'the damage did not spread');

@@ -153,7 +153,10 @@ async function refuseMissingImages(
   if (!newest || !(await imagesPresent(ctx, server, 1, newest.disks))) throw missing('the newest generation');
   if (holdings.generations.length < delta.meta.copies) return;
   if (holdings.cloneNewest)
-    log.debug('the new slot is a clone of the newest generation (reflinks)', { server });
+    log.debug('the new slot is a clone of the newest generation (reflinks, thin or rbd snapshots)', {
+      server,
+      store: ctx.descriptor.kind,
+    });
   else {
     log.info('a delta the oldest generation missed is gone; the new slot starts as a copy of the newest', {
       server,
