@@ -37,45 +37,25 @@
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
-import { parseSize } from '../src/core/units.ts';
-import { HAVEN_BIN } from '../src/transport/index.ts';
 import type { DebianGuest } from '../test/fixtures/debian/index.ts';
-import { type BenchGuest, createBenchGuest, GUEST_BLOCK, guestChange } from './lib/bench-guest.ts';
+import { type BenchGuest, createBenchGuest } from './lib/bench-guest.ts';
 import { BENCH_ROOT, benchDir, ensureRandomImage } from './lib/fixtures.ts';
-import { settle } from './lib/peers.ts';
-import { type Phase, phasesOf } from './lib/phases.ts';
-import { mustRun, onInterrupt, runMeasured } from './lib/proc.ts';
+import { onInterrupt } from './lib/proc.ts';
 import { median } from './lib/stats.ts';
+import {
+  COMPACT,
+  phaseTable,
+  type RatioSpec,
+  repOptions,
+  repStats,
+  type Rep as StoreRep,
+  storeReps,
+} from './lib/store-reps.ts';
 
-const { values: args } = parseArgs({
-  options: {
-    reps: { type: 'string', default: '4' },
-    copies: { type: 'string', default: '3' },
-    'disk-size': { type: 'string', default: '512MiB' },
-    'data-size': { type: 'string', default: '256MiB' },
-    change: { type: 'string', default: '2' },
-    keep: { type: 'boolean', default: false },
-    'trace-lvm': { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-  },
+const { args, reps, copies, diskSize, dataSize, changePercent, changeBlocks } = repOptions({
+  traceLvm: true,
 });
-
-const reps = Number(args.reps);
-const copies = Number(args.copies);
-const diskSize = parseSize(args['disk-size']);
-const dataSize = parseSize(args['data-size']);
-const changePercent = Number(args.change);
-const changeBlocks = Math.round((diskSize * changePercent) / 100 / GUEST_BLOCK);
-if (!Number.isInteger(copies) || copies < 2) throw new Error('--copies must be a whole number >= 2');
-if (!Number.isInteger(reps) || reps < copies) {
-  // Fewer reps than copies: no run would rotate, and rotation is what the bench compares.
-  throw new Error(`--reps must be a whole number >= --copies (${copies}), so that some runs rotate`);
-}
-if (dataSize > diskSize || diskSize % (1024 * 1024) !== 0) {
-  throw new Error('--disk-size must be whole MiB and at least --data-size');
-}
 
 const PREFIX = 'haven-b-lvm';
 const MiB = 1024 * 1024;
@@ -92,30 +72,7 @@ const STORES: Record<StoreKey, { dir: string; lvm?: string; newest: (server: str
   thick: { dir: '/srv/thick', lvm: 'vg_thick', newest: (s) => `/srv/thick/volumes/${s}_*_1` },
 };
 
-interface StoreRun {
-  seconds: number;
-  mode: string;
-  bytesSent: number;
-  phases: Phase[];
-  /** Generations the store holds after the run. */
-  generations: number;
-  /** With --trace-lvm: the LVM tools the run started, by command, and their wall time. */
-  tools?: Record<string, { calls: number; seconds: number }>;
-  /** sha256 of its newest image, up to the disk's size (hashed inside the DR guest). */
-  hash: string;
-}
-
-interface Rep {
-  label: string;
-  /** full; copy: a new slot filled from the newest generation; rotate: the oldest recycled. */
-  kind: 'full' | 'copy' | 'rotate';
-  order: StoreKey[];
-  guestWrites: number;
-  sourceHash: string;
-  runs: Record<StoreKey, StoreRun>;
-  /** Per store: newest image equal to the source, generation count right; `source`: unchanged. */
-  checks: Record<string, boolean>;
-}
+type Rep = StoreRep<StoreKey>;
 
 /** Where the --trace-lvm wrappers append one line per command: start, end, program, subcommand. */
 const TRACE = `/var/tmp/${PREFIX}-trace`;
@@ -151,10 +108,6 @@ async function toolTrace(dr: DebianGuest): Promise<Record<string, { calls: numbe
     e.seconds += Number(end) - Number(start);
   }
   return out;
-}
-
-async function virsh(argv: string[]): Promise<string> {
-  return (await mustRun('virsh', ['-c', 'qemu:///system', ...argv])).stdout;
 }
 
 async function main(): Promise<void> {
@@ -199,7 +152,7 @@ async function main(): Promise<void> {
             ' lvcreate -q --type thin-pool -l 90%FREE -n pool0 vg_thin; mkdir -p /srv/fs',
         );
         await installHaven(g);
-        if (args['trace-lvm']) await installToolTrace(g);
+        if (args.traceLvm) await installToolTrace(g);
         return g;
       })(),
       createBenchGuest({
@@ -227,7 +180,7 @@ async function main(): Promise<void> {
             dataSize,
             changePercent,
             changeBlocks,
-            traceLvm: args['trace-lvm'],
+            traceLvm: args.traceLvm,
           },
           loadAverage: load,
           reps: result.reps,
@@ -262,51 +215,7 @@ async function measure(
   work: string,
 ): Promise<{ reps: Rep[]; space: Space | undefined }> {
   const domain = bg.guest.name;
-  const dir = (name: string) => {
-    const d = join(work, name);
-    mkdirSync(d, { recursive: true });
-    chmodSync(d, 0o1777);
-    return d;
-  };
-  /** Each store has its own catalog, run and log directories on this host. */
-  const env = (k: StoreKey): NodeJS.ProcessEnv => ({
-    ...process.env,
-    HAVEN_STATE_DIR: join(work, `${k}-state`),
-    HAVEN_RUN_DIR: dir(`${k}-run`),
-    HAVEN_LOG_DIR: dir(`${k}-log`),
-  });
-  const sshFlags = dr.sshOptions.map((o) => `--ssh-option=${o}`);
   const url = (k: StoreKey) => `${dr.url(STORES[k].dir)}${STORES[k].lvm ? `?lvm=${STORES[k].lvm}` : ''}`;
-
-  const protect = async (k: StoreKey, label: string): Promise<Omit<StoreRun, 'generations' | 'hash'>> => {
-    const logFile = join(work, `${k}-log`, `${label}.log`);
-    const r = await runMeasured(
-      process.execPath,
-      [
-        HAVEN_BIN,
-        '--log-file',
-        logFile,
-        'protect',
-        domain,
-        '--to',
-        url(k),
-        '--copies',
-        String(copies),
-        '--json',
-        ...sshFlags,
-      ],
-      { env: env(k) },
-    );
-    if (r.code !== 0) throw new Error(`haven protect to ${k} (${label}) failed: ${r.stderr.trim()}`);
-    const out = JSON.parse(r.stdout) as { mode: string; bytesSent: number };
-    return {
-      seconds: r.seconds,
-      mode: out.mode,
-      bytesSent: out.bytesSent,
-      phases: phasesOf(logFile, r.startedAt, r.seconds),
-    };
-  };
-
   /** The newest image's sha256 up to the disk's size, and the generation count, at the DR guest. */
   const inspect = async (k: StoreKey) => {
     const s = STORES[k];
@@ -321,57 +230,24 @@ async function measure(
       hash: /^hash ([0-9a-f]{64})/m.exec(r.stdout)?.[1] ?? 'none',
     };
   };
-
-  /** The source disk's sha256, read while the domain is suspended. */
-  const rawCopy = join(work, 'source.raw');
-  const sourceHash = async () => {
-    await virsh(['suspend', domain]);
-    try {
-      await mustRun('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', bg.image, rawCopy]);
-    } finally {
-      await virsh(['resume', domain]);
-    }
-    const h = (await mustRun('sha256sum', [rawCopy])).stdout.split(' ')[0]!;
-    rmSync(rawCopy, { force: true });
-    return h;
-  };
-
-  const runRep = async (label: string, kind: Rep['kind'], order: StoreKey[], guestWrites: number) => {
-    const before = await sourceHash();
-    const runs = {} as Rep['runs'];
-    const checks: Rep['checks'] = {};
-    const expected = kind === 'full' ? 1 : Math.min(copies, Number(label.slice(4)) + 1);
-    for (const k of order) {
-      await settle();
+  const out = await storeReps({
+    keys: STORE_KEYS,
+    work,
+    bg,
+    copies,
+    reps,
+    changeBlocks,
+    changePercent,
+    url,
+    protectArgs: dr.sshOptions.map((o) => `--ssh-option=${o}`),
+    inspect,
+    beforeRun: async () => {
       await dr.ssh('sync');
-      if (args['trace-lvm']) await dr.ssh(`: > ${TRACE}`);
-      const run = await protect(k, label);
-      const want = kind === 'full' ? 'full' : 'incremental';
-      if (run.mode !== want) throw new Error(`${label} to ${k} ran ${run.mode}, not ${want}`);
-      const seen = await inspect(k);
-      runs[k] = { ...run, ...seen, ...(args['trace-lvm'] ? { tools: await toolTrace(dr) } : {}) };
-      checks[k] = seen.hash === before && seen.generations === expected;
-    }
-    checks.source = (await sourceHash()) === before;
-    const rep: Rep = { label, kind, order, guestWrites, sourceHash: before, runs, checks };
-    const times = order.map(
-      (k) => `${k} ${secs(runs[k].seconds)} (${(runs[k].bytesSent / MiB).toFixed(1)} MiB)`,
-    );
-    say(`${label} [${kind}] ${times.join(', ')}; checks ${JSON.stringify(checks)}`);
-    return rep;
-  };
-
-  const out: Rep[] = [];
-  say('\nfull: one run to each store');
-  out.push(await runRep('full', 'full', [...STORE_KEYS], 0));
-  say(
-    `\nincremental: ${reps} reps, ~${changePercent}% (${changeBlocks} blocks of 64 KiB) changed by the guest each time`,
-  );
-  for (let j = 0; j < reps; j++) {
-    const guestWrites = await guestChange(bg.guest, changeBlocks);
-    const order = STORE_KEYS.map((_, i) => STORE_KEYS[(i + j) % STORE_KEYS.length]!);
-    out.push(await runRep(`inc-${j + 1}`, j + 1 < copies ? 'copy' : 'rotate', order, guestWrites));
-  }
+      if (args.traceLvm) await dr.ssh(`: > ${TRACE}`);
+    },
+    afterRun: async () => (args.traceLvm ? { tools: await toolTrace(dr) } : {}),
+    say,
+  });
   // The figures measured so far are reported even when the space query fails.
   const space = await spaceAt(dr).catch((e: unknown) => {
     say(`space at the DR guest not measured: ${String(e)}`);
@@ -401,64 +277,13 @@ async function spaceAt(dr: DebianGuest): Promise<Space> {
   };
 }
 
-interface KindStats {
-  reps: number;
-  /** Median seconds per store. */
-  seconds: Record<StoreKey, number>;
-  /** Median seconds of the commit phase (rotation, fsync) per store, from the run logs. */
-  commitSeconds: Record<StoreKey, number>;
-  bytesSent: Record<StoreKey, number>;
-  /** Median seconds of each phase of the run logs (lib/phases.ts), per store. */
-  phases: Record<StoreKey, Record<string, number>>;
-  /** Medians of the per-rep ratios (each rep's three runs carried the same change). */
-  thinOverFs: number;
-  thickOverFs: number;
-  thinOverThick: number;
-  commitThinOverThick: number;
-}
-
-const COMMIT_PHASE = 'commit (rotation, fsync)';
-const commitOf = (r: StoreRun) => r.phases.find((p) => p.name === COMMIT_PHASE)?.seconds ?? Number.NaN;
-
-/** The median of each phase over runs (a phase missing from a run's log counts as 0 s there). */
-function phaseMedians(runs: Phase[][]): Record<string, number> {
-  const names = [...new Set(runs.flatMap((ps) => ps.map((p) => p.name)))];
-  return Object.fromEntries(
-    names.map((n) => [n, median(runs.map((ps) => ps.find((p) => p.name === n)?.seconds ?? 0))]),
-  );
-}
-
-function kindStats(reps: Rep[]): KindStats {
-  const per = (f: (r: StoreRun) => number) =>
-    Object.fromEntries(STORE_KEYS.map((k) => [k, median(reps.map((r) => f(r.runs[k])))])) as Record<
-      StoreKey,
-      number
-    >;
-  const ratio = (a: StoreKey, b: StoreKey, f: (r: StoreRun) => number = (r) => r.seconds) =>
-    median(reps.map((r) => f(r.runs[a]) / f(r.runs[b])));
-  return {
-    reps: reps.length,
-    seconds: per((r) => r.seconds),
-    commitSeconds: per(commitOf),
-    bytesSent: per((r) => r.bytesSent),
-    phases: Object.fromEntries(
-      STORE_KEYS.map((k) => [k, phaseMedians(reps.map((r) => r.runs[k].phases))]),
-    ) as KindStats['phases'],
-    thinOverFs: ratio('thin', 'fs'),
-    thickOverFs: ratio('thick', 'fs'),
-    thinOverThick: ratio('thin', 'thick'),
-    commitThinOverThick: ratio('thin', 'thick', commitOf),
-  };
-}
-
-function statsOf(reps: Rep[]) {
-  const inc = reps.filter((r) => r.kind !== 'full');
-  return {
-    full: kindStats(reps.filter((r) => r.kind === 'full')),
-    incremental: kindStats(inc),
-    rotating: kindStats(inc.filter((r) => r.kind === 'rotate')),
-  };
-}
+const RATIOS = {
+  thinOverFs: ['thin', 'fs', 'run'],
+  thickOverFs: ['thick', 'fs', 'run'],
+  thinOverThick: ['thin', 'thick', 'run'],
+  commitThinOverThick: ['thin', 'thick', 'commit'],
+} satisfies Record<string, RatioSpec<StoreKey>>;
+const statsOf = (reps: Rep[]) => repStats(STORE_KEYS, reps, RATIOS);
 
 /** With --trace-lvm: the LVM tools of the rotating runs, median calls and seconds per run. */
 function toolTable(rotating: Rep[], style: Partial<Table.TableConstructorOptions>): string | undefined {
@@ -495,10 +320,7 @@ function report(
   space: Space | undefined,
   load: number[][],
 ): void {
-  const compact = {
-    style: { head: [], border: [], compact: true },
-    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
-  };
+  const compact = COMPACT;
   const mib = (b: number) => `${(b / MiB).toFixed(0)} MiB`;
   const name: Record<StoreKey, string> = {
     fs: 'fs (ext4, /srv/fs)',
@@ -541,34 +363,29 @@ function report(
     ...compact,
   });
   r.push(
-    ['LVM thin / fs', x(s.full.thinOverFs), x(s.incremental.thinOverFs), x(s.rotating.thinOverFs), ''],
-    ['LVM thick / fs', x(s.full.thickOverFs), x(s.incremental.thickOverFs), x(s.rotating.thickOverFs), ''],
+    [
+      'LVM thin / fs',
+      x(s.full.ratios.thinOverFs),
+      x(s.incremental.ratios.thinOverFs),
+      x(s.rotating.ratios.thinOverFs),
+      '',
+    ],
+    [
+      'LVM thick / fs',
+      x(s.full.ratios.thickOverFs),
+      x(s.incremental.ratios.thickOverFs),
+      x(s.rotating.ratios.thickOverFs),
+      '',
+    ],
     [
       'thin-snapshot / replaying rotation (thin / thick)',
-      x(s.full.thinOverThick),
-      x(s.incremental.thinOverThick),
-      x(s.rotating.thinOverThick),
-      x(s.rotating.commitThinOverThick),
+      x(s.full.ratios.thinOverThick),
+      x(s.incremental.ratios.thinOverThick),
+      x(s.rotating.ratios.thinOverThick),
+      x(s.rotating.ratios.commitThinOverThick),
     ],
   );
-  const w = new Table({
-    head: [
-      'where the time goes, median s',
-      ...STORE_KEYS.map((k) => `full ${k}`),
-      ...STORE_KEYS.map((k) => `rotating ${k}`),
-    ],
-    ...compact,
-  });
-  const phaseNames = [...new Set(STORE_KEYS.flatMap((k) => Object.keys(s.full.phases[k])))];
-  for (const n of phaseNames) {
-    const cell = (v: number | undefined) => (v === undefined ? '' : v.toFixed(1));
-    w.push([
-      n,
-      ...STORE_KEYS.map((k) => cell(s.full.phases[k][n])),
-      ...STORE_KEYS.map((k) => cell(s.rotating.phases[k][n])),
-    ]);
-  }
-  say(`\n${t.toString()}\n${r.toString()}\n${w.toString()}`);
+  say(`\n${t.toString()}\n${r.toString()}\n${phaseTable(STORE_KEYS, s)}`);
   const traced = toolTable(
     reps.filter((p) => p.kind === 'rotate'),
     compact,

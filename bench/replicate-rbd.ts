@@ -36,44 +36,22 @@
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
-import { parseSize } from '../src/core/units.ts';
-import { HAVEN_BIN } from '../src/transport/index.ts';
 import type { CephCluster } from '../test/fixtures/ceph/index.ts';
-import { type BenchGuest, createBenchGuest, GUEST_BLOCK, guestChange } from './lib/bench-guest.ts';
+import { type BenchGuest, createBenchGuest } from './lib/bench-guest.ts';
 import { BENCH_ROOT, benchDir, ensureRandomImage } from './lib/fixtures.ts';
-import { settle } from './lib/peers.ts';
-import { type Phase, phasesOf } from './lib/phases.ts';
-import { mustRun, onInterrupt, runMeasured } from './lib/proc.ts';
-import { median } from './lib/stats.ts';
+import { mustRun, onInterrupt } from './lib/proc.ts';
+import {
+  COMPACT,
+  phaseTable,
+  type RatioSpec,
+  repOptions,
+  repStats,
+  type Rep as StoreRep,
+  storeReps,
+} from './lib/store-reps.ts';
 
-const { values: args } = parseArgs({
-  options: {
-    reps: { type: 'string', default: '4' },
-    copies: { type: 'string', default: '3' },
-    'disk-size': { type: 'string', default: '512MiB' },
-    'data-size': { type: 'string', default: '256MiB' },
-    change: { type: 'string', default: '2' },
-    keep: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-  },
-});
-
-const reps = Number(args.reps);
-const copies = Number(args.copies);
-const diskSize = parseSize(args['disk-size']);
-const dataSize = parseSize(args['data-size']);
-const changePercent = Number(args.change);
-const changeBlocks = Math.round((diskSize * changePercent) / 100 / GUEST_BLOCK);
-if (!Number.isInteger(copies) || copies < 2) throw new Error('--copies must be a whole number >= 2');
-if (!Number.isInteger(reps) || reps < copies) {
-  // Fewer reps than copies: no run would rotate, and rotation is what differs most between stores.
-  throw new Error(`--reps must be a whole number >= --copies (${copies}), so that some runs rotate`);
-}
-if (dataSize > diskSize || diskSize % (1024 * 1024) !== 0) {
-  throw new Error('--disk-size must be whole MiB and at least --data-size');
-}
+const { args, reps, copies, diskSize, dataSize, changePercent, changeBlocks } = repOptions();
 
 const PREFIX = 'haven-b-hbr';
 const MiB = 1024 * 1024;
@@ -83,28 +61,7 @@ const secs = (s: number) => `${s.toFixed(1)} s`;
 const STORE_KEYS = ['fs', 'rbd'] as const;
 type StoreKey = (typeof STORE_KEYS)[number];
 
-interface StoreRun {
-  seconds: number;
-  mode: string;
-  bytesSent: number;
-  phases: Phase[];
-  /** Generations the store holds after the run. */
-  generations: number;
-  /** sha256 of its newest image, up to the disk's size. */
-  hash: string;
-}
-
-interface Rep {
-  label: string;
-  /** full; copy: a new slot filled from the newest generation; rotate: the oldest recycled. */
-  kind: 'full' | 'copy' | 'rotate';
-  order: StoreKey[];
-  guestWrites: number;
-  sourceHash: string;
-  runs: Record<StoreKey, StoreRun>;
-  /** Per store: newest image equal to the source, generation count right; `source`: unchanged. */
-  checks: Record<string, boolean>;
-}
+type Rep = StoreRep<StoreKey>;
 
 /** Where the two stores are, and how to reach the pool's images. */
 interface Stores {
@@ -113,10 +70,6 @@ interface Stores {
   pool: string;
   dir: Record<StoreKey, string>;
   url: Record<StoreKey, string>;
-}
-
-async function virsh(argv: string[]): Promise<string> {
-  return (await mustRun('virsh', ['-c', 'qemu:///system', ...argv])).stdout;
 }
 
 /** sha256 of a shell pipeline's output (bash, pipefail: a failing reader fails the hash). */
@@ -224,48 +177,6 @@ interface Space {
 async function measure(s: Stores, bg: BenchGuest): Promise<{ reps: Rep[]; space: Space | undefined }> {
   const domain = bg.guest.name;
   const disk = bg.guest.disks[0]!.storeName;
-  const dir = (name: string) => {
-    const d = join(s.work, name);
-    mkdirSync(d, { recursive: true });
-    chmodSync(d, 0o1777);
-    return d;
-  };
-  /** Each store has its own catalog, run and log directories. */
-  const env = (k: StoreKey): NodeJS.ProcessEnv => ({
-    ...process.env,
-    HAVEN_STATE_DIR: join(s.work, `${k}-state`),
-    HAVEN_RUN_DIR: dir(`${k}-run`),
-    HAVEN_LOG_DIR: dir(`${k}-log`),
-  });
-
-  const protect = async (k: StoreKey, label: string): Promise<Omit<StoreRun, 'generations' | 'hash'>> => {
-    const logFile = join(s.work, `${k}-log`, `${label}.log`);
-    const r = await runMeasured(
-      process.execPath,
-      [
-        HAVEN_BIN,
-        '--log-file',
-        logFile,
-        'protect',
-        domain,
-        '--to',
-        s.url[k],
-        '--copies',
-        String(copies),
-        '--json',
-      ],
-      { env: env(k) },
-    );
-    if (r.code !== 0) throw new Error(`haven protect to ${k} (${label}) failed: ${r.stderr.trim()}`);
-    const out = JSON.parse(r.stdout) as { mode: string; bytesSent: number };
-    return {
-      seconds: r.seconds,
-      mode: out.mode,
-      bytesSent: out.bytesSent,
-      phases: phasesOf(logFile, r.startedAt, r.seconds),
-    };
-  };
-
   const gen = new RegExp(`^${domain}_.+_\\d+$`);
   /** The newest image's sha256 up to the disk's size, and the generation count. */
   const inspect = async (k: StoreKey) => {
@@ -281,55 +192,18 @@ async function measure(s: Stores, bg: BenchGuest): Promise<{ reps: Rep[]; space:
     );
     return { generations: names.length, hash };
   };
-
-  /** The source disk's sha256, read while the domain is suspended. */
-  const rawCopy = join(s.work, 'source.raw');
-  const sourceHash = async () => {
-    await virsh(['suspend', domain]);
-    try {
-      await mustRun('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', bg.image, rawCopy]);
-    } finally {
-      await virsh(['resume', domain]);
-    }
-    const h = (await mustRun('sha256sum', [rawCopy])).stdout.split(' ')[0]!;
-    rmSync(rawCopy, { force: true });
-    return h;
-  };
-
-  const runRep = async (label: string, kind: Rep['kind'], order: StoreKey[], guestWrites: number) => {
-    const before = await sourceHash();
-    const runs = {} as Rep['runs'];
-    const checks: Rep['checks'] = {};
-    const expected = kind === 'full' ? 1 : Math.min(copies, Number(label.slice(4)) + 1);
-    for (const k of order) {
-      await settle();
-      const run = await protect(k, label);
-      const want = kind === 'full' ? 'full' : 'incremental';
-      if (run.mode !== want) throw new Error(`${label} to ${k} ran ${run.mode}, not ${want}`);
-      const seen = await inspect(k);
-      runs[k] = { ...run, ...seen };
-      checks[k] = seen.hash === before && seen.generations === expected;
-    }
-    checks.source = (await sourceHash()) === before;
-    const rep: Rep = { label, kind, order, guestWrites, sourceHash: before, runs, checks };
-    const times = order.map(
-      (k) => `${k} ${secs(runs[k].seconds)} (${(runs[k].bytesSent / MiB).toFixed(1)} MiB)`,
-    );
-    say(`${label} [${kind}] ${times.join(', ')}; checks ${JSON.stringify(checks)}`);
-    return rep;
-  };
-
-  const out: Rep[] = [];
-  say('\nfull: one run to each store');
-  out.push(await runRep('full', 'full', [...STORE_KEYS], 0));
-  say(
-    `\nincremental: ${reps} reps, ~${changePercent}% (${changeBlocks} blocks of 64 KiB) changed by the guest each time`,
-  );
-  for (let j = 0; j < reps; j++) {
-    const guestWrites = await guestChange(bg.guest, changeBlocks);
-    const order = STORE_KEYS.map((_, i) => STORE_KEYS[(i + j) % STORE_KEYS.length]!);
-    out.push(await runRep(`inc-${j + 1}`, j + 1 < copies ? 'copy' : 'rotate', order, guestWrites));
-  }
+  const out = await storeReps({
+    keys: STORE_KEYS,
+    work: s.work,
+    bg,
+    copies,
+    reps,
+    changeBlocks,
+    changePercent,
+    url: (k) => s.url[k],
+    inspect,
+    say,
+  });
   // The figures measured so far are reported even when the space query fails.
   const space = await spaceOf(s).catch((e: unknown) => {
     say(`space not measured: ${String(e)}`);
@@ -384,64 +258,11 @@ async function spaceOf(s: Stores): Promise<Space> {
   };
 }
 
-interface KindStats {
-  reps: number;
-  /** Median seconds per store. */
-  seconds: Record<StoreKey, number>;
-  /** Median seconds of the commit phase (rotation, fsync) per store, from the run logs. */
-  commitSeconds: Record<StoreKey, number>;
-  bytesSent: Record<StoreKey, number>;
-  /** Median seconds of each phase of the run logs (lib/phases.ts), per store. */
-  phases: Record<StoreKey, Record<string, number>>;
-  /** Median of the per-rep ratios (each rep's two runs carried the same change). */
-  rbdOverFs: number;
-  commitRbdOverFs: number;
-}
-
-const COMMIT_PHASE = 'commit (rotation, fsync)';
-const commitOf = (r: StoreRun) => r.phases.find((p) => p.name === COMMIT_PHASE)?.seconds ?? Number.NaN;
-
-/** The median of each phase over runs (a phase missing from a run's log counts as 0 s there). */
-function phaseMedians(runs: Phase[][]): Record<string, number> {
-  const names = [...new Set(runs.flatMap((ps) => ps.map((p) => p.name)))];
-  return Object.fromEntries(
-    names.map((n) => [n, median(runs.map((ps) => ps.find((p) => p.name === n)?.seconds ?? 0))]),
-  );
-}
-
-function kindStats(reps: Rep[]): KindStats {
-  const per = (f: (r: StoreRun) => number) =>
-    Object.fromEntries(STORE_KEYS.map((k) => [k, median(reps.map((r) => f(r.runs[k])))])) as Record<
-      StoreKey,
-      number
-    >;
-  const ratio = (f: (r: StoreRun) => number) => median(reps.map((r) => f(r.runs.rbd) / f(r.runs.fs)));
-  return {
-    reps: reps.length,
-    seconds: per((r) => r.seconds),
-    commitSeconds: per(commitOf),
-    bytesSent: per((r) => r.bytesSent),
-    phases: Object.fromEntries(
-      STORE_KEYS.map((k) => [k, phaseMedians(reps.map((r) => r.runs[k].phases))]),
-    ) as KindStats['phases'],
-    rbdOverFs: ratio((r) => r.seconds),
-    commitRbdOverFs: ratio(commitOf),
-  };
-}
-
-function statsOf(reps: Rep[]) {
-  const inc = reps.filter((r) => r.kind !== 'full');
-  return {
-    full: kindStats(reps.filter((r) => r.kind === 'full')),
-    incremental: kindStats(inc),
-    rotating: kindStats(inc.filter((r) => r.kind === 'rotate')),
-  };
-}
-
-const COMPACT = {
-  style: { head: [], border: [], compact: true },
-  chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
-};
+const RATIOS = {
+  rbdOverFs: ['rbd', 'fs', 'run'],
+  commitRbdOverFs: ['rbd', 'fs', 'commit'],
+} satisfies Record<string, RatioSpec<StoreKey>>;
+const statsOf = (reps: Rep[]) => repStats(STORE_KEYS, reps, RATIOS);
 const mib = (b: number) => `${(b / MiB).toFixed(0)} MiB`;
 const x = (v: number) => `${v.toFixed(2)}×`;
 
@@ -511,29 +332,12 @@ function report(
   });
   r.push([
     'rbd / fs',
-    x(s.full.rbdOverFs),
-    x(s.incremental.rbdOverFs),
-    x(s.rotating.rbdOverFs),
-    x(s.rotating.commitRbdOverFs),
+    x(s.full.ratios.rbdOverFs),
+    x(s.incremental.ratios.rbdOverFs),
+    x(s.rotating.ratios.rbdOverFs),
+    x(s.rotating.ratios.commitRbdOverFs),
   ]);
-  const w = new Table({
-    head: [
-      'where the time goes, median s',
-      ...STORE_KEYS.map((k) => `full ${k}`),
-      ...STORE_KEYS.map((k) => `rotating ${k}`),
-    ],
-    ...COMPACT,
-  });
-  const phaseNames = [...new Set(STORE_KEYS.flatMap((k) => Object.keys(s.full.phases[k])))];
-  for (const n of phaseNames) {
-    const cell = (v: number | undefined) => (v === undefined ? '' : v.toFixed(1));
-    w.push([
-      n,
-      ...STORE_KEYS.map((k) => cell(s.full.phases[k][n])),
-      ...STORE_KEYS.map((k) => cell(s.rotating.phases[k][n])),
-    ]);
-  }
-  say(`\n${t.toString()}\n${r.toString()}\n${w.toString()}`);
+  say(`\n${t.toString()}\n${r.toString()}\n${phaseTable(STORE_KEYS, s)}`);
   say(space ? spaceTable(space) : 'space: not measured');
   say(`reps: ${reps.map((p) => `${p.label} ${p.order.join('>')}`).join(', ')}`);
   say(

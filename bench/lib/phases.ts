@@ -3,11 +3,14 @@
  * receiver's lines too) split at the first message of each phase.
  */
 import { readFileSync } from 'node:fs';
+import { median } from './stats.ts';
 
 export interface Phase {
   name: string;
   seconds: number;
 }
+
+const COMMIT_PHASE_NAME = 'commit (rotation, fsync)';
 
 /** Log messages that start each phase of a run (the sender's run log, receiver events included). */
 export const MARKERS: Array<[string, RegExp]> = [
@@ -18,7 +21,7 @@ export const MARKERS: Array<[string, RegExp]> = [
   ['checkpoint + backup-begin', /^point in time taken$/],
   ['delta open, NBD connect', /^nbd: connected$/],
   ['read + send + stage (data)', /^target: delta durable/],
-  ['commit (rotation, fsync)', /^target: generation committed/],
+  [COMMIT_PHASE_NAME, /^target: generation committed/],
 ];
 
 /** Splits a run's wall time at the first occurrence of each marker in its log. */
@@ -51,4 +54,19 @@ export function phasesOf(logFile: string, startedAt: number, seconds: number): P
     seconds: startedAt / 1000 + seconds - prev / 1000,
   });
   return phases;
+}
+
+export const COMMIT_PHASE = COMMIT_PHASE_NAME;
+
+/** Seconds of a run's commit phase (NaN when its log has no commit). */
+export function commitSecondsOf(phases: Phase[]): number {
+  return phases.find((p) => p.name === COMMIT_PHASE)?.seconds ?? Number.NaN;
+}
+
+/** The median of each phase over runs (a phase missing from a run's log counts as 0 s there). */
+export function phaseMedians(runs: Phase[][]): Record<string, number> {
+  const names = [...new Set(runs.flatMap((ps) => ps.map((p) => p.name)))];
+  return Object.fromEntries(
+    names.map((n) => [n, median(runs.map((ps) => ps.find((p) => p.name === n)?.seconds ?? 0))]),
+  );
 }
