@@ -72,6 +72,7 @@ import {
   hideCheckpoints,
   restoreCheckpoints,
   type SourceFloor,
+  timeFullCopyFloor,
   timeSourceFloor,
 } from './lib/bench-guest.ts';
 import { formatProfile, type ProfileSummary, summarizeProfile } from './lib/cpuprofile.ts';
@@ -225,6 +226,12 @@ interface FullRep {
   qemuImg?: QemuImgRun;
   /** `-t none -T none`: its own fdatasync is in `seconds`; the `sync --data` after it finds nothing. */
   qemuImgDirect?: QemuImgRun;
+  /**
+   * The full copy's floor through libvirt (bench-guest.ts `timeFullCopyFloor`): a bare full pull
+   * backup-begin and `nbdcopy --flush` of its export into a raw file, what any tool copying the
+   * live disk consistently must at least spend (qemu-img -U reads the file under a running guest).
+   */
+  nbdcopy?: { backupBeginSeconds: number; seconds: number; peakRss: number; cpuSeconds: number };
   checks: Record<string, boolean>;
 }
 
@@ -273,10 +280,13 @@ interface IncRep {
 
 /** A rep in which the peers ran (not --haven-only). */
 type WithPeers<T, K extends keyof T> = T & Required<Pick<T, K>>;
-type FullPeerRep = WithPeers<FullRep, 'virtnbdbackup' | 'qemuImg' | 'qemuImgDirect'>;
+type FullPeerRep = WithPeers<FullRep, 'virtnbdbackup' | 'qemuImg' | 'qemuImgDirect' | 'nbdcopy'>;
 type IncPeerRep = WithPeers<IncRep, 'virtnbdbackup' | 'rsync' | 'floor'>;
 const fullHasPeers = (r: FullRep): r is FullPeerRep =>
-  r.virtnbdbackup !== undefined && r.qemuImg !== undefined && r.qemuImgDirect !== undefined;
+  r.virtnbdbackup !== undefined &&
+  r.qemuImg !== undefined &&
+  r.qemuImgDirect !== undefined &&
+  r.nbdcopy !== undefined;
 const incHasPeers = (r: IncRep): r is IncPeerRep =>
   r.virtnbdbackup !== undefined && r.rsync !== undefined && r.floor !== undefined;
 
@@ -303,6 +313,9 @@ interface FullStats {
   throughputVsQemuImgDirectDurable: number;
   /** CPU seconds per GiB of disk (qemu-img's whole process; QEMU's NBD server is in neither). */
   qemuImgDirectCpuPerGiB: number;
+  /** The floor through libvirt: backup-begin + nbdcopy --flush; Haven's throughput against it. */
+  nbdcopyFloorSeconds: number;
+  throughputVsNbdcopyFloor: number;
 }
 
 /**
@@ -423,6 +436,8 @@ function fullStatsOf(reps: FullPeerRep[]): FullStats {
       (r) => (r.qemuImgDirect.seconds + r.qemuImgDirect.flushSeconds) / r.haven.seconds,
     ),
     qemuImgDirectCpuPerGiB: m((r) => r.qemuImgDirect.cpuSeconds / (diskSize / GiB)),
+    nbdcopyFloorSeconds: m((r) => r.nbdcopy.backupBeginSeconds + r.nbdcopy.seconds),
+    throughputVsNbdcopyFloor: m((r) => (r.nbdcopy.backupBeginSeconds + r.nbdcopy.seconds) / r.haven.seconds),
   };
 }
 
@@ -670,7 +685,10 @@ async function main(): Promise<void> {
     const full: FullRep[] = [];
     for (let i = 0; i < fullReps; i++) {
       const pair = havenOrder(i);
-      const units = [pair, ...(peers ? [['virtnbdbackup'], ['qemu-img'], ['qemu-img-direct']] : [])];
+      const units = [
+        pair,
+        ...(peers ? [['virtnbdbackup'], ['qemu-img'], ['qemu-img-direct'], ['nbdcopy']] : []),
+      ];
       const order = [...units.slice(i % units.length), ...units.slice(0, i % units.length)].flat();
       const rep: Partial<FullRep> = { order, checks: {} };
       for (const tool of order) {
@@ -695,6 +713,17 @@ async function main(): Promise<void> {
           const v = await vnbToBootable('full');
           const { chain: _, ...v2 } = v;
           rep.virtnbdbackup = v2;
+        } else if (tool === 'nbdcopy') {
+          rmSync(qemuImgOut, { force: true });
+          const f = await timeFullCopyFloor({ domain, disk: 'vda', out: qemuImgOut, runDir: peerRun });
+          rep.nbdcopy = {
+            backupBeginSeconds: f.backupBeginSeconds,
+            seconds: f.copy.seconds,
+            peakRss: peakOf(f.copy),
+            cpuSeconds: cpuOf(f.copy),
+          };
+          rep.checks!.nbdcopy = await sameContent(qemuImgOut, 'raw', true);
+          rmSync(qemuImgOut, { force: true });
         } else {
           const key = tool === 'qemu-img-direct' ? 'qemuImgDirect' : 'qemuImg';
           rmSync(qemuImgOut, { force: true });
@@ -727,6 +756,7 @@ async function main(): Promise<void> {
           `virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore ${secs(r.virtnbdbackup.restore)}`,
           `qemu-img ${secs(r.qemuImg.seconds)} + fdatasync ${secs(r.qemuImg.flushSeconds)}`,
           `qemu-img -t none -T none ${secs(r.qemuImgDirect.seconds)} + fdatasync ${secs(r.qemuImgDirect.flushSeconds)}`,
+          `floor: backup-begin ${secs(r.nbdcopy.backupBeginSeconds)} + nbdcopy --flush ${secs(r.nbdcopy.seconds)}`,
         );
       }
       const checks = Object.entries(r.checks).map(([k, v]) => `${k} ${v}`);
@@ -1005,6 +1035,11 @@ function report(
         ...vs(f.throughputVsQemuImgDirectDurable, 'throughput', '(≥ 0.8×)', GOALS.fullVsQemuImg),
       ],
       [
+        '  floor via libvirt: backup-begin + nbdcopy --flush',
+        secs(f.nbdcopyFloorSeconds),
+        ...vs(f.throughputVsNbdcopyFloor, 'throughput'),
+      ],
+      [
         '  qemu-img convert -U (page cache)',
         secs(f.qemuImgSeconds),
         ...vs(f.throughputVsQemuImg, 'throughput', '(≥ 0.8×)', GOALS.fullVsQemuImg),
@@ -1112,7 +1147,7 @@ function report(
   say(`\n${t.toString()}`);
   if (p) {
     say(
-      `full-copy throughput over the ${mib(r.diskSize)} disk: haven ${formatRate(r.diskSize / havenFull)}, qemu-img ${formatRate(r.diskSize / p.full.qemuImgSeconds)}, qemu-img -t none -T none ${formatRate(r.diskSize / p.full.qemuImgDirectSeconds)}`,
+      `full-copy throughput over the ${mib(r.diskSize)} disk: haven ${formatRate(r.diskSize / havenFull)}, qemu-img ${formatRate(r.diskSize / p.full.qemuImgSeconds)}, qemu-img -t none -T none ${formatRate(r.diskSize / p.full.qemuImgDirectSeconds)}, floor via libvirt ${formatRate(r.diskSize / p.full.nbdcopyFloorSeconds)}`,
     );
   }
   const cpu = (v: number[]) => median(v).toFixed(2);
@@ -1127,6 +1162,7 @@ function report(
       `virtnbdbackup + restore ${cpu(fp.map((i) => i.virtnbdbackup.cpuSeconds))}`,
       `qemu-img ${cpu(fp.map((i) => i.qemuImg.cpuSeconds))}`,
       `qemu-img -t none -T none ${cpu(fp.map((i) => i.qemuImgDirect.cpuSeconds))}`,
+      `nbdcopy ${cpu(fp.map((i) => i.nbdcopy.cpuSeconds))}`,
     );
     incCpu.push(
       `virtnbdbackup + restore ${cpu(ip.map((i) => i.virtnbdbackup.cpuSeconds))}`,
