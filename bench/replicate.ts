@@ -6,7 +6,9 @@
  * image before boot). Measured, in alternating order over several repetitions:
  *
  * - full: `haven protect` to a fresh local store (its newest image is a bootable raw file),
- *   against `virtnbdbackup -l full` + `virtnbdrestore`, and `qemu-img convert -U` to raw;
+ *   against `virtnbdbackup -l full` + `virtnbdrestore`, and `qemu-img convert -U` to raw, through
+ *   the page cache and with `-t none -T none` (issue 19 goal 3's reference); Haven's CPU seconds
+ *   per GiB of disk (and of data read), on each side;
  * - incremental: the guest itself writes ~2% of the disk in random 64 KiB blocks, then
  *   `haven protect` (found through the dirty bitmap of the running domain), against
  *   `virtnbdbackup -l inc` + `virtnbdrestore` of the whole chain, and (with the guest shut off)
@@ -31,8 +33,14 @@
  * Progress and the report go to stderr; `--json` adds one JSON object with every figure on stdout.
  *
  *   node --import tsx bench/replicate.ts [--full-reps 3] [--inc-reps 5] [--copies 3]
- *        [--disk-size 2GiB] [--data-size 1GiB] [--change 2] [--target-fs local|xfs] [--profile]
- *        [--baseline <checkout>] [--haven-only] [--serve] [--keep] [--json]
+ *        [--disk-size 2GiB] [--data-size 1GiB] [--change 2 | --change-size 40MiB] [--drop-source]
+ *        [--target-fs local|xfs] [--profile] [--baseline <checkout>] [--haven-only] [--serve]
+ *        [--keep] [--json]
+ *
+ * `--change-size` fixes the bytes the guest rewrites before each incremental rep (instead of a
+ * percent of the disk), so that runs at several disk sizes move the same change. `--drop-source`
+ * deletes the cached random data file once the guest's image holds it (at 20 GiB it is 10 GiB
+ * the copies need).
  *
  * `--baseline <checkout>` times another checkout's Haven (`<checkout>/bin/haven.mjs`, a before
  * of some change) in the same reps, doing exactly what this checkout's Haven does with a state
@@ -64,14 +72,16 @@ import {
   hideCheckpoints,
   restoreCheckpoints,
   type SourceFloor,
+  timeFullCopyFloor,
   timeSourceFloor,
 } from './lib/bench-guest.ts';
 import { formatProfile, type ProfileSummary, summarizeProfile } from './lib/cpuprofile.ts';
-import { benchDir, ensureRandomImage } from './lib/fixtures.ts';
+import { benchDir, ensureRandomImage, warmPageCache } from './lib/fixtures.ts';
 import {
   durableWriteFloor,
   flushFile,
   qemuImgConvert,
+  qemuImgConvertDirect,
   rsyncInplace,
   settle,
   toolVersion,
@@ -91,7 +101,9 @@ const { values: args } = parseArgs({
     copies: { type: 'string', default: '3' },
     'disk-size': { type: 'string', default: '2GiB' },
     'data-size': { type: 'string', default: '1GiB' },
-    change: { type: 'string', default: '2' },
+    change: { type: 'string' },
+    'change-size': { type: 'string' },
+    'drop-source': { type: 'boolean', default: false },
     'target-fs': { type: 'string', default: 'local' },
     profile: { type: 'boolean', default: false },
     baseline: { type: 'string' },
@@ -107,8 +119,20 @@ const incReps = Number(args['inc-reps']);
 const copies = Number(args.copies);
 const diskSize = parseSize(args['disk-size']);
 const dataSize = parseSize(args['data-size']);
-const changePercent = Number(args.change);
-const changeBlocks = Math.round((diskSize * changePercent) / 100 / GUEST_BLOCK);
+if (args.change !== undefined && args['change-size'] !== undefined) {
+  throw new Error('give --change (a percent of the disk) or --change-size (bytes), not both');
+}
+/** What the guest rewrites before each incremental rep, in its 64 KiB blocks. */
+const changeBlocks = Math.round(
+  (args['change-size'] === undefined
+    ? (diskSize * Number(args.change ?? '2')) / 100
+    : parseSize(args['change-size'])) / GUEST_BLOCK,
+);
+const changeBytes = changeBlocks * GUEST_BLOCK;
+const changePercent = (changeBytes / diskSize) * 100;
+if (!Number.isInteger(changeBlocks) || changeBlocks < 1) {
+  throw new Error('the change must be at least one 64 KiB block');
+}
 const targetFs = parseTargetFs(args['target-fs']);
 for (const [name, v] of [
   ['full-reps', fullReps],
@@ -143,11 +167,14 @@ const GOALS = {
   /** Issue 19 goal 2: at most this many times the floor, as a command and run by `haven serve`. */
   incOverFloorCommand: 3,
   incOverFloorServe: 2,
+  /** Issue 19 goal 3: CPU seconds per GiB of disk, sender and receiver each, under this. */
+  fullCpuPerGiB: 1,
 };
 /** Progress and the report go to stderr, also with --json (stdout then holds only the JSON). */
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const secs = (s: number) => `${s.toFixed(2)} s`;
 const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 
 // ------------------------------------------------------------------------------------------------
 // Haven runs
@@ -181,6 +208,13 @@ function findProfile(dir: string, pid: number): string | undefined {
 /** The Havens timed: this checkout's, and with --baseline another checkout's. */
 type HavenKey = 'haven' | 'baseline';
 
+interface QemuImgRun {
+  seconds: number;
+  flushSeconds: number;
+  peakRss: number;
+  cpuSeconds: number;
+}
+
 interface FullRep {
   order: string[];
   haven: HavenRun;
@@ -189,7 +223,15 @@ interface FullRep {
   /** The peers (absent with --haven-only). */
   virtnbdbackup?: { backup: number; restore: number; total: number; peakRss: number; cpuSeconds: number };
   /** `flushSeconds`: fdatasync of qemu-img's output afterwards (qemu-img itself never flushes). */
-  qemuImg?: { seconds: number; flushSeconds: number; peakRss: number; cpuSeconds: number };
+  qemuImg?: QemuImgRun;
+  /** `-t none -T none`: its own fdatasync is in `seconds`; the `sync --data` after it finds nothing. */
+  qemuImgDirect?: QemuImgRun;
+  /**
+   * The full copy's floor through libvirt (bench-guest.ts `timeFullCopyFloor`): a bare full pull
+   * backup-begin and `nbdcopy --flush` of its export into a raw file, what any tool copying the
+   * live disk consistently must at least spend (qemu-img -U reads the file under a running guest).
+   */
+  nbdcopy?: { backupBeginSeconds: number; seconds: number; peakRss: number; cpuSeconds: number };
   checks: Record<string, boolean>;
 }
 
@@ -238,10 +280,13 @@ interface IncRep {
 
 /** A rep in which the peers ran (not --haven-only). */
 type WithPeers<T, K extends keyof T> = T & Required<Pick<T, K>>;
-type FullPeerRep = WithPeers<FullRep, 'virtnbdbackup' | 'qemuImg'>;
+type FullPeerRep = WithPeers<FullRep, 'virtnbdbackup' | 'qemuImg' | 'qemuImgDirect' | 'nbdcopy'>;
 type IncPeerRep = WithPeers<IncRep, 'virtnbdbackup' | 'rsync' | 'floor'>;
 const fullHasPeers = (r: FullRep): r is FullPeerRep =>
-  r.virtnbdbackup !== undefined && r.qemuImg !== undefined;
+  r.virtnbdbackup !== undefined &&
+  r.qemuImg !== undefined &&
+  r.qemuImgDirect !== undefined &&
+  r.nbdcopy !== undefined;
 const incHasPeers = (r: IncRep): r is IncPeerRep =>
   r.virtnbdbackup !== undefined && r.rsync !== undefined && r.floor !== undefined;
 
@@ -260,6 +305,43 @@ interface FullStats {
   throughputVsQemuImg: number;
   /** The same against qemu-img + fdatasync: both copies durable when the clock stops. */
   throughputVsQemuImgDurable: number;
+  /** `qemu-img convert -U -t none -T none` (durable as it returns), and with a `sync --data` after. */
+  qemuImgDirectSeconds: number;
+  qemuImgDirectDurableSeconds: number;
+  /** Issue 19 goal 3: median over reps of qemu-img -t none -T none's time / Haven's (at least 0.8). */
+  throughputVsQemuImgDirect: number;
+  throughputVsQemuImgDirectDurable: number;
+  /** CPU seconds per GiB of disk (qemu-img's whole process; QEMU's NBD server is in neither). */
+  qemuImgDirectCpuPerGiB: number;
+  /** The floor through libvirt: backup-begin + nbdcopy --flush; Haven's throughput against it. */
+  nbdcopyFloorSeconds: number;
+  throughputVsNbdcopyFloor: number;
+}
+
+/**
+ * Issue 19 goal 3's CPU figure: Haven's CPU seconds (user + system) per GiB copied, sender and
+ * receiver apart, medians of the full reps; per GiB of the disk's size (the goal's measure) and
+ * per GiB of the data Haven read (the allocated part, what it actually moved).
+ */
+interface CpuPerGiB {
+  disk: { sender: number; receiver: number };
+  data: { sender: number; receiver: number };
+}
+
+function cpuPerGiBOf(full: FullRep[]): CpuPerGiB {
+  const m = (f: (h: HavenRun) => number) => median(full.map((r) => f(r.haven)));
+  const perDisk = (cpu: number) => cpu / (diskSize / GiB);
+  const perData = (cpu: number, h: HavenRun) => cpu / (h.readBytes / GiB);
+  return {
+    disk: {
+      sender: m((h) => perDisk(h.senderCpuSeconds)),
+      receiver: m((h) => perDisk(h.receiverCpuSeconds)),
+    },
+    data: {
+      sender: m((h) => perData(h.senderCpuSeconds, h)),
+      receiver: m((h) => perData(h.receiverCpuSeconds, h)),
+    },
+  };
 }
 
 interface IncStats {
@@ -347,6 +429,15 @@ function fullStatsOf(reps: FullPeerRep[]): FullStats {
     vsVirtnbdbackup: m((r) => r.virtnbdbackup.total / r.haven.seconds),
     throughputVsQemuImg: m((r) => r.qemuImg.seconds / r.haven.seconds),
     throughputVsQemuImgDurable: m((r) => (r.qemuImg.seconds + r.qemuImg.flushSeconds) / r.haven.seconds),
+    qemuImgDirectSeconds: m((r) => r.qemuImgDirect.seconds),
+    qemuImgDirectDurableSeconds: m((r) => r.qemuImgDirect.seconds + r.qemuImgDirect.flushSeconds),
+    throughputVsQemuImgDirect: m((r) => r.qemuImgDirect.seconds / r.haven.seconds),
+    throughputVsQemuImgDirectDurable: m(
+      (r) => (r.qemuImgDirect.seconds + r.qemuImgDirect.flushSeconds) / r.haven.seconds,
+    ),
+    qemuImgDirectCpuPerGiB: m((r) => r.qemuImgDirect.cpuSeconds / (diskSize / GiB)),
+    nbdcopyFloorSeconds: m((r) => r.nbdcopy.backupBeginSeconds + r.nbdcopy.seconds),
+    throughputVsNbdcopyFloor: m((r) => (r.nbdcopy.backupBeginSeconds + r.nbdcopy.seconds) / r.haven.seconds),
   };
 }
 
@@ -400,6 +491,9 @@ async function main(): Promise<void> {
   const rsyncDelta = join(targets.dir, 'rsync-delta.qcow2');
   const rsyncWhole = join(targets.dir, 'rsync-whole.qcow2');
   const floorFile = join(targets.dir, 'floor.bin');
+  // The floor's durable write reads this random file, page-cached: the change's size, so the
+  // data's cached file may go (--drop-source). Haven reads at most the blocks the guest wrote.
+  const floorSourceSize = Math.ceil(changeBytes / (4 * MiB)) * 4 * MiB + 4 * MiB;
 
   let bg: BenchGuest | undefined;
   // The guest's cleanup from the moment it is being made (bg is set only once it runs).
@@ -443,6 +537,11 @@ async function main(): Promise<void> {
         guestCleanup = c;
       },
     });
+    if (args['drop-source']) {
+      rmSync(source, { force: true });
+      say(`--drop-source: removed ${source}`);
+    }
+    const floorSource = peers ? ensureRandomImage(`random-${floorSourceSize}.raw`, floorSourceSize, say) : '';
     const { guest, image } = bg;
     const domain = guest.name;
     say(`guest ${domain} running; image ${image}; copies go to ${targets.dir} (${targets.fs})`);
@@ -586,7 +685,10 @@ async function main(): Promise<void> {
     const full: FullRep[] = [];
     for (let i = 0; i < fullReps; i++) {
       const pair = havenOrder(i);
-      const units = [pair, ...(peers ? [['virtnbdbackup'], ['qemu-img']] : [])];
+      const units = [
+        pair,
+        ...(peers ? [['virtnbdbackup'], ['qemu-img'], ['qemu-img-direct'], ['nbdcopy']] : []),
+      ];
       const order = [...units.slice(i % units.length), ...units.slice(0, i % units.length)].flat();
       const rep: Partial<FullRep> = { order, checks: {} };
       for (const tool of order) {
@@ -611,16 +713,34 @@ async function main(): Promise<void> {
           const v = await vnbToBootable('full');
           const { chain: _, ...v2 } = v;
           rep.virtnbdbackup = v2;
-        } else {
+        } else if (tool === 'nbdcopy') {
           rmSync(qemuImgOut, { force: true });
-          const q = await qemuImgConvert(image, qemuImgOut);
+          const f = await timeFullCopyFloor({ domain, disk: 'vda', out: qemuImgOut, runDir: peerRun });
+          rep.nbdcopy = {
+            backupBeginSeconds: f.backupBeginSeconds,
+            seconds: f.copy.seconds,
+            peakRss: peakOf(f.copy),
+            cpuSeconds: cpuOf(f.copy),
+          };
+          rep.checks!.nbdcopy = await sameContent(qemuImgOut, 'raw', true);
+          rmSync(qemuImgOut, { force: true });
+        } else {
+          const key = tool === 'qemu-img-direct' ? 'qemuImgDirect' : 'qemuImg';
+          rmSync(qemuImgOut, { force: true });
+          const q = await (key === 'qemuImgDirect' ? qemuImgConvertDirect : qemuImgConvert)(
+            image,
+            qemuImgOut,
+          );
           const fl = await flushFile(qemuImgOut);
-          rep.qemuImg = {
+          rep[key] = {
             seconds: q.seconds,
             flushSeconds: fl.seconds,
             peakRss: peakOf(q),
             cpuSeconds: cpuOf(q),
           };
+          // Checked and removed at once: at 20 GiB two more raw copies beside the others do not fit.
+          rep.checks![key] = await sameContent(qemuImgOut, 'raw', true);
+          rmSync(qemuImgOut, { force: true });
         }
       }
       for (const h of havens) rep.checks![h.key] = await sameContent(havenNewest(h), 'raw', true);
@@ -635,6 +755,8 @@ async function main(): Promise<void> {
         times.push(
           `virtnbdbackup ${secs(r.virtnbdbackup.backup)} + restore ${secs(r.virtnbdbackup.restore)}`,
           `qemu-img ${secs(r.qemuImg.seconds)} + fdatasync ${secs(r.qemuImg.flushSeconds)}`,
+          `qemu-img -t none -T none ${secs(r.qemuImgDirect.seconds)} + fdatasync ${secs(r.qemuImgDirect.flushSeconds)}`,
+          `floor: backup-begin ${secs(r.nbdcopy.backupBeginSeconds)} + nbdcopy --flush ${secs(r.nbdcopy.seconds)}`,
         );
       }
       const checks = Object.entries(r.checks).map(([k, v]) => `${k} ${v}`);
@@ -668,20 +790,28 @@ async function main(): Promise<void> {
       rep.rsync = rs as IncRep['rsync'];
       await settle();
       const floorBytes = rep.haven!.readBytes;
+      if (floorBytes > floorSourceSize) {
+        throw new Error(
+          `haven read ${floorBytes} bytes, more than the floor's source holds (${floorSourceSize})`,
+        );
+      }
       rmSync(floorFile, { force: true });
+      warmPageCache(floorSource);
       rep.floor = {
         nodeStartSeconds,
         backupBeginSeconds: read.backupBeginSeconds,
         readSeconds: read.readSeconds,
         dirtyBytes: read.dirtyBytes,
-        writeSeconds: (await durableWriteFloor(source, floorFile, floorBytes)).seconds,
+        writeSeconds: (await durableWriteFloor(floorSource, floorFile, floorBytes)).seconds,
         bytes: floorBytes,
       };
       rmSync(floorFile, { force: true });
     };
 
     // ---------------------------------------------------------------------------------------------
-    say(`\nincremental: ${incReps} repetitions, ~${changePercent}% changed by the guest each time`);
+    say(
+      `\nincremental: ${incReps} repetitions, the guest rewrites ${changeBlocks} random blocks of 64 KiB each time (${(changeBytes / MiB).toFixed(1)} MiB, ${changePercent.toFixed(2)}% of the disk)`,
+    );
     if (peers) {
       // rsync's previous copies: the image as it was after the last full runs, taken while stopped.
       await guest.poweroff();
@@ -787,6 +917,7 @@ async function main(): Promise<void> {
     const met = (v: number, goal: number) => ({ goal, value: v, met: v >= goal });
     const atMost = (v: number, goal: number) => ({ goal, value: v, met: v <= goal });
     const peak = Math.max(memory.senderPeakRss, memory.receiverPeakRss);
+    const cpuPerGiB = cpuPerGiBOf(full);
     const memoryGoal = { goal: memory.goal, value: peak, met: peak < memory.goal };
     const result = {
       bench: 'replicate',
@@ -795,6 +926,8 @@ async function main(): Promise<void> {
         dataSize,
         changePercent,
         changeBlocks,
+        changeBytes,
+        dropSource: args['drop-source'],
         fullReps,
         incReps,
         copies,
@@ -808,12 +941,16 @@ async function main(): Promise<void> {
       full: peerStats ? { ...peerStats.full, reps: full } : { reps: full },
       incremental: peerStats ? { reps: inc, all: peerStats.all, steady: peerStats.steady } : { reps: inc },
       memory,
+      cpuPerGiB,
       checksOk,
       goals: peerStats
         ? {
             fullVsVirtnbdbackup: met(peerStats.full.vsVirtnbdbackup, GOALS.fullVsVirtnbdbackup),
             fullVsQemuImg: met(peerStats.full.throughputVsQemuImg, GOALS.fullVsQemuImg),
             fullVsQemuImgDurable: met(peerStats.full.throughputVsQemuImgDurable, GOALS.fullVsQemuImg),
+            fullVsQemuImgDirect: met(peerStats.full.throughputVsQemuImgDirect, GOALS.fullVsQemuImg),
+            fullCpuPerGiBSender: atMost(cpuPerGiB.disk.sender, GOALS.fullCpuPerGiB),
+            fullCpuPerGiBReceiver: atMost(cpuPerGiB.disk.receiver, GOALS.fullCpuPerGiB),
             incVsVirtnbdbackup: met(peerStats.steady.vsVirtnbdbackup, GOALS.incVsVirtnbdbackup),
             incVsRsync: met(peerStats.steady.vsRsync, GOALS.incVsRsync),
             /** Whether this machine allows the rsync goal at all: rsync's time over a perfect tool's. */
@@ -831,7 +968,7 @@ async function main(): Promise<void> {
     };
 
     if (args.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-    report({ peers: peerStats, comparison, memory, load, diskSize }, full, inc);
+    report({ peers: peerStats, comparison, memory, load, diskSize, cpuPerGiB }, full, inc);
     if (!checksOk) {
       process.exitCode = 1;
       say('A COPY DIFFERED FROM ITS SOURCE: the figures above are not valid.');
@@ -851,6 +988,7 @@ function report(
     memory: { senderPeakRss: number; receiverPeakRss: number };
     load: number[][];
     diskSize: number;
+    cpuPerGiB: CpuPerGiB;
   },
   full: FullRep[],
   inc: IncRep[],
@@ -887,9 +1025,24 @@ function report(
         ...vs(f.vsVirtnbdbackup, 'faster', '≥ 1.5×', GOALS.fullVsVirtnbdbackup),
       ],
       [
-        '  qemu-img convert -U',
+        '  qemu-img convert -U -t none -T none',
+        secs(f.qemuImgDirectSeconds),
+        ...vs(f.throughputVsQemuImgDirect, 'throughput', '≥ 0.8×', GOALS.fullVsQemuImg),
+      ],
+      [
+        '  qemu-img convert -U -t none -T none + fdatasync',
+        secs(f.qemuImgDirectDurableSeconds),
+        ...vs(f.throughputVsQemuImgDirectDurable, 'throughput', '(≥ 0.8×)', GOALS.fullVsQemuImg),
+      ],
+      [
+        '  floor via libvirt: backup-begin + nbdcopy --flush',
+        secs(f.nbdcopyFloorSeconds),
+        ...vs(f.throughputVsNbdcopyFloor, 'throughput'),
+      ],
+      [
+        '  qemu-img convert -U (page cache)',
         secs(f.qemuImgSeconds),
-        ...vs(f.throughputVsQemuImg, 'throughput', '≥ 0.8×', GOALS.fullVsQemuImg),
+        ...vs(f.throughputVsQemuImg, 'throughput', '(≥ 0.8×)', GOALS.fullVsQemuImg),
       ],
       [
         '  qemu-img convert -U + fdatasync',
@@ -898,6 +1051,24 @@ function report(
       ],
     );
   }
+  const c = r.cpuPerGiB;
+  const under = (v: number) => (v <= GOALS.fullCpuPerGiB ? 'yes' : 'NO');
+  t.push(
+    [
+      '  haven CPU s per GiB of disk, sender / receiver',
+      `${c.disk.sender.toFixed(2)} / ${c.disk.receiver.toFixed(2)}`,
+      '',
+      '≤ 1 each',
+      `${under(c.disk.sender)} / ${under(c.disk.receiver)}`,
+    ],
+    [
+      '  haven CPU s per GiB of data read',
+      `${c.data.sender.toFixed(2)} / ${c.data.receiver.toFixed(2)}`,
+      '',
+      '(≤ 1 each)',
+      `${under(c.data.sender)} / ${under(c.data.receiver)}`,
+    ],
+  );
   const steadyTitle = steadyReps.length ? ' (steady state)' : ' (Haven filling its copies)';
   t.push(
     [`incremental, ${incReps.length} reps${steadyTitle}`, '', '', '', ''],
@@ -976,7 +1147,7 @@ function report(
   say(`\n${t.toString()}`);
   if (p) {
     say(
-      `full-copy throughput over the ${mib(r.diskSize)} disk: haven ${formatRate(r.diskSize / havenFull)}, qemu-img ${formatRate(r.diskSize / p.full.qemuImgSeconds)}`,
+      `full-copy throughput over the ${mib(r.diskSize)} disk: haven ${formatRate(r.diskSize / havenFull)}, qemu-img ${formatRate(r.diskSize / p.full.qemuImgSeconds)}, qemu-img -t none -T none ${formatRate(r.diskSize / p.full.qemuImgDirectSeconds)}, floor via libvirt ${formatRate(r.diskSize / p.full.nbdcopyFloorSeconds)}`,
     );
   }
   const cpu = (v: number[]) => median(v).toFixed(2);
@@ -990,6 +1161,8 @@ function report(
     fullCpu.push(
       `virtnbdbackup + restore ${cpu(fp.map((i) => i.virtnbdbackup.cpuSeconds))}`,
       `qemu-img ${cpu(fp.map((i) => i.qemuImg.cpuSeconds))}`,
+      `qemu-img -t none -T none ${cpu(fp.map((i) => i.qemuImgDirect.cpuSeconds))}`,
+      `nbdcopy ${cpu(fp.map((i) => i.nbdcopy.cpuSeconds))}`,
     );
     incCpu.push(
       `virtnbdbackup + restore ${cpu(ip.map((i) => i.virtnbdbackup.cpuSeconds))}`,

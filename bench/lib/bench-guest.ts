@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { exec } from '../../src/core/exec.ts';
 import type { TestGuest } from '../../test/fixtures/guest/index.ts';
 import { BENCH_ROOT } from './fixtures.ts';
+import { type MeasuredRun, mustRun } from './proc.ts';
 
 /** The guest's 64 KiB write unit (test/fixtures/guest/init). */
 export const GUEST_BLOCK = 65536;
@@ -233,6 +234,49 @@ export async function timeSourceFloor(o: {
       readSeconds: Math.max(0, whole - fixed),
       dirtyBytes: dirty.reduce((n, e) => n + e.length, 0),
     };
+  } finally {
+    await endBackup(o.domain);
+  }
+}
+
+export interface FullCopyFloor {
+  /** libvirt starting the full pull backup (virsh's own start taken off). */
+  backupBeginSeconds: number;
+  /** `nbdcopy --flush` of the whole export into a raw file: durable when it returns. */
+  copy: MeasuredRun;
+}
+
+/**
+ * Times a full copy as any tool that copies a live disk through libvirt must make it, with no
+ * Haven code: a full pull-mode backup of `disk` exported on a unix socket (bare `virsh
+ * backup-begin`, virsh's own start timed apart and taken off), then `nbdcopy --flush` of the
+ * whole export into the raw file `out` (nbdcopy follows the export's allocation, so it reads the
+ * data and leaves holes, as Haven does; `--flush` makes the copy durable before it exits). The
+ * backup is aborted afterwards, untimed; no checkpoint is created.
+ */
+export async function timeFullCopyFloor(o: {
+  domain: string;
+  disk: string;
+  out: string;
+  runDir: string;
+}): Promise<FullCopyFloor> {
+  const xml = join(o.runDir, 'full-floor-backup.xml');
+  const scratch = join(o.runDir, 'full-floor.scratch');
+  const socket = join(o.runDir, 'full-floor.sock');
+  writeFileSync(
+    xml,
+    `<domainbackup mode='pull'><server transport='unix' socket='${socket}'/>` +
+      `<disks><disk name='${o.disk}' backup='yes' type='file'><scratch file='${scratch}'/></disk></disks>` +
+      `</domainbackup>`,
+  );
+  const t0 = performance.now();
+  await virsh(['domid', o.domain]);
+  const t1 = performance.now();
+  await virsh(['backup-begin', '--domain', o.domain, '--backupxml', xml]);
+  const backupBeginSeconds = Math.max(0, (performance.now() - t1 - (t1 - t0)) / 1000);
+  try {
+    const copy = await mustRun('nbdcopy', ['--flush', `nbd+unix:///${o.disk}?socket=${socket}`, o.out]);
+    return { backupBeginSeconds, copy };
   } finally {
     await endBackup(o.domain);
   }

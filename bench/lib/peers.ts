@@ -5,7 +5,8 @@
  * - `qemu-img convert` of the live image to raw (`-U`: the guest holds the image's lock), the
  *   local copy limit. It never flushes its output (strace shows no fsync or fdatasync), so its
  *   copy may still be in the page cache when it returns; `flushFile` then times making it
- *   durable, as Haven's copy is when `haven protect` returns;
+ *   durable, as Haven's copy is when `haven protect` returns. The same with `-t none -T none`
+ *   (O_DIRECT on both sides, a final fdatasync: durable as it returns) is issue 19's reference;
  * - `virtnbdbackup` (full or inc, into one backup directory) and `virtnbdrestore` of that
  *   directory's whole chain into a fresh directory: the restored qcow2 is the bootable copy;
  * - `rsync --inplace` of the stopped image onto the previous copy, with `--no-whole-file` (its
@@ -20,6 +21,28 @@ import { type MeasuredRun, mustRun } from './proc.ts';
 
 export function qemuImgConvert(image: string, out: string): Promise<MeasuredRun> {
   return mustRun('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', image, out]);
+}
+
+/**
+ * Issue 19 goal 3's reference: `qemu-img convert -U -t none -T none`, past the page cache on
+ * both sides (O_DIRECT). With `-t none` qemu-img fdatasyncs its output before it exits (seen
+ * under strace, qemu-img 7.2), so its copy is durable when it returns.
+ */
+export function qemuImgConvertDirect(image: string, out: string): Promise<MeasuredRun> {
+  return mustRun('qemu-img', [
+    'convert',
+    '-U',
+    '-t',
+    'none',
+    '-T',
+    'none',
+    '-f',
+    'qcow2',
+    '-O',
+    'raw',
+    image,
+    out,
+  ]);
 }
 
 /** `sync --data FILE`: fdatasync of one file (what a durable copy costs after qemu-img). */
