@@ -46,6 +46,7 @@ import { median } from './lib/stats.ts';
 import {
   COMPACT,
   phaseTable,
+  publishReps,
   type RatioSpec,
   repOptions,
   repStats,
@@ -53,7 +54,7 @@ import {
   storeReps,
 } from './lib/store-reps.ts';
 
-const { args, reps, copies, diskSize, dataSize, changePercent, changeBlocks } = repOptions({
+const { args, config, reps, copies, diskSize, dataSize, changePercent, changeBlocks } = repOptions({
   traceLvm: true,
 });
 
@@ -168,33 +169,17 @@ async function main(): Promise<void> {
     const result = await measure(dr, bg, work);
     load.push(loadavg());
     const stats = statsOf(result.reps);
-    const ok = result.reps.every((r) => Object.values(r.checks).every(Boolean));
-    if (args.json) {
-      process.stdout.write(
-        `${JSON.stringify({
-          bench: 'replicate-lvm',
-          config: {
-            reps,
-            copies,
-            diskSize,
-            dataSize,
-            changePercent,
-            changeBlocks,
-            traceLvm: args.traceLvm,
-          },
-          loadAverage: load,
-          reps: result.reps,
-          stats,
-          space: result.space,
-          checksOk: ok,
-        })}\n`,
-      );
-    }
-    report(result.reps, stats, result.space, load);
-    if (!ok) {
-      process.exitCode = 1;
-      say('A COPY DIFFERED FROM ITS SOURCE: the figures above are not valid.');
-    }
+    publishReps({
+      bench: 'replicate-lvm',
+      json: args.json === true,
+      config,
+      load,
+      reps: result.reps,
+      stats,
+      space: result.space,
+      report: () => report(result.reps, stats, result.space, load),
+      say,
+    });
   } finally {
     await cleanup();
     offInterrupt();

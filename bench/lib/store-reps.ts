@@ -282,13 +282,41 @@ export function repOptions(o: { traceLvm?: boolean } = {}) {
   if (dataSize > diskSize || diskSize % (1024 * 1024) !== 0) {
     throw new Error('--disk-size must be whole MiB and at least --data-size');
   }
+  const traceLvm = (args as { 'trace-lvm'?: boolean })['trace-lvm'] === true;
+  const numbers = { reps, copies, diskSize, dataSize, changePercent, changeBlocks };
   return {
-    args: { ...args, traceLvm: (args as { 'trace-lvm'?: boolean })['trace-lvm'] === true },
-    reps,
-    copies,
-    diskSize,
-    dataSize,
-    changePercent,
-    changeBlocks,
+    args: { ...args, traceLvm },
+    /** What the JSON output records of the options. */
+    config: { ...numbers, ...(o.traceLvm ? { traceLvm } : {}) },
+    ...numbers,
   };
+}
+
+/**
+ * The end of a comparison: with --json one object on stdout, then the report on stderr; exit code
+ * 1 (and a warning) when any copy differed from its source.
+ */
+export function publishReps<K extends string>(o: {
+  bench: string;
+  json: boolean;
+  config: object;
+  load: number[][];
+  reps: Rep<K>[];
+  stats: unknown;
+  space: unknown;
+  report(): void;
+  say(line: string): void;
+}): void {
+  const ok = o.reps.every((r) => Object.values(r.checks).every(Boolean));
+  if (o.json) {
+    const { bench, config, load: loadAverage, reps, stats, space } = o;
+    process.stdout.write(
+      `${JSON.stringify({ bench, config, loadAverage, reps, stats, space, checksOk: ok })}\n`,
+    );
+  }
+  o.report();
+  if (!ok) {
+    process.exitCode = 1;
+    o.say('A COPY DIFFERED FROM ITS SOURCE: the figures above are not valid.');
+  }
 }

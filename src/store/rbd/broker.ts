@@ -297,8 +297,11 @@ export class Broker {
         this.need = 4 + n + len;
         return;
       }
-      const data = Buffer.from(input.subarray(4 + n, 4 + n + len));
       const rest = input.subarray(4 + n + len);
+      // A frame that ends the input is handed on as it is; one followed by more is copied, so
+      // that the data kept does not hold the rest of the input alive.
+      const frame = input.subarray(4 + n, 4 + n + len);
+      const data = rest.length ? Buffer.from(frame) : frame;
       this.pieces = rest.length ? [rest] : [];
       this.buffered = rest.length;
       this.need = 4;
