@@ -33,6 +33,7 @@ import {
   ValueProblem,
 } from './config-values.ts';
 import { DEFINITION_ALLOWANCES } from './definition-context.ts';
+import { DEFAULT_RECHECK_AFTER_MS } from './integrity.ts';
 import { MAC_POLICIES, type NetworkMapping, parseNetworkRef, refText } from './network-map.ts';
 
 export const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
@@ -437,6 +438,10 @@ export const configSchema = mapping('the Haven configuration', {
     }),
   ),
   retention: section(retentionSchema),
+  // 0 re-reads the generation a commit builds on every time (docs/store-format.md).
+  integrity: section(
+    mapping('integrity settings', { recheck: opt(parseDurationValue, DEFAULT_RECHECK_AFTER_MS) }),
+  ),
   definitions: section(definitionsSchema),
   networks: section(networksSchema),
 });

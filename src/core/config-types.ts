@@ -224,6 +224,14 @@ export interface ScrubConfig {
   schedule: string;
 }
 
+export interface IntegrityConfig {
+  /**
+   * How long a generation's whole-image check stays good: a commit re-reads the generation its new
+   * slot starts from only when part of it was last checked longer ago (0: every commit).
+   */
+  recheckMs: number;
+}
+
 export interface HavenConfig {
   /** The file it came from; null when no file exists and everything came from defaults. */
   file: string | null;
@@ -238,6 +246,8 @@ export interface HavenConfig {
   cache: CacheConfig;
   daemon: DaemonConfig;
   retention: RetentionConfig;
+  /** The DR site's integrity policy (docs/configuration.md `integrity`). */
+  integrity: IntegrityConfig;
   /**
    * What DR definitions may hold at this DR site: extra boot directories, and per server what
    * the definition rules let through beyond the rule (docs/recovery.md).

@@ -722,6 +722,18 @@ test('retention: defaults, values, off, and bad values', () => {
   rejects(`${BASE}retention: { keep: 1d }\n`, 'retention.keep', /^unknown key/);
 });
 
+test('integrity: how long the check of a generation stays good before a commit reads it again', () => {
+  assert.deepEqual(parseConfig(BASE, 'test.yaml', NOW).integrity, { recheckMs: 86_400_000 });
+  assert.deepEqual(defaultConfig().integrity, { recheckMs: 86_400_000 });
+  assert.equal(parseConfig(`${BASE}integrity: { recheck: 0 }\n`, 'test.yaml', NOW).integrity.recheckMs, 0);
+  assert.equal(
+    parseConfig(`${BASE}integrity: { recheck: 6h }\n`, 'test.yaml', NOW).integrity.recheckMs,
+    6 * 3_600_000,
+  );
+  rejects(`${BASE}integrity: { recheck: soon }\n`, 'integrity.recheck', /a duration such as/);
+  rejects(`${BASE}integrity: { scrub: 1d }\n`, 'integrity.scrub', /^unknown key/);
+});
+
 test('scrubs: a store on this host verified on a schedule (issue 13.5)', () => {
   const c = parseConfig(
     'scrubs:\n  weekly:\n    store: /srv/haven\n    schedule: "0 3 * * 0"\n',

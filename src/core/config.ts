@@ -25,6 +25,7 @@ import type {
 } from './config-types.ts';
 import { cronFor } from './config-values.ts';
 import { HavenError, ioError } from './errors.ts';
+import { DEFAULT_RECHECK_AFTER_MS } from './integrity.ts';
 import { storeQueryText } from './store-query.ts';
 
 export { selectServers } from './config-patterns.ts';
@@ -299,6 +300,7 @@ function build(file: string | null, raw: RawConfig): HavenConfig {
       },
     },
     retention: retentionOf(raw.retention),
+    integrity: { recheckMs: raw.integrity?.recheck ?? DEFAULT_RECHECK_AFTER_MS },
     definitions: {
       bootFiles: raw.definitions?.boot_files ?? [],
       allow: record(Object.entries(raw.definitions?.allow ?? {})),

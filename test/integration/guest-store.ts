@@ -2,8 +2,10 @@
  * A test guest protected into a local store, with a model of its disk: what the replication tests
  * that damage or lose something start from. `protect` runs `haven protect … --json` with the
  * given copies; `checkCopy` asserts `_1` equals the guest's disk and `haven verify` passes.
+ * `config`: the text of a configuration file both sides read (the local receiver is a child).
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ProtectResult } from '../../src/engine/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
@@ -13,10 +15,12 @@ import { havenEnv, havenJson, runHaven } from '../helpers/haven.ts';
 
 export async function guestStore(
   t: Parameters<typeof testDir>[0],
-  o: { prefix: string; name: string; copies: number },
+  o: { prefix: string; name: string; copies: number; config?: string },
 ) {
   const dir = await testDir(t, `${o.prefix}-${o.name}`);
-  const h = await havenEnv(dir);
+  const config = join(dir, 'haven.yaml');
+  if (o.config !== undefined) await writeFile(config, o.config);
+  const h = await havenEnv(dir, o.config !== undefined ? { HAVEN_CONFIG: config } : {});
   const store = join(dir, 'store');
   const guest = await createTestGuest(t, { prefix: o.prefix, disks: [{ sizeMiB: 64 }] });
   const model = await DiskModel.create(join(dir, 'model.raw'), guest.disks[0]!.sizeBytes);

@@ -311,6 +311,7 @@ export default function register(program: Command, context: () => CliContext): v
         ...(stagingDir ? { stagingDir } : {}),
         // This DR host's own settings, read when a new server's definition is written.
         definitionRules: async () => (await ctx.config()).definitions,
+        recheckAfterMs: (await ctx.config()).integrity.recheckMs,
       });
       const capacity = () => (store.kind === 'fs' ? fsCapacity(store.location) : store.capacity());
       const withCapacity = { ...receiverOptions, capacity };

@@ -1,6 +1,7 @@
 /** What every part of the shared write path is given: the store's files, its images, its settings. */
 import { resolve } from 'node:path';
 import type { DefinitionRules } from '../../core/definition-context.ts';
+import { DEFAULT_RECHECK_AFTER_MS } from '../../core/integrity.ts';
 import type { Logger } from '../../core/log.ts';
 import type { StoreDescriptor } from '../types.ts';
 import { ensureDir } from './files.ts';
@@ -23,6 +24,11 @@ export interface StoreContext {
   definitionRules?: () => Promise<DefinitionRules>;
   /** Where the metadata files are copied as they change (rbd: the pool); none for the other kinds. */
   mirror?: MetadataMirror;
+  /**
+   * How long a generation's check stays good: a commit reads the generation its slot starts from
+   * only when part of it was last checked longer ago (0: on every commit). checked.ts.
+   */
+  recheckAfterMs: number;
 }
 
 /**
@@ -33,13 +39,18 @@ export async function storeContext(
   parts: Pick<StoreContext, 'layout' | 'images' | 'descriptor' | 'log' | 'directIo'> & {
     mirror?: MetadataMirror;
   },
-  options: { stagingDir?: string; definitionRules?: () => Promise<DefinitionRules> },
+  options: {
+    stagingDir?: string;
+    definitionRules?: () => Promise<DefinitionRules>;
+    recheckAfterMs?: number;
+  },
 ): Promise<StoreContext> {
   const stagingDir = options.stagingDir ? resolve(options.stagingDir) : undefined;
   if (stagingDir) await ensureDir(stagingDir);
   return {
     ...parts,
     stagingDir,
+    recheckAfterMs: options.recheckAfterMs ?? DEFAULT_RECHECK_AFTER_MS,
     ...(options.definitionRules ? { definitionRules: options.definitionRules } : {}),
   };
 }

@@ -127,7 +127,9 @@ export async function removeIfExists(path: string): Promise<boolean> {
 }
 
 export async function removeTree(path: string): Promise<void> {
-  await io(path, () => rm(path, { recursive: true, force: true }));
+  // Retries: a reader may still create a file inside as it is removed (a verify recording a
+  // check in a retired generation's digest folder), which fails the last rmdir with ENOTEMPTY.
+  await io(path, () => rm(path, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 }));
 }
 
 export async function ensureDir(path: string): Promise<void> {

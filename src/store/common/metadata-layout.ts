@@ -73,6 +73,10 @@ export class MetadataLayout {
   sums(server: string, generationId: string, disk: string): string {
     return under(this.digestsDir(server, generationId), `${checkName('disk', disk)}.sums`);
   }
+  /** When the generation's disk last matched its digests (checked.ts). */
+  checked(server: string, generationId: string, disk: string): string {
+    return under(this.digestsDir(server, generationId), `${checkName('disk', disk)}.checked`);
+  }
   deltasDir(server: string): string {
     return join(this.serverDir(server), 'deltas');
   }

@@ -141,6 +141,8 @@ const journalSchema = z.object({
   slotReady: z.boolean(),
   appliedDeltas: int,
   digestsDone: z.boolean(),
+  /** When each disk of the new generation was last known to match its digests (checked.ts). */
+  checked: z.record(z.string(), z.string()).optional(),
 });
 
 export type ManifestFile = ServerManifest & { format: 'haven-manifest'; version: number };

@@ -18,6 +18,7 @@ import { chunkDigests, DIGEST_BYTES } from '../../core/digest.ts';
 import { asHavenError, InterruptedError } from '../../core/errors.ts';
 import type { Generation, VerifyOptions, VerifyProblem, VerifyReport } from '../types.ts';
 import { CHUNK_SIZE } from '../types.ts';
+import { forgetChecked, recordChecked } from './checked.ts';
 import { emptyVerifyReport } from './checks.ts';
 import type { StoreContext } from './context.ts';
 import { listDeltaRecords } from './deltas.ts';
@@ -155,13 +156,20 @@ async function checkDisk(
   const seq = opened.seq;
   try {
     const found = await structure(ctx, server, g.id, disk, size, image, sums);
+    if (found) await forgetChecked(ctx, server, g.id, disk, ctx.log);
     if (found || options.readImages === false || !image || !sums) {
       finish();
       return found;
     }
+    const started = Date.now();
     const bad = await compareImage(ctx, image, sums, size, options, progress, report);
     finish();
-    if (!bad.count) return null;
+    // What a commit's slot check would have read: it need not read it again within the window.
+    if (!bad.count) {
+      if (liveIn(await viewOf(server), g.id)) await recordChecked(ctx, server, g.id, disk, started, ctx.log);
+      return null;
+    }
+    await forgetChecked(ctx, server, g.id, disk, ctx.log);
     // The recycled oldest generation is rewritten in place once a rotation retires it.
     const now = await viewOf(server);
     if (!liveIn(now, g.id)) return null;

@@ -38,6 +38,12 @@ export interface FsStoreOptions {
    * server's definition is written; without it the rule applies with no allowances.
    */
   definitionRules?: () => Promise<DefinitionRules>;
+  /**
+   * How long a generation's check stays good: a commit re-reads the generation its new slot
+   * starts from only when part of it was last checked longer ago (common/checked.ts; default a
+   * day, config `integrity.recheck`; 0 = every commit).
+   */
+  recheckAfterMs?: number;
 }
 
 export async function openFsStore(dir: string, options: FsStoreOptions = {}): Promise<FsStore> {

@@ -28,6 +28,8 @@ export interface LvmStoreOptions {
   directIo?: boolean;
   busyWaitMs?: number;
   definitionRules?: () => Promise<DefinitionRules>;
+  /** How long a generation's check stays good (common/checked.ts; default a day). */
+  recheckAfterMs?: number;
   /** The lvm program (tests); default `lvm`. */
   lvmCommand?: string;
 }

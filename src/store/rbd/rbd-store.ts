@@ -41,6 +41,8 @@ export interface RbdStoreOptions {
   log?: Logger;
   busyWaitMs?: number;
   definitionRules?: () => Promise<DefinitionRules>;
+  /** How long a generation's check stays good (common/checked.ts; default a day). */
+  recheckAfterMs?: number;
 }
 
 export const DEFAULT_OP_TIMEOUT_S = 30;

@@ -4,7 +4,9 @@
  * damaged chunk the deltas do not rewrite is repaired from a generation that holds it intact, and
  * one no generation holds intact refuses the commit and is marked to be sent again from the source
  * (the next checksum resync does), so no generation is ever committed with digests its bytes do
- * not match.
+ * not match. "Checked" means read whole unless the generation was read whole within the store's
+ * recheck window (default a day; docs/store-format.md): damage `haven verify` found is always read
+ * again, which is how these tests find it. recheck-window.test.ts tests the window itself.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -20,7 +22,7 @@ const DISK = WEB01_DISKS[0]!;
  * A chunk every generation holds with the same digest (no delta since the oldest wrote it) and
  * the next run `next` does not send: the new slot keeps it as it is.
  */
-async function keptChunk(sut: StoreUnderTest, sim: ServerSim, next: Prepared): Promise<number> {
+export async function keptChunk(sut: StoreUnderTest, sim: ServerSim, next: Prepared): Promise<number> {
   const n = Math.ceil(DISK.size / CHUNK_SIZE);
   const all = await Promise.all(
     sim.gens.map((g) => sut.store.readDigests(sim.server, g.id, DISK.name, 0, n)),
@@ -40,7 +42,7 @@ async function keptChunk(sut: StoreUnderTest, sim: ServerSim, next: Prepared): P
 }
 
 /** Sends and seals `p`; the commit is the caller's. */
-async function sealed(sut: StoreUnderTest, sim: ServerSim, p: Prepared) {
+export async function sealed(sut: StoreUnderTest, sim: ServerSim, p: Prepared) {
   const w = await sut.store.openDelta(p.meta);
   await w.seal((await sendExtents(w, sim.alg, p.content, p.disks, p.extents)).sent);
   return w;
@@ -75,6 +77,7 @@ export function bitrotContract(fresh: Fresh): void {
     const p = sim.prepare({ writes: 2, zeroRanges: 1 });
     const c = await keptChunk(sut, sim, p);
     for (const g of sim.gens) await sut.damageImage('Rot02', g.id, DISK.name, c * CHUNK_SIZE + 5);
+    assert.equal((await sut.store.verify('Rot02')).ok, false, 'the damage is there');
     const names = await sim.images();
     const w = await sealed(sut, sim, p);
     await assert.rejects(w.commit(), (e: unknown) => {
@@ -107,6 +110,7 @@ export function bitrotContract(fresh: Fresh): void {
     const p = sim.prepare({ writes: 2, zeroRanges: 1 });
     const c = await keptChunk(sut, sim, p);
     await sut.damageImage('Rot03', sim.gens[0]!.id, DISK.name, c * CHUNK_SIZE + 9);
+    assert.equal((await sut.store.verify('Rot03')).ok, false, 'the damage is there');
     const w = await sealed(sut, sim, p);
     await assert.rejects(
       w.commit(),

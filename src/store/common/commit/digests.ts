@@ -14,6 +14,7 @@ import { copyFile, open, rename, stat } from 'node:fs/promises';
 import { digest } from '../../../core/digest.ts';
 import { exec } from '../../../core/exec.ts';
 import { CHUNK_SIZE, type DiskSpec, type Generation } from '../../types.ts';
+import { recordChecked } from '../checked.ts';
 import type { StoreContext } from '../context.ts';
 import { readIndexEntries, stagedFiles } from '../deltas.ts';
 import { ensureDir, exists, fsyncDir, io, removeIfExists, tmpName } from '../files.ts';
@@ -37,6 +38,9 @@ export async function writeGenerationDigests(
     );
     await overlayBaseDigests(ctx, journal, delta, base);
   }
+  // A journal from before the record existed says nothing: the next commit checks.
+  for (const [disk, at] of Object.entries(journal.checked ?? {}))
+    await recordChecked(ctx, server, journal.generationId, disk, Date.parse(at), ctx.log);
   await fsyncDir(dir);
   if (delta.kind === 'direct') await fsyncDir(delta.dataDir);
   for (const d of delta.meta.disks)

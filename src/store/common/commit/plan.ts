@@ -15,7 +15,7 @@ import { writeJournal } from '../metadata.ts';
 import type { DeltaRecord, Journal, ManifestFile } from '../records.ts';
 import { settleResendMarks } from '../resend.ts';
 import { planRotation, type RotationPlan, type Seq } from '../rotation-plan.ts';
-import { checkSlotSource } from './slot-check.ts';
+import { type CheckedTimes, checkSlotSource } from './slot-check.ts';
 
 /** What the store holds that the plan depends on. */
 interface Holdings {
@@ -58,13 +58,13 @@ export async function planCommit(
     producerAvailable: (id) => holdings.recycledComplete && producerUsable(holdings, id),
   });
   await refuseMissingImages(ctx, delta, holdings, plan, log);
-  await checkSlotSource(ctx, delta, generations, plan, log);
+  const checked = await checkSlotSource(ctx, delta, generations, plan, log);
   const apply =
     generations.length === 0
       ? []
       : [...plan.applyProducersOf.map((id) => producerOf(holdings, id).id), delta.id];
   await checkRoom(ctx, delta, holdings, plan, records, apply);
-  const journal = newJournal(delta, plan, apply, newestId);
+  const journal = newJournal(delta, plan, apply, newestId, checked);
   await writeJournal(ctx, journal);
   crashPoint('after-journal');
   // The journal makes this commit certain (roll-forward completes it): what it resent is done.
@@ -200,6 +200,7 @@ function newJournal(
   plan: RotationPlan,
   apply: string[],
   baseGenerationId: string | null,
+  checked: CheckedTimes,
 ): Journal {
   return {
     format: 'haven-journal',
@@ -225,5 +226,6 @@ function newJournal(
     slotReady: false,
     appliedDeltas: 0,
     digestsDone: false,
+    checked,
   };
 }

@@ -10,9 +10,13 @@
  * refuses the commit (STORE_RESEND_NEEDED) and is marked to be sent again from the source
  * (resend.ts): the damage is never copied into a new generation, and the next attempt repairs it.
  *
- * Cost: one read of the slot's source images per commit, in 4 MiB blocks (bounded memory), except
- * ranges stored as zero chunks (never written, or sent as zero ranges: holes of the image), so a
- * disk declared huge and barely written costs what it holds, not its size (issue 13.2).
+ * Cost: one read of the slot's source images, in 4 MiB blocks (bounded memory), except ranges
+ * stored as zero chunks (never written, or sent as zero ranges: holes of the image), so a disk
+ * declared huge and barely written costs what it holds, not its size (issue 13.2). Not on every
+ * commit: a source checked whole within the store's recheck window (checked.ts, default a day) is
+ * not read again, so the cost of a commit follows its change (issue 19); damage younger than the
+ * window is found by the first check after it (a commit, `haven verify`, a scrub) and repaired
+ * then from another generation or the source, its digests never having changed.
  */
 import { open } from 'node:fs/promises';
 import { alignedBuffer } from '../../../core/aligned-memory.ts';
@@ -22,6 +26,7 @@ import type { Logger } from '../../../core/log.ts';
 import { storeError } from '../../errors.ts';
 import type { Generation } from '../../types.ts';
 import { CHUNK_SIZE } from '../../types.ts';
+import { checkedAt, forgetChecked, needsRecheck, recordChecked } from '../checked.ts';
 import type { StoreContext } from '../context.ts';
 import { deleteDelta, stagedFiles } from '../deltas.ts';
 import { io } from '../files.ts';
@@ -41,20 +46,32 @@ interface Donor {
   seq: number;
 }
 
-/** Checks (and repairs) the generation the planned slot starts from; throws when it cannot. */
+/** When each disk of the new generation was last known to match its digests (ISO times). */
+export type CheckedTimes = Record<string, string>;
+
+/**
+ * Checks (and repairs) the generation the planned slot starts from; throws when it cannot.
+ * A disk whose whole image was checked within the store's recheck window (checked.ts) is not read
+ * again, unless the delta is a checksum resync (`haven protect --resync` asks for a full pass).
+ * Returns when each disk of the new generation was last checked: its oldest chunk's check.
+ */
 export async function checkSlotSource(
   ctx: StoreContext,
   delta: DeltaRecord,
   generations: Generation[],
   plan: RotationPlan,
   log: Logger,
-): Promise<void> {
+): Promise<CheckedTimes> {
+  const now = Date.now();
+  const times: CheckedTimes = Object.fromEntries(
+    delta.meta.disks.map((d) => [d.name, new Date(now).toISOString()]),
+  );
   const slot = plan.slot;
-  if (slot.kind === 'fresh') return;
+  if (slot.kind === 'fresh') return times;
   const sourceId = slot.kind === 'recycle' ? slot.generationId : slot.fromGenerationId;
   const index = generations.findIndex((g) => g.id === sourceId);
   const source = generations[index];
-  if (!source) return;
+  if (!source) return times;
   // Before the renames, generation i is at `_i+1`.
   const donors: Donor[] = generations
     .map((g, i) => ({ generation: g, seq: i + 1 }))
@@ -62,21 +79,32 @@ export async function checkSlotSource(
   const unrepaired: string[] = [];
   for (const d of source.disks) {
     if (!delta.meta.disks.some((x) => x.name === d.name)) continue;
-    const left = await checkDisk(
-      ctx,
-      delta,
-      { generation: source, seq: index + 1 },
-      d.name,
-      donors,
-      slot.kind,
-      log,
-    );
-    if (!left.chunks.length) continue;
+    const at = await checkedAt(ctx, delta.server, source.id, d.name);
+    if (at !== null && delta.meta.mode !== 'resync' && !needsRecheck(ctx, at, now)) {
+      times[d.name] = new Date(at).toISOString();
+      log.info('the generation the new slot starts from was checked recently; not read again', {
+        server: delta.server,
+        generationId: source.id,
+        disk: d.name,
+        checkedAt: times[d.name],
+        recheckAfterS: ctx.recheckAfterMs / 1000,
+      });
+      continue;
+    }
+    const self = { generation: source, seq: index + 1 };
+    const left = await checkDisk(ctx, delta, self, d.name, donors, slot.kind, log);
+    if (!left.chunks.length) {
+      // A copied-from newest stays a generation: its check counts for the next commit too.
+      if (slot.kind === 'copy') await recordChecked(ctx, delta.server, source.id, d.name, now, log);
+      continue;
+    }
+    await forgetChecked(ctx, delta.server, source.id, d.name, log);
     const shown = left.chunks.slice(0, 8).join(', ') + (left.chunks.length > 8 || left.more ? ', …' : '');
     unrepaired.push(`${imageName(delta.server, d.name, index + 1)} chunks ${shown}`);
     await addResendMarks(ctx, delta.server, d.name, left.chunks, d.size, left.more, log);
   }
   if (unrepaired.length) await refuseForResend(ctx, delta, source, unrepaired, log);
+  return times;
 }
 
 /**
