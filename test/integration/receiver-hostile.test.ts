@@ -60,16 +60,21 @@ export async function hostileReceiver(
   const store = join(dir, 'store');
   const conn = await openTarget(store, {});
   const sender = await StreamSender.connect(conn.stream, { compression: { algorithm: 'none', level: 0 } });
-  return {
-    dir,
-    store,
-    logs: join(dir, 'logs'),
-    sender,
-    close: async () => {
-      await sender.close();
-      await conn.close();
-    },
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      try {
+        await sender.close();
+      } finally {
+        await conn.close();
+      }
+    })();
+    return closing;
   };
+  // A test that fails before its own close must not leave the receiver running: its pipes would
+  // keep this process alive until the runner's per-file limit (seen after a full disk).
+  t.after(() => close().catch(() => {}));
+  return { dir, store, logs: join(dir, 'logs'), sender, close };
 }
 
 /** A first run of `server` (one small disk named `<server>_0`) with this source definition. */
