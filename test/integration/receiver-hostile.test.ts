@@ -358,6 +358,11 @@ describe('size bombs: a declared size costs the receiver what is sent, not what 
 
 // --- a sender that stops reading (issue 13, "Must show") ------------------------------------
 
+function withoutConfig(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { HAVEN_CONFIG: _, ...rest } = env;
+  return rest;
+}
+
 /** Peak resident memory of a running process so far (VmHWM), in bytes; 0 once it is gone. */
 async function peakRss(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
@@ -374,7 +379,8 @@ describe('a sender that stops reading', () => {
     const child = spawn(
       process.execPath,
       [HAVEN_BIN, 'receive', '--stdio', '--store', store, '--idle-timeout', '2s'],
-      { env: h.env, stdio: ['pipe', 'pipe', 'pipe'] },
+      // Without the test helpers' stand-in config path, which names a file that does not exist.
+      { env: withoutConfig(h.env), stdio: ['pipe', 'pipe', 'pipe'] },
     );
     t.after(() => {
       if (child.exitCode === null) child.kill('SIGKILL');

@@ -131,6 +131,12 @@ test('a good generation passes its drill, a damaged one fails with an alert; all
     `the damaged chunk ${chunk} is marked: ${JSON.stringify(marks)}`,
   );
   after.delete(resend);
+  // …and forgot when that disk was last checked, so the next commit building on it reads it
+  // whole (store/common/checked.ts).
+  const checked = [...damagedBefore.keys()].filter((f) => f.endsWith(`${disk.storeName}.checked`));
+  assert.equal(checked.length, 1, 'the generation had a check record');
+  assert.equal(after.has(checked[0]!), false, 'the damaged disk lost its check record');
+  damagedBefore.delete(checked[0]!);
   assert.deepEqual(after, damagedBefore, 'a failed drill changed the store beyond its manifest');
 
   // The manifest records all three, in order.

@@ -156,7 +156,6 @@ async function checkDisk(
   const seq = opened.seq;
   try {
     const found = await structure(ctx, server, g.id, disk, size, image, sums);
-    if (found) await forgetChecked(ctx, server, g.id, disk, ctx.log);
     if (found || options.readImages === false || !image || !sums) {
       finish();
       return found;
