@@ -290,11 +290,12 @@ export default function register(program: Command, context: () => CliContext): v
         ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
         : {}),
     };
+    const config = await ctx.config();
     // --staging auto: the largest cache drive of this host (docs/design.md §4.6), mounted if need be.
     const cache =
       flags.staging === 'auto'
         ? await targetStaging({
-            signature: (await ctx.config()).cache.signature,
+            signature: config.cache.signature,
             runDir: ctx.paths.runDir,
             log,
           })
@@ -309,9 +310,9 @@ export default function register(program: Command, context: () => CliContext): v
         directIo: flags.directIo,
         reflinks: flags.reflink,
         ...(stagingDir ? { stagingDir } : {}),
-        // This DR host's own settings, read when a new server's definition is written.
-        definitionRules: async () => (await ctx.config()).definitions,
-        recheckAfterMs: (await ctx.config()).integrity.recheckMs,
+        // This DR host's own settings.
+        definitionRules: async () => config.definitions,
+        recheckAfterMs: config.integrity.recheckMs,
       });
       const capacity = () => (store.kind === 'fs' ? fsCapacity(store.location) : store.capacity());
       const withCapacity = { ...receiverOptions, capacity };

@@ -163,15 +163,15 @@ async function checkDisk(
     const started = Date.now();
     const bad = await compareImage(ctx, image, sums, size, options, progress, report);
     finish();
-    // What a commit's slot check would have read: it need not read it again within the window.
-    if (!bad.count) {
-      if (liveIn(await viewOf(server), g.id)) await recordChecked(ctx, server, g.id, disk, started, ctx.log);
-      return null;
-    }
-    await forgetChecked(ctx, server, g.id, disk, ctx.log);
     // The recycled oldest generation is rewritten in place once a rotation retires it.
     const now = await viewOf(server);
     if (!liveIn(now, g.id)) return null;
+    // What a commit's slot check would have read: it need not read it again within the window.
+    if (!bad.count) {
+      await recordChecked(ctx, server, g.id, disk, started, ctx.log);
+      return null;
+    }
+    await forgetChecked(ctx, server, g.id, disk, ctx.log);
     // Damage in the newest generation: the next run sends those chunks again from the source. An
     // older one is repaired from another generation when a rotation builds on it (slot-check.ts).
     if (now.manifest?.generations[0]?.id === g.id) {
