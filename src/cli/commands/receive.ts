@@ -266,66 +266,67 @@ export default function register(program: Command, context: () => CliContext): v
     )
     .option('--dry-run', '(a sender’s dry run) answer questions only: create, record and change nothing');
   receiveExamples(command);
-  command.action(async (flags: ReceiveFlags) => {
-    checkFlags(flags);
-    checkStorePath(flags.store);
-    const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
-    const checkpointEveryBytes = parseSize(flags.checkpointEvery);
-    const checkpointEveryMs = parseDuration(flags.checkpointInterval);
-    const idleTimeoutMs = parseDuration(flags.idleTimeout);
-    const quota = parseQuota(flags);
-    const ctx = context();
-    const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
-    const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
-    const receiverOptions: ReceiverOptions = {
+  command.action((flags: ReceiveFlags) => runReceive(flags, context()));
+}
+
+async function runReceive(flags: ReceiveFlags, ctx: CliContext): Promise<void> {
+  checkFlags(flags);
+  checkStorePath(flags.store);
+  const listen = flags.listen ? { ...parseListen(flags.listen), ...listenLimits(flags) } : undefined;
+  const checkpointEveryBytes = parseSize(flags.checkpointEvery);
+  const checkpointEveryMs = parseDuration(flags.checkpointInterval);
+  const idleTimeoutMs = parseDuration(flags.idleTimeout);
+  const quota = parseQuota(flags);
+  const log = flags.dryRun ? ctx.log : ctx.openRunLog('receive');
+  const token = flags.tokenFile ? await readToken(flags.tokenFile, log) : undefined;
+  const receiverOptions: ReceiverOptions = {
+    log,
+    checkpointEveryBytes,
+    checkpointEveryMs,
+    idleTimeoutMs,
+    ...(quota ? { quota } : {}),
+    ...(flags.dryRun ? { readOnly: true } : {}),
+    // Crash tests only: die between committing a generation and saying so (the window where
+    // a sender must find out from the store itself that its copy is done).
+    ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
+      ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
+      : {}),
+  };
+  const config = await ctx.config();
+  // --staging auto: the largest cache drive of this host (docs/design.md §4.6), mounted if need be.
+  const cache =
+    flags.staging === 'auto'
+      ? await targetStaging({
+          signature: config.cache.signature,
+          runDir: ctx.paths.runDir,
+          log,
+        })
+      : undefined;
+  const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
+  try {
+    const store = await openStore(flags.store, {
+      create: !flags.dryRun,
+      ...(flags.lvm !== undefined ? { volumeGroups: flags.lvm } : {}),
+      ...(flags.rbd !== undefined ? { rbd: flags.rbd } : {}),
       log,
-      checkpointEveryBytes,
-      checkpointEveryMs,
-      idleTimeoutMs,
-      ...(quota ? { quota } : {}),
-      ...(flags.dryRun ? { readOnly: true } : {}),
-      // Crash tests only: die between committing a generation and saying so (the window where
-      // a sender must find out from the store itself that its copy is done).
-      ...(process.env.HAVEN_TEST_FAULT === 'receiver-after-commit'
-        ? { afterCommit: () => process.kill(process.pid, 'SIGKILL') }
-        : {}),
-    };
-    const config = await ctx.config();
-    // --staging auto: the largest cache drive of this host (docs/design.md §4.6), mounted if need be.
-    const cache =
-      flags.staging === 'auto'
-        ? await targetStaging({
-            signature: config.cache.signature,
-            runDir: ctx.paths.runDir,
-            log,
-          })
-        : undefined;
-    const stagingDir = flags.staging === 'auto' ? cache?.path : flags.staging;
+      directIo: flags.directIo,
+      reflinks: flags.reflink,
+      ...(stagingDir ? { stagingDir } : {}),
+      // This DR host's own settings.
+      definitionRules: async () => config.definitions,
+      recheckAfterMs: config.integrity.recheckMs,
+    });
+    const capacity = () => (store.kind === 'fs' ? fsCapacity(store.location) : store.capacity());
+    const withCapacity = { ...receiverOptions, capacity };
     try {
-      const store = await openStore(flags.store, {
-        create: !flags.dryRun,
-        ...(flags.lvm !== undefined ? { volumeGroups: flags.lvm } : {}),
-        ...(flags.rbd !== undefined ? { rbd: flags.rbd } : {}),
-        log,
-        directIo: flags.directIo,
-        reflinks: flags.reflink,
-        ...(stagingDir ? { stagingDir } : {}),
-        // This DR host's own settings.
-        definitionRules: async () => config.definitions,
-        recheckAfterMs: config.integrity.recheckMs,
-      });
-      const capacity = () => (store.kind === 'fs' ? fsCapacity(store.location) : store.capacity());
-      const withCapacity = { ...receiverOptions, capacity };
-      try {
-        if (listen) await serveListener(flags, listen, token, store, withCapacity, log);
-        else await serveStdio(store, withCapacity, log);
-      } finally {
-        await store.close();
-      }
+      if (listen) await serveListener(flags, listen, token, store, withCapacity, log);
+      else await serveStdio(store, withCapacity, log);
     } finally {
-      await cache?.release();
+      await store.close();
     }
-  });
+  } finally {
+    await cache?.release();
+  }
 }
 
 async function serveStdio(store: AnyStore, o: ReceiverOptions, log: Logger): Promise<void> {
