@@ -167,6 +167,13 @@ export const STORE_CODES = {
     action:
       'Mount the cache drive that holds it; the next replication (or `haven verify --store PATH` on the target) completes the commit.',
   },
+  STORE_DELTA_DAMAGED: {
+    kind: 'integrity',
+    meaning:
+      'A staged delta a rotation replays no longer matches the digests taken when it arrived (bit rot where deltas are staged).',
+    action:
+      'Check the medium that holds the staged deltas. Nothing to repair: the rotation copies the newest generation instead and drops the damaged delta.',
+  },
   STORE_CANNOT_PUNCH: {
     kind: 'unavailable',
     meaning: 'Neither xfs_io nor fallocate is installed to punch holes for zero ranges.',

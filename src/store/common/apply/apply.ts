@@ -11,9 +11,10 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
+import type { DigestAlgorithm } from '../../../core/digest.ts';
 import type { Logger } from '../../../core/log.ts';
 import { crashPoint } from '../../crash.ts';
-import { invalidFile } from '../../errors.ts';
+import { invalidFile, storeError } from '../../errors.ts';
 import type { StoreContext } from '../context.ts';
 import type { IndexEntry } from '../delta-log.ts';
 import { readIndexEntries, stagedFiles } from '../deltas.ts';
@@ -23,6 +24,7 @@ import { addRange, type ByteRange } from '../holes.ts';
 import type { WritableImage } from '../images.ts';
 import type { RangeSet } from '../range-set.ts';
 import type { DeltaRecord } from '../records.ts';
+import { damagedChunks } from './staged-check.ts';
 import { WindowWriter } from './window-writer.ts';
 
 const PUNCH_BATCH = 256;
@@ -44,6 +46,11 @@ export interface ApplyOptions {
   overwritten?: Map<string, RangeSet>;
   /** Per disk name: filled with every range this delta's entries cover. */
   record?: Map<string, RangeSet>;
+  /**
+   * Per disk name: filled with the chunks whose staged bytes do not match their digests, which
+   * are written all the same. Without it such a chunk stops the apply with STORE_DELTA_DAMAGED.
+   */
+  damaged?: Map<string, number[]>;
 }
 
 /**
@@ -83,6 +90,7 @@ export async function applyDelta(
     const writer = new WindowWriter(dataIn, files.data, delta.dataLength);
     try {
       await applyEntries(
+        ctx.descriptor.digest,
         delta,
         readIndexEntries(index, delta.indexLength, files.index),
         targets,
@@ -105,6 +113,7 @@ export async function applyDelta(
 
 /** The index entries in order: data through `writer`, zero ranges as holes. */
 async function applyEntries(
+  alg: DigestAlgorithm,
   delta: DeltaRecord,
   entries: AsyncIterable<IndexEntry>,
   targets: Target[],
@@ -125,6 +134,10 @@ async function applyEntries(
     options.record?.get(t.name)?.add(e.offset, e.length);
     const later = options.overwritten?.get(t.name);
     const pieces = later ? later.gaps(e.offset, e.length) : [{ offset: e.offset, length: e.length }];
+    const check = (offset: number, bytes: Buffer) => {
+      const bad = damagedChunks(alg, e, offset, bytes);
+      if (bad.length) onDamage(delta, t.name, bad, options);
+    };
     for (const p of pieces) {
       if (e.kind === 'data') {
         if (t.punches.length && t.punchEnd > p.offset) {
@@ -132,7 +145,7 @@ async function applyEntries(
           await writer.settle();
           await flushPunches(t, options.log);
         }
-        await writer.write(t.image, p.offset, e.dataPos + (p.offset - e.offset), p.length);
+        await writer.write(t.image, p.offset, e.dataPos + (p.offset - e.offset), p.length, check);
       } else {
         addRange(t.punches, p.offset, p.length);
         t.punchEnd = Math.max(t.punchEnd, p.offset + p.length);
@@ -149,6 +162,24 @@ async function applyEntries(
     first = false;
   }
   await writer.settle();
+}
+
+/** Damaged staged bytes: collected where the caller asked, otherwise the end of this apply. */
+function onDamage(delta: DeltaRecord, disk: string, chunks: number[], options: ApplyOptions): void {
+  const into = options.damaged;
+  if (into) {
+    into.set(disk, [...(into.get(disk) ?? []), ...chunks]);
+    return;
+  }
+  throw storeError(
+    'STORE_DELTA_DAMAGED',
+    'integrity',
+    `the staged data of delta ${delta.id} does not match its digests (disk ${disk}, chunks ${chunks.slice(0, 8).join(', ')}${chunks.length > 8 ? ', …' : ''})`,
+    {
+      hint: 'The medium that holds the staged deltas returned changed bytes; check it. The next replication copies the newest generation instead of replaying this delta.',
+      details: { server: delta.server, deltaId: delta.id, disk, chunks: chunks.slice(0, 64) },
+    },
+  );
 }
 
 async function flushPunches(t: Target, log: Logger): Promise<void> {

@@ -33,12 +33,16 @@ export function mergeable(deltas: DeltaRecord[]): boolean {
   return deltas.reduce((n, r) => n + r.indexLength / MIN_ENTRY_BYTES, 0) <= MERGE_MAX_ENTRIES;
 }
 
-/** Applies `deltas` (oldest first, mergeable) in one pass, newest first. */
+/**
+ * Applies `deltas` (oldest first, mergeable) in one pass, newest first. `newestDamaged` collects
+ * the newest delta's damaged chunks (apply.ts `damaged`); an older one's stop the pass.
+ */
 export async function applyMerged(
   ctx: StoreContext,
   deltas: DeltaRecord[],
   knownDisks: Set<string>,
   log: Logger,
+  newestDamaged?: Map<string, number[]>,
 ): Promise<void> {
   const names = deltas[0]?.meta.disks.map((d) => d.name) ?? [];
   const rangeSets = () => new Map(names.map((n) => [n, new RangeSet()]));
@@ -53,6 +57,7 @@ export async function applyMerged(
       log,
       overwritten: writtenLater,
       record: written,
+      ...(i === deltas.length - 1 && newestDamaged ? { damaged: newestDamaged } : {}),
     });
     for (const [name, ranges] of written) writtenLater.get(name)?.addAll(ranges);
   }

@@ -45,13 +45,24 @@ export class WindowWriter {
     private readonly dataLength: number,
   ) {}
 
-  /** Writes data-file bytes [dataPos, +length) at `offset` of `image` (maybe later; see settle()). */
-  async write(image: WritableImage, offset: number, dataPos: number, length: number): Promise<void> {
+  /**
+   * Writes data-file bytes [dataPos, +length) at `offset` of `image` (maybe later; see settle()).
+   * `check` sees the bytes first, with the image offset they go to (in pieces of at most a
+   * window, each starting where a chunk does); it throws to stop the write.
+   */
+  async write(
+    image: WritableImage,
+    offset: number,
+    dataPos: number,
+    length: number,
+    check?: (offset: number, bytes: Buffer) => void,
+  ): Promise<void> {
     if (length > DATA_WINDOW) {
       await this.settle();
       for (let done = 0; done < length; ) {
         const n = Math.min(DATA_WINDOW, length - done);
         const window = await this.fill(dataPos + done, n);
+        check?.(offset + done, window.subarray(0, n));
         await io(image.path, () => image.out.write(window.subarray(0, n), offset + done));
         done += n;
       }
@@ -67,6 +78,7 @@ export class WindowWriter {
     if (this.inflight.some((w) => w.image === image && w.start < end && offset < w.end)) await this.settle();
     const at = dataPos - this.windowStart;
     const view = this.windows[this.current].subarray(at, at + length);
+    check?.(offset, view);
     const done = io(image.path, () => image.out.write(view, offset));
     done.catch((e: unknown) => {
       this.failure ??= e;

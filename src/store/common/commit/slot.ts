@@ -5,15 +5,17 @@
  * counter advances after each). When a delta the recycled generation missed has vanished since
  * planning (a cache drive removed), the slot starts over as a copy of the newest generation.
  */
+import { HavenError } from '../../../core/errors.ts';
 import type { Logger } from '../../../core/log.ts';
 import { crashPoint } from '../../crash.ts';
 import { storeError } from '../../errors.ts';
 import { applyDelta } from '../apply/apply.ts';
 import { applyMerged, mergeable } from '../apply/merged.ts';
 import type { StoreContext } from '../context.ts';
-import { deltaDataPresent, readDeltaRecord } from '../deltas.ts';
+import { deleteDelta, deltaDataPresent, readDeltaRecord } from '../deltas.ts';
 import { readManifest, writeJournal } from '../metadata.ts';
 import type { DeltaRecord, Journal } from '../records.ts';
+import { addResendMarks } from '../resend.ts';
 
 /** Brings the slot up to date with the deltas the journal lists; `delta` is the new one. */
 export async function bringSlotUpToDate(
@@ -26,12 +28,33 @@ export async function bringSlotUpToDate(
     const deltas = await deltasToApply(ctx, journal, delta);
     if (deltas.length === journal.apply.length) {
       await fillSlot(ctx, journal, delta, log);
-      await applyInOrder(ctx, journal, deltas, log);
+      try {
+        await applyInOrder(ctx, journal, deltas, log);
+      } catch (e) {
+        const damaged = damagedKeptDelta(e, deltas, delta);
+        if (!damaged) throw e;
+        // Its bytes must not reach the new generation, and no later rotation can use it: the
+        // loop finds it gone and copies the newest generation instead.
+        log.warn('a kept delta no longer matches its digests; dropped, the slot is copied instead', {
+          server: journal.server,
+          deltaId: damaged.id,
+          err: e,
+        });
+        await deleteDelta(ctx, damaged, log);
+        continue;
+      }
       crashPoint('after-apply');
       return;
     }
     await startOverAsCopy(ctx, journal, delta, log);
   }
+}
+
+/** The older delta `e` (STORE_DELTA_DAMAGED) names, if it is one of `deltas` and not the new one. */
+function damagedKeptDelta(e: unknown, deltas: DeltaRecord[], delta: DeltaRecord): DeltaRecord | undefined {
+  if (!(e instanceof HavenError) || e.code !== 'STORE_DELTA_DAMAGED') return undefined;
+  const id = e.details?.deltaId;
+  return id === delta.id ? undefined : deltas.find((r) => r.id === id);
 }
 
 /** The journal's deltas that are still readable, up to the first that is not. */
@@ -85,15 +108,51 @@ async function applyInOrder(
     ...deltas.flatMap((r) => r.meta.disks.map((d) => d.name)),
   ]);
   if (journal.appliedDeltas === 0 && mergeable(deltas)) {
-    await applyMerged(ctx, deltas, knownDisks, log);
+    const damaged = new Map<string, number[]>();
+    await applyMerged(ctx, deltas, knownDisks, log, damaged);
+    await markNewDeltaDamage(ctx, journal, deltas, damaged, log);
     journal.appliedDeltas = deltas.length;
     await writeJournal(ctx, journal);
   }
   for (const [i, delta] of deltas.entries()) {
     if (i < journal.appliedDeltas) continue;
-    await applyDelta(ctx, delta, knownDisks, { crashMidway: i === deltas.length - 1, log });
+    const last = i === deltas.length - 1;
+    const damaged = new Map<string, number[]>();
+    await applyDelta(ctx, delta, knownDisks, { crashMidway: last, log, ...(last ? { damaged } : {}) });
+    await markNewDeltaDamage(ctx, journal, deltas, damaged, log);
     journal.appliedDeltas = i + 1;
     await writeJournal(ctx, journal);
+  }
+}
+
+/**
+ * The new delta's own staged bytes no longer match the digests they arrived with (damage at rest
+ * between receiving and committing, as for a delta resumed days later). The commit cannot be
+ * undone at this point, and only the source holds those bytes: they are marked to be sent again
+ * (resend.json), and the new generation gets no check time for those disks, so its digests (the
+ * source's) and its bytes disagree exactly where the marks say — the state `haven verify` leaves
+ * after finding damage in a newest generation. The next run's checksum resync repairs it. The
+ * caller writes the journal after this: a crash before that applies the delta and marks again.
+ */
+async function markNewDeltaDamage(
+  ctx: StoreContext,
+  journal: Journal,
+  deltas: DeltaRecord[],
+  damaged: Map<string, number[]>,
+  log: Logger,
+): Promise<void> {
+  const delta = deltas[deltas.length - 1];
+  if (!delta || !damaged.size) return;
+  for (const [disk, chunks] of damaged) {
+    const size = delta.meta.disks.find((d) => d.name === disk)?.size ?? 0;
+    log.warn("the new delta's staged data no longer matches its digests; marked to be sent again", {
+      server: journal.server,
+      deltaId: delta.id,
+      disk,
+      chunks: chunks.length,
+    });
+    await addResendMarks(ctx, journal.server, disk, chunks, size, false, log);
+    if (journal.checked) delete journal.checked[disk];
   }
 }
 
