@@ -166,20 +166,8 @@ async function main(): Promise<void> {
       }),
     ]);
     say(`DR guest ${dr.name} at ${dr.address}; source guest ${bg.guest.name} (${args['disk-size']})`);
-    const result = await measure(dr, bg, work);
-    load.push(loadavg());
-    const stats = statsOf(result.reps);
-    publishReps({
-      bench: 'replicate-lvm',
-      json: args.json === true,
-      config,
-      load,
-      reps: result.reps,
-      stats,
-      space: result.space,
-      report: () => report(result.reps, stats, result.space, load),
-      say,
-    });
+    const output = { json: args.json === true, config, load, say };
+    publishReps('replicate-lvm', output, await measure(dr, bg, work), statsOf, report);
   } finally {
     await cleanup();
     offInterrupt();

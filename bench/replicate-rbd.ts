@@ -130,20 +130,8 @@ async function main(): Promise<void> {
       `cluster ${cluster.dir} (${cluster.reused ? 'reused' : 'started'}), pool ${pool}; ` +
         `source guest ${bg.guest.name} (${args['disk-size']})`,
     );
-    const result = await measure(stores, bg);
-    load.push(loadavg());
-    const stats = statsOf(result.reps);
-    publishReps({
-      bench: 'replicate-rbd',
-      json: args.json === true,
-      config,
-      load,
-      reps: result.reps,
-      stats,
-      space: result.space,
-      report: () => report(result.reps, stats, result.space, load),
-      say,
-    });
+    const output = { json: args.json === true, config, load, say };
+    publishReps('replicate-rbd', output, await measure(stores, bg), statsOf, report);
   } finally {
     await cleanup();
     offInterrupt();

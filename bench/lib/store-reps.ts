@@ -8,6 +8,7 @@
  * min(runs, copies) generations.
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Table from 'cli-table3';
@@ -296,25 +297,28 @@ export function repOptions(o: { traceLvm?: boolean } = {}) {
  * The end of a comparison: with --json one object on stdout, then the report on stderr; exit code
  * 1 (and a warning) when any copy differed from its source.
  */
-export function publishReps<K extends string>(o: {
-  bench: string;
-  json: boolean;
-  config: object;
-  load: number[][];
-  reps: Rep<K>[];
-  stats: unknown;
-  space: unknown;
-  report(): void;
-  say(line: string): void;
-}): void {
-  const ok = o.reps.every((r) => Object.values(r.checks).every(Boolean));
+/**
+ * The end of a store bench: the load average after the run, the stats of its reps, the JSON line
+ * (`--json`), the bench's own table, and a failed exit when any copy differed from its source.
+ */
+export function publishReps<K extends string, S, P>(
+  bench: string,
+  o: { json: boolean; config: object; load: number[][]; say(line: string): void },
+  result: { reps: Rep<K>[]; space: P },
+  statsOf: (reps: Rep<K>[]) => S,
+  report: (reps: Rep<K>[], stats: S, space: P, load: number[][]) => void,
+): void {
+  o.load.push(loadavg());
+  const { reps, space } = result;
+  const stats = statsOf(reps);
+  const ok = reps.every((r) => Object.values(r.checks).every(Boolean));
   if (o.json) {
-    const { bench, config, load: loadAverage, reps, stats, space } = o;
+    const { config, load: loadAverage } = o;
     process.stdout.write(
       `${JSON.stringify({ bench, config, loadAverage, reps, stats, space, checksOk: ok })}\n`,
     );
   }
-  o.report();
+  report(reps, stats, space, o.load);
   if (!ok) {
     process.exitCode = 1;
     o.say('A COPY DIFFERED FROM ITS SOURCE: the figures above are not valid.');
