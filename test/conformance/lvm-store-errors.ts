@@ -1,9 +1,11 @@
 /**
  * What only the LVM store has (docs/store-lvm.md "Errors", issue 17 item 4), beside the
  * conformance suite: a missing group, an LV of an image's name that is not Haven's, a group that
- * fills up between runs, groups that differ from the store's, and the definition's block disks.
- * Like lvm-store-suite.ts it runs inside the Debian test guest (test/integration/store-lvm.test.ts)
- * with HAVEN_TEST_LVM naming one thick volume group it may fill.
+ * fills up between runs, a thin pool that fills during one, groups that differ from the store's,
+ * and the definition's block disks.
+ * Like lvm-store-suite.ts it runs inside the Debian test guest (test/long/store-lvm.test.ts)
+ * with HAVEN_TEST_LVM naming one thick volume group it may fill, and HAVEN_TEST_LVM_THIN_VG one
+ * with room for the small thin pools its thin-pool tests create and fill.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -15,11 +17,14 @@ import { openLvmStore } from '../../src/store/lvm/index.ts';
 import { openStore } from '../../src/store/open.ts';
 import { code, disksFor, ServerSim } from './harness.ts';
 import { lvmStoreUnderTest } from './lvm-sut.ts';
-import { sendExtents } from './model.ts';
+import { sendExtents, withStaged } from './model.ts';
 
 const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 const vg = process.env.HAVEN_TEST_LVM ?? '';
 if (!/^[A-Za-z0-9_.+-]+$/.test(vg)) throw new Error('HAVEN_TEST_LVM names one thick volume group');
+/** A group with room for small thin pools of the tests' own (beside the suite's pool). */
+const thinVg = process.env.HAVEN_TEST_LVM_THIN_VG ?? '';
+if (!/^[A-Za-z0-9_.+-]+$/.test(thinVg)) throw new Error('HAVEN_TEST_LVM_THIN_VG names a volume group');
 
 async function scratchDir(): Promise<string> {
   await mkdir(root, { recursive: true });
@@ -116,3 +121,88 @@ test('the definition names the newest generation as block disks through the volu
   }
   assert.doesNotMatch(xml, /installer\.iso/, 'the optical drive is ejected');
 });
+
+/** Bytes a thin pool can still map. */
+async function poolFreeBytes(pool: string): Promise<number> {
+  const out = await lvm(
+    'lvs',
+    '--noheadings',
+    '--units',
+    'b',
+    '--nosuffix',
+    '-o',
+    'lv_size,data_percent',
+    pool,
+  );
+  const [size, pct] = out.trim().split(/\s+/).map(Number);
+  return Math.floor(((size ?? 0) * (100 - (pct ?? 0))) / 100);
+}
+
+for (const [label, whenFull, directIo] of [
+  ['past the page cache (ENOSPC), from a pool that holds writes for 60 s first (LVM’s default)', 'n', true],
+  ['through the page cache (EIO at fsync), from a pool that errors when full', 'y', false],
+] as const) {
+  test(`a thin pool that fills during a run, ${label}: NO_SPACE naming the pool, another server intact, the run resumes once there is room`, async (t) => {
+    const pool = `pool_full_${directIo ? 'direct' : 'cached'}`;
+    const filler = 'haven_test_filler';
+    let sut: ReturnType<typeof lvmStoreUnderTest> | undefined;
+    t.after(async () => {
+      await sut?.cleanup();
+      await exec('lvm', ['lvremove', '-y', '-q', '-f', `${thinVg}/${filler}`], { okCodes: [0, 5] });
+      await exec('lvm', ['lvremove', '-y', '-q', '-f', `${thinVg}/${pool}`], { okCodes: [0, 5] });
+    });
+    await lvm('lvcreate', '-y', '-q', '--type', 'thin-pool', '-L', '8m', '-n', pool, thinVg);
+    // A new pool queues when full (LVM's default); lvchange refuses to set what is set.
+    if (whenFull === 'y') await lvm('lvchange', '-q', '--errorwhenfull', 'y', `${thinVg}/${pool}`);
+    const dir = await scratchDir();
+    sut = lvmStoreUnderTest(
+      await openLvmStore(dir, { create: true, volumeGroups: `${thinVg}/${pool}`, directIo }),
+      dir,
+    );
+    const other = ServerSim.on(sut, { server: 'Db01', disks: disksFor('Db01'), copies: 2, seed: 174 });
+    await other.runDelta();
+    // Another tenant of the pool takes all but 512 KiB; the run below needs about 1.5 MiB.
+    await lvm('lvcreate', '-y', '-q', '-W', 'n', '-V', '16m', '--thin', '-n', filler, `${thinVg}/${pool}`);
+    const take = Math.floor(((await poolFreeBytes(`${thinVg}/${pool}`)) - (512 << 10)) / (64 << 10));
+    await exec('dd', [
+      'if=/dev/urandom',
+      `of=/dev/${thinVg}/${filler}`,
+      'bs=64k',
+      `count=${take}`,
+      'oflag=direct',
+    ]);
+
+    const sim = ServerSim.on(sut, { server: 'Web01', disks: disksFor('Web01'), copies: 2, seed: 175 });
+    const p = sim.prepare();
+    const w1 = await sut.store.openDelta(p.meta);
+    const failed = (async () => {
+      const r = await sendExtents(w1, sim.alg, p.content, p.disks, p.extents, { checkpointEvery: 2 });
+      await w1.seal(r.sent);
+    })();
+    await assert.rejects(failed, (e: unknown) => {
+      code('NO_SPACE')(e);
+      assert.match(
+        String((e as Error).message),
+        new RegExp(`thin pool ${thinVg}/${pool} is full \\(data\\)`),
+      );
+      return true;
+    });
+    await w1.close();
+    assert.equal(await sut.store.manifest('Web01'), null, 'no generation of the failed first run');
+    await other.check('the other server after its pool filled');
+
+    // Room again: the run continues from its last checkpoint, without sending that part again.
+    await lvm('lvremove', '-y', '-q', '-f', `${thinVg}/${filler}`);
+    const w2 = await sut.store.openDelta(p.meta);
+    assert.ok(w2.resumed, 'the failed run is continued');
+    const rest = await sendExtents(w2, sim.alg, p.content, p.disks, p.extents, {
+      from: w2.resumed.watermarks,
+    });
+    await w2.seal(withStaged(rest.sent, w2.resumed.staged));
+    sim.adopt(await w2.commit(), p);
+    await sim.check('the resumed run');
+    await sim.runDelta({ writes: 4, zeroRanges: 1 });
+    await sim.check('the next run');
+    await other.check('the other server at the end');
+  });
+}

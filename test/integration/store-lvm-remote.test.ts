@@ -7,7 +7,8 @@
  * named exactly as the seed's, that every generation equals an independent model of the guest's
  * disks at its run (hashed inside the DR guest, 4 MiB at a time), that incremental runs send only
  * what changed, and that the definition is written once, its disks the LVs, its cdrom ejected.
- * Then `haven verify` and `haven images` run at the DR site.
+ * Then `haven verify`, `haven images` and `haven restore` (of an older generation, to files) run
+ * at the DR site.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -142,6 +143,28 @@ test('copies 3 into LVM at a second machine over ssh://: thin pool, then plain L
       for (const line of lvs.split('\n').filter((l) => l.includes(guest.name))) {
         assert.match(line, kind === 'thin' ? /\bthin\b/ : /\blinear\b/, line);
       }
+
+      // Restore at the DR site reads the LVs back (digests checked on the way): the files are the
+      // generation's bytes, which the rounds above compared with the guest's disks.
+      const to = `/var/tmp/haven-restore-${kind}`;
+      const restored = JSON.parse(
+        (
+          await dr.ssh(
+            `haven restore ${guest.name} --store ${store} --to ${to} --generation 2 --no-define --json`,
+          )
+        ).stdout,
+      ) as { disks: Array<{ disk: string; path: string; size: number }> };
+      assert.equal(restored.disks.length, 2, 'both disks, not the cdrom');
+      for (const d of restored.disks) {
+        const lv = `/dev/vg_dr/${guest.name}_${d.disk}_2`;
+        const sums = await dr.ssh(
+          `sha256sum < ${d.path} | cut -d' ' -f1; head -c ${d.size} ${lv} | sha256sum | cut -d' ' -f1; stat -c %s ${d.path}`,
+        );
+        const [file, volume, bytes] = sums.stdout.trim().split('\n');
+        assert.equal(Number(bytes), d.size, `${d.path}: the disk's size`);
+        assert.equal(file, volume, `${d.path} holds the bytes of ${lv}`);
+      }
+      await dr.ssh(`rm -rf ${to}`);
     });
   }
 });

@@ -106,8 +106,15 @@ test('the LVM store in a Debian guest: its errors, and the conformance suite on 
   }
 
   await t.test(
-    'refuses a missing group, a foreign LV and other groups, survives a full group, writes block-disk definitions',
-    (st) => runInGuest(st, 'errors', 'HAVEN_TEST_LVM=vg_thick', 'test/conformance/lvm-store-errors.ts', 5),
+    'refuses a missing group, a foreign LV and other groups, survives a full group and a full thin pool, writes block-disk definitions',
+    (st) =>
+      runInGuest(
+        st,
+        'errors',
+        'HAVEN_TEST_LVM=vg_thick HAVEN_TEST_LVM_THIN_VG=vg_thin',
+        'test/conformance/lvm-store-errors.ts',
+        7,
+      ),
   );
   for (const [groups, part] of SUITE_PARTS) {
     await t.test(`passes the store conformance suite's part ${part} on ${groups}`, (st) =>

@@ -11,7 +11,8 @@ import { CommandError, exec } from '../../core/exec.ts';
 import { storeError } from '../errors.ts';
 import { type GroupSpec, type LvInfo, missingGroup, parseLvs, parseVgs, type VgInfo } from './report.ts';
 
-const LV_FIELDS = 'lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent,chunk_size,discards';
+const LV_FIELDS =
+  'lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent,chunk_size,discards,metadata_percent,lv_when_full';
 const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix'];
 /** lvm warns on stderr about inherited descriptors; Node's children inherit none that matter. */
 const ENV = { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1' };

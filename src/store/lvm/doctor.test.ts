@@ -14,6 +14,8 @@ const lv = (over: Partial<LvInfo>): LvInfo => ({
   dataPercent: null,
   chunkSize: 0,
   discards: '',
+  metadataPercent: null,
+  whenFull: '',
   ...over,
 });
 
@@ -56,4 +58,26 @@ test('doctor: a thin pool with room passes, a full one warns, a missing pool or 
   assert.equal(gone?.status, 'fail');
   assert.equal(plain?.status, 'fail');
   assert.match(plain?.detail ?? '', /not a thin pool/);
+});
+
+test('doctor: a thin pool short of metadata space warns; what a full pool does with writes is said', () => {
+  const vgs = [{ name: 'vg', size: 1000 * MiB, free: 100 * MiB, extentSize: 4 * MiB }];
+  const pool = { attr: 'twi-aotz--', size: 800 * MiB, dataPercent: 25 };
+  const lvs = [
+    lv({ ...pool, name: 'pool0', metadataPercent: 95, whenFull: 'queue' }),
+    lv({ ...pool, name: 'pool1', metadataPercent: 12.5, whenFull: 'error' }),
+  ];
+  const [meta, erroring] = lvmChecks(
+    [
+      { vg: 'vg', pool: 'pool0' },
+      { vg: 'vg', pool: 'pool1' },
+    ],
+    vgs,
+    lvs,
+  );
+  assert.equal(meta?.status, 'warn');
+  assert.equal(meta?.fix, 'lvextend --poolmetadatasize +SIZE vg/pool0');
+  assert.match(meta?.detail ?? '', /metadata 95%.*when full it holds writes up to 60 s, then fails them$/);
+  assert.equal(erroring?.status, 'ok');
+  assert.match(erroring?.detail ?? '', /metadata 12.5%.*when full it fails writes at once$/);
 });

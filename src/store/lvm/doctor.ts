@@ -65,11 +65,20 @@ export function lvmChecks(
     }
     const free = poolFree(pool);
     const low = free < pool.size * LOW_FREE;
+    const metadataLow = (pool.metadataPercent ?? 0) >= (1 - LOW_FREE) * 100;
+    // lv_when_full: `error` fails a write at once; `queue` (LVM's default) holds it for
+    // dm_thin_pool's no_space_timeout first (thin-full.ts). Either way Haven reports NO_SPACE.
+    const whenFull =
+      pool.whenFull === 'error' ? 'fails writes at once' : 'holds writes up to 60 s, then fails them';
+    const fixes = [
+      ...(low ? [`lvextend -L +SIZE ${g.vg}/${g.pool}`] : []),
+      ...(metadataLow ? [`lvextend --poolmetadatasize +SIZE ${g.vg}/${g.pool}`] : []),
+    ];
     return {
       ...base,
-      status: low ? 'warn' : 'ok',
-      detail: `thin pool: ${mib(free)} free of ${mib(pool.size)} (data ${pool.dataPercent ?? 0}% used); the group has ${mib(vg.free)} more`,
-      ...(low ? { fix: `lvextend -L +SIZE ${g.vg}/${g.pool}` } : {}),
+      status: low || metadataLow ? 'warn' : 'ok',
+      detail: `thin pool: ${mib(free)} free of ${mib(pool.size)} (data ${pool.dataPercent ?? 0}% used, metadata ${pool.metadataPercent ?? 0}%); the group has ${mib(vg.free)} more; when full it ${whenFull}`,
+      ...(fixes.length ? { fix: fixes.join('; ') } : {}),
     };
   });
 }

@@ -18,6 +18,7 @@ import type { ByteRange } from '../common/holes.ts';
 import type {
   ImageVolumes,
   OpenWritableOptions,
+  PositionedWrites,
   ReadableImage,
   RotationRoom,
   WritableImage,
@@ -35,12 +36,14 @@ import {
   type GroupSpec,
   type LvInfo,
   places,
+  poolIsFull,
   SIZE_TAG_PREFIX,
   sizeTag,
   storeTag,
   taggedSize,
 } from './report.ts';
 import { checkLvmRoom } from './room.ts';
+import { mayBeFullPool, ThinVolumeWrites, thinPoolFull } from './thin-full.ts';
 import { zeroRanges } from './zero.ts';
 
 const COPY_BYTES = 4 << 20;
@@ -269,6 +272,20 @@ export class LvmImages implements ImageVolumes {
   }
 
   /** Sets an open image's exact size (its tag), growing the LV when it is too small. */
+  /**
+   * What a failed write to `lv` means: NO_SPACE when it is a thin volume and `lvs` says its pool
+   * is full, otherwise `e` as it is (also when `lvs` itself fails: the write's error is the news).
+   */
+  async explainWriteFailure(lv: LvInfo, path: string, e: unknown): Promise<unknown> {
+    if (!lv.pool || !mayBeFullPool(e)) return e;
+    try {
+      const pool = (await this.lvm.lvs([lv.vg])).find((l) => l.name === lv.pool);
+      return pool && poolIsFull(pool) ? thinPoolFull(lv, pool, path, e) : e;
+    } catch {
+      return e;
+    }
+  }
+
   async setSize(lv: LvInfo, size: number): Promise<LvInfo> {
     let out = lv;
     if (size > lv.size) {
@@ -400,8 +417,17 @@ class LvImage implements WritableImage {
     private readonly discard: number,
     readonly path: string,
     private readonly handle: FileHandle,
-    readonly out: DirectWrites,
-  ) {}
+    private readonly direct: DirectWrites,
+  ) {
+    this.out = lv.pool ? new ThinVolumeWrites(direct, (e) => this.explain(e)) : direct;
+  }
+
+  readonly out: PositionedWrites;
+
+  /** A thin volume's failed write or sync: NO_SPACE when its pool is full (thin-full.ts). */
+  private explain(e: unknown): Promise<unknown> {
+    return this.images.explainWriteFailure(this.lv, this.path, e);
+  }
 
   static async open(
     images: LvmImages,
@@ -413,8 +439,8 @@ class LvImage implements WritableImage {
     const path = devicePath(lv);
     const handle = await io(path, () => open(path, 'r+'));
     try {
-      const out = await io(path, () => DirectWrites.open(path, handle, directIo, log));
-      return new LvImage(images, lv, discard, path, handle, out);
+      const direct = await io(path, () => DirectWrites.open(path, handle, directIo, log));
+      return new LvImage(images, lv, discard, path, handle, direct);
     } catch (e) {
       await handle.close().catch(() => {});
       throw e;
@@ -440,16 +466,24 @@ class LvImage implements WritableImage {
     await zeroRanges(this.handle, this.path, ranges, log, this.discard);
   }
 
-  datasync(): Promise<void> {
-    return io(this.path, () => this.handle.datasync());
+  async datasync(): Promise<void> {
+    try {
+      await io(this.path, () => this.handle.datasync());
+    } catch (e) {
+      throw await this.explain(e);
+    }
   }
 
-  sync(): Promise<void> {
-    return io(this.path, () => this.handle.sync());
+  async sync(): Promise<void> {
+    try {
+      await io(this.path, () => this.handle.sync());
+    } catch (e) {
+      throw await this.explain(e);
+    }
   }
 
   async close(): Promise<void> {
-    await this.out.close();
+    await this.direct.close();
     await this.handle.close().catch(() => {});
   }
 }

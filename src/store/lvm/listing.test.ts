@@ -14,6 +14,8 @@ function lv(name: string, tags: string[] = ['haven_store=s1', 'haven_size=100'],
     dataPercent: 0,
     chunkSize: 0,
     discards: '',
+    metadataPercent: null,
+    whenFull: '',
   };
 }
 

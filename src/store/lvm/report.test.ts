@@ -13,6 +13,7 @@ import {
   parseVgs,
   places,
   poolFree,
+  poolIsFull,
   sizeTag,
   storeTag,
   taggedSize,
@@ -27,9 +28,9 @@ const LVS = `  {
       "report": [
           {
               "lv": [
-                  {"lv_name":"pool0", "vg_name":"vg_dr", "lv_size":"104857600", "lv_tags":"", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"12.50", "chunk_size":"65536", "discards":"passdown"},
-                  {"lv_name":"Web01_Web01_0_1", "vg_name":"vg_dr", "lv_size":"4194304", "lv_tags":"haven_size=2097152,haven_store=abc", "lv_attr":"Vwi-a-tz--", "pool_lv":"pool0", "data_percent":"50.00", "chunk_size":"0", "discards":""},
-                  {"lv_name":"home", "vg_name":"vg_dr", "lv_size":"8388608", "lv_tags":"", "lv_attr":"-wi-a-----", "pool_lv":"", "data_percent":"", "chunk_size":"0", "discards":""}
+                  {"lv_name":"pool0", "vg_name":"vg_dr", "lv_size":"104857600", "lv_tags":"", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"12.50", "chunk_size":"65536", "discards":"passdown", "metadata_percent":"10.94", "lv_when_full":"queue"},
+                  {"lv_name":"Web01_Web01_0_1", "vg_name":"vg_dr", "lv_size":"4194304", "lv_tags":"haven_size=2097152,haven_store=abc", "lv_attr":"Vwi-a-tz--", "pool_lv":"pool0", "data_percent":"50.00", "chunk_size":"0", "discards":"", "metadata_percent":"", "lv_when_full":""},
+                  {"lv_name":"home", "vg_name":"vg_dr", "lv_size":"8388608", "lv_tags":"", "lv_attr":"-wi-a-----", "pool_lv":"", "data_percent":"", "chunk_size":"0", "discards":"", "metadata_percent":"", "lv_when_full":""}
               ]
           }
       ]
@@ -53,8 +54,15 @@ test('lvs JSON: names, groups, sizes in bytes, tags, attributes, pools, data per
     dataPercent: 50,
     chunkSize: 0,
     discards: '',
+    metadataPercent: null,
+    whenFull: '',
   });
   assert.equal(pool.chunkSize, 65536);
+  assert.equal(pool.metadataPercent, 10.94);
+  assert.equal(pool.whenFull, 'queue');
+  assert.equal(poolIsFull(pool), false);
+  assert.equal(poolIsFull({ ...pool, dataPercent: 100 }), true, 'no data space left');
+  assert.equal(poolIsFull({ ...pool, metadataPercent: 100 }), true, 'no metadata space left');
   assert.equal(discardBlock(image, lvs), 65536, "a thin volume discards in its pool's blocks");
   assert.equal(discardBlock(home, lvs), 0, 'a thick LV cannot be zeroed by discarding');
   assert.equal(discardBlock(image, [{ ...pool, discards: 'ignore' }]), 0, 'a pool that ignores discards');

@@ -28,6 +28,10 @@ export interface LvInfo {
   chunkSize: number;
   /** A thin pool's discards mode (`passdown`, `nopassdown`, `ignore`); empty for other LVs. */
   discards: string;
+  /** Percent of a thin pool's metadata space in use; null for other LVs. */
+  metadataPercent: number | null;
+  /** What a full thin pool does with writes (`queue`, `error`; lvchange --errorwhenfull); empty for other LVs. */
+  whenFull: string;
 }
 
 export interface VgInfo {
@@ -182,10 +186,11 @@ function bytes(row: Record<string, unknown>, name: string): number {
   return n;
 }
 
-/** `lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,data_percent,chunk_size,discards`. */
+/** `lvs --reportformat json --units b --nosuffix -o` cli.ts LV_FIELDS. */
 export function parseLvs(json: string): LvInfo[] {
   return rows(json, 'lv').map((r) => {
     const pct = field(r, 'data_percent');
+    const meta = field(r, 'metadata_percent');
     return {
       name: field(r, 'lv_name'),
       vg: field(r, 'vg_name'),
@@ -198,6 +203,8 @@ export function parseLvs(json: string): LvInfo[] {
       dataPercent: pct === '' ? null : Number(pct),
       chunkSize: field(r, 'chunk_size') === '' ? 0 : bytes(r, 'chunk_size'),
       discards: field(r, 'discards'),
+      metadataPercent: meta === '' ? null : Number(meta),
+      whenFull: field(r, 'lv_when_full'),
     };
   });
 }
@@ -220,6 +227,15 @@ export function discardBlock(lv: LvInfo, lvs: readonly LvInfo[]): number {
   if (!lv.pool) return 0;
   const pool = lvs.find((l) => l.vg === lv.vg && l.name === lv.pool);
   return pool && pool.discards !== 'ignore' && pool.chunkSize > 0 ? pool.chunkSize : 0;
+}
+
+/**
+ * Whether a thin pool can map no more blocks: its data or its metadata space is used up. dm-thin
+ * then fails writes that need a new block (after holding them for `no_space_timeout`, 60 s, unless
+ * the pool errors when full): ENOSPC past the page cache, EIO at fsync through it.
+ */
+export function poolIsFull(pool: LvInfo): boolean {
+  return (pool.dataPercent ?? 0) >= 100 || (pool.metadataPercent ?? 0) >= 100;
 }
 
 /** Free data space of a thin pool (its size less what its data percent says is used). */
