@@ -182,5 +182,9 @@ async function startOverAsCopy(
   journal.apply = [delta.id];
   journal.slotReady = false;
   journal.appliedDeltas = 0;
+  // The check times were the recycled generation's, which the slot no longer starts from; the
+  // newest was not read before this commit, so the new generation gets no check time and the
+  // next commit building on it reads it whole (checked.ts).
+  delete journal.checked;
   await writeJournal(ctx, journal);
 }
