@@ -3,7 +3,8 @@
  * (`_incomplete`) gets its starting content — a copy of the newest generation, or the recycled
  * oldest as it is — and then every delta it missed, in order (each idempotent; the journal's
  * counter advances after each). When a delta the recycled generation missed has vanished since
- * planning (a cache drive removed), the slot starts over as a copy of the newest generation.
+ * planning (a cache drive removed), or its staged bytes no longer match their digests (it is then
+ * dropped: apply/staged-check.ts), the slot starts over as a copy of the newest generation.
  */
 import { HavenError } from '../../../core/errors.ts';
 import type { Logger } from '../../../core/log.ts';
