@@ -50,7 +50,10 @@ export async function stopLibvirtd(): Promise<void> {
     ]);
   } else {
     for (const pid of libvirtdPids()) process.kill(pid, 'SIGTERM');
-    await waitUntil('libvirtd to exit', () => libvirtdPids().length === 0, 30_000);
+    // libvirtd gives its drivers up to 30 s to finish what they are doing before it exits anyway
+    // (virnetdaemon.c, the finish timer virNetDaemonRun arms on quit): a deadline of 30 s raced
+    // it whenever a job was running, as a backup job of `protect --continuous` is here.
+    await waitUntil('libvirtd to exit', () => libvirtdPids().length === 0, 60_000);
   }
 }
 
