@@ -294,12 +294,9 @@ export function repOptions(o: { traceLvm?: boolean } = {}) {
 }
 
 /**
- * The end of a comparison: with --json one object on stdout, then the report on stderr; exit code
- * 1 (and a warning) when any copy differed from its source.
- */
-/**
- * The end of a store bench: the load average after the run, the stats of its reps, the JSON line
- * (`--json`), the bench's own table, and a failed exit when any copy differed from its source.
+ * The end of a store bench: the load average after the run and the stats of its reps; with --json
+ * one object on stdout, then the bench's report on stderr; exit code 1 (and a warning) when any
+ * copy differed from its source.
  */
 export function publishReps<K extends string, S, P>(
   bench: string,

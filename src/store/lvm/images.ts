@@ -43,7 +43,7 @@ import {
   taggedSize,
 } from './report.ts';
 import { checkLvmRoom } from './room.ts';
-import { mayBeFullPool, ThinVolumeWrites, thinPoolFull } from './thin-full.ts';
+import { explaining, mayBeFullPool, ThinVolumeWrites, thinPoolFull } from './thin-full.ts';
 import { zeroRanges } from './zero.ts';
 
 const COPY_BYTES = 4 << 20;
@@ -271,7 +271,6 @@ export class LvmImages implements ImageVolumes {
     }
   }
 
-  /** Sets an open image's exact size (its tag), growing the LV when it is too small. */
   /**
    * What a failed write to `lv` means: NO_SPACE when it is a thin volume and `lvs` says its pool
    * is full, otherwise `e` as it is (also when `lvs` itself fails: the write's error is the news).
@@ -286,6 +285,7 @@ export class LvmImages implements ImageVolumes {
     }
   }
 
+  /** Sets an open image's exact size (its tag), growing the LV when it is too small. */
   async setSize(lv: LvInfo, size: number): Promise<LvInfo> {
     let out = lv;
     if (size > lv.size) {
@@ -466,20 +466,18 @@ class LvImage implements WritableImage {
     await zeroRanges(this.handle, this.path, ranges, log, this.discard);
   }
 
-  async datasync(): Promise<void> {
-    try {
-      await io(this.path, () => this.handle.datasync());
-    } catch (e) {
-      throw await this.explain(e);
-    }
+  datasync(): Promise<void> {
+    return explaining(
+      () => io(this.path, () => this.handle.datasync()),
+      (e) => this.explain(e),
+    );
   }
 
-  async sync(): Promise<void> {
-    try {
-      await io(this.path, () => this.handle.sync());
-    } catch (e) {
-      throw await this.explain(e);
-    }
+  sync(): Promise<void> {
+    return explaining(
+      () => io(this.path, () => this.handle.sync()),
+      (e) => this.explain(e),
+    );
   }
 
   async close(): Promise<void> {

@@ -186,11 +186,15 @@ function bytes(row: Record<string, unknown>, name: string): number {
   return n;
 }
 
+/** A percent field; null where LVM reports none (an LV of a kind without it). */
+function percent(row: Record<string, unknown>, name: string): number | null {
+  const v = field(row, name);
+  return v === '' ? null : Number(v);
+}
+
 /** `lvs --reportformat json --units b --nosuffix -o` cli.ts LV_FIELDS. */
 export function parseLvs(json: string): LvInfo[] {
   return rows(json, 'lv').map((r) => {
-    const pct = field(r, 'data_percent');
-    const meta = field(r, 'metadata_percent');
     return {
       name: field(r, 'lv_name'),
       vg: field(r, 'vg_name'),
@@ -200,10 +204,10 @@ export function parseLvs(json: string): LvInfo[] {
         .filter((t) => t !== ''),
       attr: field(r, 'lv_attr'),
       pool: field(r, 'pool_lv'),
-      dataPercent: pct === '' ? null : Number(pct),
+      dataPercent: percent(r, 'data_percent'),
       chunkSize: field(r, 'chunk_size') === '' ? 0 : bytes(r, 'chunk_size'),
       discards: field(r, 'discards'),
-      metadataPercent: meta === '' ? null : Number(meta),
+      metadataPercent: percent(r, 'metadata_percent'),
       whenFull: field(r, 'lv_when_full'),
     };
   });

@@ -44,6 +44,18 @@ export function thinPoolFull(lv: LvInfo, pool: LvInfo, path: string, cause: unkn
   );
 }
 
+/** Runs `fn`; what it throws is replaced by what `explain` makes of it. */
+export async function explaining<T>(
+  fn: () => Promise<T>,
+  explain: (e: unknown) => Promise<unknown>,
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw await explain(e);
+  }
+}
+
 /** Writes to a thin volume whose failures are explained by `explain` (a full pool, or as they are). */
 export class ThinVolumeWrites implements PositionedWrites {
   constructor(
@@ -51,11 +63,7 @@ export class ThinVolumeWrites implements PositionedWrites {
     private readonly explain: (e: unknown) => Promise<unknown>,
   ) {}
 
-  async write(buf: Buffer, position: number): Promise<void> {
-    try {
-      await this.inner.write(buf, position);
-    } catch (e) {
-      throw await this.explain(e);
-    }
+  write(buf: Buffer, position: number): Promise<void> {
+    return explaining(() => this.inner.write(buf, position), this.explain);
   }
 }
