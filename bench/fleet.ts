@@ -11,7 +11,7 @@
  *   a bare `node -e ''` (the floor of any command in Node) and `virsh list --all`;
  * - the daemon's peak memory (VmHWM) after all of it.
  *
- *   node --import tsx bench/fleet.ts [--servers 20] [--reps 2] [--calls 9] [--json]
+ *   node --import tsx bench/fleet.ts [--servers 20] [--reps 2] [--calls 9] [--json] [--profile DIR]
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -30,6 +30,8 @@ const { values: args } = parseArgs({
     reps: { type: 'string', default: '2' },
     calls: { type: 'string', default: '9' },
     json: { type: 'boolean', default: false },
+    // Writes a V8 CPU profile of one more call of each command view into this directory.
+    profile: { type: 'string' },
   },
 });
 const count = Number(args.servers);
@@ -122,6 +124,15 @@ async function synthesize(store: string): Promise<number> {
   return made;
 }
 
+/** The command views timed, by the name each has in the results. */
+function commandViews(a: string, b: string): Record<string, string[]> {
+  return {
+    'haven status': ['status', '--json'],
+    'haven images (N×3)': ['images', '--store', a, '--json'],
+    'haven images (1,000)': ['images', '--store', b, '--json'],
+  };
+}
+
 async function callMs(fn: () => Promise<unknown>): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < calls; i++) times.push((await timed(fn)).seconds * 1000);
@@ -170,10 +181,20 @@ try {
   const views: Record<string, number> = {
     'node -e "" (a process)': await callMs(() => exec(process.execPath, ['-e', ''])),
     'virsh list --all': await callMs(() => exec('virsh', ['-c', 'qemu:///system', 'list', '--all'])),
-    'haven status': await callMs(() => cli(['status', '--json'])),
-    'haven images (N×3)': await callMs(() => cli(['images', '--store', storeA, '--json'])),
-    'haven images (1,000)': await callMs(() => cli(['images', '--store', storeB, '--json'])),
   };
+  for (const [name, argv] of Object.entries(commandViews(storeA, storeB))) {
+    views[name] = await callMs(() => cli(argv));
+  }
+  if (args.profile) {
+    for (const [name, argv] of Object.entries(commandViews(storeA, storeB))) {
+      const dir = join(args.profile, name.replace(/[^a-z0-9]+/gi, '-'));
+      mkdirSync(dir, { recursive: true });
+      await exec(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, HAVEN_BIN, ...argv], {
+        env: h.env,
+      });
+    }
+    say(`profiles in ${args.profile}`);
+  }
 
   const daemon = spawn(process.execPath, [HAVEN_BIN, 'serve'], { env: h.env, stdio: 'ignore' });
   daemonPid = daemon.pid;

@@ -6,6 +6,7 @@
 // TypeScript through tsx otherwise, so an edit, a pull or a checkout can never run stale code
 // (docs/decisions.md). HAVEN_FROM_SOURCE=1 forces the TypeScript in a clone.
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -44,7 +45,11 @@ if (process.env.HAVEN_TEST_FAULT === 'receiver-at-start' && process.argv.include
 const installed = !existsSync(join(root, 'src', 'cli', 'main.ts'));
 let main;
 if (installed || builtIsFresh()) {
-  ({ main } = await import('../dist/cli/main.js'));
+  // The command's own bundle, compiled from V8's code cache (src/cli/start.ts); the whole CLI for
+  // help, --version and names it does not know.
+  const { startCompiled } = createRequire(import.meta.url)('../dist/cli/start.cjs');
+  main = startCompiled(process.argv, join(root, 'dist', 'cli', 'run'));
+  main ??= (await import('../dist/cli/main.js')).main;
 } else {
   const { register } = await import('tsx/esm/api');
   register();

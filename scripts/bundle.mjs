@@ -5,7 +5,7 @@
 // CommonJS files each; every replication starts two processes (docs/decisions.md). Native addons
 // and the daemon's server packages stay in node_modules.
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { build } from 'esbuild';
 
 const root = join(import.meta.dirname, '..');
@@ -19,6 +19,23 @@ const BUNDLED = new Set([
   'cli-table3',
   'cli-progress',
 ]);
+// zod re-exports all of its ~50 message locales (`z.locales`, about 370 KiB: half of the zod code
+// every command loads). Haven uses English only, zod's default, so the bundle's locale index holds
+// English alone.
+const zodEnglishOnly = {
+  name: 'zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      args.importer.includes(`${join('node_modules', 'zod')}/`)
+        ? { path: join(dirname(args.importer), '..', 'locales', 'index.js'), namespace: 'zod-locales' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: "export { default as en } from './en.js';",
+      resolveDir: dirname(args.path),
+    }));
+  },
+};
 const external = Object.keys(pkg.dependencies).filter((d) => !BUNDLED.has(d));
 const commands = readdirSync(join(root, 'src/cli/commands'))
   .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
@@ -36,10 +53,54 @@ await build({
   platform: 'node',
   target: 'node20',
   external,
+  plugins: [zodEnglishOnly],
   sourcemap: true,
   // Bundled CommonJS packages call require() for Node's built-ins; an ES module has none.
   banner: {
     js: "import { createRequire as __havenCreateRequire } from 'node:module'; const require = __havenCreateRequire(import.meta.url);",
   },
+  logLevel: 'warning',
+});
+
+// The compiled start (src/cli/start.ts) and one CommonJS bundle per command module: main.ts and
+// that module in one file, which start.ts compiles from V8's code cache (docs/decisions.md, "One
+// bundle per command, compiled from a code cache"). Haven's own modules have no side effects on
+// import, so what a command does not use is left out of its bundle.
+const commandEntry = {
+  name: 'haven-command-entry',
+  setup(b) {
+    b.onResolve({ filter: /^haven-command:/ }, (args) => ({
+      path: args.path.slice(14),
+      namespace: 'haven-command',
+    }));
+    b.onLoad({ filter: /.*/, namespace: 'haven-command' }, (args) => ({
+      contents: `export { default as register } from './src/cli/commands/${args.path}.ts';
+export { main } from './src/cli/main.ts';`,
+      resolveDir: root,
+    }));
+    b.onResolve({ filter: /\.ts$/ }, (args) =>
+      args.path.startsWith('.') ? { path: join(args.resolveDir, args.path), sideEffects: false } : undefined,
+    );
+  },
+};
+await build({
+  entryPoints: {
+    start: join(root, 'src/cli/start.ts'),
+    ...Object.fromEntries(
+      commands
+        .filter((f) => /^export default /m.test(readFileSync(f, 'utf8')))
+        .map((f) => [`run/${basename(f, '.ts')}`, `haven-command:${basename(f, '.ts')}`]),
+    ),
+  },
+  outdir: join(root, 'dist/cli'),
+  outExtension: { '.js': '.cjs' },
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  external,
+  plugins: [zodEnglishOnly, commandEntry],
+  define: { 'import.meta.url': '__havenModuleUrl' },
+  banner: { js: "const __havenModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
 });

@@ -10,9 +10,10 @@ import { Command, CommanderError } from 'commander';
 import { asHavenError, type HavenError } from '../core/errors.ts';
 import { installPath } from '../core/package-root.ts';
 import { afterRun } from './after-run.ts';
+import { commandModuleName } from './command-name.ts';
 import { CliContext, type GlobalOptions } from './context.ts';
 import { EXIT_CODES, EXIT_OK, exitCodeFor } from './exit-codes.ts';
-import { commandPath, usageError, VALUE_OPTIONS } from './usage-errors.ts';
+import { commandPath, usageError } from './usage-errors.ts';
 
 /** What a command module exports as default. */
 export type RegisterCommand = (program: Command, context: () => CliContext) => void;
@@ -21,30 +22,15 @@ const COMMANDS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'commands');
 /** `.ts` from the source tree, `.js` from the compiled one (scripts/build). */
 const EXT = extname(fileURLToPath(import.meta.url));
 
-/** Commands registered by a module of another name. */
-const COMMAND_MODULE: Record<string, string> = {
-  priority: 'activate',
-  deactivate: 'activate',
-  'failback-receive': 'failback',
-};
-
 /**
  * The module of the command `argv` names, when there is one: only it is loaded, so a command
  * does not pay for importing every other (a receiver is spawned for each replication, and the
  * load is most of its start-up time). Help and unknown names load them all.
  */
 function commandModule(argv: readonly string[]): string | undefined {
-  for (let i = 2; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (VALUE_OPTIONS.has(a)) {
-      i++;
-      continue;
-    }
-    if (a.startsWith('-')) continue;
-    const file = `${COMMAND_MODULE[a] ?? a}${EXT}`;
-    return /^[a-z-]+\.[jt]s$/.test(file) && existsSync(join(COMMANDS_DIR, file)) ? file : undefined;
-  }
-  return undefined;
+  const name = commandModuleName(argv);
+  const file = `${name}${EXT}`;
+  return name !== undefined && existsSync(join(COMMANDS_DIR, file)) ? file : undefined;
 }
 
 async function loadCommands(
@@ -105,14 +91,20 @@ export async function commandTree(): Promise<Command> {
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs the command line `argv` and gives its exit code. `commands` are the registrations of the
+ * command's own module when the caller has it already (a compiled command bundle, start.ts);
+ * otherwise the module is found in ./commands.
+ */
+export async function main(argv: string[], commands?: readonly RegisterCommand[]): Promise<number> {
   let ctx: CliContext | undefined;
   const program = newProgram();
   const context = (): CliContext => {
     ctx ??= new CliContext(program.opts<GlobalOptions>());
     return ctx;
   };
-  await loadCommands(program, context, argv);
+  if (commands) for (const register of commands) register(program, context);
+  else await loadCommands(program, context, argv);
   program.commands.forEach(function override(c: Command) {
     c.exitOverride();
     c.commands.forEach(override);

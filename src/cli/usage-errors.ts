@@ -7,6 +7,7 @@
  */
 import type { Command, CommanderError } from 'commander';
 import { HavenError } from '../core/errors.ts';
+import { VALUE_OPTIONS } from './command-name.ts';
 import type { CLI_CODES } from './error-codes.ts';
 
 type CliCode = keyof typeof CLI_CODES;
@@ -22,9 +23,6 @@ export const USAGE_CODES: Readonly<Record<string, CliCode>> = {
   'commander.excessArguments': 'USAGE_EXCESS_ARGUMENTS',
   'commander.conflictingOption': 'USAGE_CONFLICTING_OPTIONS',
 };
-
-/** Global options that take a value in the next argument. */
-export const VALUE_OPTIONS: ReadonlySet<string> = new Set(['-c', '--config', '--log-file']);
 
 /** The words of the command `argv` names (`['job', 'run']`), as far as the tree knows them. */
 export function commandPath(program: Command, argv: readonly string[]): string[] {

@@ -44,6 +44,8 @@ test('the .deb: fields, dependencies and files', async () => {
   for (const f of [
     './usr/bin/haven -> ../lib/haven/bin/haven.mjs',
     './usr/lib/haven/dist/cli/main.js',
+    './usr/lib/haven/dist/cli/start.cjs',
+    './usr/lib/haven/dist/cli/run/receive.cjs',
     './usr/lib/haven/node_modules/better-sqlite3/build/Release/better_sqlite3.node',
     './lib/systemd/system/haven.service',
     './usr/share/man/man1/haven.1.gz',
