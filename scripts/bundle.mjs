@@ -83,24 +83,40 @@ export { main } from './src/cli/main.ts';`,
     );
   },
 };
-await build({
-  entryPoints: {
-    start: join(root, 'src/cli/start.ts'),
-    ...Object.fromEntries(
-      commands
-        .filter((f) => /^export default /m.test(readFileSync(f, 'utf8')))
-        .map((f) => [`run/${basename(f, '.ts')}`, `haven-command:${basename(f, '.ts')}`]),
-    ),
-  },
-  outdir: join(root, 'dist/cli'),
-  outExtension: { '.js': '.cjs' },
+const cjs = {
   bundle: true,
   format: 'cjs',
   platform: 'node',
   target: 'node20',
   external,
-  plugins: [zodEnglishOnly, commandEntry],
-  define: { 'import.meta.url': '__havenModuleUrl' },
-  banner: { js: "const __havenModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
+};
+await build({
+  ...cjs,
+  entryPoints: [join(root, 'src/cli/start.ts')],
+  outfile: join(root, 'dist/cli/start.cjs'),
+});
+await build({
+  ...cjs,
+  entryPoints: Object.fromEntries(
+    commands
+      // `haven completion` loads every command module (the ES build's) for their flags: it has no
+      // bundle of its own, so that no bundle imports an ES module.
+      .filter((f) => /^export default /m.test(readFileSync(f, 'utf8')) && basename(f) !== 'completion.ts')
+      .map((f) => [basename(f, '.ts'), `haven-command:${basename(f, '.ts')}`]),
+  ),
+  outdir: join(root, 'dist/cli/run'),
+  outExtension: { '.js': '.cjs' },
+  plugins: [zodEnglishOnly, commandEntry],
+  // import() of a package (nodemailer, loaded when a mail is sent) becomes require(): a script
+  // compiled by vm (src/cli/start.ts) has no ES module loader of its own.
+  supported: { 'dynamic-import': false },
+  // Modules find files relative to their own URL (main.ts its command modules, package-root.ts the
+  // package). In a command bundle that URL is dist/cli/main.js's, so that they find what they find
+  // from the ES module build: one command's bundle can still load the whole CLI (`haven
+  // completion` does, for every command's flags).
+  define: { 'import.meta.url': '__havenModuleUrl' },
+  banner: {
+    js: "const __havenModuleUrl = require('node:url').pathToFileURL(require('node:path').join(__dirname, '..', 'main.js')).href;",
+  },
 });

@@ -104,9 +104,6 @@ export function loadCached(file: string, cacheDir: string | undefined): Loaded {
   const script = new vm.Script(wrapped, {
     filename: file,
     ...(cachedData ? { cachedData } : {}),
-    // A bundle imports nothing dynamically by a computed name, but a vm script without this would
-    // fail such an import rather than load it as a module's would.
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
   const hit = cachedData !== undefined && script.cachedDataRejected === false;
   if (cacheDir !== undefined && target !== undefined && !hit) {

@@ -7,8 +7,8 @@
  * rather than replaced.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readlinkSync, realpathSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { exec } from '../../src/core/exec.ts';
@@ -161,8 +161,20 @@ test('dpkg -i on this machine: haven, man, completion, the unit, logrotate; then
   assert.equal(rotate.code, 0, rotate.stderr);
   assert.match(rotate.stderr + rotate.stdout, /rotating pattern: \/var\/log\/haven\/serve-\*\.log/);
 
+  // The daemon's commands keep their compiled code where the unit says; purging removes it.
+  const codeCache = /^Environment=HAVEN_CODE_CACHE=(.*)$/m.exec(unit)?.[1]?.trim();
+  assert.equal(codeCache, '/var/cache/haven/code-cache');
+  await rm('/var/cache/haven', { recursive: true, force: true });
+  const listed = await run('haven', ['images', '--store', store, '--json'], {
+    ...env,
+    HAVEN_CODE_CACHE: codeCache,
+  });
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(readdirSync(codeCache).join(' '), /^images\.cjs\.[0-9a-f]+\.v\d+.*\.v8$/);
+
   const purge = await run('dpkg', ['--purge', 'haven']);
   assert.equal(purge.code, 0, purge.stderr);
+  assert.equal(existsSync('/var/cache/haven'), false, 'the code cache is purged');
   assert.equal(existsSync('/usr/bin/haven'), false);
   assert.equal(existsSync('/usr/lib/haven'), false);
   assert.equal(existsSync(UNIT), false);
