@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { promisify } from 'node:util';
 import { commandModuleName } from './command-name.ts';
 import { codeCacheDir, startCompiled } from './start.ts';
@@ -60,12 +60,17 @@ function bundleSource(n: number): string {
   return `'use strict';\nconst { join } = require('node:path');\n${fns}\nmodule.exports.value = () => [f49(${n}), join('a', 'b'), __filename.endsWith('.cjs')];\n`;
 }
 
-test('a bundle compiles from the cache the run before wrote; a rebuilt one is compiled and its old cache dropped', async (t) => {
+/** A directory (removed after the test) holding bundle `name`.cjs; its cache goes in `cache`. */
+function bundleIn(t: TestContext, name: string, n: number) {
   const dir = mkdtempSync(join(tmpdir(), 'haven-start-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const bundle = join(dir, 'status.cjs');
-  const cache = join(dir, 'cache');
-  writeFileSync(bundle, bundleSource(1));
+  const bundle = join(dir, `${name}.cjs`);
+  writeFileSync(bundle, bundleSource(n));
+  return { dir, bundle, cache: join(dir, 'cache') };
+}
+
+test('a bundle compiles from the cache the run before wrote; a rebuilt one is compiled and its old cache dropped', async (t) => {
+  const { bundle, cache } = bundleIn(t, 'status', 1);
 
   assert.deepEqual(await loadInChild(bundle, cache), { value: [50, 'a/b', true], cache: 'miss' });
   const first = readdirSync(cache);
@@ -84,11 +89,7 @@ test('a bundle compiles from the cache the run before wrote; a rebuilt one is co
 });
 
 test('a damaged cache is refused by V8 and replaced; an unwritable one costs nothing but the cache', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'haven-start-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const bundle = join(dir, 'images.cjs');
-  const cache = join(dir, 'cache');
-  writeFileSync(bundle, bundleSource(3));
+  const { dir, bundle, cache } = bundleIn(t, 'images', 3);
   await loadInChild(bundle, cache);
   const file = join(cache, readdirSync(cache)[0]!);
   const bytes = readFileSync(file);
