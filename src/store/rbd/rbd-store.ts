@@ -24,6 +24,7 @@ import { poolFull } from './errors.ts';
 import { RbdImages } from './images.ts';
 import { formatRbdLocation, parseRbdLocation, type RbdLocation } from './location.ts';
 import { RbdMirror } from './mirror.ts';
+import { stopOrphanedExports } from './orphans.ts';
 
 export interface RbdStoreOptions {
   /** The cluster and pool (`rbd://USER@CLUSTER/POOL`): required to create, checked when given. */
@@ -103,6 +104,7 @@ export async function openRbdStore(dir: string, options: RbdStoreOptions = {}): 
     if (descriptor.rbd && parseRbdLocation(descriptor.rbd).pool !== location.pool)
       throw conflict(layout.root, descriptor.rbd, location);
     await ensureDir(layout.locksDir);
+    await stopOrphanedExports(log);
     await synchronise(mirror, layout, log);
     const images = new RbdImages({
       broker,

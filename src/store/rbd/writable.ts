@@ -18,6 +18,7 @@ import type { Logger } from '../../core/log.ts';
 import { NbdClient, type QemuNbdServer, startQemuNbd } from '../../nbd/index.ts';
 import type { ByteRange } from '../common/holes.ts';
 import type { WritableImage } from '../common/images.ts';
+import { EXPORT_DIR_PREFIX, markOwner } from './orphans.ts';
 
 export interface RbdWritableOptions {
   /** `rbd:pool/image`, as logs name it. */
@@ -53,8 +54,9 @@ export class RbdWritable implements WritableImage {
   }
 
   static async open(o: RbdWritableOptions): Promise<RbdWritable> {
-    const dir = await mkdtemp(join(tmpdir(), 'haven-rbd-'));
+    const dir = await mkdtemp(join(tmpdir(), EXPORT_DIR_PREFIX));
     try {
+      await markOwner(dir);
       const { server, client } = await RbdWritable.connect(o, dir);
       return new RbdWritable(o, dir, server, client);
     } catch (e) {
