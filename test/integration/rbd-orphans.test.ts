@@ -11,19 +11,11 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pidAlive } from '../../src/catalog/catalog.ts';
 import { silentLogger } from '../../src/core/log.ts';
 import { qemuNbdArgs } from '../../src/nbd/index.ts';
 import { EXPORT_DIR_PREFIX, markOwner, stopOrphanedExports } from '../../src/store/rbd/orphans.ts';
 import { waitFor } from './jobs-helpers.ts';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const exited = (child: ChildProcess) =>
   child.exitCode !== null || child.signalCode !== null
@@ -97,7 +89,7 @@ test('exports whose owner is gone are stopped and their directories removed; a l
   assert.equal(orphan.child.exitCode, 0, `qemu-nbd ended by ${orphan.child.signalCode}`);
   assert.equal(existsSync(orphan.dir), false, 'its directory is removed');
   assert.equal(existsSync(recycled.dir), false);
-  assert.ok(alive(kept.pid), 'the live owner’s export runs on');
+  assert.ok(pidAlive(kept.pid), 'the live owner’s export runs on');
   assert.ok(existsSync(join(kept.dir, 'nbd.sock')));
   assert.equal(existsSync(old), false, 'a directory an hour old without an export is removed');
   assert.ok(existsSync(fresh), 'a new one is left: its export may be starting');
