@@ -46,7 +46,7 @@ const installed = !existsSync(join(root, 'src', 'cli', 'main.ts'));
 let main;
 if (installed || builtIsFresh()) {
   // The command's own bundle, compiled from V8's code cache (src/cli/start.ts); the whole CLI for
-  // help, --version and names it does not know.
+  // help, --version, `haven completion` and names it does not know.
   const { startCompiled } = createRequire(import.meta.url)('../dist/cli/start.cjs');
   main = startCompiled(process.argv, join(root, 'dist', 'cli', 'run'));
   main ??= (await import('../dist/cli/main.js')).main;

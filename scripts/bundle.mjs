@@ -66,11 +66,12 @@ await build({
 // that module in one file, which start.ts compiles from V8's code cache (docs/decisions.md, "One
 // bundle per command, compiled from a code cache"). Haven's own modules have no side effects on
 // import, so what a command does not use is left out of its bundle.
+const COMMAND_ENTRY = 'haven-command:';
 const commandEntry = {
   name: 'haven-command-entry',
   setup(b) {
-    b.onResolve({ filter: /^haven-command:/ }, (args) => ({
-      path: args.path.slice(14),
+    b.onResolve({ filter: new RegExp(`^${COMMAND_ENTRY}`) }, (args) => ({
+      path: args.path.slice(COMMAND_ENTRY.length),
       namespace: 'haven-command',
     }));
     b.onLoad({ filter: /.*/, namespace: 'haven-command' }, (args) => ({
@@ -103,7 +104,7 @@ await build({
       // `haven completion` loads every command module (the ES build's) for their flags: it has no
       // bundle of its own, so that no bundle imports an ES module.
       .filter((f) => /^export default /m.test(readFileSync(f, 'utf8')) && basename(f) !== 'completion.ts')
-      .map((f) => [basename(f, '.ts'), `haven-command:${basename(f, '.ts')}`]),
+      .map((f) => [basename(f, '.ts'), `${COMMAND_ENTRY}${basename(f, '.ts')}`]),
   ),
   outdir: join(root, 'dist/cli/run'),
   outExtension: { '.js': '.cjs' },
@@ -113,8 +114,7 @@ await build({
   supported: { 'dynamic-import': false },
   // Modules find files relative to their own URL (main.ts its command modules, package-root.ts the
   // package). In a command bundle that URL is dist/cli/main.js's, so that they find what they find
-  // from the ES module build: one command's bundle can still load the whole CLI (`haven
-  // completion` does, for every command's flags).
+  // from the ES module build.
   define: { 'import.meta.url': '__havenModuleUrl' },
   banner: {
     js: "const __havenModuleUrl = require('node:url').pathToFileURL(require('node:path').join(__dirname, '..', 'main.js')).href;",
