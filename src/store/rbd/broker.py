@@ -9,6 +9,12 @@ Messages both ways: a 4-byte big-endian length, that many bytes of JSON, then `l
 payload when the JSON has a `len` (object contents, image reads). Requests carry `op` and its
 arguments; answers carry `ok` and the results, or `ok: false` with `errno`, `error` and `type`.
 
+librbd 16 can abort this process from one of its own threads soon after an image is closed
+("terminate called after throwing an instance of 'std::system_error'": a handler locks a mutex of
+the image context just destroyed). Haven then sends the request again to a new broker, marked
+`retry`: an earlier attempt may have done it, so a create, snapshot, clone or rename that finds
+its result already there answers as done (broker.ts `REPEATABLE`).
+
 Image data is not written here: qemu-nbd does that (docs/store-rbd.md says why). This process
 creates, renames, snapshots, clones and removes images, reads them (verify, restore, digests of a
 resized disk), and keeps the store's metadata objects in the pool's `haven` namespace.
@@ -30,6 +36,23 @@ TRACE = open(os.environ['HAVEN_RBD_TRACE'], 'a') if os.environ.get('HAVEN_RBD_TR
 SNAP_PREFIX = 'haven-'
 # How long a reader waits for a generation's name during a rotation's swap (op_reader_open).
 SWAP_WAIT_S = 5.0
+# HAVEN_RBD_ABORT=FILE (a test hook, as store/crash.ts): while FILE exists and holds "OP WHEN", the
+# broker aborts on a request OP, before or after doing it (WHEN); it removes FILE first, so that
+# one broker aborts once (test/integration/rbd-broker-abort.test.ts).
+ABORT = os.environ.get('HAVEN_RBD_ABORT')
+
+
+def abort_point(op, when):
+    if not ABORT:
+        return
+    try:
+        with open(ABORT) as f:
+            if f.read().split() != [op, when]:
+                return
+        os.unlink(ABORT)
+    except FileNotFoundError:
+        return
+    os.abort()
 
 
 def read_exact(stream, n):
@@ -91,7 +114,6 @@ class Broker:
         self.meta.set_namespace(META_NAMESPACE)
         self.rbd = rbd.RBD()
         self.readers = {}
-        self.next_reader = 1
 
     # -- cluster and pool
 
@@ -230,8 +252,16 @@ class Broker:
         return {'bytes': total[0]}
 
     def op_img_create(self, req):
-        self.rbd.create(self.io, req['name'], req['size'], old_format=False)
+        try:
+            self.rbd.create(self.io, req['name'], req['size'], old_format=False)
+        except rbd.ImageExists:
+            if not (req.get('retry') and self.image_size(req['name']) == req['size']):
+                raise
         return {}
+
+    def image_size(self, name):
+        with rbd.Image(self.io, name, read_only=True) as img:
+            return img.size()
 
     def op_img_resize(self, req):
         with rbd.Image(self.io, req['name']) as img:
@@ -243,7 +273,12 @@ class Broker:
             self.rbd.rename(self.io, req['from'], req['to'])
             return {'renamed': True}
         except rbd.ImageNotFound:
-            return {'renamed': False}
+            # Haven renames only onto a name it freed first: after an attempt that may have renamed
+            # it, a target in place and no source is that attempt's work.
+            return {'renamed': bool(req.get('retry')) and self.image_exists(req['to'])}
+
+    def image_exists(self, name):
+        return name in self.rbd.list(self.io)
 
     def op_img_rm(self, req):
         """Removes an image; a clone's Haven snapshot on its parent goes with it (clone format 2
@@ -284,7 +319,11 @@ class Broker:
 
     def op_snap_create(self, req):
         with rbd.Image(self.io, req['name']) as img:
-            img.create_snap(req['snap'])
+            try:
+                img.create_snap(req['snap'])
+            except rbd.ImageExists:
+                if not req.get('retry'):
+                    raise
         return {}
 
     def op_snap_rm(self, req):
@@ -307,7 +346,15 @@ class Broker:
         return {'removed': removed}
 
     def op_clone(self, req):
-        self.rbd.clone(self.io, req['parent'], req['snap'], self.io, req['child'])
+        try:
+            self.rbd.clone(self.io, req['parent'], req['snap'], self.io, req['child'])
+        except rbd.ImageExists:
+            if not req.get('retry'):
+                raise
+            with rbd.Image(self.io, req['child'], read_only=True) as img:
+                parent = self.describe(img)['parent']
+            if parent != {'pool': self.pool, 'image': req['parent'], 'snap': req['snap']}:
+                raise
         return {}
 
     def op_deep_copy(self, req):
@@ -348,18 +395,44 @@ class Broker:
         return [s['name'] for s in sorted(snaps, key=lambda s: s['id'])]
 
     def op_reader_open(self, req):
+        """Opens a reader under the handle Haven chose (unique in its process, so that a handle of
+        a broker that died is never one of this broker's). The answer describes the reader (`imageId`,
+        `head`, `snaps`) so that a new broker can open it again as it was (`reader_reopen`)."""
+        self.drop_reader(req['handle'])
         img = self.open_named(req['name'])
         if img is None:
             return {'missing': True}
-        handle = self.next_reader
-        self.next_reader += 1
         image_id = img.id()
         is_head = self.describe(img)['parent'] is None
-        self.readers[handle] = {'img': img, 'id': image_id, 'head': is_head,
-                                'snaps': set(self.haven_snaps(image_id)) if is_head else set()}
+        snaps = self.haven_snaps(image_id) if is_head else []
+        self.readers[req['handle']] = {'img': img, 'id': image_id, 'head': is_head, 'snaps': set(snaps)}
         if TRACE:
-            TRACE.write('open %s %s head=%s snaps=%s\n' % (req['name'], image_id, is_head, sorted(self.readers[handle]['snaps'])))
-        return {'missing': False, 'handle': handle, 'size': img.size()}
+            TRACE.write('open %s %s head=%s snaps=%s\n' % (req['name'], image_id, is_head, snaps))
+        return {'missing': False, 'size': img.size(), 'imageId': image_id, 'head': is_head, 'snaps': snaps}
+
+    def op_reader_reopen(self, req):
+        """A reader as an earlier broker had it: the image by its id, at the snapshot it had moved
+        to (`snap`) or at its head; a generation retired meanwhile reads as zeroes (read_piece)."""
+        self.drop_reader(req['handle'])
+        snap = req.get('snap')
+        try:
+            img = rbd.Image(self.io, image_id=req['imageId'], snapshot=snap, read_only=True)
+        except (rbd.ImageNotFound, rbd.ObjectNotFound):
+            img = None
+        self.readers[req['handle']] = {'img': img, 'id': req['imageId'], 'snap': snap,
+                                       'head': bool(req['head']) and snap is None, 'snaps': set(req['snaps'])}
+        return {}
+
+    def drop_reader(self, handle):
+        r = self.readers.pop(handle, None)
+        if r is not None and r['img'] is not None:
+            r['img'].close()
+
+    def reader(self, handle):
+        r = self.readers.get(handle)
+        if r is None:
+            raise rados.Error('no reader %s in this broker' % handle, errno=errno.ESTALE)
+        return r
 
     def op_reader_read(self, req):
         """Reads follow the image opened, through renames, as a file descriptor does. Only a
@@ -367,7 +440,7 @@ class Broker:
         `_incomplete`, snapshots it and only then writes the delta (images.ts `copy`), so the
         generation a reader opened is the head at the first snapshot taken since. A head that has
         a new snapshot once a piece is read is read again at that snapshot."""
-        r = self.readers[req['handle']]
+        r = self.reader(req['handle'])
         offset, length = req['offset'], req['length']
         data = self.read_piece(r, offset, length)
         if r['head']:
@@ -381,25 +454,24 @@ class Broker:
                 r['img'].close()
                 r['img'] = rbd.Image(self.io, image_id=r['id'], snapshot=new[0], read_only=True)
                 r['head'] = False
+                r['snap'] = new[0]
                 data = self.read_piece(r, offset, length)
         if len(data) < length:
             data += bytes(length - len(data))
-        return {}, data
+        return {'snap': r.get('snap')}, data
 
     def read_piece(self, r, offset, length):
         """A piece of an open image; zeroes once the image or its snapshot is gone (a retired
         generation: a reader may see anything of a generation that left while it read)."""
-        if not length:
-            return b''
+        if not length or r['img'] is None:
+            return bytes(length)
         try:
             return r['img'].read(offset, length, rados.LIBRADOS_OP_FLAG_FADVISE_DONTNEED)
         except (rbd.ImageNotFound, rbd.ObjectNotFound):
             return bytes(length)
 
     def op_reader_close(self, req):
-        r = self.readers.pop(req['handle'], None)
-        if r is not None:
-            r['img'].close()
+        self.drop_reader(req['handle'])
         return {}
 
     def op_read(self, req):
@@ -441,17 +513,19 @@ def main():
         except EOFError:
             return
         if TRACE:
-            TRACE.write('> %s\n' % json.dumps(req))
+            TRACE.write('%d > %s\n' % (os.getpid(), json.dumps(req)))
             TRACE.flush()
         fn = getattr(broker, 'op_' + req.get('op', ''), None)
         try:
             if fn is None:
                 raise rados.Error('unknown op %s' % req.get('op'), errno=errno.EINVAL)
+            abort_point(req['op'], 'before')
             res = fn(req, payload) if req.get('op') == 'obj_put' else fn(req)
+            abort_point(req['op'], 'after')
             data = b''
             if isinstance(res, tuple):
                 res, data = res
-            send(out, dict({'id': req['id'], 'ok': True}, **res), data)
+            send(out, dict(res, id=req['id'], ok=True), data)
         except Exception as e:  # noqa: BLE001 - every failure goes back to Haven with its errno
             send(out, {'id': req['id'], 'ok': False, 'errno': error_number(e), 'error': str(e),
                        'type': e.__class__.__name__})

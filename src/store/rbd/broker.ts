@@ -22,6 +22,50 @@ import type { RbdLocation } from './location.ts';
 /** Debian's interpreter: the one python3-rados and python3-rbd are installed for. */
 const PYTHON = '/usr/bin/python3';
 
+/**
+ * Requests sent again, marked `retry`, to a new broker when the one that had them died (librbd 16
+ * aborts its process now and then soon after an image is closed: broker.py). Each reads, sets
+ * what it names to a state the request states, or is answered as done by broker.py when an
+ * earlier attempt did it (a create, snapshot, clone or rename). Left out: `deep_copy`, which may
+ * leave a partial copy, and `reader_read`, whose reader the new broker does not have (reader.ts
+ * opens it again).
+ */
+const REPEATABLE: ReadonlySet<string> = new Set([
+  'pool_status',
+  'df',
+  'obj_get',
+  'obj_put',
+  'obj_rm',
+  'omap_list',
+  'omap_set',
+  'omap_rm',
+  'img_list',
+  'img_info',
+  'img_allocated',
+  'img_create',
+  'img_resize',
+  'img_rename',
+  'img_rm',
+  'snap_create',
+  'snap_rm',
+  'snap_prune',
+  'clone',
+  'trash_gc',
+  'read',
+  'reader_open',
+  'reader_reopen',
+  'reader_close',
+  'probe_write',
+]);
+
+/** How many times one request is sent again after its broker died. */
+const REPEATS = 2;
+
+/** Whether `e` says the broker died with the request unanswered (not killed by Haven). */
+export function brokerDied(e: unknown): boolean {
+  return e instanceof HavenError && e.code === 'RBD_FAILED' && e.details?.brokerDied === true;
+}
+
 export interface BrokerOptions {
   location: RbdLocation;
   /** librados operation timeout, seconds (rados_osd_op_timeout, rados_mon_op_timeout). */
@@ -36,6 +80,8 @@ export interface Reply {
 }
 
 interface Pending {
+  /** The broker process the request went to: only its exit fails the request. */
+  child: object | undefined;
   resolve: (r: { reply: Reply; data: Buffer }) => void;
   reject: (e: Error) => void;
 }
@@ -98,7 +144,9 @@ export class Broker {
   private buffered = 0;
   /** Bytes the next frame needs before it can be read (its length prefix, then all of it). */
   private need = 4;
-  private stderr = '';
+  /** Brokers this one ended itself (a deadline passed): their exit is no crash. */
+  private readonly killed = new WeakSet<object>();
+  private nextReader = 1;
 
   constructor(private readonly o: BrokerOptions) {}
 
@@ -123,9 +171,27 @@ export class Broker {
     args: Record<string, unknown> = {},
     payload?: Buffer,
   ): Promise<{ reply: Reply; data: Buffer }> {
-    const run = this.turn.then(() => this.send(op, args, payload)).catch((e: unknown) => this.explain(op, e));
+    const run = this.turn
+      .then(() => this.sendRepeating(op, args, payload))
+      .catch((e: unknown) => this.explain(op, e));
     this.turn = run.catch(() => {});
     return run;
+  }
+
+  /** A reader handle no other reader of this process has had, in this broker or an earlier one. */
+  readerHandle(): number {
+    return this.nextReader++;
+  }
+
+  private async sendRepeating(op: string, args: Record<string, unknown>, payload?: Buffer) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.send(op, attempt ? { ...args, retry: true } : args, payload);
+      } catch (e) {
+        if (attempt >= REPEATS || !REPEATABLE.has(op) || !brokerDied(e)) throw e;
+        this.o.log.debug('request sent again to a new Ceph broker', { op });
+      }
+    }
   }
 
   /**
@@ -151,6 +217,7 @@ export class Broker {
     this.child = undefined;
     this.starting = undefined;
     if (!child || child.exitCode !== null) return;
+    this.killed.add(child);
     child.stdin.end();
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
@@ -168,14 +235,14 @@ export class Broker {
     );
     const size = Buffer.alloc(4);
     size.writeUInt32BE(header.length);
-    const answer = this.wait(id, op);
+    const answer = this.wait(id, op, child);
     child.stdin.write(size);
     child.stdin.write(header);
     if (payload?.length) child.stdin.write(payload);
     return answer;
   }
 
-  private wait(id: number, op: string): Promise<{ reply: Reply; data: Buffer }> {
+  private wait(id: number, op: string, child: object): Promise<{ reply: Reply; data: Buffer }> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -183,6 +250,7 @@ export class Broker {
         reject(timedOut(op, Math.round(this.deadlineMs / 1000)));
       }, this.deadlineMs);
       this.pending.set(id, {
+        child,
         resolve: (r) => {
           clearTimeout(timer);
           resolve(r);
@@ -217,13 +285,16 @@ export class Broker {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child = child;
-    this.stderr = '';
+    let stderr = '';
     this.pieces = [];
     this.buffered = 0;
     this.need = 4;
-    child.stdout.on('data', (b: Buffer) => this.onData(b));
+    // A broker that was replaced may still have bytes on its way: they are not the new one's.
+    child.stdout.on('data', (b: Buffer) => {
+      if (this.child === child) this.onData(b);
+    });
     child.stderr.on('data', (b: Buffer) => {
-      if (this.stderr.length < 8000) this.stderr += b.toString('utf8');
+      if (stderr.length < 8000) stderr += b.toString('utf8');
     });
     child.stdin.on('error', () => {});
     child.once('exit', (code, signal) => {
@@ -231,10 +302,13 @@ export class Broker {
         this.child = undefined;
         this.starting = undefined;
       }
-      const why = this.stderr.trim().split('\n').slice(-3).join(' ') || `exited (${signal ?? code})`;
+      const why = stderr.trim().split('\n').slice(-3).join(' ') || `exited (${signal ?? code})`;
+      const died = !this.killed.has(child);
+      if (died) this.o.log.warn('the Ceph broker died; the next request starts a new one', { why });
       for (const [id, p] of this.pending) {
+        if (p.child !== child) continue;
         this.pending.delete(id);
-        p.reject(this.brokerGone(why));
+        p.reject(this.brokerGone(why, died));
       }
     });
     this.o.log.debug('ceph broker started', { pid: child.pid, pool: l.pool, user: l.user });
@@ -254,6 +328,7 @@ export class Broker {
         );
       });
       this.pending.set(0, {
+        child,
         resolve: ({ reply }) => {
           clearTimeout(timer);
           if (reply.ok === true) resolve(reply);
@@ -316,10 +391,13 @@ export class Broker {
     const child = this.child;
     this.child = undefined;
     this.starting = undefined;
-    if (child && child.exitCode === null) child.kill('SIGKILL');
+    if (child && child.exitCode === null) {
+      this.killed.add(child);
+      child.kill('SIGKILL');
+    }
   }
 
-  private brokerGone(why: string): HavenError {
+  private brokerGone(why: string, died = false): HavenError {
     const missingBindings = /No module named '(rados|rbd)'/.test(why);
     if (missingBindings)
       return new HavenError(
@@ -335,6 +413,7 @@ export class Broker {
       'io',
       `the Ceph broker stopped: ${why}`,
       'See the message; run again (the broker is restarted).',
+      died ? { brokerDied: true } : undefined,
     );
   }
 

@@ -33,6 +33,7 @@ import { storeError } from '../errors.ts';
 import type { Broker, Reply } from './broker.ts';
 import { poolFull } from './errors.ts';
 import type { RbdLocation } from './location.ts';
+import { openBrokerReader } from './reader.ts';
 import { RbdWritable } from './writable.ts';
 
 /** Snapshots Haven takes on a head are named so (broker.py removes only these). */
@@ -131,34 +132,9 @@ export class RbdImages implements ImageVolumes {
     return this.openReaderOf(this.name(server, disk, seq), this.path(server, disk, seq));
   }
 
-  /**
-   * Reads go through the broker, opened read-only (a full pool can still be read). An open image
-   * stays the same image when it is renamed (librbd holds it by its id).
-   */
-  async openReaderOf(image: string, path: string): Promise<ReadableImage | null> {
-    const { broker } = this.o;
-    const r = await broker.call('reader_open', { name: image });
-    if (r.missing === true) return null;
-    const handle = Number(r.handle);
-    return {
-      path,
-      size: Number(r.size),
-      async read(buf: Buffer, length: number, position: number): Promise<void> {
-        for (let done = 0; done < length; ) {
-          const n = Math.min(length - done, 8 << 20);
-          const { data } = await broker.callData('reader_read', {
-            handle,
-            offset: position + done,
-            length: n,
-          });
-          data.copy(buf, done, 0, n);
-          done += n;
-        }
-      },
-      close: async () => {
-        await broker.call('reader_close', { handle });
-      },
-    };
+  /** Reads go through the broker (reader.ts). */
+  openReaderOf(image: string, path: string): Promise<ReadableImage | null> {
+    return openBrokerReader(this.o.broker, image, path);
   }
 
   async rename(server: string, disk: string, from: Seq, to: Seq): Promise<boolean> {
