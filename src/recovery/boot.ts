@@ -8,6 +8,7 @@
  * The callers differ only in those places and in what they do with the XML (start it, isolate
  * it for a drill, define it).
  */
+import { stat } from 'node:fs/promises';
 import {
   applyDefinitionRules,
   type DefinitionChange,
@@ -26,6 +27,7 @@ import {
   markStartedByHaven,
   nvramPath,
   setNvramPath,
+  setOverlayBlockSource,
   setOverlayNetworkSource,
   setOverlaySource,
 } from './definition.ts';
@@ -162,7 +164,8 @@ export async function throughOverlays(
     }
     const image = images.get(m.name) ?? '';
     await createOverlay(overlay, image, { log });
-    setOverlaySource(xml, m.disk, overlay, image);
+    if ((await stat(image)).isBlockDevice()) setOverlayBlockSource(xml, m.disk, overlay, image);
+    else setOverlaySource(xml, m.disk, overlay, image);
   };
 }
 

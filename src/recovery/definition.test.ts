@@ -9,6 +9,7 @@ import {
   isolateDevices,
   mapDisks,
   markStartedByHaven,
+  setOverlayBlockSource,
   setOverlaySource,
   storeDiskOf,
 } from './definition.ts';
@@ -74,6 +75,26 @@ test('a disk boots through a qcow2 overlay whose raw backing file libvirt must n
   const el = d.element;
   assert.equal(xml.children(el, 'source').length, 1);
   assert.equal(xml.child(el, 'driver')?.nextSibling?.nodeName, 'source');
+});
+
+test("a disk over an LVM store's volume boots through an overlay whose backing block device libvirt relabels", () => {
+  const xml = DomainXml.parse(DEF);
+  const [m] = mapDisks(xml, 'web01', DISKS);
+  setOverlayBlockSource(
+    xml,
+    m!.disk,
+    '/srv/dr/.haven/active/web01/web01_0.qcow2',
+    '/srv/dr/volumes/web01_web01_0_1',
+  );
+  const d = DomainXml.parse(xml.toString()).disks()[0]!;
+  assert.equal(d.format, 'qcow2');
+  assert.equal(d.path, '/srv/dr/.haven/active/web01/web01_0.qcow2');
+  // The QEMU user gets the node (root:disk 0660) only through libvirt's label: no relabel='no'.
+  assert.match(
+    xml.toString(),
+    /<backingStore type="block"><format type="raw"\/><source dev="\/srv\/dr\/volumes\/web01_web01_0_1"\/><backingStore\/><\/backingStore>/,
+  );
+  assert.equal(xml.children(d.element, 'source').length, 1);
 });
 
 test('a drill is isolated: console to its file, no network, no host devices, no fixed ports or sockets', () => {

@@ -86,6 +86,19 @@ export function setOverlaySource(xml: DomainXml, d: DomainDisk, overlay: string,
 }
 
 /**
+ * Boots a disk through a qcow2 overlay whose backing store is a block device holding the raw
+ * generation (an LVM store's logical volume). Its node belongs to root:disk, mode 0660, so the
+ * QEMU user could not open it: here libvirt relabels it (DAC: the node's owner for the domain's
+ * life, restored when it ends, formatdomain.html "seclabel"). That changes the node's owner,
+ * never the volume's bytes; QEMU opens the backing store read-only (`host_device`).
+ */
+export function setOverlayBlockSource(xml: DomainXml, d: DomainDisk, overlay: string, device: string): void {
+  const bsrc = xml.doc.createElement('source');
+  bsrc.setAttribute('dev', device);
+  setOverlayOver(xml, d, overlay, 'block', bsrc);
+}
+
+/**
  * Boots a disk through a qcow2 overlay whose backing image is an RBD image (an rbd store): the
  * backing store is a network source with its `<auth>` inside it (libvirt formatdomain.html,
  * "backingStore"), so QEMU reads the generation straight from the cluster and writes only the
@@ -105,7 +118,7 @@ function setOverlayOver(
   xml: DomainXml,
   d: DomainDisk,
   overlay: string,
-  type: 'file' | 'network',
+  type: 'file' | 'block' | 'network',
   backingSource: Element,
 ): void {
   const el = d.element;
