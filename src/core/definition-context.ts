@@ -124,6 +124,29 @@ export interface DefinitionReport {
   allowed: DefinitionChange[];
   /** Console files and sockets given the names Haven chose. */
   moved: Relocation[];
+  /**
+   * What an earlier pass removed, as its comments in the file say (`haven: removed …`, at most
+   * EARLIER_MAX): mostly the receiver's, when the definition arrived. The file is never rewritten,
+   * so allowing such an element afterwards does not bring it back: the operator edits the file.
+   */
+  earlier: string[];
+}
+
+export const EARLIER_MAX = 20;
+const REMOVED_NOTE = ' haven: removed ';
+
+/** The `haven: removed …` comments already in the definition (RuleContext.removeQuietly). */
+export function earlierRemovals(xml: DomainXml): string[] {
+  const out: string[] = [];
+  const walk = (n: Node): void => {
+    for (let c = n.firstChild; c && out.length < EARLIER_MAX; c = c.nextSibling) {
+      if (c.nodeType === 8 && (c.nodeValue ?? '').startsWith(REMOVED_NOTE))
+        out.push((c.nodeValue ?? '').slice(REMOVED_NOTE.length).trim());
+      else if (c.nodeType === 1) walk(c);
+    }
+  };
+  walk(xml.root);
+  return out;
 }
 
 /** The operator's settings as they apply to one server. */
@@ -156,7 +179,7 @@ export function commentText(text: string): string {
 
 /** The bookkeeping every rule shares: what may stay, what was changed, and the XML comments. */
 export class RuleContext {
-  readonly report: DefinitionReport = { removed: [], allowed: [], moved: [] };
+  readonly report: DefinitionReport = { removed: [], allowed: [], moved: [], earlier: [] };
 
   constructor(
     readonly xml: DomainXml,
@@ -199,7 +222,7 @@ export class RuleContext {
     if (change) {
       const what = change.detail ? `${change.element} (${change.detail})` : change.element;
       parent.insertBefore(
-        this.xml.doc.createComment(commentText(` haven: removed ${what}: ${change.reason} `)),
+        this.xml.doc.createComment(commentText(`${REMOVED_NOTE}${what}: ${change.reason} `)),
         el,
       );
     }

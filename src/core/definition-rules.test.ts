@@ -293,6 +293,16 @@ test('direct kernel boot only from the DR host’s boot directories; UEFI from i
     ],
   );
 
+  // Read again (a drill of what the receiver stored), the file's own notes say what it lost.
+  const again = apply(outside.text);
+  assert.deepEqual(again.report.removed, []);
+  assert.deepEqual(
+    again.report.earlier.map((e) => e.slice(0, e.indexOf(': '))),
+    // The loader was rewritten in place (no comment); initrd and cmdline went with the kernel.
+    ['os/kernel (/home/x/vmlinuz)'],
+  );
+  assert.match(again.report.earlier[0]!, /: a host file outside .*boots from its disk instead$/);
+
   // A directory the DR host configures (definitions.boot_files) is one of them.
   const configured = apply(def('/home/x/vmlinuz', '/usr/share/OVMF/OVMF_CODE.fd'), {
     bootFiles: ['/home/x'],

@@ -18,6 +18,7 @@ import {
   type DefinitionFacts,
   type DefinitionReport,
   type DefinitionRules,
+  earlierRemovals,
   elementChildren,
   RuleContext,
   rulesForServer,
@@ -84,6 +85,7 @@ export function applyDefinitionRules(
     `Haven starts only QEMU/KVM virtual machines: fix definitions/${facts.server}.xml (docs/recovery.md, "What a DR definition may hold").`,
   );
   const c = new RuleContext(xml, rulesForServer(rules, facts.server), facts);
+  c.report.earlier.push(...earlierRemovals(xml));
   // A document type declaration can declare entities, processing instructions can carry
   // anything: only the <domain> element is a definition.
   for (let n = xml.doc.firstChild; n; ) {
@@ -358,6 +360,14 @@ export function logDefinitionReport(log: Logger, server: string, report: Definit
       ...(c.detail ? { detail: c.detail } : {}),
       allowWith: `definitions.allow.${server}: [${c.rule}]`,
     });
+  }
+  for (const text of report.earlier) {
+    log.info(
+      `definition: ${text} (removed when definitions/${server}.xml was written; edit it to add this back)`,
+      {
+        server,
+      },
+    );
   }
   for (const c of report.allowed) {
     log.warn(

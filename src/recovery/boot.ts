@@ -41,6 +41,8 @@ export type BootPurpose = 'activation' | 'drill' | 'restore';
 export interface DefinitionSummary {
   removed: DefinitionChange[];
   allowed: DefinitionChange[];
+  /** Removed before this boot, when the file was written (DefinitionReport.earlier). */
+  earlier: string[];
 }
 
 export interface SafeDefinitionOptions {
@@ -170,5 +172,5 @@ export async function throughOverlays(
 }
 
 export function summary(report: DefinitionReport): DefinitionSummary {
-  return { removed: report.removed, allowed: report.allowed };
+  return { removed: report.removed, allowed: report.allowed, earlier: report.earlier };
 }

@@ -144,6 +144,21 @@ async function drillXml(
   return xml.toString();
 }
 
+/**
+ * What to look at when a copy shows no boot marker. A definition that lost its kernel or firmware
+ * when it arrived (the DR host did not allow their directory then) boots from its disk instead,
+ * often silently: that is named first.
+ */
+export function noMarkerHint(server: string, earlier: readonly string[]): string {
+  const boot = earlier.filter((e) => /^os\//.test(e));
+  const first =
+    'The copy did not show its boot marker: look at the console tail in the report, then at the generation.';
+  if (boot.length === 0) return first;
+  const what = boot.map((e) => e.slice(0, e.indexOf(': ') >>> 0)).join(', ');
+  const why = boot[0]!.slice(boot[0]!.indexOf(': ') + 2);
+  return `${first} Its definition lost ${what} when it was written (${why}): allow the directory in definitions.boot_files and add them back to definitions/${server}.xml (docs/recovery.md, "What a DR definition may hold").`;
+}
+
 export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
   const t0 = Date.now();
   const id = randomBytes(4).toString('hex');
@@ -195,7 +210,7 @@ export async function drillServer(o: DrillServerOptions): Promise<DrillResult> {
       result.detail = seen.reason;
       result.consoleTail = seen.consoleTail;
       result.error = recoveryError('DRILL_NO_BOOT_MARKER', 'integrity', `${o.server}: ${seen.reason}`, {
-        hint: 'The copy did not show its boot marker: look at the console tail in the report, then at the generation.',
+        hint: noMarkerHint(o.server, result.definition?.earlier ?? []),
       }).toJSON();
     }
   } catch (e) {
