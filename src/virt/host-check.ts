@@ -6,6 +6,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { exec } from '../core/exec.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
@@ -232,17 +233,7 @@ async function runDirCheck(runDir: string, user: string): Promise<HostCheck> {
     };
   }
   const probe = join(runDir, `.haven-doctor-${process.pid}-${randomBytes(3).toString('hex')}`);
-  const r = await tryExec('setpriv', [
-    `--reuid=${user}`,
-    `--regid=${(await tryExec('id', ['-gn', user])).out.trim() || user}`,
-    '--init-groups',
-    '--',
-    'sh',
-    '-c',
-    'touch "$1" && rm -f "$1"',
-    'sh',
-    probe,
-  ]);
+  const r = await asUser(user, 'touch "$1" && rm -f "$1"', [probe]);
   if (!r.ok) {
     return {
       id: 'run-dir',
@@ -260,6 +251,59 @@ async function runDirCheck(runDir: string, user: string): Promise<HostCheck> {
     detail: `${user} can create files in ${runDir}`,
     required: true,
   };
+}
+
+/** Runs a shell script as `user` (with its groups), its arguments $1…; needs root. */
+async function asUser(user: string, script: string, args: string[]): Promise<{ ok: boolean; out: string }> {
+  const group = (await tryExec('id', ['-gn', user])).out.trim() || user;
+  return tryExec('setpriv', [
+    `--reuid=${user}`,
+    `--regid=${group}`,
+    '--init-groups',
+    '--',
+    'sh',
+    '-c',
+    script,
+    'sh',
+    ...args,
+  ]);
+}
+
+/**
+ * Drills and activation at a DR host boot through overlays in `<store>/.haven/active` whose
+ * backing files are the store's images: QEMU's user must be able to enter the store (every
+ * parent too) and read a generation (docs/recovery.md, "QEMU must read the store"). A warning,
+ * not a failure: the host can still receive. An LVM store's volumes are relabelled by libvirt.
+ */
+export async function storeAccessCheck(dir: string, user = qemuUser()): Promise<HostCheck> {
+  const id = 'store-qemu-access';
+  const title = `store readable by QEMU (${user})`;
+  if (process.getuid?.() !== 0) {
+    const detail = 'not root, so reading as QEMU was not tried';
+    return { id, title, status: 'warn', detail, fix: 'run `haven doctor` as root', required: false };
+  }
+  const image = (await readdir(dir).catch(() => [] as string[])).find((f) => f.endsWith('.raw'));
+  const r = await asUser(
+    user,
+    [
+      'test -x "$1" || { echo "cannot enter $1" >&2; exit 1; }',
+      '[ ! -d "$1/.haven" ] || test -x "$1/.haven" || { echo "cannot enter $1/.haven" >&2; exit 1; }',
+      '[ -z "$2" ] || test -r "$2" || { echo "cannot read $2" >&2; exit 1; }',
+    ].join('; '),
+    [dir, image ? join(dir, image) : ''],
+  );
+  if (!r.ok) {
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `${r.out.split('\n')[0]}: drills and activation from this store would fail`,
+      fix: `chmod o+x ${dir} (and each parent directory), chmod o+r on its .raw images`,
+      required: false,
+    };
+  }
+  const what = image ? `enter ${dir} and read ${image}` : `enter ${dir}`;
+  return { id, title, status: 'ok', detail: `${user} can ${what}`, required: false };
 }
 
 export async function checkHost(options: HostCheckOptions = {}): Promise<HostCheck[]> {

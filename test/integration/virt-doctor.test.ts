@@ -1,14 +1,16 @@
 /**
  * `haven doctor` on this machine: healthy (every required check ok, exit 0, --json parses), with
  * libvirtd unreachable through a URI whose socket does not exist (the same code path as a
- * stopped libvirtd, see test/disruptive/), and with a run directory QEMU's user cannot write.
+ * stopped libvirtd, see test/disruptive/), with a run directory QEMU's user cannot write, and
+ * with a store that user cannot enter or read.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { openStore } from '../../src/store/index.ts';
 import type { HostCheck } from '../../src/virt/index.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 
@@ -103,4 +105,35 @@ test('haven doctor notices a run directory QEMU cannot write, as that user', asy
   assert.match(runDir?.detail ?? '', /libvirt-qemu cannot create files/);
   assert.match(runDir?.fix ?? '', /chmod/);
   assert.equal(report.checks.filter((c) => c.status === 'fail').length, 1, 'only that check fails');
+});
+
+test('haven doctor --store: whether QEMU’s user can enter the store and read its images (a warning)', async (t) => {
+  const dir = await testDir(t, 'haven-t-virt-doc');
+  const store = join(dir, 'store');
+  await openStore(store, { create: true });
+  const env = { HAVEN_RUN_DIR: join(dir, 'run') };
+  const access = async () => {
+    const r = await haven(['doctor', '--json', '--store', store], env);
+    // A warning: the host can still receive, so the exit code stays 0.
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout) as { checks: HostCheck[] };
+    return report.checks.find((c) => c.id === 'store-qemu-access')!;
+  };
+  const image = join(store, 'web01_web01_0_1.raw');
+  await writeFile(image, Buffer.alloc(4096), { mode: 0o644 });
+  const ok = await access();
+  assert.equal(ok.status, 'ok', ok.detail);
+  assert.match(ok.detail, /libvirt-qemu can enter .* and read web01_web01_0_1\.raw/);
+
+  await chmod(image, 0o600);
+  const unreadable = await access();
+  assert.equal(unreadable.status, 'warn');
+  assert.match(unreadable.detail, /cannot read .*web01_web01_0_1\.raw: drills and activation .* would fail/);
+
+  await chmod(image, 0o644);
+  await chmod(store, 0o700);
+  const closed = await access();
+  assert.equal(closed.status, 'warn');
+  assert.match(closed.detail, /cannot enter /);
+  assert.match(closed.fix ?? '', /chmod o\+x/);
 });

@@ -1,14 +1,15 @@
 /**
  * `haven doctor`: checks this host (libvirtd, versions, backup support, the run directory as
  * QEMU's user, the tools Haven runs, whether the daemon's address is reachable in clear text, and
- * with --store an LVM store's volume groups)
+ * with --store a store's own checks and whether QEMU's user can read it for drills and activation)
  * and prints each verdict with the command that fixes it.
  * Exits 12 (EXIT_PARTIAL) when a required check fails, 0 otherwise (warnings included).
  */
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { daemonListenCheck } from '../../daemon/index.ts';
 import { storeDoctorChecks } from '../../store/index.ts';
-import { checkHost, type HostCheck, hostChecksPassed } from '../../virt/index.ts';
+import { checkHost, type HostCheck, hostChecksPassed, storeAccessCheck } from '../../virt/index.ts';
 import type { CliContext } from '../context.ts';
 import { EXIT_PARTIAL } from '../exit-codes.ts';
 import { connectOption, examples } from '../options.ts';
@@ -50,7 +51,13 @@ export default function register(program: Command, context: () => CliContext): v
     const ctx = context();
     const checks = await checkHost({ uri: opts.connect, runDir: ctx.paths.runDir, log: ctx.log });
     checks.push(await listenCheck(ctx));
-    if (opts.store) checks.push(...(await storeDoctorChecks(opts.store)));
+    if (opts.store) {
+      checks.push(...(await storeDoctorChecks(opts.store)));
+      // QEMU of a session libvirt runs as the caller (as in checkHost's run-directory check).
+      const session = (opts.connect ?? process.env.HAVEN_LIBVIRT_URI ?? '').includes('/session');
+      if (existsSync(opts.store))
+        checks.push(await storeAccessCheck(opts.store, session ? (process.env.USER ?? 'root') : undefined));
+    }
     const ok = hostChecksPassed(checks);
     if (opts.json) {
       ctx.printJson({ ok, checks });
