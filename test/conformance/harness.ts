@@ -40,7 +40,15 @@ export interface StoreUnderTest {
    * How a child process opens this same store: a module exporting `openStoreForTest(location)`.
    * Required by the crash-injection part of the contract (StoreCapabilities).
    */
-  child?: { opener: string; location: string };
+  child?: {
+    opener: string;
+    location: string;
+    /**
+     * How long a child writer may run before it counts as stuck (default 60 s): an LVM store
+     * under TCG spends 0.3–3 s in every lvm command.
+     */
+    timeoutMs?: number;
+  };
   /**
    * Removes one image behind the store's back, and every image of a server (as an operator
    * would): for stores whose images are not files in the store's directory (lvm, rbd). Without
@@ -394,10 +402,11 @@ export async function runChild(
     });
     child.stdout.resume();
     // A writer stuck (on a lock, say) must fail the test, not pass as a crash.
+    const limitMs = sut.child?.timeoutMs ?? 60_000;
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`the delta child did not finish within 60 s: ${stderr}`));
-    }, 60_000);
+      reject(new Error(`the delta child did not finish within ${limitMs / 1000} s: ${stderr}`));
+    }, limitMs);
     child.on('error', reject);
     if (options.stopAt) {
       const { whileStopped } = options.stopAt;
