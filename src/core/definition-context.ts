@@ -135,13 +135,17 @@ export interface DefinitionReport {
 export const EARLIER_MAX = 20;
 const REMOVED_NOTE = ' haven: removed ';
 
-/** The `haven: removed …` comments already in the definition (RuleContext.removeQuietly). */
+/**
+ * The `haven: removed …` comments already in the definition (RuleContext.removeQuietly). A sender
+ * can write such comments too, so each is flattened to one line of at most 300 characters
+ * before it reaches a log or a result.
+ */
 export function earlierRemovals(xml: DomainXml): string[] {
   const out: string[] = [];
   const walk = (n: Node): void => {
     for (let c = n.firstChild; c && out.length < EARLIER_MAX; c = c.nextSibling) {
       if (c.nodeType === 8 && (c.nodeValue ?? '').startsWith(REMOVED_NOTE))
-        out.push((c.nodeValue ?? '').slice(REMOVED_NOTE.length).trim());
+        out.push(commentText((c.nodeValue ?? '').slice(REMOVED_NOTE.length)).trim());
       else if (c.nodeType === 1) walk(c);
     }
   };

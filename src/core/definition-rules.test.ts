@@ -302,6 +302,13 @@ test('direct kernel boot only from the DR host’s boot directories; UEFI from i
     ['os/kernel (/home/x/vmlinuz)'],
   );
   assert.match(again.report.earlier[0]!, /: a host file outside .*boots from its disk instead$/);
+  // A sender's look-alike note reaches logs as one line, cut short.
+  const forged = apply(
+    `<domain type='qemu'><name>web01</name><os><type>hvm</type></os><!-- haven: removed x\nFAKE LOG LINE ${'y'.repeat(400)} --></domain>`,
+  );
+  assert.equal(forged.report.earlier.length, 1);
+  assert.doesNotMatch(forged.report.earlier[0]!, /\n/);
+  assert.ok(forged.report.earlier[0]!.length <= 300);
 
   // A directory the DR host configures (definitions.boot_files) is one of them.
   const configured = apply(def('/home/x/vmlinuz', '/usr/share/OVMF/OVMF_CODE.fd'), {
