@@ -154,8 +154,9 @@ export function noMarkerHint(server: string, earlier: readonly string[]): string
   const first =
     'The copy did not show its boot marker: look at the console tail in the report, then at the generation.';
   if (boot.length === 0) return first;
-  const what = boot.map((e) => e.slice(0, e.indexOf(': ') >>> 0)).join(', ');
-  const why = boot[0]!.slice(boot[0]!.indexOf(': ') + 2);
+  // Each note is "<element> (<detail>): <reason>" (RuleContext.removeQuietly).
+  const what = boot.map((e) => e.split(': ')[0]).join(', ');
+  const why = boot[0]!.split(': ').slice(1).join(': ');
   return `${first} Its definition lost ${what} when it was written (${why}): allow the directory in definitions.boot_files and add them back to definitions/${server}.xml (docs/recovery.md, "What a DR definition may hold").`;
 }
 
