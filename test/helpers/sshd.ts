@@ -31,7 +31,7 @@ export interface TestSshd {
   dir: string;
   /** ssh options that authenticate with the client key and check the host key strictly. */
   sshOptions: string[];
-  /** `ssh://root@127.0.0.1:<port><path>` */
+  /** `ssh://root@<address>:<port><path>` */
   url(path: string): string;
   stop(): Promise<void>;
 }
@@ -43,8 +43,14 @@ export interface TestSshd {
  */
 export async function startSshd(
   dir: string,
-  options: { logDir?: string; extraKeys?: string[] } = {},
+  options: {
+    logDir?: string;
+    extraKeys?: string[];
+    /** The address it listens on (default 127.0.0.1), e.g. a test bridge's for a guest to reach. */
+    listenAddress?: string;
+  } = {},
 ): Promise<TestSshd> {
+  const address = options.listenAddress ?? '127.0.0.1';
   // sshd's compiled-in privilege separation directory (the openssh-server service makes it).
   await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
   for (const k of ['host', 'client', ...(options.extraKeys ?? [])]) {
@@ -57,7 +63,7 @@ export async function startSshd(
     join(dir, 'sshd_config'),
     [
       `Port ${port}`,
-      'ListenAddress 127.0.0.1',
+      `ListenAddress ${address}`,
       `HostKey ${join(dir, 'host')}`,
       'PidFile none',
       `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
@@ -73,7 +79,7 @@ export async function startSshd(
     ].join('\n'),
   );
   const hostPub = (await readFile(join(dir, 'host.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ');
-  await writeFile(join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${hostPub}\n`);
+  await writeFile(join(dir, 'known_hosts'), `[${address}]:${port} ${hostPub}\n`);
   await writeFile(join(dir, 'empty_known_hosts'), '');
   const sshd: ChildProcess = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], {
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -107,7 +113,7 @@ export async function startSshd(
       '-o',
       'ConnectTimeout=10',
     ],
-    url: (path) => `ssh://root@127.0.0.1:${port}${path}`,
+    url: (path) => `ssh://root@${address}:${port}${path}`,
     async stop() {
       if (sshd.exitCode !== null) return;
       // Let the per-connection sshd processes finish first, so the listener reaps them (killed

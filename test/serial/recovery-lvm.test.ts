@@ -10,6 +10,10 @@
  *   guest's console shows the pattern verified, and no domain is left;
  * - `haven activate` starts the server from the LVs (its newest, through an overlay) and the
  *   guest verifies the pattern again;
+ * - `haven failback --to ssh://` (this host's sshd, on the fixture bridge) sends the DR copy back
+ *   into the primary's own image, which ran past its last replication (10 blocks rewritten), so
+ *   the receiver compares every chunk; the primary then starts here and verifies the pattern, and
+ *   the DR host holds no domain;
  * and the LVs' bytes never change. The server's kernel and initramfs are copied to the DR host
  * at the paths its definition names (an operator keeps boot files at both sites; the DR
  * configuration allows those directories).
@@ -20,8 +24,11 @@
  * or beside one other guest the whole test takes about 10 minutes.
  */
 import assert from 'node:assert/strict';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ActivationReport, DrillReport } from '../../src/recovery/index.ts';
+import type { ActivationReport, DrillReport, FailbackResult } from '../../src/recovery/index.ts';
+import { HAVEN_BIN } from '../../src/transport/index.ts';
 import {
   createDebianGuest,
   type DebianGuest,
@@ -29,9 +36,11 @@ import {
   LIBVIRT_PACKAGES,
 } from '../fixtures/debian/index.ts';
 import { createTestGuest } from '../fixtures/guest/index.ts';
+import { PATTERN_BLOCK_SIZE } from '../fixtures/guest/pattern.ts';
 import { testDir } from '../fixtures/guest/tools.ts';
 import { havenEnv, havenJson } from '../helpers/haven.ts';
-import { guestDefinitions } from '../integration/recovery-helpers.ts';
+import { startSshd } from '../helpers/sshd.ts';
+import { guestDefinitions, waitForText } from '../integration/recovery-helpers.ts';
 
 const PREFIX = 'haven-t-reclvm';
 const STORE = '/srv/haven-lvm';
@@ -62,11 +71,11 @@ async function waitAtDr(dr: DebianGuest, path: string, text: string, timeoutMs: 
       const tail = (await dr.ssh(`tail -n 20 ${path}`, { okCodes: [0, 1] })).stdout;
       throw new Error(`no "${text}" in ${path} at the DR host within ${timeoutMs} ms; last lines:\n${tail}`);
     }
-    await new Promise((r) => setTimeout(r, 3000));
+    await new Promise((r) => setTimeout(r, 10_000));
   }
 }
 
-test('a drill and an activation from an LVM store at a DR host running libvirt: the server verifies its data inside', {
+test('a drill, an activation and a failback from an LVM store at a DR host running libvirt: the server verifies its data inside', {
   timeout: 45 * 60 * 1000,
 }, async (t) => {
   const dir = await testDir(t, PREFIX);
@@ -100,6 +109,9 @@ test('a drill and an activation from an LVM store at a DR host running libvirt: 
   await havenJson(h, [...protect, ...ssh]);
   await guest.writePattern('vda', 61, 40);
   assert.equal((await havenJson<{ mode: string }>(h, [...protect, ...ssh])).mode, 'incremental');
+  // The primary runs past its last replication (the first 10 blocks rewritten with another seed)
+  // and then fails: failback must not trust its images and must bring back the DR copy's blocks.
+  await guest.writePattern('vda', 62, 10);
   await guest.destroy();
 
   const before = await lvHashes(dr, 'vg_dr', guest.name);
@@ -143,5 +155,52 @@ test('a drill and an activation from an LVM store at a DR host running libvirt: 
   await waitAtDr(dr, serial, 'HAVEN ready', 120_000);
   t.diagnostic(`activation from LVM: marker after ${Math.round((Date.now() - activated) / 1000)} s`);
   assert.deepEqual(await lvHashes(dr, 'vg_dr', guest.name), before, 'the activation wrote no generation');
-  await dr.ssh(`virsh destroy ${guest.name}`);
+
+  // Failback, run at the DR host as its operator would: the receiver runs here through this
+  // host's sshd, reached over the fixture bridge with a key the DR host is given.
+  await mkdir(join(dir, 'primary-ssh'));
+  const sshd = await startSshd(join(dir, 'primary-ssh'), {
+    logDir: join(dir, 'primary-logs'),
+    listenAddress: dr.network.hostAddress,
+  });
+  t.after(() => sshd.stop());
+  const keys = '/root/primary-ssh';
+  await dr.ssh(`mkdir -p -m 700 ${keys}`);
+  for (const f of ['client', 'known_hosts']) await dr.copyIn(join(sshd.dir, f), `${keys}/${f}`);
+  const primaryOptions = sshd.sshOptions.map((o) => `'--ssh-option=${o.replaceAll(sshd.dir, keys)}'`);
+  const logFrom = (await stat(guest.serialLog)).size;
+  const failedBack = Date.now();
+  const fb = await dr.ssh(
+    [
+      `haven failback ${guest.name} --store ${STORE} --to ${sshd.url('')}`,
+      `--remote-command '${process.execPath} ${HAVEN_BIN}'`,
+      ...primaryOptions,
+      '--json',
+    ].join(' '),
+    { timeoutMs: BOOT_TIMEOUT_MS, okCodes: Array.from({ length: 64 }, (_, i) => i) },
+  );
+  assert.equal(fb.code, 0, fb.stderr);
+  const r = JSON.parse(fb.stdout) as FailbackResult;
+  assert.deepEqual(
+    r.passes.map((p) => [p.pass, p.mode]),
+    [
+      ['live', 'resync'],
+      ['final', 'incremental'],
+    ],
+    'the primary ran past its replication: the live pass compares every chunk',
+  );
+  assert.ok(
+    r.passes[0]!.dataBytes >= 10 * PATTERN_BLOCK_SIZE,
+    `the live pass brought back the 10 blocks the primary rewrote: ${r.passes[0]!.dataBytes} bytes`,
+  );
+  assert.equal(r.started, true);
+  t.diagnostic(
+    `failback from LVM in ${Math.round((Date.now() - failedBack) / 1000)} s: ` +
+      r.passes.map((p) => `${p.pass} ${p.mode} ${p.dataBytes} data bytes, ${p.durationMs} ms`).join('; '),
+  );
+  // The primary runs here again and finds the replicated pattern, not what it wrote after.
+  await waitForText(guest.serialLog, MARKER, 300_000, logFrom);
+  assert.equal(await guest.state(), 'running');
+  assert.equal((await dr.ssh('virsh list --all --name')).stdout.trim(), '', 'the DR host holds no domain');
+  assert.deepEqual(await lvHashes(dr, 'vg_dr', guest.name), before, 'the failback wrote no generation');
 });
