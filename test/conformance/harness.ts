@@ -80,6 +80,13 @@ export interface StoreCapabilities {
    * its bytes in the process, where nothing rots, and stands in only for the protocol's peer.
    */
   slotCheck: boolean;
+  /**
+   * Every store the factory makes names its images in one shared namespace (LVM: the volume
+   * group, where an LV's name is the seed's `<server>_<disk>_<seq>` and nothing of the store's),
+   * so two of them cannot hold the same server at once: the tests that would (the crash part's
+   * steps, all of server Web01) run one after another instead of four at a time.
+   */
+  sharedImageNames?: boolean;
 }
 
 /** Flips a bit of a byte in an image file (StoreUnderTest.damageImage for stores of files). */

@@ -9,14 +9,19 @@ import { mkdir, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openLvmStore } from '../../src/store/lvm/index.ts';
 import { lvmStoreUnderTest } from './lvm-sut.ts';
-import { storeConformance } from './store-conformance.ts';
+import { EVERY_CAPABILITY, storeConformance } from './store-conformance.ts';
 
 const root = process.env.HAVEN_TEST_ROOT ?? '/var/tmp/haven-test';
 const groups = process.env.HAVEN_TEST_LVM;
 if (!groups) throw new Error('HAVEN_TEST_LVM names the volume groups to test (vg, or vg/pool)');
 
-storeConformance(`lvm ${groups}`, async () => {
-  await mkdir(root, { recursive: true });
-  const dir = await mkdtemp(join(root, 'lvm-store-'));
-  return lvmStoreUnderTest(await openLvmStore(dir, { create: true, volumeGroups: groups }), dir);
-});
+storeConformance(
+  `lvm ${groups}`,
+  async () => {
+    await mkdir(root, { recursive: true });
+    const dir = await mkdtemp(join(root, 'lvm-store-'));
+    return lvmStoreUnderTest(await openLvmStore(dir, { create: true, volumeGroups: groups }), dir);
+  },
+  // LV names are the volume group's: the stores of concurrent tests would share them.
+  { ...EVERY_CAPABILITY, sharedImageNames: true },
+);

@@ -25,7 +25,7 @@ import { sizeBombsContract } from './contract/size-bombs.ts';
 import { writingContract } from './contract/writing.ts';
 import type { StoreCapabilities, StoreFactory, StoreUnderTest } from './harness.ts';
 
-const EVERY_CAPABILITY: StoreCapabilities = { crashInjection: true, slotCheck: true };
+export const EVERY_CAPABILITY: StoreCapabilities = { crashInjection: true, slotCheck: true };
 
 /** The parts of the contract, in the order they run. */
 const PARTS = {
@@ -73,7 +73,7 @@ export function storeConformance(
       if (!parts.includes(part)) continue;
       if (part === 'bitrot' && !capabilities.slotCheck) continue;
       if (CHILD_PARTS.includes(part) && !capabilities.crashInjection) continue;
-      PARTS[part](fresh);
+      PARTS[part](fresh, capabilities);
     }
   });
 }

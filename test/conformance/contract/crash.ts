@@ -4,10 +4,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CRASH_STEPS, type CrashStep } from '../../../src/store/crash.ts';
-import { disksFor, type Fresh, runChild, ServerSim, SMALL_WEB01_DISKS } from '../harness.ts';
+import {
+  disksFor,
+  type Fresh,
+  runChild,
+  ServerSim,
+  SMALL_WEB01_DISKS,
+  type StoreCapabilities,
+} from '../harness.ts';
 import { resyncExtents, sendExtents, summaryOf, withStaged } from '../model.ts';
 
-export function crashContract(fresh: Fresh): void {
+export function crashContract(fresh: Fresh, capabilities: Partial<StoreCapabilities> = {}): void {
   test('crash mid-stage (writer killed after a checkpoint): the next attempt completes the delta', async (t) => {
     const sut = await fresh(t);
     for (const [server, setupRuns, samePit] of [
@@ -46,7 +53,9 @@ export function crashContract(fresh: Fresh): void {
     }
   });
 
-  describe('crash at every commit step, then recover()', { concurrency: 4 }, () => {
+  describe('crash at every commit step, then recover()', {
+    concurrency: capabilities.sharedImageNames ? 1 : 4,
+  }, () => {
     // A first run has no renames and nothing to apply; a copied slot differs from a recycled
     // one only in how the slot is filled, so only those steps are repeated for it.
     const scenarios: { label: string; copies: number; setupRuns: number; steps: readonly CrashStep[] }[] = [
